@@ -1,0 +1,1 @@
+//! lacnet-hub (TODO).

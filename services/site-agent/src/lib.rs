@@ -1,0 +1,1 @@
+//! lacnet-site-agent (TODO).

@@ -1,0 +1,2 @@
+//! Benchmarks for lacnet-core (TODO(helper)).
+fn main() {}

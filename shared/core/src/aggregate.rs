@@ -1,0 +1,3 @@
+//! Aggregation of pseudonymised records into a period's true counts.
+//!
+//! TODO(helper).

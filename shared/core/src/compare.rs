@@ -1,0 +1,3 @@
+//! Cross-site comparisons built at the hub from published tables.
+//!
+//! TODO(helper).

@@ -1,0 +1,3 @@
+//! Keyed pseudonymisation (HMAC-SHA256 with HKDF-derived purpose keys).
+//!
+//! TODO(helper).

@@ -1,0 +1,3 @@
+//! Validation of records as councils send them.
+//!
+//! TODO(helper).

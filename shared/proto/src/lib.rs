@@ -1,0 +1,31 @@
+//! `lacnet-proto`: the code generated from `proto/`, and nothing else.
+//!
+//! `proto/` is the only contract between lacnet processes; every service and
+//! the CLI speak it through these modules.
+
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// Types shared by every API: records' vocabulary, periods, policy, submissions.
+pub mod common {
+    pub mod v1 {
+        tonic::include_proto!("lacnet.common.v1");
+    }
+}
+
+/// The site agent API that council systems call.
+pub mod site {
+    pub mod v1 {
+        tonic::include_proto!("lacnet.site.v1");
+    }
+}
+
+/// The hub's submission and report APIs.
+pub mod hub {
+    pub mod v1 {
+        tonic::include_proto!("lacnet.hub.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every lacnet proto, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/lacnet_descriptor.bin"));

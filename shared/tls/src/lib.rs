@@ -1,0 +1,1 @@
+//! lacnet-tls (TODO).

@@ -1,0 +1,1 @@
+//! Whole-network tests live in `tests/tests/`; this crate only hosts them.
