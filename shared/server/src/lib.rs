@@ -1,0 +1,18 @@
+//! `lacnet-server`: the plumbing every lacnet service shares, so the services
+//! themselves hold only their domain.
+//!
+//! - [`telemetry`]: `tracing` with an `EnvFilter`; human output on a terminal,
+//!   JSON lines in Kubernetes.
+//! - [`metrics`]: a small Prometheus registry. Label values come from closed
+//!   sets fixed at registration, so data can never become a label.
+//! - [`admin`]: the admin port (`/metrics`, `/healthz`), separate from gRPC.
+//! - [`shutdown`]: a `CancellationToken` fired by SIGTERM or Ctrl-C.
+
+#![warn(missing_docs)]
+
+pub mod admin;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;
