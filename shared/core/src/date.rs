@@ -161,7 +161,10 @@ mod tests {
     #[test]
     fn epoch_day_arithmetic_round_trips() {
         assert_eq!(Date::parse("1970-01-01").map(Date::days_since_epoch), Ok(0));
-        assert_eq!(Date::parse("2000-03-01").map(Date::days_since_epoch), Ok(11_017));
+        assert_eq!(
+            Date::parse("2000-03-01").map(Date::days_since_epoch),
+            Ok(11_017)
+        );
         for days in (-700_000..2_900_000).step_by(997) {
             let d = Date::from_days_since_epoch(days);
             assert_eq!(d.days_since_epoch(), days);

@@ -1,9 +1,35 @@
 //! Disclosure control: what makes aggregates safe to leave a site.
 //!
-//! TODO(helper): primary suppression, rounding, secondary suppression, check_policy.
+//! Sits between aggregation and submission. The site agent runs [`apply`] on
+//! a period's true [`Aggregates`] and sends only the resulting [`Published`]
+//! table; the hub re-runs [`check_policy`] and [`check_consistency`] on what it
+//! receives, as defence in depth.
+//!
+//! The rules follow NHS Digital and OpenSAFELY practice:
+//!
+//! * **Primary suppression.** A count from 1 to the threshold becomes
+//!   [`Count::Suppressed`]. Zero stays `Value(0)`: a true zero is never
+//!   suppressed, and `Value(0)` never stands for anything but zero. A count
+//!   above the threshold that would *round* to the threshold or below (11
+//!   with threshold 10 and base 5, or 1 with threshold 0 and base 5) is
+//!   suppressed too, so a published value is never within the threshold.
+//! * **Rounding.** Every other count is rounded to the nearest multiple of the
+//!   rounding base. With an odd base an integer never sits half way; with an
+//!   even base a half way value is rounded *up* (with base 10, 15 becomes 20).
+//! * **Totals** are ordinary cells: computed from true values before rounding,
+//!   then suppressed or rounded like any other cell.
+//! * **Secondary (complementary) suppression.** No suppressed cell may be
+//!   recoverable exactly from the published cells of its tables. This is
+//!   judged from an attacker's view built only from published data (see
+//!   [`attacker_bounds`]), and more cells are suppressed until no suppressed
+//!   cell is pinned to a single value.
 
-use crate::metrics::{Aggregates, METRIC_COUNT, TableSpec};
+use crate::metrics::{
+    Aggregates, INTRODUCTIONS_NEW, METRIC_COUNT, PEOPLE_ACTIVE, PEOPLE_NEW, TableSpec, catalogue,
+};
+use crate::vocab::Outcome;
 use serde::{Deserialize, Serialize};
+use std::fmt;
 
 /// A published count: a (rounded) value, or withheld. `Value(0)` is a true zero.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -27,7 +53,59 @@ pub struct DisclosurePolicy {
 
 impl Default for DisclosurePolicy {
     fn default() -> Self {
-        DisclosurePolicy { threshold: 7, rounding_base: 5, secondary_suppression: true }
+        DisclosurePolicy {
+            threshold: 7,
+            rounding_base: 5,
+            secondary_suppression: true,
+        }
+    }
+}
+
+/// The largest threshold and rounding base a policy may set.
+pub const POLICY_LIMIT: u32 = 1000;
+
+/// Why a disclosure policy was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DisclosureError {
+    /// The rounding base is 0 (use 1 for no rounding).
+    #[error("rounding base must be at least 1 (1 means no rounding), got 0")]
+    RoundingBaseZero,
+    /// The rounding base is above [`POLICY_LIMIT`].
+    #[error("rounding base must be at most {POLICY_LIMIT}, got {0}")]
+    RoundingBaseTooLarge(u32),
+    /// The suppression threshold is above [`POLICY_LIMIT`].
+    #[error("suppression threshold must be at most {POLICY_LIMIT}, got {0}")]
+    ThresholdTooLarge(u32),
+}
+
+impl DisclosurePolicy {
+    /// Checks the policy is usable: `1 <= rounding_base <= 1000` and `threshold <= 1000`.
+    pub fn validate(&self) -> Result<(), DisclosureError> {
+        if self.rounding_base == 0 {
+            return Err(DisclosureError::RoundingBaseZero);
+        }
+        if self.rounding_base > POLICY_LIMIT {
+            return Err(DisclosureError::RoundingBaseTooLarge(self.rounding_base));
+        }
+        if self.threshold > POLICY_LIMIT {
+            return Err(DisclosureError::ThresholdTooLarge(self.threshold));
+        }
+        Ok(())
+    }
+
+    /// Whether this (site) policy protects at least as much as the `network`'s:
+    /// a threshold at least as high, a rounding base that is a multiple of the
+    /// network's (so every published value is also a multiple of the network's
+    /// base), and secondary suppression on if the network requires it.
+    pub fn at_least_as_strict_as(&self, network: &DisclosurePolicy) -> bool {
+        self.threshold >= network.threshold
+            && self.base() % network.base() == 0
+            && (self.secondary_suppression || !network.secondary_suppression)
+    }
+
+    /// The rounding base as a divisor; an invalid 0 is read as 1 so nothing here divides by zero.
+    fn base(&self) -> u64 {
+        u64::from(self.rounding_base.max(1))
     }
 }
 
@@ -38,14 +116,1081 @@ pub struct Published {
     pub counts: [Count; METRIC_COUNT],
 }
 
+/// Rounds to the nearest multiple of `base`, a half way value going up.
+fn round_to(value: u64, base: u64) -> u64 {
+    let down = value - value % base;
+    // Near u64::MAX rounding up would overflow: round down instead.
+    if (value % base) * 2 >= base {
+        down.checked_add(base).unwrap_or(down)
+    } else {
+        down
+    }
+}
+
+/// Primary suppression and rounding of one true count.
+fn primary(value: u64, policy: &DisclosurePolicy) -> Count {
+    if value == 0 {
+        return Count::Value(0);
+    }
+    let rounded = round_to(value, policy.base());
+    // A published value is never within the threshold (11 rounds to 10 under
+    // threshold 10, base 5) and never a 0 that is not a true zero.
+    if value <= u64::from(policy.threshold)
+        || rounded <= u64::from(policy.threshold)
+        || rounded == 0
+    {
+        Count::Suppressed
+    } else {
+        Count::Value(rounded)
+    }
+}
+
 /// Protects `aggregates` under `policy` using the catalogue's tables.
 pub fn apply(aggregates: &Aggregates, policy: &DisclosurePolicy) -> Published {
-    let _ = (aggregates, policy);
-    todo!()
+    let mut counts = [Count::Suppressed; METRIC_COUNT];
+    protect_into(
+        &aggregates.counts,
+        catalogue().tables(),
+        policy,
+        &mut counts,
+    );
+    Published { counts }
 }
 
 /// Protects arbitrary cells related by `tables`.
+///
+/// Tables that name a cell beyond `values` are ignored.
 pub fn protect(values: &[u64], tables: &[TableSpec], policy: &DisclosurePolicy) -> Vec<Count> {
-    let _ = (values, tables, policy);
-    todo!()
+    let mut out = vec![Count::Suppressed; values.len()];
+    protect_into(values, tables, policy, &mut out);
+    out
+}
+
+fn protect_into(
+    values: &[u64],
+    tables: &[TableSpec],
+    policy: &DisclosurePolicy,
+    out: &mut [Count],
+) {
+    for (cell, &value) in out.iter_mut().zip(values) {
+        *cell = primary(value, policy);
+    }
+    if !policy.secondary_suppression {
+        return;
+    }
+    let tables: Vec<&TableSpec> = tables
+        .iter()
+        .filter(|t| in_range(t, values.len()))
+        .collect();
+    // Each round suppresses one more cell or stops, so this ends within `values.len()` rounds.
+    loop {
+        let view = AttackerView::build(out, &tables, policy);
+        let mut acted = false;
+        for table in &tables {
+            let exposed = cells(table).any(|c| out[c] == Count::Suppressed && view.pinned(c));
+            if !exposed {
+                continue;
+            }
+            // The smallest unsuppressed non-zero part costs the least information;
+            // failing that, withhold the total.
+            let part = table
+                .parts
+                .iter()
+                .copied()
+                .filter(|&p| out[p] != Count::Suppressed && values[p] > 0)
+                .min_by_key(|&p| (values[p], p));
+            let target = part.or_else(|| {
+                (out[table.total] != Count::Suppressed && values[table.total] > 0)
+                    .then_some(table.total)
+            });
+            if let Some(cell) = target {
+                out[cell] = Count::Suppressed;
+                acted = true;
+                // Recompute the view: one suppression may protect other tables too.
+                break;
+            }
+        }
+        if !acted {
+            return;
+        }
+    }
+}
+
+fn in_range(table: &TableSpec, len: usize) -> bool {
+    table.total < len && table.parts.iter().all(|&p| p < len)
+}
+
+fn cells(table: &TableSpec) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(table.total).chain(table.parts.iter().copied())
+}
+
+/// What an attacker can know about one cell's true value from published data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// The smallest possible true value.
+    pub lo: u64,
+    /// The largest possible true value; `None` when unbounded.
+    pub hi: Option<u64>,
+}
+
+/// Stands for "no upper bound". Far above any u64, yet sums of millions of
+/// these still fit in an i128, so interval arithmetic never overflows.
+const INF: i128 = 1 << 100;
+
+/// Interval bounds per cell, as an attacker derives them from published data only.
+struct AttackerView {
+    lo: Vec<i128>,
+    hi: Vec<i128>,
+    /// The table that last tightened each cell (names the table in messages).
+    by_table: Vec<Option<usize>>,
+    /// Some cell's bounds became empty: the published cells contradict each other.
+    contradictory: bool,
+}
+
+impl AttackerView {
+    /// Bounds from each published cell alone, before any table is used.
+    ///
+    /// A published non-zero `r` means a true value that rounds to `r` and is
+    /// above the threshold; `Value(0)` means exactly 0; `Suppressed` means at
+    /// least 1 (the attacker cannot tell primary from secondary suppression).
+    fn cellwise(counts: &[Count], policy: &DisclosurePolicy) -> Self {
+        let base = policy.base();
+        let mut lo = Vec::with_capacity(counts.len());
+        let mut hi = Vec::with_capacity(counts.len());
+        for count in counts {
+            let (l, h) = match *count {
+                Count::Value(0) => (0, 0),
+                Count::Value(r) => {
+                    // Exactly the integers that round to r: [r - floor(b/2), r - floor(b/2) + b - 1].
+                    let from = i128::from(r) - i128::from(base / 2);
+                    let to = from + i128::from(base) - 1;
+                    let above = (i128::from(policy.threshold) + 1).max(1);
+                    // A value inside the threshold breaks the policy (check_policy says so);
+                    // keep the rounding interval rather than an empty one.
+                    let from = if from.max(above) <= to {
+                        from.max(above)
+                    } else {
+                        from.max(1)
+                    };
+                    (from, to)
+                }
+                Count::Suppressed => (1, INF),
+            };
+            lo.push(l);
+            hi.push(h);
+        }
+        AttackerView {
+            lo,
+            hi,
+            by_table: vec![None; counts.len()],
+            contradictory: false,
+        }
+    }
+
+    /// Cell bounds, tightened by every table's equation (parts add up to the
+    /// total) until nothing changes. For one table and integer bounds this is
+    /// the exact feasible range of each cell; across tables sharing cells it
+    /// propagates what one table reveals into the others.
+    fn build(counts: &[Count], tables: &[&TableSpec], policy: &DisclosurePolicy) -> Self {
+        let mut view = Self::cellwise(counts, policy);
+        // Bounds only shrink and are integers, so this settles; the cap keeps
+        // adversarial input cheap (every intermediate state is still sound).
+        for _ in 0..64 {
+            let mut changed = false;
+            for (t, table) in tables.iter().enumerate() {
+                changed |= view.tighten(t, table);
+                if view.contradictory {
+                    break;
+                }
+            }
+            // Contradictory input (check_consistency rejects it) could otherwise
+            // push bounds apart without limit.
+            if !changed || view.contradictory {
+                break;
+            }
+        }
+        view
+    }
+
+    /// Applies one table's equation; returns whether any bound moved.
+    fn tighten(&mut self, t: usize, table: &TableSpec) -> bool {
+        let mut changed = false;
+        let sum_lo: i128 = table.parts.iter().map(|&p| self.lo[p]).sum();
+        let sum_hi: i128 = table.parts.iter().map(|&p| self.hi[p]).sum();
+        changed |= self.set(table.total, t, sum_lo, sum_hi);
+        let (total_lo, total_hi) = (self.lo[table.total], self.hi[table.total]);
+        for &p in &table.parts {
+            let others_lo = sum_lo - self.lo[p];
+            let others_hi = sum_hi - self.hi[p];
+            changed |= self.set(p, t, total_lo - others_hi, total_hi - others_lo);
+        }
+        changed
+    }
+
+    fn set(&mut self, cell: usize, table: usize, lo: i128, hi: i128) -> bool {
+        // Anything near INF is still "unbounded": keeps INF - k from looking like progress.
+        let hi = if hi >= INF / 2 { INF } else { hi };
+        let mut changed = false;
+        if lo > self.lo[cell] {
+            self.lo[cell] = lo;
+            changed = true;
+        }
+        if hi < self.hi[cell] {
+            self.hi[cell] = hi;
+            changed = true;
+        }
+        if changed {
+            self.by_table[cell] = Some(table);
+            self.contradictory |= self.lo[cell] > self.hi[cell];
+        }
+        changed
+    }
+
+    fn pinned(&self, cell: usize) -> bool {
+        self.lo[cell] == self.hi[cell]
+    }
+
+    fn bounds(&self, cell: usize) -> Bounds {
+        let clamp = |x: i128| u64::try_from(x.max(0)).unwrap_or(u64::MAX);
+        Bounds {
+            lo: clamp(self.lo[cell]),
+            hi: (self.hi[cell] < INF).then(|| clamp(self.hi[cell])),
+        }
+    }
+}
+
+/// The bounds an attacker can put on every cell's true value from the
+/// published `counts`, the (public) `policy` and the `tables` alone.
+///
+/// This is the view secondary suppression defends against and
+/// [`check_cells`] audits: a suppressed cell with `lo == hi` is recovered.
+pub fn attacker_bounds(
+    counts: &[Count],
+    tables: &[TableSpec],
+    policy: &DisclosurePolicy,
+) -> Vec<Bounds> {
+    let tables: Vec<&TableSpec> = tables
+        .iter()
+        .filter(|t| in_range(t, counts.len()))
+        .collect();
+    let view = AttackerView::build(counts, &tables, policy);
+    (0..counts.len()).map(|c| view.bounds(c)).collect()
+}
+
+/// Which disclosure rule a published cell breaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyRule {
+    /// A published value from 1 to the threshold: it must be suppressed.
+    MustBeSuppressed {
+        /// The published value.
+        value: u64,
+        /// The policy's threshold.
+        threshold: u32,
+    },
+    /// A published value that is not a multiple of the rounding base.
+    MustBeRounded {
+        /// The published value.
+        value: u64,
+        /// The policy's rounding base.
+        base: u32,
+    },
+    /// A suppressed cell whose value follows exactly from a table's other cells.
+    Recoverable {
+        /// The table that gives it away.
+        table: String,
+    },
+}
+
+/// A published cell that breaks the disclosure policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyViolation {
+    /// Metric id (e.g. `age_band.18_24`), or `cell[i]` from [`check_cells`].
+    pub metric: String,
+    /// The broken rule.
+    pub rule: PolicyRule,
+}
+
+impl fmt::Display for PolicyViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let metric = &self.metric;
+        match &self.rule {
+            PolicyRule::MustBeSuppressed { value, threshold } => write!(
+                f,
+                "metric {metric}: value {value} is within the suppression threshold {threshold} and must be suppressed"
+            ),
+            PolicyRule::MustBeRounded { value, base } => {
+                write!(
+                    f,
+                    "metric {metric}: value {value} must be rounded to base {base}"
+                )
+            }
+            PolicyRule::Recoverable { table } => write!(
+                f,
+                "metric {metric}: suppressed value is recoverable from table {table} and its other published cells (needs secondary suppression)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for PolicyViolation {}
+
+/// Audits a published catalogue table against `policy` (the hub's defence in depth).
+///
+/// Call it with the policy the site declared, after checking that policy is
+/// [`DisclosurePolicy::at_least_as_strict_as`] the network's: the attacker's
+/// view depends on the rounding base and threshold actually used.
+pub fn check_policy(
+    published: &Published,
+    policy: &DisclosurePolicy,
+) -> Result<(), Vec<PolicyViolation>> {
+    let metrics = catalogue().metrics();
+    check_with_names(&published.counts, catalogue().tables(), policy, |i| {
+        metrics[i].id.clone()
+    })
+}
+
+/// Audits arbitrary cells related by `tables`; violations name cells `cell[i]`.
+pub fn check_cells(
+    counts: &[Count],
+    tables: &[TableSpec],
+    policy: &DisclosurePolicy,
+) -> Result<(), Vec<PolicyViolation>> {
+    check_with_names(counts, tables, policy, |i| format!("cell[{i}]"))
+}
+
+fn check_with_names(
+    counts: &[Count],
+    tables: &[TableSpec],
+    policy: &DisclosurePolicy,
+    name: impl Fn(usize) -> String,
+) -> Result<(), Vec<PolicyViolation>> {
+    let mut violations = Vec::new();
+    for (i, count) in counts.iter().enumerate() {
+        let Count::Value(value) = *count else {
+            continue;
+        };
+        if value >= 1 && value <= u64::from(policy.threshold) {
+            let rule = PolicyRule::MustBeSuppressed {
+                value,
+                threshold: policy.threshold,
+            };
+            violations.push(PolicyViolation {
+                metric: name(i),
+                rule,
+            });
+        } else if value % policy.base() != 0 {
+            let rule = PolicyRule::MustBeRounded {
+                value,
+                base: policy.rounding_base,
+            };
+            violations.push(PolicyViolation {
+                metric: name(i),
+                rule,
+            });
+        }
+    }
+    if policy.secondary_suppression {
+        let tables: Vec<&TableSpec> = tables
+            .iter()
+            .filter(|t| in_range(t, counts.len()))
+            .collect();
+        let view = AttackerView::build(counts, &tables, policy);
+        for (i, count) in counts.iter().enumerate() {
+            if *count == Count::Suppressed && view.pinned(i) {
+                let table = view.by_table[i].map_or("?", |t| tables[t].name).to_string();
+                violations.push(PolicyViolation {
+                    metric: name(i),
+                    rule: PolicyRule::Recoverable { table },
+                });
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(violations)
+    }
+}
+
+/// A published table that cannot come from any true counts (e.g. a part larger than its total).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inconsistency {
+    /// The metric ids involved.
+    pub metrics: Vec<String>,
+    /// What is impossible, for people.
+    pub message: String,
+}
+
+impl fmt::Display for Inconsistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.metrics.join(", "))
+    }
+}
+
+impl std::error::Error for Inconsistency {}
+
+/// Checks a published catalogue table could come from real counts under `policy`.
+///
+/// Uses the same per-cell bounds as the attacker's view: for each table the
+/// parts' bounds must allow the total's, and a subset (people newly
+/// introduced, people with an outcome) can never exceed the whole it is drawn
+/// from. Bounds are compared loosely (a part's lowest possible value against
+/// the whole's highest), so rounding alone never causes a rejection.
+pub fn check_consistency(
+    published: &Published,
+    policy: &DisclosurePolicy,
+) -> Result<(), Vec<Inconsistency>> {
+    let cat = catalogue();
+    let id = |i: usize| cat.def(i).id.clone();
+    let view = AttackerView::cellwise(&published.counts, policy);
+    let show = |i: usize| match view.bounds(i).hi {
+        Some(hi) => hi.to_string(),
+        None => "unbounded".to_string(),
+    };
+    let mut found = Vec::new();
+    for table in cat.tables() {
+        let sum_lo: i128 = table.parts.iter().map(|&p| view.lo[p]).sum();
+        let sum_hi: i128 = table.parts.iter().map(|&p| view.hi[p]).sum();
+        let mut metrics = vec![id(table.total)];
+        metrics.extend(table.parts.iter().map(|&p| id(p)));
+        if sum_lo > view.hi[table.total] {
+            found.push(Inconsistency {
+                message: format!(
+                    "table {}: the parts add up to at least {sum_lo} but the total {} is at most {}",
+                    table.name,
+                    id(table.total),
+                    show(table.total)
+                ),
+                metrics,
+            });
+        } else if sum_hi < view.lo[table.total] {
+            found.push(Inconsistency {
+                message: format!(
+                    "table {}: the parts add up to at most {sum_hi} but the total {} is at least {}",
+                    table.name,
+                    id(table.total),
+                    view.lo[table.total]
+                ),
+                metrics,
+            });
+        }
+    }
+    let subsets = [(PEOPLE_NEW, INTRODUCTIONS_NEW), (PEOPLE_NEW, PEOPLE_ACTIVE)]
+        .into_iter()
+        .chain(
+            Outcome::ALL
+                .iter()
+                .map(|o| (crate::metrics::outcome(*o), PEOPLE_ACTIVE)),
+        );
+    for (part, whole) in subsets {
+        if view.lo[part] > view.hi[whole] {
+            found.push(Inconsistency {
+                message: format!(
+                    "{} is at least {} but cannot exceed {}, which is at most {}",
+                    id(part),
+                    view.lo[part],
+                    id(whole),
+                    show(whole)
+                ),
+                metrics: vec![id(part), id(whole)],
+            });
+        }
+    }
+    if found.is_empty() { Ok(()) } else { Err(found) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::{self, Aggregates};
+    use crate::vocab::{AgeBand, AgeGroup, IntroductionSource, PrimaryNeed, SupportLevel};
+    use Count::{Suppressed as S, Value as V};
+    use proptest::prelude::*;
+
+    fn policy(threshold: u32, rounding_base: u32) -> DisclosurePolicy {
+        DisclosurePolicy {
+            threshold,
+            rounding_base,
+            secondary_suppression: true,
+        }
+    }
+
+    /// One table: cell 0 is the total, cells 1.. the parts.
+    fn flat(parts: usize) -> Vec<TableSpec> {
+        vec![TableSpec {
+            name: "t",
+            total: 0,
+            parts: (1..=parts).collect(),
+        }]
+    }
+
+    /// Total first, then the parts.
+    fn with_total(parts: &[u64]) -> Vec<u64> {
+        std::iter::once(parts.iter().sum())
+            .chain(parts.iter().copied())
+            .collect()
+    }
+
+    #[test]
+    fn rounding_goes_to_the_nearest_multiple_and_half_way_goes_up() {
+        assert_eq!(round_to(12, 5), 10);
+        assert_eq!(round_to(13, 5), 15);
+        assert_eq!(round_to(8, 5), 10);
+        assert_eq!(round_to(14, 10), 10);
+        assert_eq!(round_to(15, 10), 20);
+        assert_eq!(round_to(3, 2), 4);
+        assert_eq!(round_to(17, 1), 17);
+        assert_eq!(round_to(u64::MAX, 10), u64::MAX - 5);
+    }
+
+    #[test]
+    fn policy_validation_and_strictness() {
+        assert_eq!(DisclosurePolicy::default().validate(), Ok(()));
+        assert_eq!(policy(0, 1).validate(), Ok(()));
+        assert_eq!(
+            policy(7, 0).validate(),
+            Err(DisclosureError::RoundingBaseZero)
+        );
+        assert_eq!(
+            policy(7, 1001).validate(),
+            Err(DisclosureError::RoundingBaseTooLarge(1001))
+        );
+        assert_eq!(
+            policy(1001, 5).validate(),
+            Err(DisclosureError::ThresholdTooLarge(1001))
+        );
+        assert_eq!(policy(1000, 1000).validate(), Ok(()));
+
+        let network = DisclosurePolicy::default();
+        assert!(network.at_least_as_strict_as(&network));
+        assert!(policy(10, 10).at_least_as_strict_as(&network));
+        assert!(
+            !policy(6, 5).at_least_as_strict_as(&network),
+            "lower threshold"
+        );
+        assert!(
+            !policy(7, 2).at_least_as_strict_as(&network),
+            "base not a multiple"
+        );
+        assert!(
+            !policy(7, 7).at_least_as_strict_as(&network),
+            "base not a multiple"
+        );
+        let no_secondary = DisclosurePolicy {
+            secondary_suppression: false,
+            ..network
+        };
+        assert!(!no_secondary.at_least_as_strict_as(&network));
+        assert!(network.at_least_as_strict_as(&no_secondary));
+    }
+
+    #[test]
+    fn unrounded_table_with_a_recoverable_small_part_loses_its_next_smallest_part() {
+        // 3 is suppressed; 32 - 9 - 20 would give it away, so 9 goes too.
+        let out = protect(&with_total(&[3, 9, 20]), &flat(3), &policy(7, 1));
+        assert_eq!(out, vec![V(32), S, S, V(20)]);
+        assert_eq!(check_cells(&out, &flat(3), &policy(7, 1)), Ok(()));
+    }
+
+    #[test]
+    fn rounding_alone_can_protect_a_small_part() {
+        // The total 32 publishes as 30 (28..=32), 9 as 10 (8..=12), 20 as 20 (18..=22):
+        // the suppressed 3 can be anything from 1 to 6.
+        let out = protect(&with_total(&[3, 9, 20]), &flat(3), &policy(7, 5));
+        assert_eq!(out, vec![V(30), S, V(10), V(20)]);
+        let bounds = attacker_bounds(&out, &flat(3), &policy(7, 5));
+        assert_eq!(bounds[1], Bounds { lo: 1, hi: Some(6) });
+    }
+
+    #[test]
+    fn without_secondary_suppression_only_small_counts_go() {
+        let p = DisclosurePolicy {
+            secondary_suppression: false,
+            ..policy(7, 1)
+        };
+        assert_eq!(
+            protect(&with_total(&[3, 9, 20]), &flat(3), &p),
+            vec![V(32), S, V(9), V(20)]
+        );
+    }
+
+    #[test]
+    fn zero_stays_zero_and_is_never_chosen_for_secondary_suppression() {
+        let out = protect(&with_total(&[0, 5, 20]), &flat(3), &policy(7, 1));
+        assert_eq!(out, vec![V(25), V(0), S, S]);
+        let out = protect(&with_total(&[0, 0, 0]), &flat(3), &policy(7, 5));
+        assert_eq!(out, vec![V(0), V(0), V(0), V(0)]);
+        // With no threshold, a count that would round to 0 is withheld, not shown as a zero.
+        let out = protect(&with_total(&[0, 2, 30]), &flat(3), &policy(0, 5));
+        assert_eq!(out[1], V(0));
+        assert_eq!(out[2], S);
+    }
+
+    #[test]
+    fn totals_are_rounded_from_true_totals_not_summed_from_rounded_parts() {
+        let out = protect(&with_total(&[12, 12, 12]), &flat(3), &policy(7, 5));
+        assert_eq!(out, vec![V(35), V(10), V(10), V(10)]);
+    }
+
+    #[test]
+    fn a_total_that_pins_every_suppressed_part_is_itself_suppressed() {
+        // Eight 1s and an exact total of 8: each part is at least 1, so the
+        // total would prove every one of them is exactly 1.
+        let values = with_total(&[1; 8]);
+        let out = protect(&values, &flat(8), &policy(7, 1));
+        assert_eq!(out, vec![S; 9]);
+        // Base 1, threshold 7, total published: the checker sees it too.
+        let mut leaky = out.clone();
+        leaky[0] = V(8);
+        let err = check_cells(&leaky, &flat(8), &policy(7, 1)).unwrap_err();
+        assert_eq!(err.len(), 8);
+        assert!(
+            err.iter()
+                .all(|v| v.rule == PolicyRule::Recoverable { table: "t".into() })
+        );
+    }
+
+    #[test]
+    fn check_cells_rejects_each_rule_with_a_precise_message() {
+        let p = policy(7, 5);
+        let err = check_cells(&[V(5)], &[], &p).unwrap_err();
+        assert_eq!(
+            err[0].rule,
+            PolicyRule::MustBeSuppressed {
+                value: 5,
+                threshold: 7
+            }
+        );
+        assert_eq!(
+            err[0].to_string(),
+            "metric cell[0]: value 5 is within the suppression threshold 7 and must be suppressed"
+        );
+        let err = check_cells(&[V(12)], &[], &p).unwrap_err();
+        assert_eq!(
+            err[0].rule,
+            PolicyRule::MustBeRounded { value: 12, base: 5 }
+        );
+        assert_eq!(
+            err[0].to_string(),
+            "metric cell[0]: value 12 must be rounded to base 5"
+        );
+        // A lone suppressed part with an exact total, no rounding: 32 - 9 - 20 = 3.
+        let err = check_cells(&[V(32), S, V(9), V(20)], &flat(3), &policy(7, 1)).unwrap_err();
+        assert_eq!(
+            err,
+            vec![PolicyViolation {
+                metric: "cell[1]".into(),
+                rule: PolicyRule::Recoverable { table: "t".into() }
+            }]
+        );
+        assert!(
+            err[0].to_string().contains("recoverable from table t"),
+            "{}",
+            err[0]
+        );
+        // The same table is fine when secondary suppression is not part of the policy.
+        let lax = DisclosurePolicy {
+            secondary_suppression: false,
+            ..policy(7, 1)
+        };
+        assert_eq!(
+            check_cells(&[V(32), S, V(9), V(20)], &flat(3), &lax),
+            Ok(())
+        );
+        // Zero is allowed under any threshold and base.
+        assert_eq!(check_cells(&[V(0), V(10), S], &[], &p), Ok(()));
+    }
+
+    #[test]
+    fn check_policy_names_catalogue_metrics() {
+        let mut published = apply(&Aggregates::default(), &DisclosurePolicy::default());
+        published.counts[metrics::age_band(AgeBand::From18To24)] = V(5);
+        let err = check_policy(&published, &DisclosurePolicy::default()).unwrap_err();
+        assert_eq!(err.len(), 1);
+        assert_eq!(
+            err[0].to_string(),
+            "metric age_band.18_24: value 5 is within the suppression threshold 7 and must be suppressed"
+        );
+
+        // A lone suppressed support level beside an exact total, with no rounding.
+        let p = policy(7, 1);
+        let published = apply(
+            &sample(3, 20),
+            &DisclosurePolicy {
+                secondary_suppression: false,
+                ..p
+            },
+        );
+        assert_eq!(
+            published.counts[metrics::support_level(SupportLevel::Level1)],
+            S
+        );
+        let err = check_policy(&published, &p).unwrap_err();
+        assert!(
+            err.iter().any(|v| v.metric == "support_level.level_1"
+                && v.rule
+                    == PolicyRule::Recoverable {
+                        table: "support_level".into()
+                    }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn check_consistency_rejects_a_part_larger_than_its_total() {
+        let p = DisclosurePolicy::default();
+        let mut published = apply(&Aggregates::default(), &p);
+        published.counts[INTRODUCTIONS_NEW] = V(20);
+        published.counts[metrics::age_band(AgeBand::From65To74)] = V(50);
+        published.counts[metrics::age_group(AgeGroup::From65)] = V(50);
+        let err = check_consistency(&published, &p).unwrap_err();
+        assert!(
+            err.iter()
+                .any(|i| i.metrics.contains(&"age_band.65_74".to_string())
+                    && i.message.starts_with("table age_band:")),
+            "{err:?}"
+        );
+        assert!(
+            err.iter()
+                .any(|i| i.metrics.contains(&"age_group.65_plus".to_string())),
+            "{err:?}"
+        );
+
+        let mut published = apply(&sample(20, 20), &p);
+        assert_eq!(check_consistency(&published, &p), Ok(()));
+        published.counts[PEOPLE_NEW] = V(60);
+        published.counts[PEOPLE_ACTIVE] = V(50);
+        let err = check_consistency(&published, &p).unwrap_err();
+        assert_eq!(err.len(), 2, "{err:?}");
+        assert_eq!(
+            err[0].metrics,
+            vec!["people_new".to_string(), "introductions_new".to_string()]
+        );
+        assert_eq!(
+            err[1].metrics,
+            vec!["people_new".to_string(), "people_active".to_string()]
+        );
+        assert_eq!(
+            err[1].to_string(),
+            "people_new is at least 58 but cannot exceed people_active, which is at most 52 (people_new, people_active)"
+        );
+        // A suppressed part is at least 1: it cannot sit under a true zero total.
+        let mut published = apply(&Aggregates::default(), &p);
+        published.counts[metrics::source(IntroductionSource::Housing)] = S;
+        assert!(check_consistency(&published, &p).is_err());
+    }
+
+    /// A consistent period: `level_1 + level_2` introductions, all aged 18-24,
+    /// all with need and source "other", one introduction per person.
+    fn sample(level_1: u64, level_2: u64) -> Aggregates {
+        let n = level_1 + level_2;
+        let mut a = Aggregates::default();
+        for cell in [
+            INTRODUCTIONS_NEW,
+            PEOPLE_NEW,
+            PEOPLE_ACTIVE,
+            metrics::age_band(AgeBand::From18To24),
+            metrics::age_group(AgeGroup::From18To64),
+            metrics::primary_need(PrimaryNeed::Other),
+            metrics::source(IntroductionSource::Other),
+        ] {
+            a.counts[cell] = n;
+        }
+        a.counts[metrics::support_level(SupportLevel::Level1)] = level_1;
+        a.counts[metrics::support_level(SupportLevel::Level2)] = level_2;
+        a
+    }
+
+    /// Realistic, internally consistent aggregates built from individual introductions.
+    fn aggregates() -> impl Strategy<Value = Aggregates> {
+        let intro = (0..2usize, 0..9usize, 0..10usize, 0..9usize);
+        (
+            prop::collection::vec(intro, 0..120),
+            0u64..40,
+            prop::collection::vec(0u64..=100, 9),
+        )
+            .prop_map(|(intros, extra_active, outcome_pct)| {
+                let mut a = Aggregates::default();
+                let n = intros.len() as u64;
+                a.counts[INTRODUCTIONS_NEW] = n;
+                a.counts[PEOPLE_NEW] = n - n / 4;
+                a.counts[PEOPLE_ACTIVE] = a.counts[PEOPLE_NEW] + extra_active;
+                a.counts[metrics::CLOSURES] = extra_active / 2;
+                for (level, band, need, source) in intros {
+                    let band = AgeBand::ALL[band];
+                    a.counts[metrics::support_level(SupportLevel::ALL[level])] += 1;
+                    a.counts[metrics::age_band(band)] += 1;
+                    if band != AgeBand::Under18 {
+                        a.counts[metrics::age_group(band.group())] += 1;
+                    }
+                    a.counts[metrics::primary_need(PrimaryNeed::ALL[need])] += 1;
+                    a.counts[metrics::source(IntroductionSource::ALL[source])] += 1;
+                }
+                for (o, pct) in Outcome::ALL.iter().zip(outcome_pct) {
+                    a.counts[metrics::outcome(*o)] = a.counts[PEOPLE_ACTIVE] * pct / 100;
+                }
+                a
+            })
+    }
+
+    fn any_policy() -> impl Strategy<Value = DisclosurePolicy> {
+        (
+            0u32..=10,
+            prop_oneof![Just(1u32), Just(2), Just(3), Just(5), Just(10)],
+            any::<bool>(),
+        )
+            .prop_map(|(threshold, rounding_base, secondary_suppression)| {
+                DisclosurePolicy {
+                    threshold,
+                    rounding_base,
+                    secondary_suppression,
+                }
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn check_policy_and_consistency_accept_whatever_apply_publishes(a in aggregates(), p in any_policy()) {
+            let published = apply(&a, &p);
+            prop_assert_eq!(check_policy(&published, &p), Ok(()));
+            prop_assert_eq!(check_consistency(&published, &p), Ok(()));
+            for (count, &value) in published.counts.iter().zip(a.counts.iter()) {
+                // A zero is published as zero and nothing else is.
+                prop_assert_eq!(value == 0, *count == V(0));
+            }
+        }
+
+        #[test]
+        fn check_cells_accepts_whatever_protect_publishes(
+            parts in prop::collection::vec(0u64..=40, 1..=8),
+            p in any_policy(),
+        ) {
+            let values = with_total(&parts);
+            let out = protect(&values, &flat(parts.len()), &p);
+            prop_assert_eq!(check_cells(&out, &flat(parts.len()), &p), Ok(()));
+        }
+    }
+
+    // ---- The attacker test -------------------------------------------------
+    //
+    // An independent brute-force attacker: it shares no code with the interval
+    // logic above. It lists, for each published cell, every true value that
+    // could have produced it, then searches for full assignments of true values
+    // that satisfy every table's equation. A suppressed cell that takes only one
+    // value across all of them has been recovered.
+
+    /// Largest true value the attacker considers for a suppressed leaf (true leaves are at most 25).
+    const LEAF_BOUND: u64 = 60;
+    /// Largest true value considered for a suppressed sum (any sum of bounded leaves fits).
+    const SUM_BOUND: u64 = 9 * LEAF_BOUND;
+
+    /// Nearest multiple of `base`, half way up, written differently from `round_to`.
+    fn brute_round(v: u64, base: u64) -> u64 {
+        base * ((2 * v + base) / (2 * base))
+    }
+
+    /// Every true value consistent with one published cell.
+    fn candidates(c: Count, threshold: u64, base: u64, bound: u64) -> Vec<u64> {
+        match c {
+            V(0) => vec![0],
+            V(r) => (1..=SUM_BOUND)
+                .filter(|&v| v > threshold && brute_round(v, base) == r)
+                .collect(),
+            S => (1..=bound).collect(),
+        }
+    }
+
+    /// Cells: some leaves, and sums (a cell equal to the sum of some leaves).
+    struct Shape {
+        leaves: Vec<usize>,
+        sums: Vec<(usize, Vec<usize>)>,
+    }
+
+    struct Search<'a> {
+        shape: &'a Shape,
+        cands: Vec<Vec<u64>>,
+        /// For each sum, its leaves' positions in `shape.leaves` order, as a mask.
+        member: Vec<Vec<bool>>,
+    }
+
+    impl Search<'_> {
+        /// Is there an assignment of leaves so that every cell's value is one of its candidates?
+        fn feasible(&self) -> bool {
+            let mut partial = vec![0u64; self.shape.sums.len()];
+            self.dfs(0, &mut partial)
+        }
+
+        fn dfs(&self, depth: usize, partial: &mut [u64]) -> bool {
+            // Prune: every sum must still be able to reach one of its candidates.
+            for (s, (cell, _)) in self.shape.sums.iter().enumerate() {
+                let (mut min, mut max) = (partial[s], partial[s]);
+                for (pos, &leaf) in self.shape.leaves.iter().enumerate().skip(depth) {
+                    if self.member[s][pos] {
+                        min += self.cands[leaf][0];
+                        max += self.cands[leaf][self.cands[leaf].len() - 1];
+                    }
+                }
+                let c = &self.cands[*cell];
+                if min > c[c.len() - 1] || max < c[0] {
+                    return false;
+                }
+                if min == max && c.binary_search(&min).is_err() {
+                    return false;
+                }
+            }
+            if depth == self.shape.leaves.len() {
+                return true;
+            }
+            let leaf = self.shape.leaves[depth];
+            for &v in &self.cands[leaf] {
+                for (s, m) in self.member.iter().enumerate() {
+                    if m[depth] {
+                        partial[s] += v;
+                    }
+                }
+                let ok = self.dfs(depth + 1, partial);
+                for (s, m) in self.member.iter().enumerate() {
+                    if m[depth] {
+                        partial[s] -= v;
+                    }
+                }
+                if ok {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+
+    /// Runs the attacker on `published`; returns the suppressed cells it recovers.
+    fn brute_force_recovered(
+        shape: &Shape,
+        truth: &[u64],
+        published: &[Count],
+        p: &DisclosurePolicy,
+    ) -> Vec<usize> {
+        let (threshold, base) = (u64::from(p.threshold), u64::from(p.rounding_base));
+        let sum_cells: Vec<usize> = shape.sums.iter().map(|(c, _)| *c).collect();
+        let cands: Vec<Vec<u64>> = published
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                candidates(
+                    c,
+                    threshold,
+                    base,
+                    if sum_cells.contains(&i) {
+                        SUM_BOUND
+                    } else {
+                        LEAF_BOUND
+                    },
+                )
+            })
+            .collect();
+        // Sanity: the truth is one of the attacker's candidate worlds.
+        for (i, &t) in truth.iter().enumerate() {
+            assert!(
+                cands[i].contains(&t),
+                "true value {t} of cell {i} not a candidate of {:?}",
+                published[i]
+            );
+        }
+        for (cell, leaves) in &shape.sums {
+            assert_eq!(truth[*cell], leaves.iter().map(|&l| truth[l]).sum::<u64>());
+        }
+        let member = shape
+            .sums
+            .iter()
+            .map(|(_, ls)| shape.leaves.iter().map(|l| ls.contains(l)).collect())
+            .collect();
+        let mut search = Search {
+            shape,
+            cands: cands.clone(),
+            member,
+        };
+        assert!(search.feasible(), "the true table must be feasible");
+        let mut recovered = Vec::new();
+        for (i, &c) in published.iter().enumerate() {
+            if c != S {
+                continue;
+            }
+            // Look for any value other than the truth, nearest first.
+            let mut others: Vec<u64> = cands[i]
+                .iter()
+                .copied()
+                .filter(|&v| v != truth[i])
+                .collect();
+            others.sort_by_key(|&v| v.abs_diff(truth[i]));
+            let alternative = others.into_iter().any(|v| {
+                search.cands[i] = vec![v];
+                let ok = search.feasible();
+                search.cands[i] = cands[i].clone();
+                ok
+            });
+            if !alternative {
+                recovered.push(i);
+            }
+        }
+        recovered
+    }
+
+    fn attack_policy() -> impl Strategy<Value = DisclosurePolicy> {
+        (
+            2u32..=10,
+            prop_oneof![Just(1u32), Just(2), Just(5), Just(10)],
+        )
+            .prop_map(|(threshold, rounding_base)| DisclosurePolicy {
+                threshold,
+                rounding_base,
+                secondary_suppression: true,
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn brute_force_attacker_recovers_nothing_from_one_table(
+            parts in prop::collection::vec(0u64..=25, 2..=5),
+            p in attack_policy(),
+        ) {
+            let truth = with_total(&parts);
+            let tables = flat(parts.len());
+            let published = protect(&truth, &tables, &p);
+            let shape = Shape { leaves: (1..truth.len()).collect(), sums: vec![(0, (1..truth.len()).collect())] };
+            let recovered = brute_force_recovered(&shape, &truth, &published, &p);
+            prop_assert!(recovered.is_empty(), "recovered cells {:?} of {:?} published {:?}", recovered, truth, published);
+        }
+
+        #[test]
+        fn brute_force_attacker_recovers_nothing_from_a_two_level_hierarchy(
+            groups in prop::collection::vec(prop::collection::vec(0u64..=25, 1..=3), 2..=3),
+            p in attack_policy(),
+        ) {
+            // Cell 0: grand total; 1..=G: group totals; then the leaves, group by group.
+            // Tables like the age tables: total = groups, group = its leaves, total = all leaves.
+            let g = groups.len();
+            let mut truth = vec![0u64; 1 + g];
+            let mut tables = Vec::new();
+            let mut sums = Vec::new();
+            let mut all_leaves = Vec::new();
+            for (k, leaves) in groups.iter().enumerate() {
+                let cells: Vec<usize> = (truth.len()..truth.len() + leaves.len()).collect();
+                truth.extend(leaves);
+                truth[1 + k] = leaves.iter().sum();
+                tables.push(TableSpec { name: "group", total: 1 + k, parts: cells.clone() });
+                sums.push((1 + k, cells.clone()));
+                all_leaves.extend(cells);
+            }
+            truth[0] = truth[1..=g].iter().sum();
+            tables.push(TableSpec { name: "top", total: 0, parts: (1..=g).collect() });
+            tables.push(TableSpec { name: "flat", total: 0, parts: all_leaves.clone() });
+            sums.push((0, all_leaves.clone()));
+            let published = protect(&truth, &tables, &p);
+            prop_assert_eq!(check_cells(&published, &tables, &p), Ok(()));
+            let shape = Shape { leaves: all_leaves, sums };
+            let recovered = brute_force_recovered(&shape, &truth, &published, &p);
+            prop_assert!(recovered.is_empty(), "recovered cells {:?} of {:?} published {:?}", recovered, truth, published);
+        }
+    }
 }

@@ -142,38 +142,106 @@ pub fn catalogue() -> &'static Catalogue {
 fn build() -> Catalogue {
     let mut metrics = Vec::with_capacity(METRIC_COUNT);
     let mut push = |id: String, label: String, group: &'static str, kind, outcome| {
-        metrics.push(MetricDef { id, label, group, kind, outcome });
+        metrics.push(MetricDef {
+            id,
+            label,
+            group,
+            kind,
+            outcome,
+        });
     };
-    let of_intros = MetricKind::Proportion { denominator: INTRODUCTIONS_NEW };
-    push("people_active".into(), "People supported (active)".into(), "headline", MetricKind::Count, None);
-    push("people_new".into(), "People newly introduced".into(), "headline", MetricKind::Count, None);
-    push("introductions_new".into(), "New introductions".into(), "headline", MetricKind::Count, None);
-    push("closures".into(), "Introductions closed".into(), "headline", MetricKind::Count, None);
+    let of_intros = MetricKind::Proportion {
+        denominator: INTRODUCTIONS_NEW,
+    };
+    push(
+        "people_active".into(),
+        "People supported (active)".into(),
+        "headline",
+        MetricKind::Count,
+        None,
+    );
+    push(
+        "people_new".into(),
+        "People newly introduced".into(),
+        "headline",
+        MetricKind::Count,
+        None,
+    );
+    push(
+        "introductions_new".into(),
+        "New introductions".into(),
+        "headline",
+        MetricKind::Count,
+        None,
+    );
+    push(
+        "closures".into(),
+        "Introductions closed".into(),
+        "headline",
+        MetricKind::Count,
+        None,
+    );
     for l in SupportLevel::ALL {
-        push(format!("support_level.{}", l.id()), l.label().into(), "support_level", of_intros, None);
+        push(
+            format!("support_level.{}", l.id()),
+            l.label().into(),
+            "support_level",
+            of_intros,
+            None,
+        );
     }
     for b in AgeBand::ALL {
-        push(format!("age_band.{}", b.id()), format!("Age {}", b.label()), "age_band", of_intros, None);
+        push(
+            format!("age_band.{}", b.id()),
+            format!("Age {}", b.label()),
+            "age_band",
+            of_intros,
+            None,
+        );
     }
     for g in [AgeGroup::From18To64, AgeGroup::From65] {
-        push(format!("age_group.{}", g.id()), format!("Age {}", g.label()), "age_group", of_intros, None);
+        push(
+            format!("age_group.{}", g.id()),
+            format!("Age {}", g.label()),
+            "age_group",
+            of_intros,
+            None,
+        );
     }
     for n in PrimaryNeed::ALL {
-        push(format!("primary_need.{}", n.id()), n.label().into(), "primary_need", of_intros, None);
+        push(
+            format!("primary_need.{}", n.id()),
+            n.label().into(),
+            "primary_need",
+            of_intros,
+            None,
+        );
     }
     for s in IntroductionSource::ALL {
-        push(format!("source.{}", s.id()), format!("Introduced by: {}", s.label()), "source", of_intros, None);
+        push(
+            format!("source.{}", s.id()),
+            format!("Introduced by: {}", s.label()),
+            "source",
+            of_intros,
+            None,
+        );
     }
     for o in Outcome::ALL {
         push(
             format!("outcome.{}", o.id()),
             o.label().into(),
             "outcome",
-            MetricKind::Proportion { denominator: PEOPLE_ACTIVE },
+            MetricKind::Proportion {
+                denominator: PEOPLE_ACTIVE,
+            },
             Some(*o),
         );
     }
-    let by_id = metrics.iter().enumerate().map(|(i, m)| (m.id.clone(), i)).collect();
+    let by_id = metrics
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id.clone(), i))
+        .collect();
 
     let all = |range: std::ops::Range<usize>| range.collect::<Vec<_>>();
     let tables = vec![
@@ -182,7 +250,11 @@ fn build() -> Catalogue {
             total: INTRODUCTIONS_NEW,
             parts: all(SUPPORT_LEVEL_BASE..AGE_BAND_BASE),
         },
-        TableSpec { name: "age_band", total: INTRODUCTIONS_NEW, parts: all(AGE_BAND_BASE..AGE_GROUP_BASE) },
+        TableSpec {
+            name: "age_band",
+            total: INTRODUCTIONS_NEW,
+            parts: all(AGE_BAND_BASE..AGE_GROUP_BASE),
+        },
         TableSpec {
             name: "age_group",
             total: INTRODUCTIONS_NEW,
@@ -211,9 +283,17 @@ fn build() -> Catalogue {
             total: INTRODUCTIONS_NEW,
             parts: all(PRIMARY_NEED_BASE..SOURCE_BASE),
         },
-        TableSpec { name: "source", total: INTRODUCTIONS_NEW, parts: all(SOURCE_BASE..OUTCOME_BASE) },
+        TableSpec {
+            name: "source",
+            total: INTRODUCTIONS_NEW,
+            parts: all(SOURCE_BASE..OUTCOME_BASE),
+        },
     ];
-    Catalogue { metrics, by_id, tables }
+    Catalogue {
+        metrics,
+        by_id,
+        tables,
+    }
 }
 
 /// True (unprotected) counts for one site and period, indexed by catalogue index.
@@ -226,7 +306,9 @@ pub struct Aggregates {
 
 impl Default for Aggregates {
     fn default() -> Self {
-        Aggregates { counts: [0; METRIC_COUNT] }
+        Aggregates {
+            counts: [0; METRIC_COUNT],
+        }
     }
 }
 
@@ -248,7 +330,10 @@ mod tests {
         for (i, m) in c.metrics().iter().enumerate() {
             assert_eq!(c.index_of(&m.id), Some(i), "{}", m.id);
         }
-        assert_eq!(c.def(outcome(Outcome::CarerSupported)).id, "outcome.carer_supported");
+        assert_eq!(
+            c.def(outcome(Outcome::CarerSupported)).id,
+            "outcome.carer_supported"
+        );
         assert_eq!(c.def(age_group(AgeGroup::From65)).id, "age_group.65_plus");
         assert_eq!(c.def(source(IntroductionSource::Other)).id, "source.other");
     }

@@ -88,7 +88,11 @@ impl Period {
         if index == 0 || index > granularity.periods_per_year() {
             return Err(PeriodError::Index);
         }
-        Ok(Period { granularity, year, index })
+        Ok(Period {
+            granularity,
+            year,
+            index,
+        })
     }
 
     /// The period of this granularity that contains `date`.
@@ -98,7 +102,11 @@ impl Period {
             Granularity::Month => month,
             Granularity::Quarter => (month - 1) / 3 + 1,
         };
-        Period { granularity, year: date.year(), index }
+        Period {
+            granularity,
+            year: date.year(),
+            index,
+        }
     }
 
     /// Month or quarter.
@@ -132,9 +140,7 @@ impl Period {
 
     /// First day of the period.
     pub fn start(self) -> Date {
-        Date::from_days_since_epoch(
-            ymd_days(self.year, self.first_month(), 1),
-        )
+        Date::from_days_since_epoch(ymd_days(self.year, self.first_month(), 1))
     }
 
     /// Last day of the period (inclusive).
@@ -155,9 +161,16 @@ impl Period {
     /// The following period of the same granularity.
     pub fn next(self) -> Period {
         if self.index == self.granularity.periods_per_year() {
-            Period { year: self.year + 1, index: 1, ..self }
+            Period {
+                year: self.year + 1,
+                index: 1,
+                ..self
+            }
         } else {
-            Period { index: self.index + 1, ..self }
+            Period {
+                index: self.index + 1,
+                ..self
+            }
         }
     }
 
@@ -239,7 +252,10 @@ mod tests {
         assert_eq!(q.end(), d("2024-03-31"));
         let m = Period::parse("2024-02").unwrap();
         assert_eq!(m.end(), d("2024-02-29"));
-        assert_eq!(Period::containing(Granularity::Quarter, d("2025-11-23")).to_string(), "2025-Q4");
+        assert_eq!(
+            Period::containing(Granularity::Quarter, d("2025-11-23")).to_string(),
+            "2025-Q4"
+        );
         assert!(q.contains(d("2024-03-31")) && !q.contains(d("2024-04-01")));
     }
 

@@ -1,3 +1,453 @@
-//! The pseudonymised record: the only form of a record a site stores.
+//! The pseudonymised record: the only form of a record a site stores, and
+//! the input to [`crate::aggregate`].
 //!
-//! TODO(helper).
+//! [`ValidRecord::pseudonymise`] makes one from a validated record; it keeps
+//! the age band, never the age, and pseudonyms, never identifiers.
+//! [`PseudonymRecord::encode`] gives the compact, versioned bytes the site
+//! agent writes to storage, and [`PseudonymRecord::decode`] refuses anything
+//! it did not write.
+//!
+//! Format version 1, little-endian:
+//!
+//! | bytes | field |
+//! |-------|-------|
+//! | 1  | version (1) |
+//! | 32 | record pseudonym |
+//! | 32 | person pseudonym |
+//! | 1 + n | key id length, key id |
+//! | 4  | introduced_on (days since 1970-01-01, i32) |
+//! | 1  | flags: bit 0 closed, bit 1 neighbourhood |
+//! | 4  | closed_on (only when bit 0 is set) |
+//! | 1 × 4 | support level, age band, primary need, source (proto codes) |
+//! | 2  | outcome bits |
+//! | 32 | neighbourhood pseudonym (only when bit 1 is set) |
+
+use crate::date::Date;
+use crate::pseudonym::{KeyId, Pseudonym, Pseudonymiser};
+use crate::validate::ValidRecord;
+use crate::vocab::{AgeBand, IntroductionSource, OutcomeSet, PrimaryNeed, SupportLevel};
+
+/// The storage format version written by [`PseudonymRecord::encode`].
+pub const FORMAT_VERSION: u8 = 1;
+const FLAG_CLOSED: u8 = 1;
+const FLAG_NEIGHBOURHOOD: u8 = 2;
+/// 0001-01-01 and 9999-12-31 in storage form: the range [`Date`] allows.
+const MIN_STORED_DAY: i32 = -719_162;
+const MAX_STORED_DAY: i32 = 2_932_896;
+
+/// A record with its identifiers replaced by pseudonyms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PseudonymRecord {
+    /// Identifies the introduction (from the local case id).
+    pub record: Pseudonym,
+    /// Identifies the person (from the NHS number, else the local case id).
+    pub person: Pseudonym,
+    /// The key that made the pseudonyms.
+    pub key_id: KeyId,
+    /// Date of introduction.
+    pub introduced_on: Date,
+    /// Date of closure, if closed.
+    pub closed_on: Option<Date>,
+    /// Support level.
+    pub support_level: SupportLevel,
+    /// Age band at introduction.
+    pub age_band: AgeBand,
+    /// Primary need.
+    pub primary_need: PrimaryNeed,
+    /// Who introduced the person.
+    pub source: IntroductionSource,
+    /// Outcomes recorded.
+    pub outcomes: OutcomeSet,
+    /// Pseudonymised ward, for local use only (never sent to the hub).
+    pub neighbourhood: Option<Pseudonym>,
+}
+
+/// Why stored bytes were not a [`PseudonymRecord`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The first byte is not a format version this code reads.
+    #[error("unsupported record format version {0}")]
+    Version(u8),
+    /// The bytes end before the record does.
+    #[error("record is truncated")]
+    Truncated,
+    /// Bytes remain after the record.
+    #[error("record has {0} trailing bytes")]
+    TrailingBytes(usize),
+    /// The key id is not a valid key id.
+    #[error("record has an invalid key id")]
+    KeyId,
+    /// A flag bit this version does not define is set.
+    #[error("record has unknown flags {0:#04x}")]
+    Flags(u8),
+    /// A date is outside the years 1 to 9999, or the closure precedes the introduction.
+    #[error("record has an invalid {0}")]
+    Date(&'static str),
+    /// An enum code or outcome bit is unknown.
+    #[error("record has an unknown {0} code")]
+    UnknownCode(&'static str),
+}
+
+impl ValidRecord {
+    /// Replaces identifiers with pseudonyms made by `p`, whose key is `key_id`.
+    pub fn pseudonymise(&self, key_id: &KeyId, p: &Pseudonymiser) -> PseudonymRecord {
+        PseudonymRecord {
+            record: p.record(&self.local_case_id),
+            person: p.person(&self.person),
+            key_id: key_id.clone(),
+            introduced_on: self.introduced_on,
+            closed_on: self.closed_on,
+            support_level: self.support_level,
+            age_band: self.age_band,
+            primary_need: self.primary_need,
+            source: self.source,
+            outcomes: self.outcomes,
+            neighbourhood: self.ward_code.as_deref().map(|w| p.neighbourhood(w)),
+        }
+    }
+}
+
+impl PseudonymRecord {
+    /// Compact storage bytes (format version 1, see the module docs).
+    pub fn encode(&self) -> Vec<u8> {
+        let key = self.key_id.as_str().as_bytes();
+        let mut out = Vec::with_capacity(1 + 32 + 32 + 1 + key.len() + 4 + 1 + 4 + 4 + 2 + 32);
+        out.push(FORMAT_VERSION);
+        out.extend_from_slice(&self.record.0);
+        out.extend_from_slice(&self.person.0);
+        // KeyId guarantees 1..=32 bytes, so the length fits a byte.
+        out.push(key.len() as u8);
+        out.extend_from_slice(key);
+        out.extend_from_slice(&self.introduced_on.to_storage().to_le_bytes());
+        let flags = if self.closed_on.is_some() {
+            FLAG_CLOSED
+        } else {
+            0
+        } | if self.neighbourhood.is_some() {
+            FLAG_NEIGHBOURHOOD
+        } else {
+            0
+        };
+        out.push(flags);
+        if let Some(c) = self.closed_on {
+            out.extend_from_slice(&c.to_storage().to_le_bytes());
+        }
+        // Enum codes are 1..=10: they fit a byte.
+        out.push(self.support_level.code() as u8);
+        out.push(self.age_band.code() as u8);
+        out.push(self.primary_need.code() as u8);
+        out.push(self.source.code() as u8);
+        out.extend_from_slice(&self.outcomes.bits().to_le_bytes());
+        if let Some(n) = self.neighbourhood {
+            out.extend_from_slice(&n.0);
+        }
+        out
+    }
+
+    /// Reads bytes written by [`Self::encode`]; refuses anything else.
+    pub fn decode(bytes: &[u8]) -> Result<PseudonymRecord, DecodeError> {
+        let mut r = Reader(bytes);
+        let version = r.u8()?;
+        if version != FORMAT_VERSION {
+            return Err(DecodeError::Version(version));
+        }
+        let record = r.pseudonym()?;
+        let person = r.pseudonym()?;
+        let key_len = usize::from(r.u8()?);
+        let key = std::str::from_utf8(r.take(key_len)?).map_err(|_| DecodeError::KeyId)?;
+        let key_id = KeyId::new(key).map_err(|_| DecodeError::KeyId)?;
+        let introduced_on = r.date("introduction date")?;
+        let flags = r.u8()?;
+        if flags & !(FLAG_CLOSED | FLAG_NEIGHBOURHOOD) != 0 {
+            return Err(DecodeError::Flags(flags));
+        }
+        let closed_on = if flags & FLAG_CLOSED != 0 {
+            Some(r.date("closure date")?)
+        } else {
+            None
+        };
+        if closed_on.is_some_and(|c| c < introduced_on) {
+            return Err(DecodeError::Date("closure date"));
+        }
+        let support_level =
+            SupportLevel::from_code(r.code()?).ok_or(DecodeError::UnknownCode("support level"))?;
+        let age_band = AgeBand::from_code(r.code()?).ok_or(DecodeError::UnknownCode("age band"))?;
+        let primary_need =
+            PrimaryNeed::from_code(r.code()?).ok_or(DecodeError::UnknownCode("primary need"))?;
+        let source =
+            IntroductionSource::from_code(r.code()?).ok_or(DecodeError::UnknownCode("source"))?;
+        let outcome_bits = u16::from_le_bytes(r.array()?);
+        let outcomes =
+            OutcomeSet::from_bits(outcome_bits).ok_or(DecodeError::UnknownCode("outcome"))?;
+        let neighbourhood = if flags & FLAG_NEIGHBOURHOOD != 0 {
+            Some(r.pseudonym()?)
+        } else {
+            None
+        };
+        if !r.0.is_empty() {
+            return Err(DecodeError::TrailingBytes(r.0.len()));
+        }
+        Ok(PseudonymRecord {
+            record,
+            person,
+            key_id,
+            introduced_on,
+            closed_on,
+            support_level,
+            age_band,
+            primary_need,
+            source,
+            outcomes,
+            neighbourhood,
+        })
+    }
+}
+
+/// A cursor over the bytes still to read.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
+        let mut out = [0u8; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn code(&mut self) -> Result<i32, DecodeError> {
+        self.u8().map(i32::from)
+    }
+
+    fn pseudonym(&mut self) -> Result<Pseudonym, DecodeError> {
+        self.array().map(Pseudonym)
+    }
+
+    fn date(&mut self, what: &'static str) -> Result<Date, DecodeError> {
+        let days = i32::from_le_bytes(self.array()?);
+        if !(MIN_STORED_DAY..=MAX_STORED_DAY).contains(&days) {
+            return Err(DecodeError::Date(what));
+        }
+        Ok(Date::from_storage(days))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pseudonym::Secret;
+    use crate::validate::{AgeInput, RecordInput, validate};
+    use crate::vocab::Outcome;
+    use proptest::prelude::*;
+
+    fn sample() -> PseudonymRecord {
+        PseudonymRecord {
+            record: Pseudonym([1; 32]),
+            person: Pseudonym([2; 32]),
+            key_id: KeyId::new("k-2025.1").unwrap(),
+            introduced_on: Date::parse("2025-01-15").unwrap(),
+            closed_on: Some(Date::parse("2025-03-01").unwrap()),
+            support_level: SupportLevel::Level2,
+            age_band: AgeBand::From85,
+            primary_need: PrimaryNeed::Other,
+            source: IntroductionSource::Other,
+            outcomes: OutcomeSet::from_bits(0b1_0000_0101).unwrap(),
+            neighbourhood: Some(Pseudonym([3; 32])),
+        }
+    }
+
+    #[test]
+    fn stored_day_bounds_match_the_date_range() {
+        assert_eq!(
+            Date::parse("0001-01-01").unwrap().to_storage(),
+            MIN_STORED_DAY
+        );
+        assert_eq!(
+            Date::parse("9999-12-31").unwrap().to_storage(),
+            MAX_STORED_DAY
+        );
+    }
+
+    #[test]
+    fn round_trips_with_and_without_optional_fields() {
+        let full = sample();
+        let bytes = full.encode();
+        assert_eq!(bytes[0], FORMAT_VERSION);
+        assert_eq!(bytes.len(), 1 + 32 + 32 + 1 + 8 + 4 + 1 + 4 + 4 + 2 + 32);
+        assert_eq!(PseudonymRecord::decode(&bytes), Ok(full.clone()));
+        let bare = PseudonymRecord {
+            closed_on: None,
+            neighbourhood: None,
+            outcomes: OutcomeSet::EMPTY,
+            ..full
+        };
+        assert_eq!(PseudonymRecord::decode(&bare.encode()), Ok(bare));
+    }
+
+    #[test]
+    fn truncated_garbage_and_unknown_values_are_refused() {
+        let bytes = sample().encode();
+        for n in 0..bytes.len() {
+            assert_eq!(
+                PseudonymRecord::decode(&bytes[..n]),
+                Err(DecodeError::Truncated),
+                "length {n}"
+            );
+        }
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            PseudonymRecord::decode(&long),
+            Err(DecodeError::TrailingBytes(1))
+        );
+        let mut v2 = bytes.clone();
+        v2[0] = 2;
+        assert_eq!(PseudonymRecord::decode(&v2), Err(DecodeError::Version(2)));
+
+        // Offsets: 1 version + 64 pseudonyms + 1 + 8 key id = 74, then the
+        // introduction date (4), flags (1), closure (4), then the enum codes.
+        let key_len = 65;
+        let mut bad_key = bytes.clone();
+        bad_key[key_len + 1] = b'/';
+        assert_eq!(PseudonymRecord::decode(&bad_key), Err(DecodeError::KeyId));
+        let mut zero_key = bytes.clone();
+        zero_key[key_len] = 0;
+        assert!(PseudonymRecord::decode(&zero_key).is_err());
+        let flags = 74 + 4;
+        let mut bad_flags = bytes.clone();
+        bad_flags[flags] |= 4;
+        assert_eq!(
+            PseudonymRecord::decode(&bad_flags),
+            Err(DecodeError::Flags(7))
+        );
+        let codes = flags + 1 + 4;
+        for (i, what) in ["support level", "age band", "primary need", "source"]
+            .into_iter()
+            .enumerate()
+        {
+            for bad in [0u8, 11, 255] {
+                let mut b = bytes.clone();
+                b[codes + i] = bad;
+                assert_eq!(
+                    PseudonymRecord::decode(&b),
+                    Err(DecodeError::UnknownCode(what))
+                );
+            }
+        }
+        let mut bad_outcome = bytes.clone();
+        bad_outcome[codes + 5] = 0x80;
+        assert_eq!(
+            PseudonymRecord::decode(&bad_outcome),
+            Err(DecodeError::UnknownCode("outcome"))
+        );
+        let mut bad_date = bytes.clone();
+        bad_date[74..78].copy_from_slice(&i32::MAX.to_le_bytes());
+        assert_eq!(
+            PseudonymRecord::decode(&bad_date),
+            Err(DecodeError::Date("introduction date"))
+        );
+        let mut backwards = bytes.clone();
+        backwards[flags + 1..flags + 5].copy_from_slice(&0i32.to_le_bytes());
+        assert_eq!(
+            PseudonymRecord::decode(&backwards),
+            Err(DecodeError::Date("closure date"))
+        );
+    }
+
+    #[test]
+    fn pseudonymise_keeps_the_band_and_drops_identifiers() {
+        let input = RecordInput {
+            local_case_id: "CASE-77".into(),
+            nhs_number: Some("9434765919".into()),
+            introduced_on: "2025-02-03".into(),
+            closed_on: None,
+            support_level: 1,
+            age: Some(AgeInput::Years(40)),
+            primary_need: 2,
+            introduction_source: 1,
+            outcomes: vec![9],
+            ward_code: Some("W05000999".into()),
+        };
+        let valid = validate(&input, Date::parse("2025-06-01").unwrap()).unwrap();
+        let p = Pseudonymiser::new(&Secret::new(vec![5; 32]).unwrap());
+        let key = KeyId::new("k1").unwrap();
+        let r = valid.pseudonymise(&key, &p);
+        assert_eq!(r.record, p.record("CASE-77"));
+        assert_eq!(r.person, p.person(&valid.person));
+        assert_eq!(r.neighbourhood, Some(p.neighbourhood("W05000999")));
+        assert_eq!(r.age_band, AgeBand::From35To44);
+        assert!(r.outcomes.contains(Outcome::CarerSupported));
+        let bytes = r.encode();
+        for raw in [&b"CASE-77"[..], b"9434765919", b"W05000999"] {
+            assert!(!bytes.windows(raw.len()).any(|w| w == raw));
+        }
+        assert_eq!(PseudonymRecord::decode(&bytes), Ok(r));
+    }
+
+    fn pick<T: Copy + std::fmt::Debug>(all: &'static [T]) -> impl Strategy<Value = T> {
+        proptest::sample::select(all)
+    }
+
+    fn arb_record() -> impl Strategy<Value = PseudonymRecord> {
+        (
+            (
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
+                "[A-Za-z0-9._-]{1,32}",
+                MIN_STORED_DAY..=MAX_STORED_DAY,
+            ),
+            proptest::option::of(0i32..5000),
+            (
+                pick(SupportLevel::ALL),
+                pick(AgeBand::ALL),
+                pick(PrimaryNeed::ALL),
+                pick(IntroductionSource::ALL),
+            ),
+            0u16..512,
+            proptest::option::of(any::<[u8; 32]>()),
+        )
+            .prop_map(
+                |((rec, per, key, intro), closed_after, (sl, ab, pn, src), bits, nb)| {
+                    let introduced_on = Date::from_storage(intro);
+                    PseudonymRecord {
+                        record: Pseudonym(rec),
+                        person: Pseudonym(per),
+                        key_id: KeyId::new(&key).unwrap(),
+                        introduced_on,
+                        closed_on: closed_after.map(|d| {
+                            Date::from_storage(intro.saturating_add(d).min(MAX_STORED_DAY))
+                        }),
+                        support_level: sl,
+                        age_band: ab,
+                        primary_need: pn,
+                        source: src,
+                        outcomes: OutcomeSet::from_bits(bits).unwrap(),
+                        neighbourhood: nb.map(Pseudonym),
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn encode_decode_round_trips(r in arb_record()) {
+            prop_assert_eq!(PseudonymRecord::decode(&r.encode()), Ok(r));
+        }
+
+        #[test]
+        fn decode_never_panics_on_garbage(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = PseudonymRecord::decode(&bytes);
+        }
+    }
+}

@@ -17,7 +17,12 @@ use std::fmt::Write as _;
 const DIGEST_DOMAIN: &str = "lacnet.submission.v1";
 
 /// Lower-case hex SHA-256 of the canonical form of a submission's content.
-pub fn digest(site_code: &str, period: Period, policy: &DisclosurePolicy, published: &Published) -> String {
+pub fn digest(
+    site_code: &str,
+    period: Period,
+    policy: &DisclosurePolicy,
+    published: &Published,
+) -> String {
     let mut canonical = String::with_capacity(2048);
     let granularity = match period.granularity() {
         Granularity::Month => "month",
@@ -60,7 +65,9 @@ mod tests {
     use crate::metrics::METRIC_COUNT;
 
     fn table(v: u64) -> Published {
-        Published { counts: [Count::Value(v); METRIC_COUNT] }
+        Published {
+            counts: [Count::Value(v); METRIC_COUNT],
+        }
     }
 
     #[test]
@@ -72,13 +79,27 @@ mod tests {
         assert_eq!(base, digest("E06000034", p, &policy, &table(10)));
         assert_ne!(base, digest("E06000015", p, &policy, &table(10)));
         assert_ne!(base, digest("E06000034", p.next(), &policy, &table(10)));
-        assert_ne!(base, digest("E06000034", p, &DisclosurePolicy { threshold: 10, ..policy }, &table(10)));
+        assert_ne!(
+            base,
+            digest(
+                "E06000034",
+                p,
+                &DisclosurePolicy {
+                    threshold: 10,
+                    ..policy
+                },
+                &table(10)
+            )
+        );
         assert_ne!(base, digest("E06000034", p, &policy, &table(15)));
         let mut suppressed = table(10);
         suppressed.counts[5] = Count::Suppressed;
         assert_ne!(base, digest("E06000034", p, &policy, &suppressed));
         let mut zero = table(10);
         zero.counts[5] = Count::Value(0);
-        assert_ne!(digest("E06000034", p, &policy, &suppressed), digest("E06000034", p, &policy, &zero));
+        assert_ne!(
+            digest("E06000034", p, &policy, &suppressed),
+            digest("E06000034", p, &policy, &zero)
+        );
     }
 }

@@ -1,3 +1,794 @@
-//! Validation of records as councils send them.
+//! Validation: the first step of the data flow, turning a council's raw record
+//! into a [`ValidRecord`] or the full list of what is wrong with it.
 //!
-//! TODO(helper).
+//! Everything here still holds raw identifiers (local case id, NHS number),
+//! an exact age and a ward code, so nothing in this module may echo them: the
+//! reasons in a [`FieldViolation`] describe the rule broken, never the value,
+//! and the `Debug` of every type holding them is hand-written to redact them.
+//! The next step, [`crate::record`], replaces the identifiers with pseudonyms.
+
+use crate::date::Date;
+use crate::vocab::{AgeBand, IntroductionSource, Outcome, OutcomeSet, PrimaryNeed, SupportLevel};
+use std::fmt;
+
+/// Longest local case id accepted, in characters.
+pub const MAX_LOCAL_CASE_ID_CHARS: usize = 64;
+/// Oldest age accepted, in years.
+pub const MAX_AGE_YEARS: u32 = 120;
+
+/// The age as a council sends it: one of the two forms of the proto `oneof age`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum AgeInput {
+    /// Age in whole years at introduction.
+    Years(u32),
+    /// Year of birth; the age is the introduction year minus this.
+    YearOfBirth(i32),
+}
+
+impl fmt::Debug for AgeInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Exact ages never leave the site, not even in a debug log.
+        match self {
+            AgeInput::Years(_) => f.write_str("Years(<redacted>)"),
+            AgeInput::YearOfBirth(_) => f.write_str("YearOfBirth(<redacted>)"),
+        }
+    }
+}
+
+/// A record as received, before any checks. Enum fields carry the proto
+/// numbers so validation can refuse 0 (unspecified) and unknown values.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RecordInput {
+    /// The council's case id for this introduction (required).
+    pub local_case_id: String,
+    /// NHS number; `None` or empty means absent. Spaces and hyphens allowed.
+    pub nhs_number: Option<String>,
+    /// Date of introduction, `YYYY-MM-DD`.
+    pub introduced_on: String,
+    /// Date of closure, `YYYY-MM-DD`; `None` or empty while open.
+    pub closed_on: Option<String>,
+    /// Proto `SupportLevel` number.
+    pub support_level: i32,
+    /// Age in years or year of birth (required).
+    pub age: Option<AgeInput>,
+    /// Proto `PrimaryNeed` number.
+    pub primary_need: i32,
+    /// Proto `IntroductionSource` number.
+    pub introduction_source: i32,
+    /// Proto `Outcome` numbers.
+    pub outcomes: Vec<i32>,
+    /// ONS ward code; `None` or empty means absent.
+    pub ward_code: Option<String>,
+}
+
+const REDACTED: &str = "<redacted>";
+
+/// Shows `Some(<redacted>)` / `None`: whether a value is present is useful, the value is not.
+struct RedactedOption(bool);
+
+impl fmt::Debug for RedactedOption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0 {
+            write!(f, "Some({REDACTED})")
+        } else {
+            f.write_str("None")
+        }
+    }
+}
+
+struct Redacted;
+
+impl fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(REDACTED)
+    }
+}
+
+impl fmt::Debug for RecordInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordInput")
+            .field("local_case_id", &Redacted)
+            .field("nhs_number", &RedactedOption(self.nhs_number.is_some()))
+            .field("introduced_on", &self.introduced_on)
+            .field("closed_on", &self.closed_on)
+            .field("support_level", &self.support_level)
+            .field("age", &self.age)
+            .field("primary_need", &self.primary_need)
+            .field("introduction_source", &self.introduction_source)
+            .field("outcomes", &self.outcomes)
+            .field("ward_code", &RedactedOption(self.ward_code.is_some()))
+            .finish()
+    }
+}
+
+/// One broken rule: the proto field name and a reason that never quotes a
+/// sensitive value. Displays as `field: reason`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Proto field name, e.g. `nhs_number` or `outcomes[2]`.
+    pub field: String,
+    /// What is wrong, without the offending value.
+    pub reason: String,
+}
+
+impl FieldViolation {
+    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldViolation {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for FieldViolation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for FieldViolation {}
+
+/// Who a record is about: the NHS number when given, else the local case id.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum PersonId {
+    /// A normalised NHS number: exactly 10 digits that pass modulus 11.
+    Nhs(String),
+    /// The local case id, used when there is no NHS number.
+    LocalCase(String),
+}
+
+impl fmt::Debug for PersonId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PersonId::Nhs(_) => write!(f, "Nhs({REDACTED})"),
+            PersonId::LocalCase(_) => write!(f, "LocalCase({REDACTED})"),
+        }
+    }
+}
+
+/// A record that passed every check, with typed fields. It still holds raw
+/// identifiers and the ward code: pseudonymise it ([`ValidRecord::pseudonymise`])
+/// before storing anything.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ValidRecord {
+    /// The trimmed local case id.
+    pub local_case_id: String,
+    /// The person key.
+    pub person: PersonId,
+    /// Date of introduction.
+    pub introduced_on: Date,
+    /// Date of closure, if closed.
+    pub closed_on: Option<Date>,
+    /// Support level.
+    pub support_level: SupportLevel,
+    /// Age band at introduction (the exact age is dropped here).
+    pub age_band: AgeBand,
+    /// Primary need.
+    pub primary_need: PrimaryNeed,
+    /// Who introduced the person.
+    pub source: IntroductionSource,
+    /// Outcomes recorded so far.
+    pub outcomes: OutcomeSet,
+    /// Normalised (upper-case) ONS ward code, kept only to be pseudonymised locally.
+    pub ward_code: Option<String>,
+}
+
+impl fmt::Debug for ValidRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ValidRecord")
+            .field("local_case_id", &Redacted)
+            .field("person", &self.person)
+            .field("introduced_on", &self.introduced_on)
+            .field("closed_on", &self.closed_on)
+            .field("support_level", &self.support_level)
+            .field("age_band", &self.age_band)
+            .field("primary_need", &self.primary_need)
+            .field("source", &self.source)
+            .field("outcomes", &self.outcomes)
+            .field("ward_code", &RedactedOption(self.ward_code.is_some()))
+            .finish()
+    }
+}
+
+/// Whether ten ASCII digits form a valid NHS number (modulus 11: weights 10
+/// down to 2 on the first nine digits, check digit = 11 - (sum mod 11), where
+/// 11 becomes 0 and 10 means no valid number).
+pub fn nhs_number_is_valid(ten_digits: &str) -> bool {
+    let b = ten_digits.as_bytes();
+    if b.len() != 10 || !b.iter().all(u8::is_ascii_digit) {
+        return false;
+    }
+    let sum: u32 = b[..9]
+        .iter()
+        .zip((2..=10u32).rev())
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return false,
+        c => c,
+    };
+    u32::from(b[9] - b'0') == check
+}
+
+/// Validates `input`, collecting every violation. `today` is the latest date
+/// allowed for introduction and closure.
+pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<FieldViolation>> {
+    let mut v = Vec::new();
+
+    let local_case_id = check_local_case_id(&input.local_case_id, &mut v);
+    let nhs = check_nhs_number(input.nhs_number.as_deref(), &mut v);
+
+    let introduced_on = match parse_date(&input.introduced_on, "introduced_on", today, &mut v) {
+        Some(d) => Some(d),
+        None if input.introduced_on.is_empty() => {
+            v.push(FieldViolation::new("introduced_on", "is required"));
+            None
+        }
+        None => None,
+    };
+    let closed_on = match input.closed_on.as_deref() {
+        None | Some("") => None,
+        Some(s) => parse_date(s, "closed_on", today, &mut v),
+    };
+    if let (Some(i), Some(c)) = (introduced_on, closed_on)
+        && c < i
+    {
+        v.push(FieldViolation::new(
+            "closed_on",
+            "must not be before introduced_on",
+        ));
+    }
+
+    let age_band = check_age(input.age, introduced_on, &mut v);
+    let support_level = check_enum(
+        input.support_level,
+        "support_level",
+        SupportLevel::from_code,
+        &mut v,
+    );
+    let primary_need = check_enum(
+        input.primary_need,
+        "primary_need",
+        PrimaryNeed::from_code,
+        &mut v,
+    );
+    let source = check_enum(
+        input.introduction_source,
+        "introduction_source",
+        IntroductionSource::from_code,
+        &mut v,
+    );
+
+    let mut outcomes = OutcomeSet::EMPTY;
+    for (i, code) in input.outcomes.iter().enumerate() {
+        let field = format!("outcomes[{i}]");
+        match Outcome::from_code(*code) {
+            Some(o) => {
+                if !outcomes.insert(o) {
+                    v.push(FieldViolation::new(field, "repeats an earlier outcome"));
+                }
+            }
+            None => v.push(FieldViolation::new(field, unknown_enum_reason(*code))),
+        }
+    }
+
+    let ward_code = check_ward_code(input.ward_code.as_deref(), &mut v);
+
+    match (
+        local_case_id,
+        introduced_on,
+        age_band,
+        support_level,
+        primary_need,
+        source,
+    ) {
+        (
+            Some(local_case_id),
+            Some(introduced_on),
+            Some(age_band),
+            Some(support_level),
+            Some(primary_need),
+            Some(source),
+        ) if v.is_empty() => {
+            let person = match nhs {
+                Some(n) => PersonId::Nhs(n),
+                None => PersonId::LocalCase(local_case_id.clone()),
+            };
+            Ok(ValidRecord {
+                local_case_id,
+                person,
+                introduced_on,
+                closed_on,
+                support_level,
+                age_band,
+                primary_need,
+                source,
+                outcomes,
+                ward_code,
+            })
+        }
+        _ => Err(v),
+    }
+}
+
+fn check_local_case_id(raw: &str, v: &mut Vec<FieldViolation>) -> Option<String> {
+    let id = raw.trim();
+    let before = v.len();
+    if id.is_empty() {
+        v.push(FieldViolation::new("local_case_id", "is required"));
+    } else {
+        if id.chars().count() > MAX_LOCAL_CASE_ID_CHARS {
+            v.push(FieldViolation::new(
+                "local_case_id",
+                format!("must be at most {MAX_LOCAL_CASE_ID_CHARS} characters"),
+            ));
+        }
+        if id.chars().any(char::is_control) {
+            v.push(FieldViolation::new(
+                "local_case_id",
+                "must not contain control characters",
+            ));
+        }
+    }
+    (v.len() == before).then(|| id.to_owned())
+}
+
+/// Returns the normalised number when present and valid; `None` when absent
+/// or invalid (a violation is pushed in the latter case).
+fn check_nhs_number(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<String> {
+    let raw = raw?;
+    let digits: String = raw.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    if digits.is_empty() {
+        return None;
+    }
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        v.push(FieldViolation::new(
+            "nhs_number",
+            "must be 10 digits (spaces and hyphens are allowed between them)",
+        ));
+        return None;
+    }
+    if !nhs_number_is_valid(&digits) {
+        v.push(FieldViolation::new(
+            "nhs_number",
+            "fails the modulus-11 check",
+        ));
+        return None;
+    }
+    Some(digits)
+}
+
+fn parse_date(raw: &str, field: &str, today: Date, v: &mut Vec<FieldViolation>) -> Option<Date> {
+    if raw.is_empty() {
+        return None;
+    }
+    match Date::parse(raw) {
+        Ok(d) if d > today => {
+            v.push(FieldViolation::new(field, "must not be in the future"));
+            None
+        }
+        Ok(d) => Some(d),
+        Err(e) => {
+            v.push(FieldViolation::new(field, e.to_string()));
+            None
+        }
+    }
+}
+
+fn check_age(
+    age: Option<AgeInput>,
+    introduced_on: Option<Date>,
+    v: &mut Vec<FieldViolation>,
+) -> Option<AgeBand> {
+    match age {
+        None => {
+            v.push(FieldViolation::new(
+                "age",
+                "one of age_years or year_of_birth is required",
+            ));
+            None
+        }
+        Some(AgeInput::Years(years)) => {
+            if years > MAX_AGE_YEARS {
+                v.push(FieldViolation::new(
+                    "age_years",
+                    format!("must be between 0 and {MAX_AGE_YEARS}"),
+                ));
+                return None;
+            }
+            Some(AgeBand::from_age(years))
+        }
+        Some(AgeInput::YearOfBirth(yob)) => {
+            // Without a valid introduction date the age cannot be worked out;
+            // the record is refused for introduced_on already.
+            let year = introduced_on?.year();
+            if yob > year {
+                v.push(FieldViolation::new(
+                    "year_of_birth",
+                    "must not be after the year of introduction",
+                ));
+                return None;
+            }
+            let age = i64::from(year) - i64::from(yob);
+            if age > i64::from(MAX_AGE_YEARS) {
+                v.push(FieldViolation::new(
+                    "year_of_birth",
+                    format!("gives an age over {MAX_AGE_YEARS} at introduction"),
+                ));
+                return None;
+            }
+            Some(AgeBand::from_age(age as u32))
+        }
+    }
+}
+
+fn unknown_enum_reason(code: i32) -> String {
+    // Enum numbers are not sensitive, and quoting them helps a council fix its export.
+    if code == 0 {
+        "is required (0 means unspecified)".to_owned()
+    } else {
+        format!("has unknown value {code}")
+    }
+}
+
+fn check_enum<T>(
+    code: i32,
+    field: &str,
+    from_code: fn(i32) -> Option<T>,
+    v: &mut Vec<FieldViolation>,
+) -> Option<T> {
+    let value = from_code(code);
+    if value.is_none() {
+        v.push(FieldViolation::new(field, unknown_enum_reason(code)));
+    }
+    value
+}
+
+/// Whether `code` looks like an ONS ward code: E05, W05, S13 or N08, then six digits.
+pub fn ward_code_is_valid(code: &str) -> bool {
+    let b = code.as_bytes();
+    b.len() == 9
+        && matches!(&b[..3], b"E05" | b"W05" | b"S13" | b"N08")
+        && b[3..].iter().all(u8::is_ascii_digit)
+}
+
+fn check_ward_code(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<String> {
+    let code = raw?.trim().to_ascii_uppercase();
+    if code.is_empty() {
+        return None;
+    }
+    if !ward_code_is_valid(&code) {
+        v.push(FieldViolation::new(
+            "ward_code",
+            "must be an ONS ward code (E05, W05, S13 or N08 followed by six digits)",
+        ));
+        return None;
+    }
+    Some(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> Date {
+        Date::parse("2025-06-30").unwrap()
+    }
+
+    fn input() -> RecordInput {
+        RecordInput {
+            local_case_id: "  LAC-000123 ".into(),
+            nhs_number: Some("943 476 5919".into()),
+            introduced_on: "2025-01-15".into(),
+            closed_on: Some("2025-03-01".into()),
+            support_level: 2,
+            age: Some(AgeInput::Years(71)),
+            primary_need: 9,
+            introduction_source: 3,
+            outcomes: vec![2, 5],
+            ward_code: Some("e05001234".into()),
+        }
+    }
+
+    fn violations(r: &RecordInput) -> Vec<FieldViolation> {
+        validate(r, today()).unwrap_err()
+    }
+
+    fn fields(r: &RecordInput) -> Vec<String> {
+        violations(r).into_iter().map(|v| v.field).collect()
+    }
+
+    /// Makes a valid NHS number from nine digits by computing its check digit.
+    fn with_check_digit(nine: &str) -> Option<String> {
+        let sum: u32 = nine
+            .bytes()
+            .zip((2..=10u32).rev())
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        match 11 - sum % 11 {
+            10 => None,
+            11 => Some(format!("{nine}0")),
+            c => Some(format!("{nine}{c}")),
+        }
+    }
+
+    #[test]
+    fn a_good_record_becomes_typed_and_normalised() {
+        let r = validate(&input(), today()).unwrap();
+        assert_eq!(r.local_case_id, "LAC-000123");
+        assert_eq!(r.person, PersonId::Nhs("9434765919".into()));
+        assert_eq!(r.closed_on, Some(Date::parse("2025-03-01").unwrap()));
+        assert_eq!(r.support_level, SupportLevel::Level2);
+        assert_eq!(r.age_band, AgeBand::From65To74);
+        assert_eq!(r.primary_need, PrimaryNeed::SocialIsolation);
+        assert_eq!(r.source, IntroductionSource::GpHealth);
+        assert!(
+            r.outcomes.contains(Outcome::CommunityConnection)
+                && r.outcomes.contains(Outcome::ReducedGpAeUse)
+        );
+        assert_eq!(r.outcomes.len(), 2);
+        assert_eq!(r.ward_code.as_deref(), Some("E05001234"));
+    }
+
+    #[test]
+    fn nhs_number_modulus_11() {
+        assert!(nhs_number_is_valid("9434765919"));
+        assert!(!nhs_number_is_valid("9434765918"));
+        assert!(!nhs_number_is_valid("943476591"));
+        assert!(!nhs_number_is_valid("943476591x"));
+        // Generated: the computed check digit passes, every other digit fails.
+        for nine in [
+            "401023213",
+            "123456789",
+            "999999999",
+            "000000001",
+            "485777345",
+            "111111111",
+        ] {
+            match with_check_digit(nine) {
+                Some(good) => {
+                    assert!(nhs_number_is_valid(&good), "{good}");
+                    for d in b'0'..=b'9' {
+                        let other = format!("{nine}{}", d as char);
+                        if other != good {
+                            assert!(!nhs_number_is_valid(&other), "{other}");
+                        }
+                    }
+                }
+                // Remainder 1 means check 10: no digit makes a valid number.
+                None => {
+                    for d in b'0'..=b'9' {
+                        assert!(!nhs_number_is_valid(&format!("{nine}{}", d as char)));
+                    }
+                }
+            }
+        }
+        // 11 - 0 = 11 becomes a check digit of 0.
+        assert!(nhs_number_is_valid("0000000000"));
+        // 123456789: sum 10*1+9*2+...+2*9 = 210, 210 mod 11 = 1, so check 10: never valid.
+        assert_eq!(with_check_digit("123456789"), None);
+    }
+
+    #[test]
+    fn nhs_number_spaces_and_hyphens_are_removed_and_absence_falls_back_to_the_case_id() {
+        let mut r = input();
+        r.nhs_number = Some("943-476-5919".into());
+        assert_eq!(
+            validate(&r, today()).unwrap().person,
+            PersonId::Nhs("9434765919".into())
+        );
+        for absent in [None, Some(String::new()), Some("  ".into())] {
+            r.nhs_number = absent;
+            assert_eq!(
+                validate(&r, today()).unwrap().person,
+                PersonId::LocalCase("LAC-000123".into())
+            );
+        }
+    }
+
+    #[test]
+    fn bad_nhs_numbers_are_refused_without_echoing_them() {
+        let mut r = input();
+        for bad in [
+            "9434765918",
+            "943476591",
+            "94347659190",
+            "943476591O",
+            "９434765919",
+        ] {
+            r.nhs_number = Some(bad.into());
+            let v = violations(&r);
+            assert_eq!(v.len(), 1, "{bad}");
+            assert_eq!(v[0].field, "nhs_number");
+            assert!(!v[0].to_string().contains("943476591"), "{}", v[0]);
+        }
+        r.nhs_number = Some("9434765918".into());
+        assert_eq!(
+            violations(&r)[0].to_string(),
+            "nhs_number: fails the modulus-11 check"
+        );
+    }
+
+    #[test]
+    fn local_case_id_rules() {
+        let mut r = input();
+        r.local_case_id = "   ".into();
+        assert_eq!(fields(&r), ["local_case_id"]);
+        r.local_case_id = "x".repeat(65);
+        assert_eq!(fields(&r), ["local_case_id"]);
+        assert!(!violations(&r)[0].reason.contains("xxx"));
+        r.local_case_id = "é".repeat(64);
+        assert!(
+            validate(&r, today()).is_ok(),
+            "64 characters (not bytes) is fine"
+        );
+        r.local_case_id = "ab\u{0}cd".into();
+        assert_eq!(fields(&r), ["local_case_id"]);
+        r.local_case_id = "ab\ncd".into();
+        let v = violations(&r);
+        assert_eq!(v.len(), 1);
+        assert!(!v[0].reason.contains("ab"));
+    }
+
+    #[test]
+    fn date_rules() {
+        let mut r = input();
+        r.introduced_on = String::new();
+        assert_eq!(fields(&r), ["introduced_on"]);
+        r.introduced_on = "15/01/2025".into();
+        assert_eq!(fields(&r), ["introduced_on"]);
+        r.introduced_on = "2025-02-30".into();
+        assert_eq!(violations(&r)[0].reason, "is not a real calendar date");
+        r.introduced_on = "2025-07-01".into();
+        r.closed_on = None;
+        assert_eq!(
+            violations(&r)[0].to_string(),
+            "introduced_on: must not be in the future"
+        );
+        r.introduced_on = "2025-06-30".into();
+        assert!(validate(&r, today()).is_ok(), "today itself is allowed");
+
+        let mut r = input();
+        r.closed_on = Some("2025-01-14".into());
+        assert_eq!(fields(&r), ["closed_on"]);
+        r.closed_on = Some("2025-01-15".into());
+        assert!(validate(&r, today()).is_ok(), "closed the same day");
+        r.closed_on = Some("2025-07-01".into());
+        assert_eq!(fields(&r), ["closed_on"]);
+        r.closed_on = Some("2025-1-15".into());
+        assert_eq!(fields(&r), ["closed_on"]);
+        r.closed_on = Some(String::new());
+        assert_eq!(validate(&r, today()).unwrap().closed_on, None);
+    }
+
+    #[test]
+    fn age_rules() {
+        let mut r = input();
+        r.age = None;
+        assert_eq!(fields(&r), ["age"]);
+        r.age = Some(AgeInput::Years(121));
+        let v = violations(&r);
+        assert_eq!(v[0].field, "age_years");
+        assert!(!v[0].reason.contains("121"));
+        r.age = Some(AgeInput::Years(120));
+        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::From85);
+        r.age = Some(AgeInput::Years(0));
+        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::Under18);
+        r.age = Some(AgeInput::YearOfBirth(1960));
+        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::From65To74);
+        r.age = Some(AgeInput::YearOfBirth(2025));
+        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::Under18);
+        r.age = Some(AgeInput::YearOfBirth(2026));
+        assert_eq!(fields(&r), ["year_of_birth"]);
+        r.age = Some(AgeInput::YearOfBirth(1904));
+        let v = violations(&r);
+        assert_eq!(v[0].field, "year_of_birth");
+        assert!(!v[0].reason.contains("1904") && !v[0].reason.contains("121"));
+        r.age = Some(AgeInput::YearOfBirth(1905));
+        assert!(validate(&r, today()).is_ok());
+        r.age = Some(AgeInput::YearOfBirth(i32::MIN));
+        assert_eq!(fields(&r), ["year_of_birth"]);
+    }
+
+    #[test]
+    fn enums_must_be_known_and_specified() {
+        let mut r = input();
+        r.support_level = 0;
+        r.primary_need = 11;
+        r.introduction_source = -1;
+        assert_eq!(
+            fields(&r),
+            ["support_level", "primary_need", "introduction_source"]
+        );
+        assert!(violations(&r)[1].reason.contains("11"));
+    }
+
+    #[test]
+    fn outcomes_must_be_known_and_not_repeated() {
+        let mut r = input();
+        r.outcomes = vec![1, 0, 1, 10, 9];
+        assert_eq!(fields(&r), ["outcomes[1]", "outcomes[2]", "outcomes[3]"]);
+        r.outcomes = vec![];
+        assert!(validate(&r, today()).unwrap().outcomes.is_empty());
+    }
+
+    #[test]
+    fn ward_code_rules() {
+        let mut r = input();
+        for good in [
+            "E05001234",
+            "W05000999",
+            "S13002345",
+            "N08000111",
+            " e05001234 ",
+        ] {
+            r.ward_code = Some(good.into());
+            assert!(validate(&r, today()).is_ok(), "{good}");
+        }
+        for bad in ["E06000034", "E0500123", "E050012345", "E05OO1234", "ward 7"] {
+            r.ward_code = Some(bad.into());
+            let v = violations(&r);
+            assert_eq!(v.len(), 1, "{bad}");
+            assert_eq!(v[0].field, "ward_code");
+            assert!(!v[0].reason.contains(bad.trim()), "{bad}");
+        }
+        r.ward_code = Some(String::new());
+        assert_eq!(validate(&r, today()).unwrap().ward_code, None);
+    }
+
+    #[test]
+    fn every_violation_is_collected() {
+        let r = RecordInput {
+            local_case_id: String::new(),
+            nhs_number: Some("123".into()),
+            introduced_on: "nope".into(),
+            closed_on: Some("never".into()),
+            support_level: 0,
+            age: None,
+            primary_need: 0,
+            introduction_source: 0,
+            outcomes: vec![0],
+            ward_code: Some("X".into()),
+        };
+        assert_eq!(
+            fields(&r),
+            [
+                "local_case_id",
+                "nhs_number",
+                "introduced_on",
+                "closed_on",
+                "age",
+                "support_level",
+                "primary_need",
+                "introduction_source",
+                "outcomes[0]",
+                "ward_code"
+            ]
+        );
+    }
+
+    #[test]
+    fn debug_redacts_identifiers_ages_and_ward() {
+        let mut i = input();
+        i.age = Some(AgeInput::YearOfBirth(1953));
+        let shown = format!("{i:?} {:?}", validate(&i, today()).unwrap());
+        for secret in [
+            "LAC-000123",
+            "9434765919",
+            "943 476 5919",
+            "1953",
+            "E05001234",
+            "e05001234",
+        ] {
+            assert!(!shown.contains(secret), "{secret} leaked in {shown}");
+        }
+        assert!(shown.contains("local_case_id: <redacted>"));
+        assert!(shown.contains("Nhs(<redacted>)"));
+        assert_eq!(
+            format!("{:?}", PersonId::LocalCase("abc".into())),
+            "LocalCase(<redacted>)"
+        );
+        assert_eq!(format!("{:?}", AgeInput::Years(44)), "Years(<redacted>)");
+    }
+}

@@ -249,7 +249,10 @@ impl OutcomeSet {
 
     /// The outcomes present, in proto order.
     pub fn iter(self) -> impl Iterator<Item = Outcome> {
-        Outcome::ALL.iter().copied().filter(move |o| self.contains(*o))
+        Outcome::ALL
+            .iter()
+            .copied()
+            .filter(move |o| self.contains(*o))
     }
 
     /// Raw bits, for compact storage.
