@@ -1,1 +1,250 @@
-//! lacnet-hub (TODO).
+//! `lacnet-hub`: the LAC Network hub. Site agents push protected aggregates
+//! here over mTLS; analysts (and, by policy, sites) read cross-site
+//! comparisons built from the latest revision of every site's submissions.
+//!
+//! ```text
+//! site agent ──Submissions.Submit (mTLS, site cert)──▶ submissions.rs ─▶ store.rs (sled)
+//! analyst    ──Reports.* (mTLS, analyst cert)────────▶ reports.rs ◀── in-memory latest tables
+//! ```
+//!
+//! # Running the hub (stable API, used by this crate's tests, the site agent's tests and the e2e tests)
+//!
+//! ```no_run
+//! # async fn demo(pem: lacnet_tls::PemBundle) -> Result<(), lacnet_hub::HubError> {
+//! use lacnet_hub::{Hub, HubOptions, Registry};
+//! let registry = Registry::load("services/hub/registry.toml".as_ref())?;
+//! // `pem` is the hub's own certificate and key plus the network CA (e.g. from
+//! // `lacnet_tls::dev::bundle(&ca, &ca.issue_server(&["hub.lacnet"])?)` in a test).
+//! let hub = Hub::open(HubOptions::new("/tmp/hub-data", registry, pem))?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let addr = listener.local_addr().unwrap();
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! let task = tokio::spawn(lacnet_hub::serve(listener, hub.clone(), stop.clone().cancelled_owned()));
+//! // ... connect with lacnet_tls::connect(&format!("https://{addr}"), &client_pem, "localhost") ...
+//! stop.cancel();
+//! task.await.unwrap()?; // drains in-flight calls and flushes sled
+//! drop(hub); // release the sled lock before re-opening the same directory
+//! # Ok(()) }
+//! ```
+//!
+//! The hub is ready once the gRPC health service (on the same mTLS port)
+//! answers `SERVING` for `lacnet.hub.v1.Submissions`.
+
+#![warn(missing_docs)]
+
+pub mod authz;
+pub mod config;
+pub mod convert;
+mod error;
+pub mod metrics;
+pub mod registry;
+pub mod reports;
+pub mod store;
+pub mod submissions;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lacnet_core::period::Period;
+use lacnet_proto::hub::v1::reports_server::ReportsServer;
+use lacnet_proto::hub::v1::submissions_server::SubmissionsServer;
+use lacnet_tls::PemBundle;
+use tokio::net::TcpListener;
+
+pub use error::HubError;
+pub use metrics::HubMetrics;
+pub use registry::{Registry, Site, UnitCost};
+pub use store::AuditEvent;
+
+/// Default largest gRPC message accepted (a submission is a few KB).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Default per-request timeout.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything [`Hub::open`] needs.
+#[derive(Debug, Clone)]
+pub struct HubOptions {
+    /// Directory for the sled database (created if missing).
+    pub data_dir: PathBuf,
+    /// The site registry (sites, network policy, unit costs).
+    pub registry: Registry,
+    /// The hub's certificate, key and the network CA (plus CRLs).
+    pub tls: PemBundle,
+    /// Whether a site may see the network comparison (otherwise only its own rows).
+    pub sites_see_network: bool,
+    /// Largest gRPC message accepted.
+    pub max_message_bytes: usize,
+    /// Per-request timeout.
+    pub request_timeout: Duration,
+}
+
+impl HubOptions {
+    /// Options with defaults: sites see the network, 4 MiB messages, 30 s timeout.
+    pub fn new(data_dir: impl Into<PathBuf>, registry: Registry, tls: PemBundle) -> HubOptions {
+        HubOptions {
+            data_dir: data_dir.into(),
+            registry,
+            tls,
+            sites_see_network: true,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// An open hub: storage, registry, TLS config and metrics. Cheap to clone.
+///
+/// The sled directory stays locked until every clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: store::Store,
+    registry: Registry,
+    sites_see_network: bool,
+    max_message_bytes: usize,
+    request_timeout: Duration,
+    tls: Arc<rustls::ServerConfig>,
+    metrics: HubMetrics,
+}
+
+impl Hub {
+    /// Opens (or creates) the hub's database and builds the TLS config, so bad
+    /// certificates or an unusable data directory fail here, at startup.
+    pub fn open(options: HubOptions) -> Result<Hub, HubError> {
+        let tls = lacnet_tls::server_config(&options.tls)?;
+        let store = store::Store::open(&options.data_dir)?;
+        Ok(Hub {
+            inner: Arc::new(Inner {
+                store,
+                registry: options.registry,
+                sites_see_network: options.sites_see_network,
+                max_message_bytes: options.max_message_bytes,
+                request_timeout: options.request_timeout,
+                tls,
+                metrics: HubMetrics::new(),
+            }),
+        })
+    }
+
+    /// The site registry.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// The metrics, for the admin port (`hub.metrics().registry()`).
+    pub fn metrics(&self) -> &HubMetrics {
+        &self.inner.metrics
+    }
+
+    /// The whole audit log, oldest first.
+    pub fn audit_log(&self) -> Result<Vec<AuditEvent>, HubError> {
+        self.inner.store.audit_log()
+    }
+
+    /// Every stored revision for a site and period, ascending.
+    pub fn revisions(&self, site: &str, period: Period) -> Result<Vec<u64>, HubError> {
+        self.inner.store.revisions(site, period)
+    }
+
+    /// The revision reports use for a site and period, if any.
+    pub fn current_revision(&self, site: &str, period: Period) -> Option<u64> {
+        self.inner
+            .store
+            .with_latest(|l| l.get(&period).and_then(|m| m.get(site)).map(|x| x.revision))
+    }
+
+    /// Makes every write durable.
+    pub async fn flush(&self) -> Result<(), HubError> {
+        self.inner.store.flush().await
+    }
+
+    pub(crate) fn store(&self) -> &store::Store {
+        &self.inner.store
+    }
+}
+
+/// Serves the hub's gRPC API over mTLS on `listener` until `shutdown` completes.
+///
+/// Offers `lacnet.hub.v1.Submissions`, `lacnet.hub.v1.Reports`, gRPC health
+/// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection.
+/// On shutdown it stops accepting, drains in-flight calls and flushes sled.
+pub async fn serve(
+    listener: TcpListener,
+    hub: Hub,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), HubError> {
+    use lacnet_proto::hub::v1::{reports_server, submissions_server};
+    let (reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lacnet_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| HubError::Reflection(e.to_string()))?;
+    let max = hub.inner.max_message_bytes;
+    let submissions = SubmissionsServer::new(submissions::SubmissionsService::new(hub.clone()))
+        .max_decoding_message_size(max);
+    let reports = ReportsServer::new(reports::ReportsService::new(hub.clone()))
+        .max_decoding_message_size(max);
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    reporter
+        .set_serving::<submissions_server::SubmissionsServer<submissions::SubmissionsService>>()
+        .await;
+    reporter
+        .set_serving::<reports_server::ReportsServer<reports::ReportsService>>()
+        .await;
+    let incoming = lacnet_tls::incoming(listener, hub.inner.tls.clone());
+    let draining = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new calls, draining in-flight ones");
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        reporter
+            .set_not_serving::<submissions_server::SubmissionsServer<submissions::SubmissionsService>>()
+            .await;
+        reporter
+            .set_not_serving::<reports_server::ReportsServer<reports::ReportsService>>()
+            .await;
+    };
+    tracing::info!(
+        sites = hub.registry().sites().len(),
+        "hub serving gRPC over mTLS"
+    );
+    let served = tonic::transport::Server::builder()
+        .timeout(hub.inner.request_timeout)
+        .max_concurrent_streams(Some(256))
+        .concurrency_limit_per_connection(256)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(submissions)
+        .add_service(reports)
+        .serve_with_incoming_shutdown(incoming, draining)
+        .await;
+    // Flush even if serving failed, so nothing acknowledged is lost.
+    let flushed = hub.flush().await;
+    served?;
+    flushed
+}
+
+/// Binds a listener whose accepted connections start with `TCP_NODELAY` set
+/// (Linux copies it from the listening socket), so small HTTP/2 frames are not
+/// held back by Nagle's algorithm. `lacnet_tls::incoming` accepts the
+/// connections itself and so cannot set it per connection.
+pub fn bind_nodelay(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}

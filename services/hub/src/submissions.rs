@@ -1,0 +1,382 @@
+//! `lacnet.hub.v1.Submissions`: where site agents push their protected
+//! aggregates. The hub trusts nothing it receives and checks, in order:
+//!
+//! 1. identity (mTLS certificate → `Peer`) and role: a site, submitting as itself;
+//! 2. the site is in the registry, and its code was still in use for the period;
+//! 3. the period is well-formed and not in the future;
+//! 4. the cells: every catalogue metric exactly once, no unknown ids, every count set;
+//! 5. the digest, recomputed with `lacnet_core::submission::digest`;
+//! 6. the site's policy is valid and at least as strict as the network's;
+//! 7. disclosure control (`check_policy`, defence in depth), then consistency;
+//! 8. storage: duplicate, new latest revision, or a late older revision kept aside.
+//!
+//! Every outcome, accepted or refused, goes to the audit log and the metrics.
+
+use std::time::Instant;
+
+use lacnet_core::Date;
+use lacnet_core::disclosure::{self, Count, Published};
+use lacnet_core::metrics::{METRIC_COUNT, catalogue};
+use lacnet_core::submission;
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::hub::v1::submissions_server::Submissions;
+use lacnet_proto::hub::v1::{ReceiptStatus, SubmitReceipt, SubmitRequest};
+use lacnet_tls::Peer;
+use tracing::instrument;
+
+use crate::convert::{count_from_proto, period_from_proto, period_to_proto, policy_from_proto};
+use crate::store::{AuditEvent, StoreOutcome, StoredSubmission};
+use crate::{Hub, HubError, authz};
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct SubmissionsService {
+    hub: Hub,
+}
+
+impl SubmissionsService {
+    /// Wraps an open hub.
+    pub fn new(hub: Hub) -> SubmissionsService {
+        SubmissionsService { hub }
+    }
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A peer for logs and the audit log, or `unknown` when the certificate named none.
+pub(crate) fn peer_label(peer: &Result<Peer, tonic::Status>) -> String {
+    match peer {
+        Ok(p) => p.to_string(),
+        Err(_) => "unknown".to_string(),
+    }
+}
+
+/// The published table from wire cells: every catalogue metric exactly once.
+pub fn cells_to_published(cells: &[pb::Cell]) -> Result<Published, HubError> {
+    let cat = catalogue();
+    let mut counts: [Option<Count>; METRIC_COUNT] = [None; METRIC_COUNT];
+    for (i, cell) in cells.iter().enumerate() {
+        let field = format!("submission.cells[{i}]");
+        let index = cat.index_of(&cell.metric).ok_or_else(|| {
+            HubError::invalid(
+                format!("{field}.metric"),
+                format!("unknown metric id {:?}", cell.metric),
+            )
+        })?;
+        let count = count_from_proto(cell.count.as_ref(), &format!("{field}.count"))?;
+        if counts[index].replace(count).is_some() {
+            return Err(HubError::invalid(
+                format!("{field}.metric"),
+                format!("metric {} appears more than once", cell.metric),
+            ));
+        }
+    }
+    let missing: Vec<&str> = counts
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_none())
+        .map(|(i, _)| cat.def(i).id.as_str())
+        .collect();
+    if !missing.is_empty() {
+        return Err(HubError::invalid(
+            "submission.cells",
+            format!("missing metrics: {}", missing.join(", ")),
+        ));
+    }
+    Ok(Published {
+        counts: counts.map(|c| c.unwrap_or(Count::Suppressed)),
+    })
+}
+
+/// What a submission looked like, for the audit log of a refusal.
+#[derive(Default)]
+struct Described {
+    site: Option<String>,
+    period: Option<String>,
+    revision: Option<u64>,
+}
+
+impl Hub {
+    /// Validates, authorises and stores one submission (everything but the tonic glue).
+    async fn submit(
+        &self,
+        peer: &Result<Peer, tonic::Status>,
+        sub: Option<pb::Submission>,
+        described: &mut Described,
+    ) -> Result<SubmitReceipt, HubError> {
+        let peer = peer
+            .as_ref()
+            .map_err(|s| HubError::Unauthenticated(s.message().to_string()))?;
+        if !matches!(peer, Peer::Site(_)) {
+            // Refuse the role before looking at the payload.
+            authz::may_submit(peer, "")?;
+        }
+        let sub = sub.ok_or_else(|| HubError::invalid("submission", "is required"))?;
+        described.site = Some(sub.site_code.clone()).filter(|s| crate::registry::is_ons_code(s));
+        described.revision = Some(sub.revision);
+        authz::may_submit(peer, &sub.site_code)?;
+        let registry = self.registry();
+        let site = registry.site(&sub.site_code).ok_or_else(|| {
+            HubError::invalid(
+                "submission.site_code",
+                format!("{} is not a site in the network registry", sub.site_code),
+            )
+        })?;
+        let period = period_from_proto(sub.period.as_ref(), "submission.period")?;
+        described.period = Some(period.to_string());
+        let today = Date::from_unix_seconds(now_unix());
+        if period.start() > today {
+            return Err(HubError::invalid(
+                "submission.period",
+                format!("{period} has not started yet (today is {today})"),
+            ));
+        }
+        if let Some(until) = site.valid_until {
+            if period.start() > until {
+                return Err(HubError::invalid(
+                    "submission.period",
+                    format!(
+                        "site code {} was retired on {until}; {period} starts after it",
+                        site.code
+                    ),
+                ));
+            }
+        }
+        let published = cells_to_published(&sub.cells)?;
+        let policy = policy_from_proto(sub.policy.as_ref(), "submission.policy")?;
+        policy
+            .validate()
+            .map_err(|e| HubError::invalid("submission.policy", e.to_string()))?;
+        let expected = submission::digest(&site.code, period, &policy, &published);
+        if sub.digest != expected {
+            return Err(HubError::invalid(
+                "submission.digest",
+                "does not match the submission's content (site, period, policy and cells)",
+            ));
+        }
+        let network = registry.policy();
+        if !policy.at_least_as_strict_as(network) {
+            return Err(HubError::PolicyViolation(vec![format!(
+                "site policy (threshold {}, rounding base {}, secondary suppression {}) is looser \
+                 than the network policy (threshold {}, rounding base {}, secondary suppression {})",
+                policy.threshold,
+                policy.rounding_base,
+                policy.secondary_suppression,
+                network.threshold,
+                network.rounding_base,
+                network.secondary_suppression
+            )]));
+        }
+        // The site's own (at least as strict) policy is the one the attacker's
+        // view depends on, so that is what the cells are audited against.
+        disclosure::check_policy(&published, &policy)
+            .map_err(|v| HubError::PolicyViolation(v.iter().map(ToString::to_string).collect()))?;
+        disclosure::check_consistency(&published, &policy).map_err(|v| {
+            let all: Vec<String> = v.iter().map(ToString::to_string).collect();
+            HubError::invalid("submission.cells", all.join("; "))
+        })?;
+
+        let stored = StoredSubmission {
+            site_code: site.code.clone(),
+            period,
+            revision: sub.revision,
+            digest: expected,
+            policy,
+            counts: published.counts.to_vec(),
+            generated_at_unix: sub.generated_at_unix,
+            received_at_unix: now_unix(),
+        };
+        let digest = stored.digest.clone();
+        let receipt = self.store().record(stored)?;
+        // Acknowledge only what is on disk; concurrent submitters share the fsync.
+        self.flush().await?;
+        let status = match receipt.outcome {
+            StoreOutcome::New => ReceiptStatus::New,
+            StoreOutcome::Duplicate => ReceiptStatus::Duplicate,
+            StoreOutcome::Superseded => ReceiptStatus::Superseded,
+        };
+        Ok(SubmitReceipt {
+            status: status as i32,
+            site_code: site.code.clone(),
+            period: Some(period_to_proto(period)),
+            revision: sub.revision,
+            digest,
+            current_revision: receipt.current_revision,
+            received_at_unix: receipt.received_at_unix,
+        })
+    }
+
+    /// Writes an audit entry; a failure to audit is logged, never hidden.
+    pub(crate) fn audit(&self, event: AuditEvent) {
+        if let Err(e) = self.store().audit(&event) {
+            tracing::error!(error = %e, "writing the audit log failed");
+            self.metrics().internal_errors.inc();
+        }
+    }
+
+    /// Counts, logs and audits a refused or failed request.
+    pub(crate) fn refused(
+        &self,
+        event: &str,
+        peer: &str,
+        site: Option<String>,
+        period: Option<String>,
+        revision: Option<u64>,
+        error: &HubError,
+    ) {
+        if error.is_refusal() {
+            self.metrics().refusals.inc(error.kind());
+            tracing::warn!(peer = %peer, event, site = ?site, period = ?period, reason = %error, "request refused");
+        } else {
+            self.metrics().internal_errors.inc();
+        }
+        self.audit(AuditEvent {
+            at_unix: now_unix(),
+            event: event.to_string(),
+            peer: peer.to_string(),
+            site,
+            period,
+            revision,
+            outcome: if error.is_refusal() {
+                "refused".into()
+            } else {
+                "error".into()
+            },
+            reason: Some(if error.is_refusal() {
+                error.to_string()
+            } else {
+                "internal error".into()
+            }),
+        });
+    }
+}
+
+#[tonic::async_trait]
+impl Submissions for SubmissionsService {
+    #[instrument(skip_all, fields(peer, site, period, revision))]
+    async fn submit(
+        &self,
+        request: tonic::Request<SubmitRequest>,
+    ) -> Result<tonic::Response<SubmitReceipt>, tonic::Status> {
+        let started = Instant::now();
+        let peer = lacnet_tls::peer_of(&request);
+        let label = peer_label(&peer);
+        let span = tracing::Span::current();
+        span.record("peer", label.as_str());
+        let sub = request.into_inner().submission;
+        let mut described = Described::default();
+        let result = self.hub.submit(&peer, sub, &mut described).await;
+        let metrics = self.hub.metrics();
+        metrics
+            .submit_latency
+            .observe(started.elapsed().as_secs_f64());
+        if let Some(site) = &described.site {
+            span.record("site", site.as_str());
+        }
+        if let Some(period) = &described.period {
+            span.record("period", period.as_str());
+        }
+        if let Some(rev) = described.revision {
+            span.record("revision", rev);
+        }
+        match result {
+            Ok(receipt) => {
+                let outcome = match ReceiptStatus::try_from(receipt.status) {
+                    Ok(ReceiptStatus::New) => StoreOutcome::New,
+                    Ok(ReceiptStatus::Duplicate) => StoreOutcome::Duplicate,
+                    _ => StoreOutcome::Superseded,
+                };
+                metrics.submissions.inc(outcome.name());
+                tracing::info!(
+                    peer = %label,
+                    outcome = outcome.name(),
+                    current_revision = receipt.current_revision,
+                    "submission accepted"
+                );
+                self.hub.audit(AuditEvent {
+                    at_unix: now_unix(),
+                    event: "submit".into(),
+                    peer: label,
+                    site: Some(receipt.site_code.clone()),
+                    period: described.period,
+                    revision: Some(receipt.revision),
+                    outcome: outcome.name().into(),
+                    reason: None,
+                });
+                Ok(tonic::Response::new(receipt))
+            }
+            Err(e) => {
+                let outcome = match e.kind() {
+                    "internal" => "error",
+                    "unauthenticated" => "rejected_unauthenticated",
+                    "permission_denied" => "rejected_permission_denied",
+                    "invalid_argument" => "rejected_invalid_argument",
+                    "policy_violation" => "rejected_policy_violation",
+                    "conflict" => "rejected_conflict",
+                    _ => "error",
+                };
+                metrics.submissions.inc(outcome);
+                self.hub.refused(
+                    "submit",
+                    &label,
+                    described.site,
+                    described.period,
+                    described.revision,
+                    &e,
+                );
+                Err(e.into())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::count_to_proto;
+
+    fn cells() -> Vec<pb::Cell> {
+        catalogue()
+            .metrics()
+            .iter()
+            .map(|m| pb::Cell {
+                metric: m.id.clone(),
+                count: Some(count_to_proto(Count::Value(0))),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn cells_must_cover_the_catalogue_exactly_once() {
+        assert!(cells_to_published(&cells()).is_ok());
+        let mut missing = cells();
+        missing.pop();
+        let e = cells_to_published(&missing).unwrap_err().to_string();
+        assert!(e.contains("missing metrics"), "{e}");
+        let mut twice = cells();
+        twice.push(twice[0].clone());
+        assert!(
+            cells_to_published(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("more than once")
+        );
+        let mut unknown = cells();
+        unknown[3].metric = "bogus".into();
+        let e = cells_to_published(&unknown).unwrap_err().to_string();
+        assert!(e.contains("cells[3].metric") && e.contains("bogus"), "{e}");
+        let mut unset = cells();
+        unset[2].count = Some(pb::Count { kind: None });
+        assert!(
+            cells_to_published(&unset)
+                .unwrap_err()
+                .to_string()
+                .contains("cells[2].count")
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! Test harness: a network CA and certificates made in the test, the real hub
+//! on 127.0.0.1:0 over mTLS with sled in a temp dir, and valid submissions
+//! built with lacnet-core exactly as a site agent builds them.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use lacnet_core::disclosure::{self, Count, DisclosurePolicy, Published};
+use lacnet_core::metrics::{self, Aggregates, catalogue};
+use lacnet_core::period::Period;
+use lacnet_core::submission;
+use lacnet_core::vocab::{
+    AgeBand, AgeGroup, IntroductionSource, Outcome, PrimaryNeed, SupportLevel,
+};
+use lacnet_hub::convert::{count_to_proto, period_to_proto, policy_to_proto};
+use lacnet_hub::{Hub, HubError, HubOptions, Registry};
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::hub::v1 as hub;
+use lacnet_proto::hub::v1::reports_client::ReportsClient;
+use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
+use lacnet_tls::dev::{DevCa, IssuedCert, bundle};
+use lacnet_tls::{Peer, PemBundle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const THURROCK: &str = "E06000034";
+pub const DERBY: &str = "E06000015";
+pub const SWANSEA: &str = "W06000011";
+pub const CUMBRIA: &str = "E10000006";
+/// A well-formed ONS code that is not in the registry.
+pub const UNLISTED: &str = "E06000999";
+
+/// Every certificate the tests need.
+pub struct Pki {
+    pub ca: DevCa,
+    pub server: IssuedCert,
+    pub thurrock: PemBundle,
+    pub derby: PemBundle,
+    pub swansea: PemBundle,
+    pub cumbria: PemBundle,
+    pub unlisted: PemBundle,
+    pub analyst: PemBundle,
+    pub council: PemBundle,
+    /// Chains to the network CA but carries no lacnet identity.
+    pub anonymous: PemBundle,
+    /// A Thurrock site certificate from another CA (trusting the real CA for the server).
+    pub rogue: PemBundle,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca = DevCa::new("lacnet test network CA").unwrap();
+        let server = ca.issue_server(&["hub.lacnet"]).unwrap();
+        let leaf = |peer: Peer| bundle(&ca, &ca.issue(&peer, &[]).unwrap());
+        let other = DevCa::new("another CA").unwrap();
+        let rogue_cert = other.issue(&Peer::Site(THURROCK.into()), &[]).unwrap();
+        let rogue = PemBundle {
+            ca: ca.ca_pem().into_bytes(),
+            ..bundle(&other, &rogue_cert)
+        };
+        Pki {
+            thurrock: leaf(Peer::Site(THURROCK.into())),
+            derby: leaf(Peer::Site(DERBY.into())),
+            swansea: leaf(Peer::Site(SWANSEA.into())),
+            cumbria: leaf(Peer::Site(CUMBRIA.into())),
+            unlisted: leaf(Peer::Site(UNLISTED.into())),
+            analyst: leaf(Peer::Analyst("alice".into())),
+            council: leaf(Peer::Council("thurrock".into())),
+            anonymous: bundle(&ca, &ca.issue_server(&["somebody"]).unwrap()),
+            rogue,
+            server,
+            ca,
+        }
+    }
+
+    pub fn server_bundle(&self) -> PemBundle {
+        bundle(&self.ca, &self.server)
+    }
+}
+
+/// The registry shipped with the hub.
+pub fn shipped_registry() -> Registry {
+    Registry::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/registry.toml"
+    )))
+    .unwrap()
+}
+
+/// A running hub.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), HubError>>,
+}
+
+impl TestHub {
+    /// Opens the hub on `dir` and serves it on 127.0.0.1:0; returns once health says SERVING.
+    pub async fn start(pki: &Pki, dir: &Path, tweak: impl FnOnce(&mut HubOptions)) -> TestHub {
+        let mut options = HubOptions::new(dir, shipped_registry(), pki.server_bundle());
+        tweak(&mut options);
+        let hub = open(options).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lacnet_hub::serve(
+            listener,
+            hub.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        let test_hub = TestHub {
+            addr,
+            hub,
+            stop,
+            task,
+        };
+        test_hub.wait_ready(&pki.analyst).await;
+        test_hub
+    }
+
+    async fn wait_ready(&self, pem: &PemBundle) {
+        use tonic_health::pb::health_check_response::ServingStatus;
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        for _ in 0..100 {
+            if let Ok(channel) = lacnet_tls::connect(&self.url(), pem, "localhost").await {
+                let reply = HealthClient::new(channel)
+                    .check(HealthCheckRequest {
+                        service: "lacnet.hub.v1.Submissions".into(),
+                    })
+                    .await;
+                if let Ok(r) = reply {
+                    if r.into_inner().status == ServingStatus::Serving as i32 {
+                        return;
+                    }
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("hub never became ready");
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Stops serving (draining calls, flushing sled) and hands back the hub.
+    pub async fn stop(self) -> Hub {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.hub
+    }
+
+    pub async fn submissions(&self, pem: &PemBundle) -> SubmissionsClient<Channel> {
+        SubmissionsClient::new(self.channel(pem).await)
+    }
+
+    pub async fn reports(&self, pem: &PemBundle) -> ReportsClient<Channel> {
+        ReportsClient::new(self.channel(pem).await)
+    }
+
+    pub async fn channel(&self, pem: &PemBundle) -> Channel {
+        lacnet_tls::connect(&self.url(), pem, "localhost")
+            .await
+            .unwrap()
+    }
+
+    /// Submits with `pem`; a connection that fails (rejected certificate) is an `UNAVAILABLE` status.
+    pub async fn submit(
+        &self,
+        pem: &PemBundle,
+        sub: pb::Submission,
+    ) -> Result<hub::SubmitReceipt, tonic::Status> {
+        let channel = lacnet_tls::connect(&self.url(), pem, "localhost")
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        SubmissionsClient::new(channel)
+            .submit(hub::SubmitRequest {
+                submission: Some(sub),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// Opens a hub, retrying briefly while a just-stopped hub's last connection
+/// tasks release the sled lock on the same directory.
+async fn open(options: HubOptions) -> Hub {
+    let mut last = None;
+    for _ in 0..200 {
+        match Hub::open(options.clone()) {
+            Ok(hub) => return hub,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("could not open the hub: {last:?}");
+}
+
+/// Consistent true counts for one site and period. Every non-zero figure is a
+/// multiple of 5 above 7 (except `day_services`/`gp`, which may be small to
+/// test suppression), so the published table equals these counts.
+pub fn aggregates(active: u64, introductions: u64, day_services: u64, gp: u64) -> Aggregates {
+    let mut a = Aggregates::default();
+    a.counts[metrics::PEOPLE_ACTIVE] = active;
+    a.counts[metrics::PEOPLE_NEW] = introductions;
+    a.counts[metrics::INTRODUCTIONS_NEW] = introductions;
+    a.counts[metrics::support_level(SupportLevel::Level1)] = introductions;
+    a.counts[metrics::age_band(AgeBand::From45To54)] = introductions;
+    a.counts[metrics::age_group(AgeGroup::From18To64)] = introductions;
+    a.counts[metrics::primary_need(PrimaryNeed::MentalHealth)] = introductions;
+    a.counts[metrics::source(IntroductionSource::SelfReferral)] = introductions;
+    a.counts[metrics::outcome(Outcome::AlternativeToDayServices)] = day_services;
+    a.counts[metrics::outcome(Outcome::ReducedGpAeUse)] = gp;
+    a
+}
+
+/// A wire submission of an already protected table, with a correct digest.
+pub fn submission_of(
+    site: &str,
+    period: &str,
+    revision: u64,
+    published: &Published,
+    policy: DisclosurePolicy,
+) -> pb::Submission {
+    let p = Period::parse(period).unwrap();
+    pb::Submission {
+        site_code: site.into(),
+        period: Some(period_to_proto(p)),
+        revision,
+        digest: submission::digest(site, p, &policy, published),
+        policy: Some(policy_to_proto(&policy)),
+        cells: catalogue()
+            .metrics()
+            .iter()
+            .zip(published.counts.iter())
+            .map(|(m, c)| pb::Cell {
+                metric: m.id.clone(),
+                count: Some(count_to_proto(*c)),
+            })
+            .collect(),
+        generated_at_unix: 1_700_000_000,
+    }
+}
+
+/// A valid submission as a site agent builds it: aggregates → disclosure control → digest.
+pub fn submission(site: &str, period: &str, revision: u64, agg: &Aggregates) -> pb::Submission {
+    let policy = DisclosurePolicy::default();
+    submission_of(
+        site,
+        period,
+        revision,
+        &disclosure::apply(agg, &policy),
+        policy,
+    )
+}
+
+pub fn value(c: &Option<pb::Count>) -> Option<u64> {
+    match c.as_ref().and_then(|c| c.kind) {
+        Some(pb::count::Kind::Value(v)) => Some(v),
+        _ => None,
+    }
+}
+
+pub fn is_suppressed(c: &Option<pb::Count>) -> bool {
+    matches!(
+        c.as_ref().and_then(|c| c.kind),
+        Some(pb::count::Kind::Suppressed(_))
+    )
+}
+
+pub fn count(v: u64) -> Count {
+    Count::Value(v)
+}
+
+pub fn quarter(s: &str) -> Option<pb::Period> {
+    Some(period_to_proto(Period::parse(s).unwrap()))
+}
+
+pub fn compare_request(metric: &str, from: &str, to: &str) -> hub::CompareMetricRequest {
+    hub::CompareMetricRequest {
+        metric: metric.into(),
+        from: quarter(from),
+        to: quarter(to),
+    }
+}
