@@ -1,1 +1,373 @@
-//! lacnet-site-agent (TODO).
+//! `lacnet-site-agent`: the service each council runs inside its own network,
+//! and the only place where personal data exists.
+//!
+//! ```text
+//! council system ──SiteAgent (mTLS, council cert)──▶ grpc.rs
+//!      ingest.rs: validate → pseudonymise (HMAC-SHA256, key ring) → match → store.rs (sled, durable ack)
+//!      publish.rs: dirty periods → aggregate → disclosure control → digest → outbox (store.rs)
+//!      outbox.rs: pusher ──Submissions.Submit (mTLS, site cert)──▶ hub
+//! ```
+//!
+//! Running the agent (as `main.rs` does, and the tests):
+//!
+//! ```no_run
+//! # async fn demo(options: lacnet_site_agent::AgentOptions) -> Result<(), lacnet_site_agent::AgentError> {
+//! let agent = lacnet_site_agent::Agent::open(options)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+//! let stop = tokio_util::sync::CancellationToken::new();
+//! let task = tokio::spawn(lacnet_site_agent::serve(listener, agent.clone(), stop.clone().cancelled_owned()));
+//! // ... call it with a council certificate ...
+//! stop.cancel();
+//! task.await.unwrap()?; // drains in-flight calls and flushes sled
+//! drop(agent); // releases the sled lock
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod convert;
+mod error;
+pub mod grpc;
+pub mod ingest;
+pub mod keys;
+pub mod metrics;
+pub mod outbox;
+pub mod publish;
+pub mod store;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use lacnet_core::pseudonym::KeyRing;
+use lacnet_core::{Date, DisclosurePolicy, Granularity};
+use lacnet_proto::site::v1::site_agent_server::SiteAgentServer;
+use lacnet_tls::PemBundle;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub use error::AgentError;
+pub use metrics::AgentMetrics;
+pub use store::Store;
+
+/// Default largest gRPC message accepted.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// Default most records in one UpsertRecords call.
+pub const DEFAULT_MAX_BATCH: usize = 10_000;
+/// Records per durable chunk in StreamRecords.
+pub const STREAM_CHUNK: usize = 4096;
+/// Most rejections reported in a stream summary.
+pub const MAX_STREAM_REJECTIONS: usize = 100;
+
+/// Where and how to push to the hub.
+#[derive(Debug, Clone)]
+pub struct HubTarget {
+    /// `https://host:port`.
+    pub url: String,
+    /// Name the hub's certificate must carry.
+    pub server_name: String,
+    /// The network CA, and this site's client certificate and key.
+    pub tls: PemBundle,
+}
+
+/// Everything [`Agent::open`] needs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Directory for the sled database.
+    pub data_dir: PathBuf,
+    /// ONS code of this site.
+    pub site_code: String,
+    /// The pseudonymisation keys, newest first.
+    pub keys: KeyRing,
+    /// The agent's server certificate and key, and the council CA its callers chain to.
+    pub tls: PemBundle,
+    /// The hub; `None` queues submissions without pushing.
+    pub hub: Option<HubTarget>,
+    /// The site's disclosure policy.
+    pub policy: DisclosurePolicy,
+    /// Reporting periods.
+    pub granularity: Granularity,
+    /// Quiet time after ingest before re-aggregating.
+    pub publish_debounce: Duration,
+    /// Scheduled re-aggregation interval.
+    pub publish_interval: Duration,
+    /// First retry delay after a failed push.
+    pub push_backoff_base: Duration,
+    /// Longest retry delay.
+    pub push_backoff_cap: Duration,
+    /// Largest gRPC message accepted.
+    pub max_message_bytes: usize,
+    /// Most records in one UpsertRecords call.
+    pub max_batch: usize,
+    /// Per-call timeout.
+    pub request_timeout: Duration,
+    /// sled page cache, in bytes.
+    pub cache_bytes: u64,
+    /// A fixed "today" for tests; `None` uses the system clock (UTC).
+    pub today: Option<Date>,
+}
+
+impl AgentOptions {
+    /// Options with defaults: quarterly, policy 7/5/secondary, no hub.
+    pub fn new(
+        data_dir: impl Into<PathBuf>,
+        site_code: &str,
+        keys: KeyRing,
+        tls: PemBundle,
+    ) -> AgentOptions {
+        AgentOptions {
+            data_dir: data_dir.into(),
+            site_code: site_code.to_owned(),
+            keys,
+            tls,
+            hub: None,
+            policy: DisclosurePolicy::default(),
+            granularity: Granularity::Quarter,
+            publish_debounce: Duration::from_secs(2),
+            publish_interval: Duration::from_secs(300),
+            push_backoff_base: Duration::from_millis(500),
+            push_backoff_cap: Duration::from_secs(60),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            max_batch: DEFAULT_MAX_BATCH,
+            request_timeout: Duration::from_secs(600),
+            cache_bytes: 64 * 1024 * 1024,
+            today: None,
+        }
+    }
+}
+
+/// An open agent: store, keys, TLS config, metrics. Cheap to clone; the sled
+/// directory stays locked until every clone is dropped.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) store: Store,
+    pub(crate) options: AgentOptions,
+    pub(crate) server_tls: Arc<rustls::ServerConfig>,
+    pub(crate) metrics: AgentMetrics,
+    /// Serialises every read-decide-write on records (ingest, erasure, publishing).
+    writer: Mutex<()>,
+    /// Fired after ingest or erasure changed something.
+    pub(crate) changed: Notify,
+    /// Fired after something was enqueued.
+    pub(crate) enqueued: Notify,
+    generation: AtomicU64,
+    pub(crate) threads: usize,
+}
+
+/// Seconds since the Unix epoch, now.
+pub(crate) fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl Agent {
+    /// Opens (or creates) the store and builds the TLS config, so an unusable
+    /// data directory, bad certificates or a key ring that cannot read the
+    /// stored records fail here, at startup, with a clear message.
+    pub fn open(options: AgentOptions) -> Result<Agent, AgentError> {
+        options
+            .policy
+            .validate()
+            .map_err(|e| AgentError::Config(format!("disclosure policy: {e}")))?;
+        if options.site_code.is_empty() {
+            return Err(AgentError::Config("the site code is required".into()));
+        }
+        let server_tls = lacnet_tls::server_config(&options.tls)?;
+        if let Some(hub) = &options.hub {
+            // Checks the URL and the site certificate now rather than at the first push.
+            lacnet_tls::endpoint(&hub.url, &hub.tls, &hub.server_name)?;
+        }
+        let store = Store::open(&options.data_dir, options.cache_bytes)?;
+        let in_ring: Vec<&str> = options.keys.iter().map(|(id, _)| id.as_str()).collect();
+        let missing: Vec<String> = store
+            .keys_written()?
+            .into_iter()
+            .filter(|id| !in_ring.contains(&id.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            return Err(AgentError::KeyRing(format!(
+                "stored records were written with key(s) {} that are not in the key ring: \
+                 add their key files back (after the newest), or run `retire-key` once no record uses them",
+                missing.join(", ")
+            )));
+        }
+        let metrics = AgentMetrics::new();
+        metrics.outbox_depth.set(store.outbox_len() as i64);
+        metrics.dead_letters.set(store.dead_len() as i64);
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tracing::info!(
+            site = %options.site_code,
+            active_key = %options.keys.active().0,
+            keys = options.keys.len(),
+            records = store.record_count()?,
+            outbox = store.outbox_len(),
+            "site agent store open and keys loaded"
+        );
+        Ok(Agent {
+            inner: Arc::new(Inner {
+                store,
+                server_tls,
+                metrics,
+                writer: Mutex::new(()),
+                changed: Notify::new(),
+                enqueued: Notify::new(),
+                generation: AtomicU64::new(seed),
+                threads,
+                options,
+            }),
+        })
+    }
+
+    /// The metrics, for the admin port.
+    pub fn metrics(&self) -> &AgentMetrics {
+        &self.inner.metrics
+    }
+
+    /// The store (read access for tests and tools).
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The options the agent was opened with.
+    pub fn options(&self) -> &AgentOptions {
+        &self.inner.options
+    }
+
+    /// Today, by the system clock (UTC) unless the options fix it.
+    pub fn today(&self) -> Date {
+        self.inner
+            .options
+            .today
+            .unwrap_or_else(|| Date::from_unix_seconds(now_unix()))
+    }
+
+    /// Makes every write durable.
+    pub async fn flush(&self) -> Result<(), AgentError> {
+        self.inner.store.flush().await
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Recomputes every dirty period now and enqueues changed submissions
+    /// (what the debounced publisher does). Returns how many were enqueued.
+    pub async fn publish_now(&self) -> Result<usize, AgentError> {
+        publish::publish_once(self).await
+    }
+}
+
+impl Inner {
+    /// Takes the writer lock (blocking: call from the blocking pool).
+    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
+        // The lock guards no data, only the order of read-decide-write; commits
+        // are crash-safe at any point, so a lock poisoned by a panic is safe to reuse.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh generation for dirty marks.
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.generation.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves the agent's gRPC API over mTLS on `listener` until `shutdown`
+/// completes, and runs the publisher and the outbox pusher alongside.
+///
+/// Offers `lacnet.site.v1.SiteAgent`, gRPC health (`NOT_SERVING` until the
+/// store is open, keys loaded and the background tasks started; `NOT_SERVING`
+/// again once shutdown begins) and reflection. On shutdown it stops accepting,
+/// drains in-flight calls, stops the background tasks and flushes sled.
+pub async fn serve(
+    listener: TcpListener,
+    agent: Agent,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AgentError> {
+    use lacnet_proto::site::v1::site_agent_server;
+    type Svc = site_agent_server::SiteAgentServer<grpc::SiteAgentService>;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_not_serving::<Svc>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(lacnet_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| AgentError::Reflection(e.to_string()))?;
+    let opts = &agent.inner.options;
+    let service = SiteAgentServer::new(grpc::SiteAgentService::new(agent.clone()))
+        .max_decoding_message_size(opts.max_message_bytes);
+
+    let background = CancellationToken::new();
+    let publisher = tokio::spawn(publish::run(agent.clone(), background.clone()));
+    let pusher = tokio::spawn(outbox::run(agent.clone(), background.clone()));
+
+    // Agent::open has loaded the keys and opened the store: ready.
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    reporter.set_serving::<Svc>().await;
+    let incoming = lacnet_tls::incoming(listener, agent.inner.server_tls.clone());
+    let draining = async move {
+        shutdown.await;
+        tracing::info!("shutting down: no new calls, draining in-flight ones");
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        reporter.set_not_serving::<Svc>().await;
+    };
+    tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
+    let served = tonic::transport::Server::builder()
+        .timeout(opts.request_timeout)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(service)
+        .serve_with_incoming_shutdown(incoming, draining)
+        .await;
+    background.cancel();
+    let _ = publisher.await;
+    let _ = pusher.await;
+    // Flush even if serving failed, so nothing acknowledged is lost.
+    let flushed = agent.flush().await;
+    tracing::info!("site agent stopped; store flushed");
+    served?;
+    flushed
+}
+
+/// What [`retire_key`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetireOutcome {
+    /// No record uses the key any more; the agent may now start without its file.
+    Retired,
+    /// Records still carry pseudonyms made with the key: it must stay in the ring.
+    StillInUse(u64),
+}
+
+/// Retires `key_id` in the store at `data_dir` (the agent must be stopped:
+/// sled locks the directory). Refused while any record still uses the key,
+/// because a person known only under that key could no longer be matched or
+/// erased. Records move to the newest key when they are next written, or go
+/// when erased.
+pub fn retire_key(
+    data_dir: &Path,
+    key_id: &str,
+    cache_bytes: u64,
+) -> Result<RetireOutcome, AgentError> {
+    let store = Store::open(data_dir, cache_bytes)?;
+    let n = store.records_using_key(key_id)?;
+    if n > 0 {
+        return Ok(RetireOutcome::StillInUse(n));
+    }
+    store.retire_key(key_id, now_unix())?;
+    Ok(RetireOutcome::Retired)
+}

@@ -1,0 +1,174 @@
+//! Ingest benchmark: 1,000,000 generated records over gRPC with mTLS through
+//! StreamRecords into a fresh store, with durable acknowledgement, against the
+//! real server in this process. Prints records per second, the raw
+//! HMAC-SHA256 rate measured in the same run (one core and all cores), their
+//! ratio, and the process RSS afterwards.
+//!
+//! `cargo bench -p lacnet-site-agent --bench ingest` (set `LACNET_BENCH_RECORDS` to change the count).
+
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::site::v1 as site;
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_site_agent::{Agent, AgentOptions};
+use lacnet_tls::Peer;
+use lacnet_tls::dev::{DevCa, bundle};
+use sha2::Sha256;
+
+fn nhs_for(person: u64) -> String {
+    let mut prefix = 400_000_000 + person * 7;
+    loop {
+        let s = format!("{prefix:09}");
+        let sum: u32 = s
+            .bytes()
+            .zip((2..=10u32).rev())
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        match 11 - sum % 11 {
+            10 => prefix += 1,
+            11 => return format!("{s}0"),
+            c => return format!("{s}{c}"),
+        }
+    }
+}
+
+fn record(i: u64) -> site::Record {
+    // About 1.4 introductions per person; 70% with an NHS number.
+    let person = i * 5 / 7;
+    let day = 1 + (i % 28) as u32;
+    let month = 1 + ((i / 28) % 12) as u32;
+    let year = 2024 + (i % 2) as u32;
+    site::Record {
+        local_case_id: format!("BENCH-{i:08}"),
+        nhs_number: if person % 10 < 7 {
+            nhs_for(person)
+        } else {
+            String::new()
+        },
+        introduced_on: format!("{year}-{month:02}-{day:02}"),
+        closed_on: if i % 3 == 0 {
+            format!("{year}-{month:02}-28")
+        } else {
+            String::new()
+        },
+        support_level: 1 + (i % 2) as i32,
+        age: Some(site::record::Age::AgeYears(18 + (i % 80) as u32)),
+        primary_need: 1 + (i % 10) as i32,
+        introduction_source: 1 + (i % 9) as i32,
+        outcomes: if i % 4 == 0 {
+            vec![pb::Outcome::CommunityConnection as i32]
+        } else {
+            vec![]
+        },
+        ward_code: format!("E05{:06}", i % 500),
+    }
+}
+
+fn hmac_rate(n: u64) -> f64 {
+    let key = Hmac::<Sha256>::new_from_slice(&[7u8; 32]).unwrap();
+    let started = Instant::now();
+    let mut acc = 0u8;
+    for i in 0..n {
+        let mut m = key.clone();
+        m.update(b"case\0BENCH-");
+        m.update(format!("{i:08}").as_bytes());
+        acc ^= m.finalize().into_bytes()[0];
+    }
+    std::hint::black_box(acc);
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+fn rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let n: u64 = std::env::var("LACNET_BENCH_RECORDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = DevCa::new("bench CA").unwrap();
+    let server = bundle(&ca, &ca.issue_server(&["agent.lacnet"]).unwrap());
+    let council = bundle(&ca, &ca.issue(&Peer::Council("bench".into()), &[]).unwrap());
+    let key = dir.path().join("k1");
+    std::fs::write(&key, [42u8; 32]).unwrap();
+    let ring = lacnet_site_agent::keys::load_ring(&[("k1".into(), key)]).unwrap();
+    let mut o = AgentOptions::new(dir.path().join("data"), "E06000034", ring, server);
+    o.publish_debounce = Duration::from_secs(30);
+    let agent = Agent::open(o).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(lacnet_site_agent::serve(
+        listener,
+        agent.clone(),
+        stop.clone().cancelled_owned(),
+    ));
+    let mut channel = None;
+    for _ in 0..100 {
+        if let Ok(c) = lacnet_tls::connect(&url, &council, "agent.lacnet").await {
+            channel = Some(c);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = SiteAgentClient::new(channel.expect("agent never came up"));
+
+    let rss_before = rss_mb();
+    let started = Instant::now();
+    let summary = client
+        .stream_records(tokio_stream::iter((0..n).map(record)))
+        .await
+        .unwrap()
+        .into_inner();
+    let secs = started.elapsed().as_secs_f64();
+    let rss_after = rss_mb();
+    assert_eq!(summary.accepted, n, "{summary:?}");
+    let rate = n as f64 / secs;
+
+    let agg_started = Instant::now();
+    let enqueued = agent.publish_now().await.unwrap();
+    let agg_secs = agg_started.elapsed().as_secs_f64();
+    let rss_final = rss_mb();
+
+    let one = hmac_rate(2_000_000);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let all_started = Instant::now();
+    let per = 2_000_000 / cores as u64;
+    std::thread::scope(|s| {
+        for _ in 0..cores {
+            s.spawn(|| hmac_rate(per));
+        }
+    });
+    let all = (per * cores as u64) as f64 / all_started.elapsed().as_secs_f64();
+
+    println!(
+        "records ingested:        {n} ({} accepted) in {secs:.2} s",
+        summary.accepted
+    );
+    println!("ingest rate:             {rate:.0} records/s (StreamRecords, mTLS, durable acks)");
+    println!("raw HMAC-SHA256:         {one:.0}/s on one core, {all:.0}/s on {cores} cores");
+    println!(
+        "ingest / HMAC ratio:     {:.3} of one core's raw HMAC rate, {:.3} of all cores'",
+        rate / one,
+        rate / all
+    );
+    println!(
+        "aggregation after:       {enqueued} periods recomputed and enqueued in {agg_secs:.2} s"
+    );
+    println!(
+        "RSS:                     {rss_before:.0} MB before, {rss_after:.0} MB after ingest, {rss_final:.0} MB after aggregation"
+    );
+    stop.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -1,0 +1,287 @@
+//! The agent's command line and environment (`LACNET_AGENT_*`), parsed by clap.
+//!
+//! `main.rs` turns a [`Cli`] into [`crate::AgentOptions`] with
+//! [`Config::options`]; tests build `AgentOptions` directly. Key material is
+//! never held here: only key ids and the paths of the files holding them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use lacnet_core::{DisclosurePolicy, Granularity};
+
+use crate::{AgentError, AgentOptions, HubTarget};
+
+/// The `lacnet-site-agent` command line.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "lacnet-site-agent",
+    version,
+    about = "The council's LAC site agent"
+)]
+pub struct Cli {
+    /// Settings shared by serving and the maintenance commands.
+    #[command(flatten)]
+    pub config: Config,
+    /// A maintenance command; without one the agent serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands (run while the agent is stopped: sled locks its directory).
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Forget a rotated-out key id: refused while any stored record still uses it.
+    /// Afterwards the agent starts without that key's file.
+    RetireKey {
+        /// The key id to retire.
+        id: String,
+    },
+}
+
+/// Every setting, each with a `LACNET_AGENT_*` environment variable.
+#[derive(Debug, Clone, Parser)]
+pub struct Config {
+    /// gRPC (mTLS) listen address for council systems.
+    #[arg(long, env = "LACNET_AGENT_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// Admin (Prometheus /metrics, /healthz) listen address; plain HTTP, keep it internal.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_ADMIN_LISTEN",
+        default_value = "0.0.0.0:9090"
+    )]
+    pub admin_listen: SocketAddr,
+    /// Directory for the sled database.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_DATA_DIR",
+        default_value = "/var/lib/lacnet-agent"
+    )]
+    pub data_dir: PathBuf,
+    /// Pseudonymisation key as `id=path` (a file of at least 32 secret bytes). Repeat, or
+    /// comma-separate in the env var, newest first: the first writes, the others only match.
+    #[arg(
+        long = "key-file",
+        env = "LACNET_AGENT_KEY_FILES",
+        value_delimiter = ','
+    )]
+    pub key_files: Vec<String>,
+    /// ONS code of this site, e.g. E06000034.
+    #[arg(long, env = "LACNET_AGENT_SITE_CODE")]
+    pub site_code: String,
+    /// PEM file with the CA(s) of the council systems allowed to call this agent.
+    #[arg(long, env = "LACNET_AGENT_TLS_CA")]
+    pub tls_ca: PathBuf,
+    /// PEM file with the agent's server certificate chain.
+    #[arg(long, env = "LACNET_AGENT_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM file with the agent's server private key.
+    #[arg(long, env = "LACNET_AGENT_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// PEM files with CRLs from the council CA (comma-separated).
+    #[arg(long, env = "LACNET_AGENT_TLS_CRLS", value_delimiter = ',')]
+    pub tls_crls: Vec<PathBuf>,
+    /// Hub URL (https://...). Without it the agent aggregates and queues but does not push.
+    #[arg(long, env = "LACNET_AGENT_HUB_URL")]
+    pub hub_url: Option<String>,
+    /// Name the hub's certificate must carry.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_HUB_SERVER_NAME",
+        default_value = "hub.lacnet"
+    )]
+    pub hub_server_name: String,
+    /// PEM file with the network CA the hub's certificate chains to.
+    #[arg(long, env = "LACNET_AGENT_HUB_CA")]
+    pub hub_ca: Option<PathBuf>,
+    /// PEM file with this site's client certificate for the hub (spiffe://lacnet/site/<code>).
+    #[arg(long, env = "LACNET_AGENT_HUB_CERT")]
+    pub hub_cert: Option<PathBuf>,
+    /// PEM file with the private key of the site certificate.
+    #[arg(long, env = "LACNET_AGENT_HUB_KEY")]
+    pub hub_key: Option<PathBuf>,
+    /// Disclosure control: counts from 1 to this are suppressed.
+    #[arg(long, env = "LACNET_AGENT_POLICY_THRESHOLD", default_value_t = 7)]
+    pub policy_threshold: u32,
+    /// Disclosure control: other counts are rounded to a multiple of this.
+    #[arg(long, env = "LACNET_AGENT_POLICY_ROUNDING_BASE", default_value_t = 5)]
+    pub policy_rounding_base: u32,
+    /// Disclosure control: complementary suppression in tables.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_POLICY_SECONDARY",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub policy_secondary: bool,
+    /// Reporting period: month or quarter.
+    #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = "quarter")]
+    pub granularity: Granularity,
+    /// Quiet time after ingest before aggregates are recomputed, in milliseconds.
+    #[arg(long, env = "LACNET_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 2000)]
+    pub publish_debounce_ms: u64,
+    /// Scheduled recomputation interval, in seconds.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_PUBLISH_INTERVAL_SECS",
+        default_value_t = 300
+    )]
+    pub publish_interval_secs: u64,
+    /// First retry delay after a failed push, in milliseconds.
+    #[arg(long, env = "LACNET_AGENT_PUSH_BACKOFF_BASE_MS", default_value_t = 500)]
+    pub push_backoff_base_ms: u64,
+    /// Longest retry delay after failed pushes, in milliseconds.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_PUSH_BACKOFF_CAP_MS",
+        default_value_t = 60_000
+    )]
+    pub push_backoff_cap_ms: u64,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "LACNET_AGENT_MAX_MESSAGE_BYTES", default_value_t = crate::DEFAULT_MAX_MESSAGE_BYTES)]
+    pub max_message_bytes: usize,
+    /// Most records in one UpsertRecords call.
+    #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
+    pub max_batch: usize,
+    /// Per-call timeout, in seconds (a StreamRecords import must finish within it).
+    #[arg(long, env = "LACNET_AGENT_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
+    pub request_timeout_secs: u64,
+    /// sled page cache, in MiB (bounds resident memory).
+    #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+    /// Log JSON lines (for Kubernetes) instead of human-readable text.
+    #[arg(long, env = "LACNET_AGENT_JSON_LOGS")]
+    pub json_logs: bool,
+}
+
+/// Splits `id=path`; the message names the argument's position, not its text.
+pub fn parse_key_file(spec: &str) -> Result<(String, PathBuf), AgentError> {
+    match spec.split_once('=') {
+        Some((id, path)) if !id.is_empty() && !path.is_empty() => {
+            Ok((id.to_owned(), PathBuf::from(path)))
+        }
+        _ => Err(AgentError::Config(
+            "--key-file must be id=path (e.g. k2025=/etc/lacnet/keys/k2025)".to_owned(),
+        )),
+    }
+}
+
+impl Config {
+    /// The key files as (id, path), newest first.
+    pub fn key_files(&self) -> Result<Vec<(String, PathBuf)>, AgentError> {
+        if self.key_files.is_empty() {
+            return Err(AgentError::Config(
+                "no pseudonymisation key: pass --key-file id=path or set LACNET_AGENT_KEY_FILES"
+                    .to_owned(),
+            ));
+        }
+        self.key_files.iter().map(|s| parse_key_file(s)).collect()
+    }
+
+    /// The disclosure policy, checked.
+    pub fn policy(&self) -> Result<DisclosurePolicy, AgentError> {
+        let policy = DisclosurePolicy {
+            threshold: self.policy_threshold,
+            rounding_base: self.policy_rounding_base,
+            secondary_suppression: self.policy_secondary,
+        };
+        policy
+            .validate()
+            .map_err(|e| AgentError::Config(format!("disclosure policy: {e}")))?;
+        Ok(policy)
+    }
+
+    /// Everything [`crate::Agent::open`] needs: reads the key and TLS files.
+    pub fn options(&self) -> Result<AgentOptions, AgentError> {
+        let keys = crate::keys::load_ring(&self.key_files()?)?;
+        let tls = lacnet_tls::PemBundle::load(&lacnet_tls::TlsPaths {
+            ca: self.tls_ca.clone(),
+            cert: self.tls_cert.clone(),
+            key: self.tls_key.clone(),
+            crls: self.tls_crls.clone(),
+        })?;
+        let hub = match &self.hub_url {
+            None => None,
+            Some(url) => {
+                let pem = lacnet_tls::PemBundle::load(&lacnet_tls::TlsPaths {
+                    ca: self.hub_ca.clone().unwrap_or_else(|| self.tls_ca.clone()),
+                    cert: self
+                        .hub_cert
+                        .clone()
+                        .unwrap_or_else(|| self.tls_cert.clone()),
+                    key: self.hub_key.clone().unwrap_or_else(|| self.tls_key.clone()),
+                    crls: Vec::new(),
+                })?;
+                Some(HubTarget {
+                    url: url.clone(),
+                    server_name: self.hub_server_name.clone(),
+                    tls: pem,
+                })
+            }
+        };
+        let mut o = AgentOptions::new(&self.data_dir, &self.site_code, keys, tls);
+        o.hub = hub;
+        o.policy = self.policy()?;
+        o.granularity = self.granularity;
+        o.publish_debounce = Duration::from_millis(self.publish_debounce_ms);
+        o.publish_interval = Duration::from_secs(self.publish_interval_secs.max(1));
+        o.push_backoff_base = Duration::from_millis(self.push_backoff_base_ms.max(1));
+        o.push_backoff_cap = Duration::from_millis(self.push_backoff_cap_ms.max(1));
+        o.max_message_bytes = self.max_message_bytes;
+        o.max_batch = self.max_batch.max(1);
+        o.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
+        Ok(o)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &[&str] = &[
+        "lacnet-site-agent",
+        "--site-code",
+        "E06000034",
+        "--tls-ca",
+        "ca",
+        "--tls-cert",
+        "c",
+        "--tls-key",
+        "k",
+    ];
+
+    #[test]
+    fn key_files_are_required_and_ordered() {
+        let cli = Cli::try_parse_from(BASE).unwrap();
+        let err = cli.config.key_files().unwrap_err().to_string();
+        assert!(err.contains("--key-file"), "{err}");
+        let mut args = BASE.to_vec();
+        args.extend(["--key-file", "k2=/a", "--key-file", "k1=/b"]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        let keys = cli.config.key_files().unwrap();
+        assert_eq!(keys[0], ("k2".to_owned(), PathBuf::from("/a")));
+        assert_eq!(keys[1].0, "k1");
+        assert!(parse_key_file("nokey").is_err());
+        assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn policy_and_granularity_parse_and_validate() {
+        let mut args = BASE.to_vec();
+        args.extend([
+            "--granularity",
+            "month",
+            "--policy-rounding-base",
+            "0",
+            "retire-key",
+            "k1",
+        ]);
+        let cli = Cli::try_parse_from(args).unwrap();
+        assert_eq!(cli.config.granularity, Granularity::Month);
+        assert!(cli.config.policy().is_err());
+        assert!(matches!(cli.command, Some(Command::RetireKey { ref id }) if id == "k1"));
+    }
+}

@@ -1,0 +1,380 @@
+//! The `lacnet.site.v1.SiteAgent` tonic service: authorisation, limits and
+//! proto ↔ domain conversion. The work happens in [`crate::ingest`],
+//! [`crate::publish`] and [`crate::store`].
+//!
+//! Callers are council systems: a client certificate from the council CA,
+//! either with a `spiffe://lacnet/council/<name>` identity or none. Site and
+//! analyst identities are refused. Spans and logs carry counts, never values.
+
+use std::time::Instant;
+
+use lacnet_core::pseudonym::Pseudonym;
+use lacnet_core::validate::{PersonId, RecordInput, nhs_number_is_valid};
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::site::v1::site_agent_server::SiteAgent;
+use lacnet_proto::site::v1::{
+    AgentStatus, ErasePersonRequest, ErasePersonResponse, GetStatusRequest, IngestSummary,
+    PreviewSubmissionRequest, Record, RecordVerdict, UpsertRecordsRequest, UpsertRecordsResponse,
+    Verdict, erase_person_request,
+};
+use lacnet_tls::{Peer, TlsConnectInfo};
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use crate::convert::{period_from_proto, policy_to_proto, record_input, violation};
+use crate::ingest::{self, ApplyContext, Item, Outcome};
+use crate::metrics::rejection_reason;
+use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, publish};
+
+/// The tonic service.
+#[derive(Debug, Clone)]
+pub struct SiteAgentService {
+    agent: Agent,
+}
+
+impl SiteAgentService {
+    /// Wraps an open agent.
+    pub fn new(agent: Agent) -> SiteAgentService {
+        SiteAgentService { agent }
+    }
+}
+
+/// Allows council systems: a council identity, or a certificate from the
+/// council CA without a lacnet identity. Refuses sites and analysts.
+fn authorise<T>(req: &Request<T>) -> Result<(), Status> {
+    match lacnet_tls::peer_of(req) {
+        Ok(Peer::Council(name)) => {
+            tracing::debug!(council = %name, "council caller");
+            Ok(())
+        }
+        Ok(other) => Err(Status::permission_denied(format!(
+            "{other} may not call a site agent: use a council certificate"
+        ))),
+        Err(status) => {
+            let has_cert = req
+                .extensions()
+                .get::<TlsConnectInfo>()
+                .and_then(|i| i.peer_certificates.as_ref())
+                .is_some_and(|c| !c.is_empty());
+            if has_cert { Ok(()) } else { Err(status) }
+        }
+    }
+}
+
+/// Validates and pseudonymises on the blocking pool; the raw inputs are dropped there.
+fn prepare_chunk(
+    agent: &Agent,
+    inputs: Vec<RecordInput>,
+    threads: usize,
+) -> tokio::task::JoinHandle<Vec<Item>> {
+    let a = agent.clone();
+    let today = agent.today();
+    tokio::task::spawn_blocking(move || ingest::prepare(&inputs, &a.options().keys, today, threads))
+}
+
+/// Applies prepared items under the writer lock and commits; with `durable`,
+/// also waits until the writes are on disk.
+async fn apply_chunk(
+    agent: &Agent,
+    items: Vec<Item>,
+    durable: bool,
+) -> Result<Vec<Outcome>, AgentError> {
+    let a = agent.clone();
+    let (outcomes, changed) = tokio::task::spawn_blocking(move || {
+        let inner = a.inner();
+        let _guard = inner.write_lock();
+        let cx = ApplyContext {
+            granularity: a.options().granularity,
+            today: a.today(),
+            generation: inner.next_generation(),
+        };
+        let (outcomes, writes) = ingest::apply(
+            &inner.store,
+            items,
+            a.options().keys.active().0.as_str(),
+            cx,
+        )?;
+        let changed = !writes.is_empty();
+        inner.store.commit(writes)?;
+        Ok::<_, AgentError>((outcomes, changed))
+    })
+    .await??;
+    if durable {
+        agent.flush().await?;
+    }
+    let m = &agent.inner().metrics;
+    for o in &outcomes {
+        match o {
+            Outcome::Rejected(v) => m
+                .rejected
+                .inc(v.first().map_or("other", |f| rejection_reason(&f.field))),
+            _ => m.ingested.inc(),
+        }
+    }
+    if changed {
+        agent.inner().changed.notify_one();
+    }
+    Ok(outcomes)
+}
+
+fn verdict(index: u32, outcome: Outcome) -> RecordVerdict {
+    let (verdict, violations) = match outcome {
+        Outcome::New => (Verdict::AcceptedNew, Vec::new()),
+        Outcome::Updated => (Verdict::AcceptedUpdated, Vec::new()),
+        Outcome::Unchanged => (Verdict::AcceptedUnchanged, Vec::new()),
+        Outcome::Rejected(v) => (Verdict::Rejected, v.into_iter().map(violation).collect()),
+    };
+    RecordVerdict {
+        index,
+        verdict: verdict as i32,
+        violations,
+    }
+}
+
+/// Digits of an NHS number given with optional spaces or hyphens, if valid.
+fn normalise_nhs(raw: &str) -> Option<String> {
+    let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    nhs_number_is_valid(&digits).then_some(digits)
+}
+
+#[tonic::async_trait]
+impl SiteAgent for SiteAgentService {
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code, records))]
+    async fn upsert_records(
+        &self,
+        request: Request<UpsertRecordsRequest>,
+    ) -> Result<Response<UpsertRecordsResponse>, Status> {
+        authorise(&request)?;
+        let records = request.into_inner().records;
+        let max = self.agent.options().max_batch;
+        tracing::Span::current().record("records", records.len());
+        if records.len() > max {
+            return Err(AgentError::invalid(
+                "records",
+                format!(
+                    "at most {max} records per UpsertRecords call, got {}; use StreamRecords for bulk ingest",
+                    records.len()
+                ),
+            )
+            .into());
+        }
+        let started = Instant::now();
+        let inputs: Vec<RecordInput> = records.into_iter().map(record_input).collect();
+        let items = prepare_chunk(&self.agent, inputs, self.agent.inner().threads)
+            .await
+            .map_err(AgentError::from)?;
+        let outcomes = apply_chunk(&self.agent, items, true).await?;
+        self.agent
+            .metrics()
+            .ingest_latency
+            .observe(started.elapsed().as_secs_f64());
+        let mut reply = UpsertRecordsResponse::default();
+        for (i, o) in outcomes.into_iter().enumerate() {
+            if matches!(o, Outcome::Rejected(_)) {
+                reply.rejected += 1;
+            } else {
+                reply.accepted += 1;
+            }
+            reply.verdicts.push(verdict(i as u32, o));
+        }
+        tracing::info!(
+            accepted = reply.accepted,
+            rejected = reply.rejected,
+            "upsert done"
+        );
+        Ok(Response::new(reply))
+    }
+
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code))]
+    async fn stream_records(
+        &self,
+        request: Request<Streaming<Record>>,
+    ) -> Result<Response<IngestSummary>, Status> {
+        authorise(&request)?;
+        let mut stream = request.into_inner();
+        // Up to two chunks being prepared while one is written: flat memory, both cores busy.
+        let (tx, mut rx) =
+            tokio::sync::mpsc::channel::<(u64, tokio::task::JoinHandle<Vec<Item>>)>(2);
+        let agent = self.agent.clone();
+        let writer = tokio::spawn(async move {
+            let mut summary = IngestSummary::default();
+            while let Some((base, handle)) = rx.recv().await {
+                let started = Instant::now();
+                let items = handle.await?;
+                // The summary is the stream's only acknowledgement: one flush
+                // at the end covers every chunk (sled also flushes in the
+                // background), so the disk never stalls the pipeline.
+                let outcomes = apply_chunk(&agent, items, false).await?;
+                agent
+                    .metrics()
+                    .ingest_latency
+                    .observe(started.elapsed().as_secs_f64());
+                for (i, o) in outcomes.into_iter().enumerate() {
+                    summary.received += 1;
+                    if matches!(o, Outcome::Rejected(_)) {
+                        summary.rejected += 1;
+                        if summary.rejections.len() < MAX_STREAM_REJECTIONS {
+                            let index = u32::try_from(base + i as u64).unwrap_or(u32::MAX);
+                            summary.rejections.push(verdict(index, o));
+                        } else {
+                            summary.rejections_truncated = true;
+                        }
+                    } else {
+                        summary.accepted += 1;
+                    }
+                }
+            }
+            agent.flush().await?;
+            Ok::<_, AgentError>(summary)
+        });
+        let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
+        let mut next: u64 = 0;
+        let mut failed: Option<Status> = None;
+        loop {
+            match stream.message().await {
+                Ok(Some(r)) => {
+                    chunk.push(record_input(r));
+                    if chunk.len() == STREAM_CHUNK {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+                        let n = full.len() as u64;
+                        if tx
+                            .send((next, prepare_chunk(&self.agent, full, 1)))
+                            .await
+                            .is_err()
+                        {
+                            break; // the writer failed; its error is reported below
+                        }
+                        next += n;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    failed = Some(status);
+                    break;
+                }
+            }
+        }
+        if failed.is_none() && !chunk.is_empty() {
+            let _ = tx.send((next, prepare_chunk(&self.agent, chunk, 1))).await;
+        }
+        drop(tx);
+        let summary = writer.await.map_err(AgentError::from)?;
+        if let Some(status) = failed {
+            // Chunks before the error are stored (each record is idempotent, so
+            // re-sending the whole stream is safe); say where it broke.
+            return Err(Status::new(
+                status.code(),
+                format!("stream failed after {next} records: {}", status.message()),
+            ));
+        }
+        let summary = summary?;
+        tracing::info!(
+            received = summary.received,
+            accepted = summary.accepted,
+            rejected = summary.rejected,
+            "stream ingest done"
+        );
+        Ok(Response::new(summary))
+    }
+
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code))]
+    async fn erase_person(
+        &self,
+        request: Request<ErasePersonRequest>,
+    ) -> Result<Response<ErasePersonResponse>, Status> {
+        authorise(&request)?;
+        let ring = &self.agent.options().keys;
+        let (persons, records): (Vec<Pseudonym>, Vec<Pseudonym>) =
+            match request.into_inner().identifier {
+                Some(erase_person_request::Identifier::NhsNumber(raw)) => {
+                    let digits = normalise_nhs(&raw).ok_or_else(|| {
+                        AgentError::invalid(
+                            "nhs_number",
+                            "must be 10 digits that pass the modulus-11 check",
+                        )
+                    })?;
+                    let id = PersonId::Nhs(digits);
+                    (
+                        ring.iter().map(|(_, p)| p.person(&id)).collect(),
+                        Vec::new(),
+                    )
+                }
+                Some(erase_person_request::Identifier::LocalCaseId(raw)) => {
+                    let case = raw.trim();
+                    if case.is_empty() {
+                        return Err(AgentError::invalid("local_case_id", "is required").into());
+                    }
+                    let id = PersonId::LocalCase(case.to_owned());
+                    (
+                        ring.iter().map(|(_, p)| p.person(&id)).collect(),
+                        ring.iter().map(|(_, p)| p.record(case)).collect(),
+                    )
+                }
+                None => {
+                    return Err(AgentError::invalid(
+                        "identifier",
+                        "one of nhs_number or local_case_id is required",
+                    )
+                    .into());
+                }
+            };
+        let a = self.agent.clone();
+        let erased = tokio::task::spawn_blocking(move || {
+            let inner = a.inner();
+            let _guard = inner.write_lock();
+            let cx = ApplyContext {
+                granularity: a.options().granularity,
+                today: a.today(),
+                generation: inner.next_generation(),
+            };
+            let (n, writes) = ingest::erase(&inner.store, &persons, &records, cx)?;
+            inner.store.commit(writes)?;
+            Ok::<_, AgentError>(n)
+        })
+        .await
+        .map_err(AgentError::from)??;
+        self.agent.flush().await?;
+        self.agent.metrics().erased.inc_by(u64::from(erased));
+        if erased > 0 {
+            self.agent.inner().changed.notify_one();
+        }
+        tracing::info!(records_erased = erased, "erasure done");
+        Ok(Response::new(ErasePersonResponse {
+            records_erased: erased,
+        }))
+    }
+
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code))]
+    async fn preview_submission(
+        &self,
+        request: Request<PreviewSubmissionRequest>,
+    ) -> Result<Response<pb::Submission>, Status> {
+        authorise(&request)?;
+        let period = period_from_proto(request.get_ref().period.as_ref())?;
+        Ok(Response::new(publish::preview(&self.agent, period).await?))
+    }
+
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code))]
+    async fn get_status(
+        &self,
+        request: Request<GetStatusRequest>,
+    ) -> Result<Response<AgentStatus>, Status> {
+        authorise(&request)?;
+        let o = self.agent.options();
+        let store = self.agent.store();
+        let (last_push_unix, last_push_error) = store.push_status()?;
+        let (active_id, active) = o.keys.active();
+        Ok(Response::new(AgentStatus {
+            site_code: o.site_code.clone(),
+            record_count: store.record_count()?,
+            active_key_id: active_id.to_string(),
+            key_ids: o.keys.iter().map(|(id, _)| id.to_string()).collect(),
+            outbox_depth: store.outbox_len() as u64,
+            last_push_unix,
+            last_push_error,
+            policy: Some(policy_to_proto(&o.policy)),
+            granularity: o.granularity.code(),
+            active_key_fingerprint: active.fingerprint(),
+        }))
+    }
+}

@@ -1,0 +1,47 @@
+//! `lacnet-site-agent`: parse the configuration, open the agent, serve until
+//! SIGTERM or Ctrl-C. `retire-key <id>` runs a maintenance command instead.
+
+use anyhow::Context;
+use clap::Parser;
+use lacnet_site_agent::config::{Cli, Command};
+use lacnet_site_agent::{Agent, RetireOutcome};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let c = &cli.config;
+    lacnet_server::telemetry::init(c.json_logs, "info,sled=warn,h2=warn");
+    if let Some(Command::RetireKey { id }) = &cli.command {
+        let cache = c.cache_mb.saturating_mul(1024 * 1024);
+        return match lacnet_site_agent::retire_key(&c.data_dir, id, cache)
+            .context("retiring the key (is the agent stopped?)")?
+        {
+            RetireOutcome::Retired => {
+                println!("key {id} retired: the agent no longer needs its file");
+                Ok(())
+            }
+            RetireOutcome::StillInUse(n) => anyhow::bail!(
+                "key {id} is still used by {n} record(s); they move to the newest key when next written, or go when erased"
+            ),
+        };
+    }
+    let options = c.options().context("loading the configuration")?;
+    let agent = Agent::open(options).context("opening the site agent")?;
+    let shutdown = lacnet_server::shutdown::signal_token();
+    let admin = tokio::net::TcpListener::bind(c.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin port {}", c.admin_listen))?;
+    tokio::spawn(lacnet_server::admin::serve(
+        admin,
+        agent.metrics().registry(),
+        shutdown.clone(),
+    ));
+    let listener = tokio::net::TcpListener::bind(c.listen)
+        .await
+        .with_context(|| format!("binding the gRPC port {}", c.listen))?;
+    tracing::info!(grpc = %listener.local_addr()?, admin = %c.admin_listen, "listening");
+    lacnet_site_agent::serve(listener, agent, shutdown.cancelled_owned())
+        .await
+        .context("serving")?;
+    Ok(())
+}

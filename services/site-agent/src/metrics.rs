@@ -1,0 +1,134 @@
+//! The agent's Prometheus metrics, served on the admin port.
+//!
+//! Label values come only from closed sets fixed here: a rejection is counted
+//! by the field that failed, never by the value.
+
+use std::sync::Arc;
+
+use lacnet_server::metrics::{Counter, CounterVec, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+
+/// Rejection reasons: `invalid_<field>` for each record field validation checks.
+pub const REJECTION_REASONS: &[&str] = &[
+    "invalid_local_case_id",
+    "invalid_nhs_number",
+    "invalid_introduced_on",
+    "invalid_closed_on",
+    "invalid_support_level",
+    "invalid_age",
+    "invalid_primary_need",
+    "invalid_introduction_source",
+    "invalid_outcomes",
+    "invalid_ward_code",
+];
+
+/// The label for a rejected record whose first violation is on `field`.
+pub fn rejection_reason(field: &str) -> &'static str {
+    let base = field.split('[').next().unwrap_or(field);
+    let base = match base {
+        "age_years" | "year_of_birth" => "age",
+        other => other,
+    };
+    REJECTION_REASONS
+        .iter()
+        .find(|r| r.strip_prefix("invalid_") == Some(base))
+        .copied()
+        .unwrap_or(lacnet_server::metrics::OTHER)
+}
+
+/// Every metric the agent exports.
+#[derive(Debug, Clone)]
+pub struct AgentMetrics {
+    registry: Arc<Registry>,
+    /// Records accepted (new, updated or unchanged).
+    pub ingested: Counter,
+    /// Records rejected, by reason.
+    pub rejected: CounterVec,
+    /// Submissions waiting in the outbox.
+    pub outbox_depth: Gauge,
+    /// Submissions the hub refused for good (dead letters).
+    pub dead_letters: Gauge,
+    /// Push attempts to the hub.
+    pub push_attempts: Counter,
+    /// Push attempts that failed.
+    pub push_failures: Counter,
+    /// Time to ingest one call or stream chunk, durable write included.
+    pub ingest_latency: Histogram,
+    /// Records erased on request.
+    pub erased: Counter,
+}
+
+impl AgentMetrics {
+    /// Registers every metric in a new registry.
+    pub fn new() -> AgentMetrics {
+        let registry = Arc::new(Registry::new());
+        AgentMetrics {
+            ingested: registry.counter(
+                "lacnet_agent_records_ingested_total",
+                "Records accepted (new, updated or unchanged).",
+            ),
+            rejected: registry.counter_vec(
+                "lacnet_agent_records_rejected_total",
+                "Records rejected by validation, by the field that failed.",
+                "reason",
+                REJECTION_REASONS,
+            ),
+            outbox_depth: registry.gauge(
+                "lacnet_agent_outbox_depth",
+                "Submissions waiting to be pushed to the hub.",
+            ),
+            dead_letters: registry.gauge(
+                "lacnet_agent_outbox_dead_letters",
+                "Submissions the hub refused for good; need an operator.",
+            ),
+            push_attempts: registry.counter(
+                "lacnet_agent_push_attempts_total",
+                "Attempts to push a submission to the hub.",
+            ),
+            push_failures: registry.counter(
+                "lacnet_agent_push_failures_total",
+                "Push attempts that failed (retried or dead-lettered).",
+            ),
+            ingest_latency: registry.histogram(
+                "lacnet_agent_ingest_seconds",
+                "Time to ingest one call or stream chunk, durable write included.",
+                LATENCY_BUCKETS,
+            ),
+            erased: registry.counter(
+                "lacnet_agent_records_erased_total",
+                "Records erased on request.",
+            ),
+            registry,
+        }
+    }
+
+    /// The registry, for the admin port.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.clone()
+    }
+}
+
+impl Default for AgentMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_come_from_the_closed_set() {
+        assert_eq!(rejection_reason("nhs_number"), "invalid_nhs_number");
+        assert_eq!(rejection_reason("outcomes[3]"), "invalid_outcomes");
+        assert_eq!(rejection_reason("year_of_birth"), "invalid_age");
+        assert_eq!(rejection_reason("9434765919"), "other");
+        let m = AgentMetrics::new();
+        m.rejected.inc(rejection_reason("ward_code"));
+        assert!(
+            m.registry()
+                .render()
+                .contains("reason=\"invalid_ward_code\"} 1")
+        );
+    }
+}

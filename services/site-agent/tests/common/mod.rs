@@ -1,0 +1,270 @@
+//! Test harness: certificates made in the test, key files in a temp dir, the
+//! real agent served on 127.0.0.1:0 over mTLS with sled in a temp dir, and
+//! record builders.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use lacnet_core::pseudonym::KeyRing;
+use lacnet_core::{DisclosurePolicy, Period};
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::site::v1 as site;
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_site_agent::{Agent, AgentError, AgentOptions};
+use lacnet_tls::dev::{DevCa, IssuedCert, bundle};
+use lacnet_tls::{Peer, PemBundle};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+pub const THURROCK: &str = "E06000034";
+
+/// Every certificate the tests need. One CA plays both the council CA and the
+/// network CA (the agent trusts it for callers; the hub for sites).
+pub struct Pki {
+    pub ca: DevCa,
+    pub agent_server: IssuedCert,
+    pub hub_server: IssuedCert,
+    pub council: PemBundle,
+    pub site: PemBundle,
+    pub analyst: PemBundle,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca = DevCa::new("lacnet test CA").unwrap();
+        let leaf = |peer: Peer| bundle(&ca, &ca.issue(&peer, &[]).unwrap());
+        Pki {
+            agent_server: ca.issue_server(&["agent.lacnet"]).unwrap(),
+            hub_server: ca.issue_server(&["hub.lacnet"]).unwrap(),
+            council: leaf(Peer::Council("thurrock".into())),
+            site: leaf(Peer::Site(THURROCK.into())),
+            analyst: leaf(Peer::Analyst("alice".into())),
+            ca,
+        }
+    }
+
+    pub fn agent_bundle(&self) -> PemBundle {
+        bundle(&self.ca, &self.agent_server)
+    }
+
+    pub fn hub_bundle(&self) -> PemBundle {
+        bundle(&self.ca, &self.hub_server)
+    }
+
+    /// Writes the PEM files a process needs into `dir`: ca.pem, agent.crt/key, site.crt/key, council.crt/key.
+    pub fn write_files(&self, dir: &Path) {
+        std::fs::write(dir.join("ca.pem"), self.ca.ca_pem()).unwrap();
+        std::fs::write(dir.join("agent.crt"), &self.agent_server.cert_pem).unwrap();
+        std::fs::write(dir.join("agent.key"), &self.agent_server.key_pem).unwrap();
+        std::fs::write(dir.join("site.crt"), &self.site.cert).unwrap();
+        std::fs::write(dir.join("site.key"), &self.site.key).unwrap();
+    }
+}
+
+/// Writes a 40-byte key file filled from `seed` and returns its path.
+pub fn key_file(dir: &Path, name: &str, seed: u8) -> PathBuf {
+    let path = dir.join(name);
+    let bytes: Vec<u8> = (0..40u8)
+        .map(|i| i.wrapping_mul(31).wrapping_add(seed))
+        .collect();
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// A key ring from (id, path) pairs, newest first.
+pub fn ring(keys: &[(&str, &Path)]) -> KeyRing {
+    let files: Vec<(String, PathBuf)> = keys
+        .iter()
+        .map(|(id, p)| ((*id).to_owned(), p.to_path_buf()))
+        .collect();
+    lacnet_site_agent::keys::load_ring(&files).unwrap()
+}
+
+/// Exact counts (no suppression or rounding), so tests can check numbers.
+pub fn exact_policy() -> DisclosurePolicy {
+    DisclosurePolicy {
+        threshold: 0,
+        rounding_base: 1,
+        secondary_suppression: false,
+    }
+}
+
+/// Options for a test agent in `data` with the given ring, exact policy, quarterly.
+pub fn options(pki: &Pki, data: &Path, keys: KeyRing) -> AgentOptions {
+    let mut o = AgentOptions::new(data, THURROCK, keys, pki.agent_bundle());
+    o.policy = exact_policy();
+    o.cache_bytes = 8 * 1024 * 1024;
+    o.publish_debounce = std::time::Duration::from_millis(50);
+    o.max_batch = 1000;
+    o
+}
+
+/// A running agent.
+pub struct TestAgent {
+    pub addr: SocketAddr,
+    pub agent: Agent,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl TestAgent {
+    /// Opens the agent and serves it on 127.0.0.1:0; returns once health says SERVING.
+    pub async fn start(pki: &Pki, options: AgentOptions) -> TestAgent {
+        let agent = open(options).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lacnet_site_agent::serve(
+            listener,
+            agent.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        let t = TestAgent {
+            addr,
+            agent,
+            stop,
+            task,
+        };
+        wait_serving(&t.url(), &pki.council, "lacnet.site.v1.SiteAgent").await;
+        t
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    pub async fn client(&self, pem: &PemBundle) -> SiteAgentClient<Channel> {
+        let channel = lacnet_tls::connect(&self.url(), pem, "agent.lacnet")
+            .await
+            .unwrap();
+        SiteAgentClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
+    }
+
+    /// Stops serving (draining, flushing) and hands back the agent.
+    pub async fn stop(self) -> Agent {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.agent
+    }
+}
+
+/// Opens an agent, retrying briefly while a just-stopped one's tasks release the sled lock.
+pub async fn open(options: AgentOptions) -> Agent {
+    let mut last = None;
+    for _ in 0..300 {
+        match Agent::open(options.clone()) {
+            Ok(a) => return a,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("could not open the agent: {last:?}");
+}
+
+/// Polls gRPC health until `service` is SERVING (bounded).
+pub async fn wait_serving(url: &str, pem: &PemBundle, service: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    for _ in 0..500 {
+        if let Ok(channel) = lacnet_tls::connect(url, pem, "agent.lacnet").await {
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await;
+            if let Ok(r) = reply
+                && r.into_inner().status == ServingStatus::Serving as i32
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{url} never became SERVING");
+}
+
+/// A valid NHS number from a 9-digit prefix (retrying prefixes whose check digit would be 10).
+pub fn nhs(mut prefix: u64) -> String {
+    loop {
+        let s = format!("{prefix:09}");
+        let sum: u32 = s
+            .bytes()
+            .zip((2..=10u32).rev())
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        match 11 - sum % 11 {
+            10 => prefix += 1,
+            11 => return format!("{s}0"),
+            c => return format!("{s}{c}"),
+        }
+    }
+}
+
+/// A valid record.
+pub fn rec(case: &str, nhs_number: &str, introduced_on: &str) -> site::Record {
+    site::Record {
+        local_case_id: case.into(),
+        nhs_number: nhs_number.into(),
+        introduced_on: introduced_on.into(),
+        closed_on: String::new(),
+        support_level: pb::SupportLevel::SupportLevel2 as i32,
+        age: Some(site::record::Age::AgeYears(47)),
+        primary_need: pb::PrimaryNeed::MentalHealth as i32,
+        introduction_source: pb::IntroductionSource::GpHealth as i32,
+        outcomes: vec![],
+        ward_code: "E05002035".into(),
+    }
+}
+
+pub fn period(s: &str) -> pb::Period {
+    let p = Period::parse(s).unwrap();
+    lacnet_site_agent::convert::period_to_proto(p)
+}
+
+/// The value of a metric in a submission (panics if suppressed or absent).
+pub fn cell(sub: &pb::Submission, metric: &str) -> u64 {
+    let c = sub
+        .cells
+        .iter()
+        .find(|c| c.metric == metric)
+        .unwrap_or_else(|| panic!("no cell {metric}"));
+    match c.count.as_ref().and_then(|c| c.kind) {
+        Some(pb::count::Kind::Value(v)) => v,
+        other => panic!("{metric} is {other:?}"),
+    }
+}
+
+pub async fn preview(client: &mut SiteAgentClient<Channel>, p: &str) -> pb::Submission {
+    client
+        .preview_submission(site::PreviewSubmissionRequest {
+            period: Some(period(p)),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn status(client: &mut SiteAgentClient<Channel>) -> site::AgentStatus {
+    client
+        .get_status(site::GetStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub async fn upsert(
+    client: &mut SiteAgentClient<Channel>,
+    records: Vec<site::Record>,
+) -> site::UpsertRecordsResponse {
+    client
+        .upsert_records(site::UpsertRecordsRequest { records })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+pub fn verdicts(r: &site::UpsertRecordsResponse) -> Vec<site::Verdict> {
+    r.verdicts.iter().map(|v| v.verdict()).collect()
+}
