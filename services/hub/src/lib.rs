@@ -233,10 +233,9 @@ pub async fn serve(
     flushed
 }
 
-/// Binds a listener whose accepted connections start with `TCP_NODELAY` set
-/// (Linux copies it from the listening socket), so small HTTP/2 frames are not
-/// held back by Nagle's algorithm. `lacnet_tls::incoming` accepts the
-/// connections itself and so cannot set it per connection.
+/// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port
+/// back at once, and `TCP_NODELAY` (which `lacnet_tls::incoming` also sets on
+/// every accepted connection: small HTTP/2 frames must not wait on Nagle).
 pub fn bind_nodelay(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?

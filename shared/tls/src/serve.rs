@@ -150,6 +150,11 @@ async fn accept_loop(
                 continue;
             }
         };
+        // gRPC replies are small HTTP/2 frames; Nagle's algorithm would hold
+        // each one back waiting for the peer's delayed ACK (tens of ms).
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(%remote_addr, error = %e, "setting TCP_NODELAY failed");
+        }
         let acceptor = acceptor.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
