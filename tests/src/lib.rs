@@ -1,1 +1,666 @@
-//! Whole-network tests live in `tests/tests/`; this crate only hosts them.
+//! Harness for the whole-network tests in `tests/tests/`: the real hub and
+//! real site agents, in-process, each on 127.0.0.1:0 over mTLS with
+//! certificates made in the test and sled in temp dirs.
+//!
+//! ```text
+//! council client ──mTLS (council CA)──▶ site agent ──mTLS (network CA)──▶ hub ◀── analyst
+//! ```
+//!
+//! Besides starting and stopping services, it holds the *independent*
+//! reference model the tests check the network against: [`CaseRecord`] (what
+//! a council sends), [`true_counts`] (the period's true counts, worked out
+//! here from the records with plain string dates and sets, not with
+//! `lacnet_core::aggregate`), [`hand_protect`] (the default disclosure rule
+//! for one cell, written out by hand), and the byte scanner the privacy
+//! checks use ([`Needles`]).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lacnet_core::disclosure::{Count, Published};
+use lacnet_core::metrics::{Aggregates, METRIC_COUNT, catalogue};
+use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed};
+use lacnet_hub::{Hub, HubError, HubOptions, Registry};
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::hub::v1::reports_client::ReportsClient;
+use lacnet_proto::site::v1 as site;
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_site_agent::{Agent, AgentError, AgentOptions};
+use lacnet_tls::dev::{DevCa, bundle};
+use lacnet_tls::{Peer, PemBundle};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+/// ONS code of Thurrock.
+pub const THURROCK: &str = "E06000034";
+/// ONS code of Derby.
+pub const DERBY: &str = "E06000015";
+/// Thurrock's adult population in the test registry.
+pub const THURROCK_ADULTS: u64 = 134_700;
+/// Derby's adult population in the test registry.
+pub const DERBY_ADULTS: u64 = 205_000;
+/// Unit cost of an alternative to day services in the test registry (pence).
+pub const DAY_SERVICES_PENCE: u64 = 40_000;
+/// Unit cost of reduced GP/A&E use in the test registry (pence).
+pub const GP_PENCE: u64 = 4_000;
+/// Name on the hub's server certificate.
+pub const HUB_NAME: &str = "hub.lacnet";
+/// Name on each agent's server certificate.
+pub const AGENT_NAME: &str = "agent.lacnet";
+/// Longest any bounded poll waits before failing the test.
+pub const POLL_LIMIT: Duration = Duration::from_secs(20);
+
+/// The registry the tests run the hub with: two sites, the network policy
+/// (7 / 5 / secondary suppression) and two unit costs.
+pub fn registry_toml() -> String {
+    format!(
+        r#"
+[policy]
+threshold = 7
+rounding_base = 5
+secondary_suppression = true
+
+[[sites]]
+code = "{DERBY}"
+name = "Derby"
+adult_population = {DERBY_ADULTS}
+
+[[sites]]
+code = "{THURROCK}"
+name = "Thurrock"
+adult_population = {THURROCK_ADULTS}
+
+[[unit_costs]]
+outcome = "alternative_to_day_services"
+pence = {DAY_SERVICES_PENCE}
+source = "test figure"
+
+[[unit_costs]]
+outcome = "reduced_gp_ae_use"
+pence = {GP_PENCE}
+source = "test figure"
+"#
+    )
+}
+
+/// The network's PKI: one network CA for the hub, site and analyst
+/// certificates. Each council has its own CA (see [`CouncilPki`]).
+pub struct NetworkPki {
+    /// The network CA.
+    pub ca: DevCa,
+    /// The hub's server bundle.
+    pub hub: PemBundle,
+    /// An analyst's client bundle.
+    pub analyst: PemBundle,
+}
+
+impl NetworkPki {
+    /// A fresh network CA with a hub and an analyst certificate.
+    pub fn new() -> NetworkPki {
+        let ca = DevCa::new("lacnet e2e network CA").unwrap();
+        let hub = bundle(&ca, &ca.issue_server(&[HUB_NAME]).unwrap());
+        let analyst = bundle(&ca, &ca.issue(&Peer::Analyst("alice".into()), &[]).unwrap());
+        NetworkPki { ca, hub, analyst }
+    }
+
+    /// The client bundle a site agent pushes to the hub with.
+    pub fn site(&self, code: &str) -> PemBundle {
+        bundle(
+            &self.ca,
+            &self.ca.issue(&Peer::Site(code.into()), &[]).unwrap(),
+        )
+    }
+}
+
+impl Default for NetworkPki {
+    fn default() -> Self {
+        NetworkPki::new()
+    }
+}
+
+/// One council's own PKI: its CA, the agent's server bundle and the bundle
+/// the council's case system calls the agent with.
+pub struct CouncilPki {
+    /// The agent's server certificate and the council CA its callers chain to.
+    pub agent: PemBundle,
+    /// The council case system's client bundle.
+    pub council: PemBundle,
+}
+
+impl CouncilPki {
+    /// A fresh council CA named after `council`.
+    pub fn new(council: &str) -> CouncilPki {
+        let ca = DevCa::new(&format!("{council} council CA")).unwrap();
+        CouncilPki {
+            agent: bundle(&ca, &ca.issue_server(&[AGENT_NAME]).unwrap()),
+            council: bundle(&ca, &ca.issue(&Peer::Council(council.into()), &[]).unwrap()),
+        }
+    }
+}
+
+/// Polls gRPC health on `url` until `service` is SERVING (bounded).
+pub async fn wait_serving(url: &str, pem: &PemBundle, server_name: &str, service: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    poll(
+        &format!("{service} at {url} to be SERVING"),
+        move || async move {
+            let channel = lacnet_tls::connect(url, pem, server_name).await.ok()?;
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await
+                .ok()?;
+            (reply.into_inner().status == ServingStatus::Serving as i32).then_some(())
+        },
+    )
+    .await
+}
+
+/// Calls `check` every 20 ms until it gives `Some`, failing the test after
+/// [`POLL_LIMIT`]. Readiness and eventual consistency only: never a timing assertion.
+pub async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + POLL_LIMIT;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The real hub, served on 127.0.0.1:0.
+pub struct TestHub {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The open hub (for revisions and the audit log).
+    pub hub: Hub,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), HubError>>,
+}
+
+impl TestHub {
+    /// Opens the hub on `data_dir` with the registry at `registry` and serves
+    /// it; returns once health says SERVING.
+    pub async fn start(pki: &NetworkPki, data_dir: &Path, registry: &Path) -> TestHub {
+        let registry = Registry::load(registry).unwrap();
+        let hub = Hub::open(HubOptions::new(data_dir, registry, pki.hub.clone())).unwrap();
+        let listener = lacnet_hub::bind_nodelay("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lacnet_hub::serve(
+            listener,
+            hub.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        let t = TestHub {
+            addr,
+            hub,
+            stop,
+            task,
+        };
+        wait_serving(
+            &t.url(),
+            &pki.analyst,
+            HUB_NAME,
+            "lacnet.hub.v1.Submissions",
+        )
+        .await;
+        t
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A Reports client with `pem` (e.g. the analyst's).
+    pub async fn reports(&self, pem: &PemBundle) -> ReportsClient<Channel> {
+        ReportsClient::new(
+            lacnet_tls::connect(&self.url(), pem, HUB_NAME)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Stops serving (draining calls, flushing sled) and hands back the hub.
+    pub async fn stop(self) -> Hub {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.hub
+    }
+}
+
+/// The real site agent, served on 127.0.0.1:0.
+pub struct TestAgent {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The open agent (for the outbox depth).
+    pub agent: Agent,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl TestAgent {
+    /// Opens the agent and serves it; returns once health says SERVING.
+    pub async fn start(council: &CouncilPki, options: AgentOptions) -> TestAgent {
+        let agent = Agent::open(options).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lacnet_site_agent::serve(
+            listener,
+            agent.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        let t = TestAgent {
+            addr,
+            agent,
+            stop,
+            task,
+        };
+        wait_serving(
+            &t.url(),
+            &council.council,
+            AGENT_NAME,
+            "lacnet.site.v1.SiteAgent",
+        )
+        .await;
+        t
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// A SiteAgent client with `pem` (the council's).
+    pub async fn client(&self, pem: &PemBundle) -> SiteAgentClient<Channel> {
+        SiteAgentClient::new(
+            lacnet_tls::connect(&self.url(), pem, AGENT_NAME)
+                .await
+                .unwrap(),
+        )
+    }
+
+    /// Stops serving (draining, stopping the pusher, flushing) and hands back the agent.
+    pub async fn stop(self) -> Agent {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.agent
+    }
+}
+
+/// Writes `bytes` fresh random bytes to `path` (a council's HMAC key file).
+pub fn random_key_file(path: &Path, bytes: usize) -> Vec<u8> {
+    use rand::RngCore;
+    let mut key = vec![0u8; bytes];
+    rand::rng().fill_bytes(&mut key);
+    std::fs::write(path, &key).unwrap();
+    key
+}
+
+/// A valid NHS number from a 9-digit prefix: weights 10..2, check digit
+/// 11 − (sum mod 11), 11 → 0; a prefix whose check digit would be 10 is skipped.
+pub fn nhs(mut prefix: u64) -> String {
+    loop {
+        let s = format!("{prefix:09}");
+        let sum: u32 = s
+            .bytes()
+            .zip((2..=10u32).rev())
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        match 11 - sum % 11 {
+            10 => prefix += 1,
+            11 => return format!("{s}0"),
+            c => return format!("{s}{c}"),
+        }
+    }
+}
+
+/// One introduction as a council sends it, kept by the test as ground truth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseRecord {
+    /// The council's case id.
+    pub case: String,
+    /// The NHS number, when the council has one.
+    pub nhs: Option<String>,
+    /// YYYY-MM-DD.
+    pub introduced_on: String,
+    /// YYYY-MM-DD, when closed.
+    pub closed_on: Option<String>,
+    /// 1 or 2.
+    pub level: i32,
+    /// Age in years at introduction.
+    pub age: u32,
+    /// Proto `PrimaryNeed` number.
+    pub need: i32,
+    /// Proto `IntroductionSource` number.
+    pub source: i32,
+    /// Proto `Outcome` numbers.
+    pub outcomes: Vec<i32>,
+    /// ONS ward code.
+    pub ward: String,
+}
+
+impl CaseRecord {
+    /// Who the record is about: the NHS number when present, else the case id.
+    pub fn person(&self) -> String {
+        match &self.nhs {
+            Some(n) => format!("nhs:{n}"),
+            None => format!("case:{}", self.case),
+        }
+    }
+
+    /// The wire record.
+    pub fn to_proto(&self) -> site::Record {
+        site::Record {
+            local_case_id: self.case.clone(),
+            nhs_number: self.nhs.clone().unwrap_or_default(),
+            introduced_on: self.introduced_on.clone(),
+            closed_on: self.closed_on.clone().unwrap_or_default(),
+            support_level: self.level,
+            age: Some(site::record::Age::AgeYears(self.age)),
+            primary_need: self.need,
+            introduction_source: self.source,
+            outcomes: self.outcomes.clone(),
+            ward_code: self.ward.clone(),
+        }
+    }
+}
+
+/// Age band and age group ids for an age, written out from the brief's bands.
+fn band_of(age: u32) -> (&'static str, Option<&'static str>) {
+    match age {
+        0..=17 => ("under_18", None),
+        18..=24 => ("18_24", Some("18_64")),
+        25..=34 => ("25_34", Some("18_64")),
+        35..=44 => ("35_44", Some("18_64")),
+        45..=54 => ("45_54", Some("18_64")),
+        55..=64 => ("55_64", Some("18_64")),
+        65..=74 => ("65_74", Some("65_plus")),
+        75..=84 => ("75_84", Some("65_plus")),
+        _ => ("85_plus", Some("65_plus")),
+    }
+}
+
+/// The true counts of `records` for the period `[start, end]` (ISO dates),
+/// worked out independently of `lacnet_core::aggregate`:
+/// an introduction is active if introduced by the end and not closed before
+/// the start, new if introduced within the period; people are distinct
+/// persons (NHS number, else case id); an outcome counts active people
+/// with it on any of their active records.
+pub fn true_counts(records: &[CaseRecord], start: &str, end: &str) -> Aggregates {
+    let mut by_id: BTreeMap<String, u64> = BTreeMap::new();
+    let mut bump = |id: String| *by_id.entry(id).or_default() += 1;
+    let mut active: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
+    let mut new_people: BTreeSet<String> = BTreeSet::new();
+    for r in records {
+        let closed = r.closed_on.as_deref();
+        if closed.is_some_and(|c| start <= c && c <= end) {
+            bump("closures".into());
+        }
+        if r.introduced_on.as_str() > end || closed.is_some_and(|c| c < start) {
+            continue;
+        }
+        active
+            .entry(r.person())
+            .or_default()
+            .extend(r.outcomes.iter().copied());
+        if r.introduced_on.as_str() >= start {
+            new_people.insert(r.person());
+            bump("introductions_new".into());
+            bump(format!("support_level.level_{}", r.level));
+            let (band, group) = band_of(r.age);
+            bump(format!("age_band.{band}"));
+            if let Some(g) = group {
+                bump(format!("age_group.{g}"));
+            }
+            bump(format!(
+                "primary_need.{}",
+                PrimaryNeed::from_code(r.need).unwrap().id()
+            ));
+            bump(format!(
+                "source.{}",
+                IntroductionSource::from_code(r.source).unwrap().id()
+            ));
+        }
+    }
+    by_id.insert("people_active".into(), active.len() as u64);
+    by_id.insert("people_new".into(), new_people.len() as u64);
+    for outcomes in active.values() {
+        for o in outcomes {
+            *by_id
+                .entry(format!("outcome.{}", Outcome::from_code(*o).unwrap().id()))
+                .or_default() += 1;
+        }
+    }
+    let mut agg = Aggregates::default();
+    for (id, v) in by_id {
+        let i = catalogue()
+            .index_of(&id)
+            .unwrap_or_else(|| panic!("the catalogue has no metric {id}"));
+        agg.counts[i] = v;
+    }
+    agg
+}
+
+/// The default network rule for one cell, by hand: 0 stays 0; 1..=7 is
+/// suppressed; anything else is rounded to the nearest 5 (base 5 is odd, so
+/// there is no half way) and suppressed if that lands at 7 or below.
+/// `None` means suppressed.
+pub fn hand_protect(true_value: u64) -> Option<u64> {
+    if true_value == 0 {
+        return Some(0);
+    }
+    if true_value <= 7 {
+        return None;
+    }
+    let rounded = (true_value + 2) / 5 * 5;
+    (rounded > 7).then_some(rounded)
+}
+
+/// A wire count as a domain count.
+pub fn count_of(c: Option<&pb::Count>) -> Count {
+    match c.and_then(|c| c.kind) {
+        Some(pb::count::Kind::Value(v)) => Count::Value(v),
+        Some(pb::count::Kind::Suppressed(_)) => Count::Suppressed,
+        None => panic!("a count with neither a value nor suppressed"),
+    }
+}
+
+/// Rebuilds each site's published table for a period from a NetworkSummary.
+pub fn published_by_site(
+    summary: &lacnet_proto::hub::v1::NetworkSummaryResponse,
+) -> HashMap<String, Published> {
+    let mut out: HashMap<String, Published> = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for snap in &summary.metrics {
+        let id = &snap.metric.as_ref().unwrap().id;
+        let i = catalogue().index_of(id).unwrap();
+        for row in &snap.comparison.as_ref().unwrap().sites {
+            let table = out.entry(row.site_code.clone()).or_insert(Published {
+                counts: [Count::Value(u64::MAX); METRIC_COUNT],
+            });
+            table.counts[i] = count_of(row.value.as_ref());
+            *seen.entry(row.site_code.clone()).or_default() += 1;
+        }
+    }
+    for (site, n) in seen {
+        assert_eq!(
+            n, METRIC_COUNT,
+            "{site}: not every metric is in the summary"
+        );
+    }
+    out
+}
+
+/// Captures every log line of the process (hub and agents alike) for the privacy scan.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// Installs a global subscriber writing to this capture: lacnet crates at
+    /// TRACE, everything else at INFO. Call once per test binary.
+    pub fn install(&self) {
+        use tracing_subscriber::util::SubscriberInitExt;
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,lacnet_hub=trace,lacnet_site_agent=trace,lacnet_tls=trace,lacnet_core=trace,lacnet_server=trace",
+            ))
+            .with_ansi(false)
+            .with_writer(self.clone())
+            .finish()
+            .try_init()
+            .unwrap();
+    }
+
+    /// Everything logged so far.
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+impl Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
+    type Writer = LogCapture;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Byte strings that must not appear somewhere, each with a label for the
+/// failure message. Searched with a 4-byte prefix index, so scanning a few
+/// MB of sled files for a few thousand needles stays fast in a debug build.
+#[derive(Default)]
+pub struct Needles {
+    by_prefix: HashMap<[u8; 4], Vec<(Vec<u8>, String)>>,
+    count: usize,
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Needles {
+    /// Adds one needle (at least 4 bytes).
+    pub fn add(&mut self, bytes: impl Into<Vec<u8>>, label: impl Into<String>) {
+        let bytes = bytes.into();
+        assert!(bytes.len() >= 4, "needles must be at least 4 bytes");
+        let key = [bytes[0], bytes[1], bytes[2], bytes[3]];
+        self.by_prefix
+            .entry(key)
+            .or_default()
+            .push((bytes, label.into()));
+        self.count += 1;
+    }
+
+    /// Adds an identifier, and its unkeyed SHA-256 as lowercase hex,
+    /// uppercase hex and raw bytes (what a careless "hash it" would store).
+    pub fn add_identifier(&mut self, kind: &str, raw: &str) {
+        self.add(raw.as_bytes(), format!("raw {kind} {raw}"));
+        let digest = Sha256::digest(raw.as_bytes());
+        let h = hex(&digest);
+        self.add(h.as_bytes(), format!("sha256 hex of {kind} {raw}"));
+        self.add(
+            h.to_ascii_uppercase().into_bytes(),
+            format!("SHA256 HEX of {kind} {raw}"),
+        );
+        self.add(digest.to_vec(), format!("raw sha256 of {kind} {raw}"));
+    }
+
+    /// How many needles there are.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Labels of every needle found in `data`.
+    pub fn find_in(&self, data: &[u8]) -> BTreeSet<String> {
+        let mut found = BTreeSet::new();
+        for pos in 0..data.len().saturating_sub(3) {
+            let key = [data[pos], data[pos + 1], data[pos + 2], data[pos + 3]];
+            if let Some(candidates) = self.by_prefix.get(&key) {
+                for (needle, label) in candidates {
+                    if data[pos..].starts_with(needle) {
+                        found.insert(label.clone());
+                    }
+                }
+            }
+        }
+        found
+    }
+}
+
+/// Every regular file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let t = entry.file_type().unwrap();
+            if t.is_dir() {
+                stack.push(entry.path());
+            } else if t.is_file() {
+                out.push(entry.path());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// What a directory scan saw.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    /// Files read.
+    pub files: usize,
+    /// Bytes read.
+    pub bytes: u64,
+    /// `file: needle label` for every hit.
+    pub hits: Vec<String>,
+}
+
+/// Reads every file under `dir` and reports each needle found in it.
+pub fn scan_dir(dir: &Path, needles: &Needles) -> ScanReport {
+    let mut report = ScanReport::default();
+    for path in files_under(dir) {
+        let data = std::fs::read(&path).unwrap();
+        report.files += 1;
+        report.bytes += data.len() as u64;
+        for label in needles.find_in(&data) {
+            report.hits.push(format!("{}: {label}", path.display()));
+        }
+    }
+    report
+}

@@ -26,8 +26,8 @@ use crate::convert::{
     period_to_proto, policy_to_proto, summary_to_proto, trend_to_proto,
 };
 use crate::registry::Site;
-use crate::store::Latest;
-use crate::submissions::peer_label;
+use crate::store::{AuditEvent, Latest};
+use crate::submissions::{now_unix, peer_label};
 use crate::{Hub, HubError};
 
 /// The most periods one comparison may span (50 years of quarters, 16 of months).
@@ -297,7 +297,20 @@ impl Hub {
             .report_latency
             .observe(started.elapsed().as_secs_f64());
         match result {
-            Ok(body) => Ok(tonic::Response::new(body)),
+            Ok(body) => {
+                // Information governance asks who read the network's figures, not only who was refused.
+                self.audit(AuditEvent {
+                    at_unix: now_unix(),
+                    event: event.to_owned(),
+                    peer: peer_label(peer),
+                    site: None,
+                    period: None,
+                    revision: None,
+                    outcome: "served".into(),
+                    reason: None,
+                });
+                Ok(tonic::Response::new(body))
+            }
             Err(e) => {
                 self.refused(event, &peer_label(peer), None, None, None, &e);
                 Err(e.into())

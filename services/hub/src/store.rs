@@ -98,7 +98,7 @@ pub struct Receipt {
     pub received_at_unix: i64,
 }
 
-/// One audit log entry: a submission, or a refusal of any request.
+/// One audit log entry: a submission, a report served, or a refusal of any request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// When it happened (Unix seconds).
@@ -113,7 +113,7 @@ pub struct AuditEvent {
     pub period: Option<String>,
     /// The revision, if any.
     pub revision: Option<u64>,
-    /// `new`, `duplicate`, `superseded`, or `refused`.
+    /// `new`, `duplicate`, `superseded`, `served` (a report), `refused`, or `error`.
     pub outcome: String,
     /// Why it was refused.
     pub reason: Option<String>,

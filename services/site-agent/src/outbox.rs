@@ -117,14 +117,14 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
         let result = match attempt {
             Attempt::Acknowledged(status) => {
                 failures = 0;
-                tracing::info!(?period, revision, receipt = ?status, "hub acknowledged a submission");
+                tracing::info!(period = %display_period(period), revision, receipt = ?status, "hub acknowledged a submission");
                 store
                     .outbox_remove(seq, period)
                     .and_then(|()| store.set_push_result(Some(now_unix()), ""))
             }
             Attempt::Permanent(reason) => {
                 m.push_failures.inc();
-                tracing::error!(?period, revision, %reason, "hub refused a submission for good; dead-lettered");
+                tracing::error!(period = %display_period(period), revision, %reason, "hub refused a submission for good; dead-lettered");
                 store
                     .dead_letter(seq, period, &sub, &reason)
                     .and_then(|()| store.set_push_result(None, &reason))
@@ -133,7 +133,7 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                 m.push_failures.inc();
                 failures = failures.saturating_add(1);
                 let delay = backoff(o.push_backoff_base, o.push_backoff_cap, failures);
-                tracing::warn!(?period, revision, %reason, failures, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
+                tracing::warn!(period = %display_period(period), revision, %reason, failures, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
                 if let Err(e) = store.set_push_result(None, &reason) {
                     tracing::error!(error = %e, "cannot record the push failure");
                 }
@@ -155,6 +155,11 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
         m.outbox_depth.set(store.outbox_len() as i64);
         m.dead_letters.set(store.dead_len() as i64);
     }
+}
+
+/// `2025-Q1` for logs, or `unknown` when a stored submission had no readable period.
+fn display_period(period: Option<Period>) -> String {
+    period.map_or_else(|| "unknown".to_owned(), |p| p.to_string())
 }
 
 #[cfg(test)]
