@@ -693,7 +693,11 @@ async fn a_restart_keeps_everything() {
     assert_eq!(after.periods[0].sites.len(), 2);
     let last = audit_before.last().unwrap();
     assert_eq!(
-        (last.event.as_str(), last.peer.as_str(), last.outcome.as_str()),
+        (
+            last.event.as_str(),
+            last.peer.as_str(),
+            last.outcome.as_str()
+        ),
         ("compare_metric", "analyst:alice", "served"),
         "a report served is audited with its reader"
     );
