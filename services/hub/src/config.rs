@@ -62,6 +62,13 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub sites_see_network: bool,
+    /// sled page cache, in MiB (bounds resident memory).
+    #[arg(long, env = "LACNET_HUB_CACHE_MB", default_value_t = lacnet_hub_default_cache_mb())]
+    pub cache_mb: u64,
+}
+
+const fn lacnet_hub_default_cache_mb() -> u64 {
+    crate::DEFAULT_CACHE_BYTES / (1024 * 1024)
 }
 
 impl Config {
@@ -73,6 +80,11 @@ impl Config {
             key: self.tls_key.clone(),
             crls: self.tls_crls.clone(),
         }
+    }
+
+    /// The sled page cache in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.saturating_mul(1024 * 1024)
     }
 
     /// The request timeout.
@@ -100,6 +112,7 @@ mod tests {
         assert!(c.sites_see_network);
         assert_eq!(c.request_timeout(), Duration::from_secs(30));
         assert!(c.tls_crls.is_empty());
+        assert_eq!(c.cache_bytes(), crate::DEFAULT_CACHE_BYTES);
         let mut args = base.to_vec();
         args.extend(["--sites-see-network", "false", "--tls-crls", "a.pem,b.pem"]);
         let c = Config::try_parse_from(args).unwrap();

@@ -78,7 +78,13 @@ pub struct HubOptions {
     pub max_message_bytes: usize,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// sled page cache in bytes; it bounds resident memory (sled's own default is 1 GiB).
+    pub cache_bytes: u64,
 }
+
+/// Default sled page cache: the hub's working set (latest revisions) is small and
+/// kept in memory anyway, so a modest cache fits a 512 MiB container.
+pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 impl HubOptions {
     /// Options with defaults: sites see the network, 4 MiB messages, 30 s timeout.
@@ -90,6 +96,7 @@ impl HubOptions {
             sites_see_network: true,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            cache_bytes: DEFAULT_CACHE_BYTES,
         }
     }
 }
@@ -118,7 +125,7 @@ impl Hub {
     /// certificates or an unusable data directory fail here, at startup.
     pub fn open(options: HubOptions) -> Result<Hub, HubError> {
         let tls = lacnet_tls::server_config(&options.tls)?;
-        let store = store::Store::open(&options.data_dir)?;
+        let store = store::Store::open(&options.data_dir, options.cache_bytes)?;
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,

@@ -16,6 +16,7 @@ async fn main() -> anyhow::Result<()> {
     options.sites_see_network = config.sites_see_network;
     options.max_message_bytes = config.max_message_bytes;
     options.request_timeout = config.request_timeout();
+    options.cache_bytes = config.cache_bytes();
     let hub = Hub::open(options).context("opening the hub")?;
 
     let shutdown = lacnet_server::shutdown::signal_token();

@@ -188,12 +188,15 @@ fn to_latest(s: &StoredSubmission) -> Result<Latest, HubError> {
 
 impl Store {
     /// Opens (or creates) the database in `dir` and rebuilds the in-memory latest index.
-    pub fn open(dir: &Path) -> Result<Store, HubError> {
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, HubError> {
         std::fs::create_dir_all(dir).map_err(|source| HubError::DataDir {
             path: dir.to_owned(),
             source,
         })?;
-        let db = sled::Config::new().path(dir).open()?;
+        let db = sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_bytes)
+            .open()?;
         let store = Store {
             submissions: db.open_tree("submissions")?,
             latest: db.open_tree("latest")?,
@@ -436,7 +439,7 @@ mod tests {
     #[test]
     fn revisions_duplicates_and_late_arrivals() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(store.record(sub(2, 10)).unwrap().outcome, StoreOutcome::New);
         assert_eq!(
             store.record(sub(2, 10)).unwrap().outcome,
@@ -461,7 +464,7 @@ mod tests {
         let p = Period::parse("2024-Q1").unwrap();
         assert_eq!(store.revisions("E06000034", p).unwrap(), vec![1, 2, 4]);
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(current(&store), Some(4));
         assert_eq!(store.revisions("E06000034", p).unwrap(), vec![1, 2, 4]);
     }
@@ -469,7 +472,7 @@ mod tests {
     #[test]
     fn audit_log_is_ordered_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         for i in 0..3 {
             store
                 .audit(&AuditEvent {
@@ -485,7 +488,7 @@ mod tests {
                 .unwrap();
         }
         drop(store);
-        let store = Store::open(dir.path()).unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         let log = store.audit_log().unwrap();
         assert_eq!(
             log.iter().map(|e| e.at_unix).collect::<Vec<_>>(),

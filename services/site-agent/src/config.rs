@@ -70,16 +70,16 @@ pub struct Config {
     pub key_files: Vec<String>,
     /// ONS code of this site, e.g. E06000034.
     #[arg(long, env = "LACNET_AGENT_SITE_CODE")]
-    pub site_code: String,
+    pub site_code: Option<String>,
     /// PEM file with the CA(s) of the council systems allowed to call this agent.
     #[arg(long, env = "LACNET_AGENT_TLS_CA")]
-    pub tls_ca: PathBuf,
+    pub tls_ca: Option<PathBuf>,
     /// PEM file with the agent's server certificate chain.
     #[arg(long, env = "LACNET_AGENT_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    pub tls_cert: Option<PathBuf>,
     /// PEM file with the agent's server private key.
     #[arg(long, env = "LACNET_AGENT_TLS_KEY")]
-    pub tls_key: PathBuf,
+    pub tls_key: Option<PathBuf>,
     /// PEM files with CRLs from the council CA (comma-separated).
     #[arg(long, env = "LACNET_AGENT_TLS_CRLS", value_delimiter = ',')]
     pub tls_crls: Vec<PathBuf>,
@@ -194,24 +194,28 @@ impl Config {
     }
 
     /// Everything [`crate::Agent::open`] needs: reads the key and TLS files.
+    ///
+    /// Settings only serving needs are optional to clap (so `retire-key` runs
+    /// with just the data directory) and checked here instead. The hub's TLS
+    /// files never fall back to the council's: the network CA and the site
+    /// certificate are different trust roots, and guessing would only surface
+    /// later as a handshake failure.
     pub fn options(&self) -> Result<AgentOptions, AgentError> {
+        let site_code = required(&self.site_code, "--site-code", "LACNET_AGENT_SITE_CODE")?;
         let keys = crate::keys::load_ring(&self.key_files()?)?;
         let tls = lacnet_tls::PemBundle::load(&lacnet_tls::TlsPaths {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
+            ca: required(&self.tls_ca, "--tls-ca", "LACNET_AGENT_TLS_CA")?,
+            cert: required(&self.tls_cert, "--tls-cert", "LACNET_AGENT_TLS_CERT")?,
+            key: required(&self.tls_key, "--tls-key", "LACNET_AGENT_TLS_KEY")?,
             crls: self.tls_crls.clone(),
         })?;
         let hub = match &self.hub_url {
             None => None,
             Some(url) => {
                 let pem = lacnet_tls::PemBundle::load(&lacnet_tls::TlsPaths {
-                    ca: self.hub_ca.clone().unwrap_or_else(|| self.tls_ca.clone()),
-                    cert: self
-                        .hub_cert
-                        .clone()
-                        .unwrap_or_else(|| self.tls_cert.clone()),
-                    key: self.hub_key.clone().unwrap_or_else(|| self.tls_key.clone()),
+                    ca: required(&self.hub_ca, "--hub-ca", "LACNET_AGENT_HUB_CA")?,
+                    cert: required(&self.hub_cert, "--hub-cert", "LACNET_AGENT_HUB_CERT")?,
+                    key: required(&self.hub_key, "--hub-key", "LACNET_AGENT_HUB_KEY")?,
                     crls: Vec::new(),
                 })?;
                 Some(HubTarget {
@@ -221,7 +225,7 @@ impl Config {
                 })
             }
         };
-        let mut o = AgentOptions::new(&self.data_dir, &self.site_code, keys, tls);
+        let mut o = AgentOptions::new(&self.data_dir, &site_code, keys, tls);
         o.hub = hub;
         o.policy = self.policy()?;
         o.granularity = self.granularity;
@@ -235,6 +239,13 @@ impl Config {
         o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
         Ok(o)
     }
+}
+
+/// A setting clap leaves optional but serving needs, or an error naming it.
+fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T, AgentError> {
+    value
+        .clone()
+        .ok_or_else(|| AgentError::Config(format!("{flag} (or {env}) is required to serve")))
 }
 
 #[cfg(test)]
@@ -283,5 +294,63 @@ mod tests {
         assert_eq!(cli.config.granularity, Granularity::Month);
         assert!(cli.config.policy().is_err());
         assert!(matches!(cli.command, Some(Command::RetireKey { ref id }) if id == "k1"));
+    }
+
+    #[test]
+    fn retire_key_needs_only_the_data_dir() {
+        let cli = Cli::try_parse_from([
+            "lacnet-site-agent",
+            "--data-dir",
+            "/data",
+            "retire-key",
+            "k1",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Some(Command::RetireKey { ref id }) if id == "k1"));
+        let err = cli.config.options().unwrap_err().to_string();
+        assert!(
+            err.contains("--site-code") && err.contains("LACNET_AGENT_SITE_CODE"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn hub_tls_files_never_fall_back_to_the_council_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let council = lacnet_tls::dev::DevCa::new("council").unwrap();
+        let server = council.issue_server(&["agent.test"]).unwrap();
+        let write = |name: &str, pem: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca = write("ca.pem", &council.ca_pem());
+        let cert = write("agent.pem", &server.cert_pem);
+        let key = write("agent.key", &server.key_pem);
+        let secret = dir.path().join("k1");
+        std::fs::write(&secret, [7u8; 32]).unwrap();
+        let mut args: Vec<String> = [
+            "lacnet-site-agent",
+            "--site-code",
+            "E06000034",
+            "--hub-url",
+            "https://hub.test:8443",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        for (flag, path) in [
+            ("--tls-ca", &ca),
+            ("--tls-cert", &cert),
+            ("--tls-key", &key),
+        ] {
+            args.push(flag.into());
+            args.push(path.display().to_string());
+        }
+        args.push("--key-file".into());
+        args.push(format!("k1={}", secret.display()));
+        let cli = Cli::try_parse_from(&args).unwrap();
+        let err = cli.config.options().unwrap_err().to_string();
+        assert!(err.contains("--hub-ca"), "{err}");
     }
 }
