@@ -4,7 +4,10 @@
 //! HMAC-SHA256 rate measured in the same run (one core and all cores), their
 //! ratio, and the process RSS afterwards.
 //!
-//! `cargo bench -p lacnet-site-agent --bench ingest` (set `LACNET_BENCH_RECORDS` to change the count).
+//! `cargo bench -p lacnet-site-agent --bench ingest` (set `LACNET_BENCH_RECORDS` to change the
+//! count, `LACNET_BENCH_CACHE_MB` the sled page cache of both the agent and the floor).
+//! Run it with `MALLOC_ARENA_MAX=2`, as the Kubernetes manifests do, to see the RSS a
+//! deployed agent has; glibc's default of one arena per thread roughly doubles it.
 
 use std::time::{Duration, Instant};
 
@@ -83,13 +86,13 @@ fn hmac_rate(n: u64) -> f64 {
 /// The store's floor: the same sled writes a new record costs the agent (one
 /// 32-byte random key with its encoded record in `records`, one 64-byte key in
 /// `persons`, one existence check), with nothing else, then a flush. Measured
-/// in a fresh sled directory with the agent's default cache, so the ingest
+/// in a fresh sled directory with the agent's cache, so the ingest
 /// rate can be read as a share of what sled allows on this machine.
-fn sled_floor_rate(n: u64, value_len: usize) -> f64 {
+fn sled_floor_rate(n: u64, value_len: usize, cache_bytes: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new()
         .path(dir.path())
-        .cache_capacity(64 * 1024 * 1024)
+        .cache_capacity(cache_bytes)
         .open()
         .unwrap();
     let records = db.open_tree("records").unwrap();
@@ -139,6 +142,13 @@ async fn main() {
     let ring = lacnet_site_agent::keys::load_ring(&[("k1".into(), key)]).unwrap();
     let mut o = AgentOptions::new(dir.path().join("data"), "E06000034", ring, server);
     o.publish_debounce = Duration::from_secs(30);
+    if let Some(mb) = std::env::var("LACNET_BENCH_CACHE_MB")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        o.cache_bytes = mb * 1024 * 1024;
+    }
+    let cache_bytes = o.cache_bytes;
     let agent = Agent::open(o).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
@@ -186,7 +196,7 @@ async fn main() {
     stop.cancel();
     task.await.unwrap().unwrap();
     drop(agent);
-    let floor = sled_floor_rate(n, record_len);
+    let floor = sled_floor_rate(n, record_len, cache_bytes);
 
     let one = hmac_rate(2_000_000);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -218,6 +228,8 @@ async fn main() {
         "aggregation after:       {enqueued} periods recomputed and enqueued in {agg_secs:.2} s"
     );
     println!(
-        "RSS:                     {rss_before:.0} MB before, {rss_after:.0} MB after ingest, {rss_final:.0} MB after aggregation"
+        "RSS:                     {rss_before:.0} MB before, {rss_after:.0} MB after ingest, {rss_final:.0} MB after aggregation (sled cache {} MiB, MALLOC_ARENA_MAX={})",
+        cache_bytes >> 20,
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
     );
 }

@@ -11,9 +11,9 @@
 //! | `dead`    | big-endian sequence number                 | reason length (u32 LE) ‖ reason ‖ encoded submission |
 //! | `meta`    | see the `META_*` constants                 | schema version, record count, key ids written, dirty periods, last revision per period, push status |
 //!
-//! Ingest applies each chunk as one atomic sled batch per tree, in a
-//! crash-safe order ([`Store::commit`]), and waits for [`Store::flush`] before
-//! it acknowledges anything. The outbox and dead-letter moves are sled
+//! Ingest applies each chunk's writes in a crash-safe order
+//! ([`Store::commit`]), and waits for [`Store::flush`] before it acknowledges
+//! anything. The outbox and dead-letter moves are sled
 //! transactions (small and rare).
 
 use std::path::Path;
