@@ -313,22 +313,9 @@ pub fn random_key_file(path: &Path, bytes: usize) -> Vec<u8> {
     key
 }
 
-/// A valid NHS number from a 9-digit prefix: weights 10..2, check digit
-/// 11 − (sum mod 11), 11 → 0; a prefix whose check digit would be 10 is skipped.
-pub fn nhs(mut prefix: u64) -> String {
-    loop {
-        let s = format!("{prefix:09}");
-        let sum: u32 = s
-            .bytes()
-            .zip((2..=10u32).rev())
-            .map(|(d, w)| u32::from(d - b'0') * w)
-            .sum();
-        match 11 - sum % 11 {
-            10 => prefix += 1,
-            11 => return format!("{s}0"),
-            c => return format!("{s}{c}"),
-        }
-    }
+/// A valid NHS number from a 9-digit prefix (or the next prefix that has one).
+pub fn nhs(prefix: u64) -> String {
+    lacnet_core::validate::synthetic_nhs_number(prefix)
 }
 
 /// One introduction as a council sends it, kept by the test as ground truth.

@@ -17,10 +17,10 @@ use lacnet_core::disclosure::{self, DisclosurePolicy};
 use lacnet_core::metrics::{Aggregates, METRIC_COUNT, catalogue};
 use lacnet_core::period::Period;
 use lacnet_core::submission;
-use lacnet_hub::convert::{count_to_proto, period_to_proto, policy_to_proto};
 use lacnet_hub::registry::{Site, UnitCost};
 use lacnet_hub::{Hub, HubOptions, Registry};
 use lacnet_proto::common::v1 as pb;
+use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
 use lacnet_proto::hub::v1 as hub;
 use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
@@ -115,15 +115,7 @@ fn wire(site: &str, period: Period, agg: &Aggregates) -> pb::Submission {
         revision: 1,
         digest: submission::digest(site, period, &policy, &published),
         policy: Some(policy_to_proto(&policy)),
-        cells: catalogue()
-            .metrics()
-            .iter()
-            .zip(published.counts.iter())
-            .map(|(m, c)| pb::Cell {
-                metric: m.id.clone(),
-                count: Some(count_to_proto(*c)),
-            })
-            .collect(),
+        cells: cells(&published),
         generated_at_unix: 1_700_000_000,
     }
 }

@@ -90,6 +90,12 @@ impl HubError {
     }
 }
 
+impl From<lacnet_proto::convert::FieldError> for HubError {
+    fn from(e: lacnet_proto::convert::FieldError) -> HubError {
+        HubError::invalid(e.field, e.reason)
+    }
+}
+
 impl From<HubError> for tonic::Status {
     fn from(e: HubError) -> tonic::Status {
         match e {

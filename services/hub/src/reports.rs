@@ -22,13 +22,13 @@ use tracing::instrument;
 
 use crate::authz::{self, ReadScope};
 use crate::convert::{
-    count_to_proto, funnel_flag_to_proto, funnel_limits_to_proto, metric_info, period_from_proto,
-    period_to_proto, policy_to_proto, summary_to_proto, trend_to_proto,
+    funnel_flag_to_proto, funnel_limits_to_proto, metric_info, summary_to_proto, trend_to_proto,
 };
 use crate::registry::Site;
 use crate::store::{AuditEvent, Latest};
 use crate::submissions::{now_unix, peer_label};
 use crate::{Hub, HubError};
+use lacnet_proto::convert::{count_to_proto, period_from_proto, period_to_proto, policy_to_proto};
 
 /// The most periods one comparison may span (50 years of quarters, 16 of months).
 pub const MAX_PERIODS: usize = 200;

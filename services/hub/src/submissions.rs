@@ -24,9 +24,11 @@ use lacnet_proto::hub::v1::{ReceiptStatus, SubmitReceipt, SubmitRequest};
 use lacnet_tls::Peer;
 use tracing::instrument;
 
-use crate::convert::{count_from_proto, period_from_proto, period_to_proto, policy_from_proto};
 use crate::store::{AuditEvent, StoreOutcome, StoredSubmission};
 use crate::{Hub, HubError, authz};
+use lacnet_proto::convert::{
+    count_from_proto, period_from_proto, period_to_proto, policy_from_proto,
+};
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -338,7 +340,7 @@ impl Submissions for SubmissionsService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::convert::count_to_proto;
+    use lacnet_proto::convert::count_to_proto;
 
     fn cells() -> Vec<pb::Cell> {
         catalogue()

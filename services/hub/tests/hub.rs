@@ -469,7 +469,7 @@ async fn report_numbers_match_a_hand_computation() {
     assert_eq!((t.adult_population, t.revision), (134_700, 1));
     assert_eq!(
         t.policy,
-        Some(lacnet_hub::convert::policy_to_proto(
+        Some(lacnet_proto::convert::policy_to_proto(
             &DisclosurePolicy::default()
         ))
     );

@@ -20,23 +20,6 @@ use lacnet_tls::Peer;
 use lacnet_tls::dev::{DevCa, bundle};
 use sha2::Sha256;
 
-fn nhs_for(person: u64) -> String {
-    let mut prefix = 400_000_000 + person * 7;
-    loop {
-        let s = format!("{prefix:09}");
-        let sum: u32 = s
-            .bytes()
-            .zip((2..=10u32).rev())
-            .map(|(d, w)| u32::from(d - b'0') * w)
-            .sum();
-        match 11 - sum % 11 {
-            10 => prefix += 1,
-            11 => return format!("{s}0"),
-            c => return format!("{s}{c}"),
-        }
-    }
-}
-
 fn record(i: u64) -> site::Record {
     // About 1.4 introductions per person; 70% with an NHS number.
     let person = i * 5 / 7;
@@ -46,7 +29,7 @@ fn record(i: u64) -> site::Record {
     site::Record {
         local_case_id: format!("BENCH-{i:08}"),
         nhs_number: if person % 10 < 7 {
-            nhs_for(person)
+            lacnet_core::validate::synthetic_nhs_number(400_000_000 + person * 7)
         } else {
             String::new()
         },

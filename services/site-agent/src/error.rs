@@ -69,6 +69,12 @@ impl AgentError {
     }
 }
 
+impl From<lacnet_proto::convert::FieldError> for AgentError {
+    fn from(e: lacnet_proto::convert::FieldError) -> AgentError {
+        AgentError::invalid(e.field, e.reason)
+    }
+}
+
 impl From<tokio::task::JoinError> for AgentError {
     fn from(e: tokio::task::JoinError) -> Self {
         AgentError::Task(e.to_string())

@@ -9,7 +9,7 @@
 use std::time::Instant;
 
 use lacnet_core::pseudonym::Pseudonym;
-use lacnet_core::validate::{PersonId, RecordInput, nhs_number_is_valid};
+use lacnet_core::validate::{PersonId, RecordInput, normalise_nhs_number};
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1::site_agent_server::SiteAgent;
 use lacnet_proto::site::v1::{
@@ -21,10 +21,11 @@ use lacnet_tls::{Peer, TlsConnectInfo};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use crate::convert::{period_from_proto, policy_to_proto, record_input, violation};
+use crate::convert::{record_input, violation};
 use crate::ingest::{self, ApplyContext, Item, Outcome};
 use crate::metrics::rejection_reason;
 use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, publish};
+use lacnet_proto::convert::{period_from_proto, policy_to_proto};
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -129,12 +130,6 @@ fn verdict(index: u32, outcome: Outcome) -> RecordVerdict {
         verdict: verdict as i32,
         violations,
     }
-}
-
-/// Digits of an NHS number given with optional spaces or hyphens, if valid.
-fn normalise_nhs(raw: &str) -> Option<String> {
-    let digits: String = raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect();
-    nhs_number_is_valid(&digits).then_some(digits)
 }
 
 #[tonic::async_trait]
@@ -287,7 +282,7 @@ impl SiteAgent for SiteAgentService {
         let (persons, records): (Vec<Pseudonym>, Vec<Pseudonym>) =
             match request.into_inner().identifier {
                 Some(erase_person_request::Identifier::NhsNumber(raw)) => {
-                    let digits = normalise_nhs(&raw).ok_or_else(|| {
+                    let digits = normalise_nhs_number(&raw).ok_or_else(|| {
                         AgentError::invalid(
                             "nhs_number",
                             "must be 10 digits that pass the modulus-11 check",
@@ -350,7 +345,8 @@ impl SiteAgent for SiteAgentService {
         request: Request<PreviewSubmissionRequest>,
     ) -> Result<Response<pb::Submission>, Status> {
         authorise(&request)?;
-        let period = period_from_proto(request.get_ref().period.as_ref())?;
+        let period = period_from_proto(request.get_ref().period.as_ref(), "period")
+            .map_err(AgentError::from)?;
         Ok(Response::new(publish::preview(&self.agent, period).await?))
     }
 

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::convert::period_from_proto;
 use crate::{Agent, now_unix};
+use lacnet_proto::convert::period_from_proto;
 
 /// Longest wait for one Submit call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -107,7 +107,7 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                 () = inner.enqueued.notified() => continue,
             }
         };
-        let period: Option<Period> = period_from_proto(sub.period.as_ref()).ok();
+        let period: Option<Period> = period_from_proto(sub.period.as_ref(), "period").ok();
         let revision = sub.revision;
         m.push_attempts.inc();
         let attempt = tokio::select! {

@@ -17,9 +17,9 @@ use lacnet_core::{Period, submission};
 use lacnet_proto::common::v1 as pb;
 use tokio_util::sync::CancellationToken;
 
-use crate::convert::{cells, period_to_proto, policy_to_proto};
 use crate::store::Store;
 use crate::{Agent, AgentError, now_unix};
+use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
 
 /// True counts for each of `periods`, from one scan over every record.
 pub fn aggregate_periods(store: &Store, periods: &[Period]) -> Result<Vec<Aggregates>, AgentError> {

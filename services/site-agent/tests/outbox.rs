@@ -16,8 +16,8 @@ use std::time::Duration;
 use common::*;
 use lacnet_core::Period;
 use lacnet_hub::{Hub, HubOptions, Registry};
+use lacnet_proto::convert::period_from_proto;
 use lacnet_site_agent::HubTarget;
-use lacnet_site_agent::convert::period_from_proto;
 
 async fn poll<F: FnMut() -> bool>(what: &str, mut done: F) {
     for _ in 0..3000 {
@@ -114,7 +114,7 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
     let last = agent.agent.store().last_submissions().unwrap();
     assert_eq!(last.len() as u64, queued);
     for sub in &last {
-        let period: Period = period_from_proto(sub.period.as_ref()).unwrap();
+        let period: Period = period_from_proto(sub.period.as_ref(), "period").unwrap();
         assert_eq!(
             hub.revisions(THURROCK, period).unwrap(),
             vec![sub.revision],

@@ -190,25 +190,61 @@ impl fmt::Debug for ValidRecord {
     }
 }
 
-/// Whether ten ASCII digits form a valid NHS number (modulus 11: weights 10
-/// down to 2 on the first nine digits, check digit = 11 - (sum mod 11), where
-/// 11 becomes 0 and 10 means no valid number).
-pub fn nhs_number_is_valid(ten_digits: &str) -> bool {
-    let b = ten_digits.as_bytes();
-    if b.len() != 10 || !b.iter().all(u8::is_ascii_digit) {
-        return false;
+/// The modulus-11 check digit for the first nine digits of an NHS number
+/// (ASCII): weights 10 down to 2, check digit = 11 - (sum mod 11), where 11
+/// becomes 0; `None` when the result is 10, which no valid number has.
+pub fn nhs_check_digit(first_nine: &[u8; 9]) -> Option<u8> {
+    if !first_nine.iter().all(u8::is_ascii_digit) {
+        return None;
     }
-    let sum: u32 = b[..9]
+    let sum: u32 = first_nine
         .iter()
         .zip((2..=10u32).rev())
         .map(|(d, w)| u32::from(d - b'0') * w)
         .sum();
-    let check = match 11 - sum % 11 {
-        11 => 0,
-        10 => return false,
-        c => c,
+    match 11 - sum % 11 {
+        11 => Some(0),
+        10 => None,
+        c => u8::try_from(c).ok(),
+    }
+}
+
+/// Whether ten ASCII digits form a valid NHS number (see [`nhs_check_digit`]).
+pub fn nhs_number_is_valid(ten_digits: &str) -> bool {
+    let Some((first_nine, last)) = ten_digits.as_bytes().split_first_chunk::<9>() else {
+        return false;
     };
-    u32::from(b[9] - b'0') == check
+    match (last, nhs_check_digit(first_nine)) {
+        ([d], Some(check)) => d.is_ascii_digit() && d - b'0' == check,
+        _ => false,
+    }
+}
+
+/// An NHS number as councils write it, with spaces or hyphens between the
+/// digits, reduced to its digits if it is valid.
+pub fn normalise_nhs_number(raw: &str) -> Option<String> {
+    let digits = nhs_digits(raw);
+    nhs_number_is_valid(&digits).then_some(digits)
+}
+
+fn nhs_digits(raw: &str) -> String {
+    raw.chars().filter(|c| !matches!(c, ' ' | '-')).collect()
+}
+
+/// The first valid NHS number whose first nine digits are `prefix` or a
+/// later prefix: synthetic numbers for demos, tests and benchmarks.
+pub fn synthetic_nhs_number(mut prefix: u64) -> String {
+    loop {
+        // Prefixes past nine digits wrap, so the loop always ends.
+        let first_nine = format!("{:09}", prefix % 1_000_000_000);
+        let check = <&[u8; 9]>::try_from(first_nine.as_bytes())
+            .ok()
+            .and_then(nhs_check_digit);
+        if let Some(check) = check {
+            return format!("{first_nine}{check}");
+        }
+        prefix += 1;
+    }
 }
 
 /// Validates `input`, collecting every violation. `today` is the latest date
@@ -338,7 +374,7 @@ fn check_local_case_id(raw: &str, v: &mut Vec<FieldViolation>) -> Option<String>
 /// or invalid (a violation is pushed in the latter case).
 fn check_nhs_number(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<String> {
     let raw = raw?;
-    let digits: String = raw.chars().filter(|c| *c != ' ' && *c != '-').collect();
+    let digits = nhs_digits(raw);
     if digits.is_empty() {
         return None;
     }
@@ -568,6 +604,31 @@ mod tests {
         assert!(nhs_number_is_valid("0000000000"));
         // 123456789: sum 10*1+9*2+...+2*9 = 210, 210 mod 11 = 1, so check 10: never valid.
         assert_eq!(with_check_digit("123456789"), None);
+    }
+
+    #[test]
+    fn synthetic_and_normalised_nhs_numbers_are_valid() {
+        assert_eq!(synthetic_nhs_number(943_476_591), "9434765919");
+        // 123456789 has no check digit, so the next prefix is used.
+        assert_eq!(
+            synthetic_nhs_number(123_456_789),
+            with_check_digit("123456790").unwrap()
+        );
+        for prefix in (400_000_000..400_000_500).step_by(7) {
+            let n = synthetic_nhs_number(prefix);
+            assert!(nhs_number_is_valid(&n), "{n}");
+            assert!(n[..9].parse::<u64>().unwrap() >= prefix);
+        }
+        assert_eq!(
+            normalise_nhs_number("943 476 5919").as_deref(),
+            Some("9434765919")
+        );
+        assert_eq!(
+            normalise_nhs_number("943-476-5919").as_deref(),
+            Some("9434765919")
+        );
+        assert_eq!(normalise_nhs_number("943 476 5918"), None);
+        assert_eq!(nhs_check_digit(b"94347659x"), None);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! `lacnet-proto`: the code generated from `proto/`, and nothing else.
+//! `lacnet-proto`: the code generated from `proto/`, and the conversions
+//! between its shared types and lacnet-core's ([`convert`]).
 //!
 //! `proto/` is the only contract between lacnet processes; every service and
 //! the CLI speak it through these modules.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod convert;
 
 /// Types shared by every API: records' vocabulary, periods, policy, submissions.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod common {
     pub mod v1 {
         tonic::include_proto!("lacnet.common.v1");
@@ -13,6 +15,7 @@ pub mod common {
 }
 
 /// The site agent API that council systems call.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod site {
     pub mod v1 {
         tonic::include_proto!("lacnet.site.v1");
@@ -20,6 +23,7 @@ pub mod site {
 }
 
 /// The hub's submission and report APIs.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
 pub mod hub {
     pub mod v1 {
         tonic::include_proto!("lacnet.hub.v1");

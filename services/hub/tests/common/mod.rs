@@ -8,15 +8,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use lacnet_core::disclosure::{self, Count, DisclosurePolicy, Published};
-use lacnet_core::metrics::{self, Aggregates, catalogue};
+use lacnet_core::metrics::{self, Aggregates};
 use lacnet_core::period::Period;
 use lacnet_core::submission;
 use lacnet_core::vocab::{
     AgeBand, AgeGroup, IntroductionSource, Outcome, PrimaryNeed, SupportLevel,
 };
-use lacnet_hub::convert::{count_to_proto, period_to_proto, policy_to_proto};
 use lacnet_hub::{Hub, HubError, HubOptions, Registry};
 use lacnet_proto::common::v1 as pb;
+use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
 use lacnet_proto::hub::v1 as hub;
 use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
@@ -232,15 +232,7 @@ pub fn submission_of(
         revision,
         digest: submission::digest(site, p, &policy, published),
         policy: Some(policy_to_proto(&policy)),
-        cells: catalogue()
-            .metrics()
-            .iter()
-            .zip(published.counts.iter())
-            .map(|(m, c)| pb::Cell {
-                metric: m.id.clone(),
-                count: Some(count_to_proto(*c)),
-            })
-            .collect(),
+        cells: cells(published),
         generated_at_unix: 1_700_000_000,
     }
 }

@@ -185,21 +185,9 @@ pub async fn wait_serving(url: &str, pem: &PemBundle, service: &str) {
     panic!("{url} never became SERVING");
 }
 
-/// A valid NHS number from a 9-digit prefix (retrying prefixes whose check digit would be 10).
-pub fn nhs(mut prefix: u64) -> String {
-    loop {
-        let s = format!("{prefix:09}");
-        let sum: u32 = s
-            .bytes()
-            .zip((2..=10u32).rev())
-            .map(|(d, w)| u32::from(d - b'0') * w)
-            .sum();
-        match 11 - sum % 11 {
-            10 => prefix += 1,
-            11 => return format!("{s}0"),
-            c => return format!("{s}{c}"),
-        }
-    }
+/// A valid NHS number from a 9-digit prefix (or the next prefix that has one).
+pub fn nhs(prefix: u64) -> String {
+    lacnet_core::validate::synthetic_nhs_number(prefix)
 }
 
 /// A valid record.
@@ -220,7 +208,7 @@ pub fn rec(case: &str, nhs_number: &str, introduced_on: &str) -> site::Record {
 
 pub fn period(s: &str) -> pb::Period {
     let p = Period::parse(s).unwrap();
-    lacnet_site_agent::convert::period_to_proto(p)
+    lacnet_proto::convert::period_to_proto(p)
 }
 
 /// The value of a metric in a submission (panics if suppressed or absent).
