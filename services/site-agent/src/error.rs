@@ -31,6 +31,17 @@ pub enum AgentError {
     /// The data directory could not be opened, or sled failed.
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
+    /// The data directory cannot be used; names it and the cause.
+    #[error("data directory {}: {reason}", path.display())]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The store hit an I/O error and takes no more writes until the agent restarts.
+    #[error("{0}")]
+    StoreFailed(String),
     /// Stored bytes could not be decoded (corruption or a newer format).
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
@@ -97,6 +108,12 @@ impl From<AgentError> for tonic::Status {
             AgentError::NotFound(_) => tonic::Status::not_found(e.to_string()),
             AgentError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
             AgentError::KeyRing(_) => tonic::Status::failed_precondition(e.to_string()),
+            AgentError::StoreFailed(reason) => {
+                tracing::error!(error = %reason, "write refused: the store has failed");
+                tonic::Status::unavailable(
+                    "the site agent cannot write to its disk and is restarting; retry later",
+                )
+            }
             other => {
                 // The detail is for operators; callers learn only that it failed.
                 tracing::error!(error = %other, "internal error");

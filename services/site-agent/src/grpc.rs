@@ -26,6 +26,7 @@ use crate::ingest::{self, ApplyContext, Item, Outcome};
 use crate::metrics::rejection_reason;
 use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, publish};
 use lacnet_proto::convert::{period_from_proto, policy_to_proto};
+use lacnet_store::Durability;
 
 /// The tonic service.
 #[derive(Debug, Clone)]
@@ -73,36 +74,31 @@ fn prepare_chunk(
     tokio::task::spawn_blocking(move || ingest::prepare(&inputs, &a.options().keys, today, threads))
 }
 
-/// Applies prepared items under the writer lock and commits; with `durable`,
-/// also waits until the writes are on disk.
+/// Applies prepared items on the store's writer thread; with `durable`,
+/// answers only once the writes are on disk (group commit: one flush covers
+/// every caller whose chunk was applied meanwhile).
 async fn apply_chunk(
     agent: &Agent,
     items: Vec<Item>,
     durable: bool,
 ) -> Result<Vec<Outcome>, AgentError> {
     let a = agent.clone();
-    let (outcomes, changed) = tokio::task::spawn_blocking(move || {
-        let inner = a.inner();
-        let _guard = inner.write_lock();
-        let cx = ApplyContext {
-            granularity: a.options().granularity,
-            today: a.today(),
-            generation: inner.next_generation(),
-        };
-        let (outcomes, writes) = ingest::apply(
-            &inner.store,
-            items,
-            a.options().keys.active().0.as_str(),
-            cx,
-        )?;
-        let changed = !writes.is_empty();
-        inner.store.commit(writes)?;
-        Ok::<_, AgentError>((outcomes, changed))
-    })
-    .await??;
-    if durable {
-        agent.flush().await?;
-    }
+    let cx = ApplyContext {
+        granularity: a.options().granularity,
+        today: a.today(),
+        generation: a.inner().next_generation(),
+    };
+    let durability = if durable {
+        Durability::Flush
+    } else {
+        Durability::Deferred
+    };
+    let (outcomes, changed) = agent
+        .store()
+        .write("ingest", durability, move |w| {
+            ingest::apply(w, items, a.options().keys.active().0.as_str(), cx)
+        })
+        .await?;
     let m = &agent.inner().metrics;
     for o in &outcomes {
         match o {
@@ -313,22 +309,18 @@ impl SiteAgent for SiteAgentService {
                     .into());
                 }
             };
-        let a = self.agent.clone();
-        let erased = tokio::task::spawn_blocking(move || {
-            let inner = a.inner();
-            let _guard = inner.write_lock();
-            let cx = ApplyContext {
-                granularity: a.options().granularity,
-                today: a.today(),
-                generation: inner.next_generation(),
-            };
-            let (n, writes) = ingest::erase(&inner.store, &persons, &records, cx)?;
-            inner.store.commit(writes)?;
-            Ok::<_, AgentError>(n)
-        })
-        .await
-        .map_err(AgentError::from)??;
-        self.agent.flush().await?;
+        let cx = ApplyContext {
+            granularity: self.agent.options().granularity,
+            today: self.agent.today(),
+            generation: self.agent.inner().next_generation(),
+        };
+        let erased = self
+            .agent
+            .store()
+            .write("erase", Durability::Flush, move |w| {
+                ingest::erase(w, &persons, &records, cx)
+            })
+            .await?;
         self.agent.metrics().erased.inc_by(u64::from(erased));
         if erased > 0 {
             self.agent.inner().changed.notify_one();

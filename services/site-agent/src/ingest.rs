@@ -7,22 +7,22 @@
 //!    under the active key, plus the record and person pseudonyms under each
 //!    older key of the ring (to match records written before a rotation). The
 //!    raw identifiers are dropped here; nothing after this step sees them.
-//! 2. [`apply`] (under the agent's writer lock): looks each record up, decides
-//!    its verdict (new, updated, unchanged), re-keys anything found under an
-//!    older key, and builds one [`WriteSet`] for the whole chunk, with the
-//!    periods whose aggregates changed marked dirty for the publisher.
+//! 2. [`apply`] (a job on the store's writer thread): looks each record up in
+//!    the in-memory index, decides its verdict (new, updated, unchanged)
+//!    without reading the disk, re-keys anything found under an older key,
+//!    and writes the chunk as one segment, with the periods whose aggregates
+//!    changed marked dirty for the publisher.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeSet;
 
-use lacnet_core::aggregate::periods_touched;
 use lacnet_core::pseudonym::{KeyRing, Pseudonym};
 use lacnet_core::record::PseudonymRecord;
 use lacnet_core::validate::{FieldViolation, RecordInput, validate};
 use lacnet_core::{Date, Granularity, Period};
 
 use crate::AgentError;
-use crate::store::{Store, WriteSet};
+use crate::index::RecordMeta;
+use crate::store::Writer;
 
 /// A record after validation and pseudonymisation, ready to store.
 #[derive(Debug, Clone)]
@@ -31,6 +31,8 @@ pub struct Prepared {
     pub record: PseudonymRecord,
     /// Its storage bytes.
     pub bytes: Vec<u8>,
+    /// What the index keeps of it.
+    pub meta: RecordMeta,
     /// (record pseudonym, person pseudonym) under each older key, newest first.
     pub older: Vec<(Pseudonym, Pseudonym)>,
 }
@@ -66,6 +68,7 @@ pub fn prepare_one(input: &RecordInput, ring: &KeyRing, today: Date) -> Item {
     let (key_id, active) = ring.active();
     let record = valid.pseudonymise(key_id, active);
     let bytes = record.encode();
+    let meta = RecordMeta::of(&record, &bytes);
     let older = ring
         .iter()
         .skip(1)
@@ -74,6 +77,7 @@ pub fn prepare_one(input: &RecordInput, ring: &KeyRing, today: Date) -> Item {
     Item::Valid(Box::new(Prepared {
         record,
         bytes,
+        meta,
         older,
     }))
 }
@@ -110,61 +114,6 @@ pub fn prepare(inputs: &[RecordInput], ring: &KeyRing, today: Date, threads: usi
     })
 }
 
-/// Hashes a pseudonym by its first 8 bytes: HMAC output is already uniform
-/// and unknown to record authors, so SipHash would be wasted work here.
-#[derive(Default)]
-struct PseudonymHasher(u64);
-
-impl Hasher for PseudonymHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        match bytes.first_chunk::<8>() {
-            Some(head) => self.0 ^= u64::from_le_bytes(*head),
-            None => {
-                for b in bytes {
-                    self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-                }
-            }
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Fast = BuildHasherDefault<PseudonymHasher>;
-
-/// Reads records through the writes of the chunk being built.
-struct Overlay<'a> {
-    store: &'a Store,
-    records: HashMap<Pseudonym, Option<Vec<u8>>, Fast>,
-    persons_removed: HashSet<(Pseudonym, Pseudonym), Fast>,
-}
-
-impl Overlay<'_> {
-    fn get(&self, r: &Pseudonym) -> Result<Option<Vec<u8>>, AgentError> {
-        match self.records.get(r) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self.store.record(r)?.map(|v| v.to_vec())),
-        }
-    }
-
-    fn put(&mut self, w: &mut WriteSet, r: &Pseudonym, bytes: Vec<u8>) {
-        w.put_record(r, &bytes);
-        self.records.insert(*r, Some(bytes));
-    }
-
-    fn del(&mut self, w: &mut WriteSet, r: &Pseudonym) {
-        w.del_record(r);
-        self.records.insert(*r, None);
-    }
-
-    fn del_person(&mut self, w: &mut WriteSet, p: &Pseudonym, r: &Pseudonym) {
-        w.del_person(p, r);
-        self.persons_removed.insert((*p, *r));
-    }
-}
-
 fn decode(bytes: &[u8]) -> Result<PseudonymRecord, AgentError> {
     PseudonymRecord::decode(bytes).map_err(|e| AgentError::Corrupt(format!("a record: {e}")))
 }
@@ -180,143 +129,144 @@ pub struct ApplyContext {
     pub generation: u64,
 }
 
-/// Decides each record's verdict and builds the chunk's writes. Call under
-/// the writer lock, then [`Store::commit`] the returned set and flush.
+/// Decides each record's verdict and writes the chunk as one segment. Runs
+/// on the store's writer thread (a [`crate::store::Store::write`] job).
+/// Returns the verdicts and whether anything changed.
 pub fn apply(
-    store: &Store,
+    w: &mut Writer,
     items: Vec<Item>,
     active_key: &str,
     cx: ApplyContext,
-) -> Result<(Vec<Outcome>, WriteSet), AgentError> {
-    let mut w = WriteSet::new();
-    let mut overlay = Overlay {
-        store,
-        records: HashMap::with_capacity_and_hasher(0, Fast::default()),
-        persons_removed: HashSet::with_hasher(Fast::default()),
-    };
+) -> Result<(Vec<Outcome>, bool), AgentError> {
+    let mut sw = w.begin()?;
     let mut periods: BTreeSet<Period> = BTreeSet::new();
-    let touch = |r: &PseudonymRecord, periods: &mut BTreeSet<Period>| {
-        periods.extend(periods_touched(r, cx.granularity, cx.today));
-    };
     let mut outcomes = Vec::with_capacity(items.len());
     let mut wrote = false;
-    for item in items {
-        let p = match item {
-            Item::Rejected(v) => {
-                outcomes.push(Outcome::Rejected(v));
-                continue;
-            }
-            Item::Valid(p) => *p,
+    {
+        let mut index = w.index_mut();
+        let touch = |m: &RecordMeta, periods: &mut BTreeSet<Period>| {
+            periods.extend(m.periods(cx.granularity, cx.today));
         };
-        let rk = p.record.record;
-        let outcome = if let Some(old) = overlay.get(&rk)? {
-            if old == p.bytes {
-                Outcome::Unchanged
-            } else {
-                let old = decode(&old)?;
-                if old.person != p.record.person {
-                    overlay.del_person(&mut w, &old.person, &rk);
-                    w.put_person(&p.record.person, &rk);
+        for item in items {
+            let p = match item {
+                Item::Rejected(v) => {
+                    outcomes.push(Outcome::Rejected(v));
+                    continue;
                 }
-                touch(&old, &mut periods);
-                Outcome::Updated
-            }
-        } else {
-            // Not under the active key: was it written under an older one?
-            let mut found = None;
-            for (old_rk, _) in &p.older {
-                if let Some(old) = overlay.get(old_rk)? {
-                    found = Some((*old_rk, old));
-                    break;
-                }
-            }
-            match found {
-                Some((old_rk, old)) => {
-                    let old = decode(&old)?;
-                    overlay.del(&mut w, &old_rk);
-                    overlay.del_person(&mut w, &old.person, &old_rk);
-                    w.put_person(&p.record.person, &rk);
-                    touch(&old, &mut periods);
+                Item::Valid(p) => *p,
+            };
+            let rk = p.record.record;
+            let outcome = match index.get(&rk) {
+                Some(id) if index.meta(id).digest == p.meta.digest => Outcome::Unchanged,
+                Some(id) => {
+                    touch(&index.meta(id), &mut periods);
+                    sw.touched(index.loc(id).seg);
+                    let loc = sw.push(&p.bytes)?;
+                    index.relocate(id, &p.record.person, loc, p.meta);
                     Outcome::Updated
                 }
                 None => {
-                    w.put_person(&p.record.person, &rk);
-                    w.count(1);
-                    Outcome::New
+                    // Not under the active key: was it written under an older one?
+                    let older = p
+                        .older
+                        .iter()
+                        .find_map(|(old_rk, _)| index.get(old_rk).map(|id| (*old_rk, id)));
+                    let loc = sw.push(&p.bytes)?;
+                    match older {
+                        Some((old_rk, id)) => {
+                            touch(&index.meta(id), &mut periods);
+                            // The copy under the old key must go in this same
+                            // batch: on a restart it would be another record.
+                            sw.compact(index.loc(id).seg);
+                            index.rename(id, &old_rk, &rk);
+                            index.relocate(id, &p.record.person, loc, p.meta);
+                            Outcome::Updated
+                        }
+                        None => {
+                            index.insert(&rk, &p.record.person, loc, p.meta);
+                            Outcome::New
+                        }
+                    }
                 }
-            }
-        };
-        if outcome != Outcome::Unchanged {
-            touch(&p.record, &mut periods);
-            overlay.put(&mut w, &rk, p.bytes);
-            wrote = true;
-        }
-        // The same person known under an older key: move their other records'
-        // person pseudonym to the newest key so they count as one person.
-        for (_, old_person) in &p.older {
-            for other in store.person_records(old_person)? {
-                if overlay.persons_removed.contains(&(*old_person, other)) {
-                    continue;
-                }
-                let Some(bytes) = overlay.get(&other)? else {
-                    continue;
-                };
-                let mut rec = decode(&bytes)?;
-                touch(&rec, &mut periods);
-                rec.person = p.record.person;
-                overlay.del_person(&mut w, old_person, &other);
-                w.put_person(&p.record.person, &other);
-                overlay.put(&mut w, &other, rec.encode());
+            };
+            if outcome != Outcome::Unchanged {
+                touch(&p.meta, &mut periods);
                 wrote = true;
             }
+            // The same person known under an older key: move their other records'
+            // person pseudonym to the newest key so they count as one person.
+            for (_, old_person) in &p.older {
+                for other in index.person_records(old_person) {
+                    let old_loc = index.loc(other);
+                    let mut rec = decode(&w.read(&mut sw, old_loc)?)?;
+                    touch(&index.meta(other), &mut periods);
+                    rec.person = p.record.person;
+                    let bytes = rec.encode();
+                    let meta = RecordMeta::of(&rec, &bytes);
+                    sw.touched(old_loc.seg);
+                    let loc = sw.push(&bytes)?;
+                    index.relocate(other, &rec.person, loc, meta);
+                    wrote = true;
+                }
+            }
+            outcomes.push(outcome);
         }
-        outcomes.push(outcome);
     }
     if wrote {
-        w.key_written(active_key);
+        sw.key_written(active_key);
     }
     for period in periods {
-        w.dirty(period, cx.generation);
+        sw.dirty(period, cx.generation);
     }
-    Ok((outcomes, w))
+    w.commit(sw)?;
+    Ok((outcomes, wrote))
 }
 
 /// Erases every record of the people identified by `persons` (person pseudonyms
 /// under each key) and of the records `records` (record pseudonyms under each
-/// key) together with the rest of those records' people. Returns how many
-/// records went and the writes to commit.
+/// key) together with the rest of those records' people. Every segment that
+/// held a copy of any of them is rewritten before this returns, so no old
+/// version survives to be found on a restart. Returns how many records went.
+/// Runs on the store's writer thread.
 pub fn erase(
-    store: &Store,
+    w: &mut Writer,
     persons: &[Pseudonym],
     records: &[Pseudonym],
     cx: ApplyContext,
-) -> Result<(u32, WriteSet), AgentError> {
-    let mut people: Vec<Pseudonym> = persons.to_vec();
-    for r in records {
-        if let Some(bytes) = store.record(r)? {
-            people.push(decode(&bytes)?.person);
-        }
-    }
-    let mut w = WriteSet::new();
-    let mut erased: HashSet<Pseudonym> = HashSet::new();
+) -> Result<u32, AgentError> {
+    let mut sw = w.begin()?;
     let mut n: u32 = 0;
     let mut periods = BTreeSet::new();
-    for person in &people {
-        for rk in store.person_records(person)? {
-            w.del_person(person, &rk);
-            if !erased.insert(rk) {
-                continue;
+    {
+        let mut index = w.index_mut();
+        let mut ids: Vec<_> = persons
+            .iter()
+            .flat_map(|p| index.person_records(p))
+            .collect();
+        for r in records {
+            if let Some(id) = index.get(r) {
+                ids.extend(index.same_person(id));
             }
-            if let Some(bytes) = store.record(&rk)? {
-                periods.extend(periods_touched(&decode(&bytes)?, cx.granularity, cx.today));
-                w.del_record(&rk);
-                w.count(-1);
-                n = n.saturating_add(1);
-            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        // Dead copies of the same records may sit in older segments until
+        // compaction: rewrite every segment that has any, as well.
+        for seg in index.fragmented() {
+            sw.compact(seg);
+        }
+        for id in ids {
+            let loc = index.loc(id);
+            let rec = decode(&w.read(&mut sw, loc)?)?;
+            periods.extend(index.meta(id).periods(cx.granularity, cx.today));
+            index.remove(id, &rec.record);
+            sw.compact(loc.seg);
+            n = n.saturating_add(1);
         }
     }
     for period in periods {
-        w.dirty(period, cx.generation);
+        sw.dirty(period, cx.generation);
     }
-    Ok((n, w))
+    w.commit(sw)?;
+    Ok(n)
 }

@@ -29,17 +29,19 @@ pub mod config;
 pub mod convert;
 mod error;
 pub mod grpc;
+pub mod index;
 pub mod ingest;
 pub mod keys;
 pub mod metrics;
 pub mod outbox;
 pub mod publish;
+pub mod segment;
 pub mod store;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use lacnet_core::pseudonym::KeyRing;
@@ -58,6 +60,8 @@ pub use store::Store;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default most records in one UpsertRecords call.
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
+/// Calls one connection may have in flight; more wait (as at the hub).
+pub const MAX_CONCURRENT_CALLS_PER_CONNECTION: usize = 256;
 /// Records per durable chunk in StreamRecords.
 pub const STREAM_CHUNK: usize = 4096;
 /// Most rejections reported in a stream summary.
@@ -153,8 +157,6 @@ pub(crate) struct Inner {
     pub(crate) options: AgentOptions,
     pub(crate) server_tls: Arc<rustls::ServerConfig>,
     pub(crate) metrics: AgentMetrics,
-    /// Serialises every read-decide-write on records (ingest, erasure, publishing).
-    writer: Mutex<()>,
     /// Fired after ingest or erasure changed something.
     pub(crate) changed: Notify,
     /// Fired after something was enqueued.
@@ -187,7 +189,12 @@ impl Agent {
             // Checks the URL and the site certificate now rather than at the first push.
             lacnet_tls::endpoint(&hub.url, &hub.tls, &hub.server_name)?;
         }
-        let store = Store::open(&options.data_dir, options.cache_bytes)?;
+        let metrics = AgentMetrics::new();
+        let store = Store::open(
+            &options.data_dir,
+            options.cache_bytes,
+            Some(metrics.store_observer()),
+        )?;
         let in_ring: Vec<&str> = options.keys.iter().map(|(id, _)| id.as_str()).collect();
         let missing: Vec<String> = store
             .keys_written()?
@@ -201,7 +208,7 @@ impl Agent {
                 missing.join(", ")
             )));
         }
-        let metrics = AgentMetrics::new();
+        metrics.store_healthy.set(1);
         metrics.outbox_depth.set(store.outbox_len() as i64);
         metrics.dead_letters.set(store.dead_len() as i64);
         let seed = std::time::SystemTime::now()
@@ -221,7 +228,6 @@ impl Agent {
                 store,
                 server_tls,
                 metrics,
-                writer: Mutex::new(()),
                 changed: Notify::new(),
                 enqueued: Notify::new(),
                 generation: AtomicU64::new(seed),
@@ -234,6 +240,12 @@ impl Agent {
     /// The metrics, for the admin port.
     pub fn metrics(&self) -> &AgentMetrics {
         &self.inner.metrics
+    }
+
+    /// Whether the agent can take writes (its store has not failed); the
+    /// admin port's `/healthz` follows it.
+    pub fn healthy(&self) -> bool {
+        self.inner.store.health() == lacnet_store::Health::Ok
     }
 
     /// The store (read access for tests and tools).
@@ -271,13 +283,6 @@ impl Agent {
 }
 
 impl Inner {
-    /// Takes the writer lock (blocking: call from the blocking pool).
-    pub(crate) fn write_lock(&self) -> MutexGuard<'_, ()> {
-        // The lock guards no data, only the order of read-decide-write; commits
-        // are crash-safe at any point, so a lock poisoned by a panic is safe to reuse.
-        self.writer.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
     /// A fresh generation for dirty marks.
     pub(crate) fn next_generation(&self) -> u64 {
         self.generation.fetch_add(1, Ordering::Relaxed)
@@ -318,9 +323,25 @@ pub async fn serve(
         .await;
     reporter.set_serving::<Svc>().await;
     let incoming = lacnet_tls::incoming(listener, agent.inner.server_tls.clone());
+    let store = agent.store().clone();
+    let metrics = agent.metrics().clone();
     let draining = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new calls, draining in-flight ones");
+        // An I/O error from the store is not something this process can
+        // recover from (sled keeps failing once its log could not be
+        // written): stop serving, drain, and exit non-zero so the supervisor
+        // restarts the agent, which rebuilds its state from what is on disk.
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down: no new calls, draining in-flight ones");
+            }
+            () = store.failed() => {
+                metrics.store_healthy.set(0);
+                tracing::error!(
+                    error = %store.failure().unwrap_or_default(),
+                    "the store cannot write: NOT_SERVING, draining, then exiting for a restart; check the disk"
+                );
+            }
+        }
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -329,6 +350,7 @@ pub async fn serve(
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
     let served = tonic::transport::Server::builder()
         .timeout(opts.request_timeout)
+        .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
@@ -337,6 +359,9 @@ pub async fn serve(
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;
+    if let Some(reason) = agent.store().failure() {
+        return Err(AgentError::StoreFailed(reason));
+    }
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = agent.flush().await;
     tracing::info!("site agent stopped; store flushed");
@@ -363,11 +388,12 @@ pub fn retire_key(
     key_id: &str,
     cache_bytes: u64,
 ) -> Result<RetireOutcome, AgentError> {
-    let store = Store::open(data_dir, cache_bytes)?;
+    let store = Store::open(data_dir, cache_bytes, None)?;
     let n = store.records_using_key(key_id)?;
     if n > 0 {
         return Ok(RetireOutcome::StillInUse(n));
     }
     store.retire_key(key_id, now_unix())?;
+    store.close();
     Ok(RetireOutcome::Retired)
 }

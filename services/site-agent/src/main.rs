@@ -31,9 +31,11 @@ async fn main() -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(c.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", c.admin_listen))?;
-    tokio::spawn(lacnet_server::admin::serve(
+    let probe = agent.clone();
+    tokio::spawn(lacnet_server::admin::serve_with_health(
         admin,
         agent.metrics().registry(),
+        std::sync::Arc::new(move || probe.healthy()),
         shutdown.clone(),
     ));
     let listener = tokio::net::TcpListener::bind(c.listen)

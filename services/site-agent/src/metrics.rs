@@ -35,6 +35,19 @@ pub fn rejection_reason(field: &str) -> &'static str {
         .unwrap_or(lacnet_server::metrics::OTHER)
 }
 
+/// The store's named writes (`lacnet_store::Committer` jobs).
+pub const STORE_WRITES: &[&str] = &[
+    "ingest",
+    "erase",
+    "publish",
+    "flush",
+    "mark_dirty",
+    "outbox_ack",
+    "outbox_dead_letter",
+    "push_error",
+    "retire_key",
+];
+
 /// Every metric the agent exports.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
@@ -55,6 +68,14 @@ pub struct AgentMetrics {
     pub ingest_latency: Histogram,
     /// Records erased on request.
     pub erased: Counter,
+    /// Store writes by name.
+    pub store_writes: CounterVec,
+    /// Store writes that failed, by name.
+    pub store_write_failures: CounterVec,
+    /// Time for a store write to become durable.
+    pub store_write_latency: Histogram,
+    /// 1 while the store accepts writes, 0 after an I/O failure.
+    pub store_healthy: Gauge,
 }
 
 impl AgentMetrics {
@@ -97,8 +118,41 @@ impl AgentMetrics {
                 "lacnet_agent_records_erased_total",
                 "Records erased on request.",
             ),
+            store_writes: registry.counter_vec(
+                "lacnet_agent_store_writes_total",
+                "Writes to the store, by name.",
+                "write",
+                STORE_WRITES,
+            ),
+            store_write_failures: registry.counter_vec(
+                "lacnet_agent_store_write_failures_total",
+                "Writes to the store that failed, by name.",
+                "write",
+                STORE_WRITES,
+            ),
+            store_write_latency: registry.histogram(
+                "lacnet_agent_store_write_seconds",
+                "Time for a write to run on the writer thread and, if it must be durable, be flushed.",
+                LATENCY_BUCKETS,
+            ),
+            store_healthy: registry.gauge(
+                "lacnet_agent_store_healthy",
+                "1 while the store accepts writes; 0 after an I/O error (the agent then restarts).",
+            ),
             registry,
         }
+    }
+
+    /// The store's observer: counts and times every named write.
+    pub fn store_observer(&self) -> lacnet_store::Observer {
+        let m = self.clone();
+        std::sync::Arc::new(move |name, took, ok| {
+            m.store_writes.inc(name);
+            if !ok {
+                m.store_write_failures.inc(name);
+            }
+            m.store_write_latency.observe(took.as_secs_f64());
+        })
     }
 
     /// The registry, for the admin port.

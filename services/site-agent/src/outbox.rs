@@ -118,23 +118,19 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
             Attempt::Acknowledged(status) => {
                 failures = 0;
                 tracing::info!(period = %display_period(period), revision, receipt = ?status, "hub acknowledged a submission");
-                store
-                    .outbox_remove(seq, period)
-                    .and_then(|()| store.set_push_result(Some(now_unix()), ""))
+                store.outbox_remove(seq, period, now_unix()).await
             }
             Attempt::Permanent(reason) => {
                 m.push_failures.inc();
                 tracing::error!(period = %display_period(period), revision, %reason, "hub refused a submission for good; dead-lettered");
-                store
-                    .dead_letter(seq, period, &sub, &reason)
-                    .and_then(|()| store.set_push_result(None, &reason))
+                store.dead_letter(seq, period, &sub, &reason).await
             }
             Attempt::Transient(reason) => {
                 m.push_failures.inc();
                 failures = failures.saturating_add(1);
                 let delay = backoff(o.push_backoff_base, o.push_backoff_cap, failures);
                 tracing::warn!(period = %display_period(period), revision, %reason, failures, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
-                if let Err(e) = store.set_push_result(None, &reason) {
+                if let Err(e) = store.set_push_error(&reason).await {
                     tracing::error!(error = %e, "cannot record the push failure");
                 }
                 tokio::select! {
@@ -144,13 +140,8 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                 continue;
             }
         };
-        match result {
-            Ok(()) => {
-                if let Err(e) = store.flush().await {
-                    tracing::error!(error = %e, "cannot flush the outbox");
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot update the outbox"),
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot update the outbox");
         }
         m.outbox_depth.set(store.outbox_len() as i64);
         m.dead_letters.set(store.dead_len() as i64);

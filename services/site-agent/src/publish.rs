@@ -15,6 +15,7 @@ use lacnet_core::disclosure::{self, Published};
 use lacnet_core::metrics::Aggregates;
 use lacnet_core::{Period, submission};
 use lacnet_proto::common::v1 as pb;
+use lacnet_store::Durability;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -65,36 +66,46 @@ fn build(
 /// Recomputes every dirty period and enqueues those whose digest changed.
 /// Returns how many submissions were enqueued.
 pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
+    let store = agent.store().clone();
+    let dirty = store.dirty_periods()?;
+    if dirty.is_empty() {
+        return Ok(0);
+    }
+    // Scan off the writer thread: a change meanwhile re-marks its periods
+    // with a newer generation, which the clear below leaves in place.
     let a = agent.clone();
-    let enqueued = tokio::task::spawn_blocking(move || -> Result<usize, AgentError> {
-        let store = &a.inner().store;
-        let dirty = store.dirty_periods()?;
-        if dirty.is_empty() {
-            return Ok(0);
-        }
+    let tables = tokio::task::spawn_blocking(move || -> Result<Vec<_>, AgentError> {
         let periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
-        // Scan outside the writer lock: a change meanwhile re-marks its periods
-        // with a newer generation, which the clear below leaves in place.
-        let aggregates = aggregate_periods(store, &periods)?;
-        let _guard = a.inner().write_lock();
-        let mut n = 0;
-        for ((period, generation), aggs) in dirty.into_iter().zip(aggregates.iter()) {
-            let (published, digest) = protect(&a, period, aggs);
-            let last = store.last_submission(period)?;
-            if last.as_ref().is_some_and(|l| l.digest == digest) {
-                store.clear_dirty(period, generation)?;
-                continue;
-            }
-            let revision = last.map_or(1, |l| l.revision + 1);
-            let sub = build(&a, period, &published, digest, revision);
-            store.enqueue(period, &sub, generation)?;
-            tracing::info!(%period, revision, "enqueued a new revision");
-            n += 1;
-        }
-        Ok(n)
+        let aggregates = aggregate_periods(a.store(), &periods)?;
+        Ok(dirty
+            .into_iter()
+            .zip(aggregates.iter())
+            .map(|((period, generation), aggs)| {
+                let (published, digest) = protect(&a, period, aggs);
+                (period, generation, published, digest)
+            })
+            .collect())
     })
     .await??;
-    agent.flush().await?;
+    let a = agent.clone();
+    let enqueued = store
+        .write("publish", Durability::Flush, move |w| {
+            let mut n = 0;
+            for (period, generation, published, digest) in tables {
+                let last = w.last_submission(period)?;
+                if last.as_ref().is_some_and(|l| l.digest == digest) {
+                    w.clear_dirty(period, generation)?;
+                    continue;
+                }
+                let revision = next_revision(last.as_ref())?;
+                let sub = build(&a, period, &published, digest, revision);
+                w.enqueue(period, &sub, generation)?;
+                tracing::info!(%period, revision, "enqueued a new revision");
+                n += 1;
+            }
+            Ok(n)
+        })
+        .await?;
     let inner = agent.inner();
     inner
         .metrics
@@ -104,6 +115,17 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         inner.enqueued.notify_one();
     }
     Ok(enqueued)
+}
+
+/// The revision after `last` (1 for a period never published).
+fn next_revision(last: Option<&pb::Submission>) -> Result<u64, AgentError> {
+    match last {
+        None => Ok(1),
+        Some(l) => l
+            .revision
+            .checked_add(1)
+            .ok_or_else(|| AgentError::Corrupt("revision numbers exhausted".into())),
+    }
 }
 
 /// Exactly what would be sent for `period`: the last enqueued revision when
@@ -127,7 +149,7 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, Ag
         match last {
             Some(l) if l.digest == digest => Ok(l),
             last => {
-                let revision = last.map_or(1, |l| l.revision + 1);
+                let revision = next_revision(last.as_ref())?;
                 Ok(build(&a, period, &published, digest, revision))
             }
         }
@@ -161,7 +183,7 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                 let store = &agent.inner().store;
                 if store.record_count().unwrap_or(0) > 0 {
                     let current = Period::containing(o.granularity, agent.today());
-                    if let Err(e) = store.mark_dirty(current, agent.inner().next_generation()) {
+                    if let Err(e) = store.mark_dirty(current, agent.inner().next_generation()).await {
                         tracing::error!(error = %e, "cannot schedule the current period");
                     }
                 }

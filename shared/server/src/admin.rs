@@ -16,10 +16,23 @@ use tokio_util::sync::CancellationToken;
 /// Longest request head accepted; scrapers send a few hundred bytes.
 const MAX_REQUEST: usize = 8 * 1024;
 
-/// Serves the admin endpoints until `shutdown` fires.
+/// Whether the service is fit to serve; `/healthz` answers 503 when not.
+pub type HealthCheck = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// Serves the admin endpoints until `shutdown` fires; `/healthz` always answers ok.
 pub async fn serve(
     listener: TcpListener,
     registry: Arc<Registry>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    serve_with_health(listener, registry, Arc::new(|| true), shutdown).await
+}
+
+/// Serves the admin endpoints until `shutdown` fires; `/healthz` follows `healthy`.
+pub async fn serve_with_health(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    healthy: HealthCheck,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     loop {
@@ -34,9 +47,13 @@ pub async fn serve(
             },
         };
         let registry = registry.clone();
+        let healthy = healthy.clone();
         tokio::spawn(async move {
-            let answered =
-                tokio::time::timeout(Duration::from_secs(10), respond(stream, &registry)).await;
+            let answered = tokio::time::timeout(
+                Duration::from_secs(10),
+                respond(stream, &registry, &healthy),
+            )
+            .await;
             if let Ok(Err(e)) = answered {
                 tracing::debug!(error = %e, "admin request failed");
             }
@@ -44,7 +61,11 @@ pub async fn serve(
     }
 }
 
-async fn respond(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn respond(
+    mut stream: TcpStream,
+    registry: &Registry,
+    healthy: &HealthCheck,
+) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -71,7 +92,18 @@ async fn respond(mut stream: TcpStream, registry: &Registry) -> std::io::Result<
             let body = registry.render();
             write(&mut stream, "200 OK", "text/plain; version=0.0.4", &body).await
         }
-        ("GET", "/healthz") => write(&mut stream, "200 OK", "text/plain", "ok\n").await,
+        ("GET", "/healthz") if healthy() => {
+            write(&mut stream, "200 OK", "text/plain", "ok\n").await
+        }
+        ("GET", "/healthz") => {
+            write(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                "unhealthy\n",
+            )
+            .await
+        }
         ("GET", _) => write(&mut stream, "404 Not Found", "text/plain", "not found\n").await,
         _ => write(&mut stream, "405 Method Not Allowed", "text/plain", "").await,
     }
