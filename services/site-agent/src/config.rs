@@ -148,6 +148,10 @@ pub struct Config {
     /// Per-call timeout, in seconds (a StreamRecords import must finish within it).
     #[arg(long, env = "LACNET_AGENT_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
     pub request_timeout_secs: u64,
+    /// On SIGTERM, how long in-flight calls may take to finish before they are
+    /// cut off, in seconds (keep it under Kubernetes' termination grace period).
+    #[arg(long, env = "LACNET_AGENT_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
+    pub drain_timeout_secs: u64,
     /// sled page cache, in MiB (bounds resident memory).
     #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -237,6 +241,7 @@ impl Config {
         o.max_batch = self.max_batch.max(1);
         o.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
         o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
+        o.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
         Ok(o)
     }
 }

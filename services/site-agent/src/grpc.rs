@@ -24,7 +24,7 @@ use tracing::instrument;
 use crate::convert::{record_input, violation};
 use crate::ingest::{self, ApplyContext, Item, Outcome};
 use crate::metrics::rejection_reason;
-use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, publish};
+use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, STREAM_CHUNK_BYTES, publish};
 use lacnet_proto::convert::{period_from_proto, policy_to_proto};
 use lacnet_store::Durability;
 
@@ -112,6 +112,16 @@ async fn apply_chunk(
         agent.inner().changed.notify_one();
     }
     Ok(outcomes)
+}
+
+/// Roughly how much memory a decoded record holds: enough to bound a chunk.
+fn approx_bytes(r: &Record) -> usize {
+    64 + r.local_case_id.len()
+        + r.nhs_number.len()
+        + r.introduced_on.len()
+        + r.closed_on.len()
+        + r.ward_code.len()
+        + r.outcomes.len() * std::mem::size_of::<i32>()
 }
 
 fn verdict(index: u32, outcome: Outcome) -> RecordVerdict {
@@ -219,13 +229,18 @@ impl SiteAgent for SiteAgentService {
             Ok::<_, AgentError>(summary)
         });
         let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
+        let mut chunk_bytes: usize = 0;
         let mut next: u64 = 0;
         let mut failed: Option<Status> = None;
         loop {
             match stream.message().await {
                 Ok(Some(r)) => {
+                    chunk_bytes += approx_bytes(&r);
                     chunk.push(record_input(r));
-                    if chunk.len() == STREAM_CHUNK {
+                    // Bounded by bytes as well as records: a stream of huge
+                    // records must not pile up thousands of them in memory.
+                    if chunk.len() == STREAM_CHUNK || chunk_bytes >= STREAM_CHUNK_BYTES {
+                        chunk_bytes = 0;
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
                         let n = full.len() as u64;
                         if tx

@@ -64,6 +64,9 @@ pub const DEFAULT_MAX_BATCH: usize = 10_000;
 pub const MAX_CONCURRENT_CALLS_PER_CONNECTION: usize = 256;
 /// Records per durable chunk in StreamRecords.
 pub const STREAM_CHUNK: usize = 4096;
+/// Most bytes of decoded records per StreamRecords chunk (with two chunks in
+/// flight, what one stream can hold in memory).
+pub const STREAM_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Most rejections reported in a stream summary.
 pub const MAX_STREAM_REJECTIONS: usize = 100;
 
@@ -111,6 +114,8 @@ pub struct AgentOptions {
     pub request_timeout: Duration,
     /// sled page cache, in bytes.
     pub cache_bytes: u64,
+    /// How long in-flight calls may run on after shutdown begins.
+    pub drain_timeout: Duration,
     /// A fixed "today" for tests; `None` uses the system clock (UTC).
     pub today: Option<Date>,
 }
@@ -139,6 +144,7 @@ impl AgentOptions {
             max_batch: DEFAULT_MAX_BATCH,
             request_timeout: Duration::from_secs(600),
             cache_bytes: 64 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(20),
             today: None,
         }
     }
@@ -325,6 +331,8 @@ pub async fn serve(
     let incoming = lacnet_tls::incoming(listener, agent.inner.server_tls.clone());
     let store = agent.store().clone();
     let metrics = agent.metrics().clone();
+    let drain_begun = CancellationToken::new();
+    let drain_signal = drain_begun.clone();
     let draining = async move {
         // An I/O error from the store is not something this process can
         // recover from (sled keeps failing once its log could not be
@@ -346,6 +354,7 @@ pub async fn serve(
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
         reporter.set_not_serving::<Svc>().await;
+        drain_signal.cancel();
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
     let served = tonic::transport::Server::builder()
@@ -354,8 +363,22 @@ pub async fn serve(
         .add_service(health)
         .add_service(reflection)
         .add_service(service)
-        .serve_with_incoming_shutdown(incoming, draining)
-        .await;
+        .serve_with_incoming_shutdown(incoming, draining);
+    // A client that keeps a call open must not hold the shutdown for ever.
+    let drain_timeout = opts.drain_timeout;
+    let served = tokio::select! {
+        served = served => served,
+        () = async {
+            drain_begun.cancelled().await;
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            tracing::warn!(
+                drain_timeout_secs = drain_timeout.as_secs(),
+                "calls still in flight after the drain timeout; cutting them off"
+            );
+            Ok(())
+        }
+    };
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;

@@ -31,6 +31,7 @@ async fn main() -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(c.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", c.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
     let probe = agent.clone();
     tokio::spawn(lacnet_server::admin::serve_with_health(
         admin,
@@ -41,9 +42,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await
         .with_context(|| format!("binding the gRPC port {}", c.listen))?;
-    tracing::info!(grpc = %listener.local_addr()?, admin = %c.admin_listen, "listening");
-    lacnet_site_agent::serve(listener, agent, shutdown.cancelled_owned())
-        .await
-        .context("serving")?;
+    tracing::info!(grpc = %listener.local_addr()?, admin = %admin_addr, "listening");
+    let served = lacnet_site_agent::serve(listener, agent, shutdown.cancelled_owned()).await;
+    // Cut-off calls may still hold the store; the runtime's end drops them,
+    // which closes the store with a last flush.
+    served.context("serving")?;
     Ok(())
 }

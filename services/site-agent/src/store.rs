@@ -226,12 +226,14 @@ impl Store {
             .run(name, durability, f)
             .await
             .map_err(commit_error)?;
-        if let Err(e) = &out
-            && !matches!(e, AgentError::InvalidArgument { .. })
-        {
-            self.inner.committer.fail(&format!("{name}: {e}"));
+        match out {
+            Err(e) if !matches!(e, AgentError::InvalidArgument { .. }) => {
+                let reason = format!("{name}: {e}");
+                self.inner.committer.fail(&reason);
+                Err(AgentError::StoreFailed(reason))
+            }
+            other => other,
         }
-        out
     }
 
     /// The same, for callers outside the async runtime (maintenance commands).

@@ -4,61 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use common::process::AgentProcess;
 use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
-
-/// Starts the agent binary configured through env vars; returns it and its gRPC URL.
-fn spawn_agent(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lacnet-site-agent"))
-        .env_clear()
-        .env("LACNET_AGENT_LISTEN", "127.0.0.1:0")
-        .env("LACNET_AGENT_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("LACNET_AGENT_DATA_DIR", dir.join("data"))
-        .env(
-            "LACNET_AGENT_KEY_FILES",
-            format!("k1={}", dir.join("k1").display()),
-        )
-        .env("LACNET_AGENT_SITE_CODE", THURROCK)
-        .env("LACNET_AGENT_TLS_CA", dir.join("ca.pem"))
-        .env("LACNET_AGENT_TLS_CERT", dir.join("agent.crt"))
-        .env("LACNET_AGENT_TLS_KEY", dir.join("agent.key"))
-        .env("LACNET_AGENT_JSON_LOGS", "true")
-        .env("LACNET_AGENT_CACHE_MB", "16")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Keep draining so the child never blocks on a full pipe.
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { return };
-            if line.contains("\"listening\"") {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    let line = rx
-        .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("the agent never said it was listening");
-    let grpc = line
-        .split("\"grpc\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap()
-        .to_owned();
-    (child, format!("https://{grpc}"))
-}
 
 fn batch(b: usize) -> Vec<site::Record> {
     (0..200)
@@ -73,9 +25,10 @@ async fn every_acknowledged_record_survives_sigkill() {
     pki.write_files(dir.path());
     key_file(dir.path(), "k1", 1);
 
-    let (mut child, url) = spawn_agent(dir.path());
-    wait_serving(&url, &pki.council, "lacnet.site.v1.SiteAgent").await;
-    let channel = lacnet_tls::connect(&url, &pki.council, "agent.lacnet")
+    let data = dir.path().join("data");
+    let mut agent = AgentProcess::spawn(dir.path(), &data, &[]);
+    wait_serving(&agent.url, &pki.council, "lacnet.site.v1.SiteAgent").await;
+    let channel = lacnet_tls::connect(&agent.url, &pki.council, "agent.lacnet")
         .await
         .unwrap();
     let acked: Arc<Mutex<Vec<usize>>> = Arc::default();
@@ -99,8 +52,8 @@ async fn every_acknowledged_record_survives_sigkill() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    agent.child.kill().unwrap(); // SIGKILL
+    agent.child.wait().unwrap();
     ingest.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     assert!(
@@ -109,10 +62,10 @@ async fn every_acknowledged_record_survives_sigkill() {
         acked.len()
     );
 
-    let (mut child, url) = spawn_agent(dir.path());
-    wait_serving(&url, &pki.council, "lacnet.site.v1.SiteAgent").await;
+    let mut agent = AgentProcess::spawn(dir.path(), &data, &[]);
+    wait_serving(&agent.url, &pki.council, "lacnet.site.v1.SiteAgent").await;
     let mut c = SiteAgentClient::new(
-        lacnet_tls::connect(&url, &pki.council, "agent.lacnet")
+        lacnet_tls::connect(&agent.url, &pki.council, "agent.lacnet")
             .await
             .unwrap(),
     );
@@ -132,8 +85,7 @@ async fn every_acknowledged_record_survives_sigkill() {
         );
     }
     // SIGTERM: a graceful stop.
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let exit = child.wait().unwrap();
+    agent.terminate();
+    let exit = agent.child.wait().unwrap();
     assert!(exit.success(), "graceful stop failed: {exit:?}");
 }
