@@ -172,6 +172,15 @@ impl Index {
         self.persons.len()
     }
 
+    /// The earliest introduction date of any stored record.
+    pub fn earliest_introduction(&self) -> Option<Date> {
+        self.records
+            .values()
+            .map(|id| self.entries[*id as usize].meta.introduced_on)
+            .min()
+            .map(Date::from_storage)
+    }
+
     /// The id of a stored record.
     pub fn get(&self, record: &Pseudonym) -> Option<RecordId> {
         self.records.get(&Key::of(record)).copied()

@@ -161,7 +161,7 @@ pub fn apply(
                 Some(id) => {
                     touch(&index.meta(id), &mut periods);
                     sw.touched(index.loc(id).seg);
-                    let loc = sw.push(&p.bytes)?;
+                    let loc = sw.push(&p.bytes, None)?;
                     index.relocate(id, &p.record.person, loc, p.meta);
                     Outcome::Updated
                 }
@@ -171,7 +171,7 @@ pub fn apply(
                         .older
                         .iter()
                         .find_map(|(old_rk, _)| index.get(old_rk).map(|id| (*old_rk, id)));
-                    let loc = sw.push(&p.bytes)?;
+                    let loc = sw.push(&p.bytes, older.as_ref().map(|(old_rk, _)| old_rk))?;
                     match older {
                         Some((old_rk, id)) => {
                             touch(&index.meta(id), &mut periods);
@@ -204,7 +204,7 @@ pub fn apply(
                     let bytes = rec.encode();
                     let meta = RecordMeta::of(&rec, &bytes);
                     sw.touched(old_loc.seg);
-                    let loc = sw.push(&bytes)?;
+                    let loc = sw.push(&bytes, None)?;
                     index.relocate(other, &rec.person, loc, meta);
                     wrote = true;
                 }

@@ -45,7 +45,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use lacnet_core::pseudonym::KeyRing;
-use lacnet_core::{Date, DisclosurePolicy, Granularity};
+use lacnet_core::{Date, DisclosurePolicy, Granularity, Period};
 use lacnet_proto::site::v1::site_agent_server::SiteAgentServer;
 use lacnet_tls::PemBundle;
 use tokio::net::TcpListener;
@@ -215,11 +215,33 @@ impl Agent {
             )));
         }
         metrics.store_healthy.set(1);
-        metrics.outbox_depth.set(store.outbox_len() as i64);
-        metrics.dead_letters.set(store.dead_len() as i64);
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
+        // Recompute every period once at start-up: a crash can lose a dirty
+        // mark written after the records it was for, and a recomputation
+        // whose digest has not changed publishes nothing.
+        let first = store.index().earliest_introduction();
+        if let Some(first) = first {
+            let g = options.granularity;
+            let today = options
+                .today
+                .unwrap_or_else(|| Date::from_unix_seconds(now_unix()));
+            let last = Period::containing(g, today);
+            let periods: Vec<Period> =
+                std::iter::successors(Some(Period::containing(g, first)), |p| {
+                    (*p < last).then(|| p.next())
+                })
+                .collect();
+            store.write_blocking("mark_dirty", move |w| {
+                for p in periods {
+                    w.mark_dirty(p, seed)?;
+                }
+                Ok(())
+            })?;
+        }
+        metrics.outbox_depth.set(store.outbox_len() as i64);
+        metrics.dead_letters.set(store.dead_len() as i64);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         tracing::info!(
             site = %options.site_code,
@@ -236,7 +258,7 @@ impl Agent {
                 metrics,
                 changed: Notify::new(),
                 enqueued: Notify::new(),
-                generation: AtomicU64::new(seed),
+                generation: AtomicU64::new(seed + 1),
                 threads,
                 options,
             }),

@@ -15,12 +15,24 @@
 //! each record wins (segments are read in id order), which is what makes it
 //! safe to leave a dead copy of the *same* record key behind for a while.
 //!
-//! Format version 1: `[version u8 = 1]` then entries `[slot u32 LE][len u16 LE][record bytes]`.
+//! Segments are files (`segments/NNNNNNNNNN.seg` in the data directory),
+//! written whole to a temporary name, synced and renamed into place, so a
+//! crash leaves either the old file or the new one. They are not sled
+//! values: sled 0.34 keeps every value it has written resident in memory,
+//! whatever its cache size, and the records are most of what the agent stores.
+//!
+//! Format version 1: `[version u8 = 1]` then entries
+//! `[slot u32 LE][len u16 LE][kind u8][replaced record pseudonym, 32 bytes, kind 1 only][record bytes]`.
+//! Kind 1 marks a record re-keyed from an older key: a restart that finds
+//! the old copy (its segment's rewrite lost in a crash) drops it.
 
 use crate::AgentError;
 
 /// The segment format written by [`SegmentBuilder`].
 pub const SEGMENT_VERSION: u8 = 1;
+const KIND_PUT: u8 = 0;
+const KIND_REPLACES: u8 = 1;
+
 /// Most records in one segment; the slot numbers of one segment are below it.
 pub const MAX_SEGMENT_RECORDS: u32 = 1 << 16;
 
@@ -31,20 +43,6 @@ pub struct Loc {
     pub seg: u32,
     /// Slot within the segment.
     pub slot: u32,
-}
-
-/// The sled key of segment `seg` (big-endian, so sled iterates in id order).
-pub fn segment_key(seg: u32) -> [u8; 8] {
-    u64::from(seg).to_be_bytes()
-}
-
-/// The segment id in a sled key.
-pub fn segment_id(key: &[u8]) -> Result<u32, AgentError> {
-    let a: [u8; 8] = key
-        .try_into()
-        .map_err(|_| AgentError::Corrupt("a segment key has the wrong length".into()))?;
-    u32::try_from(u64::from_be_bytes(a))
-        .map_err(|_| AgentError::Corrupt("a segment id out of range".into()))
 }
 
 /// Builds one segment's bytes.
@@ -76,22 +74,34 @@ impl SegmentBuilder {
     }
 
     /// Appends a record with the next free slot, and returns that slot; `None` when full.
-    pub fn push(&mut self, record: &[u8]) -> Option<u32> {
+    /// `replaces` is the record pseudonym it had under an older key, if re-keyed.
+    pub fn push(&mut self, record: &[u8], replaces: Option<&[u8; 32]>) -> Option<u32> {
         if self.next_slot >= MAX_SEGMENT_RECORDS {
             return None;
         }
         let slot = self.next_slot;
-        self.put(slot, record);
+        self.put_entry(slot, record, replaces);
         self.next_slot += 1;
         Some(slot)
     }
 
     /// Appends a record under a given slot (compaction keeps slot numbers).
     pub fn put(&mut self, slot: u32, record: &[u8]) {
+        self.put_entry(slot, record, None);
+    }
+
+    fn put_entry(&mut self, slot: u32, record: &[u8], replaces: Option<&[u8; 32]>) {
         // Records are at most a few hundred bytes (PseudonymRecord::encode).
         let len = u16::try_from(record.len()).unwrap_or(u16::MAX);
         self.bytes.extend_from_slice(&slot.to_le_bytes());
         self.bytes.extend_from_slice(&len.to_le_bytes());
+        match replaces {
+            Some(old) => {
+                self.bytes.push(KIND_REPLACES);
+                self.bytes.extend_from_slice(old);
+            }
+            None => self.bytes.push(KIND_PUT),
+        }
         let at = self.bytes.len() as u32;
         self.bytes.extend_from_slice(&record[..usize::from(len)]);
         self.offsets.push((slot, at, len));
@@ -147,42 +157,85 @@ pub fn entries(bytes: &[u8]) -> Result<Entries<'_>, AgentError> {
 #[derive(Debug, Clone)]
 pub struct Entries<'a>(&'a [u8]);
 
+/// One stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// Its slot.
+    pub slot: u32,
+    /// The record's bytes.
+    pub record: &'a [u8],
+    /// The record pseudonym it replaced (a re-key), if any.
+    pub replaces: Option<&'a [u8; 32]>,
+}
+
 impl<'a> Iterator for Entries<'a> {
-    type Item = Result<(u32, &'a [u8]), AgentError>;
+    type Item = Result<Entry<'a>, AgentError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.is_empty() {
             return None;
         }
-        let truncated = || AgentError::Corrupt("a truncated segment".into());
-        let Some((head, rest)) = self.0.split_first_chunk::<6>() else {
+        let entry = self.read();
+        if entry.is_err() {
             self.0 = &[];
-            return Some(Err(truncated()));
-        };
+        }
+        Some(entry)
+    }
+}
+
+impl<'a> Entries<'a> {
+    fn read(&mut self) -> Result<Entry<'a>, AgentError> {
+        let truncated = || AgentError::Corrupt("a truncated segment".into());
+        let (head, rest) = self.0.split_first_chunk::<7>().ok_or_else(truncated)?;
         let slot = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
         let len = usize::from(u16::from_le_bytes([head[4], head[5]]));
+        let (replaces, rest) = match head[6] {
+            KIND_PUT => (None, rest),
+            KIND_REPLACES => {
+                let (old, rest) = rest.split_first_chunk::<32>().ok_or_else(truncated)?;
+                (Some(old), rest)
+            }
+            k => return Err(AgentError::Corrupt(format!("a segment entry of kind {k}"))),
+        };
         if rest.len() < len {
-            self.0 = &[];
-            return Some(Err(truncated()));
+            return Err(truncated());
         }
         let (record, rest) = rest.split_at(len);
         self.0 = rest;
-        Some(Ok((slot, record)))
+        Ok(Entry {
+            slot,
+            record,
+            replaces,
+        })
     }
 }
 
 /// The record in `slot` of stored segment bytes.
 pub fn find(bytes: &[u8], slot: u32) -> Result<Option<&[u8]>, AgentError> {
     for e in entries(bytes)? {
-        let (s, record) = e?;
-        if s == slot {
-            return Ok(Some(record));
+        let e = e?;
+        if e.slot == slot {
+            return Ok(Some(e.record));
         }
-        if s > slot {
+        if e.slot > slot {
             break;
         }
     }
     Ok(None)
+}
+
+/// The file name of segment `seg`.
+pub fn file_name(seg: u32) -> String {
+    format!("{seg:010}.seg")
+}
+
+/// The segment id of a segment file's name; `None` for any other file.
+pub fn parse_file_name(name: &str) -> Option<u32> {
+    let digits = name.strip_suffix(".seg")?;
+    if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 #[cfg(test)]
@@ -192,19 +245,23 @@ mod tests {
     #[test]
     fn round_trip_keeps_slots_and_bytes() {
         let mut b = SegmentBuilder::new();
-        assert_eq!(b.push(b"first"), Some(0));
-        assert_eq!(b.push(b""), Some(1));
-        assert_eq!(b.push(b"third"), Some(2));
+        assert_eq!(b.push(b"first", None), Some(0));
+        assert_eq!(b.push(b"", Some(&[7; 32])), Some(1));
+        assert_eq!(b.push(b"third", None), Some(2));
         assert_eq!(b.get(2), Some(&b"third"[..]));
         let bytes = b.into_bytes();
-        let all: Vec<(u32, Vec<u8>)> = entries(&bytes)
+        let all: Vec<(u32, Vec<u8>, bool)> = entries(&bytes)
             .unwrap()
-            .map(|e| e.map(|(s, r)| (s, r.to_vec())))
+            .map(|e| e.map(|e| (e.slot, e.record.to_vec(), e.replaces == Some(&[7; 32]))))
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(
             all,
-            vec![(0, b"first".to_vec()), (1, vec![]), (2, b"third".to_vec())]
+            vec![
+                (0, b"first".to_vec(), false),
+                (1, vec![], true),
+                (2, b"third".to_vec(), false)
+            ]
         );
         assert_eq!(find(&bytes, 2).unwrap(), Some(&b"third"[..]));
         assert_eq!(find(&bytes, 3).unwrap(), None);
@@ -222,14 +279,15 @@ mod tests {
         assert!(entries(&[]).is_err());
         assert!(entries(&[9]).is_err());
         let mut b = SegmentBuilder::new();
-        b.push(b"abcdef");
+        b.push(b"abcdef", Some(&[1; 32]));
         let bytes = b.into_bytes();
         // A lone version byte is a valid empty segment; every other cut is not.
         for cut in 2..bytes.len() {
             let r: Result<Vec<_>, _> = entries(&bytes[..cut]).unwrap().collect();
             assert!(r.is_err(), "cut at {cut}");
         }
-        assert_eq!(segment_id(&segment_key(77)).unwrap(), 77);
-        assert!(segment_id(&[1, 2]).is_err());
+        assert_eq!(parse_file_name(&file_name(77)), Some(77));
+        assert_eq!(parse_file_name("0000000077.seg.tmp"), None);
+        assert_eq!(parse_file_name("77.seg"), None);
     }
 }

@@ -5,20 +5,22 @@
 //!
 //! | tree       | key                              | value |
 //! |------------|----------------------------------|-------|
-//! | `segments` | big-endian segment id            | records packed by [`crate::segment`] |
 //! | `outbox`   | big-endian sequence number       | encoded `lacnet.common.v1.Submission` |
 //! | `dead`     | big-endian sequence number       | reason length (u32 LE) ‖ reason ‖ encoded submission |
 //! | `meta`     | see the `META_*` constants       | schema version, key ids written, dirty periods, last submission per period, push status |
 //!
+//! The records themselves are in segment files beside the sled database
+//! (`segments/`, see [`crate::segment`]).
+//!
 //! Every write is a job on one writer thread ([`lacnet_store::Committer`]),
 //! which also owns the write side of the in-memory [`Index`]; readers take
 //! the index's read lock. A job that must be durable is answered only after
-//! its group's flush. Each ingest job writes its records as one new segment,
-//! together with the rewrites of older segments it made obsolete, in one
-//! atomic sled batch, so a crash never leaves a record both re-keyed and
-//! still present under its old key.
+//! its group's segment files are synced and sled is flushed. New segments
+//! are made durable before any older segment they obsolete is rewritten or
+//! deleted, and a re-keyed record names the pseudonym it replaced, so a
+//! crash between the two never loses a record or leaves it twice.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -70,6 +72,7 @@ impl std::fmt::Debug for Store {
 
 struct StoreInner {
     dir: PathBuf,
+    segments: SegmentDir,
     trees: Trees,
     index: Arc<RwLock<Index>>,
     committer: Committer<Writer>,
@@ -77,7 +80,6 @@ struct StoreInner {
 
 #[derive(Clone)]
 struct Trees {
-    segments: Tree,
     outbox: Tree,
     dead: Tree,
     meta: Tree,
@@ -88,7 +90,103 @@ pub struct Writer {
     db: sled::Db,
     trees: Trees,
     index: Arc<RwLock<Index>>,
+    segments: SegmentDir,
     next_segment: u32,
+    /// Segment files to write at the end of the group (`None` deletes).
+    pending: BTreeMap<u32, Option<Vec<u8>>>,
+    /// Of those, the ones holding records written in this group: they must
+    /// be on disk before any rewrite of an older segment.
+    fresh: BTreeSet<u32>,
+    /// Files renamed into place but not yet synced (a deferred group's).
+    unsynced: BTreeSet<u32>,
+}
+
+/// The `segments/` directory.
+#[derive(Debug, Clone)]
+struct SegmentDir(PathBuf);
+
+impl SegmentDir {
+    fn path(&self, seg: u32) -> PathBuf {
+        self.0.join(segment::file_name(seg))
+    }
+
+    /// A segment's bytes; `None` if it has no file (deleted by compaction).
+    fn read(&self, seg: u32) -> Result<Option<Vec<u8>>, AgentError> {
+        match std::fs::read(self.path(seg)) {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("cannot read a segment", &e)),
+        }
+    }
+
+    /// Every segment id, ascending. With `clean` (at start-up, before the
+    /// writer runs), also removes the temporary files a crash left.
+    fn list(&self, clean: bool) -> Result<Vec<u32>, AgentError> {
+        let mut ids = Vec::new();
+        let entries =
+            std::fs::read_dir(&self.0).map_err(|e| self.error("cannot list segments", &e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| self.error("cannot list segments", &e))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if let Some(id) = segment::parse_file_name(&name) {
+                ids.push(id);
+            } else if clean && name.ends_with(".tmp") {
+                // A write cut short by a crash: never renamed, never acknowledged.
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    /// Writes a segment whole under a temporary name and renames it into place.
+    fn write(&self, seg: u32, bytes: &[u8], sync: bool) -> Result<(), AgentError> {
+        use std::io::Write;
+        let tmp = self.0.join(format!("{}.tmp", segment::file_name(seg)));
+        let mut f =
+            std::fs::File::create(&tmp).map_err(|e| self.error("cannot write a segment", &e))?;
+        f.write_all(bytes)
+            .map_err(|e| self.error("cannot write a segment", &e))?;
+        if sync {
+            f.sync_all()
+                .map_err(|e| self.error("cannot sync a segment", &e))?;
+        }
+        std::fs::rename(&tmp, self.path(seg))
+            .map_err(|e| self.error("cannot rename a segment into place", &e))
+    }
+
+    fn remove(&self, seg: u32) -> Result<(), AgentError> {
+        match std::fs::remove_file(self.path(seg)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("cannot delete a segment", &e)),
+        }
+    }
+
+    fn sync_file(&self, seg: u32) -> Result<(), AgentError> {
+        match std::fs::File::open(self.path(seg)) {
+            Ok(f) => f
+                .sync_all()
+                .map_err(|e| self.error("cannot sync a segment", &e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error("cannot sync a segment", &e)),
+        }
+    }
+
+    /// Makes renames and deletions in the directory durable.
+    fn sync_dir(&self) -> Result<(), AgentError> {
+        std::fs::File::open(&self.0)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| self.error("cannot sync the segment directory", &e))
+    }
+
+    fn error(&self, what: &str, e: &std::io::Error) -> AgentError {
+        AgentError::DataDir {
+            path: self.0.clone(),
+            reason: format!("{what}: {e}"),
+        }
+    }
 }
 
 fn pseudonym_at(bytes: &[u8], at: usize) -> Result<Pseudonym, AgentError> {
@@ -158,7 +256,6 @@ impl Store {
             .open()
             .map_err(|e| at("cannot open the database", e))?;
         let trees = Trees {
-            segments: db.open_tree("segments").map_err(|e| at("segments", e))?,
             outbox: db.open_tree("outbox").map_err(|e| at("outbox", e))?,
             dead: db.open_tree("dead").map_err(|e| at("dead", e))?,
             meta: db.open_tree("meta").map_err(|e| at("meta", e))?,
@@ -171,7 +268,7 @@ impl Store {
                 db.flush().map_err(|e| at("cannot write", e))?;
             }
             Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() => migrate_v1(&db, &trees)?,
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {}
             Some(_) => {
                 return Err(AgentError::DataDir {
                     path: dir.to_path_buf(),
@@ -181,20 +278,35 @@ impl Store {
                 });
             }
         }
-        let (index, next_segment) = rebuild(&trees.segments)?;
+        let segments = SegmentDir(dir.join("segments"));
+        std::fs::create_dir_all(&segments.0).map_err(|e| AgentError::DataDir {
+            path: segments.0.clone(),
+            reason: format!("cannot create the segment directory: {e}"),
+        })?;
+        if trees.meta.get(META_SCHEMA)?.as_deref() == Some(&1u32.to_be_bytes()[..]) {
+            migrate_v1(&db, &trees, &segments)?;
+        }
+        let (index, next_segment) = rebuild(&segments)?;
         let index = Arc::new(RwLock::new(index));
         let writer = Writer {
             db: db.clone(),
             trees: trees.clone(),
             index: index.clone(),
+            segments: segments.clone(),
             next_segment,
+            pending: BTreeMap::new(),
+            fresh: BTreeSet::new(),
+            unsynced: BTreeSet::new(),
         };
-        let committer = Committer::start(
+        let committer = Committer::start_with_persist(
             "agent-store",
             db,
             writer,
             lacnet_store::DEFAULT_MAX_GROUP,
             observer,
+            Some(Box::new(|w: &mut Writer, sync| {
+                w.persist(sync).map_err(|e| e.to_string())
+            })),
         )
         .map_err(|e| AgentError::DataDir {
             path: dir.to_path_buf(),
@@ -203,6 +315,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(StoreInner {
                 dir: dir.to_path_buf(),
+                segments,
                 trees,
                 index,
                 committer,
@@ -283,10 +396,14 @@ impl Store {
     /// concurrent change marks its periods dirty again, so a publisher
     /// scanning here catches up on its next run.
     pub fn records(&self) -> Records<'_> {
+        let (ids, error) = match self.inner.segments.list(false) {
+            Ok(ids) => (ids, None),
+            Err(e) => (Vec::new(), Some(e)),
+        };
         Records {
             store: self,
-            segments: self.inner.trees.segments.iter(),
-            ready: VecDeque::new(),
+            segments: ids.into_iter(),
+            ready: error.map(Err).into_iter().collect(),
         }
     }
 
@@ -508,7 +625,7 @@ fn last_submission(meta: &Tree, period: Period) -> Result<Option<pb::Submission>
 /// Decoded records, a segment at a time.
 pub struct Records<'a> {
     store: &'a Store,
-    segments: sled::Iter,
+    segments: std::vec::IntoIter<u32>,
     ready: VecDeque<Result<PseudonymRecord, AgentError>>,
 }
 
@@ -520,11 +637,8 @@ impl Iterator for Records<'_> {
             if let Some(r) = self.ready.pop_front() {
                 return Some(r);
             }
-            let (k, v) = match self.segments.next()? {
-                Ok(kv) => kv,
-                Err(e) => return Some(Err(e.into())),
-            };
-            if let Err(e) = self.load(&k, &v) {
+            let seg = self.segments.next()?;
+            if let Err(e) = self.load(seg) {
                 return Some(Err(e));
             }
         }
@@ -532,13 +646,16 @@ impl Iterator for Records<'_> {
 }
 
 impl Records<'_> {
-    fn load(&mut self, key: &[u8], bytes: &[u8]) -> Result<(), AgentError> {
-        let seg = segment::segment_id(key)?;
+    fn load(&mut self, seg: u32) -> Result<(), AgentError> {
+        // Deleted by a compaction since the listing: its live records moved on.
+        let Some(bytes) = self.store.inner.segments.read(seg)? else {
+            return Ok(());
+        };
         let index = self.store.index();
-        for e in segment::entries(bytes)? {
-            let (slot, record) = e?;
-            if index.is_live(&record_key(record)?, Loc { seg, slot }) {
-                self.ready.push_back(decode_record(record));
+        for e in segment::entries(&bytes)? {
+            let e = e?;
+            if index.is_live(&record_key(e.record)?, Loc { seg, slot: e.slot }) {
+                self.ready.push_back(decode_record(e.record));
             }
         }
         Ok(())
@@ -546,20 +663,27 @@ impl Records<'_> {
 }
 
 /// Rebuilds the index from every segment, oldest first: a later copy of a
-/// record supersedes an earlier one.
-fn rebuild(segments: &Tree) -> Result<(Index, u32), AgentError> {
+/// record supersedes an earlier one, and a re-keyed copy removes the one it replaced.
+fn rebuild(segments: &SegmentDir) -> Result<(Index, u32), AgentError> {
     let mut index = Index::new();
     let mut next = 0u32;
-    for kv in segments.iter() {
-        let (k, v) = kv?;
-        let seg = segment::segment_id(&k)?;
+    for seg in segments.list(true)? {
+        let Some(bytes) = segments.read(seg)? else {
+            continue;
+        };
         let mut stored = 0;
-        for e in segment::entries(&v)? {
-            let (slot, bytes) = e?;
+        for e in segment::entries(&bytes)? {
+            let e = e?;
             stored += 1;
-            let r = decode_record(bytes)?;
-            let loc = Loc { seg, slot };
-            let meta = RecordMeta::of(&r, bytes);
+            let r = decode_record(e.record)?;
+            if let Some(old) = e.replaces {
+                let old = Pseudonym(*old);
+                if let Some(id) = index.get(&old) {
+                    index.remove(id, &old);
+                }
+            }
+            let loc = Loc { seg, slot: e.slot };
+            let meta = RecordMeta::of(&r, e.record);
             match index.get(&r.record) {
                 Some(id) => index.relocate(id, &r.person, loc, meta),
                 None => {
@@ -575,29 +699,24 @@ fn rebuild(segments: &Tree) -> Result<(Index, u32), AgentError> {
     Ok((index, next))
 }
 
-/// Moves a schema-1 store (one sled key per record) into segments, in one pass.
-fn migrate_v1(db: &sled::Db, trees: &Trees) -> Result<(), AgentError> {
+/// Moves a schema-1 store (one sled key per record) into segment files.
+fn migrate_v1(db: &sled::Db, trees: &Trees, segments: &SegmentDir) -> Result<(), AgentError> {
     let old = db.open_tree("records")?;
     let mut seg = 0u32;
     let mut b = SegmentBuilder::new();
     for v in old.iter().values() {
         let v = v?;
         decode_record(&v)?;
-        if b.push(&v).is_none() {
-            trees.segments.insert(
-                segment::segment_key(seg),
-                std::mem::take(&mut b).into_bytes(),
-            )?;
+        if b.push(&v, None).is_none() {
+            segments.write(seg, &std::mem::take(&mut b).into_bytes(), true)?;
             seg += 1;
-            b.push(&v);
+            b.push(&v, None);
         }
     }
     if !b.is_empty() {
-        trees
-            .segments
-            .insert(segment::segment_key(seg), b.into_bytes())?;
+        segments.write(seg, &b.into_bytes(), true)?;
     }
-    db.flush()?;
+    segments.sync_dir()?;
     trees
         .meta
         .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
@@ -618,7 +737,7 @@ pub struct SegmentWrite {
     /// Older segments in which this job left dead entries.
     touched: BTreeSet<u32>,
     /// Segments this job read, by id (an update reads few; a re-key, its old ones).
-    cache: HashMap<u32, sled::IVec>,
+    cache: HashMap<u32, Vec<u8>>,
     meta: Batch,
     meta_empty: bool,
 }
@@ -649,11 +768,11 @@ impl Writer {
                 .index_mut()
                 .segment(last)
                 .is_some_and(|s| s.stored < SMALL_SEGMENT);
-            if small && let Some(bytes) = self.trees.segments.get(segment::segment_key(last))? {
+            if small && let Some(bytes) = self.segment_bytes(last)? {
                 let mut b = SegmentBuilder::new();
                 for e in segment::entries(&bytes)? {
-                    let (slot, record) = e?;
-                    b.put(slot, record);
+                    let e = e?;
+                    b.put(e.slot, e.record);
                 }
                 b.continue_after_last();
                 sw.seg = last;
@@ -672,13 +791,11 @@ impl Writer {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| AgentError::Corrupt("a slot missing from the open segment".into()));
         }
-        if let std::collections::hash_map::Entry::Vacant(e) = sw.cache.entry(loc.seg) {
+        if !sw.cache.contains_key(&loc.seg) {
             let bytes = self
-                .trees
-                .segments
-                .get(segment::segment_key(loc.seg))?
+                .segment_bytes(loc.seg)?
                 .ok_or_else(|| AgentError::Corrupt(format!("segment {} is missing", loc.seg)))?;
-            e.insert(bytes);
+            sw.cache.insert(loc.seg, bytes);
         }
         let bytes = &sw.cache[&loc.seg];
         segment::find(bytes, loc.slot)?
@@ -686,77 +803,116 @@ impl Writer {
             .ok_or_else(|| AgentError::Corrupt(format!("slot {} of segment {}", loc.slot, loc.seg)))
     }
 
-    /// Applies `sw`: meta first (extra dirty marks are harmless), then the
-    /// new segment with every rewrite it needs, atomically. Returns whether
-    /// anything was written.
+    /// A segment's current bytes: written earlier in this group, or on disk.
+    fn segment_bytes(&self, seg: u32) -> Result<Option<Vec<u8>>, AgentError> {
+        match self.pending.get(&seg) {
+            Some(p) => Ok(p.clone()),
+            None => self.segments.read(seg),
+        }
+    }
+
+    /// Applies `sw`: meta first (extra dirty marks are harmless), then queues
+    /// the new segment and every rewrite it needs for the end of the group
+    /// ([`Writer::persist`]). Returns whether anything was written.
     pub fn commit(&mut self, mut sw: SegmentWrite) -> Result<bool, AgentError> {
         let wrote_meta = !sw.meta_empty;
         if wrote_meta {
             self.trees.meta.apply_batch(std::mem::take(&mut sw.meta))?;
         }
-        let mut batch = Batch::default();
         let mut wrote = false;
-        if sw.builder.has_new() {
-            self.next_segment = sw
-                .seg
-                .checked_add(1)
-                .ok_or_else(|| AgentError::Corrupt("segment ids exhausted".into()))?;
+        let has_new = sw.builder.has_new();
+        if has_new {
+            self.next_segment = self.next_segment.max(
+                sw.seg
+                    .checked_add(1)
+                    .ok_or_else(|| AgentError::Corrupt("segment ids exhausted".into()))?,
+            );
+            self.fresh.insert(sw.seg);
         }
-        {
-            let mut index = self.index_mut();
-            if sw.builder.has_new() {
-                index.add_segment(sw.seg, sw.builder.len() as u32);
-                sw.must_compact.insert(sw.seg);
+        let index_lock = self.index.clone();
+        let mut index = index_lock.write().unwrap_or_else(|e| e.into_inner());
+        if has_new {
+            index.add_segment(sw.seg, sw.builder.len() as u32);
+            sw.must_compact.insert(sw.seg);
+        }
+        // Segments now mostly dead are rewritten too: bounded space, and
+        // each entry is copied a bounded number of times.
+        for seg in std::mem::take(&mut sw.touched) {
+            if let Some(s) = index.segment(seg)
+                && f64::from(s.stored - s.live) >= COMPACT_DEAD_SHARE * f64::from(s.stored)
+            {
+                sw.must_compact.insert(seg);
             }
-            // Segments now mostly dead are rewritten too: bounded space, and
-            // each entry is copied a bounded number of times.
-            for seg in std::mem::take(&mut sw.touched) {
-                if let Some(s) = index.segment(seg)
-                    && f64::from(s.stored - s.live) >= COMPACT_DEAD_SHARE * f64::from(s.stored)
-                {
-                    sw.must_compact.insert(seg);
-                }
-            }
-            let new_seg = sw.seg;
-            let mut fresh = Some(std::mem::take(&mut sw.builder));
-            for seg in std::mem::take(&mut sw.must_compact) {
-                let key = segment::segment_key(seg);
-                let live = match index.segment(seg) {
-                    Some(s) => s.live,
-                    None => 0,
+        }
+        let new_seg = sw.seg;
+        let mut fresh = Some(std::mem::take(&mut sw.builder));
+        for seg in std::mem::take(&mut sw.must_compact) {
+            let live = index.segment(seg).map_or(0, |s| s.live);
+            let (bytes, all_live) = if seg == new_seg {
+                let b = fresh.take().unwrap_or_default();
+                let all_live = live == b.len() as u32;
+                (Some(b.into_bytes()), all_live)
+            } else {
+                let bytes = match sw.cache.remove(&seg) {
+                    Some(v) => Some(v),
+                    None => self.segment_bytes(seg)?,
                 };
-                if seg == new_seg {
-                    let b = fresh.take().unwrap_or_default();
-                    if live == 0 {
-                        // It may have been reopened from disk: it must go there too.
-                        batch.remove(&key[..]);
-                    } else if live == b.len() as u32 {
-                        batch.insert(&key[..], b.into_bytes());
-                    } else {
-                        batch.insert(&key[..], keep_live(&index, seg, &b.into_bytes())?);
-                    }
-                } else {
-                    let old = match sw.cache.remove(&seg) {
-                        Some(v) => v,
-                        None => match self.trees.segments.get(key)? {
-                            Some(v) => v,
-                            None => continue,
-                        },
-                    };
-                    if live == 0 {
-                        batch.remove(&key[..]);
-                    } else {
-                        batch.insert(&key[..], keep_live(&index, seg, &old)?);
-                    }
-                }
-                index.compacted(seg);
-                wrote = true;
-            }
-        }
-        if wrote {
-            self.trees.segments.apply_batch(batch)?;
+                (bytes, false)
+            };
+            let Some(bytes) = bytes else { continue };
+            let rewritten = if live == 0 {
+                None
+            } else if all_live {
+                Some(bytes)
+            } else {
+                Some(keep_live(&index, seg, &bytes)?)
+            };
+            self.pending.insert(seg, rewritten);
+            index.compacted(seg);
+            wrote = true;
         }
         Ok(wrote || wrote_meta)
+    }
+
+    /// Writes the group's segment files: those with new records first (and,
+    /// if anything older is rewritten after them, synced before it), then the
+    /// rewrites and deletions. With `sync`, everything written since the last
+    /// sync is synced, so the group's callers can be acknowledged.
+    pub fn persist(&mut self, sync: bool) -> Result<(), AgentError> {
+        if self.pending.is_empty() && !(sync && !self.unsynced.is_empty()) {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let fresh = std::mem::take(&mut self.fresh);
+        let (new, old): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(seg, _)| fresh.contains(seg));
+        let sync_new = sync || !old.is_empty();
+        for (seg, bytes) in &new {
+            match bytes {
+                Some(b) => self.segments.write(*seg, b, sync_new)?,
+                None => self.segments.remove(*seg)?,
+            }
+            if !sync_new {
+                self.unsynced.insert(*seg);
+            }
+        }
+        if sync_new {
+            for seg in std::mem::take(&mut self.unsynced) {
+                self.segments.sync_file(seg)?;
+            }
+            self.segments.sync_dir()?;
+        }
+        if !old.is_empty() {
+            for (seg, bytes) in &old {
+                match bytes {
+                    Some(b) => self.segments.write(*seg, b, true)?,
+                    None => self.segments.remove(*seg)?,
+                }
+            }
+            self.segments.sync_dir()?;
+        }
+        Ok(())
     }
 
     fn remove_from_outbox(
@@ -794,6 +950,15 @@ impl Writer {
     /// The last submission enqueued for a period.
     pub fn last_submission(&self, period: Period) -> Result<Option<pb::Submission>, AgentError> {
         last_submission(&self.trees.meta, period)
+    }
+
+    /// Marks a period for re-aggregation.
+    pub fn mark_dirty(&self, period: Period, generation: u64) -> Result<(), AgentError> {
+        self.trees.meta.insert(
+            format!("{META_DIRTY_PREFIX}{period}").as_bytes(),
+            &generation.to_be_bytes()[..],
+        )?;
+        Ok(())
     }
 
     /// Clears a dirty mark, unless it was set again (a newer generation) meanwhile.
@@ -839,23 +1004,27 @@ impl Writer {
 fn keep_live(index: &Index, seg: u32, bytes: &[u8]) -> Result<Vec<u8>, AgentError> {
     let mut b = SegmentBuilder::new();
     for e in segment::entries(bytes)? {
-        let (slot, record) = e?;
-        if index.is_live(&record_key(record)?, Loc { seg, slot }) {
-            b.put(slot, record);
+        let e = e?;
+        if index.is_live(&record_key(e.record)?, Loc { seg, slot: e.slot }) {
+            b.put(e.slot, e.record);
         }
     }
     Ok(b.into_bytes())
 }
 
 impl SegmentWrite {
-    /// Appends a record's new copy; returns where it now lives.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Loc, AgentError> {
-        let slot = self.builder.push(bytes).ok_or_else(|| {
-            AgentError::invalid(
-                "records",
-                format!("at most {} records per write", segment::MAX_SEGMENT_RECORDS),
-            )
-        })?;
+    /// Appends a record's new copy; returns where it now lives. `replaces`
+    /// is its record pseudonym under an older key, when it is re-keyed.
+    pub fn push(&mut self, bytes: &[u8], replaces: Option<&Pseudonym>) -> Result<Loc, AgentError> {
+        let slot = self
+            .builder
+            .push(bytes, replaces.map(|p| &p.0))
+            .ok_or_else(|| {
+                AgentError::invalid(
+                    "records",
+                    format!("at most {} records per write", segment::MAX_SEGMENT_RECORDS),
+                )
+            })?;
         Ok(Loc {
             seg: self.seg,
             slot,

@@ -77,10 +77,21 @@ pub type Observer = Arc<dyn Fn(&'static str, Duration, bool) + Send + Sync>;
 type Completion = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
 type Job<S> = Box<dyn FnOnce(&mut S) -> (Durability, Completion) + Send>;
 
+/// Runs once per group, after its jobs and before sled's flush, with
+/// whether the group must be durable: where a state that keeps data outside
+/// sled (files) writes, and when asked, syncs it.
+pub type Persist<S> = Box<dyn FnMut(&mut S, bool) -> Result<(), String> + Send>;
+
+/// A flush that has not returned after this long is a failed disk: sled
+/// 0.34 can block for ever when its log cannot grow.
+pub const FLUSH_WATCHDOG: Duration = Duration::from_secs(30);
+
 struct Shared {
     health: AtomicU8,
     failure: Mutex<Option<String>>,
     failed: Notify,
+    /// When the flush in progress started, if one is.
+    flushing_since: Mutex<Option<Instant>>,
 }
 
 /// A single writer thread that owns the write state `S` (typically the sled
@@ -110,16 +121,50 @@ impl<S: Send + 'static> Committer<S> {
         max_group: usize,
         observer: Option<Observer>,
     ) -> std::io::Result<Committer<S>> {
+        Committer::start_with_persist(name, db, state, max_group, observer, None)
+    }
+
+    /// [`Committer::start`], with a [`Persist`] step run once per group.
+    pub fn start_with_persist(
+        name: &str,
+        db: sled::Db,
+        state: S,
+        max_group: usize,
+        observer: Option<Observer>,
+        persist: Option<Persist<S>>,
+    ) -> std::io::Result<Committer<S>> {
         let (tx, rx) = sync_channel::<Job<S>>(QUEUE_DEPTH);
         let shared = Arc::new(Shared {
             health: AtomicU8::new(0),
             failure: Mutex::new(None),
             failed: Notify::new(),
+            flushing_since: Mutex::new(None),
         });
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-writer"))
-            .spawn(move || writer_loop(rx, db, state, max_group.max(1), &thread_shared))?;
+            .spawn(move || writer_loop(rx, db, state, max_group.max(1), persist, &thread_shared))?;
+        let watched = Arc::downgrade(&shared);
+        std::thread::Builder::new()
+            .name(format!("{name}-watchdog"))
+            .spawn(move || {
+                // Ends when the committer (and with it `shared`) is gone.
+                while let Some(shared) = watched.upgrade() {
+                    let since = shared.flushing_since.lock().map(|g| *g).unwrap_or(None);
+                    if since.is_some_and(|t| t.elapsed() > FLUSH_WATCHDOG) {
+                        fail(
+                            &shared,
+                            &format!(
+                                "a flush has not finished in {} s: the disk is full or not responding",
+                                FLUSH_WATCHDOG.as_secs()
+                            ),
+                        );
+                        return;
+                    }
+                    drop(shared);
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            })?;
         Ok(Committer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -263,7 +308,9 @@ impl<S: Send + 'static> Committer<S> {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
+        // A writer stuck on a failed disk may never return.
         if let Some(h) = handle
+            && self.shared.health.load(Ordering::Acquire) == 0
             && h.join().is_err()
         {
             tracing::error!("the store's writer thread panicked");
@@ -281,7 +328,11 @@ impl<S> Drop for Committer<S> {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
-        if let Some(h) = handle {
+        // A writer stuck on a failed disk may never return: leave it to the
+        // process's exit rather than hang the shutdown.
+        if let Some(h) = handle
+            && self.shared.health.load(Ordering::Acquire) == 0
+        {
             let _ = h.join();
         }
     }
@@ -292,6 +343,7 @@ fn writer_loop<S>(
     db: sled::Db,
     mut state: S,
     max_group: usize,
+    mut persist: Option<Persist<S>>,
     shared: &Shared,
 ) {
     let mut pending: Vec<(Durability, Completion)> = Vec::with_capacity(max_group);
@@ -312,14 +364,21 @@ fn writer_loop<S>(
                     .map(|g| g.clone().unwrap_or_default())
                     .unwrap_or_default(),
             ))
-        } else if must_flush {
-            db.flush().map(|_| ()).map_err(|e| {
-                let reason = e.to_string();
+        } else {
+            set_flushing(shared, Some(Instant::now()));
+            let persisted = match persist.as_mut() {
+                Some(p) => p(&mut state, must_flush),
+                None => Ok(()),
+            };
+            let flushed = match persisted {
+                Ok(()) if must_flush => db.flush().map(|_| ()).map_err(|e| e.to_string()),
+                other => other,
+            };
+            set_flushing(shared, None);
+            flushed.map_err(|reason| {
                 fail(shared, &reason);
                 CommitError::Io(reason)
             })
-        } else {
-            Ok(())
         };
         for (_, done) in pending.drain(..) {
             done(flushed.clone());
@@ -327,10 +386,21 @@ fn writer_loop<S>(
     }
     // The senders are gone: make everything that ran durable before the state
     // (and with it the sled lock) is dropped.
-    if shared.health.load(Ordering::Acquire) == 0
-        && let Err(e) = db.flush()
-    {
-        fail(shared, &e.to_string());
+    if shared.health.load(Ordering::Acquire) == 0 {
+        let persisted = match persist.as_mut() {
+            Some(p) => p(&mut state, true),
+            None => Ok(()),
+        };
+        if let Err(e) = persisted.and_then(|()| db.flush().map(|_| ()).map_err(|e| e.to_string())) {
+            fail(shared, &e);
+        }
+    }
+}
+
+fn set_flushing(shared: &Shared, since: Option<Instant>) {
+    match shared.flushing_since.lock() {
+        Ok(mut g) => *g = since,
+        Err(p) => *p.into_inner() = since,
     }
 }
 

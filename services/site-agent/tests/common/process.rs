@@ -129,6 +129,14 @@ impl AgentProcess {
 
 impl Drop for AgentProcess {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The agent's own account of a failed test.
+            for line in self.logs.lock().map(|l| l.clone()).unwrap_or_default() {
+                if line.contains("\"ERROR\"") || line.contains("\"WARN\"") {
+                    eprintln!("agent: {line}");
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
