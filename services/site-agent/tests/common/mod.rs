@@ -388,7 +388,7 @@ impl TestHub {
             .iter()
             .flat_map(|row| row.sites.iter())
             .find(|s| s.site_code == THURROCK)
-            .map(|s| (s.revision, s.value.clone().unwrap_or_default()))
+            .map(|s| (s.revision, s.value.unwrap_or_default()))
     }
 
     /// Stops serving (draining, flushing) and hands back the hub.
@@ -404,7 +404,7 @@ pub fn count_of(sub: &pb::Submission, metric: &str) -> pb::Count {
     sub.cells
         .iter()
         .find(|c| c.metric == metric)
-        .and_then(|c| c.count.clone())
+        .and_then(|c| c.count)
         .unwrap_or_else(|| panic!("no cell {metric}"))
 }
 
