@@ -20,6 +20,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        // Our codec: a request that does not decode is INVALID_ARGUMENT, not INTERNAL.
+        .codec_path("crate::codec::LacnetCodec")
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;

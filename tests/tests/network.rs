@@ -622,7 +622,8 @@ async fn two_councils_and_the_hub_end_to_end() {
         != disclosure::apply(&truth(&derby_now, Q2), &policy);
     let key = |p: &str| (DERBY.to_owned(), p.to_owned());
     assert_eq!(after[&key(Q2)] > before[&key(Q2)], q2_changed);
-    assert_eq!(after[&key(Q3)], before[&key(Q3)] + 1);
+    // Revisions are clock-based (Unix ms): higher, not necessarily by one.
+    assert!(after[&key(Q3)] > before[&key(Q3)]);
     let stored_after = hub.hub.revisions(DERBY, q3).unwrap();
     assert_eq!(stored_after.len(), stored_q3.len() + 1);
     assert_eq!(hub.hub.current_revision(DERBY, q3), Some(after[&key(Q3)]));

@@ -3,12 +3,17 @@
 //!
 //! 1. identity (mTLS certificate → `Peer`) and role: a site, submitting as itself;
 //! 2. the site is in the registry, and its code was still in use for the period;
-//! 3. the period is well-formed and not in the future;
+//! 3. the period is well-formed and not in the future, and the revision is
+//!    one an honest agent could send ([`check_revision`]);
 //! 4. the cells: every catalogue metric exactly once, no unknown ids, every count set;
 //! 5. the digest, recomputed with `lacnet_core::submission::digest`;
 //! 6. the site's policy is valid and at least as strict as the network's;
 //! 7. disclosure control (`check_policy`, defence in depth), then consistency;
-//! 8. storage: duplicate, new latest revision, or a late older revision kept aside.
+//! 8. storage: duplicate, new latest revision, or a late older revision kept
+//!    aside. Content that matches a stored revision while another revision
+//!    with other content is current is answered SUPERSEDED, not DUPLICATE, so
+//!    an agent restored from a backup learns that its figures are not the
+//!    ones reported and re-sends them above `current_revision`.
 //!
 //! Every outcome, accepted or refused, goes to the audit log and the metrics.
 
@@ -48,6 +53,47 @@ pub(crate) fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How far ahead of the hub's clock a revision may be, in milliseconds: one
+/// day. Agents number revisions with their own clock in milliseconds, so an
+/// honest revision is at most "now" plus the agents' clock skew. A revision
+/// far beyond that (2^64 − 1, say) would stay the highest for good, and the
+/// period could never be corrected again.
+pub const MAX_REVISION_SKEW_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Refuses a revision no honest agent could send: 0 (the proto default, so
+/// an unset field), or more than [`MAX_REVISION_SKEW_MS`] ahead of `now_ms`.
+///
+/// There is deliberately no other lower bound: agents before time-based
+/// revisions counted 1, 2, 3, and their figures must still be accepted. A low
+/// revision can never freeze a period, since any later one outranks it.
+pub fn check_revision(revision: u64, now_ms: u64) -> Result<(), HubError> {
+    if revision == 0 {
+        return Err(HubError::invalid(
+            "submission.revision",
+            "is required (revisions start at 1)",
+        ));
+    }
+    let limit = now_ms.saturating_add(MAX_REVISION_SKEW_MS);
+    if revision > limit {
+        return Err(HubError::invalid(
+            "submission.revision",
+            format!(
+                "{revision} is more than one day ahead of the hub's clock (now {now_ms} ms since \
+                 the Unix epoch); revisions are Unix milliseconds, and one this far ahead would \
+                 freeze the period for good"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A peer for logs and the audit log, or `unknown` when the certificate named none.
@@ -129,6 +175,7 @@ impl Hub {
                 format!("{} is not a site in the network registry", sub.site_code),
             )
         })?;
+        check_revision(sub.revision, now_unix_ms())?;
         let period = period_from_proto(sub.period.as_ref(), "submission.period")?;
         described.period = Some(period.to_string());
         let today = Date::from_unix_seconds(now_unix());
@@ -199,6 +246,17 @@ impl Hub {
         self.flush().await?;
         let status = match receipt.outcome {
             StoreOutcome::New => ReceiptStatus::New,
+            StoreOutcome::Duplicate
+                if self.other_content_is_current(
+                    &site.code,
+                    period,
+                    sub.revision,
+                    &digest,
+                    receipt.current_revision,
+                )? =>
+            {
+                ReceiptStatus::Superseded
+            }
             StoreOutcome::Duplicate => ReceiptStatus::Duplicate,
             StoreOutcome::Superseded => ReceiptStatus::Superseded,
         };
@@ -211,6 +269,27 @@ impl Hub {
             current_revision: receipt.current_revision,
             received_at_unix: receipt.received_at_unix,
         })
+    }
+
+    /// Whether a DUPLICATE of `revision` leaves a revision with other content
+    /// current (an agent re-sending what it had before a newer revision
+    /// reached the hub, e.g. after a restore from backup). Reads one stored
+    /// revision, only on that rare path.
+    fn other_content_is_current(
+        &self,
+        site: &str,
+        period: lacnet_core::Period,
+        revision: u64,
+        digest: &str,
+        current_revision: u64,
+    ) -> Result<bool, HubError> {
+        if current_revision == revision {
+            return Ok(false);
+        }
+        Ok(self
+            .store()
+            .submission(site, period, current_revision)?
+            .is_some_and(|current| current.digest != digest))
     }
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
@@ -351,6 +430,21 @@ mod tests {
                 count: Some(count_to_proto(Count::Value(0))),
             })
             .collect()
+    }
+
+    #[test]
+    fn revisions_must_be_set_and_not_far_in_the_future() {
+        let now = 1_750_000_000_000;
+        for ok in [1, 2, 3, now, now + MAX_REVISION_SKEW_MS] {
+            assert!(check_revision(ok, now).is_ok(), "{ok}");
+        }
+        for bad in [0, now + MAX_REVISION_SKEW_MS + 1, u64::MAX] {
+            let e = check_revision(bad, now).unwrap_err();
+            assert_eq!(e.kind(), "invalid_argument", "{bad}");
+            assert!(e.to_string().contains("submission.revision"), "{e}");
+        }
+        // A clock near the end of time neither wraps nor refuses everything.
+        assert!(check_revision(u64::MAX, u64::MAX - 1).is_ok());
     }
 
     #[test]

@@ -1,8 +1,13 @@
-//! Ingest benchmark: 1,000,000 generated records over gRPC with mTLS through
-//! StreamRecords into a fresh store, with durable acknowledgement, against the
-//! real server in this process. Prints records per second, the raw
-//! HMAC-SHA256 rate measured in the same run (one core and all cores), their
-//! ratio, and the process RSS afterwards.
+//! Ingest benchmark, against the real server in this process over gRPC with
+//! mTLS and durable acknowledgements:
+//!
+//! 1. 1,000,000 new records through StreamRecords into a fresh store;
+//! 2. the same records again, each changed, as updates;
+//! 3. 16 concurrent UpsertRecords clients sending batches of 500 new records;
+//!
+//! then the RSS after ingest and after aggregating every period, and, in the
+//! same run, bare sled writes of the same bytes under sequential keys and the
+//! raw HMAC-SHA256 rate, so the figures can be compared as ratios.
 //!
 //! `cargo bench -p lacnet-site-agent --bench ingest` (set `LACNET_BENCH_RECORDS` to change the
 //! count, `LACNET_BENCH_CACHE_MB` the sled page cache of both the agent and the floor).
@@ -66,42 +71,24 @@ fn hmac_rate(n: u64) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-/// The store's floor: the same sled writes a new record costs the agent (one
-/// 32-byte random key with its encoded record in `records`, one 64-byte key in
-/// `persons`, one existence check), with nothing else, then a flush. Measured
-/// in a fresh sled directory with the agent's cache, so the ingest
-/// rate can be read as a share of what sled allows on this machine.
-/// With `with_index` false only the `records` tree is written: the ceiling for
-/// any layout that stores each record under its pseudonym.
-fn sled_floor_rate(n: u64, value_len: usize, cache_bytes: u64, with_index: bool) -> f64 {
+/// Bare sled: the same record bytes inserted under sequential 8-byte keys
+/// into a fresh tree, then one flush; no reads, no index, no network. The
+/// ingest rate is read as a multiple of it, which stays comparable across
+/// days when the machine's absolute speed does not.
+fn sled_sequential_rate(records: &[Vec<u8>], cache_bytes: u64) -> f64 {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::Config::new()
         .path(dir.path())
         .cache_capacity(cache_bytes)
         .open()
         .unwrap();
-    let records = db.open_tree("records").unwrap();
-    let persons = db.open_tree("persons").unwrap();
-    let key = Hmac::<Sha256>::new_from_slice(&[9u8; 32]).unwrap();
-    let value = vec![0x5au8; value_len];
+    let tree = db.open_tree("records").unwrap();
     let started = Instant::now();
-    for i in 0..n {
-        let mut m = key.clone();
-        m.update(&i.to_le_bytes());
-        let r: [u8; 32] = m.finalize().into_bytes().into();
-        let mut m = key.clone();
-        m.update(&(i * 5 / 7).to_be_bytes());
-        let mut pk = [0u8; 64];
-        pk[..32].copy_from_slice(&m.finalize().into_bytes());
-        pk[32..].copy_from_slice(&r);
-        assert!(records.get(r).unwrap().is_none());
-        if with_index {
-            persons.insert(&pk[..], &[][..]).unwrap();
-        }
-        records.insert(&r[..], &value[..]).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        tree.insert((i as u64).to_be_bytes(), r.as_slice()).unwrap();
     }
     db.flush().unwrap();
-    n as f64 / started.elapsed().as_secs_f64()
+    records.len() as f64 / started.elapsed().as_secs_f64()
 }
 
 fn rss_mb() -> f64 {
@@ -167,11 +154,57 @@ async fn main() {
     assert_eq!(summary.accepted, n, "{summary:?}");
     let rate = n as f64 / secs;
 
+    // The same records again, each changed (an outcome added): every one an update.
+    let started = Instant::now();
+    let updated = client
+        .stream_records(tokio_stream::iter((0..n).map(|i| {
+            let mut r = record(i);
+            r.outcomes.push(pb::Outcome::Volunteering as i32);
+            r
+        })))
+        .await
+        .unwrap()
+        .into_inner();
+    let update_rate = n as f64 / started.elapsed().as_secs_f64();
+    assert_eq!(updated.accepted, n, "{updated:?}");
+
+    // 16 concurrent UpsertRecords clients, batches of 500 new records each.
+    const CLIENTS: u64 = 16;
+    const BATCH: u64 = 500;
+    let per_client = (n / 4 / CLIENTS / BATCH).max(1);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let channel = lacnet_tls::connect(&url, &council, "agent.lacnet")
+            .await
+            .unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut client = SiteAgentClient::new(channel);
+            for b in 0..per_client {
+                let base = n + (c * per_client + b) * BATCH;
+                let records = (base..base + BATCH).map(record).collect();
+                let reply = client
+                    .upsert_records(site::UpsertRecordsRequest { records })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(reply.accepted as u64, BATCH);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let upserted = CLIENTS * per_client * BATCH;
+    let upsert_rate = upserted as f64 / started.elapsed().as_secs_f64();
+    let rss_after_all = rss_mb();
+
     let agg_started = Instant::now();
     let enqueued = agent.publish_now().await.unwrap();
     let agg_secs = agg_started.elapsed().as_secs_f64();
     let rss_final = rss_mb();
-
+    let (segments, stored) = agent.store().segment_totals();
+    let records = agent.store().record_count().unwrap();
     let record_len = agent
         .store()
         .records()
@@ -180,11 +213,20 @@ async fn main() {
         .unwrap()
         .encode()
         .len();
+
     stop.cancel();
     task.await.unwrap().unwrap();
     drop(agent);
-    let floor = sled_floor_rate(n, record_len, cache_bytes, true);
-    let records_only = sled_floor_rate(n, record_len, cache_bytes, false);
+    let bytes: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            let r = record(i);
+            let mut b = r.local_case_id.into_bytes();
+            b.resize(record_len, 0x5a);
+            b
+        })
+        .collect();
+    let floor = sled_sequential_rate(&bytes, cache_bytes);
+    drop(bytes);
 
     let one = hmac_rate(2_000_000);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -197,30 +239,29 @@ async fn main() {
     });
     let all = (per * cores as u64) as f64 / all_started.elapsed().as_secs_f64();
 
+    println!("records ingested:        {n} ({} accepted) in {secs:.2} s", summary.accepted);
+    println!("ingest rate: {rate:.0} records/s");
+    println!("update rate: {update_rate:.0} records/s (the same {n} records again, each changed)");
     println!(
-        "records ingested:        {n} ({} accepted) in {secs:.2} s",
-        summary.accepted
+        "upsert rate: {upsert_rate:.0} records/s ({CLIENTS} concurrent UpsertRecords clients, batches of {BATCH}, {upserted} new records)"
     );
-    println!("ingest rate:             {rate:.0} records/s (StreamRecords, mTLS, durable acks)");
+    println!("rss after ingest: {rss_after:.0} MB");
+    println!("rss after aggregation: {rss_final:.0} MB");
+    println!(
+        "  (RSS {rss_before:.0} MB before, {rss_after_all:.0} MB after all three loads; {records} records in {segments} segments holding {stored} entries; sled cache {} MiB; MALLOC_ARENA_MAX={})",
+        cache_bytes >> 20,
+        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
+    );
+    println!("aggregation:             {enqueued} periods recomputed and enqueued in {agg_secs:.2} s");
+    println!(
+        "sled sequential floor: {floor:.0} records/s (bare sled inserts of {}-byte values under sequential keys, one flush); ingest is {:.2}x it",
+        record_len,
+        rate / floor
+    );
     println!("raw HMAC-SHA256:         {one:.0}/s on one core, {all:.0}/s on {cores} cores");
     println!(
         "ingest / HMAC ratio:     {:.3} of one core's raw HMAC rate, {:.3} of all cores'",
         rate / one,
         rate / all
-    );
-    println!(
-        "sled floor:              {floor:.0} records/s (bare sled writes per new record, {record_len}-byte values); ingest is {:.2} of it",
-        rate / floor
-    );
-    println!(
-        "sled, records tree only: {records_only:.0} records/s (its existence check and insert, no person index)"
-    );
-    println!(
-        "aggregation after:       {enqueued} periods recomputed and enqueued in {agg_secs:.2} s"
-    );
-    println!(
-        "RSS:                     {rss_before:.0} MB before, {rss_after:.0} MB after ingest, {rss_final:.0} MB after aggregation (sled cache {} MiB, MALLOC_ARENA_MAX={})",
-        cache_bytes >> 20,
-        std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
     );
 }

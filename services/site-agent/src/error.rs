@@ -65,6 +65,15 @@ pub enum AgentError {
     /// gRPC reflection could not be built.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
+    /// No revision number is left above the last one known for a period
+    /// (it is already 2^64 − 1): the hub would refuse such a revision anyway.
+    #[error("no revision number is left above {last} for {period}")]
+    RevisionExhausted {
+        /// The period, e.g. `2025-Q1`.
+        period: String,
+        /// The highest revision known for it.
+        last: u64,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("internal task failed: {0}")]
     Task(String),

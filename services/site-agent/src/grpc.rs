@@ -367,6 +367,11 @@ impl SiteAgent for SiteAgentService {
         let store = self.agent.store();
         let (last_push_unix, last_push_error) = store.push_status()?;
         let (active_id, active) = o.keys.active();
+        // Dead letters are rare and small (one per refused revision), so
+        // reading them all to find the latest is cheap.
+        let dead = store.dead_letters()?;
+        self.agent.metrics().dead_letters.set(dead.len() as i64);
+        let latest_dead = dead.iter().max_by_key(|d| d.seq);
         Ok(Response::new(AgentStatus {
             site_code: o.site_code.clone(),
             record_count: store.record_count()?,
@@ -378,6 +383,12 @@ impl SiteAgent for SiteAgentService {
             policy: Some(policy_to_proto(&o.policy)),
             granularity: o.granularity.code(),
             active_key_fingerprint: active.fingerprint(),
+            dead_letters: dead.len() as u64,
+            last_dead_letter_reason: latest_dead.map(|d| d.reason.clone()).unwrap_or_default(),
+            last_dead_letter_period: latest_dead
+                .and_then(|d| period_from_proto(d.submission.period.as_ref(), "period").ok())
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
         }))
     }
 }

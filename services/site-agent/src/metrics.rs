@@ -62,6 +62,8 @@ pub struct AgentMetrics {
     pub dead_letters: Gauge,
     /// Push attempts to the hub.
     pub push_attempts: Counter,
+    /// Submissions re-issued above the hub's current revision.
+    pub reissued: Counter,
     /// Push attempts that failed.
     pub push_failures: Counter,
     /// Time to ingest one call or stream chunk, durable write included.
@@ -104,6 +106,10 @@ impl AgentMetrics {
             push_attempts: registry.counter(
                 "lacnet_agent_push_attempts_total",
                 "Attempts to push a submission to the hub.",
+            ),
+            reissued: registry.counter(
+                "lacnet_agent_push_reissued_total",
+                "Submissions re-sent with a higher revision because the hub kept another one current.",
             ),
             push_failures: registry.counter(
                 "lacnet_agent_push_failures_total",

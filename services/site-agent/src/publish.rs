@@ -7,6 +7,14 @@
 //! on a schedule (which also marks the current period, whose counts change as
 //! time passes over open records). [`preview`] builds a submission the same
 //! way, so a council sees exactly what would leave the building.
+//!
+//! Revision numbers come from the clock ([`next_revision`]): the Unix time in
+//! milliseconds, strictly above the last revision the agent knows for the
+//! period. A counter from 1 would start again at 1 after the data directory
+//! is lost or restored from a backup, and the hub, which keeps the highest
+//! revision current, would then ignore the agent for good. The outbox also
+//! learns the hub's own latest revision from its receipts and re-issues above
+//! it (see `outbox.rs`), which covers a clock that went backwards.
 
 use std::time::Duration;
 
@@ -21,6 +29,29 @@ use tokio_util::sync::CancellationToken;
 use crate::store::Store;
 use crate::{Agent, AgentError, now_unix};
 use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
+
+/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The revision to send for `period` after `last` (the highest revision known
+/// for it, if any): `max(now_ms, last + 1)`, never wrapping. An error when
+/// `last` is already `u64::MAX`.
+pub fn next_revision(period: Period, last: Option<u64>, now_ms: u64) -> Result<u64, AgentError> {
+    let floor = match last {
+        None => 1,
+        Some(last) => last
+            .checked_add(1)
+            .ok_or_else(|| AgentError::RevisionExhausted {
+                period: period.to_string(),
+                last,
+            })?,
+    };
+    Ok(now_ms.max(floor))
+}
 
 /// True counts for each of `periods`, from one scan over every record.
 pub fn aggregate_periods(store: &Store, periods: &[Period]) -> Result<Vec<Aggregates>, AgentError> {
@@ -97,7 +128,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
                     w.clear_dirty(period, generation)?;
                     continue;
                 }
-                let revision = next_revision(last.as_ref())?;
+                let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
                 let sub = build(&a, period, &published, digest, revision);
                 w.enqueue(period, &sub, generation)?;
                 tracing::info!(%period, revision, "enqueued a new revision");
@@ -115,17 +146,6 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         inner.enqueued.notify_one();
     }
     Ok(enqueued)
-}
-
-/// The revision after `last` (1 for a period never published).
-fn next_revision(last: Option<&pb::Submission>) -> Result<u64, AgentError> {
-    match last {
-        None => Ok(1),
-        Some(l) => l
-            .revision
-            .checked_add(1)
-            .ok_or_else(|| AgentError::Corrupt("revision numbers exhausted".into())),
-    }
 }
 
 /// Exactly what would be sent for `period`: the last enqueued revision when
@@ -149,7 +169,7 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, Ag
         match last {
             Some(l) if l.digest == digest => Ok(l),
             last => {
-                let revision = next_revision(last.as_ref())?;
+                let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
                 Ok(build(&a, period, &published, digest, revision))
             }
         }
@@ -198,5 +218,27 @@ async fn publish_logged(agent: &Agent) {
         Ok(0) => {}
         Ok(n) => tracing::debug!(enqueued = n, "published"),
         Err(e) => tracing::error!(error = %e, "recomputing aggregates failed; will retry"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_follow_the_clock_and_never_go_back_or_wrap() {
+        let q = Period::parse("2025-Q1").unwrap();
+        let now = 1_750_000_000_000;
+        // A fresh (or wiped) agent starts at the clock, far above any counter.
+        assert_eq!(next_revision(q, None, now).unwrap(), now);
+        assert_eq!(next_revision(q, Some(3), now).unwrap(), now);
+        // Two revisions in one millisecond, or a clock that went back: still above.
+        assert_eq!(next_revision(q, Some(now), now).unwrap(), now + 1);
+        assert_eq!(next_revision(q, Some(now + 50), now).unwrap(), now + 51);
+        // A clock before 1970 still gives a valid (non-zero) first revision.
+        assert_eq!(next_revision(q, None, 0).unwrap(), 1);
+        let e = next_revision(q, Some(u64::MAX), now).unwrap_err();
+        assert!(matches!(e, AgentError::RevisionExhausted { .. }), "{e}");
+        assert!(e.to_string().contains("2025-Q1"), "{e}");
     }
 }

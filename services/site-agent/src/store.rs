@@ -915,7 +915,9 @@ impl Writer {
         Ok(())
     }
 
-    fn remove_from_outbox(
+    /// Removes an outbox entry (and its period's queue mark), moving it to
+    /// the dead-letter tree when `dead` holds its dead-letter bytes.
+    pub fn remove_from_outbox(
         &self,
         seq: u64,
         period: Option<Period>,

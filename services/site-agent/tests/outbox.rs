@@ -139,7 +139,13 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
     })
     .await;
     poll("the outbox to drain again", || store.outbox_len() == 0).await;
-    assert_eq!(hub.revisions(THURROCK, q1).unwrap(), vec![1, 2]);
+    // Revisions are clock-based (Unix ms): two, ascending, the last one current.
+    let revs = hub.revisions(THURROCK, q1).unwrap();
+    let last_q1 = agent.agent.store().last_submission(q1).unwrap().unwrap();
+    assert_eq!(revs.len(), 2, "{revs:?}");
+    assert!(revs[0] < revs[1], "{revs:?}");
+    assert_eq!(revs[1], last_q1.revision);
+    assert_eq!(hub.current_revision(THURROCK, q1), Some(last_q1.revision));
 
     agent.stop().await;
     stop.cancel();

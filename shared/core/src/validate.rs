@@ -15,6 +15,15 @@ use std::fmt;
 pub const MAX_LOCAL_CASE_ID_CHARS: usize = 64;
 /// Oldest age accepted, in years.
 pub const MAX_AGE_YEARS: u32 = 120;
+/// Problems in a repeated field (`outcomes`) reported one by one; the rest
+/// are summed up in one more violation, so a record that repeats an outcome a
+/// million times costs a few violations, not a million.
+pub const MAX_ITEM_VIOLATIONS: usize = 3;
+/// Most violations reported for one record, whatever it holds. Every scalar
+/// field adds at most two and `outcomes` at most [`MAX_ITEM_VIOLATIONS`] + 1,
+/// so this only bites if a new field forgets its own bound; the last one kept
+/// then says how many were left out.
+pub const MAX_VIOLATIONS_PER_RECORD: usize = 16;
 
 /// The age as a council sends it: one of the two forms of the proto `oneof age`.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -296,20 +305,11 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
         &mut v,
     );
 
-    let mut outcomes = OutcomeSet::EMPTY;
-    for (i, code) in input.outcomes.iter().enumerate() {
-        let field = format!("outcomes[{i}]");
-        match Outcome::from_code(*code) {
-            Some(o) => {
-                if !outcomes.insert(o) {
-                    v.push(FieldViolation::new(field, "repeats an earlier outcome"));
-                }
-            }
-            None => v.push(FieldViolation::new(field, unknown_enum_reason(*code))),
-        }
-    }
+    let outcomes = check_outcomes(&input.outcomes, &mut v);
 
     let ward_code = check_ward_code(input.ward_code.as_deref(), &mut v);
+
+    cap_violations(&mut v);
 
     match (
         local_case_id,
@@ -346,6 +346,46 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
         }
         _ => Err(v),
     }
+}
+
+/// The set of outcomes, pushing the first [`MAX_ITEM_VIOLATIONS`] problems
+/// (unknown or repeated) by index and one summary violation for the rest.
+fn check_outcomes(codes: &[i32], v: &mut Vec<FieldViolation>) -> OutcomeSet {
+    let mut outcomes = OutcomeSet::EMPTY;
+    let mut problems = 0usize;
+    for (i, code) in codes.iter().enumerate() {
+        let reason = match Outcome::from_code(*code) {
+            Some(o) if outcomes.insert(o) => continue,
+            Some(_) => "repeats an earlier outcome".to_owned(),
+            None => unknown_enum_reason(*code),
+        };
+        problems += 1;
+        if problems <= MAX_ITEM_VIOLATIONS {
+            v.push(FieldViolation::new(format!("outcomes[{i}]"), reason));
+        }
+    }
+    let more = problems.saturating_sub(MAX_ITEM_VIOLATIONS);
+    if more > 0 {
+        v.push(FieldViolation::new(
+            "outcomes",
+            format!("{more} more repeated or unknown outcomes (only the first {MAX_ITEM_VIOLATIONS} are listed)"),
+        ));
+    }
+    outcomes
+}
+
+/// Keeps at most [`MAX_VIOLATIONS_PER_RECORD`] violations, the last of them
+/// saying how many were left out, so no record can make the reply unbounded.
+fn cap_violations(v: &mut Vec<FieldViolation>) {
+    if v.len() <= MAX_VIOLATIONS_PER_RECORD {
+        return;
+    }
+    let dropped = v.len() - (MAX_VIOLATIONS_PER_RECORD - 1);
+    v.truncate(MAX_VIOLATIONS_PER_RECORD - 1);
+    v.push(FieldViolation::new(
+        "record",
+        format!("{dropped} more violations not listed"),
+    ));
 }
 
 fn check_local_case_id(raw: &str, v: &mut Vec<FieldViolation>) -> Option<String> {
@@ -772,6 +812,50 @@ mod tests {
         assert_eq!(fields(&r), ["outcomes[1]", "outcomes[2]", "outcomes[3]"]);
         r.outcomes = vec![];
         assert!(validate(&r, today()).unwrap().outcomes.is_empty());
+    }
+
+    #[test]
+    fn a_million_repeated_outcomes_give_a_bounded_list_that_names_the_field() {
+        let mut r = input();
+        r.outcomes = vec![1; 1_000_000];
+        let v = violations(&r);
+        assert_eq!(v.len(), MAX_ITEM_VIOLATIONS + 1, "{v:?}");
+        assert_eq!(v[0].field, "outcomes[1]");
+        assert_eq!(v[0].reason, "repeats an earlier outcome");
+        let last = &v[MAX_ITEM_VIOLATIONS];
+        assert_eq!(last.field, "outcomes");
+        // 999,999 repeats, three of them listed one by one.
+        assert!(last.reason.starts_with("999996 more"), "{}", last.reason);
+        // Unknown and repeated outcomes share the bound.
+        r.outcomes = (0..10_000).map(|i| 1000 + i).collect();
+        let v = violations(&r);
+        assert_eq!(v.len(), MAX_ITEM_VIOLATIONS + 1);
+        assert!(v[MAX_ITEM_VIOLATIONS].reason.starts_with("9997 more"));
+        // Exactly at the bound: no summary.
+        r.outcomes = vec![1, 1, 1, 1];
+        assert_eq!(fields(&r), ["outcomes[1]", "outcomes[2]", "outcomes[3]"]);
+    }
+
+    #[test]
+    fn the_per_record_cap_keeps_a_count_of_what_it_dropped() {
+        let mut v: Vec<FieldViolation> = (0..40)
+            .map(|i| FieldViolation::new(format!("f{i}"), "bad"))
+            .collect();
+        cap_violations(&mut v);
+        assert_eq!(v.len(), MAX_VIOLATIONS_PER_RECORD);
+        assert_eq!(v[0].field, "f0");
+        let last = &v[MAX_VIOLATIONS_PER_RECORD - 1];
+        assert_eq!(last.field, "record");
+        assert_eq!(
+            last.reason,
+            format!(
+                "{} more violations not listed",
+                40 - (MAX_VIOLATIONS_PER_RECORD - 1)
+            )
+        );
+        let mut few = vec![FieldViolation::new("a", "b")];
+        cap_violations(&mut few);
+        assert_eq!(few.len(), 1);
     }
 
     #[test]

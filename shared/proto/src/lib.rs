@@ -1,9 +1,11 @@
 //! `lacnet-proto`: the code generated from `proto/`, and the conversions
-//! between its shared types and lacnet-core's ([`convert`]).
+//! between its shared types and lacnet-core's ([`convert`]). Every generated
+//! client and server uses [`codec::LacnetCodec`].
 //!
 //! `proto/` is the only contract between lacnet processes; every service and
 //! the CLI speak it through these modules.
 
+pub mod codec;
 pub mod convert;
 
 /// Types shared by every API: records' vocabulary, periods, policy, submissions.

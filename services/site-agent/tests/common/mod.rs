@@ -258,3 +258,168 @@ pub async fn upsert(
 pub fn verdicts(r: &site::UpsertRecordsResponse) -> Vec<site::Verdict> {
     r.verdicts.iter().map(|v| v.verdict()).collect()
 }
+
+/// Polls `done` every 10 ms until it holds; panics after 30 s, naming `what`.
+pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..3000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Polls gRPC health on a server whose certificate names `server_name` until
+/// `service` is SERVING (bounded).
+pub async fn wait_serving_named(url: &str, pem: &PemBundle, server_name: &str, service: &str) {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    for _ in 0..500 {
+        if let Ok(channel) = lacnet_tls::connect(url, pem, server_name).await {
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await;
+            if let Ok(r) = reply
+                && r.into_inner().status == ServingStatus::Serving as i32
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("{url} never became SERVING");
+}
+
+/// The real hub (lacnet-hub, the shipped registry) on 127.0.0.1:0, for tests
+/// where agents push to it.
+pub struct TestHub {
+    pub addr: SocketAddr,
+    pub hub: lacnet_hub::Hub,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), lacnet_hub::HubError>>,
+}
+
+impl TestHub {
+    /// Opens the hub on `dir` and serves it; returns once health says SERVING.
+    pub async fn start(pki: &Pki, dir: &Path) -> TestHub {
+        let registry = lacnet_hub::Registry::load(Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../hub/registry.toml"
+        )))
+        .unwrap();
+        let hub =
+            lacnet_hub::Hub::open(lacnet_hub::HubOptions::new(dir, registry, pki.hub_bundle()))
+                .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(lacnet_hub::serve(
+            listener,
+            hub.clone(),
+            stop.clone().cancelled_owned(),
+        ));
+        let t = TestHub {
+            addr,
+            hub,
+            stop,
+            task,
+        };
+        wait_serving_named(
+            &t.url(),
+            &pki.site,
+            "hub.lacnet",
+            "lacnet.hub.v1.Submissions",
+        )
+        .await;
+        t
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Where an agent pushes to reach this hub, as Thurrock.
+    pub fn target(&self, pki: &Pki) -> lacnet_site_agent::HubTarget {
+        lacnet_site_agent::HubTarget {
+            url: self.url(),
+            server_name: "hub.lacnet".into(),
+            tls: pki.site.clone(),
+        }
+    }
+
+    /// Submits directly, as Thurrock's site certificate.
+    pub async fn submit(
+        &self,
+        pki: &Pki,
+        sub: pb::Submission,
+    ) -> Result<lacnet_proto::hub::v1::SubmitReceipt, tonic::Status> {
+        use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
+        let channel = lacnet_tls::connect(&self.url(), &pki.site, "hub.lacnet")
+            .await
+            .unwrap();
+        SubmissionsClient::new(channel)
+            .submit(lacnet_proto::hub::v1::SubmitRequest {
+                submission: Some(sub),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// What an analyst's report shows for Thurrock: (revision, value) of
+    /// `metric` in period `p`, or `None` when the hub has nothing for it.
+    pub async fn figure(&self, pki: &Pki, metric: &str, p: &str) -> Option<(u64, pb::Count)> {
+        use lacnet_proto::hub::v1::CompareMetricRequest;
+        use lacnet_proto::hub::v1::reports_client::ReportsClient;
+        let channel = lacnet_tls::connect(&self.url(), &pki.analyst, "hub.lacnet")
+            .await
+            .unwrap();
+        let report = ReportsClient::new(channel)
+            .compare_metric(CompareMetricRequest {
+                metric: metric.into(),
+                from: Some(period(p)),
+                to: Some(period(p)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        report
+            .periods
+            .iter()
+            .flat_map(|row| row.sites.iter())
+            .find(|s| s.site_code == THURROCK)
+            .map(|s| (s.revision, s.value.unwrap_or_default()))
+    }
+
+    /// Stops serving (draining, flushing) and hands back the hub.
+    pub async fn stop(self) -> lacnet_hub::Hub {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        self.hub
+    }
+}
+
+/// The count a submission carries for `metric` (suppressed or not).
+pub fn count_of(sub: &pb::Submission, metric: &str) -> pb::Count {
+    sub.cells
+        .iter()
+        .find(|c| c.metric == metric)
+        .and_then(|c| c.count)
+        .unwrap_or_else(|| panic!("no cell {metric}"))
+}
+
+/// Copies a (closed) data directory, e.g. to play a backup back later.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
