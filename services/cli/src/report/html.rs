@@ -56,11 +56,12 @@ h3 { font-size: 1rem; margin: 0 0 0.25rem; }
 p.lead, .muted { color: var(--muted); }
 .note { background: var(--panel); border-left: 4px solid #0072b2; padding: 0.5rem 0.75rem; margin: 0.75rem 0; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 1rem; }
+figure.wide { max-width: 720px; }
 figure { margin: 0; padding: 0.75rem; background: var(--panel); border-radius: 6px; break-inside: avoid; page-break-inside: avoid; }
 figcaption { font-size: 0.85rem; color: var(--muted); margin-top: 0.25rem; }
 svg { width: 100%; height: auto; display: block; }
-svg text { font: 12px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; fill: var(--ink); }
-svg .small { font-size: 10.5px; fill: var(--muted); }
+svg text { font: 11.5px system-ui, -apple-system, "Segoe UI", Roboto, Arial, sans-serif; fill: var(--ink); }
+svg .small { font-size: 10px; fill: var(--muted); }
 svg .supp { font-style: italic; fill: #6b4e00; }
 .table-wrap { overflow-x: auto; }
 table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
@@ -190,7 +191,7 @@ fn policies(h: &mut String, report: &Report) {
     }
     h.push_str(
         "<div class=\"table-wrap\"><table><thead><tr><th>Site</th><th>ONS code</th><th class=\"num\">Adults (18+)</th>\
-         <th>Disclosure policy applied</th><th>Latest period</th></tr></thead><tbody>\n",
+         <th>Disclosure policy applied</th><th>Latest period submitted</th></tr></thead><tbody>\n",
     );
     let shown = sites_in(report);
     for s in report
@@ -251,12 +252,12 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
         .chain(median)
         .fold(0.0, f64::max);
     let max = nice_max(max);
-    let (left, right, top, row) = (110.0, 560.0, 28.0, 30.0);
-    let height = top + row * p.sites.len() as f64 + 24.0;
+    let (left, right, top, row) = (84.0, 286.0, 24.0, 24.0);
+    let height = top + row * p.sites.len() as f64 + 22.0;
     let width = right - left;
     let _ = write!(
         h,
-        "<figure><h3>{}</h3><svg viewBox=\"0 0 600 {height}\" role=\"img\" aria-label=\"{} by site\">",
+        "<figure><h3>{}</h3><svg viewBox=\"0 0 360 {height}\" role=\"img\" aria-label=\"{} by site\">",
         esc(&m.metric.label),
         esc(&m.metric.label)
     );
@@ -286,9 +287,9 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
                     "<rect class=\"bar\" x=\"{left}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
                      <text x=\"{:.1}\" y=\"{}\" class=\"small\">{} ({n})</text>",
                     y + 4.0,
-                    row - 10.0,
+                    row - 8.0,
                     colour(&s.site_code),
-                    (left + w + 4.0).min(right - 60.0),
+                    left + w + 4.0,
                     y + row * 0.55,
                     fmt_value(proportion, x),
                 );
@@ -306,7 +307,7 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
                     "<rect class=\"suppressed-band\" x=\"{left}\" y=\"{}\" width=\"{width}\" height=\"{}\" fill=\"url(#hatch)\" opacity=\"0.8\"/>\
                      <text x=\"{}\" y=\"{}\" class=\"supp\">suppressed (not zero)</text>",
                     y + 4.0,
-                    row - 10.0,
+                    row - 8.0,
                     left + 6.0,
                     y + row * 0.55,
                 );
@@ -341,11 +342,11 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
         return;
     }
     let max = nice_max(s.cost_avoided.iter().map(|c| c.pounds).fold(0.0, f64::max));
-    let (left, right, top, row) = (110.0, 560.0, 10.0, 30.0);
+    let (left, right, top, row) = (100.0, 440.0, 10.0, 30.0);
     let height = top + row * s.cost_avoided.len() as f64 + 10.0;
     let _ = write!(
         h,
-        "<figure><svg viewBox=\"0 0 600 {height}\" role=\"img\" aria-label=\"Estimated cost avoided by site\">"
+        "<figure class=\"wide\"><svg viewBox=\"0 0 600 {height}\" role=\"img\" aria-label=\"Estimated cost avoided by site\">"
     );
     for (i, c) in s.cost_avoided.iter().enumerate() {
         let y = top + row * i as f64;
@@ -361,7 +362,7 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
             y + 4.0,
             row - 10.0,
             colour(&c.site_code),
-            (left + w + 4.0).min(right - 90.0),
+            left + w + 6.0,
             y + row * 0.55,
             thousands(c.pounds.round() as u64),
             if c.partial { " at least" } else { "" },
@@ -377,7 +378,7 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
 
 fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static str) {
     let p = &m.comparison;
-    let (left, right, top, bottom) = (50.0, 580.0, 16.0, 250.0);
+    let (left, right, top, bottom) = (38.0, 350.0, 14.0, 206.0);
     let known: Vec<(&super::model::SiteValue, f64, u64)> = p
         .sites
         .iter()
@@ -397,7 +398,7 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
     let sy = |v: f64| bottom - v / y_max * (bottom - top);
     let _ = write!(
         h,
-        "<figure><h3>{}</h3><svg viewBox=\"0 0 600 290\" role=\"img\" aria-label=\"Funnel plot of {}\">",
+        "<figure><h3>{}</h3><svg viewBox=\"0 0 360 240\" role=\"img\" aria-label=\"Funnel plot of {}\">",
         esc(&m.metric.label),
         esc(&m.metric.label)
     );
@@ -462,7 +463,7 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
     for (s, share, n) in &known {
         let _ = write!(
             h,
-            "<circle class=\"point\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"6\" fill=\"{}\" stroke=\"#fff\"/>\
+            "<circle class=\"point\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{}\" stroke=\"#fff\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\" class=\"small\">{}</text>",
             sx(*n as f64),
             sy(*share),
@@ -491,7 +492,7 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
 
 fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'static str) {
     let proportion = c.metric.proportion;
-    let (left, right, top, bottom) = (50.0, 580.0, 16.0, 220.0);
+    let (left, right, top, bottom) = (38.0, 340.0, 18.0, 186.0);
     let value = |p: &PeriodView, code: &str| -> Option<Option<f64>> {
         let s = p.sites.iter().find(|s| s.site_code == code)?;
         Some(if proportion { s.share } else { s.rate_per_10k })
@@ -530,7 +531,7 @@ fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'st
     };
     let _ = write!(
         h,
-        "<figure><h3>{}</h3><svg viewBox=\"0 0 600 270\" role=\"img\" aria-label=\"Trend of {}\">\
+        "<figure><h3>{}</h3><svg viewBox=\"0 0 360 236\" role=\"img\" aria-label=\"Trend of {}\">\
          <line x1=\"{left}\" y1=\"{bottom}\" x2=\"{right}\" y2=\"{bottom}\" stroke=\"#999\"/>\
          <line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{bottom}\" stroke=\"#999\"/>\
          <text x=\"{}\" y=\"{}\" class=\"small\" text-anchor=\"end\">{}</text>\
@@ -546,7 +547,7 @@ fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'st
     );
     for (i, p) in c.periods.iter().enumerate() {
         // Label every period when few, else every other one, so labels never overlap.
-        if n <= 8 || i % 2 == 0 || i == n - 1 {
+        if n <= 5 || (n - 1 - i) % 2 == 0 {
             let _ = write!(
                 h,
                 "<text x=\"{:.1}\" y=\"{}\" class=\"small\" text-anchor=\"middle\">{}</text>",
