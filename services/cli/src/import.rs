@@ -179,10 +179,11 @@ impl Rejects {
     }
 }
 
-/// Reads the header and starts the reader thread.
-fn start_reader(
-    opts: &ImportOptions,
-) -> Result<(Layout, mpsc::Receiver<Result<Batch, CliError>>, u64), CliError> {
+/// What the reader thread sends: batches of rows, or the error that stopped it.
+type Batches = mpsc::Receiver<Result<Batch, CliError>>;
+
+/// Reads the header and starts the reader thread; also returns the file's size.
+fn start_reader(opts: &ImportOptions) -> Result<(Layout, Batches, u64), CliError> {
     let file = File::open(&opts.csv)
         .map_err(|e| CliError::io("cannot read the CSV file", &opts.csv, e))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);

@@ -90,11 +90,11 @@ pub fn render(report: &Report) -> String {
         PALETTE[i % PALETTE.len()]
     };
     let mut h = String::new();
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n",
+         <title>{}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>",
         esc(&report.title)
     );
     // One hatch pattern for every chart's suppressed band.
@@ -103,10 +103,10 @@ pub fn render(report: &Report) -> String {
          <pattern id=\"hatch\" width=\"8\" height=\"8\" patternUnits=\"userSpaceOnUse\" patternTransform=\"rotate(45)\">\
          <rect width=\"8\" height=\"8\" fill=\"#fff8e1\"/><rect width=\"4\" height=\"8\" fill=\"#ffe08a\"/></pattern></defs></svg>\n",
     );
-    let _ = write!(
+    let _ = writeln!(
         h,
         "<h1>{}</h1>\n<p class=\"lead\">Pulled from the LAC Network hub on {}. Aggregates only: every count was \
-         protected by its site before it left the council.</p>\n",
+         protected by its site before it left the council.</p>",
         esc(&report.title),
         esc(&report.generated_at)
     );
@@ -120,7 +120,7 @@ pub fn render(report: &Report) -> String {
             )
         })
         .collect();
-    let _ = write!(h, "<p class=\"key\">{key}</p>\n");
+    let _ = writeln!(h, "<p class=\"key\">{key}</p>");
     h.push_str(
         "<p class=\"note\"><span class=\"suppressed\">&nbsp;suppressed&nbsp;</span> marks a count withheld by \
          disclosure control (a small count, or one that would reveal another). It is not zero, and it is never \
@@ -128,16 +128,16 @@ pub fn render(report: &Report) -> String {
     );
     policies(&mut h, report);
     if let Some(summary) = &report.summary {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<h2 id=\"cost\">Estimated cost avoided, {}</h2>\n",
+            "<h2 id=\"cost\">Estimated cost avoided, {}</h2>",
             esc(&summary.period)
         );
         cost_chart(&mut h, report, &colour);
-        let _ = write!(
+        let _ = writeln!(
             h,
             "<h2 id=\"metrics\">Each metric across sites, {}</h2>\n<p class=\"muted\">Counts are compared as rates per \
-             10,000 adult residents; proportions as the share of their denominator. The dashed line is the network median.</p>\n<div class=\"grid\">\n",
+             10,000 adult residents; proportions as the share of their denominator. The dashed line is the network median.</p>\n<div class=\"grid\">",
             esc(&summary.period)
         );
         for m in summary
@@ -183,9 +183,9 @@ pub fn render(report: &Report) -> String {
 fn policies(h: &mut String, report: &Report) {
     h.push_str("<h2 id=\"policy\">Sites and their disclosure policies</h2>\n");
     if let Some(p) = &report.network_policy {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<p>Network policy (every submission must meet it): {}.</p>\n",
+            "<p>Network policy (every submission must meet it): {}.</p>",
             esc(&p.text)
         );
     }
@@ -199,9 +199,9 @@ fn policies(h: &mut String, report: &Report) {
         .iter()
         .filter(|s| shown.iter().any(|(c, _)| c == &s.code))
     {
-        let _ = write!(
+        let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&s.name),
             esc(&s.code),
             thousands(s.adult_population),
@@ -326,9 +326,9 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
             fmt_value(proportion, md)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "</svg><figcaption>{} sites known, {} suppressed. Axis to {}.</figcaption></figure>\n",
+        "</svg><figcaption>{} sites known, {} suppressed. Axis to {}.</figcaption></figure>",
         p.sites_known,
         p.sites_suppressed,
         fmt_value(proportion, max)
@@ -368,10 +368,10 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
             if c.partial { " at least" } else { "" },
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         h,
         "</svg><figcaption>Network total £{}. Outcome counts times the network's agreed unit costs; \
-         \"at least\" means some outcome counts were suppressed and add nothing.</figcaption></figure>\n",
+         \"at least\" means some outcome counts were suppressed and add nothing.</figcaption></figure>",
         thousands(s.network_cost_avoided_pounds.round() as u64)
     );
 }
@@ -479,9 +479,9 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
         .filter(|s| s.share.is_none())
         .map(|s| esc(&s.site_name))
         .collect();
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "</svg><figcaption>Solid lines: 95% limits; dotted: 99.8%.{}</figcaption></figure>\n",
+        "</svg><figcaption>Solid lines: 95% limits; dotted: 99.8%.{}</figcaption></figure>",
         if missing.is_empty() {
             String::new()
         } else {
@@ -612,9 +612,9 @@ fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'st
             format!("{} {}", esc(name), esc(&t.direction))
         })
         .collect();
-    let _ = write!(
+    let _ = writeln!(
         h,
-        "</svg><figcaption>{}{}</figcaption></figure>\n",
+        "</svg><figcaption>{}{}</figcaption></figure>",
         if trends.is_empty() {
             String::new()
         } else {
