@@ -1,6 +1,6 @@
 //! The report as one CSV table in long form (one row per period, metric and
 //! site), which a spreadsheet opens cleanly and can pivot. A UTF-8 byte
-//! order mark makes Excel read the `£`-free text as UTF-8 too; suppressed
+//! order mark makes Excel read the file as UTF-8 (site names, labels); suppressed
 //! counts leave `value` empty and say `suppressed` in their own column, so a
 //! sum never treats them as zero.
 
