@@ -14,17 +14,17 @@ use clap::Parser;
 #[command(name = "lacnet-hub", version, about = "The LAC Network hub")]
 pub struct Config {
     /// gRPC (mTLS) listen address.
-    #[arg(long, env = "LACNET_HUB_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, env = "LACNET_HUB_LISTEN", default_value = "127.0.0.1:8443")]
     pub listen: SocketAddr,
     /// Admin (Prometheus /metrics, /healthz) listen address; plain HTTP, keep it cluster-internal.
-    #[arg(long, env = "LACNET_HUB_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
-    pub admin_listen: SocketAddr,
-    /// Directory for the sled database.
     #[arg(
         long,
-        env = "LACNET_HUB_DATA_DIR",
-        default_value = "/var/lib/lacnet-hub"
+        env = "LACNET_HUB_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9090"
     )]
+    pub admin_listen: SocketAddr,
+    /// Directory for the sled database.
+    #[arg(long, env = "LACNET_HUB_DATA_DIR", default_value = "./lacnet-hub-data")]
     pub data_dir: PathBuf,
     /// Site registry (TOML): sites, network disclosure policy, unit costs.
     #[arg(

@@ -44,20 +44,20 @@ pub enum Command {
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
     /// gRPC (mTLS) listen address for council systems.
-    #[arg(long, env = "LACNET_AGENT_LISTEN", default_value = "0.0.0.0:8443")]
+    #[arg(long, env = "LACNET_AGENT_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: SocketAddr,
     /// Admin (Prometheus /metrics, /healthz) listen address; plain HTTP, keep it internal.
     #[arg(
         long,
         env = "LACNET_AGENT_ADMIN_LISTEN",
-        default_value = "0.0.0.0:9090"
+        default_value = "127.0.0.1:9091"
     )]
     pub admin_listen: SocketAddr,
     /// Directory for the sled database.
     #[arg(
         long,
         env = "LACNET_AGENT_DATA_DIR",
-        default_value = "/var/lib/lacnet-agent"
+        default_value = "./lacnet-agent-data"
     )]
     pub data_dir: PathBuf,
     /// Pseudonymisation key as `id=path` (a file of at least 32 secret bytes). Repeat, or

@@ -1,0 +1,322 @@
+//! Where the CLI finds its servers and certificates: one file, `lacnet.toml`,
+//! overridden by `LACNET_*` environment variables, overridden by flags. So an
+//! operator writes the five certificate paths once, not on every command.
+//!
+//! ```toml
+//! [agent]                      # the council's site agent (import, status, preview, erase)
+//! url = "https://127.0.0.1:7443"
+//! server_name = "agent.lacnet" # the name on the agent's server certificate
+//! ca = "council-ca.pem"        # relative paths are relative to this file
+//! cert = "council-client.pem"
+//! key = "council-client.key"
+//!
+//! [hub]                        # the network hub (report)
+//! url = "https://127.0.0.1:8443"
+//! server_name = "hub.lacnet"
+//! ca = "network-ca.pem"
+//! cert = "analyst.pem"
+//! key = "analyst.key"
+//! ```
+//!
+//! The file is `--config`, else `$LACNET_CONFIG`, else `./lacnet.toml` if it exists.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CliError, Service};
+
+/// Default agent URL: the site agent's default listen address.
+pub const DEFAULT_AGENT_URL: &str = "https://127.0.0.1:7443";
+/// Default hub URL: the hub's default listen address.
+pub const DEFAULT_HUB_URL: &str = "https://127.0.0.1:8443";
+/// Default name on the agent's server certificate (what `lacnet certs` issues).
+pub const DEFAULT_AGENT_NAME: &str = "agent.lacnet";
+/// Default name on the hub's server certificate (what `lacnet certs` issues).
+pub const DEFAULT_HUB_NAME: &str = "hub.lacnet";
+
+/// One endpoint as written in `lacnet.toml`; every field optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointFile {
+    /// `https://host:port`.
+    pub url: Option<String>,
+    /// Name the server's certificate must carry.
+    pub server_name: Option<String>,
+    /// CA the server's certificate chains to.
+    pub ca: Option<PathBuf>,
+    /// This caller's client certificate.
+    pub cert: Option<PathBuf>,
+    /// This caller's private key.
+    pub key: Option<PathBuf>,
+}
+
+/// The whole `lacnet.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// The council's site agent.
+    #[serde(default)]
+    pub agent: EndpointFile,
+    /// The network hub.
+    #[serde(default)]
+    pub hub: EndpointFile,
+}
+
+impl ConfigFile {
+    /// Reads `path`, resolving relative certificate paths against its directory.
+    pub fn load(path: &Path) -> Result<ConfigFile, CliError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CliError::io("cannot read the config file", path, e))?;
+        let mut file: ConfigFile = toml::from_str(&text).map_err(|e| CliError::Toml {
+            path: path.to_owned(),
+            detail: e.message().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for ep in [&mut file.agent, &mut file.hub] {
+            for p in [&mut ep.ca, &mut ep.cert, &mut ep.key]
+                .into_iter()
+                .flatten()
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// Writes the file as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+/// Flags (and env vars) that override the file. Global: they go before or after the command.
+#[derive(Debug, Clone, Default, Args)]
+pub struct EndpointFlags {
+    /// Config file [default: ./lacnet.toml if present].
+    #[arg(long, env = "LACNET_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Site agent URL [default: https://127.0.0.1:7443].
+    #[arg(long, env = "LACNET_AGENT_URL", global = true)]
+    pub agent_url: Option<String>,
+    /// Name on the site agent's certificate [default: agent.lacnet].
+    #[arg(long, env = "LACNET_AGENT_SERVER_NAME", global = true)]
+    pub agent_server_name: Option<String>,
+    /// Council CA the agent's certificate chains to (PEM).
+    #[arg(long, env = "LACNET_AGENT_CA", global = true)]
+    pub agent_ca: Option<PathBuf>,
+    /// Council client certificate (PEM, spiffe://lacnet/council/<name>).
+    #[arg(long, env = "LACNET_AGENT_CERT", global = true)]
+    pub agent_cert: Option<PathBuf>,
+    /// Council client private key (PEM).
+    #[arg(long, env = "LACNET_AGENT_KEY", global = true)]
+    pub agent_key: Option<PathBuf>,
+    /// Hub URL [default: https://127.0.0.1:8443].
+    #[arg(long, env = "LACNET_HUB_URL", global = true)]
+    pub hub_url: Option<String>,
+    /// Name on the hub's certificate [default: hub.lacnet].
+    #[arg(long, env = "LACNET_HUB_SERVER_NAME", global = true)]
+    pub hub_server_name: Option<String>,
+    /// Network CA the hub's certificate chains to (PEM).
+    #[arg(long, env = "LACNET_HUB_CA", global = true)]
+    pub hub_ca: Option<PathBuf>,
+    /// Analyst client certificate (PEM, spiffe://lacnet/analyst/<name>).
+    #[arg(long, env = "LACNET_HUB_CERT", global = true)]
+    pub hub_cert: Option<PathBuf>,
+    /// Analyst client private key (PEM).
+    #[arg(long, env = "LACNET_HUB_KEY", global = true)]
+    pub hub_key: Option<PathBuf>,
+}
+
+/// A fully resolved endpoint: where to connect and with which files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Which service this is.
+    pub service: Service,
+    /// `https://host:port`.
+    pub url: String,
+    /// Name the server's certificate must carry.
+    pub server_name: String,
+    /// TLS files.
+    pub tls: lacnet_tls::TlsPaths,
+}
+
+impl EndpointFlags {
+    /// The config file, if one is named or `./lacnet.toml` exists.
+    fn file(&self) -> Result<ConfigFile, CliError> {
+        match &self.config {
+            Some(path) => ConfigFile::load(path),
+            None if Path::new("lacnet.toml").is_file() => {
+                ConfigFile::load(Path::new("lacnet.toml"))
+            }
+            None => Ok(ConfigFile::default()),
+        }
+    }
+
+    /// The site agent endpoint: flags, then env, then the file, then defaults.
+    pub fn agent(&self) -> Result<Endpoint, CliError> {
+        let file = self.file()?.agent;
+        resolve(
+            Service::Agent,
+            [
+                (&self.agent_url, &self.agent_server_name),
+                (&file.url, &file.server_name),
+            ],
+            [
+                (
+                    &self.agent_ca,
+                    &file.ca,
+                    "--agent-ca",
+                    "LACNET_AGENT_CA",
+                    "ca",
+                ),
+                (
+                    &self.agent_cert,
+                    &file.cert,
+                    "--agent-cert",
+                    "LACNET_AGENT_CERT",
+                    "cert",
+                ),
+                (
+                    &self.agent_key,
+                    &file.key,
+                    "--agent-key",
+                    "LACNET_AGENT_KEY",
+                    "key",
+                ),
+            ],
+        )
+    }
+
+    /// The hub endpoint: flags, then env, then the file, then defaults.
+    pub fn hub(&self) -> Result<Endpoint, CliError> {
+        let file = self.file()?.hub;
+        resolve(
+            Service::Hub,
+            [
+                (&self.hub_url, &self.hub_server_name),
+                (&file.url, &file.server_name),
+            ],
+            [
+                (&self.hub_ca, &file.ca, "--hub-ca", "LACNET_HUB_CA", "ca"),
+                (
+                    &self.hub_cert,
+                    &file.cert,
+                    "--hub-cert",
+                    "LACNET_HUB_CERT",
+                    "cert",
+                ),
+                (
+                    &self.hub_key,
+                    &file.key,
+                    "--hub-key",
+                    "LACNET_HUB_KEY",
+                    "key",
+                ),
+            ],
+        )
+    }
+}
+
+type PathSource<'a> = (
+    &'a Option<PathBuf>,
+    &'a Option<PathBuf>,
+    &'static str,
+    &'static str,
+    &'static str,
+);
+
+fn resolve(
+    service: Service,
+    names: [(&Option<String>, &Option<String>); 2],
+    paths: [PathSource<'_>; 3],
+) -> Result<Endpoint, CliError> {
+    let (section, default_url, default_name) = match service {
+        Service::Agent => ("agent", DEFAULT_AGENT_URL, DEFAULT_AGENT_NAME),
+        Service::Hub => ("hub", DEFAULT_HUB_URL, DEFAULT_HUB_NAME),
+    };
+    let url = names[0]
+        .0
+        .clone()
+        .or_else(|| names[1].0.clone())
+        .unwrap_or_else(|| default_url.to_owned());
+    let server_name = names[0]
+        .1
+        .clone()
+        .or_else(|| names[1].1.clone())
+        .unwrap_or_else(|| default_name.to_owned());
+    let mut found = Vec::with_capacity(3);
+    for (flag, file, flag_name, env, key) in paths {
+        match flag.clone().or_else(|| file.clone()) {
+            Some(p) => found.push(p),
+            None => {
+                return Err(CliError::Config(format!(
+                    "no {} {key} file: pass {flag_name}, set {env}, or put `{key} = \"...\"` under [{section}] in lacnet.toml (`lacnet certs` writes one)",
+                    service.name()
+                )));
+            }
+        }
+    }
+    let mut it = found.into_iter();
+    let (ca, cert, key) = match (it.next(), it.next(), it.next()) {
+        (Some(a), Some(b), Some(c)) => (a, b, c),
+        _ => return Err(CliError::Config("incomplete TLS settings".into())),
+    };
+    Ok(Endpoint {
+        service,
+        url,
+        server_name,
+        tls: lacnet_tls::TlsPaths {
+            ca,
+            cert,
+            key,
+            crls: Vec::new(),
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_and_relative_paths_follow_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lacnet.toml");
+        std::fs::write(
+            &path,
+            "[agent]\nurl = \"https://10.0.0.1:7443\"\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\n",
+        )
+        .unwrap();
+        let mut flags = EndpointFlags {
+            config: Some(path),
+            ..EndpointFlags::default()
+        };
+        let ep = flags.agent().unwrap();
+        assert_eq!(ep.url, "https://10.0.0.1:7443");
+        assert_eq!(ep.server_name, DEFAULT_AGENT_NAME);
+        assert_eq!(ep.tls.ca, dir.path().join("ca.pem"));
+        flags.agent_url = Some("https://127.0.0.1:1".into());
+        flags.agent_key = Some("/abs/k.key".into());
+        let ep = flags.agent().unwrap();
+        assert_eq!(ep.url, "https://127.0.0.1:1");
+        assert_eq!(ep.tls.key, PathBuf::from("/abs/k.key"));
+        let err = flags.hub().unwrap_err().to_string();
+        assert!(
+            err.contains("--hub-ca") && err.contains("LACNET_HUB_CA"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lacnet.toml");
+        std::fs::write(&path, "[agent]\nurll = \"x\"\n").unwrap();
+        let err = ConfigFile::load(&path).unwrap_err().to_string();
+        assert!(err.contains("urll"), "{err}");
+    }
+}

@@ -1,0 +1,439 @@
+//! lacnet's CSV format for records, one row per introduction, with a header.
+//! `lacnet generate` writes it and `lacnet import` reads it (directly, or
+//! through a [`crate::mapping::Mapping`] from a case system's own export).
+//!
+//! | column | required | value |
+//! |---|---|---|
+//! | `local_case_id` | yes | the council's case id for this introduction |
+//! | `nhs_number` | no | 10 digits (spaces allowed), modulus-11 checked by the agent |
+//! | `introduced_on` | yes | `YYYY-MM-DD` |
+//! | `closed_on` | no | `YYYY-MM-DD`; empty while open |
+//! | `support_level` | yes | `1` or `2` |
+//! | `age_years` | one of these two | whole years at introduction |
+//! | `year_of_birth` | one of these two | e.g. `1950` |
+//! | `primary_need` | yes | `older_people_frailty`, `mental_health`, `learning_disability`, `physical_disability`, `sensory_impairment`, `memory_cognition`, `long_term_condition`, `carer`, `social_isolation`, `other` |
+//! | `introduction_source` | yes | `self`, `family_friend`, `gp_health`, `adult_social_care`, `mental_health_team`, `housing`, `police_fire`, `voluntary_community`, `other` |
+//! | `outcomes` | no | `;`-separated: `crisis_avoided`, `community_connection`, `volunteering`, `alternative_to_day_services`, `reduced_gp_ae_use`, `tenancy_sustained`, `social_care_referral_avoided`, `training_employment`, `carer_supported` |
+//! | `ward_code` | no | ONS ward code; stays at the site |
+//!
+//! This module turns one CSV row into a wire record, or into the problems
+//! that stop it (the CLI's own, local rejections). Everything the site agent
+//! can judge (NHS check digits, dates in the future, ages) is left to the
+//! agent, so the rules live in one place.
+
+use csv::StringRecord;
+use lacnet_core::Date;
+use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed, SupportLevel};
+use lacnet_proto::site::v1::{Record, record::Age};
+
+use crate::mapping::{DateFormat, Mapping};
+
+/// A lacnet CSV column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// `local_case_id`.
+    LocalCaseId,
+    /// `nhs_number`.
+    NhsNumber,
+    /// `introduced_on`.
+    IntroducedOn,
+    /// `closed_on`.
+    ClosedOn,
+    /// `support_level`.
+    SupportLevel,
+    /// `age_years`.
+    AgeYears,
+    /// `year_of_birth`.
+    YearOfBirth,
+    /// `primary_need`.
+    PrimaryNeed,
+    /// `introduction_source`.
+    IntroductionSource,
+    /// `outcomes`.
+    Outcomes,
+    /// `ward_code`.
+    WardCode,
+}
+
+/// One column of the format.
+#[derive(Debug, Clone, Copy)]
+pub struct Column {
+    /// The header name.
+    pub name: &'static str,
+    /// Which field it fills.
+    pub field: Field,
+    /// Whether the header must be present.
+    pub required: bool,
+}
+
+/// Every column, in the order `generate` writes them.
+pub const COLUMNS: &[Column] = &[
+    col("local_case_id", Field::LocalCaseId, true),
+    col("nhs_number", Field::NhsNumber, false),
+    col("introduced_on", Field::IntroducedOn, true),
+    col("closed_on", Field::ClosedOn, false),
+    col("support_level", Field::SupportLevel, true),
+    col("age_years", Field::AgeYears, false),
+    col("year_of_birth", Field::YearOfBirth, false),
+    col("primary_need", Field::PrimaryNeed, true),
+    col("introduction_source", Field::IntroductionSource, true),
+    col("outcomes", Field::Outcomes, false),
+    col("ward_code", Field::WardCode, false),
+];
+
+const fn col(name: &'static str, field: Field, required: bool) -> Column {
+    Column {
+        name,
+        field,
+        required,
+    }
+}
+
+/// The header line `generate` writes.
+pub fn header() -> Vec<&'static str> {
+    COLUMNS.iter().map(|c| c.name).collect()
+}
+
+impl Field {
+    /// The column name.
+    pub fn name(self) -> &'static str {
+        COLUMNS
+            .iter()
+            .find(|c| c.field == self)
+            .map_or("?", |c| c.name)
+    }
+
+    /// Whether `value` (after mapping) is acceptable for this field's code table.
+    pub fn check_value(self, value: &str) -> Result<(), String> {
+        let ok = match self {
+            Field::SupportLevel => parse_level(value).is_some(),
+            Field::PrimaryNeed => PrimaryNeed::from_id(value).is_some(),
+            Field::IntroductionSource => IntroductionSource::from_id(value).is_some(),
+            Field::Outcomes => value.is_empty() || Outcome::from_id(value).is_some(),
+            _ => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!("not a lacnet {} value", self.name()))
+        }
+    }
+}
+
+fn parse_level(v: &str) -> Option<SupportLevel> {
+    match v {
+        "1" => Some(SupportLevel::Level1),
+        "2" => Some(SupportLevel::Level2),
+        other => SupportLevel::from_id(other),
+    }
+}
+
+/// Why one cell of one row cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based column in the file; 0 when the problem is not one cell's.
+    pub column: usize,
+    /// The lacnet field name.
+    pub field: String,
+    /// What is wrong, and how to fix it.
+    pub reason: String,
+}
+
+/// Where each lacnet field is in a particular file.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    positions: Vec<(Field, usize)>,
+    width: usize,
+}
+
+impl Layout {
+    /// Finds every lacnet column in `header` (through the mapping's renames).
+    /// A missing required column is an error for the whole file.
+    pub fn from_header(header: &StringRecord, mapping: &Mapping) -> Result<Layout, String> {
+        let mut positions = Vec::new();
+        let mut missing = Vec::new();
+        for c in COLUMNS {
+            let source = mapping.source_column(c.name);
+            match header.iter().position(|h| h.trim() == source) {
+                Some(i) => positions.push((c.field, i)),
+                None if c.required => missing.push(source.to_owned()),
+                None => {}
+            }
+        }
+        if !positions
+            .iter()
+            .any(|(f, _)| matches!(f, Field::AgeYears | Field::YearOfBirth))
+        {
+            missing.push(format!(
+                "{} or {}",
+                mapping.source_column("age_years"),
+                mapping.source_column("year_of_birth")
+            ));
+        }
+        if !missing.is_empty() {
+            return Err(format!(
+                "the header has no column {}; it has: {}",
+                missing.join(", "),
+                header.iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(Layout {
+            positions,
+            width: header.len(),
+        })
+    }
+
+    /// The 1-based column holding a lacnet field, from a violation's field path
+    /// such as `outcomes[2]`.
+    pub fn column_of(&self, field_path: &str) -> Option<usize> {
+        let name = field_path.split(['[', '.']).next().unwrap_or(field_path);
+        let name = if name == "age" { "age_years" } else { name };
+        self.positions
+            .iter()
+            .find(|(f, _)| f.name() == name)
+            .map(|(_, i)| i + 1)
+    }
+
+    /// Where the case id is, for the rejects file.
+    pub fn case_id<'r>(&self, row: &'r StringRecord) -> &'r str {
+        self.positions
+            .iter()
+            .find(|(f, _)| *f == Field::LocalCaseId)
+            .and_then(|(_, i)| row.get(*i))
+            .unwrap_or_default()
+    }
+
+    /// Turns one row into a record, or every problem in it.
+    pub fn parse(&self, row: &StringRecord, mapping: &Mapping) -> Result<Record, Vec<Problem>> {
+        let mut problems = Vec::new();
+        if row.len() != self.width {
+            problems.push(Problem {
+                column: 0,
+                field: "row".into(),
+                reason: format!("has {} fields, the header has {}", row.len(), self.width),
+            });
+            return Err(problems);
+        }
+        let mut r = Record::default();
+        for &(field, i) in &self.positions {
+            let raw = row.get(i).unwrap_or_default().trim();
+            let mut bad = |reason: String| {
+                problems.push(Problem {
+                    column: i + 1,
+                    field: field.name().to_owned(),
+                    reason,
+                })
+            };
+            // Outcomes are a list: each item is translated on its own.
+            if field == Field::Outcomes {
+                for item in raw
+                    .split(mapping.format.outcomes_separator.as_str())
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                {
+                    let id = match mapping.translate(field, item) {
+                        Ok(Some(v)) => v,
+                        Ok(None) => item.to_owned(),
+                        Err(e) => {
+                            bad(e);
+                            continue;
+                        }
+                    };
+                    if id.is_empty() {
+                        continue; // mapped to nothing on purpose, e.g. a "none" code
+                    }
+                    match Outcome::from_id(&id) {
+                        Some(o) => r.outcomes.push(o.code()),
+                        None => bad(format!("unknown outcome {id:?}")),
+                    }
+                }
+                continue;
+            }
+            let value = if raw.is_empty() {
+                String::new()
+            } else {
+                match mapping.translate(field, raw) {
+                    Ok(Some(v)) => v,
+                    Ok(None) => raw.to_owned(),
+                    Err(e) => {
+                        bad(e);
+                        continue;
+                    }
+                }
+            };
+            if let Err(reason) = fill(&mut r, field, value, mapping.format.date) {
+                bad(reason);
+            }
+        }
+        if problems.is_empty() {
+            Ok(r)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+/// Puts one (translated) value into the record.
+fn fill(r: &mut Record, field: Field, value: String, dates: DateFormat) -> Result<(), String> {
+    match field {
+        Field::LocalCaseId => r.local_case_id = value,
+        Field::NhsNumber => r.nhs_number = value,
+        Field::IntroducedOn => r.introduced_on = date(value, dates)?,
+        Field::ClosedOn => r.closed_on = date(value, dates)?,
+        Field::WardCode => r.ward_code = value,
+        Field::SupportLevel => {
+            if !value.is_empty() {
+                r.support_level = parse_level(&value)
+                    .ok_or_else(|| format!("{value:?} is not a support level (1 or 2)"))?
+                    .code();
+            }
+        }
+        Field::AgeYears => {
+            if !value.is_empty() {
+                let age = value
+                    .parse::<u32>()
+                    .map_err(|_| "is not a whole number of years".to_owned())?;
+                r.age = Some(Age::AgeYears(age));
+            }
+        }
+        Field::YearOfBirth => {
+            // An age, when given too, wins: it is the more precise of the two.
+            if !value.is_empty() && r.age.is_none() {
+                let y = value
+                    .parse::<i32>()
+                    .map_err(|_| "is not a year (e.g. 1950)".to_owned())?;
+                r.age = Some(Age::YearOfBirth(y));
+            }
+        }
+        Field::PrimaryNeed => {
+            if !value.is_empty() {
+                r.primary_need = PrimaryNeed::from_id(&value)
+                    .ok_or_else(|| format!("unknown primary need {value:?}"))?
+                    .code();
+            }
+        }
+        Field::IntroductionSource => {
+            if !value.is_empty() {
+                r.introduction_source = IntroductionSource::from_id(&value)
+                    .ok_or_else(|| format!("unknown introduction source {value:?}"))?
+                    .code();
+            }
+        }
+        Field::Outcomes => {}
+    }
+    Ok(())
+}
+
+/// A date in the file's format, as the ISO date the agent expects.
+fn date(value: String, format: DateFormat) -> Result<String, String> {
+    if value.is_empty() {
+        return Ok(value);
+    }
+    match format {
+        // The agent checks ISO dates itself; only say so here if it is not even a date.
+        DateFormat::Iso => Date::parse(&value)
+            .map(|_| value)
+            .map_err(|_| "is not a date (YYYY-MM-DD)".to_owned()),
+        DateFormat::DayMonthYear => {
+            let parts: Vec<&str> = value.split('/').collect();
+            let parsed = match parts.as_slice() {
+                [d, m, y] => match (d.parse::<u8>(), m.parse::<u8>(), y.parse::<i32>()) {
+                    (Ok(d), Ok(m), Ok(y)) if y >= 1000 => Date::new(y, m, d).ok(),
+                    _ => None,
+                },
+                _ => None,
+            };
+            parsed
+                .map(|d| d.to_string())
+                .ok_or_else(|| "is not a date (dd/mm/yyyy)".to_owned())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cells: &[&str]) -> StringRecord {
+        StringRecord::from(cells.to_vec())
+    }
+
+    #[test]
+    fn a_good_row_becomes_a_record() {
+        let layout = Layout::from_header(&row(&header()), &Mapping::default()).unwrap();
+        let r = layout
+            .parse(
+                &row(&[
+                    "C1",
+                    "943 476 5919",
+                    "2014-01-02",
+                    "",
+                    "2",
+                    "70",
+                    "",
+                    "mental_health",
+                    "gp_health",
+                    "volunteering;crisis_avoided",
+                    "",
+                ]),
+                &Mapping::default(),
+            )
+            .unwrap();
+        assert_eq!(r.local_case_id, "C1");
+        assert_eq!(r.support_level, 2);
+        assert_eq!(r.age, Some(Age::AgeYears(70)));
+        assert_eq!(r.primary_need, PrimaryNeed::MentalHealth.code());
+        assert_eq!(r.outcomes.len(), 2);
+    }
+
+    #[test]
+    fn bad_cells_name_their_column() {
+        let layout = Layout::from_header(&row(&header()), &Mapping::default()).unwrap();
+        let problems = layout
+            .parse(
+                &row(&[
+                    "C1",
+                    "",
+                    "02/01/2014",
+                    "",
+                    "3",
+                    "old",
+                    "",
+                    "sadness",
+                    "gp_health",
+                    "",
+                    "",
+                ]),
+                &Mapping::default(),
+            )
+            .unwrap_err();
+        let cols: Vec<usize> = problems.iter().map(|p| p.column).collect();
+        assert_eq!(cols, vec![3, 5, 6, 8], "{problems:?}");
+        let short = layout
+            .parse(&row(&["C1", ""]), &Mapping::default())
+            .unwrap_err();
+        assert!(short[0].reason.contains("2 fields"), "{short:?}");
+    }
+
+    #[test]
+    fn a_missing_required_column_fails_the_file() {
+        let err = Layout::from_header(
+            &row(&["local_case_id", "introduced_on"]),
+            &Mapping::default(),
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("support_level") && err.contains("age_years or year_of_birth"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn uk_dates_convert() {
+        assert_eq!(
+            date("31/07/2014".into(), DateFormat::DayMonthYear).unwrap(),
+            "2014-07-31"
+        );
+        assert!(date("31/13/2014".into(), DateFormat::DayMonthYear).is_err());
+    }
+}

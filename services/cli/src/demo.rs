@@ -1,0 +1,511 @@
+//! `lacnet demo`: a whole LAC Network on this machine, in one command.
+//!
+//! It makes a development PKI and HMAC keys in a temporary directory, starts
+//! the real hub and real site agents (Derby, Thurrock, Swansea) in this
+//! process on loopback ports with mTLS and sled, generates each site's
+//! records, imports them over gRPC, waits for every outbox to drain, pulls
+//! the network report as an analyst, prints a summary and writes the HTML
+//! report. Then it stops everything and removes the directory, unless
+//! `--keep`, which leaves the network running until Ctrl-C and prints the
+//! commands that talk to it.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use lacnet_core::pseudonym::KeyRing;
+use lacnet_core::{Date, Period};
+use lacnet_hub::{Hub, HubOptions, Registry};
+use lacnet_site_agent::{Agent, AgentOptions, HubTarget};
+use lacnet_tls::dev::{DevCa, IssuedCert};
+use lacnet_tls::{Peer, PemBundle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::certs::{Pair, write_file};
+use crate::config::{ConfigFile, Endpoint, EndpointFile};
+use crate::error::{CliError, Service};
+use crate::generate::{self, Plan, Profile};
+use crate::import::{self, ImportOptions};
+use crate::report::model::{self, Request};
+use crate::report::{html, table};
+
+/// The sites the demo runs.
+pub const DEMO_SITES: &[&Profile] = &[&generate::DERBY, &generate::THURROCK, &generate::SWANSEA];
+/// Last day of generated introductions: the end of financial year 2015/16.
+pub const DEMO_UNTIL: (i32, u8, u8) = (2016, 3, 31);
+/// The period the summary reports on (Jan-Mar 2016, when all three sites run).
+pub const DEMO_PERIOD: &str = "2016-Q1";
+/// Trend lines cover this many quarters up to the summary period.
+pub const DEMO_TREND_PERIODS: u32 = 8;
+/// The registry the demo hub runs with: the real one shipped with the hub.
+const REGISTRY: &str = include_str!("../../hub/registry.toml");
+/// Name on the hub's certificate.
+const HUB_NAME: &str = "hub.lacnet";
+/// Name on each agent's certificate.
+const AGENT_NAME: &str = "agent.lacnet";
+/// Longest wait for a server to come up or an outbox to drain.
+const WAIT_LIMIT: Duration = Duration::from_secs(30);
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Leave the network running until Ctrl-C, and keep the directory.
+    pub keep: bool,
+    /// Where to write the HTML report.
+    pub report: PathBuf,
+    /// Rows per site instead of each profile's own numbers (quick runs, tests).
+    pub rows: Option<usize>,
+    /// Random seed.
+    pub seed: u64,
+    /// Draw import progress bars.
+    pub progress: bool,
+}
+
+/// A service task: the server's result, as text.
+type Task = JoinHandle<Result<(), String>>;
+
+/// One running site agent.
+struct RunningAgent {
+    profile: &'static Profile,
+    agent: Agent,
+    endpoint: Endpoint,
+}
+
+fn gen_err(e: lacnet_tls::TlsError) -> CliError {
+    CliError::Generate(e.to_string())
+}
+
+fn save(dir: &Path, stem: &str, cert: &IssuedCert) -> Result<Pair, CliError> {
+    let pair = Pair {
+        cert: dir.join(format!("{stem}.pem")),
+        key: dir.join(format!("{stem}.key")),
+    };
+    write_file(&pair.cert, &cert.cert_pem, false)?;
+    write_file(&pair.key, &cert.key_pem, true)?;
+    Ok(pair)
+}
+
+fn paths(ca: &Path, pair: &Pair) -> lacnet_tls::TlsPaths {
+    lacnet_tls::TlsPaths {
+        ca: ca.to_owned(),
+        cert: pair.cert.clone(),
+        key: pair.key.clone(),
+        crls: Vec::new(),
+    }
+}
+
+/// Prints a numbered step and times it.
+struct Steps {
+    total: usize,
+    n: usize,
+    started: Instant,
+}
+
+impl Steps {
+    fn start(&mut self, what: &str) -> Instant {
+        self.n += 1;
+        println!("[{}/{}] {what}", self.n, self.total);
+        Instant::now()
+    }
+}
+
+/// Polls gRPC health until SERVING, retrying every 20 ms for at most [`WAIT_LIMIT`].
+async fn wait_serving(
+    url: &str,
+    pem: &PemBundle,
+    server_name: &str,
+    service: &str,
+) -> Result<(), CliError> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        if let Ok(channel) = lacnet_tls::connect(url, pem, server_name).await {
+            let reply = HealthClient::new(channel)
+                .check(HealthCheckRequest {
+                    service: service.into(),
+                })
+                .await;
+            if reply.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::Service(format!(
+                "{service} at {url} did not become ready"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the demo.
+pub async fn run(opts: &DemoOptions) -> Result<(), CliError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("lacnet-demo-")
+        .tempdir()
+        .map_err(|e| {
+            CliError::io(
+                "cannot create a temporary directory in",
+                std::env::temp_dir(),
+                e,
+            )
+        })?;
+    let dir = tmp.path().to_owned();
+    let stop = CancellationToken::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    let result = run_in(opts, &dir, &stop, &mut tasks).await;
+    // Stop every server (draining calls, flushing sled) whatever happened.
+    stop.cancel();
+    for t in tasks {
+        match t.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: a service stopped with an error: {e}"),
+            Err(e) => eprintln!("warning: a service task failed: {e}"),
+        }
+    }
+    if opts.keep {
+        let kept = tmp.keep();
+        println!("Kept {}", kept.display());
+    }
+    result
+}
+
+async fn run_in(
+    opts: &DemoOptions,
+    dir: &Path,
+    stop: &CancellationToken,
+    tasks: &mut Vec<Task>,
+) -> Result<(), CliError> {
+    let mut steps = Steps {
+        total: 6,
+        n: 0,
+        started: Instant::now(),
+    };
+    let t = steps.start("Making a development CA, certificates and HMAC keys");
+    let pki = dir.join("pki");
+    std::fs::create_dir_all(&pki).map_err(|e| CliError::io("cannot create", &pki, e))?;
+    let network = DevCa::new("lacnet demo network CA").map_err(gen_err)?;
+    let network_ca = pki.join("network-ca.pem");
+    write_file(&network_ca, &network.ca_pem(), false)?;
+    let hub_pair = save(
+        &pki,
+        "hub",
+        &network.issue_server(&[HUB_NAME]).map_err(gen_err)?,
+    )?;
+    let analyst = save(
+        &pki,
+        "analyst-demo",
+        &network
+            .issue(&Peer::Analyst("demo".into()), &[])
+            .map_err(gen_err)?,
+    )?;
+    let hub_pem = PemBundle::load(&paths(&network_ca, &hub_pair))?;
+    println!(
+        "      network CA, hub and analyst certificates, and per council: a CA, agent, site and council certificates and a key"
+    );
+
+    let registry_path = dir.join("registry.toml");
+    write_file(&registry_path, REGISTRY, false)?;
+    let registry = Registry::load(&registry_path).map_err(|e| CliError::Service(e.to_string()))?;
+    let mut hub_options = HubOptions::new(dir.join("hub-data"), registry, hub_pem);
+    hub_options.cache_bytes = 16 * 1024 * 1024;
+    let hub =
+        Hub::open(hub_options).map_err(|e| CliError::Service(format!("opening the hub: {e}")))?;
+    let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| CliError::Service(format!("binding a loopback port for the hub: {e}")))?;
+    let hub_url = format!(
+        "https://{}",
+        hub_listener
+            .local_addr()
+            .map_err(|e| CliError::Service(e.to_string()))?
+    );
+    let hub_endpoint = Endpoint {
+        service: Service::Hub,
+        url: hub_url.clone(),
+        server_name: HUB_NAME.into(),
+        tls: paths(&network_ca, &analyst),
+    };
+
+    let mut agents = Vec::new();
+    let mut listeners = Vec::new();
+    for p in DEMO_SITES {
+        let site_dir = pki.join(p.key);
+        std::fs::create_dir_all(&site_dir)
+            .map_err(|e| CliError::io("cannot create", &site_dir, e))?;
+        let council = DevCa::new(&format!("{} council CA", p.name)).map_err(gen_err)?;
+        let council_ca = site_dir.join("council-ca.pem");
+        write_file(&council_ca, &council.ca_pem(), false)?;
+        let agent_pair = save(
+            &site_dir,
+            "agent",
+            &council.issue_server(&[AGENT_NAME]).map_err(gen_err)?,
+        )?;
+        let council_pair = save(
+            &site_dir,
+            "council",
+            &council
+                .issue(&Peer::Council(p.key.into()), &[])
+                .map_err(gen_err)?,
+        )?;
+        let site_pair = save(
+            &site_dir,
+            &format!("site-{}", p.code),
+            &network
+                .issue(&Peer::Site(p.code.into()), &[])
+                .map_err(gen_err)?,
+        )?;
+        let key_path = site_dir.join("k1");
+        crate::keygen::write_key("k1", &key_path, false)?;
+        let ring: KeyRing = lacnet_site_agent::keys::load_ring(&[("k1".into(), key_path)])
+            .map_err(|e| CliError::Service(e.to_string()))?;
+        let mut o = AgentOptions::new(
+            dir.join("agents").join(p.key),
+            p.code,
+            ring,
+            PemBundle::load(&paths(&council_ca, &agent_pair))?,
+        );
+        o.hub = Some(HubTarget {
+            url: hub_url.clone(),
+            server_name: HUB_NAME.into(),
+            tls: bundle_from(&network_ca, &site_pair)?,
+        });
+        // Short waits so the demo is quick; the defaults suit a council's steady trickle.
+        o.publish_debounce = Duration::from_millis(100);
+        o.push_backoff_base = Duration::from_millis(50);
+        o.push_backoff_cap = Duration::from_secs(1);
+        o.cache_bytes = 16 * 1024 * 1024;
+        let agent = Agent::open(o)
+            .map_err(|e| CliError::Service(format!("opening the {} agent: {e}", p.name)))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| CliError::Service(format!("binding a loopback port: {e}")))?;
+        let url = format!(
+            "https://{}",
+            listener
+                .local_addr()
+                .map_err(|e| CliError::Service(e.to_string()))?
+        );
+        agents.push(RunningAgent {
+            profile: p,
+            agent,
+            endpoint: Endpoint {
+                service: Service::Agent,
+                url,
+                server_name: AGENT_NAME.into(),
+                tls: paths(&council_ca, &council_pair),
+            },
+        });
+        listeners.push(listener);
+    }
+    println!(
+        "      done in {:.1} s ({})",
+        t.elapsed().as_secs_f64(),
+        pki.display()
+    );
+
+    let t = steps.start("Starting the hub and the site agents on loopback, with mTLS and sled");
+    let s = stop.clone();
+    tasks.push(tokio::spawn(async move {
+        lacnet_hub::serve(hub_listener, hub, s.cancelled_owned())
+            .await
+            .map_err(|e| e.to_string())
+    }));
+    for (a, listener) in agents.iter().zip(listeners) {
+        let s = stop.clone();
+        let agent = a.agent.clone();
+        tasks.push(tokio::spawn(async move {
+            lacnet_site_agent::serve(listener, agent, s.cancelled_owned())
+                .await
+                .map_err(|e| e.to_string())
+        }));
+    }
+    let analyst_pem = crate::client::load_tls(&hub_endpoint)?;
+    wait_serving(
+        &hub_url,
+        &analyst_pem,
+        HUB_NAME,
+        "lacnet.hub.v1.Submissions",
+    )
+    .await?;
+    println!("      hub        {hub_url}");
+    for a in &agents {
+        let pem = crate::client::load_tls(&a.endpoint)?;
+        wait_serving(
+            &a.endpoint.url,
+            &pem,
+            AGENT_NAME,
+            "lacnet.site.v1.SiteAgent",
+        )
+        .await?;
+        println!(
+            "      {:<10} {}  ({})",
+            a.profile.name, a.endpoint.url, a.profile.code
+        );
+    }
+    println!("      ready in {:.1} s", t.elapsed().as_secs_f64());
+
+    let t = steps.start("Generating each site's records and importing them over gRPC");
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).map_err(|e| CliError::io("cannot create", &data, e))?;
+    let (y, m, d) = DEMO_UNTIL;
+    let until = Date::new(y, m, d).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let today = Date::from_unix_seconds(now_unix());
+    for a in &agents {
+        let csv = data.join(format!("{}.csv", a.profile.key));
+        let file =
+            std::fs::File::create(&csv).map_err(|e| CliError::io("cannot create", &csv, e))?;
+        let plan = Plan {
+            profile: a.profile,
+            seed: opts.seed,
+            until: Some(until),
+            rows: opts.rows,
+        };
+        generate::write_csv(&plan, std::io::BufWriter::new(file), today)?;
+        let client = crate::client::agent(&a.endpoint).await?;
+        let mut io = ImportOptions::new(&csv);
+        io.progress = opts.progress;
+        let r = import::import(client, &a.endpoint.url, &io).await?;
+        println!(
+            "      {:<10} {:>6} rows  {:>6} accepted  {} rejected  {:>8.0} rows/s",
+            a.profile.name,
+            r.rows,
+            r.accepted,
+            r.rejected,
+            r.rate()
+        );
+        if r.rejected > 0 {
+            return Err(CliError::Service(format!(
+                "the {} agent rejected {} generated rows; see {}",
+                a.profile.name,
+                r.rejected,
+                io.rejects.display()
+            )));
+        }
+    }
+    println!("      done in {:.1} s", t.elapsed().as_secs_f64());
+
+    let t = steps.start("Aggregating, applying disclosure control, and pushing to the hub");
+    let mut submissions = 0;
+    for a in &agents {
+        // Publish now rather than after the debounce, then wait for the outbox to drain.
+        submissions += a
+            .agent
+            .publish_now()
+            .await
+            .map_err(|e| CliError::Service(format!("publishing {}: {e}", a.profile.name)))?;
+    }
+    for a in &agents {
+        let mut client = crate::client::agent(&a.endpoint).await?;
+        let deadline = Instant::now() + WAIT_LIMIT;
+        loop {
+            let s = crate::site_ops::status(&mut client, &a.endpoint.url).await?;
+            if s.outbox_depth == 0 {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(CliError::Service(format!(
+                    "the {} outbox did not drain: {} waiting; last error: {}",
+                    a.profile.name, s.outbox_depth, s.last_push_error
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+    println!(
+        "      {submissions} quarterly submissions acknowledged by the hub in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let t = steps.start("Pulling the network report as an analyst");
+    let mut reports = crate::client::reports(&hub_endpoint).await?;
+    let period = Period::parse(DEMO_PERIOD).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let report = model::fetch(
+        &mut reports,
+        &hub_url,
+        &Request::Summary {
+            period: Some(period),
+            trend_periods: DEMO_TREND_PERIODS,
+        },
+        now_unix(),
+    )
+    .await?;
+    println!("      done in {:.1} s\n", t.elapsed().as_secs_f64());
+    println!(
+        "{} (count, then rate per 10,000 adults or, for proportions, share of the denominator):\n",
+        report.title
+    );
+    print!(
+        "{}",
+        table::summary_table(&report, Some(&["headline", "support_level", "outcome"]))
+    );
+    println!("\n[suppressed] = withheld by disclosure control (not zero).\n");
+
+    steps.start("Writing the HTML report");
+    write_file(&opts.report, &html::render(&report), false)?;
+    println!("      {}", opts.report.display());
+    println!(
+        "\nDemo finished in {:.1} s.",
+        steps.started.elapsed().as_secs_f64()
+    );
+
+    if opts.keep {
+        let config = ConfigFile {
+            agent: endpoint_file(&agents[0].endpoint),
+            hub: endpoint_file(&hub_endpoint),
+        };
+        let config_path = dir.join("lacnet.toml");
+        write_file(&config_path, &config.to_toml(), false)?;
+        println!("\nThe network keeps running until Ctrl-C. In another terminal:\n");
+        println!("  export LACNET_CONFIG={}", config_path.display());
+        println!(
+            "  lacnet status                       # the {} agent",
+            agents[0].profile.name
+        );
+        println!("  lacnet preview --period {DEMO_PERIOD}      # what it sends the hub");
+        println!("  lacnet report --period {DEMO_PERIOD}       # the network summary");
+        println!(
+            "  lacnet report --metric outcome.volunteering --from 2015-Q1 --to {DEMO_PERIOD} --format csv"
+        );
+        for a in &agents[1..] {
+            println!(
+                "  lacnet status --agent-url {} --agent-ca {} --agent-cert {} --agent-key {}   # {}",
+                a.endpoint.url,
+                a.endpoint.tls.ca.display(),
+                a.endpoint.tls.cert.display(),
+                a.endpoint.tls.key.display(),
+                a.profile.name
+            );
+        }
+        println!(
+            "\n(use `cargo run --release -p lacnet-cli --` for `lacnet` if it is not installed)"
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .map_err(|e| CliError::Service(format!("waiting for Ctrl-C: {e}")))?;
+        println!("\nStopping the network.");
+    }
+    Ok(())
+}
+
+fn endpoint_file(e: &Endpoint) -> EndpointFile {
+    EndpointFile {
+        url: Some(e.url.clone()),
+        server_name: Some(e.server_name.clone()),
+        ca: Some(e.tls.ca.clone()),
+        cert: Some(e.tls.cert.clone()),
+        key: Some(e.tls.key.clone()),
+    }
+}
+
+fn bundle_from(ca: &Path, pair: &Pair) -> Result<PemBundle, CliError> {
+    Ok(PemBundle::load(&paths(ca, pair))?)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,471 @@
+//! `lacnet import`: streams a CSV file into a site agent over mTLS.
+//!
+//! ```text
+//! CSV file ─▶ reader thread (csv, mapping, csv_format) ─▶ rows ─▶ StreamRecords call per chunk ─▶ agent
+//!                 │ local rejections                                    │ per-record rejections
+//!                 └────────────────────────▶ rejects CSV ◀──────────────┘
+//! ```
+//!
+//! Memory stays flat whatever the file size: the reader thread parses ahead
+//! by a bounded channel, and only the current chunk is held (to name the
+//! line of each rejection). Each chunk is one `StreamRecords` call, so the
+//! agent's one summary per call covers a known set of lines. The summary
+//! lists at most the first rejections; when a chunk has more, the chunk is
+//! sent again through `UpsertRecords`, which answers for every record (and
+//! is safe: re-sending a record leaves it unchanged).
+//!
+//! The rejects file is the council's own: it names the line, the column, the
+//! case id, the field and the reason, so someone can fix the export. Nothing
+//! from a row is printed or logged.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use csv::StringRecord;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_proto::site::v1::{Record, UpsertRecordsRequest, Verdict};
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+use crate::csv_format::{Layout, Problem};
+use crate::error::{CliError, Service};
+use crate::mapping::Mapping;
+
+/// Rows per `StreamRecords` call.
+pub const DEFAULT_CHUNK_ROWS: usize = 50_000;
+/// Records per `UpsertRecords` call when a chunk's rejections must be listed in full.
+const UPSERT_BATCH: usize = 1_000;
+/// Rows the reader thread hands over at a time.
+const READ_BATCH: usize = 512;
+
+/// What to import and how.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The CSV file.
+    pub csv: PathBuf,
+    /// Column renames and code translations (the identity for lacnet's own format).
+    pub mapping: Mapping,
+    /// Where rejected rows go.
+    pub rejects: PathBuf,
+    /// Rows per `StreamRecords` call.
+    pub chunk_rows: usize,
+    /// Draw a progress bar (on a terminal only).
+    pub progress: bool,
+}
+
+impl ImportOptions {
+    /// Defaults for `csv`: lacnet's format, rejects beside it as `<name>.rejects.csv`.
+    pub fn new(csv: impl Into<PathBuf>) -> ImportOptions {
+        let csv = csv.into();
+        ImportOptions {
+            rejects: default_rejects_path(&csv),
+            csv,
+            mapping: Mapping::default(),
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+            progress: false,
+        }
+    }
+}
+
+/// `data/derby.csv` → `data/derby.rejects.csv`.
+pub fn default_rejects_path(csv: &Path) -> PathBuf {
+    let stem = csv
+        .file_stem()
+        .map_or_else(|| "import".into(), |s| s.to_string_lossy().into_owned());
+    csv.with_file_name(format!("{stem}.rejects.csv"))
+}
+
+/// What an import did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportReport {
+    /// Data rows read.
+    pub rows: u64,
+    /// Rows the agent accepted (new, updated or unchanged).
+    pub accepted: u64,
+    /// Rows refused, here or by the agent.
+    pub rejected: u64,
+    /// Of those, rows refused here before sending.
+    pub rejected_locally: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+    /// The rejects file, if anything was rejected.
+    pub rejects: Option<PathBuf>,
+}
+
+impl ImportReport {
+    /// Rows per second over the whole import.
+    pub fn rate(&self) -> f64 {
+        self.rows as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// One unit of the reader thread's output.
+enum Item {
+    /// A row that became a record.
+    Row { line: u64, record: Record },
+    /// A row refused here.
+    Bad {
+        line: u64,
+        case_id: String,
+        problems: Vec<Problem>,
+    },
+}
+
+/// A batch of items, with how far into the file the reader has got.
+struct Batch {
+    items: Vec<Item>,
+    bytes_read: u64,
+}
+
+/// The rejects CSV, created with its header on the first rejection.
+struct Rejects {
+    path: PathBuf,
+    writer: Option<csv::Writer<File>>,
+}
+
+impl Rejects {
+    fn new(path: PathBuf) -> Rejects {
+        Rejects { path, writer: None }
+    }
+
+    fn write(
+        &mut self,
+        line: u64,
+        column: Option<usize>,
+        case_id: &str,
+        field: &str,
+        reason: &str,
+    ) -> Result<(), CliError> {
+        if self.writer.is_none() {
+            let file = File::create(&self.path)
+                .map_err(|e| CliError::io("cannot create the rejects file", &self.path, e))?;
+            let mut w = csv::Writer::from_writer(file);
+            w.write_record(["line", "column", "local_case_id", "field", "reason"])
+                .map_err(|e| self.err(e))?;
+            self.writer = Some(w);
+        }
+        let col = column.map(|c| c.to_string()).unwrap_or_default();
+        let result = match self.writer.as_mut() {
+            Some(w) => w.write_record([line.to_string().as_str(), &col, case_id, field, reason]),
+            None => Ok(()),
+        };
+        result.map_err(|e| self.err(e))
+    }
+
+    fn err(&self, e: csv::Error) -> CliError {
+        CliError::io(
+            "cannot write the rejects file",
+            &self.path,
+            std::io::Error::other(e.to_string()),
+        )
+    }
+
+    fn finish(mut self) -> Result<Option<PathBuf>, CliError> {
+        match self.writer.take() {
+            Some(mut w) => {
+                w.flush()
+                    .map_err(|e| CliError::io("cannot write the rejects file", &self.path, e))?;
+                Ok(Some(self.path))
+            }
+            None => {
+                // A rejects file left from an earlier run would now be misleading.
+                let _ = std::fs::remove_file(&self.path);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// What the reader thread sends: batches of rows, or the error that stopped it.
+type Batches = mpsc::Receiver<Result<Batch, CliError>>;
+
+/// Reads the header and starts the reader thread; also returns the file's size.
+fn start_reader(opts: &ImportOptions) -> Result<(Layout, Batches, u64), CliError> {
+    let file = File::open(&opts.csv)
+        .map_err(|e| CliError::io("cannot read the CSV file", &opts.csv, e))?;
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(BufReader::with_capacity(1 << 20, file));
+    let header = reader.headers().map_err(|e| CliError::Csv {
+        path: opts.csv.clone(),
+        line: 1,
+        detail: e.to_string(),
+    })?;
+    let layout = Layout::from_header(header, &opts.mapping).map_err(|detail| CliError::Csv {
+        path: opts.csv.clone(),
+        line: 1,
+        detail,
+    })?;
+    let (tx, rx) = mpsc::channel::<Result<Batch, CliError>>(16);
+    let thread_layout = layout.clone();
+    let mapping = opts.mapping.clone();
+    let path = opts.csv.clone();
+    std::thread::spawn(move || read_rows(reader, thread_layout, mapping, path, tx));
+    Ok((layout, rx, size))
+}
+
+fn read_rows(
+    mut reader: csv::Reader<BufReader<File>>,
+    layout: Layout,
+    mapping: Mapping,
+    path: PathBuf,
+    tx: mpsc::Sender<Result<Batch, CliError>>,
+) {
+    let mut row = StringRecord::new();
+    let mut items = Vec::with_capacity(READ_BATCH);
+    loop {
+        let line = reader.position().line();
+        match reader.read_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = row.position().map_or(line, |p| p.line());
+                items.push(match layout.parse(&row, &mapping) {
+                    Ok(record) => Item::Row { line, record },
+                    Err(problems) => Item::Bad {
+                        line,
+                        case_id: layout.case_id(&row).to_owned(),
+                        problems,
+                    },
+                });
+            }
+            // A row that is not valid UTF-8 is one bad row; the reader carries on after it.
+            Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
+                let (line, column) = match e.kind() {
+                    csv::ErrorKind::Utf8 { pos, err } => {
+                        (pos.as_ref().map_or(line, |p| p.line()), err.field() + 1)
+                    }
+                    _ => (line, 0),
+                };
+                items.push(Item::Bad {
+                    line,
+                    case_id: String::new(),
+                    problems: vec![Problem {
+                        column,
+                        field: "row".into(),
+                        reason: "is not valid UTF-8 (save the export as UTF-8)".into(),
+                    }],
+                });
+            }
+            Err(e) => {
+                let line = e.position().map_or(line, |p| p.line());
+                let _ = tx.blocking_send(Err(CliError::Csv {
+                    path,
+                    line,
+                    detail: e.to_string(),
+                }));
+                return;
+            }
+        }
+        if items.len() == READ_BATCH {
+            let batch = Batch {
+                items: std::mem::replace(&mut items, Vec::with_capacity(READ_BATCH)),
+                bytes_read: reader.position().byte(),
+            };
+            if tx.blocking_send(Ok(batch)).is_err() {
+                return; // the importer stopped
+            }
+        }
+    }
+    let bytes_read = reader.position().byte();
+    let _ = tx.blocking_send(Ok(Batch { items, bytes_read }));
+}
+
+fn progress_bar(size: u64, show: bool) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(
+        Some(size.max(1)),
+        if show && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{bar:30}] {percent:>3}%  {msg}  ({elapsed})")
+    {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
+/// Imports the file into the agent behind `client` (at `url`, for messages).
+pub async fn import(
+    client: SiteAgentClient<Channel>,
+    url: &str,
+    opts: &ImportOptions,
+) -> Result<ImportReport, CliError> {
+    let started = Instant::now();
+    let (layout, mut rx, size) = start_reader(opts)?;
+    let pb = progress_bar(size, opts.progress);
+    let mut rejects = Rejects::new(opts.rejects.clone());
+    let mut report = ImportReport {
+        rows: 0,
+        accepted: 0,
+        rejected: 0,
+        rejected_locally: 0,
+        elapsed: Duration::ZERO,
+        rejects: None,
+    };
+    let mut pending: std::vec::IntoIter<Item> = Vec::new().into_iter();
+    let mut input_done = false;
+    let chunk_rows = opts.chunk_rows.max(1);
+    while !input_done {
+        // One StreamRecords call per chunk, opened on its first record.
+        let mut chunk: Vec<(u64, Record)> = Vec::new();
+        let mut sender: Option<mpsc::Sender<Record>> = None;
+        let mut call = None;
+        while chunk.len() < chunk_rows {
+            let item = match pending.next() {
+                Some(item) => item,
+                None => match rx.recv().await {
+                    Some(Ok(batch)) => {
+                        pb.set_position(batch.bytes_read);
+                        pending = batch.items.into_iter();
+                        continue;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        input_done = true;
+                        break;
+                    }
+                },
+            };
+            report.rows += 1;
+            match item {
+                Item::Bad {
+                    line,
+                    case_id,
+                    problems,
+                } => {
+                    report.rejected += 1;
+                    report.rejected_locally += 1;
+                    for p in problems {
+                        let col = (p.column > 0).then_some(p.column);
+                        rejects.write(line, col, &case_id, &p.field, &p.reason)?;
+                    }
+                }
+                Item::Row { line, record } => {
+                    if sender.is_none() {
+                        let (tx, rx) = mpsc::channel::<Record>(1024);
+                        let mut c = client.clone();
+                        call = Some(tokio::spawn(async move {
+                            c.stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+                                .await
+                        }));
+                        sender = Some(tx);
+                    }
+                    let sent = match &sender {
+                        Some(tx) => tx.send(record.clone()).await.is_ok(),
+                        None => false,
+                    };
+                    chunk.push((line, record));
+                    // A closed stream means the call failed; its error is read below.
+                    if !sent {
+                        break;
+                    }
+                }
+            }
+            if report.rows % 1024 == 0 {
+                pb.set_message(progress_message(&report, started));
+            }
+        }
+        drop(sender);
+        let Some(call) = call else { continue };
+        let summary = call
+            .await
+            .map_err(|e| CliError::Service(format!("the import task failed: {e}")))?
+            .map_err(|s| Service::Agent.status_error(url, s))?
+            .into_inner();
+        if summary.received != chunk.len() as u64 {
+            return Err(CliError::Service(format!(
+                "the site agent received {} of {} records in a chunk; nothing after line {} was confirmed",
+                summary.received,
+                chunk.len(),
+                chunk.first().map_or(0, |(l, _)| *l)
+            )));
+        }
+        report.accepted += summary.accepted;
+        report.rejected += summary.rejected;
+        if summary.rejections_truncated {
+            upsert_for_verdicts(&client, url, &chunk, &layout, &mut rejects).await?;
+        } else {
+            for v in &summary.rejections {
+                if let Some((line, record)) = chunk.get(v.index as usize) {
+                    write_violations(&mut rejects, &layout, *line, record, &v.violations)?;
+                }
+            }
+        }
+        pb.set_message(progress_message(&report, started));
+    }
+    pb.finish_and_clear();
+    report.elapsed = started.elapsed();
+    report.rejects = rejects.finish()?;
+    Ok(report)
+}
+
+fn write_violations(
+    rejects: &mut Rejects,
+    layout: &Layout,
+    line: u64,
+    record: &Record,
+    violations: &[lacnet_proto::common::v1::FieldViolation],
+) -> Result<(), CliError> {
+    if violations.is_empty() {
+        return rejects.write(
+            line,
+            None,
+            &record.local_case_id,
+            "",
+            "rejected by the site agent",
+        );
+    }
+    for fv in violations {
+        rejects.write(
+            line,
+            layout.column_of(&fv.field),
+            &record.local_case_id,
+            &fv.field,
+            &fv.reason,
+        )?;
+    }
+    Ok(())
+}
+
+/// Sends a chunk again through `UpsertRecords` to learn every rejection in it.
+async fn upsert_for_verdicts(
+    client: &SiteAgentClient<Channel>,
+    url: &str,
+    chunk: &[(u64, Record)],
+    layout: &Layout,
+    rejects: &mut Rejects,
+) -> Result<(), CliError> {
+    let mut c = client.clone();
+    for part in chunk.chunks(UPSERT_BATCH) {
+        let reply = c
+            .upsert_records(UpsertRecordsRequest {
+                records: part.iter().map(|(_, r)| r.clone()).collect(),
+            })
+            .await
+            .map_err(|s| Service::Agent.status_error(url, s))?
+            .into_inner();
+        for v in reply.verdicts {
+            if v.verdict == Verdict::Rejected as i32
+                && let Some((line, record)) = part.get(v.index as usize)
+            {
+                write_violations(rejects, layout, *line, record, &v.violations)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn progress_message(r: &ImportReport, started: Instant) -> String {
+    let rate = r.rows as f64 / started.elapsed().as_secs_f64().max(1e-3);
+    format!(
+        "{} rows, {:.0} rows/s, {} accepted, {} rejected",
+        r.rows, rate, r.accepted, r.rejected
+    )
+}

@@ -1,0 +1,102 @@
+//! `lacnet keygen`: a new pseudonymisation (HMAC) key for a site agent, in the
+//! agent's versioned key-file format (`lacnet-key v1`, 32 random bytes as hex),
+//! written with mode 0600 so only its owner can read it.
+
+use std::io::Write;
+use std::path::Path;
+
+use lacnet_core::pseudonym::{KeyId, Pseudonymiser, Secret};
+use lacnet_site_agent::keys::KEY_FILE_MAGIC;
+use rand::RngCore;
+
+use crate::error::CliError;
+
+/// What was written: the id and the fingerprint, which is safe to share (two
+/// parties compare fingerprints to check they hash alike).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewKey {
+    /// The key id.
+    pub id: String,
+    /// The key's fingerprint, as the agent's status shows it.
+    pub fingerprint: String,
+}
+
+/// Writes a fresh key `id` to `path`; refuses to overwrite unless `force`.
+pub fn write_key(id: &str, path: &Path, force: bool) -> Result<NewKey, CliError> {
+    KeyId::new(id).map_err(|e| CliError::Invalid(format!("key id {id:?}: {e}")))?;
+    let mut raw = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut raw);
+    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = Secret::new(raw).map_err(|e| CliError::Generate(e.to_string()))?;
+    let fingerprint = Pseudonymiser::new(&secret).fingerprint();
+    let text = format!(
+        "# lacnet pseudonymisation key (HMAC-SHA256). SECRET: keep it inside the council,\n\
+         # readable only by the site agent. Start the agent with --key-file {id}=<this file>.\n\
+         {KEY_FILE_MAGIC}\nid {id}\nsecret {hex}\n"
+    );
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| CliError::io("cannot create the directory", dir, e))?;
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CliError::Invalid(format!(
+                "{} already exists: a key is never overwritten by accident (pass --force)",
+                path.display()
+            ))
+        } else {
+            CliError::io("cannot create the key file", path, e)
+        }
+    })?;
+    // An existing file opened with --force keeps its old mode: tighten it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| CliError::io("cannot set the key file's mode", path, e))?;
+    }
+    f.write_all(text.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| CliError::io("cannot write the key file", path, e))?;
+    Ok(NewKey {
+        id: id.to_owned(),
+        fingerprint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_reads_what_keygen_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k1");
+        let key = write_key("k1", &path, false).unwrap();
+        let ring = lacnet_site_agent::keys::load_ring(&[("k1".into(), path.clone())]).unwrap();
+        assert_eq!(ring.active().1.fingerprint(), key.fingerprint);
+        assert!(
+            write_key("k1", &path, false).is_err(),
+            "no silent overwrite"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(write_key("bad id!", &dir.path().join("x"), false).is_err());
+    }
+}

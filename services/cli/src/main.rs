@@ -1,0 +1,416 @@
+//! `lacnet`: parse the command line and run one command. Exit codes: 0 done,
+//! 1 error, 2 usage error, 3 import finished but rows were rejected.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lacnet_cli::config::EndpointFlags;
+use lacnet_cli::report::{self, Format, model};
+use lacnet_cli::{bench, certs, client, demo, generate, import, keygen, mapping, site_ops};
+use lacnet_core::{Date, Period};
+
+/// Exit code when an import finished but some rows were rejected.
+const EXIT_REJECTED: u8 = 3;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lacnet",
+    version,
+    about = "Operate and analyse the LAC Network: import CSV into a site agent, pull hub reports, make keys and development certificates, run a demo network",
+    after_help = "Endpoints and certificates come from lacnet.toml (--config, LACNET_CONFIG, or ./lacnet.toml), then LACNET_* variables, then flags. `lacnet certs` writes a lacnet.toml."
+)]
+struct Cli {
+    #[command(flatten)]
+    endpoints: EndpointFlags,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a whole network on this machine (hub + Derby, Thurrock, Swansea agents), import, report.
+    Demo {
+        /// Leave the network running until Ctrl-C, keep its directory, and print commands that talk to it.
+        #[arg(long)]
+        keep: bool,
+        /// Where to write the HTML report [default: <temp dir>/lacnet-demo-report.html].
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Rows per site instead of each profile's own numbers.
+        #[arg(long)]
+        rows: Option<usize>,
+        /// Random seed for the generated records.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Write synthetic records for a site profile as lacnet CSV.
+    Generate {
+        /// Site profile: derby, thurrock or swansea (or its ONS code).
+        #[arg(long)]
+        site: String,
+        /// Random seed: the same seed gives the same file.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Last introduction date (YYYY-MM-DD) [default: the end of the profile's published first window].
+        #[arg(long)]
+        until: Option<String>,
+        /// Exactly this many rows over the same span (e.g. 1000000 for a load test).
+        #[arg(long)]
+        rows: Option<usize>,
+        /// Output file [default: standard output].
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Stream a CSV file into a site agent (needs a council certificate).
+    Import {
+        /// The CSV file (lacnet's format, or a case system's export with --map).
+        file: PathBuf,
+        /// Mapping file (TOML) from a case system's columns and codes onto lacnet's.
+        #[arg(long)]
+        map: Option<PathBuf>,
+        /// Where rejected rows go [default: <file>.rejects.csv beside the input].
+        #[arg(long)]
+        rejects: Option<PathBuf>,
+        /// Rows per StreamRecords call.
+        #[arg(long, default_value_t = import::DEFAULT_CHUNK_ROWS)]
+        chunk_rows: usize,
+        /// Never draw the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Pull a report from the hub (needs an analyst certificate).
+    Report {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+        /// The network summary for this period (YYYY-Qn or YYYY-MM) [default: the latest submitted].
+        #[arg(long, conflicts_with = "metric")]
+        period: Option<String>,
+        /// One metric across sites over --from..--to, e.g. outcome.volunteering.
+        #[arg(long, requires_all = ["from", "to"])]
+        metric: Option<String>,
+        /// First period of the range (with --metric).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last period of the range (with --metric).
+        #[arg(long)]
+        to: Option<String>,
+        /// Quarters (or months) of trend lines in a summary report.
+        #[arg(long, default_value_t = 8)]
+        trend_periods: u32,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+    },
+    /// Write a new HMAC pseudonymisation key file (mode 0600) for a site agent.
+    Keygen {
+        /// Key id, e.g. k2025 (what the agent's --key-file id=path names it).
+        #[arg(long)]
+        id: String,
+        /// The key file to write.
+        #[arg(long, short)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a development PKI: network CA, hub, site and analyst certificates; council CA, agent and council certificates.
+    Certs {
+        /// Directory to write into.
+        #[arg(long, short, default_value = "lacnet-dev-pki")]
+        out: PathBuf,
+        /// ONS code of a site to issue a hub client certificate for (repeat).
+        #[arg(long = "site", default_values_t = ["E06000034".to_owned()])]
+        sites: Vec<String>,
+        /// Analyst name.
+        #[arg(long, default_value = "analyst")]
+        analyst: String,
+        /// Council (case system) name.
+        #[arg(long, default_value = "council")]
+        council: String,
+        /// DNS name on the hub's certificate.
+        #[arg(long, default_value = "hub.lacnet")]
+        hub_name: String,
+        /// DNS name on the site agent's certificate.
+        #[arg(long, default_value = "agent.lacnet")]
+        agent_name: String,
+    },
+    /// Show a site agent's state: records, outbox, last push, key ids.
+    Status,
+    /// Show exactly what a site agent would send the hub for a period.
+    Preview {
+        /// The period, e.g. 2016-Q1 or 2016-03.
+        #[arg(long)]
+        period: String,
+    },
+    /// Erase every record of one person at a site agent.
+    Erase {
+        /// The person's NHS number.
+        #[arg(long, conflicts_with = "case_id", required_unless_present = "case_id")]
+        nhs_number: Option<String>,
+        /// A local case id of the person.
+        #[arg(long)]
+        case_id: Option<String>,
+    },
+    /// Measure `lacnet import` against the agent's own ingest rate (in-process agents).
+    BenchImport {
+        /// Rows to import.
+        #[arg(long, default_value_t = 100_000)]
+        rows: usize,
+        /// Random seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn period(s: &str) -> anyhow::Result<Period> {
+    Period::parse(s).map_err(|e| anyhow::anyhow!("period {s:?}: {e} (use YYYY-Qn or YYYY-MM)"))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ep = &cli.endpoints;
+    match cli.command {
+        Command::Demo {
+            keep,
+            report,
+            rows,
+            seed,
+        } => {
+            let report =
+                report.unwrap_or_else(|| std::env::temp_dir().join("lacnet-demo-report.html"));
+            demo::run(&demo::DemoOptions {
+                keep,
+                report,
+                rows,
+                seed,
+                progress: true,
+            })
+            .await?;
+        }
+        Command::Generate {
+            site,
+            seed,
+            until,
+            rows,
+            out,
+        } => {
+            let until = until
+                .map(|u| Date::parse(&u).map_err(|e| anyhow::anyhow!("--until {u:?}: {e}")))
+                .transpose()?;
+            let plan = generate::Plan {
+                profile: generate::profile(&site)?,
+                seed,
+                until,
+                rows,
+            };
+            let today = Date::from_unix_seconds(demo::now_unix());
+            let n = match &out {
+                Some(path) => {
+                    let f = std::fs::File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
+                    generate::write_csv(&plan, std::io::BufWriter::new(f), today)?
+                }
+                None => generate::write_csv(&plan, std::io::stdout().lock(), today)?,
+            };
+            if let Some(path) = out {
+                eprintln!(
+                    "wrote {n} rows for {} to {}",
+                    plan.profile.name,
+                    path.display()
+                );
+            }
+        }
+        Command::Import {
+            file,
+            map,
+            rejects,
+            chunk_rows,
+            quiet,
+        } => {
+            let endpoint = ep.agent()?;
+            let mut opts = import::ImportOptions::new(&file);
+            if let Some(m) = map {
+                opts.mapping = mapping::Mapping::load(&m)?;
+            }
+            if let Some(r) = rejects {
+                opts.rejects = r;
+            }
+            opts.chunk_rows = chunk_rows;
+            opts.progress = !quiet;
+            let c = client::agent(&endpoint).await?;
+            let r = import::import(c, &endpoint.url, &opts).await?;
+            println!(
+                "{} rows: {} accepted, {} rejected ({} here, {} by the agent) in {:.1} s, {:.0} rows/s",
+                r.rows,
+                r.accepted,
+                r.rejected,
+                r.rejected_locally,
+                r.rejected - r.rejected_locally,
+                r.elapsed.as_secs_f64(),
+                r.rate()
+            );
+            if let Some(path) = r.rejects {
+                println!(
+                    "rejected rows (line, column, field, reason): {}",
+                    path.display()
+                );
+                return Ok(ExitCode::from(EXIT_REJECTED));
+            }
+        }
+        Command::Report {
+            format,
+            period: p,
+            metric,
+            from,
+            to,
+            trend_periods,
+            out,
+        } => {
+            let endpoint = ep.hub()?;
+            let request = match metric {
+                Some(metric) => model::Request::Metric {
+                    metric,
+                    from: period(from.as_deref().unwrap_or_default())?,
+                    to: period(to.as_deref().unwrap_or_default())?,
+                },
+                None => model::Request::Summary {
+                    period: p.as_deref().map(period).transpose()?,
+                    trend_periods: trend_periods.max(1),
+                },
+            };
+            let mut c = client::reports(&endpoint).await?;
+            let r = model::fetch(&mut c, &endpoint.url, &request, demo::now_unix()).await?;
+            let text = report::render(&r, format)?;
+            match out {
+                Some(path) => {
+                    certs::write_file(&path, &text, false)?;
+                    eprintln!("wrote {}", path.display());
+                }
+                None => print!("{text}"),
+            }
+        }
+        Command::Keygen { id, out, force } => {
+            let k = keygen::write_key(&id, &out, force)?;
+            println!("wrote key {} to {} (mode 0600)", k.id, out.display());
+            println!(
+                "fingerprint {} (safe to share; `lacnet status` shows it for the active key)",
+                k.fingerprint
+            );
+            println!("start the agent with --key-file {}={}", k.id, out.display());
+        }
+        Command::Certs {
+            out,
+            sites,
+            analyst,
+            council,
+            hub_name,
+            agent_name,
+        } => {
+            let issued = certs::issue(
+                &out,
+                &certs::CertSpec {
+                    sites,
+                    analyst,
+                    council,
+                    hub_name,
+                    agent_name,
+                },
+            )?;
+            println!(
+                "development PKI written to {} (not for production keys):",
+                out.display()
+            );
+            println!("  network CA     {}", issued.network_ca.display());
+            println!("  hub            {} (+ .key)", issued.hub.cert.display());
+            for (code, pair) in &issued.sites {
+                println!("  site {code} {} (+ .key)", pair.cert.display());
+            }
+            println!(
+                "  analyst        {} (+ .key)",
+                issued.analyst.cert.display()
+            );
+            println!("  council CA     {}", issued.council_ca.display());
+            println!("  site agent     {} (+ .key)", issued.agent.cert.display());
+            println!(
+                "  council client {} (+ .key)",
+                issued.council.cert.display()
+            );
+            println!(
+                "  CLI settings   {}  (export LACNET_CONFIG={})",
+                issued.config.display(),
+                issued.config.display()
+            );
+        }
+        Command::Status => {
+            let endpoint = ep.agent()?;
+            let mut c = client::agent(&endpoint).await?;
+            let s = site_ops::status(&mut c, &endpoint.url).await?;
+            print!("{}", site_ops::render_status(&s, demo::now_unix()));
+        }
+        Command::Preview { period: p } => {
+            let endpoint = ep.agent()?;
+            let mut c = client::agent(&endpoint).await?;
+            let s = site_ops::preview(&mut c, &endpoint.url, period(&p)?).await?;
+            print!("{}", site_ops::render_preview(&s));
+        }
+        Command::Erase {
+            nhs_number,
+            case_id,
+        } => {
+            let endpoint = ep.agent()?;
+            let who = match (nhs_number, case_id) {
+                (Some(n), _) => site_ops::Who::Nhs(n),
+                (None, Some(c)) => site_ops::Who::Case(c),
+                (None, None) => anyhow::bail!("pass --nhs-number or --case-id"),
+            };
+            let mut c = client::agent(&endpoint).await?;
+            let n = site_ops::erase(&mut c, &endpoint.url, who).await?;
+            println!("erased {n} record(s); the affected periods are re-aggregated and sent again");
+        }
+        Command::BenchImport { rows, seed } => {
+            let r = bench::run(rows, seed).await?;
+            println!("rows                                 {}", r.rows);
+            println!(
+                "agent's own ingest (StreamRecords)   {:.0} records/s",
+                r.agent_rate
+            );
+            println!(
+                "lacnet import from CSV               {:.0} rows/s",
+                r.import_rate
+            );
+            println!("ratio import / agent                 {:.2}", r.ratio());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Quiet by default: the demo runs services in this process, and their
+    // info logs would bury its output. RUST_LOG turns them back on.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,sled=error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

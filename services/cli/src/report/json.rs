@@ -1,0 +1,12 @@
+//! The report as pretty-printed JSON. Suppressed counts are the string
+//! `"suppressed"`, never `0`, and absent rates are `null`.
+
+use super::model::Report;
+use crate::error::CliError;
+
+/// Renders the report.
+pub fn render(report: &Report) -> Result<String, CliError> {
+    serde_json::to_string_pretty(report)
+        .map(|s| s + "\n")
+        .map_err(|e| CliError::Invalid(format!("cannot write JSON: {e}")))
+}

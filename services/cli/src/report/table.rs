@@ -1,0 +1,272 @@
+//! Plain-text tables for a terminal: the report pivoted to one row per metric
+//! and one column per site, and the helper other commands print with.
+
+use super::model::{CountView, PeriodView, Report, SiteValue};
+
+/// A simple left-aligned text table.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headings.
+    pub fn new<I: IntoIterator<Item = S>, S: Into<String>>(header: I) -> Table {
+        Table {
+            header: header.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds a row.
+    pub fn row<I: IntoIterator<Item = S>, S: Into<String>>(&mut self, cells: I) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    fn widths(&self) -> Vec<usize> {
+        let mut w: Vec<usize> = self.header.iter().map(|h| h.chars().count()).collect();
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                if i >= w.len() {
+                    w.push(0);
+                }
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        w
+    }
+
+    fn line(cells: &[String], widths: &[usize]) -> String {
+        let mut s = String::new();
+        for (i, w) in widths.iter().enumerate() {
+            let c = cells.get(i).map_or("", String::as_str);
+            let pad = w.saturating_sub(c.chars().count());
+            if i > 0 {
+                s.push_str("  ");
+            }
+            s.push_str(c);
+            s.push_str(&" ".repeat(pad));
+        }
+        s.trim_end().to_owned() + "\n"
+    }
+
+    /// With the header and a rule under it.
+    pub fn render(&self) -> String {
+        let w = self.widths();
+        let mut out = Table::line(&self.header, &w);
+        let rule: Vec<String> = w.iter().map(|n| "-".repeat(*n)).collect();
+        out.push_str(&Table::line(&rule, &w));
+        for r in &self.rows {
+            out.push_str(&Table::line(r, &w));
+        }
+        out
+    }
+
+    /// Rows only (for key/value listings).
+    pub fn render_plain(&self) -> String {
+        let w = self.widths();
+        self.rows.iter().map(|r| Table::line(r, &w)).collect()
+    }
+}
+
+/// How a suppressed value is shown in text.
+pub const SUPPRESSED: &str = "[suppressed]";
+
+/// A site's value as a cell: `25 (1.9/10k)`, `30%` for shares, or the marker.
+pub fn cell(v: &SiteValue, proportion: bool) -> String {
+    match v.value {
+        CountView::Suppressed => SUPPRESSED.to_owned(),
+        CountView::Value(n) => match (proportion, v.share, v.rate_per_10k) {
+            (true, Some(s), _) => format!("{n} ({:.0}%)", s * 100.0),
+            (_, _, Some(r)) => format!("{n} ({r:.1}/10k)"),
+            _ => n.to_string(),
+        },
+    }
+}
+
+fn median_cell(p: &PeriodView, proportion: bool) -> String {
+    match (proportion, p.median_share, p.median_rate) {
+        (true, Some(s), _) => format!("{:.0}%", s * 100.0),
+        (_, _, Some(r)) => format!("{r:.1}/10k"),
+        _ => "-".to_owned(),
+    }
+}
+
+/// Sites appearing anywhere in the report, in registry order.
+pub fn sites_in(report: &Report) -> Vec<(String, String)> {
+    let mut seen: Vec<String> = Vec::new();
+    let periods = report
+        .summary
+        .iter()
+        .flat_map(|s| s.metrics.iter().map(|m| &m.comparison))
+        .chain(report.comparisons.iter().flat_map(|c| c.periods.iter()));
+    for p in periods {
+        for s in &p.sites {
+            if !seen.contains(&s.site_code) {
+                seen.push(s.site_code.clone());
+            }
+        }
+    }
+    report
+        .sites
+        .iter()
+        .filter(|s| seen.contains(&s.code))
+        .map(|s| (s.code.clone(), s.name.clone()))
+        .collect()
+}
+
+/// The summary period as a metric-by-site table, restricted to `groups` if given.
+pub fn summary_table(report: &Report, groups: Option<&[&str]>) -> String {
+    let Some(summary) = &report.summary else {
+        return String::new();
+    };
+    let sites = sites_in(report);
+    let mut header = vec!["metric".to_owned()];
+    header.extend(sites.iter().map(|(_, n)| n.clone()));
+    header.push("network median".into());
+    let mut t = Table::new(header);
+    for m in &summary.metrics {
+        if groups.is_some_and(|g| !g.contains(&m.metric.group.as_str())) {
+            continue;
+        }
+        let mut row = vec![m.metric.label.clone()];
+        for (code, _) in &sites {
+            row.push(
+                m.comparison
+                    .sites
+                    .iter()
+                    .find(|s| &s.site_code == code)
+                    .map_or_else(|| "-".to_owned(), |v| cell(v, m.metric.proportion)),
+            );
+        }
+        row.push(median_cell(&m.comparison, m.metric.proportion));
+        t.row(row);
+    }
+    let mut cost = vec!["Estimated cost avoided".to_owned()];
+    for (code, _) in &sites {
+        cost.push(
+            summary
+                .cost_avoided
+                .iter()
+                .find(|c| &c.site_code == code)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |c| {
+                        format!(
+                            "£{}{}",
+                            thousands(c.pounds.round() as u64),
+                            if c.partial { " (at least)" } else { "" }
+                        )
+                    },
+                ),
+        );
+    }
+    cost.push(format!(
+        "total £{}",
+        thousands(summary.network_cost_avoided_pounds.round() as u64)
+    ));
+    t.row(cost);
+    t.render()
+}
+
+/// `1234567` → `1,234,567`.
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The whole report as text.
+pub fn render(report: &Report) -> String {
+    let mut out = format!("{}\n(pulled {})\n\n", report.title, report.generated_at);
+    if let Some(p) = &report.network_policy {
+        out.push_str(&format!("Network disclosure policy: {}\n", p.text));
+    }
+    out.push_str(&format!(
+        "Counts shown as {SUPPRESSED} were withheld by disclosure control; they are not zero.\n\n"
+    ));
+    let sites = sites_in(report);
+    let mut t = Table::new(["site", "ONS code", "adults", "disclosure policy"]);
+    for s in report
+        .sites
+        .iter()
+        .filter(|s| sites.iter().any(|(c, _)| c == &s.code))
+    {
+        t.row([
+            s.name.clone(),
+            s.code.clone(),
+            thousands(s.adult_population),
+            s.policy
+                .as_ref()
+                .map_or_else(|| "no submission yet".into(), |p| p.text.clone()),
+        ]);
+    }
+    out.push_str(&t.render());
+    if let Some(s) = &report.summary {
+        out.push_str(&format!(
+            "\n{} sites submitted for {}. Counts, then the rate per 10,000 adults or, for proportions, the share of the denominator:\n\n",
+            s.sites_submitted, s.period
+        ));
+        out.push_str(&summary_table(report, None));
+    }
+    for c in &report.comparisons {
+        out.push_str(&format!(
+            "\n{} ({}), by period:\n\n",
+            c.metric.label, c.metric.id
+        ));
+        let mut header = vec!["period".to_owned()];
+        header.extend(sites.iter().map(|(_, n)| n.clone()));
+        header.push("network median".into());
+        let mut t = Table::new(header);
+        for p in &c.periods {
+            let mut row = vec![p.period.clone()];
+            for (code, _) in &sites {
+                row.push(
+                    p.sites
+                        .iter()
+                        .find(|s| &s.site_code == code)
+                        .map_or_else(|| "-".to_owned(), |v| cell(v, c.metric.proportion)),
+                );
+            }
+            row.push(median_cell(p, c.metric.proportion));
+            t.row(row);
+        }
+        out.push_str(&t.render());
+        let trends: Vec<String> = c
+            .trends
+            .iter()
+            .map(|t| {
+                let name = sites
+                    .iter()
+                    .find(|(code, _)| code == &t.site_code)
+                    .map_or(t.site_code.as_str(), |(_, n)| n.as_str());
+                format!("{name} {}", t.direction)
+            })
+            .collect();
+        if !trends.is_empty() {
+            out.push_str(&format!("trend: {}\n", trends.join("; ")));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_and_numbers_group() {
+        let mut t = Table::new(["a", "bb"]);
+        t.row(["xxx", "y"]);
+        assert_eq!(t.render(), "a    bb\n---  --\nxxx  y\n");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+        assert_eq!(thousands(12), "12");
+    }
+}

@@ -1,0 +1,159 @@
+//! Operating a site agent: `lacnet status` (records, outbox, last push, key
+//! ids), `lacnet preview` (exactly what would go to the hub for a period, as
+//! a table) and `lacnet erase` (forget one person). Output carries counts,
+//! pseudonymous key fingerprints and aggregates only: never an identifier.
+
+use lacnet_core::metrics::catalogue;
+use lacnet_core::{Date, Period};
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::convert::period_to_proto;
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_proto::site::v1::{
+    AgentStatus, ErasePersonRequest, GetStatusRequest, PreviewSubmissionRequest,
+    erase_person_request::Identifier,
+};
+use tonic::transport::Channel;
+
+use crate::error::{CliError, Service};
+use crate::report::model::policy_text;
+use crate::report::table::Table;
+
+/// Fetches the agent's status.
+pub async fn status(
+    client: &mut SiteAgentClient<Channel>,
+    url: &str,
+) -> Result<AgentStatus, CliError> {
+    Ok(client
+        .get_status(GetStatusRequest {})
+        .await
+        .map_err(|s| Service::Agent.status_error(url, s))?
+        .into_inner())
+}
+
+/// `2014-07-31 12:00:00 UTC`.
+pub fn utc(unix: i64) -> String {
+    let d = Date::from_unix_seconds(unix);
+    let s = unix.rem_euclid(86_400);
+    format!("{d} {:02}:{:02}:{:02} UTC", s / 3600, s / 60 % 60, s % 60)
+}
+
+/// The status as a two-column table.
+pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
+    let last_push = if s.last_push_unix == 0 {
+        "never".to_owned()
+    } else {
+        format!(
+            "{} ({} s ago)",
+            utc(s.last_push_unix),
+            (now_unix - s.last_push_unix).max(0)
+        )
+    };
+    let granularity = match pb::Granularity::try_from(s.granularity) {
+        Ok(pb::Granularity::Month) => "month",
+        Ok(pb::Granularity::Quarter) => "quarter",
+        _ => "unknown",
+    };
+    let mut t = Table::new(["", ""]);
+    t.row(["site", s.site_code.as_str()]);
+    t.row(["records", &s.record_count.to_string()]);
+    t.row([
+        "outbox",
+        &format!("{} submission(s) waiting", s.outbox_depth),
+    ]);
+    t.row(["last push", &last_push]);
+    if !s.last_push_error.is_empty() {
+        t.row(["last push error", s.last_push_error.as_str()]);
+    }
+    t.row([
+        "active key",
+        &format!(
+            "{} (fingerprint {})",
+            s.active_key_id, s.active_key_fingerprint
+        ),
+    ]);
+    t.row(["key ids", &s.key_ids.join(", ")]);
+    t.row([
+        "policy",
+        &s.policy
+            .as_ref()
+            .map_or_else(|| "unknown".into(), policy_text),
+    ]);
+    t.row(["periods", granularity]);
+    t.render_plain()
+}
+
+/// What the agent would send for `period`.
+pub async fn preview(
+    client: &mut SiteAgentClient<Channel>,
+    url: &str,
+    period: Period,
+) -> Result<pb::Submission, CliError> {
+    Ok(client
+        .preview_submission(PreviewSubmissionRequest {
+            period: Some(period_to_proto(period)),
+        })
+        .await
+        .map_err(|s| Service::Agent.status_error(url, s))?
+        .into_inner())
+}
+
+/// A preview as a table: one row per metric, suppressed cells marked.
+pub fn render_preview(s: &pb::Submission) -> String {
+    let period = s
+        .period
+        .as_ref()
+        .and_then(|p| lacnet_proto::convert::period_from_proto(Some(p), "period").ok())
+        .map_or_else(|| "?".to_owned(), |p| p.to_string());
+    let mut out = format!(
+        "What site {} would send the hub for {period} (revision {}, digest {}):\npolicy: {}\n\n",
+        s.site_code,
+        s.revision,
+        s.digest.get(..16).unwrap_or(&s.digest),
+        s.policy
+            .as_ref()
+            .map_or_else(|| "unknown".into(), policy_text),
+    );
+    let mut t = Table::new(["metric", "label", "value"]);
+    for c in &s.cells {
+        let label = catalogue()
+            .index_of(&c.metric)
+            .map_or("", |i| catalogue().def(i).label.as_str());
+        let value = match c.count.as_ref().and_then(|c| c.kind) {
+            Some(pb::count::Kind::Value(v)) => v.to_string(),
+            Some(pb::count::Kind::Suppressed(_)) => "suppressed".to_owned(),
+            None => "?".to_owned(),
+        };
+        t.row([c.metric.as_str(), label, &value]);
+    }
+    out.push_str(&t.render());
+    out
+}
+
+/// Who to erase.
+#[derive(Debug, Clone)]
+pub enum Who {
+    /// By NHS number.
+    Nhs(String),
+    /// By the council's case id.
+    Case(String),
+}
+
+/// Erases every record of one person; returns how many went.
+pub async fn erase(
+    client: &mut SiteAgentClient<Channel>,
+    url: &str,
+    who: Who,
+) -> Result<u32, CliError> {
+    let identifier = match who {
+        Who::Nhs(n) => Identifier::NhsNumber(n),
+        Who::Case(c) => Identifier::LocalCaseId(c),
+    };
+    Ok(client
+        .erase_person(ErasePersonRequest {
+            identifier: Some(identifier),
+        })
+        .await
+        .map_err(|s| Service::Agent.status_error(url, s))?
+        .into_inner()
+        .records_erased)
+}
