@@ -239,7 +239,10 @@ async fn main() {
     });
     let all = (per * cores as u64) as f64 / all_started.elapsed().as_secs_f64();
 
-    println!("records ingested:        {n} ({} accepted) in {secs:.2} s", summary.accepted);
+    println!(
+        "records ingested:        {n} ({} accepted) in {secs:.2} s",
+        summary.accepted
+    );
     println!("ingest rate: {rate:.0} records/s");
     println!("update rate: {update_rate:.0} records/s (the same {n} records again, each changed)");
     println!(
@@ -252,7 +255,9 @@ async fn main() {
         cache_bytes >> 20,
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
     );
-    println!("aggregation:             {enqueued} periods recomputed and enqueued in {agg_secs:.2} s");
+    println!(
+        "aggregation:             {enqueued} periods recomputed and enqueued in {agg_secs:.2} s"
+    );
     println!(
         "sled sequential floor: {floor:.0} records/s (bare sled inserts of {}-byte values under sequential keys, one flush); ingest is {:.2}x it",
         record_len,

@@ -24,9 +24,9 @@ use lacnet_core::Period;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
 use lacnet_proto::hub::v1::{ReceiptStatus, SubmitRequest};
+use lacnet_store::Durability;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use lacnet_store::Durability;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -242,8 +242,7 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                         "an outbox entry has no readable period".into(),
                     )),
                 };
-                match reissued
-                {
+                match reissued {
                     Ok(Some((p, new_revision))) => {
                         m.reissued.inc();
                         tracing::warn!(period = %p, revision, hub_current, new_revision, %reason, "the hub reports another revision of this period; re-issued the same content above it");
