@@ -791,11 +791,11 @@ impl Writer {
                 .map(<[u8]>::to_vec)
                 .ok_or_else(|| AgentError::Corrupt("a slot missing from the open segment".into()));
         }
-        if !sw.cache.contains_key(&loc.seg) {
+        if let std::collections::hash_map::Entry::Vacant(e) = sw.cache.entry(loc.seg) {
             let bytes = self
                 .segment_bytes(loc.seg)?
                 .ok_or_else(|| AgentError::Corrupt(format!("segment {} is missing", loc.seg)))?;
-            sw.cache.insert(loc.seg, bytes);
+            e.insert(bytes);
         }
         let bytes = &sw.cache[&loc.seg];
         segment::find(bytes, loc.slot)?
@@ -879,7 +879,7 @@ impl Writer {
     /// rewrites and deletions. With `sync`, everything written since the last
     /// sync is synced, so the group's callers can be acknowledged.
     pub fn persist(&mut self, sync: bool) -> Result<(), AgentError> {
-        if self.pending.is_empty() && !(sync && !self.unsynced.is_empty()) {
+        if self.pending.is_empty() && (!sync || self.unsynced.is_empty()) {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
