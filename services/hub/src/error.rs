@@ -58,6 +58,9 @@ pub enum HubError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The store cannot write (an I/O error or a hung flush); the hub needs a restart.
+    #[error("the hub's store cannot write: {0}")]
+    Unavailable(String),
     /// Building the reflection service failed.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
@@ -104,6 +107,10 @@ impl From<HubError> for tonic::Status {
             HubError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             HubError::PolicyViolation(_) => tonic::Status::failed_precondition(e.to_string()),
             HubError::Conflict(_) => tonic::Status::already_exists(e.to_string()),
+            HubError::Unavailable(_) => {
+                tracing::error!(error = %e, "write refused");
+                tonic::Status::unavailable("the hub cannot write to its disk; retry later")
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 tonic::Status::internal("internal error; see the hub's logs")
