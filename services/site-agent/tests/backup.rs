@@ -156,11 +156,10 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
     assert_eq!(content(&preview(&mut c, "2025-Q1").await), content(&before));
     let s = status(&mut c).await;
     assert_eq!(s.record_count, status_before.record_count);
-    assert_eq!(s.outbox_depth, status_before.outbox_depth);
     assert_eq!(s.active_key_fingerprint, status_before.active_key_fingerprint);
     // The restored agent takes new writes: the later batch is NEW again.
     let r = upsert(&mut c, batch("B", 0)).await;
-    assert!(verdicts(&r).iter().all(|v| *v == site::Verdict::New));
+    assert!(verdicts(&r).iter().all(|v| *v == site::Verdict::AcceptedNew));
     assert_eq!(content(&preview(&mut c, "2025-Q1").await), content(&after));
     stop(agent);
 
