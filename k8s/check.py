@@ -242,7 +242,11 @@ def check_dockerfile(manifest_files):
 
     ports, mounts, commands = set(), set(), set()
     for path in manifest_files:
-        for doc in load_docs(path):
+        try:
+            docs = load_docs(path)
+        except yaml.YAMLError:
+            continue  # already reported
+        for doc in docs:
             if not isinstance(doc, dict) or doc.get("kind") not in POD_KINDS:
                 continue
             spec = pod_spec(doc)
@@ -436,6 +440,12 @@ def check_hardening(where, docs, service):
 
 def check_network(where, docs, overlay):
     policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    for p in policies:
+        for r in (p["spec"].get("ingress") or []) + (p["spec"].get("egress") or []):
+            for peer in (r.get("from") or []) + (r.get("to") or []):
+                cidr = (peer.get("ipBlock") or {}).get("cidr", "")
+                if cidr.endswith("/0"):
+                    problem(where, f"{name_of(p)}: ipBlock {cidr} is every address")
     if overlay == "hub":
         grpc = [r for p in policies for r in (p["spec"].get("ingress") or [])
                 if any(port.get("port") == 8443 for port in r.get("ports") or [])]
