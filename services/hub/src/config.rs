@@ -122,7 +122,8 @@ impl Config {
     /// Where the TLS files are. Optional to clap (so `backup` and `restore`
     /// run with just the data directory) and checked here instead.
     pub fn tls_paths(&self) -> Result<lacnet_tls::TlsPaths, MissingSetting> {
-        let required = |v: &Option<PathBuf>, flag, env| v.clone().ok_or(MissingSetting { flag, env });
+        let required =
+            |v: &Option<PathBuf>, flag, env| v.clone().ok_or(MissingSetting { flag, env });
         Ok(lacnet_tls::TlsPaths {
             ca: required(&self.tls_ca, "--tls-ca", "LACNET_HUB_TLS_CA")?,
             cert: required(&self.tls_cert, "--tls-cert", "LACNET_HUB_TLS_CERT")?,
@@ -178,14 +179,22 @@ mod tests {
 
     #[test]
     fn backup_and_restore_need_only_the_data_dir() {
-        let cli =
-            Cli::try_parse_from(["lacnet-hub", "--data-dir", "/d", "backup", "--to", "/b"]).unwrap();
+        let cli = Cli::try_parse_from(["lacnet-hub", "--data-dir", "/d", "backup", "--to", "/b"])
+            .unwrap();
         assert!(matches!(cli.command, Some(Command::Backup { ref to }) if to.as_os_str() == "/b"));
-        assert_eq!(cli.config.control_socket(), PathBuf::from("/d/control.sock"));
+        assert_eq!(
+            cli.config.control_socket(),
+            PathBuf::from("/d/control.sock")
+        );
         let err = cli.config.tls_paths().unwrap_err().to_string();
-        assert!(err.contains("--tls-ca") && err.contains("LACNET_HUB_TLS_CA"), "{err}");
+        assert!(
+            err.contains("--tls-ca") && err.contains("LACNET_HUB_TLS_CA"),
+            "{err}"
+        );
         let cli = Cli::try_parse_from(["lacnet-hub", "restore", "--from", "/b"]).unwrap();
-        assert!(matches!(cli.command, Some(Command::Restore { ref from }) if from.as_os_str() == "/b"));
+        assert!(
+            matches!(cli.command, Some(Command::Restore { ref from }) if from.as_os_str() == "/b")
+        );
         assert!(Cli::try_parse_from(["lacnet-hub", "restore"]).is_err());
     }
 }

@@ -39,7 +39,10 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
 
     for (pem, site, active) in [(&pki.thurrock, THURROCK, 400), (&pki.derby, DERBY, 250)] {
         let r = h
-            .submit(pem, submission(site, "2025-Q1", 1, &aggregates(active, 100, 20, 15)))
+            .submit(
+                pem,
+                submission(site, "2025-Q1", 1, &aggregates(active, 100, 20, 15)),
+            )
             .await
             .unwrap();
         assert_eq!(r.status, hub::ReceiptStatus::New as i32);
@@ -83,7 +86,12 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
     assert!(err.to_string().contains("not empty"), "{err}");
     let h = TestHub::start(&pki, &restored, |_| {}).await;
     assert_eq!(report(&h, &pki).await, before);
-    assert_eq!(h.hub.revisions(THURROCK, lacnet_core::Period::parse("2025-Q1").unwrap()).unwrap(), vec![1]);
+    assert_eq!(
+        h.hub
+            .revisions(THURROCK, lacnet_core::Period::parse("2025-Q1").unwrap())
+            .unwrap(),
+        vec![1]
+    );
 
     // The audit log is the one at the backup, and new events append to it
     // (sled's id generator moved past the old ids, so nothing is overwritten).
@@ -118,7 +126,9 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
     lacnet_hub::backup::restore(&b2, &restored2).unwrap();
     let h = TestHub::start(&pki, &restored2, |_| {}).await;
     assert_eq!(
-        h.hub.revisions(THURROCK, lacnet_core::Period::parse("2025-Q1").unwrap()).unwrap(),
+        h.hub
+            .revisions(THURROCK, lacnet_core::Period::parse("2025-Q1").unwrap())
+            .unwrap(),
         vec![1, 2]
     );
     drop(h.stop().await);

@@ -364,7 +364,9 @@ mod tests {
             "/backups/b1",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Some(Command::Backup { ref to }) if to == Path::new("/backups/b1")));
+        assert!(
+            matches!(cli.command, Some(Command::Backup { ref to }) if to == Path::new("/backups/b1"))
+        );
         assert_eq!(cli.config.control_socket(), Path::new("/data/control.sock"));
         let cli = Cli::try_parse_from([
             "lacnet-site-agent",
@@ -375,7 +377,9 @@ mod tests {
             "/backups/b1",
         ])
         .unwrap();
-        assert!(matches!(cli.command, Some(Command::Restore { ref from }) if from == Path::new("/backups/b1")));
+        assert!(
+            matches!(cli.command, Some(Command::Restore { ref from }) if from == Path::new("/backups/b1"))
+        );
         assert_eq!(cli.config.control_socket(), Path::new("/run/agent.sock"));
         assert!(Cli::try_parse_from(["lacnet-site-agent", "backup"]).is_err());
     }

@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use clap::Parser;
-use lacnet_site_agent::config::{Cli, Command};
 use lacnet_site_agent::backup::Taken;
+use lacnet_site_agent::config::{Cli, Command};
 use lacnet_site_agent::{Agent, RetireOutcome};
 
 #[tokio::main]

@@ -377,7 +377,12 @@ impl Store {
         let dir = self.inner.dir.clone();
         self.write("backup", Durability::Flush, move |w| {
             w.persist(true)?;
-            Ok(lacnet_store::backup::write(&w.db, &BACKUP_SPEC, &dir, &dest))
+            Ok(lacnet_store::backup::write(
+                &w.db,
+                &BACKUP_SPEC,
+                &dir,
+                &dest,
+            ))
         })
         .await
         .map_err(|e| BackupError::Store(e.to_string()))?
@@ -389,7 +394,12 @@ impl Store {
         let dir = self.inner.dir.clone();
         self.write_blocking("backup", move |w| {
             w.persist(true)?;
-            Ok(lacnet_store::backup::write(&w.db, &BACKUP_SPEC, &dir, &dest))
+            Ok(lacnet_store::backup::write(
+                &w.db,
+                &BACKUP_SPEC,
+                &dir,
+                &dest,
+            ))
         })
         .map_err(|e| BackupError::Store(e.to_string()))?
     }

@@ -50,8 +50,8 @@ fn agent_cmd(data: &Path, args: &[&str]) -> std::process::Output {
 fn content(sub: &lacnet_proto::common::v1::Submission) -> impl PartialEq + std::fmt::Debug {
     (
         sub.site_code.clone(),
-        sub.period.clone(),
-        sub.policy.clone(),
+        sub.period,
+        sub.policy,
         sub.cells.clone(),
     )
 }
@@ -131,7 +131,11 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
     })
     .await
     .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ingest.await.unwrap();
 
     // The offline path refuses while the agent holds the directory, and a
@@ -144,7 +148,11 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
     // Restore b1 into an empty directory and serve it.
     let restored = dir.path().join("restored");
     let out = agent_cmd(&restored, &["restore", "--from", b1.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored: "));
     // Never into a directory that holds data.
     let out = agent_cmd(&restored, &["restore", "--from", b1.to_str().unwrap()]);
@@ -156,17 +164,28 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
     assert_eq!(content(&preview(&mut c, "2025-Q1").await), content(&before));
     let s = status(&mut c).await;
     assert_eq!(s.record_count, status_before.record_count);
-    assert_eq!(s.active_key_fingerprint, status_before.active_key_fingerprint);
+    assert_eq!(
+        s.active_key_fingerprint,
+        status_before.active_key_fingerprint
+    );
     // The restored agent takes new writes: the later batch is NEW again.
     let r = upsert(&mut c, batch("B", 0)).await;
-    assert!(verdicts(&r).iter().all(|v| *v == site::Verdict::AcceptedNew));
+    assert!(
+        verdicts(&r)
+            .iter()
+            .all(|v| *v == site::Verdict::AcceptedNew)
+    );
     assert_eq!(content(&preview(&mut c, "2025-Q1").await), content(&after));
     stop(agent);
 
     // The concurrent backup: whole batches, at least those acknowledged before it.
     let restored2 = dir.path().join("restored2");
     let out = agent_cmd(&restored2, &["restore", "--from", b2.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let agent = AgentProcess::spawn(dir.path(), &restored2, EXACT);
     let mut c = client(&agent, &pki).await;
     let n = status(&mut c).await.record_count as usize;

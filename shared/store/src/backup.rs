@@ -212,7 +212,10 @@ impl Manifest {
             // leave the destination if the manifest was tampered with.
             if entry.path.is_empty()
                 || entry.path.starts_with('/')
-                || entry.path.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+                || entry
+                    .path
+                    .split('/')
+                    .any(|c| c.is_empty() || c == "." || c == "..")
             {
                 return Err(format!("MANIFEST names an unsafe path {:?}", entry.path));
             }
@@ -373,7 +376,11 @@ pub fn write(
             if name.ends_with(".tmp") || name.contains(' ') {
                 continue;
             }
-            if entry.file_type().map_err(io(&from, "cannot list"))?.is_file() {
+            if entry
+                .file_type()
+                .map_err(io(&from, "cannot list"))?
+                .is_file()
+            {
                 names.push(name);
             }
         }
@@ -583,10 +590,17 @@ mod tests {
         let db = sled::Config::new().path(dir).open().unwrap();
         let a = db.open_tree("a").unwrap();
         for i in 0..100u32 {
-            a.insert(i.to_be_bytes(), vec![i as u8; i as usize]).unwrap();
+            a.insert(i.to_be_bytes(), vec![i as u8; i as usize])
+                .unwrap();
         }
-        db.open_tree("b").unwrap().insert(b"", b"empty key").unwrap();
-        db.open_tree("not-backed-up").unwrap().insert(b"x", b"y").unwrap();
+        db.open_tree("b")
+            .unwrap()
+            .insert(b"", b"empty key")
+            .unwrap();
+        db.open_tree("not-backed-up")
+            .unwrap()
+            .insert(b"x", b"y")
+            .unwrap();
         for _ in 0..1000 {
             db.generate_id().unwrap();
         }
@@ -609,8 +623,18 @@ mod tests {
         assert_eq!((r.trees, r.entries, r.files), (2, 101, 1));
         let db2 = sled::Config::new().path(&restored).open().unwrap();
         for name in ["a", "b"] {
-            let want: Vec<_> = db.open_tree(name).unwrap().iter().map(|kv| kv.unwrap()).collect();
-            let got: Vec<_> = db2.open_tree(name).unwrap().iter().map(|kv| kv.unwrap()).collect();
+            let want: Vec<_> = db
+                .open_tree(name)
+                .unwrap()
+                .iter()
+                .map(|kv| kv.unwrap())
+                .collect();
+            let got: Vec<_> = db2
+                .open_tree(name)
+                .unwrap()
+                .iter()
+                .map(|kv| kv.unwrap())
+                .collect();
             assert_eq!(want, got, "tree {name}");
         }
         assert!(!db2.tree_names().iter().any(|n| &n[..] == b"not-backed-up"));
@@ -622,7 +646,10 @@ mod tests {
         drop(db2);
         let db3 = sled::Config::new().path(&restored).open().unwrap();
         assert!(db3.generate_id().unwrap() > 2_000_000);
-        assert_eq!(std::fs::read(restored.join("files/one")).unwrap(), b"segment one");
+        assert_eq!(
+            std::fs::read(restored.join("files/one")).unwrap(),
+            b"segment one"
+        );
         assert!(!restored.join("files/two.tmp").exists());
     }
 

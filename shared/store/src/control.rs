@@ -58,8 +58,8 @@ impl Control {
             std::fs::remove_file(path)
                 .map_err(|e| control_err(path, format!("cannot remove a stale socket: {e}")))?;
         }
-        let listener = UnixListener::bind(path)
-            .map_err(|e| control_err(path, format!("cannot bind: {e}")))?;
+        let listener =
+            UnixListener::bind(path).map_err(|e| control_err(path, format!("cannot bind: {e}")))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -179,10 +179,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let sock = tmp.path().join("control.sock");
         // No service yet: the caller is told to go offline.
-        assert_eq!(
-            request_backup(&sock, Path::new("/x")).await.unwrap(),
-            None
-        );
+        assert_eq!(request_backup(&sock, Path::new("/x")).await.unwrap(), None);
         let control = Control::bind(&sock).await.unwrap();
         #[cfg(unix)]
         {
@@ -207,7 +204,10 @@ mod tests {
         let stop = shutdown_pair();
         let server = tokio::spawn(control.serve(backup, stop.1));
         let ok = request_backup(&sock, Path::new("/b1")).await.unwrap();
-        assert_eq!(ok.as_deref(), Some("/b1: 1 tree(s), 2 entries, 3 file(s), 4 bytes"));
+        assert_eq!(
+            ok.as_deref(),
+            Some("/b1: 1 tree(s), 2 entries, 3 file(s), 4 bytes")
+        );
         let err = request_backup(&sock, Path::new("/fail")).await.unwrap_err();
         assert!(
             matches!(err, BackupError::Remote(ref m) if m == "the service could not take the snapshot: disk full"),
@@ -221,10 +221,7 @@ mod tests {
     }
 
     /// A shutdown trigger and the future it completes.
-    fn shutdown_pair() -> (
-        tokio::sync::oneshot::Sender<()>,
-        impl Future<Output = ()>,
-    ) {
+    fn shutdown_pair() -> (tokio::sync::oneshot::Sender<()>, impl Future<Output = ()>) {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         (tx, async move {
             let _ = rx.await;
