@@ -25,6 +25,8 @@ use crate::backup::{BackupError, Summary};
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 4096;
+/// How long a client may take to send its request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Takes a backup into the given directory, inside the running service.
 pub type BackupFn = Arc<
@@ -100,10 +102,14 @@ impl Control {
 async fn answer(stream: UnixStream, backup: &BackupFn) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    BufReader::new(read)
-        .take(MAX_LINE)
-        .read_line(&mut line)
-        .await?;
+    // Requests are served one at a time: a client that never finishes its
+    // line must not hold the socket.
+    tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        BufReader::new(read).take(MAX_LINE).read_line(&mut line),
+    )
+    .await
+    .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
     let reply = match line.trim_end_matches('\n').split_once(' ') {
         Some(("backup", dest)) if !dest.is_empty() => {
             let dest = PathBuf::from(dest);
