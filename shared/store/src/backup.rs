@@ -417,6 +417,26 @@ pub fn write(
     Ok(summary)
 }
 
+/// Opens the database again right after this process closed it. sled
+/// releases its directory lock only when its last background I/O task has
+/// let go of the file, a moment after the `Db` is dropped, and gives no signal
+/// for it; so a lock refusal is retried for a bounded time. Nobody else can
+/// hold the lock: the directory was empty when the restore began.
+fn reopen(open: impl Fn() -> sled::Result<sled::Db>) -> Result<sled::Db, BackupError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 fn invalid(path: &Path, reason: impl Into<String>) -> BackupError {
     BackupError::Invalid {
         path: path.to_path_buf(),
@@ -561,7 +581,7 @@ pub fn restore(src: &Path, spec: &Spec<'_>, dest: &Path) -> Result<Summary, Back
         }
         db.flush()?;
     }
-    let db = open()?;
+    let db = reopen(open)?;
     let next = db.generate_id()?;
     if next < manifest.id_floor {
         return Err(BackupError::Store(format!(
