@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod authz;
+pub mod backup;
 pub mod config;
 pub mod convert;
 mod error;
@@ -169,6 +170,20 @@ impl Hub {
     /// Makes every write durable.
     pub async fn flush(&self) -> Result<(), HubError> {
         self.inner.store.flush().await
+    }
+
+    /// Writes a consistent backup into `dest` (new or empty) while serving;
+    /// see [`store::Store::backup`].
+    pub async fn backup(
+        &self,
+        dest: PathBuf,
+    ) -> Result<lacnet_store::backup::Summary, lacnet_store::backup::BackupError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.inner.store.backup(&dest))
+            .await
+            .map_err(|e| {
+                lacnet_store::backup::BackupError::Store(format!("the backup task failed: {e}"))
+            })?
     }
 
     pub(crate) fn store(&self) -> &store::Store {

@@ -21,9 +21,17 @@ use std::sync::{Arc, Mutex, RwLock};
 use lacnet_core::disclosure::{Count, DisclosurePolicy, Published};
 use lacnet_core::metrics::METRIC_COUNT;
 use lacnet_core::period::Period;
+use lacnet_store::backup::{BackupError, Spec as BackupSpec, Summary as BackupSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::HubError;
+
+/// What a backup holds: every tree above.
+pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
+    service: "lacnet-hub",
+    trees: &["submissions", "latest", "audit"],
+    files_dir: None,
+};
 
 /// Stripes of the per-(site, period) write lock.
 const STRIPES: usize = 64;
@@ -388,6 +396,20 @@ impl Store {
                 serde_json::from_slice(&v).map_err(corrupt)
             })
             .collect()
+    }
+
+    /// Writes a consistent backup into `dest` (new or empty) while the hub
+    /// serves. It holds every write stripe, so no submission is half recorded
+    /// (a revision stored but its `latest` entry not yet moved) in the copy;
+    /// submissions wait meanwhile. The audit log is append-only and is copied
+    /// as far as it has got.
+    pub fn backup(&self, dest: &Path) -> Result<BackupSummary, BackupError> {
+        let _all: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        lacnet_store::backup::write(&self.db, &BACKUP_SPEC, Path::new("."), dest)
     }
 
     /// Makes everything written so far durable. Concurrent callers share one

@@ -23,6 +23,9 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
+pub mod control;
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
