@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod authz;
+pub mod bounded;
 pub mod config;
 pub mod convert;
 mod error;
