@@ -53,6 +53,7 @@ use lacnet_proto::hub::v1::reports_server::ReportsServer;
 use lacnet_proto::hub::v1::submissions_server::SubmissionsServer;
 use lacnet_tls::PemBundle;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 
 pub use error::HubError;
 pub use metrics::HubMetrics;
@@ -180,7 +181,8 @@ impl Hub {
 /// Serves the hub's gRPC API over mTLS on `listener` until `shutdown` completes.
 ///
 /// Offers `lacnet.hub.v1.Submissions`, `lacnet.hub.v1.Reports`, gRPC health
-/// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection.
+/// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection
+/// v1 and v1alpha listing exactly these services.
 /// On shutdown it stops accepting, drains in-flight calls and flushes sled.
 pub async fn serve(
     listener: TcpListener,
@@ -189,10 +191,14 @@ pub async fn serve(
 ) -> Result<(), HubError> {
     use lacnet_proto::hub::v1::{reports_server, submissions_server};
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lacnet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| HubError::Reflection(e.to_string()))?;
+    let (reflection, reflection_v1alpha) = lacnet_server::reflection::services(
+        &[lacnet_proto::FILE_DESCRIPTOR_SET],
+        &[
+            <SubmissionsServer<submissions::SubmissionsService> as NamedService>::NAME,
+            <ReportsServer<reports::ReportsService> as NamedService>::NAME,
+        ],
+    )
+    .map_err(|e| HubError::Reflection(e.to_string()))?;
     let max = hub.inner.max_message_bytes;
     let submissions = SubmissionsServer::new(submissions::SubmissionsService::new(hub.clone()))
         .max_decoding_message_size(max);
@@ -231,6 +237,7 @@ pub async fn serve(
         .concurrency_limit_per_connection(256)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(submissions)
         .add_service(reports)
         .serve_with_incoming_shutdown(incoming, draining)

@@ -322,7 +322,8 @@ impl Inner {
 ///
 /// Offers `lacnet.site.v1.SiteAgent`, gRPC health (`NOT_SERVING` until the
 /// store is open, keys loaded and the background tasks started; `NOT_SERVING`
-/// again once shutdown begins) and reflection. On shutdown it stops accepting,
+/// again once shutdown begins) and reflection v1 and v1alpha listing exactly
+/// these services. On shutdown it stops accepting,
 /// drains in-flight calls, stops the background tasks and flushes sled.
 pub async fn serve(
     listener: TcpListener,
@@ -333,10 +334,11 @@ pub async fn serve(
     type Svc = site_agent_server::SiteAgentServer<grpc::SiteAgentService>;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<Svc>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lacnet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| AgentError::Reflection(e.to_string()))?;
+    let (reflection, reflection_v1alpha) = lacnet_server::reflection::services(
+        &[lacnet_proto::FILE_DESCRIPTOR_SET],
+        &[<Svc as tonic::server::NamedService>::NAME],
+    )
+    .map_err(|e| AgentError::Reflection(e.to_string()))?;
     let opts = &agent.inner.options;
     let service = SiteAgentServer::new(grpc::SiteAgentService::new(agent.clone()))
         .max_decoding_message_size(opts.max_message_bytes);
@@ -384,6 +386,7 @@ pub async fn serve(
         .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, draining);
     // A client that keeps a call open must not hold the shutdown for ever.
