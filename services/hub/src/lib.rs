@@ -82,6 +82,8 @@ pub struct HubOptions {
     pub request_timeout: Duration,
     /// sled page cache in bytes; it bounds resident memory (sled's own default is 1 GiB).
     pub cache_bytes: u64,
+    /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
+    pub transport: lacnet_tls::TransportLimits,
 }
 
 /// Default sled page cache: the hub's working set (latest revisions) is small and
@@ -99,6 +101,7 @@ impl HubOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            transport: lacnet_tls::TransportLimits::default(),
         }
     }
 }
@@ -119,6 +122,7 @@ struct Inner {
     max_message_bytes: usize,
     request_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
+    transport: lacnet_tls::TransportLimits,
     metrics: HubMetrics,
 }
 
@@ -136,6 +140,7 @@ impl Hub {
                 max_message_bytes: options.max_message_bytes,
                 request_timeout: options.request_timeout,
                 tls,
+                transport: options.transport,
                 metrics: HubMetrics::new(),
             }),
         })
@@ -213,7 +218,8 @@ pub async fn serve(
     reporter
         .set_serving::<reports_server::ReportsServer<reports::ReportsService>>()
         .await;
-    let incoming = lacnet_tls::incoming(listener, hub.inner.tls.clone());
+    let limits = hub.inner.transport;
+    let incoming = lacnet_tls::incoming_with_limits(listener, hub.inner.tls.clone(), limits);
     let draining = async move {
         shutdown.await;
         tracing::info!("shutting down: no new calls, draining in-flight ones");
@@ -231,10 +237,10 @@ pub async fn serve(
         sites = hub.registry().sites().len(),
         "hub serving gRPC over mTLS"
     );
-    let served = tonic::transport::Server::builder()
+    let served = limits
+        .apply(tonic::transport::Server::builder())
         .timeout(hub.inner.request_timeout)
-        .max_concurrent_streams(Some(256))
-        .concurrency_limit_per_connection(256)
+        .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)

@@ -116,6 +116,8 @@ pub struct AgentOptions {
     pub cache_bytes: u64,
     /// How long in-flight calls may run on after shutdown begins.
     pub drain_timeout: Duration,
+    /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
+    pub transport: lacnet_tls::TransportLimits,
     /// A fixed "today" for tests; `None` uses the system clock (UTC).
     pub today: Option<Date>,
 }
@@ -145,6 +147,7 @@ impl AgentOptions {
             request_timeout: Duration::from_secs(600),
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
+            transport: lacnet_tls::TransportLimits::default(),
             today: None,
         }
     }
@@ -352,7 +355,9 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     reporter.set_serving::<Svc>().await;
-    let incoming = lacnet_tls::incoming(listener, agent.inner.server_tls.clone());
+    let limits = opts.transport;
+    let incoming =
+        lacnet_tls::incoming_with_limits(listener, agent.inner.server_tls.clone(), limits);
     let store = agent.store().clone();
     let metrics = agent.metrics().clone();
     let drain_begun = CancellationToken::new();
@@ -381,7 +386,8 @@ pub async fn serve(
         drain_signal.cancel();
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
-    let served = tonic::transport::Server::builder()
+    let served = limits
+        .apply(tonic::transport::Server::builder())
         .timeout(opts.request_timeout)
         .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
         .add_service(health)
