@@ -124,6 +124,10 @@ struct Inner {
     tls: Arc<rustls::ServerConfig>,
     transport: lacnet_tls::TransportLimits,
     metrics: HubMetrics,
+    /// The first store write failure, once there has been one.
+    store_failure: std::sync::OnceLock<String>,
+    /// Fired with `store_failure`, so `serve` stops serving.
+    store_failed: tokio_util::sync::CancellationToken,
 }
 
 impl Hub {
@@ -142,6 +146,8 @@ impl Hub {
                 tls,
                 transport: options.transport,
                 metrics: HubMetrics::new(),
+                store_failure: std::sync::OnceLock::new(),
+                store_failed: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -173,9 +179,49 @@ impl Hub {
             .with_latest(|l| l.get(&period).and_then(|m| m.get(site)).map(|x| x.revision))
     }
 
-    /// Makes every write durable.
+    /// Makes every write durable. After a store failure it refuses at once.
     pub async fn flush(&self) -> Result<(), HubError> {
-        self.inner.store.flush().await
+        self.check_store()?;
+        let flushed = self.inner.store.flush().await;
+        flushed.map_err(|e| self.store_error(e))
+    }
+
+    /// Whether the store can still write: false for good after an I/O error.
+    /// The admin port's `/readyz` and gRPC health follow it.
+    pub fn healthy(&self) -> bool {
+        self.inner.store_failure.get().is_none()
+    }
+
+    /// Completes once the store has failed.
+    pub async fn store_failed(&self) {
+        self.inner.store_failed.cancelled().await;
+    }
+
+    /// Refuses with [`HubError::StoreFailed`] once the store has failed, so
+    /// nothing more is written to a disk that cannot take it.
+    pub(crate) fn check_store(&self) -> Result<(), HubError> {
+        match self.inner.store_failure.get() {
+            Some(reason) => Err(HubError::StoreFailed(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Classifies a store error: a sled failure (I/O, above all a full disk)
+    /// marks the store failed and becomes [`HubError::StoreFailed`]; anything
+    /// else passes through.
+    pub(crate) fn store_error(&self, error: HubError) -> HubError {
+        let HubError::Storage(e) = &error else {
+            return error;
+        };
+        let reason = e.to_string();
+        if self.inner.store_failure.set(reason.clone()).is_ok() {
+            tracing::error!(
+                error = %reason,
+                "the store cannot write: NOT_SERVING, draining, then exiting for a restart; check the disk"
+            );
+            self.inner.store_failed.cancel();
+        }
+        HubError::StoreFailed(reason)
     }
 
     pub(crate) fn store(&self) -> &store::Store {
@@ -189,6 +235,8 @@ impl Hub {
 /// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection
 /// v1 and v1alpha listing exactly these services.
 /// On shutdown it stops accepting, drains in-flight calls and flushes sled.
+/// After a store write failure it goes `NOT_SERVING`, drains, and returns
+/// [`HubError::StoreFailed`], so the binary exits non-zero for a restart.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
@@ -220,9 +268,17 @@ pub async fn serve(
         .await;
     let limits = hub.inner.transport;
     let incoming = lacnet_tls::incoming_with_limits(listener, hub.inner.tls.clone(), limits);
+    let failed = hub.clone();
     let draining = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new calls, draining in-flight ones");
+        // sled keeps failing once a write could not be made: rather than
+        // limp on, stop serving and exit non-zero so the supervisor restarts
+        // the hub, which then reads what is on disk.
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down: no new calls, draining in-flight ones");
+            }
+            () = failed.store_failed() => {}
+        }
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -251,7 +307,8 @@ pub async fn serve(
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;
-    flushed
+    flushed?;
+    hub.check_store()
 }
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port

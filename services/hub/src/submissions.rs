@@ -269,7 +269,11 @@ impl Hub {
             received_at_unix: now_unix(),
         };
         let digest = stored.digest.clone();
-        let receipt = self.store().record(stored)?;
+        self.check_store()?;
+        let receipt = self
+            .store()
+            .record(stored)
+            .map_err(|e| self.store_error(e))?;
         // Acknowledge only what is on disk; concurrent submitters share the fsync.
         self.flush().await?;
         let status = match receipt.outcome {
@@ -322,7 +326,12 @@ impl Hub {
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
     pub(crate) fn audit(&self, event: AuditEvent) {
+        if self.check_store().is_err() {
+            // Already failed and logged; the hub is draining for a restart.
+            return;
+        }
         if let Err(e) = self.store().audit(&event) {
+            let e = self.store_error(e);
             tracing::error!(error = %e, "writing the audit log failed");
             self.metrics().internal_errors.inc();
         }
