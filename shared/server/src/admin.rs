@@ -118,7 +118,9 @@ fn route(
     // hyper leaves the body out of a HEAD response, keeping its content-length.
     match req.uri().path() {
         "/metrics" => {
-            let mut r = text(StatusCode::OK, registry.render());
+            let mut body = registry.render();
+            crate::process::render(&mut body);
+            let mut r = text(StatusCode::OK, body);
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -176,6 +178,11 @@ mod tests {
         let metrics = request(addr, "GET", "/metrics").await;
         assert!(metrics.starts_with("HTTP/1.1 200 OK"), "{metrics}");
         assert!(metrics.contains("lacnet_test_total 1"), "{metrics}");
+        #[cfg(target_os = "linux")]
+        assert!(
+            metrics.contains("process_resident_memory_bytes "),
+            "{metrics}"
+        );
         // A query string does not change the path.
         let scraped = request(addr, "GET", "/metrics?x=1").await;
         assert!(scraped.contains("lacnet_test_total 1"), "{scraped}");
