@@ -64,6 +64,16 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
     if !s.last_push_error.is_empty() {
         t.row(["last push error", s.last_push_error.as_str()]);
     }
+    if s.dead_letters > 0 {
+        // Refused for good by the hub: an operator has to act (see the reason).
+        t.row([
+            "dead letters",
+            &format!(
+                "{} refused by the hub for good; latest for {}: {}",
+                s.dead_letters, s.last_dead_letter_period, s.last_dead_letter_reason
+            ),
+        ]);
+    }
     t.row([
         "active key",
         &format!(
@@ -156,4 +166,31 @@ pub async fn erase(
         .map_err(|s| Service::Agent.status_error(url, s))?
         .into_inner()
         .records_erased)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_dead_letters_only_when_there_are_some() {
+        let mut s = AgentStatus {
+            site_code: "E06000034".into(),
+            record_count: 12,
+            ..Default::default()
+        };
+        let quiet = render_status(&s, 100);
+        assert!(quiet.contains("E06000034"));
+        assert!(!quiet.contains("dead letters"));
+        s.dead_letters = 2;
+        s.last_dead_letter_period = "2025-Q1".into();
+        s.last_dead_letter_reason = "FailedPrecondition: policy".into();
+        let loud = render_status(&s, 100);
+        assert!(loud.contains("dead letters"), "{loud}");
+        assert!(loud.contains("2 refused"), "{loud}");
+        assert!(
+            loud.contains("2025-Q1: FailedPrecondition: policy"),
+            "{loud}"
+        );
+    }
 }

@@ -8,7 +8,13 @@
 //! 2. Measures `CompareMetric` across all 150 sites and all 40 quarters:
 //!    200 requests from one analyst client, median and 99th percentile.
 //!
-//! Run: `cargo bench -p lacnet-hub --bench hub`
+//! 3. Prints the process's resident memory (VmRSS after each phase, and the
+//!    peak VmHWM) for sizing the Kubernetes memory limit. It is an upper
+//!    bound for the hub: the same process also holds the 150 site clients and
+//!    the generated submissions.
+//!
+//! Run: `MALLOC_ARENA_MAX=2 cargo bench -p lacnet-hub --bench hub` (the
+//! manifests set `MALLOC_ARENA_MAX=2` too).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -239,6 +245,7 @@ async fn run() {
     }
     let load = started.elapsed();
     assert_eq!(total, SITES * QUARTERS);
+    let rss_after_load = proc_status_mb("VmRSS:");
 
     // Phase 2: CompareMetric over all sites and all 40 quarters.
     let mut reports = ReportsClient::new(
@@ -285,6 +292,7 @@ async fn run() {
     }
     local.sort();
 
+    let rss_after_reports = proc_status_mb("VmRSS:");
     stop.cancel();
     task.await.unwrap().unwrap();
 
@@ -309,4 +317,18 @@ async fn run() {
         ms(percentile(&local, 50.0)),
         ms(percentile(&local, 99.0))
     );
+    println!(
+        "  process RSS: {rss_after_load:.0} MB after the submissions, {rss_after_reports:.0} MB after the reports, peak {:.0} MB (hub, clients and generated data together)",
+        proc_status_mb("VmHWM:")
+    );
+}
+
+/// A memory figure from `/proc/self/status` (`VmRSS:`, `VmHWM:`) in MB, or NaN off Linux.
+fn proc_status_mb(field: &str) -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

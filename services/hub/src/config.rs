@@ -7,11 +7,53 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// Configuration of the `lacnet-hub` binary.
+/// The `lacnet-hub` command line.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "lacnet-hub", version, about = "The LAC Network hub")]
+pub struct Cli {
+    /// Settings shared by serving and the maintenance commands.
+    #[command(flatten)]
+    pub config: Config,
+    /// A maintenance command; without one the hub serves.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Maintenance commands. `restore` runs while the hub is stopped (sled locks
+/// its directory); `backup` works either way.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Write a consistent backup into a new or empty directory. A running hub
+    /// (found through its control socket) takes it without stopping;
+    /// otherwise the data directory is opened directly.
+    Backup {
+        /// The directory to write the backup into (absolute; new or empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into the data directory, which must be new or empty
+    /// (run it with the hub stopped, then start the hub on it).
+    Restore {
+        /// The backup directory (one `backup` wrote).
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// A setting that serving needs but the maintenance commands do not.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{flag} (or {env}) is required to serve")]
+pub struct MissingSetting {
+    /// The command-line flag.
+    pub flag: &'static str,
+    /// The environment variable.
+    pub env: &'static str,
+}
+
+/// Every setting, each with a `LACNET_HUB_*` environment variable.
+#[derive(Debug, Clone, Parser)]
 pub struct Config {
     /// gRPC (mTLS) listen address.
     #[arg(long, env = "LACNET_HUB_LISTEN", default_value = "127.0.0.1:8443")]
@@ -35,13 +77,13 @@ pub struct Config {
     pub registry: PathBuf,
     /// PEM file with the network CA that every client certificate must chain to.
     #[arg(long, env = "LACNET_HUB_TLS_CA")]
-    pub tls_ca: PathBuf,
+    pub tls_ca: Option<PathBuf>,
     /// PEM file with the hub's certificate chain.
     #[arg(long, env = "LACNET_HUB_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    pub tls_cert: Option<PathBuf>,
     /// PEM file with the hub's private key.
     #[arg(long, env = "LACNET_HUB_TLS_KEY")]
-    pub tls_key: PathBuf,
+    pub tls_key: Option<PathBuf>,
     /// PEM files with certificate revocation lists (comma-separated).
     #[arg(long, env = "LACNET_HUB_TLS_CRLS", value_delimiter = ',')]
     pub tls_crls: Vec<PathBuf>,
@@ -65,6 +107,11 @@ pub struct Config {
     /// sled page cache, in MiB (bounds resident memory).
     #[arg(long, env = "LACNET_HUB_CACHE_MB", default_value_t = lacnet_hub_default_cache_mb())]
     pub cache_mb: u64,
+    /// Unix socket on which the running hub takes backups (`backup --to`);
+    /// mode 0600, so only the hub's own user can use it. Default: `control.sock`
+    /// in the data directory.
+    #[arg(long, env = "LACNET_HUB_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
 }
 
 const fn lacnet_hub_default_cache_mb() -> u64 {
@@ -72,14 +119,24 @@ const fn lacnet_hub_default_cache_mb() -> u64 {
 }
 
 impl Config {
-    /// Where the TLS files are.
-    pub fn tls_paths(&self) -> lacnet_tls::TlsPaths {
-        lacnet_tls::TlsPaths {
-            ca: self.tls_ca.clone(),
-            cert: self.tls_cert.clone(),
-            key: self.tls_key.clone(),
+    /// Where the TLS files are. Optional to clap (so `backup` and `restore`
+    /// run with just the data directory) and checked here instead.
+    pub fn tls_paths(&self) -> Result<lacnet_tls::TlsPaths, MissingSetting> {
+        let required =
+            |v: &Option<PathBuf>, flag, env| v.clone().ok_or(MissingSetting { flag, env });
+        Ok(lacnet_tls::TlsPaths {
+            ca: required(&self.tls_ca, "--tls-ca", "LACNET_HUB_TLS_CA")?,
+            cert: required(&self.tls_cert, "--tls-cert", "LACNET_HUB_TLS_CERT")?,
+            key: required(&self.tls_key, "--tls-key", "LACNET_HUB_TLS_KEY")?,
             crls: self.tls_crls.clone(),
-        }
+        })
+    }
+
+    /// The control socket's path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| crate::backup::default_socket(&self.data_dir))
     }
 
     /// The sled page cache in bytes.
@@ -108,15 +165,36 @@ mod tests {
             "--tls-key",
             "k",
         ];
-        let c = Config::try_parse_from(base).unwrap();
+        let c = Cli::try_parse_from(base).unwrap().config;
         assert!(c.sites_see_network);
         assert_eq!(c.request_timeout(), Duration::from_secs(30));
         assert!(c.tls_crls.is_empty());
         assert_eq!(c.cache_bytes(), crate::DEFAULT_CACHE_BYTES);
         let mut args = base.to_vec();
         args.extend(["--sites-see-network", "false", "--tls-crls", "a.pem,b.pem"]);
-        let c = Config::try_parse_from(args).unwrap();
+        let c = Cli::try_parse_from(args).unwrap().config;
         assert!(!c.sites_see_network);
-        assert_eq!(c.tls_paths().crls.len(), 2);
+        assert_eq!(c.tls_paths().unwrap().crls.len(), 2);
+    }
+
+    #[test]
+    fn backup_and_restore_need_only_the_data_dir() {
+        let cli = Cli::try_parse_from(["lacnet-hub", "--data-dir", "/d", "backup", "--to", "/b"])
+            .unwrap();
+        assert!(matches!(cli.command, Some(Command::Backup { ref to }) if to.as_os_str() == "/b"));
+        assert_eq!(
+            cli.config.control_socket(),
+            PathBuf::from("/d/control.sock")
+        );
+        let err = cli.config.tls_paths().unwrap_err().to_string();
+        assert!(
+            err.contains("--tls-ca") && err.contains("LACNET_HUB_TLS_CA"),
+            "{err}"
+        );
+        let cli = Cli::try_parse_from(["lacnet-hub", "restore", "--from", "/b"]).unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Restore { ref from }) if from.as_os_str() == "/b")
+        );
+        assert!(Cli::try_parse_from(["lacnet-hub", "restore"]).is_err());
     }
 }

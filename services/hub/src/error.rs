@@ -44,10 +44,6 @@ pub enum HubError {
     /// The sled database failed.
     #[error("storage: {0}")]
     Storage(#[from] sled::Error),
-    /// The store failed to write (a full or failing disk). sled keeps failing
-    /// after such an error, so the hub stops serving and exits for a restart.
-    #[error("the store cannot write: {0}")]
-    StoreFailed(String),
     /// A stored record could not be decoded (a bug or disk corruption).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
@@ -62,6 +58,9 @@ pub enum HubError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    /// The store cannot write (an I/O error or a hung flush); the hub needs a restart.
+    #[error("the hub's store cannot write: {0}")]
+    Unavailable(String),
     /// Building the reflection service failed.
     #[error("gRPC reflection: {0}")]
     Reflection(String),
@@ -109,9 +108,12 @@ impl From<HubError> for tonic::Status {
             HubError::PolicyViolation(_) => tonic::Status::failed_precondition(e.to_string()),
             HubError::Conflict(_) => tonic::Status::already_exists(e.to_string()),
             // Retryable: a restarted hub on a disk with space accepts the same call.
-            HubError::StoreFailed(_) => tonic::Status::unavailable(
-                "the hub cannot write to its disk; it is restarting, retry later",
-            ),
+            HubError::Unavailable(_) => {
+                tracing::error!(error = %e, "write refused");
+                tonic::Status::unavailable(
+                    "the hub cannot write to its disk; it is restarting, retry later",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "internal error");
                 tonic::Status::internal("internal error; see the hub's logs")

@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod authz;
+pub mod backup;
 pub mod bounded;
 pub mod config;
 pub mod convert;
@@ -197,23 +198,25 @@ impl Hub {
         self.inner.store_failed.cancelled().await;
     }
 
-    /// Refuses with [`HubError::StoreFailed`] once the store has failed, so
+    /// Refuses with [`HubError::Unavailable`] once the store has failed, so
     /// nothing more is written to a disk that cannot take it.
     pub(crate) fn check_store(&self) -> Result<(), HubError> {
         match self.inner.store_failure.get() {
-            Some(reason) => Err(HubError::StoreFailed(reason.clone())),
+            Some(reason) => Err(HubError::Unavailable(reason.clone())),
             None => Ok(()),
         }
     }
 
-    /// Classifies a store error: a sled failure (I/O, above all a full disk)
-    /// marks the store failed and becomes [`HubError::StoreFailed`]; anything
-    /// else passes through.
+    /// Classifies a store error: a sled failure or a failed flush (I/O, above
+    /// all a full disk) marks the store failed and becomes
+    /// [`HubError::Unavailable`]; anything else passes through.
     pub(crate) fn store_error(&self, error: HubError) -> HubError {
-        let HubError::Storage(e) = &error else {
-            return error;
+        let reason = match &error {
+            HubError::Storage(e) => e.to_string(),
+            // lacnet-store's writer thread reports a failed or hung flush so.
+            HubError::Unavailable(reason) => reason.clone(),
+            _ => return error,
         };
-        let reason = e.to_string();
         if self.inner.store_failure.set(reason.clone()).is_ok() {
             tracing::error!(
                 error = %reason,
@@ -221,7 +224,21 @@ impl Hub {
             );
             self.inner.store_failed.cancel();
         }
-        HubError::StoreFailed(reason)
+        HubError::Unavailable(reason)
+    }
+
+    /// Writes a consistent backup into `dest` (new or empty) while serving;
+    /// see [`store::Store::backup`].
+    pub async fn backup(
+        &self,
+        dest: PathBuf,
+    ) -> Result<lacnet_store::backup::Summary, lacnet_store::backup::BackupError> {
+        let hub = self.clone();
+        tokio::task::spawn_blocking(move || hub.inner.store.backup(&dest))
+            .await
+            .map_err(|e| {
+                lacnet_store::backup::BackupError::Store(format!("the backup task failed: {e}"))
+            })?
     }
 
     pub(crate) fn store(&self) -> &store::Store {
@@ -236,7 +253,7 @@ impl Hub {
 /// v1 and v1alpha listing exactly these services.
 /// On shutdown it stops accepting, drains in-flight calls and flushes sled.
 /// After a store write failure it goes `NOT_SERVING`, drains, and returns
-/// [`HubError::StoreFailed`], so the binary exits non-zero for a restart.
+/// [`HubError::Unavailable`], so the binary exits non-zero for a restart.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,

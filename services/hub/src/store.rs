@@ -16,15 +16,22 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use lacnet_core::disclosure::{Count, DisclosurePolicy, Published};
 use lacnet_core::metrics::METRIC_COUNT;
 use lacnet_core::period::Period;
+use lacnet_store::backup::{BackupError, Spec as BackupSpec, Summary as BackupSummary};
 use serde::{Deserialize, Serialize};
 
 use crate::HubError;
+
+/// What a backup holds: every tree above.
+pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
+    service: "lacnet-hub",
+    trees: &["submissions", "latest", "audit"],
+    files_dir: None,
+};
 
 /// Stripes of the per-(site, period) write lock.
 const STRIPES: usize = 64;
@@ -131,12 +138,8 @@ pub struct Store {
     audit: sled::Tree,
     cache: RwLock<LatestIndex>,
     stripes: Vec<Mutex<()>>,
-    /// Group commit: tickets handed to callers that need durability...
-    flush_tickets: AtomicU64,
-    /// ...the highest ticket covered by a completed flush...
-    flushed_ticket: AtomicU64,
-    /// ...and one flush at a time.
-    flush_lock: tokio::sync::Mutex<()>,
+    /// Group commit through the writer thread shared with the site agent.
+    committer: lacnet_store::Committer<()>,
 }
 
 fn corrupt(what: impl std::fmt::Display) -> HubError {
@@ -197,6 +200,17 @@ impl Store {
             .path(dir)
             .cache_capacity(cache_bytes)
             .open()?;
+        let committer = lacnet_store::Committer::start(
+            "hub-store",
+            db.clone(),
+            (),
+            lacnet_store::DEFAULT_MAX_GROUP,
+            None,
+        )
+        .map_err(|source| HubError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
         let store = Store {
             submissions: db.open_tree("submissions")?,
             latest: db.open_tree("latest")?,
@@ -204,9 +218,7 @@ impl Store {
             db,
             cache: RwLock::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            flush_tickets: AtomicU64::new(0),
-            flushed_ticket: AtomicU64::new(0),
-            flush_lock: tokio::sync::Mutex::new(()),
+            committer,
         };
         let mut cache: LatestIndex = HashMap::new();
         for entry in store.latest.iter() {
@@ -386,27 +398,41 @@ impl Store {
             .collect()
     }
 
+    /// Writes a consistent backup into `dest` (new or empty) while the hub
+    /// serves. It holds every write stripe, so no submission is half recorded
+    /// (a revision stored but its `latest` entry not yet moved) in the copy;
+    /// submissions wait meanwhile. The audit log is append-only and is copied
+    /// as far as it has got.
+    pub fn backup(&self, dest: &Path) -> Result<BackupSummary, BackupError> {
+        let _all: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        lacnet_store::backup::write(&self.db, &BACKUP_SPEC, Path::new("."), dest)
+    }
+
     /// Makes everything written so far durable. Concurrent callers share one
-    /// fsync (group commit): a caller whose writes were covered by a flush that
-    /// started after them returns without flushing again.
-    ///
-    /// Uses the blocking `flush` on Tokio's blocking pool, one at a time: sled
-    /// 0.34's `flush_async` from many tasks at once can fill sled's own I/O
-    /// pool with waiting flushes and deadlock.
+    /// fsync (group commit): the flush runs on the store's writer thread
+    /// (`lacnet_store::Committer`), which takes every caller waiting when it
+    /// starts. One flush at a time, never `flush_async`: sled 0.34's
+    /// `flush_async` from many tasks at once can fill sled's own I/O pool
+    /// with waiting flushes and deadlock.
     pub async fn flush(&self) -> Result<(), HubError> {
-        // Every write this caller made finished before this ticket was taken.
-        let ticket = self.flush_tickets.fetch_add(1, Ordering::SeqCst) + 1;
-        let _one_at_a_time = self.flush_lock.lock().await;
-        if self.flushed_ticket.load(Ordering::SeqCst) >= ticket {
-            return Ok(());
-        }
-        let covers = self.flush_tickets.load(Ordering::SeqCst);
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || db.flush())
+        self.committer
+            .run("flush", lacnet_store::Durability::Flush, |_: &mut ()| ())
             .await
-            .map_err(|e| corrupt(format!("flush task failed: {e}")))??;
-        self.flushed_ticket.fetch_max(covers, Ordering::SeqCst);
-        Ok(())
+            .map_err(|e| HubError::Unavailable(e.to_string()))
+    }
+
+    /// Whether the disk has failed (a flush returned an I/O error or hung).
+    pub fn health(&self) -> lacnet_store::Health {
+        self.committer.health()
+    }
+
+    /// Finishes pending flushes and stops the writer thread.
+    pub fn close(&self) {
+        self.committer.close();
     }
 }
 

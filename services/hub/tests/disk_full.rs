@@ -132,7 +132,7 @@ async fn a_full_disk_fails_readiness_and_ends_serve_with_an_error() {
     // serve stops on its own and says why; main turns that into exit code 1.
     let served = hub.finished(Duration::from_secs(30)).await;
     assert!(
-        matches!(served, Err(HubError::StoreFailed(_))),
+        matches!(served, Err(HubError::Unavailable(_))),
         "{served:?}"
     );
     admin_stop.cancel();

@@ -29,7 +29,8 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// Maintenance commands (run while the agent is stopped: sled locks its directory).
+/// Maintenance commands. `retire-key` and `restore` run while the agent is
+/// stopped (sled locks its directory); `backup` works either way.
 #[derive(Debug, Clone, Subcommand)]
 pub enum Command {
     /// Forget a rotated-out key id: refused while any stored record still uses it.
@@ -37,6 +38,21 @@ pub enum Command {
     RetireKey {
         /// The key id to retire.
         id: String,
+    },
+    /// Write a consistent backup into a new or empty directory. A running
+    /// agent (found through its control socket) takes it without stopping;
+    /// otherwise the data directory is opened directly.
+    Backup {
+        /// The directory to write the backup into (absolute; new or empty).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into the data directory, which must be new or empty
+    /// (run it with the agent stopped, then start the agent on it).
+    Restore {
+        /// The backup directory (one `backup` wrote).
+        #[arg(long)]
+        from: PathBuf,
     },
 }
 
@@ -155,6 +171,11 @@ pub struct Config {
     /// sled page cache, in MiB (bounds resident memory).
     #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
+    /// Unix socket on which the running agent takes backups (`backup --to`);
+    /// mode 0600, so only the agent's own user can use it. Default: `control.sock`
+    /// in the data directory.
+    #[arg(long, env = "LACNET_AGENT_CONTROL_SOCKET")]
+    pub control_socket: Option<PathBuf>,
     /// Log JSON lines (for Kubernetes) instead of human-readable text.
     #[arg(long, env = "LACNET_AGENT_JSON_LOGS")]
     pub json_logs: bool,
@@ -173,6 +194,18 @@ pub fn parse_key_file(spec: &str) -> Result<(String, PathBuf), AgentError> {
 }
 
 impl Config {
+    /// The control socket's path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| crate::backup::default_socket(&self.data_dir))
+    }
+
+    /// The sled page cache in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.saturating_mul(1024 * 1024)
+    }
+
     /// The key files as (id, path), newest first.
     pub fn key_files(&self) -> Result<Vec<(String, PathBuf)>, AgentError> {
         if self.key_files.is_empty() {
@@ -256,6 +289,7 @@ fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T, Age
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     const BASE: &[&str] = &[
         "lacnet-site-agent",
@@ -317,6 +351,37 @@ mod tests {
             err.contains("--site-code") && err.contains("LACNET_AGENT_SITE_CODE"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn backup_and_restore_need_only_the_data_dir() {
+        let cli = Cli::try_parse_from([
+            "lacnet-site-agent",
+            "--data-dir",
+            "/data",
+            "backup",
+            "--to",
+            "/backups/b1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Backup { ref to }) if to == Path::new("/backups/b1"))
+        );
+        assert_eq!(cli.config.control_socket(), Path::new("/data/control.sock"));
+        let cli = Cli::try_parse_from([
+            "lacnet-site-agent",
+            "--control-socket",
+            "/run/agent.sock",
+            "restore",
+            "--from",
+            "/backups/b1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Some(Command::Restore { ref from }) if from == Path::new("/backups/b1"))
+        );
+        assert_eq!(cli.config.control_socket(), Path::new("/run/agent.sock"));
+        assert!(Cli::try_parse_from(["lacnet-site-agent", "backup"]).is_err());
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `lacnet-site-agent`: parse the configuration, open the agent, serve until
-//! SIGTERM or Ctrl-C. `retire-key <id>` runs a maintenance command instead.
+//! SIGTERM or Ctrl-C. `retire-key <id>`, `backup --to DIR` and
+//! `restore --from DIR` run a maintenance command instead.
 
 use anyhow::Context;
 use clap::Parser;
+use lacnet_site_agent::backup::Taken;
 use lacnet_site_agent::config::{Cli, Command};
 use lacnet_site_agent::{Agent, RetireOutcome};
 
@@ -25,6 +27,31 @@ async fn main() -> anyhow::Result<()> {
             ),
         };
     }
+    match &cli.command {
+        Some(Command::Backup { to }) => {
+            let (taken, summary) = lacnet_site_agent::backup::backup(
+                &c.control_socket(),
+                &c.data_dir,
+                c.cache_bytes(),
+                to,
+            )
+            .await
+            .context("backing up")?;
+            let by = match taken {
+                Taken::Online => "by the running agent",
+                Taken::Offline => "from the stopped agent's data directory",
+            };
+            println!("backup written {by}: {summary}");
+            return Ok(());
+        }
+        Some(Command::Restore { from }) => {
+            let summary = lacnet_site_agent::backup::restore(from, &c.data_dir)
+                .context("restoring (is the data directory new or empty?)")?;
+            println!("restored: {summary}");
+            return Ok(());
+        }
+        Some(Command::RetireKey { .. }) | None => {}
+    }
     let options = c.options().context("loading the configuration")?;
     let agent = Agent::open(options).context("opening the site agent")?;
     let shutdown = lacnet_server::shutdown::signal_token();
@@ -38,6 +65,14 @@ async fn main() -> anyhow::Result<()> {
         agent.metrics().registry(),
         std::sync::Arc::new(move || probe.healthy()),
         shutdown.clone(),
+    ));
+    // Operators' backups of the running agent (`backup --to`) arrive here.
+    let control = lacnet_store::control::Control::bind(&c.control_socket())
+        .await
+        .context("binding the control socket")?;
+    tokio::spawn(control.serve(
+        lacnet_site_agent::backup::control_fn(agent.store().clone()),
+        shutdown.clone().cancelled_owned(),
     ));
     let listener = tokio::net::TcpListener::bind(c.listen)
         .await

@@ -46,6 +46,7 @@ pub const STORE_WRITES: &[&str] = &[
     "outbox_dead_letter",
     "push_error",
     "retire_key",
+    "backup",
 ];
 
 /// Every metric the agent exports.

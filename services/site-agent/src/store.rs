@@ -28,6 +28,7 @@ use lacnet_core::Period;
 use lacnet_core::pseudonym::Pseudonym;
 use lacnet_core::record::PseudonymRecord;
 use lacnet_proto::common::v1 as pb;
+use lacnet_store::backup::{BackupError, Spec as BackupSpec, Summary as BackupSummary};
 use lacnet_store::{CommitError, Committer, Durability, Health, Observer};
 use prost::Message;
 use sled::{Batch, Tree};
@@ -35,6 +36,13 @@ use sled::{Batch, Tree};
 use crate::AgentError;
 use crate::index::{Index, RecordMeta};
 use crate::segment::{self, Loc, SegmentBuilder};
+
+/// What a backup holds: every tree above and the segment files.
+pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
+    service: "lacnet-site-agent",
+    trees: &["outbox", "dead", "meta"],
+    files_dir: Some("segments"),
+};
 
 /// Version of the layout described above. Version 1 kept one sled key per
 /// record (`records`, `persons`); [`Store::open`] migrates it.
@@ -359,6 +367,41 @@ impl Store {
             .committer
             .run_blocking(name, Durability::Flush, f)
             .map_err(commit_error)?
+    }
+
+    /// Writes a consistent backup into `dest` (new or empty) while the agent
+    /// serves: it runs as a job on the writer thread, so no other write
+    /// interleaves, and it first writes the segment files still pending in
+    /// the current group. Ingest waits while the backup copies.
+    pub async fn backup(&self, dest: PathBuf) -> Result<BackupSummary, BackupError> {
+        let dir = self.inner.dir.clone();
+        self.write("backup", Durability::Flush, move |w| {
+            w.persist(true)?;
+            Ok(lacnet_store::backup::write(
+                &w.db,
+                &BACKUP_SPEC,
+                &dir,
+                &dest,
+            ))
+        })
+        .await
+        .map_err(|e| BackupError::Store(e.to_string()))?
+    }
+
+    /// The same, for callers outside the async runtime (the `backup` command
+    /// when no agent is running).
+    pub fn backup_blocking(&self, dest: PathBuf) -> Result<BackupSummary, BackupError> {
+        let dir = self.inner.dir.clone();
+        self.write_blocking("backup", move |w| {
+            w.persist(true)?;
+            Ok(lacnet_store::backup::write(
+                &w.db,
+                &BACKUP_SPEC,
+                &dir,
+                &dest,
+            ))
+        })
+        .map_err(|e| BackupError::Store(e.to_string()))?
     }
 
     /// Makes every write so far durable.

@@ -23,6 +23,9 @@
 
 #![warn(missing_docs)]
 
+pub mod backup;
+pub mod control;
+
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -190,12 +193,8 @@ impl<S: Send + 'static> Committer<S> {
         }
         let started = Instant::now();
         let (reply_tx, reply_rx) = oneshot::channel::<Result<R, CommitError>>();
-        let job: Job<S> = Box::new(move |state: &mut S| {
-            let out = f(state);
-            let done: Completion = Box::new(move |flushed: Result<(), CommitError>| {
-                let _ = reply_tx.send(flushed.map(|()| out));
-            });
-            (durability, done)
+        let job = job(durability, f, move |r| {
+            let _ = reply_tx.send(r);
         });
         self.send(job).await?;
         let result = reply_rx.await.unwrap_or(Err(CommitError::Closed));
@@ -241,12 +240,8 @@ impl<S: Send + 'static> Committer<S> {
             return Err(CommitError::Failed(reason));
         }
         let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Result<R, CommitError>>();
-        let job: Job<S> = Box::new(move |state: &mut S| {
-            let out = f(state);
-            let done: Completion = Box::new(move |flushed: Result<(), CommitError>| {
-                let _ = reply_tx.send(flushed.map(|()| out));
-            });
-            (durability, done)
+        let job = job(durability, f, move |r| {
+            let _ = reply_tx.send(r);
         });
         let tx = match self.tx.lock() {
             Ok(g) => g.clone(),
@@ -336,6 +331,21 @@ impl<S> Drop for Committer<S> {
             let _ = h.join();
         }
     }
+}
+
+/// Wraps `f` as a job whose outcome, once its group is flushed, goes to `reply`.
+fn job<S, R: Send + 'static>(
+    durability: Durability,
+    f: impl FnOnce(&mut S) -> R + Send + 'static,
+    reply: impl FnOnce(Result<R, CommitError>) + Send + 'static,
+) -> Job<S> {
+    Box::new(move |state: &mut S| {
+        let out = f(state);
+        let done: Completion = Box::new(move |flushed: Result<(), CommitError>| {
+            reply(flushed.map(|()| out));
+        });
+        (durability, done)
+    })
 }
 
 fn writer_loop<S>(

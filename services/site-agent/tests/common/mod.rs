@@ -171,24 +171,7 @@ pub async fn open(options: AgentOptions) -> Agent {
 
 /// Polls gRPC health until `service` is SERVING (bounded).
 pub async fn wait_serving(url: &str, pem: &PemBundle, service: &str) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    for _ in 0..500 {
-        if let Ok(channel) = lacnet_tls::connect(url, pem, "agent.lacnet").await {
-            let reply = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await;
-            if let Ok(r) = reply
-                && r.into_inner().status == ServingStatus::Serving as i32
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{url} never became SERVING");
+    wait_serving_named(url, pem, "agent.lacnet", service).await;
 }
 
 /// A valid NHS number from a 9-digit prefix (or the next prefix that has one).
