@@ -128,8 +128,10 @@ impl Default for NetworkPki {
 pub struct CouncilPki {
     /// The agent's server certificate and the council CA its callers chain to.
     pub agent: PemBundle,
-    /// The council case system's client bundle.
+    /// The council case system's client bundle (pushes records).
     pub council: PemBundle,
+    /// The council operator's client bundle (status, preview, erasure).
+    pub operator: PemBundle,
 }
 
 impl CouncilPki {
@@ -139,6 +141,10 @@ impl CouncilPki {
         CouncilPki {
             agent: bundle(&ca, &ca.issue_server(&[AGENT_NAME]).unwrap()),
             council: bundle(&ca, &ca.issue(&Peer::Council(council.into()), &[]).unwrap()),
+            operator: bundle(
+                &ca,
+                &ca.issue(&Peer::Operator(council.into()), &[]).unwrap(),
+            ),
         }
     }
 }
@@ -287,7 +293,7 @@ impl TestAgent {
         format!("https://{}", self.addr)
     }
 
-    /// A SiteAgent client with `pem` (the council's).
+    /// A SiteAgent client with `pem` (the council's or the operator's).
     pub async fn client(&self, pem: &PemBundle) -> SiteAgentClient<Channel> {
         SiteAgentClient::new(
             lacnet_tls::connect(&self.url(), pem, AGENT_NAME)

@@ -160,13 +160,16 @@ fn derby_records() -> Vec<CaseRecord> {
         .collect()
 }
 
-/// One council: its PKI, key, agent and a council client.
+/// One council: its PKI, key, agent, a case-system client and an operator client.
 struct Council {
     code: &'static str,
     key: Vec<u8>,
     data_dir: PathBuf,
     agent: TestAgent,
+    /// As the case system: pushes records.
     client: SiteAgentClient<Channel>,
+    /// As the operator: previews and erases.
+    operator: SiteAgentClient<Channel>,
 }
 
 impl Council {
@@ -196,12 +199,14 @@ impl Council {
         o.today = Some(Date::parse(TODAY).unwrap());
         let agent = TestAgent::start(&pki, o).await;
         let client = agent.client(&pki.council).await;
+        let operator = agent.client(&pki.operator).await;
         Council {
             code,
             key,
             data_dir,
             agent,
             client,
+            operator,
         }
     }
 
@@ -227,7 +232,7 @@ impl Council {
     }
 
     async fn erase(&mut self, id: site::erase_person_request::Identifier) -> u32 {
-        self.client
+        self.operator
             .erase_person(site::ErasePersonRequest {
                 identifier: Some(id),
             })
@@ -278,7 +283,7 @@ async fn in_sync(
         }
         for (p, _, _) in PERIODS {
             let preview = c
-                .client
+                .operator
                 .clone()
                 .preview_submission(site::PreviewSubmissionRequest {
                     period: period_pb(p),
@@ -645,8 +650,9 @@ async fn two_councils_and_the_hub_end_to_end() {
             data_dir,
             agent,
             client,
+            operator,
         } = c;
-        drop(client);
+        drop((client, operator));
         let a = agent.stop().await;
         assert_eq!(a.store().outbox_len(), 0);
         drop(a);

@@ -6,8 +6,10 @@
 //! - the **network CA** signs the hub's server certificate, each site's client
 //!   certificate (`spiffe://lacnet/site/<ONS code>`, what the agent pushes to
 //!   the hub with) and analysts' (`spiffe://lacnet/analyst/<name>`);
-//! - a **council CA** signs the site agent's server certificate and the
-//!   council case system's client certificate (`spiffe://lacnet/council/<name>`).
+//! - a **council CA** signs the site agent's server certificate, the council
+//!   case system's client certificate (`spiffe://lacnet/council/<name>`, which
+//!   may only push records) and an operator's (`spiffe://lacnet/operator/<name>`,
+//!   for status, preview and erasure).
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +28,8 @@ pub struct CertSpec {
     pub analyst: String,
     /// Council (case system) name.
     pub council: String,
+    /// Operator name.
+    pub operator: String,
     /// DNS name on the hub's certificate.
     pub hub_name: String,
     /// DNS name on the site agent's certificate.
@@ -58,7 +62,9 @@ pub struct Issued {
     pub agent: Pair,
     /// The council case system's client certificate.
     pub council: Pair,
-    /// A `lacnet.toml` naming the council and analyst certificates.
+    /// The operator's client certificate.
+    pub operator: Pair,
+    /// A `lacnet.toml` naming the council, operator and analyst certificates.
     pub config: PathBuf,
 }
 
@@ -103,7 +109,11 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
             )));
         }
     }
-    for (what, name) in [("analyst", &spec.analyst), ("council", &spec.council)] {
+    for (what, name) in [
+        ("analyst", &spec.analyst),
+        ("council", &spec.council),
+        ("operator", &spec.operator),
+    ] {
         if Peer::from_spiffe(&format!("spiffe://lacnet/{what}/{name}")).is_none() {
             return Err(CliError::Invalid(format!(
                 "{what} name {name:?}: use 1 to 64 of a-z 0-9 . _ -"
@@ -145,6 +155,10 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
         .issue(&Peer::Council(spec.council.clone()), &[])
         .map_err(gen_err)?;
     let council = save(dir, &format!("council-{}", spec.council), &council_cert)?;
+    let operator_cert = council_ca_dev
+        .issue(&Peer::Operator(spec.operator.clone()), &[])
+        .map_err(gen_err)?;
+    let operator = save(dir, &format!("operator-{}", spec.operator), &operator_cert)?;
 
     // Paths in lacnet.toml are relative to the file, so the directory can move.
     let rel = |p: &Path| p.file_name().map(PathBuf::from);
@@ -155,6 +169,8 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
             ca: rel(&council_ca),
             cert: rel(&council.cert),
             key: rel(&council.key),
+            operator_cert: rel(&operator.cert),
+            operator_key: rel(&operator.key),
         },
         hub: EndpointFile {
             url: Some(crate::config::DEFAULT_HUB_URL.into()),
@@ -162,6 +178,7 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
             ca: rel(&network_ca),
             cert: rel(&analyst.cert),
             key: rel(&analyst.key),
+            ..EndpointFile::default()
         },
     };
     let config = dir.join("lacnet.toml");
@@ -181,6 +198,7 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
         council_ca,
         agent,
         council,
+        operator,
         config,
     })
 }

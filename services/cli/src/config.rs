@@ -3,12 +3,14 @@
 //! operator writes the five certificate paths once, not on every command.
 //!
 //! ```toml
-//! [agent]                      # the council's site agent (import, status, preview, erase)
+//! [agent]                      # the council's site agent
 //! url = "https://127.0.0.1:7443"
 //! server_name = "agent.lacnet" # the name on the agent's server certificate
 //! ca = "council-ca.pem"        # relative paths are relative to this file
-//! cert = "council-client.pem"
+//! cert = "council-client.pem"  # the case system's identity: import
 //! key = "council-client.key"
+//! operator_cert = "operator.pem" # an operator's identity: status, preview, erase
+//! operator_key = "operator.key"
 //!
 //! [hub]                        # the network hub (report)
 //! url = "https://127.0.0.1:8443"
@@ -50,6 +52,12 @@ pub struct EndpointFile {
     pub cert: Option<PathBuf>,
     /// This caller's private key.
     pub key: Option<PathBuf>,
+    /// The operator's client certificate (agent only: status, preview, erase).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_cert: Option<PathBuf>,
+    /// The operator's private key (agent only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_key: Option<PathBuf>,
 }
 
 /// The whole `lacnet.toml`.
@@ -75,9 +83,15 @@ impl ConfigFile {
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for ep in [&mut file.agent, &mut file.hub] {
-            for p in [&mut ep.ca, &mut ep.cert, &mut ep.key]
-                .into_iter()
-                .flatten()
+            for p in [
+                &mut ep.ca,
+                &mut ep.cert,
+                &mut ep.key,
+                &mut ep.operator_cert,
+                &mut ep.operator_key,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if p.is_relative() {
                     *p = base.join(&*p);
@@ -108,12 +122,18 @@ pub struct EndpointFlags {
     /// Council CA the agent's certificate chains to (PEM).
     #[arg(long, env = "LACNET_AGENT_CA", global = true)]
     pub agent_ca: Option<PathBuf>,
-    /// Council client certificate (PEM, spiffe://lacnet/council/<name>).
+    /// Council client certificate for import (PEM, spiffe://lacnet/council/<name>).
     #[arg(long, env = "LACNET_AGENT_CERT", global = true)]
     pub agent_cert: Option<PathBuf>,
     /// Council client private key (PEM).
     #[arg(long, env = "LACNET_AGENT_KEY", global = true)]
     pub agent_key: Option<PathBuf>,
+    /// Operator certificate for status, preview and erase (PEM, spiffe://lacnet/operator/<name>).
+    #[arg(long, env = "LACNET_OPERATOR_CERT", global = true)]
+    pub operator_cert: Option<PathBuf>,
+    /// Operator private key (PEM).
+    #[arg(long, env = "LACNET_OPERATOR_KEY", global = true)]
+    pub operator_key: Option<PathBuf>,
     /// Hub URL [default: https://127.0.0.1:8443].
     #[arg(long, env = "LACNET_HUB_URL", global = true)]
     pub hub_url: Option<String>,
@@ -186,6 +206,43 @@ impl EndpointFlags {
                     "--agent-key",
                     "LACNET_AGENT_KEY",
                     "key",
+                ),
+            ],
+        )
+    }
+
+    /// The site agent endpoint as its operator (status, preview, erase): the
+    /// agent's URL and CA, with the operator's certificate and key. The case
+    /// system's certificate may only push records, so it is never a fallback.
+    pub fn operator(&self) -> Result<Endpoint, CliError> {
+        let file = self.file()?.agent;
+        resolve(
+            Service::Agent,
+            [
+                (&self.agent_url, &self.agent_server_name),
+                (&file.url, &file.server_name),
+            ],
+            [
+                (
+                    &self.agent_ca,
+                    &file.ca,
+                    "--agent-ca",
+                    "LACNET_AGENT_CA",
+                    "ca",
+                ),
+                (
+                    &self.operator_cert,
+                    &file.operator_cert,
+                    "--operator-cert",
+                    "LACNET_OPERATOR_CERT",
+                    "operator_cert",
+                ),
+                (
+                    &self.operator_key,
+                    &file.operator_key,
+                    "--operator-key",
+                    "LACNET_OPERATOR_KEY",
+                    "operator_key",
                 ),
             ],
         )
@@ -309,6 +366,22 @@ mod tests {
             err.contains("--hub-ca") && err.contains("LACNET_HUB_CA"),
             "{err}"
         );
+        // Status, preview and erase need the operator's certificate, never the case system's.
+        let err = flags.operator().unwrap_err().to_string();
+        assert!(
+            err.contains("--operator-cert") && err.contains("operator_cert"),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("lacnet.toml"),
+            "[agent]\nca = \"ca.pem\"\ncert = \"c.pem\"\nkey = \"c.key\"\n\
+             operator_cert = \"op.pem\"\noperator_key = \"op.key\"\n",
+        )
+        .unwrap();
+        let ep = flags.operator().unwrap();
+        assert_eq!(ep.tls.cert, dir.path().join("op.pem"));
+        // --agent-key is the case system's key and does not leak into the operator's endpoint.
+        assert_eq!(ep.tls.key, dir.path().join("op.key"));
     }
 
     #[test]

@@ -68,7 +68,10 @@ type Task = JoinHandle<Result<(), String>>;
 struct RunningAgent {
     profile: &'static Profile,
     agent: Agent,
+    /// As the case system: import.
     endpoint: Endpoint,
+    /// As the operator: status (the case system may not read it).
+    operator: Endpoint,
 }
 
 fn gen_err(e: lacnet_tls::TlsError) -> CliError {
@@ -202,7 +205,7 @@ async fn run_in(
     )?;
     let hub_pem = PemBundle::load(&paths(&network_ca, &hub_pair))?;
     println!(
-        "      network CA, hub and analyst certificates, and per council: a CA, agent, site and council certificates and a key"
+        "      network CA, hub and analyst certificates, and per council: a CA, agent, site, council and operator certificates and a key"
     );
 
     let registry_path = dir.join("registry.toml");
@@ -249,6 +252,13 @@ async fn run_in(
                 .issue(&Peer::Council(p.key.into()), &[])
                 .map_err(gen_err)?,
         )?;
+        let operator_pair = save(
+            &site_dir,
+            "operator",
+            &council
+                .issue(&Peer::Operator("demo".into()), &[])
+                .map_err(gen_err)?,
+        )?;
         let site_pair = save(
             &site_dir,
             &format!("site-{}", p.code),
@@ -292,9 +302,15 @@ async fn run_in(
             agent,
             endpoint: Endpoint {
                 service: Service::Agent,
-                url,
+                url: url.clone(),
                 server_name: AGENT_NAME.into(),
                 tls: paths(&council_ca, &council_pair),
+            },
+            operator: Endpoint {
+                service: Service::Agent,
+                url,
+                server_name: AGENT_NAME.into(),
+                tls: paths(&council_ca, &operator_pair),
             },
         });
         listeners.push(listener);
@@ -397,7 +413,7 @@ async fn run_in(
             .map_err(|e| CliError::Service(format!("publishing {}: {e}", a.profile.name)))?;
     }
     for a in &agents {
-        let mut client = crate::client::agent(&a.endpoint).await?;
+        let mut client = crate::client::agent(&a.operator).await?;
         let deadline = Instant::now() + WAIT_LIMIT;
         loop {
             let s = crate::site_ops::status(&mut client, &a.endpoint.url).await?;
@@ -452,7 +468,11 @@ async fn run_in(
 
     if opts.keep {
         let config = ConfigFile {
-            agent: endpoint_file(&agents[0].endpoint),
+            agent: EndpointFile {
+                operator_cert: Some(agents[0].operator.tls.cert.clone()),
+                operator_key: Some(agents[0].operator.tls.key.clone()),
+                ..endpoint_file(&agents[0].endpoint)
+            },
             hub: endpoint_file(&hub_endpoint),
         };
         let config_path = dir.join("lacnet.toml");
@@ -470,11 +490,11 @@ async fn run_in(
         );
         for a in &agents[1..] {
             println!(
-                "  lacnet status --agent-url {} --agent-ca {} --agent-cert {} --agent-key {}   # {}",
-                a.endpoint.url,
-                a.endpoint.tls.ca.display(),
-                a.endpoint.tls.cert.display(),
-                a.endpoint.tls.key.display(),
+                "  lacnet status --agent-url {} --agent-ca {} --operator-cert {} --operator-key {}   # {}",
+                a.operator.url,
+                a.operator.tls.ca.display(),
+                a.operator.tls.cert.display(),
+                a.operator.tls.key.display(),
                 a.profile.name
             );
         }
@@ -496,6 +516,7 @@ fn endpoint_file(e: &Endpoint) -> EndpointFile {
         ca: Some(e.tls.ca.clone()),
         cert: Some(e.tls.cert.clone()),
         key: Some(e.tls.key.clone()),
+        ..EndpointFile::default()
     }
 }
 

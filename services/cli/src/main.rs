@@ -116,7 +116,7 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a development PKI: network CA, hub, site and analyst certificates; council CA, agent and council certificates.
+    /// Issue a development PKI: network CA, hub, site and analyst certificates; council CA, agent, council (case system) and operator certificates.
     Certs {
         /// Directory to write into.
         #[arg(long, short, default_value = "lacnet-dev-pki")]
@@ -130,6 +130,9 @@ enum Command {
         /// Council (case system) name.
         #[arg(long, default_value = "council")]
         council: String,
+        /// Operator name (status, preview and erase use the operator's certificate).
+        #[arg(long, default_value = "operator")]
+        operator: String,
         /// DNS name on the hub's certificate.
         #[arg(long, default_value = "hub.lacnet")]
         hub_name: String,
@@ -137,15 +140,15 @@ enum Command {
         #[arg(long, default_value = "agent.lacnet")]
         agent_name: String,
     },
-    /// Show a site agent's state: records, outbox, last push, key ids.
+    /// Show a site agent's state: records, outbox, last push, key ids (needs an operator certificate).
     Status,
-    /// Show exactly what a site agent would send the hub for a period.
+    /// Show exactly what a site agent would send the hub for a period (needs an operator certificate).
     Preview {
         /// The period, e.g. 2016-Q1 or 2016-03.
         #[arg(long)]
         period: String,
     },
-    /// Erase every record of one person at a site agent.
+    /// Erase every record of one person at a site agent (needs an operator certificate).
     Erase {
         /// The person's NHS number.
         #[arg(long, conflicts_with = "case_id", required_unless_present = "case_id")]
@@ -305,6 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sites,
             analyst,
             council,
+            operator,
             hub_name,
             agent_name,
         } => {
@@ -314,6 +318,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     sites,
                     analyst,
                     council,
+                    operator,
                     hub_name,
                     agent_name,
                 },
@@ -338,19 +343,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 issued.council.cert.display()
             );
             println!(
+                "  operator       {} (+ .key)",
+                issued.operator.cert.display()
+            );
+            println!(
                 "  CLI settings   {}  (export LACNET_CONFIG={})",
                 issued.config.display(),
                 issued.config.display()
             );
         }
         Command::Status => {
-            let endpoint = ep.agent()?;
+            let endpoint = ep.operator()?;
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::status(&mut c, &endpoint.url).await?;
             print!("{}", site_ops::render_status(&s, demo::now_unix()));
         }
         Command::Preview { period: p } => {
-            let endpoint = ep.agent()?;
+            let endpoint = ep.operator()?;
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::preview(&mut c, &endpoint.url, period(&p)?).await?;
             print!("{}", site_ops::render_preview(&s));
@@ -359,7 +368,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             nhs_number,
             case_id,
         } => {
-            let endpoint = ep.agent()?;
+            let endpoint = ep.operator()?;
             let who = match (nhs_number, case_id) {
                 (Some(n), _) => site_ops::Who::Nhs(n),
                 (None, Some(c)) => site_ops::Who::Case(c),

@@ -528,16 +528,32 @@ async fn errors_are_short_and_actionable() {
         .arg("status")
         .arg("--agent-ca")
         .arg(net.pki.join("network-ca.pem"))
-        .arg("--agent-cert")
+        .arg("--operator-cert")
         .arg(net.pki.join("analyst-alice.pem"))
-        .arg("--agent-key")
+        .arg("--operator-key")
         .arg(net.pki.join("analyst-alice.key"))
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("error:") && (err.contains("council") || err.contains("certificate")),
+        err.contains("error:") && (err.contains("operator") || err.contains("certificate")),
+        "{err}"
+    );
+    // The case system's certificate pushes records but may not read status.
+    let out = net
+        .cmd()
+        .arg("status")
+        .arg("--operator-cert")
+        .arg(net.pki.join("council-thurrock.pem"))
+        .arg("--operator-key")
+        .arg(net.pki.join("council-thurrock.key"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("council:thurrock may not read status") && err.contains("operator"),
         "{err}"
     );
     // Wrong role the other way: a council certificate at the hub.

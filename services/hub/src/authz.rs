@@ -4,7 +4,7 @@
 //! - Only a site may submit, and only for its own ONS code.
 //! - Analysts read every report; sites read their own rows, and the network
 //!   comparison when the `sites_see_network` policy switch is on.
-//! - Council identities (for calling a site agent) have no business at the hub.
+//! - Council and operator identities (for calling a site agent) have no business at the hub.
 
 use lacnet_tls::Peer;
 
@@ -29,8 +29,10 @@ pub fn may_submit(peer: &Peer, site_code: &str) -> Result<(), HubError> {
         Peer::Analyst(_) => Err(HubError::PermissionDenied(
             "analysts may read reports but not submit".into(),
         )),
-        Peer::Council(_) => Err(HubError::PermissionDenied(
-            "council identities may not submit to the hub; use the site agent's certificate".into(),
+        Peer::Council(_) | Peer::Operator(_) => Err(HubError::PermissionDenied(
+            "council and operator identities may not submit to the hub; use the site agent's \
+             certificate"
+                .into(),
         )),
     }
 }
@@ -41,8 +43,8 @@ pub fn read_scope(peer: &Peer, sites_see_network: bool) -> Result<ReadScope, Hub
         Peer::Analyst(_) => Ok(ReadScope::Network),
         Peer::Site(_) if sites_see_network => Ok(ReadScope::Network),
         Peer::Site(own) => Ok(ReadScope::OwnSite(own.clone())),
-        Peer::Council(_) => Err(HubError::PermissionDenied(
-            "council identities may not read hub reports".into(),
+        Peer::Council(_) | Peer::Operator(_) => Err(HubError::PermissionDenied(
+            "council and operator identities may not read hub reports".into(),
         )),
     }
 }
@@ -72,5 +74,7 @@ mod tests {
             ReadScope::Network
         );
         assert!(read_scope(&Peer::Council("c".into()), true).is_err());
+        assert!(read_scope(&Peer::Operator("o".into()), true).is_err());
+        assert!(may_submit(&Peer::Operator("o".into()), "E06000034").is_err());
     }
 }

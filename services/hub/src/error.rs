@@ -107,9 +107,12 @@ impl From<HubError> for tonic::Status {
             HubError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             HubError::PolicyViolation(_) => tonic::Status::failed_precondition(e.to_string()),
             HubError::Conflict(_) => tonic::Status::already_exists(e.to_string()),
+            // Retryable: a restarted hub on a disk with space accepts the same call.
             HubError::Unavailable(_) => {
                 tracing::error!(error = %e, "write refused");
-                tonic::Status::unavailable("the hub cannot write to its disk; retry later")
+                tonic::Status::unavailable(
+                    "the hub cannot write to its disk; it is restarting, retry later",
+                )
             }
             other => {
                 tracing::error!(error = %other, "internal error");

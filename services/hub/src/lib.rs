@@ -34,6 +34,7 @@
 
 pub mod authz;
 pub mod backup;
+pub mod bounded;
 pub mod config;
 pub mod convert;
 mod error;
@@ -53,6 +54,7 @@ use lacnet_proto::hub::v1::reports_server::ReportsServer;
 use lacnet_proto::hub::v1::submissions_server::SubmissionsServer;
 use lacnet_tls::PemBundle;
 use tokio::net::TcpListener;
+use tonic::server::NamedService;
 
 pub use error::HubError;
 pub use metrics::HubMetrics;
@@ -81,6 +83,8 @@ pub struct HubOptions {
     pub request_timeout: Duration,
     /// sled page cache in bytes; it bounds resident memory (sled's own default is 1 GiB).
     pub cache_bytes: u64,
+    /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
+    pub transport: lacnet_tls::TransportLimits,
 }
 
 /// Default sled page cache: the hub's working set (latest revisions) is small and
@@ -98,6 +102,7 @@ impl HubOptions {
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache_bytes: DEFAULT_CACHE_BYTES,
+            transport: lacnet_tls::TransportLimits::default(),
         }
     }
 }
@@ -118,7 +123,12 @@ struct Inner {
     max_message_bytes: usize,
     request_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
+    transport: lacnet_tls::TransportLimits,
     metrics: HubMetrics,
+    /// The first store write failure, once there has been one.
+    store_failure: std::sync::OnceLock<String>,
+    /// Fired with `store_failure`, so `serve` stops serving.
+    store_failed: tokio_util::sync::CancellationToken,
 }
 
 impl Hub {
@@ -135,7 +145,10 @@ impl Hub {
                 max_message_bytes: options.max_message_bytes,
                 request_timeout: options.request_timeout,
                 tls,
+                transport: options.transport,
                 metrics: HubMetrics::new(),
+                store_failure: std::sync::OnceLock::new(),
+                store_failed: tokio_util::sync::CancellationToken::new(),
             }),
         })
     }
@@ -167,9 +180,51 @@ impl Hub {
             .with_latest(|l| l.get(&period).and_then(|m| m.get(site)).map(|x| x.revision))
     }
 
-    /// Makes every write durable.
+    /// Makes every write durable. After a store failure it refuses at once.
     pub async fn flush(&self) -> Result<(), HubError> {
-        self.inner.store.flush().await
+        self.check_store()?;
+        let flushed = self.inner.store.flush().await;
+        flushed.map_err(|e| self.store_error(e))
+    }
+
+    /// Whether the store can still write: false for good after an I/O error.
+    /// The admin port's `/readyz` and gRPC health follow it.
+    pub fn healthy(&self) -> bool {
+        self.inner.store_failure.get().is_none()
+    }
+
+    /// Completes once the store has failed.
+    pub async fn store_failed(&self) {
+        self.inner.store_failed.cancelled().await;
+    }
+
+    /// Refuses with [`HubError::Unavailable`] once the store has failed, so
+    /// nothing more is written to a disk that cannot take it.
+    pub(crate) fn check_store(&self) -> Result<(), HubError> {
+        match self.inner.store_failure.get() {
+            Some(reason) => Err(HubError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Classifies a store error: a sled failure or a failed flush (I/O, above
+    /// all a full disk) marks the store failed and becomes
+    /// [`HubError::Unavailable`]; anything else passes through.
+    pub(crate) fn store_error(&self, error: HubError) -> HubError {
+        let reason = match &error {
+            HubError::Storage(e) => e.to_string(),
+            // lacnet-store's writer thread reports a failed or hung flush so.
+            HubError::Unavailable(reason) => reason.clone(),
+            _ => return error,
+        };
+        if self.inner.store_failure.set(reason.clone()).is_ok() {
+            tracing::error!(
+                error = %reason,
+                "the store cannot write: NOT_SERVING, draining, then exiting for a restart; check the disk"
+            );
+            self.inner.store_failed.cancel();
+        }
+        HubError::Unavailable(reason)
     }
 
     /// Writes a consistent backup into `dest` (new or empty) while serving;
@@ -194,8 +249,11 @@ impl Hub {
 /// Serves the hub's gRPC API over mTLS on `listener` until `shutdown` completes.
 ///
 /// Offers `lacnet.hub.v1.Submissions`, `lacnet.hub.v1.Reports`, gRPC health
-/// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection.
+/// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection
+/// v1 and v1alpha listing exactly these services.
 /// On shutdown it stops accepting, drains in-flight calls and flushes sled.
+/// After a store write failure it goes `NOT_SERVING`, drains, and returns
+/// [`HubError::Unavailable`], so the binary exits non-zero for a restart.
 pub async fn serve(
     listener: TcpListener,
     hub: Hub,
@@ -203,10 +261,14 @@ pub async fn serve(
 ) -> Result<(), HubError> {
     use lacnet_proto::hub::v1::{reports_server, submissions_server};
     let (reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lacnet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| HubError::Reflection(e.to_string()))?;
+    let (reflection, reflection_v1alpha) = lacnet_server::reflection::services(
+        &[lacnet_proto::FILE_DESCRIPTOR_SET],
+        &[
+            <SubmissionsServer<submissions::SubmissionsService> as NamedService>::NAME,
+            <ReportsServer<reports::ReportsService> as NamedService>::NAME,
+        ],
+    )
+    .map_err(|e| HubError::Reflection(e.to_string()))?;
     let max = hub.inner.max_message_bytes;
     let submissions = SubmissionsServer::new(submissions::SubmissionsService::new(hub.clone()))
         .max_decoding_message_size(max);
@@ -221,10 +283,19 @@ pub async fn serve(
     reporter
         .set_serving::<reports_server::ReportsServer<reports::ReportsService>>()
         .await;
-    let incoming = lacnet_tls::incoming(listener, hub.inner.tls.clone());
+    let limits = hub.inner.transport;
+    let incoming = lacnet_tls::incoming_with_limits(listener, hub.inner.tls.clone(), limits);
+    let failed = hub.clone();
     let draining = async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new calls, draining in-flight ones");
+        // sled keeps failing once a write could not be made: rather than
+        // limp on, stop serving and exit non-zero so the supervisor restarts
+        // the hub, which then reads what is on disk.
+        tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutting down: no new calls, draining in-flight ones");
+            }
+            () = failed.store_failed() => {}
+        }
         reporter
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
@@ -239,12 +310,13 @@ pub async fn serve(
         sites = hub.registry().sites().len(),
         "hub serving gRPC over mTLS"
     );
-    let served = tonic::transport::Server::builder()
+    let served = limits
+        .apply(tonic::transport::Server::builder())
         .timeout(hub.inner.request_timeout)
-        .max_concurrent_streams(Some(256))
-        .concurrency_limit_per_connection(256)
+        .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(submissions)
         .add_service(reports)
         .serve_with_incoming_shutdown(incoming, draining)
@@ -252,7 +324,8 @@ pub async fn serve(
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;
-    flushed
+    flushed?;
+    hub.check_store()
 }
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port

@@ -51,9 +51,11 @@ async fn main() -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", config.admin_listen))?;
-    let admin = tokio::spawn(lacnet_server::admin::serve(
+    let probe = hub.clone();
+    let admin = tokio::spawn(lacnet_server::admin::serve_with_health(
         admin,
         hub.metrics().registry(),
+        std::sync::Arc::new(move || probe.healthy()),
         shutdown.clone(),
     ));
     // Operators' backups of the running hub (`backup --to`) arrive here.

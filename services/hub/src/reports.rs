@@ -21,6 +21,7 @@ use lacnet_tls::Peer;
 use tracing::instrument;
 
 use crate::authz::{self, ReadScope};
+use crate::bounded::{self, Alphabet};
 use crate::convert::{
     funnel_flag_to_proto, funnel_limits_to_proto, metric_info, summary_to_proto, trend_to_proto,
 };
@@ -177,6 +178,12 @@ impl Hub {
         scope: &ReadScope,
         request: &hub::CompareMetricRequest,
     ) -> Result<hub::MetricComparison, HubError> {
+        bounded::check(
+            "metric",
+            &request.metric,
+            bounded::MAX_METRIC_ID_LEN,
+            Alphabet::MetricId,
+        )?;
         let metric = catalogue().index_of(&request.metric).ok_or_else(|| {
             HubError::invalid(
                 "metric",

@@ -29,6 +29,7 @@ use lacnet_proto::hub::v1::{ReceiptStatus, SubmitReceipt, SubmitRequest};
 use lacnet_tls::Peer;
 use tracing::instrument;
 
+use crate::bounded::{self, Alphabet};
 use crate::store::{AuditEvent, StoreOutcome, StoredSubmission};
 use crate::{Hub, HubError, authz};
 use lacnet_proto::convert::{
@@ -141,6 +142,32 @@ pub fn cells_to_published(cells: &[pb::Cell]) -> Result<Published, HubError> {
     })
 }
 
+/// Bounds every string of a submission (length, then alphabet) before
+/// anything logs, stores or echoes it; see [`crate::bounded`].
+pub fn check_strings(sub: &pb::Submission) -> Result<(), HubError> {
+    bounded::check(
+        "submission.site_code",
+        &sub.site_code,
+        bounded::MAX_SITE_CODE_LEN,
+        Alphabet::SiteCode,
+    )?;
+    bounded::check(
+        "submission.digest",
+        &sub.digest,
+        bounded::DIGEST_LEN,
+        Alphabet::LowerHex,
+    )?;
+    for (i, cell) in sub.cells.iter().enumerate() {
+        bounded::check(
+            &format!("submission.cells[{i}].metric"),
+            &cell.metric,
+            bounded::MAX_METRIC_ID_LEN,
+            Alphabet::MetricId,
+        )?;
+    }
+    Ok(())
+}
+
 /// What a submission looked like, for the audit log of a refusal.
 #[derive(Default)]
 struct Described {
@@ -165,6 +192,7 @@ impl Hub {
             authz::may_submit(peer, "")?;
         }
         let sub = sub.ok_or_else(|| HubError::invalid("submission", "is required"))?;
+        check_strings(&sub)?;
         described.site = Some(sub.site_code.clone()).filter(|s| crate::registry::is_ons_code(s));
         described.revision = Some(sub.revision);
         authz::may_submit(peer, &sub.site_code)?;
@@ -241,7 +269,11 @@ impl Hub {
             received_at_unix: now_unix(),
         };
         let digest = stored.digest.clone();
-        let receipt = self.store().record(stored)?;
+        self.check_store()?;
+        let receipt = self
+            .store()
+            .record(stored)
+            .map_err(|e| self.store_error(e))?;
         // Acknowledge only what is on disk; concurrent submitters share the fsync.
         self.flush().await?;
         let status = match receipt.outcome {
@@ -294,7 +326,12 @@ impl Hub {
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
     pub(crate) fn audit(&self, event: AuditEvent) {
+        if self.check_store().is_err() {
+            // Already failed and logged; the hub is draining for a restart.
+            return;
+        }
         if let Err(e) = self.store().audit(&event) {
+            let e = self.store_error(e);
             tracing::error!(error = %e, "writing the audit log failed");
             self.metrics().internal_errors.inc();
         }
@@ -310,9 +347,11 @@ impl Hub {
         revision: Option<u64>,
         error: &HubError,
     ) {
+        // Whoever built the message, only a bounded excerpt reaches the log and the audit log.
+        let reason = bounded::bounded_reason(&error.to_string());
         if error.is_refusal() {
             self.metrics().refusals.inc(error.kind());
-            tracing::warn!(peer = %peer, event, site = ?site, period = ?period, reason = %error, "request refused");
+            tracing::warn!(peer = %peer, event, site = ?site, period = ?period, reason = %reason, "request refused");
         } else {
             self.metrics().internal_errors.inc();
         }
@@ -329,7 +368,7 @@ impl Hub {
                 "error".into()
             },
             reason: Some(if error.is_refusal() {
-                error.to_string()
+                reason
             } else {
                 "internal error".into()
             }),

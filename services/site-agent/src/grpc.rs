@@ -2,9 +2,15 @@
 //! proto ↔ domain conversion. The work happens in [`crate::ingest`],
 //! [`crate::publish`] and [`crate::store`].
 //!
-//! Callers are council systems: a client certificate from the council CA,
-//! either with a `spiffe://lacnet/council/<name>` identity or none. Site and
-//! analyst identities are refused. Spans and logs carry counts, never values.
+//! Callers hold a client certificate from the council CA naming exactly one
+//! lacnet identity, and each role may call only its own methods ([`Role`]):
+//! the council case system (`spiffe://lacnet/council/<name>`) pushes records;
+//! an operator (`spiffe://lacnet/operator/<name>`) reads status, previews
+//! and erases. Operators do not ingest, so an operator's certificate on a
+//! laptop cannot inject records, and the case system cannot erase people or
+//! read what would leave the building. Anything else, including a council-CA
+//! certificate with no lacnet identity, is refused and logged with the
+//! caller. Spans and logs carry counts, never values.
 
 use std::time::Instant;
 
@@ -17,7 +23,7 @@ use lacnet_proto::site::v1::{
     PreviewSubmissionRequest, Record, RecordVerdict, UpsertRecordsRequest, UpsertRecordsResponse,
     Verdict, erase_person_request,
 };
-use lacnet_tls::{Peer, TlsConnectInfo};
+use lacnet_tls::Peer;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
@@ -41,24 +47,49 @@ impl SiteAgentService {
     }
 }
 
-/// Allows council systems: a council identity, or a certificate from the
-/// council CA without a lacnet identity. Refuses sites and analysts.
-fn authorise<T>(req: &Request<T>) -> Result<(), Status> {
+/// What a method does, and so which identity may call it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Push records (`UpsertRecords`, `StreamRecords`): council case systems only.
+    Ingest,
+    /// Run the agent (`GetStatus`, `PreviewSubmission`, `ErasePerson`): operators only.
+    Operate,
+}
+
+/// Whether `peer` may act in `role`; the refusal says which identity would do.
+pub fn may(peer: &Peer, role: Role) -> Result<(), String> {
+    match (role, peer) {
+        (Role::Ingest, Peer::Council(_)) | (Role::Operate, Peer::Operator(_)) => Ok(()),
+        (Role::Ingest, other) => Err(format!(
+            "{other} may not push records: use the case system's council certificate \
+             (spiffe://lacnet/council/<name>)"
+        )),
+        (Role::Operate, other) => Err(format!(
+            "{other} may not read status, preview or erase: use an operator certificate \
+             (spiffe://lacnet/operator/<name>)"
+        )),
+    }
+}
+
+/// Checks the caller's identity for `method` in `role`: a certificate that
+/// names no single well-formed lacnet identity is UNAUTHENTICATED, a known
+/// caller in the wrong role PERMISSION_DENIED. Each refusal is logged with the
+/// caller (a role and a name, or why the certificate names nobody).
+fn authorise<T>(req: &Request<T>, method: &'static str, role: Role) -> Result<(), Status> {
     match lacnet_tls::peer_of(req) {
-        Ok(Peer::Council(name)) => {
-            tracing::debug!(council = %name, "council caller");
-            Ok(())
-        }
-        Ok(other) => Err(Status::permission_denied(format!(
-            "{other} may not call a site agent: use a council certificate"
-        ))),
+        Ok(peer) => match may(&peer, role) {
+            Ok(()) => {
+                tracing::debug!(caller = %peer, method, "authorised");
+                Ok(())
+            }
+            Err(reason) => {
+                tracing::warn!(caller = %peer, method, ?role, "refused: wrong role");
+                Err(Status::permission_denied(reason))
+            }
+        },
         Err(status) => {
-            let has_cert = req
-                .extensions()
-                .get::<TlsConnectInfo>()
-                .and_then(|i| i.peer_certificates.as_ref())
-                .is_some_and(|c| !c.is_empty());
-            if has_cert { Ok(()) } else { Err(status) }
+            tracing::warn!(caller = "unauthenticated", method, reason = %status.message(), "refused: no lacnet identity");
+            Err(status)
         }
     }
 }
@@ -145,7 +176,7 @@ impl SiteAgent for SiteAgentService {
         &self,
         request: Request<UpsertRecordsRequest>,
     ) -> Result<Response<UpsertRecordsResponse>, Status> {
-        authorise(&request)?;
+        authorise(&request, "UpsertRecords", Role::Ingest)?;
         let records = request.into_inner().records;
         let max = self.agent.options().max_batch;
         tracing::Span::current().record("records", records.len());
@@ -191,7 +222,7 @@ impl SiteAgent for SiteAgentService {
         &self,
         request: Request<Streaming<Record>>,
     ) -> Result<Response<IngestSummary>, Status> {
-        authorise(&request)?;
+        authorise(&request, "StreamRecords", Role::Ingest)?;
         let mut stream = request.into_inner();
         // Up to two chunks being prepared while one is written: flat memory, both cores busy.
         let (tx, mut rx) =
@@ -288,7 +319,7 @@ impl SiteAgent for SiteAgentService {
         &self,
         request: Request<ErasePersonRequest>,
     ) -> Result<Response<ErasePersonResponse>, Status> {
-        authorise(&request)?;
+        authorise(&request, "ErasePerson", Role::Operate)?;
         let ring = &self.agent.options().keys;
         let (persons, records): (Vec<Pseudonym>, Vec<Pseudonym>) =
             match request.into_inner().identifier {
@@ -351,7 +382,7 @@ impl SiteAgent for SiteAgentService {
         &self,
         request: Request<PreviewSubmissionRequest>,
     ) -> Result<Response<pb::Submission>, Status> {
-        authorise(&request)?;
+        authorise(&request, "PreviewSubmission", Role::Operate)?;
         let period = period_from_proto(request.get_ref().period.as_ref(), "period")
             .map_err(AgentError::from)?;
         Ok(Response::new(publish::preview(&self.agent, period).await?))
@@ -362,7 +393,7 @@ impl SiteAgent for SiteAgentService {
         &self,
         request: Request<GetStatusRequest>,
     ) -> Result<Response<AgentStatus>, Status> {
-        authorise(&request)?;
+        authorise(&request, "GetStatus", Role::Operate)?;
         let o = self.agent.options();
         let store = self.agent.store();
         let (last_push_unix, last_push_error) = store.push_status()?;

@@ -117,6 +117,8 @@ pub struct AgentOptions {
     pub cache_bytes: u64,
     /// How long in-flight calls may run on after shutdown begins.
     pub drain_timeout: Duration,
+    /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
+    pub transport: lacnet_tls::TransportLimits,
     /// A fixed "today" for tests; `None` uses the system clock (UTC).
     pub today: Option<Date>,
 }
@@ -146,6 +148,7 @@ impl AgentOptions {
             request_timeout: Duration::from_secs(600),
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
+            transport: lacnet_tls::TransportLimits::default(),
             today: None,
         }
     }
@@ -323,7 +326,8 @@ impl Inner {
 ///
 /// Offers `lacnet.site.v1.SiteAgent`, gRPC health (`NOT_SERVING` until the
 /// store is open, keys loaded and the background tasks started; `NOT_SERVING`
-/// again once shutdown begins) and reflection. On shutdown it stops accepting,
+/// again once shutdown begins) and reflection v1 and v1alpha listing exactly
+/// these services. On shutdown it stops accepting,
 /// drains in-flight calls, stops the background tasks and flushes sled.
 pub async fn serve(
     listener: TcpListener,
@@ -334,10 +338,11 @@ pub async fn serve(
     type Svc = site_agent_server::SiteAgentServer<grpc::SiteAgentService>;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_not_serving::<Svc>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(lacnet_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| AgentError::Reflection(e.to_string()))?;
+    let (reflection, reflection_v1alpha) = lacnet_server::reflection::services(
+        &[lacnet_proto::FILE_DESCRIPTOR_SET],
+        &[<Svc as tonic::server::NamedService>::NAME],
+    )
+    .map_err(|e| AgentError::Reflection(e.to_string()))?;
     let opts = &agent.inner.options;
     let service = SiteAgentServer::new(grpc::SiteAgentService::new(agent.clone()))
         .max_decoding_message_size(opts.max_message_bytes);
@@ -351,7 +356,9 @@ pub async fn serve(
         .set_service_status("", tonic_health::ServingStatus::Serving)
         .await;
     reporter.set_serving::<Svc>().await;
-    let incoming = lacnet_tls::incoming(listener, agent.inner.server_tls.clone());
+    let limits = opts.transport;
+    let incoming =
+        lacnet_tls::incoming_with_limits(listener, agent.inner.server_tls.clone(), limits);
     let store = agent.store().clone();
     let metrics = agent.metrics().clone();
     let drain_begun = CancellationToken::new();
@@ -380,11 +387,13 @@ pub async fn serve(
         drain_signal.cancel();
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
-    let served = tonic::transport::Server::builder()
+    let served = limits
+        .apply(tonic::transport::Server::builder())
         .timeout(opts.request_timeout)
         .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(service)
         .serve_with_incoming_shutdown(incoming, draining);
     // A client that keeps a call open must not hold the shutdown for ever.

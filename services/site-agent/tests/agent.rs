@@ -20,6 +20,7 @@ async fn a_mixed_batch_gets_a_verdict_per_record_and_keeps_the_valid_ones() {
     )
     .await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
 
     let mut bad_nhs = rec("C-2", "9434765918", "2025-01-10");
     bad_nhs.support_level = 0;
@@ -56,8 +57,8 @@ async fn a_mixed_batch_gets_a_verdict_per_record_and_keeps_the_valid_ones() {
     assert_eq!(reply.verdicts[2].index, 2);
     assert_eq!(reply.verdicts[2].violations[0].field, "introduced_on");
 
-    assert_eq!(status(&mut c).await.record_count, 2);
-    let p = preview(&mut c, "2025-Q1").await;
+    assert_eq!(status(&mut op).await.record_count, 2);
+    let p = preview(&mut op, "2025-Q1").await;
     assert_eq!(cell(&p, "introductions_new"), 2);
     let m = agent.agent.metrics();
     assert_eq!(m.ingested.get(), 2);
@@ -80,6 +81,7 @@ async fn resending_is_idempotent_and_the_same_case_id_replaces_the_record() {
     )
     .await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     let batch = vec![
         rec("C-1", &nhs(100000001), "2025-01-10"),
         rec("C-2", &nhs(100000002), "2025-02-10"),
@@ -88,13 +90,13 @@ async fn resending_is_idempotent_and_the_same_case_id_replaces_the_record() {
         verdicts(&upsert(&mut c, batch.clone()).await),
         vec![Verdict::AcceptedNew; 2]
     );
-    let before = preview(&mut c, "2025-Q1").await;
+    let before = preview(&mut op, "2025-Q1").await;
     assert_eq!(
         verdicts(&upsert(&mut c, batch.clone()).await),
         vec![Verdict::AcceptedUnchanged; 2]
     );
-    assert_eq!(status(&mut c).await.record_count, 2);
-    assert_eq!(preview(&mut c, "2025-Q1").await.digest, before.digest);
+    assert_eq!(status(&mut op).await.record_count, 2);
+    assert_eq!(preview(&mut op, "2025-Q1").await.digest, before.digest);
 
     // Same local case id: add an outcome and a closure date.
     let mut updated = batch[0].clone();
@@ -104,8 +106,8 @@ async fn resending_is_idempotent_and_the_same_case_id_replaces_the_record() {
         verdicts(&upsert(&mut c, vec![updated]).await),
         vec![Verdict::AcceptedUpdated]
     );
-    assert_eq!(status(&mut c).await.record_count, 2);
-    let after = preview(&mut c, "2025-Q1").await;
+    assert_eq!(status(&mut op).await.record_count, 2);
+    let after = preview(&mut op, "2025-Q1").await;
     assert_ne!(after.digest, before.digest);
     assert_eq!(cell(&before, "outcome.crisis_avoided"), 0);
     assert_eq!(cell(&after, "outcome.crisis_avoided"), 1);
@@ -125,6 +127,7 @@ async fn erasure_forgets_every_record_of_the_person_and_changes_the_preview() {
     )
     .await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     let alice = nhs(943476591);
     upsert(
         &mut c,
@@ -136,13 +139,13 @@ async fn erasure_forgets_every_record_of_the_person_and_changes_the_preview() {
         ],
     )
     .await;
-    let before = preview(&mut c, "2025-Q1").await;
+    let before = preview(&mut op, "2025-Q1").await;
     assert_eq!(cell(&before, "people_active"), 3);
     assert_eq!(cell(&before, "introductions_new"), 4);
 
     // By NHS number, written with spaces.
     let spaced = format!("{} {} {}", &alice[..3], &alice[3..6], &alice[6..]);
-    let erased = c
+    let erased = op
         .erase_person(site::ErasePersonRequest {
             identifier: Some(site::erase_person_request::Identifier::NhsNumber(spaced)),
         })
@@ -150,13 +153,13 @@ async fn erasure_forgets_every_record_of_the_person_and_changes_the_preview() {
         .unwrap()
         .into_inner();
     assert_eq!(erased.records_erased, 2);
-    let after = preview(&mut c, "2025-Q1").await;
+    let after = preview(&mut op, "2025-Q1").await;
     assert_eq!(cell(&after, "people_active"), 2);
     assert_eq!(cell(&after, "introductions_new"), 2);
     assert_ne!(after.digest, before.digest);
 
     // By local case id, for a person without an NHS number.
-    let erased = c
+    let erased = op
         .erase_person(site::ErasePersonRequest {
             identifier: Some(site::erase_person_request::Identifier::LocalCaseId(
                 "L-1".into(),
@@ -166,10 +169,10 @@ async fn erasure_forgets_every_record_of_the_person_and_changes_the_preview() {
         .unwrap()
         .into_inner();
     assert_eq!(erased.records_erased, 1);
-    assert_eq!(status(&mut c).await.record_count, 1);
+    assert_eq!(status(&mut op).await.record_count, 1);
 
     // A bad identifier is a clear error.
-    let err = c
+    let err = op
         .erase_person(site::ErasePersonRequest {
             identifier: Some(site::erase_person_request::Identifier::NhsNumber(
                 "123".into(),
@@ -191,6 +194,7 @@ async fn limits_and_bad_callers_are_refused_and_change_nothing() {
     o.max_batch = 3;
     let agent = TestAgent::start(&pki, o).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
 
     let too_many: Vec<_> = (0..4)
         .map(|i| rec(&format!("C-{i}"), "", "2025-01-10"))
@@ -201,9 +205,9 @@ async fn limits_and_bad_callers_are_refused_and_change_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("at most 3"), "{}", err.message());
-    assert_eq!(status(&mut c).await.record_count, 0);
+    assert_eq!(status(&mut op).await.record_count, 0);
 
-    let err = c
+    let err = op
         .preview_submission(site::PreviewSubmissionRequest { period: None })
         .await
         .unwrap_err();
@@ -236,7 +240,7 @@ async fn limits_and_bad_callers_are_refused_and_change_nothing() {
             .is_err(),
     };
     assert!(refused);
-    assert_eq!(status(&mut c).await.record_count, 0);
+    assert_eq!(status(&mut op).await.record_count, 0);
     agent.stop().await;
 }
 
@@ -251,6 +255,7 @@ async fn streaming_ingest_summarises_and_reports_rejections_by_stream_index() {
     )
     .await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     let n = 10_000usize;
     let records: Vec<site::Record> = (0..n)
         .map(|i| {
@@ -272,7 +277,7 @@ async fn streaming_ingest_summarises_and_reports_rejections_by_stream_index() {
     let idx: Vec<u32> = summary.rejections.iter().map(|r| r.index).collect();
     assert_eq!(idx, (0..10).map(|k| k * 1000 + 7).collect::<Vec<u32>>());
     assert_eq!(summary.rejections[0].violations[0].field, "primary_need");
-    assert_eq!(status(&mut c).await.record_count, n as u64 - 10);
+    assert_eq!(status(&mut op).await.record_count, n as u64 - 10);
     agent.stop().await;
 }
 
@@ -288,13 +293,14 @@ async fn a_rotated_key_still_matches_rekeys_on_write_and_retires_only_when_unuse
 
     let agent = TestAgent::start(&pki, options(&pki, &data, ring(&[("k1", &k1)]))).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     let first = vec![
         rec("A-1", &alice, "2025-01-10"),
         rec("B-1", &bob, "2025-01-12"),
         rec("L-1", "", "2025-01-15"),
     ];
     upsert(&mut c, first.clone()).await;
-    let fp1 = status(&mut c).await.active_key_fingerprint;
+    let fp1 = status(&mut op).await.active_key_fingerprint;
     drop(agent.stop().await);
 
     // Starting without k1 would orphan its records: refused with a clear message.
@@ -308,7 +314,8 @@ async fn a_rotated_key_still_matches_rekeys_on_write_and_retires_only_when_unuse
     )
     .await;
     let mut c = agent.client(&pki.council).await;
-    let s = status(&mut c).await;
+    let mut op = agent.client(&pki.operator).await;
+    let s = status(&mut op).await;
     assert_eq!(s.active_key_id, "k2");
     assert_eq!(s.key_ids, vec!["k2", "k1"]);
     assert_ne!(s.active_key_fingerprint, fp1);
@@ -323,10 +330,10 @@ async fn a_rotated_key_still_matches_rekeys_on_write_and_retires_only_when_unuse
         verdicts(&upsert(&mut c, vec![rec("B-2", &bob, "2025-02-01")]).await),
         vec![Verdict::AcceptedNew]
     );
-    let p = preview(&mut c, "2025-Q1").await;
+    let p = preview(&mut op, "2025-Q1").await;
     assert_eq!(cell(&p, "people_active"), 3);
     assert_eq!(cell(&p, "introductions_new"), 4);
-    assert_eq!(status(&mut c).await.record_count, 4);
+    assert_eq!(status(&mut op).await.record_count, 4);
     let key_of = |a: &lacnet_site_agent::Agent| -> Vec<String> {
         let mut v: Vec<String> = a
             .store()
@@ -339,7 +346,7 @@ async fn a_rotated_key_still_matches_rekeys_on_write_and_retires_only_when_unuse
     assert_eq!(key_of(&agent.agent), vec!["k1", "k1", "k2", "k2"]);
 
     // Erasure finds a person whose records are under both keys.
-    let erased = c
+    let erased = op
         .erase_person(site::ErasePersonRequest {
             identifier: Some(site::erase_person_request::Identifier::NhsNumber(
                 bob.clone(),
@@ -376,10 +383,11 @@ async fn a_rotated_key_still_matches_rekeys_on_write_and_retires_only_when_unuse
     // Now the agent starts without k1 and still knows everyone.
     let agent = TestAgent::start(&pki, options(&pki, &data, ring(&[("k2", &k2)]))).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     assert_eq!(
         verdicts(&upsert(&mut c, vec![first[0].clone(), first[2].clone()]).await),
         vec![Verdict::AcceptedUnchanged; 2]
     );
-    assert_eq!(status(&mut c).await.record_count, 2);
+    assert_eq!(status(&mut op).await.record_count, 2);
     agent.stop().await;
 }

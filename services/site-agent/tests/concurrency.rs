@@ -31,9 +31,19 @@ fn batch(caller: usize, round: usize) -> Vec<site::Record> {
         .collect()
 }
 
+/// A client as the case system (pushes records).
 async fn connect(p: &AgentProcess, pki: &Pki) -> SiteAgentClient<Channel> {
+    connect_as(p, &pki.council).await
+}
+
+/// A client as the operator (status, preview, erase).
+async fn operator(p: &AgentProcess, pki: &Pki) -> SiteAgentClient<Channel> {
+    connect_as(p, &pki.operator).await
+}
+
+async fn connect_as(p: &AgentProcess, pem: &lacnet_tls::PemBundle) -> SiteAgentClient<Channel> {
     SiteAgentClient::new(
-        lacnet_tls::connect(&p.url, &pki.council, "agent.lacnet")
+        lacnet_tls::connect(&p.url, pem, "agent.lacnet")
             .await
             .unwrap(),
     )
@@ -76,7 +86,7 @@ async fn sixty_four_callers_with_erasures_and_previews_never_stall() {
         }));
     }
     for eraser in 0..4 {
-        let mut c = connect(&agent, &pki).await;
+        let mut c = operator(&agent, &pki).await;
         let erased = erased.clone();
         tasks.push(tokio::spawn(async move {
             for round in 0..ROUNDS {
@@ -127,8 +137,9 @@ async fn sixty_four_callers_with_erasures_and_previews_never_stall() {
         }
     }
     // Erasures after all writes leave exactly the rest.
+    let mut op = operator(&agent, &pki).await;
     for case in &erased {
-        c.erase_person(site::ErasePersonRequest {
+        op.erase_person(site::ErasePersonRequest {
             identifier: Some(site::erase_person_request::Identifier::LocalCaseId(
                 case.clone(),
             )),
@@ -140,7 +151,7 @@ async fn sixty_four_callers_with_erasures_and_previews_never_stall() {
     distinct.sort();
     distinct.dedup();
     let expected = (CALLERS * ROUNDS * PER_BATCH - distinct.len()) as u64;
-    assert_eq!(status(&mut c).await.record_count, expected);
+    assert_eq!(status(&mut op).await.record_count, expected);
 
     // SIGTERM while 64 callers are writing: the process ends within its drain timeout.
     let mut load = Vec::new();
@@ -160,7 +171,7 @@ async fn sixty_four_callers_with_erasures_and_previews_never_stall() {
         }));
     }
     // Let the load reach the server before the signal.
-    let mut c2 = connect(&agent, &pki).await;
+    let mut c2 = operator(&agent, &pki).await;
     for _ in 0..200 {
         if status(&mut c2).await.record_count > expected + 1000 {
             break;
@@ -180,7 +191,12 @@ async fn sixty_four_callers_with_erasures_and_previews_never_stall() {
     let restarted = AgentProcess::spawn(dir.path(), &data, &[]);
     wait_serving(&restarted.url, &pki.council, "lacnet.site.v1.SiteAgent").await;
     let mut c = connect(&restarted, &pki).await;
-    assert!(status(&mut c).await.record_count >= expected);
+    assert!(
+        status(&mut operator(&restarted, &pki).await)
+            .await
+            .record_count
+            >= expected
+    );
     let reply = upsert(&mut c, batch(3, 0)).await;
     assert!(
         reply

@@ -69,7 +69,12 @@ async fn every_acknowledged_record_survives_sigkill() {
             .await
             .unwrap(),
     );
-    let count = status(&mut c).await.record_count;
+    let mut op = SiteAgentClient::new(
+        lacnet_tls::connect(&agent.url, &pki.operator, "agent.lacnet")
+            .await
+            .unwrap(),
+    );
+    let count = status(&mut op).await.record_count;
     assert!(
         count >= (acked.len() * 200) as u64,
         "{count} records after restart"

@@ -67,7 +67,8 @@ async fn invalid_utf8_in_a_record_is_invalid_argument() {
     );
     // Nothing was stored, and the agent still serves.
     let mut c = agent.client(&pki.council).await;
-    assert_eq!(status(&mut c).await.record_count, 0);
+    let mut op = agent.client(&pki.operator).await;
+    assert_eq!(status(&mut op).await.record_count, 0);
     let ok = upsert(&mut c, vec![rec("C-1", "", "2025-01-10")]).await;
     assert_eq!(ok.accepted, 1);
     drop(c);

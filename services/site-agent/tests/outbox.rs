@@ -50,6 +50,7 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
     o.push_backoff_cap = Duration::from_millis(200);
     let agent = TestAgent::start(&pki, o).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
 
     let records: Vec<_> = (0..40)
         .map(|i| {
@@ -73,7 +74,7 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
     // The hub is down: pushes fail and are retried; nothing leaves the outbox.
     let m = agent.agent.metrics().clone();
     poll("push failures", || m.push_failures.get() >= 3).await;
-    let s = status(&mut c).await;
+    let s = status(&mut op).await;
     assert!(!s.last_push_error.is_empty());
     assert_eq!(s.last_push_unix, 0);
     let queued = s.outbox_depth;
@@ -105,7 +106,7 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
 
     let store = agent.agent.store().clone();
     poll("the outbox to drain", || store.outbox_len() == 0).await;
-    let s = status(&mut c).await;
+    let s = status(&mut op).await;
     assert_eq!(s.outbox_depth, 0);
     assert!(s.last_push_unix > 0);
     assert!(s.last_push_error.is_empty());
@@ -122,7 +123,7 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
         );
         assert_eq!(hub.current_revision(THURROCK, period), Some(sub.revision));
         // And the preview still shows exactly what was sent.
-        let p = preview(&mut c, &period.to_string()).await;
+        let p = preview(&mut op, &period.to_string()).await;
         assert_eq!(p, *sub);
     }
 

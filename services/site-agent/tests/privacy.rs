@@ -58,6 +58,7 @@ async fn no_identifier_reaches_sled_or_the_logs() {
     let k1 = key_file(dir.path(), "k1", 1);
     let agent = TestAgent::start(&pki, options(&pki, &data, ring(&[("k1", &k1)]))).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
 
     let cases = ["ZEBRA-CASE-88421", "QUOKKA-CASE-55309", "OKAPI-CASE-77120"];
     let nhs_numbers = [nhs(987654321), nhs(876543219), nhs(765432198)];
@@ -83,19 +84,19 @@ async fn no_identifier_reaches_sled_or_the_logs() {
         &nhs_numbers[2][3..6],
         &nhs_numbers[2][6..]
     );
-    c.erase_person(site::ErasePersonRequest {
+    op.erase_person(site::ErasePersonRequest {
         identifier: Some(site::erase_person_request::Identifier::NhsNumber(spaced)),
     })
     .await
     .unwrap();
-    c.erase_person(site::ErasePersonRequest {
+    op.erase_person(site::ErasePersonRequest {
         identifier: Some(site::erase_person_request::Identifier::LocalCaseId(
             "NOBODY-CASE-31337".into(),
         )),
     })
     .await
     .unwrap();
-    let _ = preview(&mut c, "2025-Q1").await;
+    let _ = preview(&mut op, "2025-Q1").await;
     agent.agent.publish_now().await.unwrap();
     let stopped = agent.stop().await;
     // Ages are stored as bands only.

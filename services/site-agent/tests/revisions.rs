@@ -96,6 +96,7 @@ async fn a_wiped_data_directory_publishes_above_the_hubs_revisions() {
     std::fs::remove_dir_all(&data).unwrap();
     let agent = TestAgent::start(&pki, o).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     assert_eq!(upsert(&mut c, batch("W", 40)).await.accepted, 40);
     assert_eq!(upsert(&mut c, batch("X", 20)).await.accepted, 20);
     let store = agent.agent.store().clone();
@@ -110,7 +111,7 @@ async fn a_wiped_data_directory_publishes_above_the_hubs_revisions() {
         hub.figure(&pki, INTROS, "2025-Q1").await.unwrap().1,
         lacnet_proto::convert::count_to_proto(lacnet_core::disclosure::Count::Value(60))
     );
-    let s = status(&mut c).await;
+    let s = status(&mut op).await;
     assert_eq!((s.outbox_depth, s.dead_letters), (0, 0));
     assert!(s.last_push_error.is_empty(), "{}", s.last_push_error);
 
@@ -159,6 +160,7 @@ async fn a_data_directory_restored_from_an_older_copy_does_not_wedge() {
     copy_dir(&backup, &data);
     let agent = TestAgent::start(&pki, o).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     let store = agent.agent.store().clone();
     assert_eq!(
         store.last_submission(q1()).unwrap().unwrap().revision,
@@ -174,7 +176,7 @@ async fn a_data_directory_restored_from_an_older_copy_does_not_wedge() {
         hub.figure(&pki, INTROS, "2025-Q1").await.unwrap().1,
         lacnet_proto::convert::count_to_proto(lacnet_core::disclosure::Count::Value(65))
     );
-    let s = status(&mut c).await;
+    let s = status(&mut op).await;
     assert_eq!((s.outbox_depth, s.dead_letters), (0, 0));
 
     drop((c, store));
@@ -289,6 +291,7 @@ async fn a_refused_submission_is_a_visible_dead_letter() {
     o.policy = exact_policy();
     let agent = TestAgent::start(&pki, o.clone()).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     upsert(&mut c, batch("CASE-SECRET", 12)).await;
     let store = agent.agent.store().clone();
     wait_until("a dead letter", || {
@@ -296,7 +299,7 @@ async fn a_refused_submission_is_a_visible_dead_letter() {
     })
     .await;
 
-    let s = status(&mut c).await;
+    let s = status(&mut op).await;
     assert!(s.dead_letters >= 1, "{s:?}");
     assert_eq!(s.dead_letters, store.dead_len() as u64);
     assert!(
@@ -330,14 +333,14 @@ async fn a_refused_submission_is_a_visible_dead_letter() {
     drop((c, store));
     drop(agent.stop().await);
     let agent = TestAgent::start(&pki, o).await;
-    let mut c = agent.client(&pki.council).await;
-    let again = status(&mut c).await;
+    let mut op = agent.client(&pki.operator).await;
+    let again = status(&mut op).await;
     assert_eq!(again.dead_letters, s.dead_letters);
     assert_eq!(again.last_dead_letter_reason, s.last_dead_letter_reason);
     assert!(agent.agent.metrics().registry().render().contains(&gauge));
     assert!(logs.text().contains("waiting in the dead-letter tree"));
 
-    drop(c);
+    drop(op);
     drop(agent.stop().await);
     hub.stop().await;
 }

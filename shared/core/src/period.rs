@@ -63,11 +63,11 @@ pub enum PeriodError {
     /// The month or quarter number is out of range.
     #[error("index must be 1-12 for a month or 1-4 for a quarter")]
     Index,
-    /// The year is out of range.
-    #[error("year must be between 1 and 9999")]
+    /// The year is outside [`Period::MIN_YEAR`]..=[`Period::MAX_YEAR`].
+    #[error("year must be between {} and {}", Period::MIN_YEAR, Period::MAX_YEAR)]
     Year,
-    /// The text is not `YYYY-MM` or `YYYY-Qn`.
-    #[error("must be written YYYY-MM (a month) or YYYY-Qn (a quarter)")]
+    /// The text is not exactly `YYYY-MM` or `YYYY-Qn`.
+    #[error("must be written YYYY-MM (a month, e.g. 2024-04) or YYYY-Qn (a quarter, e.g. 2024-Q2)")]
     Format,
 }
 
@@ -80,9 +80,20 @@ pub struct Period {
 }
 
 impl Period {
-    /// A period from its parts: index is 1-12 for months, 1-4 for quarters.
+    /// The earliest year a period may fall in. Local Area Coordination began
+    /// in the UK in the 2010s (in Western Australia in 1988), so a figure for
+    /// an earlier year is a typo or a default, never a report; 0001-Q1 would
+    /// also make every range that starts there span thousands of periods.
+    pub const MIN_YEAR: i32 = 2000;
+    /// The latest year a period may fall in: far enough ahead for any real
+    /// clock, near enough that a stray 9999 is refused.
+    pub const MAX_YEAR: i32 = 2100;
+
+    /// A period from its parts: the year is in
+    /// [`Period::MIN_YEAR`]..=[`Period::MAX_YEAR`], and the index is 1-12
+    /// for months, 1-4 for quarters.
     pub fn new(granularity: Granularity, year: i32, index: u32) -> Result<Period, PeriodError> {
-        if !(1..=9999).contains(&year) {
+        if !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&year) {
             return Err(PeriodError::Year);
         }
         if index == 0 || index > granularity.periods_per_year() {
@@ -96,6 +107,9 @@ impl Period {
     }
 
     /// The period of this granularity that contains `date`.
+    ///
+    /// Callers pass validated dates (record validation refuses dates before
+    /// [`Period::MIN_YEAR`] and after today), so the result is in range.
     pub fn containing(granularity: Granularity, date: Date) -> Period {
         let month = u32::from(date.month());
         let index = match granularity {
@@ -196,23 +210,33 @@ impl Period {
         out
     }
 
-    /// Parses `YYYY-MM` (month) or `YYYY-Qn` (quarter).
+    /// Parses `YYYY-MM` (month) or `YYYY-Qn` (quarter), exactly as
+    /// [`Display`](fmt::Display) writes them: four year digits, two month
+    /// digits, or an upper-case `Q` and one quarter digit. Any other spelling
+    /// (`2024-Q+1`, `2024-Q01`, `2024-q1`, `2024-4`) is refused, so each
+    /// period has one text and text → period → text gives the same text.
     pub fn parse(s: &str) -> Result<Period, PeriodError> {
-        let (year, rest) = s.split_once('-').ok_or(PeriodError::Format)?;
-        if year.len() != 4 || !year.bytes().all(|b| b.is_ascii_digit()) {
+        let b = s.as_bytes();
+        if b.len() < 6 || b[4] != b'-' || !b[..4].iter().all(u8::is_ascii_digit) {
             return Err(PeriodError::Format);
         }
-        let year: i32 = year.parse().map_err(|_| PeriodError::Format)?;
-        if let Some(q) = rest.strip_prefix('Q').or_else(|| rest.strip_prefix('q')) {
-            let index: u32 = q.parse().map_err(|_| PeriodError::Format)?;
-            return Period::new(Granularity::Quarter, year, index);
+        let year = digits(&b[..4]) as i32;
+        match &b[5..] {
+            [b'Q', q] if q.is_ascii_digit() => {
+                Period::new(Granularity::Quarter, year, u32::from(q - b'0'))
+            }
+            [m1, m2] if m1.is_ascii_digit() && m2.is_ascii_digit() => {
+                Period::new(Granularity::Month, year, digits(&[*m1, *m2]))
+            }
+            _ => Err(PeriodError::Format),
         }
-        if rest.len() != 2 || !rest.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PeriodError::Format);
-        }
-        let index: u32 = rest.parse().map_err(|_| PeriodError::Format)?;
-        Period::new(Granularity::Month, year, index)
     }
+}
+
+/// The value of ASCII decimal digits (the caller has checked that they are digits).
+fn digits(b: &[u8]) -> u32 {
+    b.iter()
+        .fold(0, |acc, d| acc * 10 + u32::from(d.wrapping_sub(b'0')))
 }
 
 fn ymd_days(year: i32, month: u8, day: u8) -> i64 {
@@ -269,5 +293,70 @@ mod tests {
         assert_eq!(Period::parse("2024-13"), Err(PeriodError::Index));
         assert_eq!(Period::parse("2024/01"), Err(PeriodError::Format));
         assert_eq!(Period::parse("24-01"), Err(PeriodError::Format));
+    }
+
+    #[test]
+    fn refuses_every_other_spelling() {
+        for bad in [
+            "2024-Q+1",
+            "2024-Q01",
+            "2024-q1",
+            "2024-Q",
+            "2024-Q1 ",
+            " 2024-Q1",
+            "2024-4",
+            "2024-004",
+            "+024-01",
+            "2024-+1",
+            "2024-1a",
+            "2024-Q١",
+            "2024-01-01",
+            "2024",
+            "",
+        ] {
+            assert_eq!(Period::parse(bad), Err(PeriodError::Format), "{bad:?}");
+        }
+        assert_eq!(Period::parse("2024-Q0"), Err(PeriodError::Index));
+        assert_eq!(Period::parse("2024-00"), Err(PeriodError::Index));
+    }
+
+    #[test]
+    fn years_must_be_plausible() {
+        for bad in ["0001-Q1", "0000-01", "1999-12", "2101-Q1", "9999-12"] {
+            assert_eq!(Period::parse(bad), Err(PeriodError::Year), "{bad}");
+        }
+        for ok in ["2000-01", "2000-Q1", "2100-12", "2100-Q4"] {
+            assert_eq!(Period::parse(ok).unwrap().to_string(), ok);
+        }
+        assert_eq!(
+            Period::new(Granularity::Quarter, 1, 1),
+            Err(PeriodError::Year)
+        );
+        assert!(PeriodError::Year.to_string().contains("2000 and 2100"));
+    }
+
+    proptest::proptest! {
+        /// Whatever text parses, writing the period back gives the same text.
+        #[test]
+        fn text_round_trips(s in "(20[0-9]{2}|[0-9+ ]{4})-(Q|q)?[+0 -]{0,2}[0-9]{1,2}") {
+            if let Ok(p) = Period::parse(&s) {
+                proptest::prop_assert_eq!(p.to_string(), s);
+            }
+        }
+
+        /// Every period in range writes text that parses back to it.
+        #[test]
+        fn periods_round_trip(
+            year in Period::MIN_YEAR..=Period::MAX_YEAR,
+            month in 1u32..=12,
+            quarter in 1u32..=4,
+        ) {
+            for p in [
+                Period::new(Granularity::Month, year, month).unwrap(),
+                Period::new(Granularity::Quarter, year, quarter).unwrap(),
+            ] {
+                proptest::prop_assert_eq!(Period::parse(&p.to_string()), Ok(p));
+            }
+        }
     }
 }

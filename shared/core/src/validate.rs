@@ -8,6 +8,7 @@
 //! The next step, [`crate::record`], replaces the identifiers with pseudonyms.
 
 use crate::date::Date;
+use crate::period::Period;
 use crate::vocab::{AgeBand, IntroductionSource, Outcome, OutcomeSet, PrimaryNeed, SupportLevel};
 use std::fmt;
 
@@ -444,6 +445,18 @@ fn parse_date(raw: &str, field: &str, today: Date, v: &mut Vec<FieldViolation>) 
             v.push(FieldViolation::new(field, "must not be in the future"));
             None
         }
+        // A date before the first reporting period would fall in a period the
+        // hub refuses, and is a typo or a default (0001-01-01) anyway.
+        Ok(d) if d.year() < Period::MIN_YEAR => {
+            v.push(FieldViolation::new(
+                field,
+                format!(
+                    "must not be before {}-01-01, the start of the earliest reporting period",
+                    Period::MIN_YEAR
+                ),
+            ));
+            None
+        }
         Ok(d) => Some(d),
         Err(e) => {
             v.push(FieldViolation::new(field, e.to_string()));
@@ -749,6 +762,15 @@ mod tests {
         );
         r.introduced_on = "2025-06-30".into();
         assert!(validate(&r, today()).is_ok(), "today itself is allowed");
+        r.introduced_on = "0001-01-01".into();
+        assert_eq!(
+            violations(&r)[0].to_string(),
+            "introduced_on: must not be before 2000-01-01, the start of the earliest reporting period"
+        );
+        r.introduced_on = "1999-12-31".into();
+        assert_eq!(fields(&r), ["introduced_on"]);
+        r.introduced_on = "2000-01-01".into();
+        assert!(validate(&r, today()).is_ok(), "the first reporting day");
 
         let mut r = input();
         r.closed_on = Some("2025-01-14".into());

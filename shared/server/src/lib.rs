@@ -6,12 +6,18 @@
 //! - [`metrics`]: a small Prometheus registry. Label values come from closed
 //!   sets fixed at registration, so data can never become a label.
 //! - [`admin`]: the admin port (`/metrics`, `/healthz`), separate from gRPC.
+//! - [`process`]: process metrics (resident memory, threads, open files)
+//!   from `/proc/self`, added to every `/metrics` scrape.
+//! - [`reflection`]: gRPC reflection v1 and v1alpha, listing only the
+//!   services a server really serves.
 //! - [`shutdown`]: a `CancellationToken` fired by SIGTERM or Ctrl-C.
 
 #![warn(missing_docs)]
 
 pub mod admin;
 pub mod metrics;
+pub mod process;
+pub mod reflection;
 pub mod shutdown;
 pub mod telemetry;
 

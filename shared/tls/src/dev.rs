@@ -70,7 +70,14 @@ impl DevCa {
     /// Issues a certificate for `peer` (its SPIFFE ID as a URI SAN) that also names
     /// `dns_names`, `localhost` and `127.0.0.1`, usable as both client and server.
     pub fn issue(&self, peer: &Peer, dns_names: &[&str]) -> Result<IssuedCert, TlsError> {
-        self.leaf(&peer.to_string(), Some(peer.spiffe_id()), dns_names)
+        self.leaf(&peer.to_string(), &[peer.spiffe_id()], dns_names)
+    }
+
+    /// Issues a certificate carrying exactly `uris` as URI SANs, well-formed or not, so tests
+    /// can check that servers refuse certificates naming two identities or a malformed one.
+    pub fn issue_with_uris(&self, uris: &[&str]) -> Result<IssuedCert, TlsError> {
+        let uris: Vec<String> = uris.iter().map(|u| (*u).to_owned()).collect();
+        self.leaf("test identity", &uris, &[])
     }
 
     /// Issues a server certificate with no lacnet identity, naming `dns_names`, `localhost`
@@ -78,17 +85,12 @@ impl DevCa {
     pub fn issue_server(&self, dns_names: &[&str]) -> Result<IssuedCert, TlsError> {
         self.leaf(
             dns_names.first().copied().unwrap_or("localhost"),
-            None,
+            &[],
             dns_names,
         )
     }
 
-    fn leaf(
-        &self,
-        cn: &str,
-        spiffe: Option<String>,
-        dns_names: &[&str],
-    ) -> Result<IssuedCert, TlsError> {
+    fn leaf(&self, cn: &str, uris: &[String], dns_names: &[&str]) -> Result<IssuedCert, TlsError> {
         let mut names: Vec<String> = dns_names.iter().map(|s| (*s).to_owned()).collect();
         for always in ["localhost", "127.0.0.1"] {
             if !names.iter().any(|n| n == always) {
@@ -96,10 +98,10 @@ impl DevCa {
             }
         }
         let mut params = CertificateParams::new(names).map_err(gen_err)?;
-        if let Some(uri) = spiffe {
+        for uri in uris {
             params
                 .subject_alt_names
-                .push(SanType::URI(uri.try_into().map_err(gen_err)?));
+                .push(SanType::URI(uri.clone().try_into().map_err(gen_err)?));
         }
         params.distinguished_name.push(DnType::CommonName, cn);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];

@@ -1,5 +1,7 @@
-//! Caller identity. Every lacnet client certificate carries exactly one SPIFFE URI SAN in the
-//! `lacnet` trust domain; it is parsed once, here, into a typed [`Peer`] that handlers match on.
+//! Caller identity. Every lacnet client certificate carries exactly one URI SAN, a SPIFFE ID in
+//! the `lacnet` trust domain; it is parsed once, here, into a typed [`Peer`] that handlers match
+//! on. A certificate with no URI SAN, two of them, or one that is not a well-formed lacnet
+//! identity names nobody, and both services refuse it as `UNAUTHENTICATED`.
 //! Sits between the TLS handshake (which proved the certificate chains to the lacnet CA) and the
 //! per-role checks in each service.
 
@@ -18,8 +20,12 @@ pub enum Peer {
     Site(String),
     /// An analyst reading reports from the hub (`spiffe://lacnet/analyst/<name>`).
     Analyst(String),
-    /// A council system calling its own site agent (`spiffe://lacnet/council/<name>`).
+    /// A council case system pushing records to its own site agent
+    /// (`spiffe://lacnet/council/<name>`).
     Council(String),
+    /// A council operator running its site agent: status, preview and
+    /// erasure (`spiffe://lacnet/operator/<name>`).
+    Operator(String),
 }
 
 impl Peer {
@@ -32,6 +38,7 @@ impl Peer {
             "site" if is_ons_code(id) => Some(Peer::Site(id.to_owned())),
             "analyst" if is_name(id) => Some(Peer::Analyst(id.to_owned())),
             "council" if is_name(id) => Some(Peer::Council(id.to_owned())),
+            "operator" if is_name(id) => Some(Peer::Operator(id.to_owned())),
             _ => None,
         }
     }
@@ -47,11 +54,12 @@ impl Peer {
             Peer::Site(code) => ("site", code),
             Peer::Analyst(name) => ("analyst", name),
             Peer::Council(name) => ("council", name),
+            Peer::Operator(name) => ("operator", name),
         }
     }
 }
 
-/// `site:E06000034`, `analyst:alice`, `council:durham`: safe to log (no personal data).
+/// `site:E06000034`, `analyst:alice`, `council:durham`, `operator:sam`: safe to log (no personal data).
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (role, id) = self.parts();
@@ -81,19 +89,25 @@ pub enum IdentityError {
     /// The certificate could not be parsed as X.509.
     #[error("certificate does not parse: {0}")]
     BadCertificate(String),
-    /// The certificate has no `spiffe://lacnet/...` URI SAN.
+    /// The certificate has no URI SAN, so no `spiffe://lacnet/...` identity.
     #[error("certificate has no spiffe://lacnet/ URI SAN")]
     NoIdentity,
-    /// The certificate has more than one `spiffe://lacnet/...` URI SAN.
-    #[error("certificate has {0} spiffe://lacnet/ URI SANs; exactly one is allowed")]
+    /// The certificate has more than one URI SAN: a SPIFFE certificate names exactly one ID.
+    #[error("certificate has {0} URI SANs; exactly one spiffe://lacnet/ identity is allowed")]
     Ambiguous(usize),
-    /// The lacnet URI SAN is not a valid site, analyst or council identity.
+    /// The URI SAN is not a well-formed site, analyst, council or operator identity
+    /// (shown cut to [`MAX_SHOWN_URI`] characters).
     #[error("certificate has an invalid lacnet identity {0:?}")]
     Invalid(String),
 }
 
-/// Reads the caller's [`Peer`] from a (verified) end-entity certificate. Exactly one URI SAN in
-/// the lacnet trust domain is accepted; other URI SANs are ignored.
+/// The most characters of a refused URI SAN kept in an [`IdentityError::Invalid`], which
+/// reaches logs and statuses.
+pub const MAX_SHOWN_URI: usize = 96;
+
+/// Reads the caller's [`Peer`] from a (verified) end-entity certificate. Exactly one URI SAN
+/// is accepted, and it must be a well-formed lacnet identity: a second URI SAN (even in
+/// another trust domain) would let one certificate speak for two callers, so it is refused.
 pub fn peer_from_certificate(cert: &CertificateDer<'_>) -> Result<Peer, IdentityError> {
     let (_, x509) = x509_parser::parse_x509_certificate(cert.as_ref())
         .map_err(|e| IdentityError::BadCertificate(e.to_string()))?;
@@ -104,13 +118,14 @@ pub fn peer_from_certificate(cert: &CertificateDer<'_>) -> Result<Peer, Identity
         .iter()
         .flat_map(|ext| ext.value.general_names.iter())
         .filter_map(|name| match name {
-            GeneralName::URI(uri) if uri.starts_with(PREFIX) => Some(*uri),
+            GeneralName::URI(uri) => Some(*uri),
             _ => None,
         })
         .collect();
     match uris.as_slice() {
         [] => Err(IdentityError::NoIdentity),
-        [uri] => Peer::from_spiffe(uri).ok_or_else(|| IdentityError::Invalid((*uri).to_owned())),
+        [uri] => Peer::from_spiffe(uri)
+            .ok_or_else(|| IdentityError::Invalid(uri.chars().take(MAX_SHOWN_URI).collect())),
         many => Err(IdentityError::Ambiguous(many.len())),
     }
 }
@@ -152,6 +167,10 @@ mod tests {
         assert_eq!(
             Peer::from_spiffe("spiffe://lacnet/council/durham-cc_1"),
             Some(Peer::Council("durham-cc_1".into()))
+        );
+        assert_eq!(
+            Peer::from_spiffe("spiffe://lacnet/operator/sam"),
+            Some(Peer::Operator("sam".into()))
         );
         for code in ["W06000001", "S12000033", "N09000001"] {
             assert!(Peer::from_spiffe(&format!("spiffe://lacnet/site/{code}")).is_some());
@@ -197,11 +216,13 @@ mod tests {
             Peer::Site("E06000034".into()),
             Peer::Analyst("alice".into()),
             Peer::Council("durham".into()),
+            Peer::Operator("sam".into()),
         ] {
             assert_eq!(Peer::from_spiffe(&peer.spiffe_id()), Some(peer.clone()));
         }
         assert_eq!(Peer::Site("E06000034".into()).to_string(), "site:E06000034");
         assert_eq!(Peer::Analyst("alice".into()).to_string(), "analyst:alice");
+        assert_eq!(Peer::Operator("sam".into()).to_string(), "operator:sam");
     }
 
     #[test]
@@ -220,6 +241,41 @@ mod tests {
         let issued = ca.issue(&peer, &["site.example"]).unwrap();
         let der = CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
         assert_eq!(peer_from_certificate(&der), Ok(peer));
+
+        let der_of = |uris: &[&str]| {
+            let issued = ca.issue_with_uris(uris).unwrap();
+            CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap()
+        };
+        assert_eq!(
+            peer_from_certificate(&der_of(&["spiffe://lacnet/operator/sam"])),
+            Ok(Peer::Operator("sam".into()))
+        );
+        // Two identities, even one outside lacnet, name nobody.
+        for two in [
+            ["spiffe://lacnet/council/a", "spiffe://lacnet/council/b"],
+            ["spiffe://lacnet/council/a", "spiffe://other/council/a"],
+            ["spiffe://lacnet/council/a", "https://example.invalid/x"],
+        ] {
+            assert_eq!(
+                peer_from_certificate(&der_of(&two)),
+                Err(IdentityError::Ambiguous(2))
+            );
+        }
+        for bad in [
+            "spiffe://lacnet/council/Bad Name",
+            "spiffe://other/council/a",
+            "spiffe://lacnet/root/a",
+        ] {
+            assert!(matches!(
+                peer_from_certificate(&der_of(&[bad])),
+                Err(IdentityError::Invalid(_))
+            ));
+        }
+        let long = format!("spiffe://lacnet/council/{}", "x".repeat(1000));
+        match peer_from_certificate(&der_of(&[&long])) {
+            Err(IdentityError::Invalid(shown)) => assert_eq!(shown.len(), MAX_SHOWN_URI),
+            other => panic!("{other:?}"),
+        }
 
         let server = ca.issue_server(&["hub.example"]).unwrap();
         let der = CertificateDer::from_pem_slice(server.cert_pem.as_bytes()).unwrap();

@@ -58,4 +58,6 @@ pub use client::{CONNECT_TIMEOUT, connect, endpoint, lazy_channel};
 pub use config::{PemBundle, TlsPaths, client_config, server_config};
 pub use error::TlsError;
 pub use identity::{IdentityError, Peer, peer_from_certificate, peer_of};
-pub use serve::{HANDSHAKE_TIMEOUT, TlsConnectInfo, TlsStream, incoming};
+pub use serve::{
+    HANDSHAKE_TIMEOUT, TlsConnectInfo, TlsStream, TransportLimits, incoming, incoming_with_limits,
+};

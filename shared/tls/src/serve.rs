@@ -2,6 +2,14 @@
 //! handshaken connections that `Server::serve_with_incoming_shutdown` consumes; each
 //! connection is a [`TlsStream`] whose [`TlsConnectInfo`] (peer address and certificate chain)
 //! tonic copies into every request, where [`peer_of`](crate::peer_of) reads it.
+//!
+//! [`TransportLimits`] keeps slow, silent or numerous clients from holding the
+//! server's resources: at most `max_connections` connections are served at
+//! once (the rest wait in the kernel's accept queue until one closes), and a
+//! connection from which nothing arrives for `idle_timeout` is closed. The
+//! HTTP/2 settings (keepalive pings, streams per connection) are applied by
+//! the services' tonic builders from the same struct, so a live client always
+//! has something to answer within the idle timeout.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +22,8 @@ use rustls::ServerConfig;
 use rustls_pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,6 +33,47 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Handshaken connections waiting for tonic to pick them up.
 const QUEUE: usize = 64;
+
+/// Limits on connections and HTTP/2 for one server. The defaults suit a hub
+/// serving tens of sites and analysts, and an agent serving one case system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransportLimits {
+    /// Connections served at once; further clients wait in the accept queue.
+    pub max_connections: usize,
+    /// A connection from which nothing (not even a keepalive ACK) arrives for
+    /// this long is closed. Must exceed `keepalive_interval` plus a round trip.
+    pub idle_timeout: Duration,
+    /// How often the server PINGs a connection that has sent nothing, so an
+    /// idle but live client answers and keeps its connection.
+    pub keepalive_interval: Duration,
+    /// How long the server waits for a PING's ACK before closing the connection.
+    pub keepalive_timeout: Duration,
+    /// Concurrent HTTP/2 streams (calls) one connection may open.
+    pub max_concurrent_streams: u32,
+}
+
+impl Default for TransportLimits {
+    fn default() -> Self {
+        TransportLimits {
+            max_connections: 512,
+            idle_timeout: Duration::from_secs(120),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            max_concurrent_streams: 256,
+        }
+    }
+}
+
+impl TransportLimits {
+    /// Applies the HTTP/2 limits to a tonic server builder (the connection
+    /// limit and the idle timeout are applied by [`incoming_with_limits`]).
+    pub fn apply<L>(&self, builder: tonic::transport::Server<L>) -> tonic::transport::Server<L> {
+        builder
+            .http2_keepalive_interval(Some(self.keepalive_interval))
+            .http2_keepalive_timeout(Some(self.keepalive_timeout))
+            .max_concurrent_streams(Some(self.max_concurrent_streams))
+    }
+}
 
 /// What a handler can learn about the connection a request arrived on. tonic puts this in
 /// every request's extensions.
@@ -36,13 +86,24 @@ pub struct TlsConnectInfo {
 }
 
 /// A server-side TLS connection that tonic can serve and read [`TlsConnectInfo`] from.
+///
+/// It holds one of the server's connection slots until it is dropped, and
+/// fails a read with `TimedOut` once nothing has arrived for the idle timeout.
 pub struct TlsStream {
     inner: tokio_rustls::server::TlsStream<TcpStream>,
     info: TlsConnectInfo,
+    idle_timeout: Duration,
+    idle: Pin<Box<Sleep>>,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl TlsStream {
-    fn new(inner: tokio_rustls::server::TlsStream<TcpStream>, remote_addr: SocketAddr) -> Self {
+    fn new(
+        inner: tokio_rustls::server::TlsStream<TcpStream>,
+        remote_addr: SocketAddr,
+        idle_timeout: Duration,
+        slot: OwnedSemaphorePermit,
+    ) -> Self {
         let peer_certificates = inner
             .get_ref()
             .1
@@ -54,6 +115,9 @@ impl TlsStream {
                 remote_addr: Some(remote_addr),
                 peer_certificates,
             },
+            idle_timeout,
+            idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            _slot: slot,
         }
     }
 }
@@ -80,7 +144,31 @@ impl AsyncRead for TlsStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let before = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    let deadline = Instant::now() + self.idle_timeout;
+                    self.idle.as_mut().reset(deadline);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match self.idle.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    tracing::info!(
+                        remote_addr = ?self.info.remote_addr,
+                        idle_timeout_ms = self.idle_timeout.as_millis() as u64,
+                        "closing a connection that sent nothing for the idle timeout"
+                    );
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle for longer than the idle timeout",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            other => other,
+        }
     }
 }
 
@@ -114,19 +202,30 @@ impl AsyncWrite for TlsStream {
     }
 }
 
-/// Accepts TCP connections on `listener` and yields those that complete an mTLS handshake
-/// under `config`.
-///
-/// Each handshake runs in its own task with a [`HANDSHAKE_TIMEOUT`], so a slow or hostile client
-/// cannot hold up anyone else. Failed handshakes are logged with the remote address and
-/// skipped; the stream never yields an error, so one bad client cannot disturb the server.
-/// Dropping the stream (tonic does so on shutdown) stops the accept loop and closes the listener.
+/// [`incoming_with_limits`] with the default [`TransportLimits`].
 pub fn incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
 ) -> impl Stream<Item = Result<TlsStream, io::Error>> + Send + 'static {
+    incoming_with_limits(listener, config, TransportLimits::default())
+}
+
+/// Accepts TCP connections on `listener` and yields those that complete an mTLS handshake
+/// under `config`, at most `limits.max_connections` at a time.
+///
+/// A connection takes a slot before it is accepted and gives it back when it closes, so
+/// beyond the limit clients wait in the kernel's accept queue rather than being served.
+/// Each handshake runs in its own task with a [`HANDSHAKE_TIMEOUT`], so a slow or hostile client
+/// cannot hold up anyone else. Failed handshakes are logged with the remote address and
+/// skipped; the stream never yields an error, so one bad client cannot disturb the server.
+/// Dropping the stream (tonic does so on shutdown) stops the accept loop and closes the listener.
+pub fn incoming_with_limits(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    limits: TransportLimits,
+) -> impl Stream<Item = Result<TlsStream, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx));
+    tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx, limits));
     ReceiverStream::new(rx)
 }
 
@@ -134,8 +233,26 @@ async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<Result<TlsStream, io::Error>>,
+    limits: TransportLimits,
 ) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let mut full_logged = false;
     loop {
+        if slots.available_permits() == 0 && !full_logged {
+            tracing::warn!(
+                max_connections = limits.max_connections,
+                "connection limit reached: new clients wait until a connection closes"
+            );
+        }
+        full_logged = slots.available_permits() == 0;
+        let slot = tokio::select! {
+            () = tx.closed() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // The semaphore is never closed; stop accepting if it somehow is.
+                Err(_) => return,
+            },
+        };
         let accepted = tokio::select! {
             () = tx.closed() => return,
             accepted = listener.accept() => accepted,
@@ -161,7 +278,8 @@ async fn accept_loop(
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     // A send error means the server is shutting down; the connection just drops.
-                    let _ = tx.send(Ok(TlsStream::new(stream, remote_addr))).await;
+                    let stream = TlsStream::new(stream, remote_addr, limits.idle_timeout, slot);
+                    let _ = tx.send(Ok(stream)).await;
                 }
                 Ok(Err(e)) => tracing::warn!(%remote_addr, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::warn!(%remote_addr, "TLS handshake timed out"),

@@ -146,6 +146,14 @@ impl TestHub {
         format!("https://{}", self.addr)
     }
 
+    /// Waits (bounded) for `serve` to return on its own, and gives its result.
+    pub async fn finished(self, limit: std::time::Duration) -> Result<(), HubError> {
+        tokio::time::timeout(limit, self.task)
+            .await
+            .expect("serve did not return on its own")
+            .unwrap()
+    }
+
     /// Stops serving (draining calls, flushing sled) and hands back the hub.
     pub async fn stop(self) -> Hub {
         self.stop.cancel();

@@ -28,7 +28,10 @@ pub struct Pki {
     pub ca: DevCa,
     pub agent_server: IssuedCert,
     pub hub_server: IssuedCert,
+    /// The case system: may push records.
     pub council: PemBundle,
+    /// The agent's operator: may read status, preview and erase.
+    pub operator: PemBundle,
     pub site: PemBundle,
     pub analyst: PemBundle,
 }
@@ -41,6 +44,7 @@ impl Pki {
             agent_server: ca.issue_server(&["agent.lacnet"]).unwrap(),
             hub_server: ca.issue_server(&["hub.lacnet"]).unwrap(),
             council: leaf(Peer::Council("thurrock".into())),
+            operator: leaf(Peer::Operator("sam".into())),
             site: leaf(Peer::Site(THURROCK.into())),
             analyst: leaf(Peer::Analyst("alice".into())),
             ca,
