@@ -196,10 +196,10 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .open()?;
+        let db = lacnet_store::open_sled(
+            &sled::Config::new().path(dir).cache_capacity(cache_bytes),
+            lacnet_store::OPEN_LOCK_WAIT,
+        )?;
         let committer = lacnet_store::Committer::start(
             "hub-store",
             db.clone(),

@@ -257,12 +257,14 @@ impl Store {
             path: dir.to_path_buf(),
             reason: format!("{what}: {e}"),
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
-            .map_err(|e| at("cannot open the database", e))?;
+        let db = lacnet_store::open_sled(
+            &sled::Config::new()
+                .path(dir)
+                .cache_capacity(cache_bytes)
+                .mode(sled::Mode::HighThroughput),
+            lacnet_store::OPEN_LOCK_WAIT,
+        )
+        .map_err(|e| at("cannot open the database", e))?;
         let trees = Trees {
             outbox: db.open_tree("outbox").map_err(|e| at("outbox", e))?,
             dead: db.open_tree("dead").map_err(|e| at("dead", e))?,

@@ -417,11 +417,9 @@ pub fn write(
     Ok(summary)
 }
 
-/// Opens the database again right after this process closed it. sled
-/// releases its directory lock only when its last background I/O task has
-/// let go of the file, a moment after the `Db` is dropped, and gives no signal
-/// for it; so a lock refusal is retried for a bounded time. Nobody else can
-/// hold the lock: the directory was empty when the restore began.
+/// Opens the database again right after this process closed it (see
+/// [`crate::open_sled`]). Nobody else can hold the lock: the directory was
+/// empty when the restore began.
 fn reopen(open: impl Fn() -> sled::Result<sled::Db>) -> Result<sled::Db, BackupError> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {

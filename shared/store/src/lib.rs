@@ -34,6 +34,30 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
 
+/// Opens a sled database, waiting up to `wait` while its directory lock is
+/// still held. sled releases the lock only when its last background I/O task
+/// lets go of the file, a moment after the `Db` is dropped, and gives no
+/// signal for it; a service (or test) that reopens its own store right after
+/// closing it would otherwise fail now and then. sled reports the refusal
+/// only as text, hence the match on it.
+pub fn open_sled(config: &sled::Config, wait: Duration) -> sled::Result<sled::Db> {
+    let deadline = Instant::now() + wait;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long a store's open waits for the directory lock of its own previous `Db`.
+pub const OPEN_LOCK_WAIT: Duration = Duration::from_secs(2);
+
 /// Most jobs one flush covers: bounds how long the first caller of a group waits.
 pub const DEFAULT_MAX_GROUP: usize = 256;
 /// Jobs that may wait for the writer before callers are held back.
