@@ -86,8 +86,8 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
         let r = upsert(&mut c, batch("A", b)).await;
         assert_eq!(r.accepted as usize, BATCH);
     }
-    let before = preview(&mut c, "2025-Q1").await;
-    let status_before = status(&mut c).await;
+    let before = preview(&mut operator(&agent, &pki).await, "2025-Q1").await;
+    let status_before = status(&mut operator(&agent, &pki).await).await;
     assert_eq!(status_before.record_count, 3 * BATCH as u64);
 
     // Online: the running agent answers on its control socket.
@@ -104,7 +104,7 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
 
     // Written after the backup: must not be in it.
     upsert(&mut c, batch("B", 0)).await;
-    let after = preview(&mut c, "2025-Q1").await;
+    let after = preview(&mut operator(&agent, &pki).await, "2025-Q1").await;
     assert_ne!(
         cell(&before, "introductions_new"),
         cell(&after, "introductions_new"),
@@ -161,8 +161,11 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
 
     let agent = AgentProcess::spawn(dir.path(), &restored, EXACT);
     let mut c = client(&agent, &pki).await;
-    assert_eq!(content(&preview(&mut c, "2025-Q1").await), content(&before));
-    let s = status(&mut c).await;
+    assert_eq!(
+        content(&preview(&mut operator(&agent, &pki).await, "2025-Q1").await),
+        content(&before)
+    );
+    let s = status(&mut operator(&agent, &pki).await).await;
     assert_eq!(s.record_count, status_before.record_count);
     assert_eq!(
         s.active_key_fingerprint,
@@ -175,7 +178,10 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
             .iter()
             .all(|v| *v == site::Verdict::AcceptedNew)
     );
-    assert_eq!(content(&preview(&mut c, "2025-Q1").await), content(&after));
+    assert_eq!(
+        content(&preview(&mut operator(&agent, &pki).await, "2025-Q1").await),
+        content(&after)
+    );
     stop(agent);
 
     // The concurrent backup: whole batches, at least those acknowledged before it.
@@ -188,10 +194,19 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
     );
     let agent = AgentProcess::spawn(dir.path(), &restored2, EXACT);
     let mut c = client(&agent, &pki).await;
-    let n = status(&mut c).await.record_count as usize;
+    let n = status(&mut operator(&agent, &pki).await).await.record_count as usize;
     assert!(
         n % BATCH == 0 && (4 * BATCH..=24 * BATCH).contains(&n),
         "{n} records: a torn batch or a lost one"
     );
     stop(agent);
+}
+
+/// An operator's client: status and preview need the operator role.
+async fn operator(agent: &AgentProcess, pki: &Pki) -> SiteAgentClient<Channel> {
+    SiteAgentClient::new(
+        lacnet_tls::connect(&agent.url, &pki.operator, "agent.lacnet")
+            .await
+            .unwrap(),
+    )
 }

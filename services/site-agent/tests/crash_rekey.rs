@@ -113,7 +113,7 @@ async fn updates_and_rekeys_survive_sigkill_without_duplicates() {
     let mut c = client(&p, &pki).await;
     // No record twice: the count is exactly the records written.
     assert_eq!(
-        status(&mut c).await.record_count as usize,
+        status(&mut operator(&p, &pki).await).await.record_count as usize,
         BATCHES * PER_BATCH
     );
     let acked = acked.lock().unwrap().clone();
@@ -144,7 +144,7 @@ async fn updates_and_rekeys_survive_sigkill_without_duplicates() {
     }
     // And still no duplicates after every record has moved to k2.
     assert_eq!(
-        status(&mut c).await.record_count as usize,
+        status(&mut operator(&p, &pki).await).await.record_count as usize,
         BATCHES * PER_BATCH
     );
     // Nothing is left under k1: a restart with k2 alone starts.
@@ -170,7 +170,16 @@ async fn updates_and_rekeys_survive_sigkill_without_duplicates() {
     );
     let mut c = client(&p, &pki).await;
     assert_eq!(
-        status(&mut c).await.record_count as usize,
+        status(&mut operator(&p, &pki).await).await.record_count as usize,
         BATCHES * PER_BATCH
     );
+}
+
+/// An operator's client: status and preview need the operator role.
+async fn operator(agent: &AgentProcess, pki: &Pki) -> SiteAgentClient<Channel> {
+    SiteAgentClient::new(
+        lacnet_tls::connect(&agent.url, &pki.operator, "agent.lacnet")
+            .await
+            .unwrap(),
+    )
 }
