@@ -193,7 +193,7 @@ async fn backup_while_serving_restores_the_state_at_the_backup() {
         String::from_utf8_lossy(&out.stderr)
     );
     let agent = AgentProcess::spawn(dir.path(), &restored2, EXACT);
-    let mut c = client(&agent, &pki).await;
+    wait_serving(&agent.url, &pki.council, "lacnet.site.v1.SiteAgent").await;
     let n = status(&mut operator(&agent, &pki).await).await.record_count as usize;
     assert!(
         n % BATCH == 0 && (4 * BATCH..=24 * BATCH).contains(&n),

@@ -168,7 +168,7 @@ async fn updates_and_rekeys_survive_sigkill_without_duplicates() {
         &data,
         &[("LACNET_AGENT_KEY_FILES", k2_only.as_str())],
     );
-    let mut c = client(&p, &pki).await;
+    wait_serving(&p.url, &pki.council, "lacnet.site.v1.SiteAgent").await;
     assert_eq!(
         status(&mut operator(&p, &pki).await).await.record_count as usize,
         BATCHES * PER_BATCH
