@@ -421,18 +421,10 @@ pub fn write(
 /// [`crate::open_sled`]). Nobody else can hold the lock: the directory was
 /// empty when the restore began.
 fn reopen(open: impl Fn() -> sled::Result<sled::Db>) -> Result<sled::Db, BackupError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        match open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => return Ok(other?),
-        }
-    }
+    Ok(crate::retry_while_locked(
+        std::time::Duration::from_secs(10),
+        open,
+    )?)
 }
 
 fn invalid(path: &Path, reason: impl Into<String>) -> BackupError {

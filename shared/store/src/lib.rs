@@ -41,9 +41,17 @@ use tokio::sync::{Notify, oneshot};
 /// closing it would otherwise fail now and then. sled reports the refusal
 /// only as text, hence the match on it.
 pub fn open_sled(config: &sled::Config, wait: Duration) -> sled::Result<sled::Db> {
+    retry_while_locked(wait, || config.open())
+}
+
+/// Runs `open` until it stops failing on sled's directory lock, for at most `wait`.
+pub fn retry_while_locked<T>(
+    wait: Duration,
+    open: impl Fn() -> sled::Result<T>,
+) -> sled::Result<T> {
     let deadline = Instant::now() + wait;
     loop {
-        match config.open() {
+        match open() {
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
                     && Instant::now() < deadline =>
@@ -314,7 +322,9 @@ impl<S: Send + 'static> Committer<S> {
             notified.await;
         }
     }
+}
 
+impl<S> Committer<S> {
     /// Stops taking jobs, lets the writer finish the queued ones with a last
     /// flush, and waits for its thread to end, so the state it owns (and the
     /// sled lock) is released when this returns.
@@ -339,21 +349,7 @@ impl<S: Send + 'static> Committer<S> {
 
 impl<S> Drop for Committer<S> {
     fn drop(&mut self) {
-        match self.tx.lock() {
-            Ok(mut g) => drop(g.take()),
-            Err(p) => drop(p.into_inner().take()),
-        }
-        let handle = match self.thread.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        // A writer stuck on a failed disk may never return: leave it to the
-        // process's exit rather than hang the shutdown.
-        if let Some(h) = handle
-            && self.shared.health.load(Ordering::Acquire) == 0
-        {
-            let _ = h.join();
-        }
+        self.close();
     }
 }
 
