@@ -290,7 +290,8 @@ async fn in_sync(
                 })
                 .await
                 .ok()?
-                .into_inner();
+                .into_inner()
+                .submission?;
             if at_hub.get(&(c.code.to_owned(), p.to_owned())) != Some(&preview.revision) {
                 return None;
             }

@@ -10,7 +10,7 @@ use lacnet_proto::convert::period_to_proto;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_proto::site::v1::{
     AgentStatus, ErasePersonRequest, GetStatusRequest, PreviewSubmissionRequest,
-    erase_person_request::Identifier,
+    PreviewSubmissionResponse, erase_person_request::Identifier,
 };
 use tonic::transport::Channel;
 
@@ -92,12 +92,12 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
     t.render_plain()
 }
 
-/// What the agent would send for `period`.
+/// What the agent would send for `period`, and whether and when.
 pub async fn preview(
     client: &mut SiteAgentClient<Channel>,
     url: &str,
     period: Period,
-) -> Result<pb::Submission, CliError> {
+) -> Result<PreviewSubmissionResponse, CliError> {
     Ok(client
         .preview_submission(PreviewSubmissionRequest {
             period: Some(period_to_proto(period)),
@@ -107,8 +107,18 @@ pub async fn preview(
         .into_inner())
 }
 
-/// A preview as a table: one row per metric, suppressed cells marked.
-pub fn render_preview(s: &pb::Submission) -> String {
+/// A preview as a table: the decision, then one row per metric, suppressed
+/// cells marked.
+pub fn render_preview(preview: &PreviewSubmissionResponse) -> String {
+    let mut out = format!("Decision: {}: {}\n", preview.decision, preview.reason);
+    match &preview.submission {
+        Some(s) => out.push_str(&render_submission(s)),
+        None => out.push_str("(no submission)\n"),
+    }
+    out
+}
+
+fn render_submission(s: &pb::Submission) -> String {
     let period = s
         .period
         .as_ref()

@@ -135,6 +135,15 @@ pub struct Config {
     /// Reporting period: month or quarter.
     #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = "quarter")]
     pub granularity: Granularity,
+    /// Days after a period closes before it is first published (late records
+    /// of its last days land in its first release).
+    #[arg(
+        long,
+        env = "LACNET_AGENT_EMBARGO_DAYS",
+        default_value_t = crate::DEFAULT_EMBARGO_DAYS,
+        value_parser = clap::value_parser!(u32).range(0..=366)
+    )]
+    pub embargo_days: u32,
     /// Quiet time after ingest before aggregates are recomputed, in milliseconds.
     #[arg(long, env = "LACNET_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 2000)]
     pub publish_debounce_ms: u64,
@@ -266,6 +275,7 @@ impl Config {
         o.hub = hub;
         o.policy = self.policy()?;
         o.granularity = self.granularity;
+        o.embargo_days = self.embargo_days;
         o.publish_debounce = Duration::from_millis(self.publish_debounce_ms);
         o.publish_interval = Duration::from_secs(self.publish_interval_secs.max(1));
         o.push_backoff_base = Duration::from_millis(self.push_backoff_base_ms.max(1));

@@ -16,12 +16,11 @@ use std::time::Instant;
 
 use lacnet_core::pseudonym::Pseudonym;
 use lacnet_core::validate::{PersonId, RecordInput, normalise_nhs_number};
-use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1::site_agent_server::SiteAgent;
 use lacnet_proto::site::v1::{
     AgentStatus, ErasePersonRequest, ErasePersonResponse, GetStatusRequest, IngestSummary,
-    PreviewSubmissionRequest, Record, RecordVerdict, UpsertRecordsRequest, UpsertRecordsResponse,
-    Verdict, erase_person_request,
+    PreviewSubmissionRequest, PreviewSubmissionResponse, Record, RecordVerdict,
+    UpsertRecordsRequest, UpsertRecordsResponse, Verdict, erase_person_request,
 };
 use lacnet_tls::Peer;
 use tonic::{Request, Response, Status, Streaming};
@@ -381,11 +380,21 @@ impl SiteAgent for SiteAgentService {
     async fn preview_submission(
         &self,
         request: Request<PreviewSubmissionRequest>,
-    ) -> Result<Response<pb::Submission>, Status> {
+    ) -> Result<Response<PreviewSubmissionResponse>, Status> {
         authorise(&request, "PreviewSubmission", Role::Operate)?;
         let period = period_from_proto(request.get_ref().period.as_ref(), "period")
             .map_err(AgentError::from)?;
-        Ok(Response::new(publish::preview(&self.agent, period).await?))
+        let preview = publish::preview(&self.agent, period).await?;
+        let publishable_on = match &preview.decision {
+            publish::Decision::Embargoed { until } => until.to_string(),
+            _ => String::new(),
+        };
+        Ok(Response::new(PreviewSubmissionResponse {
+            reason: preview.decision.explain(&self.agent.options().policy),
+            decision: preview.decision.name().to_owned(),
+            publishable_on,
+            submission: Some(preview.submission),
+        }))
     }
 
     #[instrument(skip_all, fields(site = %self.agent.options().site_code))]

@@ -121,6 +121,9 @@ pub struct AgentOptions {
     pub transport: lacnet_tls::TransportLimits,
     /// A fixed "today" for tests; `None` uses the system clock (UTC).
     pub today: Option<Date>,
+    /// Days after a period closes before it is first published, so that its
+    /// first release already holds the late records of its last days.
+    pub embargo_days: u32,
 }
 
 impl AgentOptions {
@@ -150,9 +153,13 @@ impl AgentOptions {
             drain_timeout: Duration::from_secs(20),
             transport: lacnet_tls::TransportLimits::default(),
             today: None,
+            embargo_days: DEFAULT_EMBARGO_DAYS,
         }
     }
 }
+
+/// Default days between a period's close and its first publication.
+pub const DEFAULT_EMBARGO_DAYS: u32 = 14;
 
 /// An open agent: store, keys, TLS config, metrics. Cheap to clone; the sled
 /// directory stays locked until every clone is dropped.

@@ -155,7 +155,7 @@ async fn reissue(
             // `enqueue` replaces the period's queued entry (this one) and records
             // the new revision as the last. A fresh generation never matches a
             // dirty mark, so a recomputation that is pending stays pending.
-            w.enqueue(period, &again, generation)?;
+            w.enqueue(period, &again, None, generation)?;
             // Normally a no-op (enqueue dropped it already); kept so that this
             // entry can never be sent again with its old number.
             w.remove_from_outbox(seq, Some(period), None)?;

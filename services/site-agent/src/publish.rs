@@ -1,5 +1,17 @@
 //! Publishing: dirty periods → aggregates → disclosure control → digest →
-//! a new revision in the outbox when the content changed.
+//! a release decision → a new revision in the outbox.
+//!
+//! A release must not let anyone who keeps every release isolate one
+//! person's change by differencing two of them (see `docs/disclosure.md`),
+//! so [`decide`] publishes a period:
+//!
+//! * only once it has closed and its embargo (`--embargo-days`) has passed,
+//!   so its first release is complete rather than growing person by person;
+//! * afterwards, only when every figure that changed since the last release
+//!   changed by more than the suppression threshold, in true counts. One
+//!   person's late record, correction or erasure never moves a published
+//!   figure by itself: such changes wait, and accumulate, until they are
+//!   large enough. The true counts behind each release stay at the site.
 //!
 //! Ingest and erasure mark the periods they affect as dirty, in the same
 //! transaction as their writes, so a crash cannot lose a recomputation. The
@@ -19,9 +31,10 @@
 use std::time::Duration;
 
 use lacnet_core::aggregate::PeriodAggregator;
+use lacnet_core::disclosure::DisclosurePolicy;
 use lacnet_core::disclosure::{self, Published};
 use lacnet_core::metrics::Aggregates;
-use lacnet_core::{Period, submission};
+use lacnet_core::{Date, Period, submission};
 use lacnet_proto::common::v1 as pb;
 use lacnet_store::Durability;
 use tokio_util::sync::CancellationToken;
@@ -51,6 +64,92 @@ pub fn next_revision(period: Period, last: Option<u64>, now_ms: u64) -> Result<u
             })?,
     };
     Ok(now_ms.max(floor))
+}
+
+/// What happens to a period's newly computed release, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Sent to the hub now.
+    Publish,
+    /// The same published cells as the last release: nothing to send.
+    Unchanged,
+    /// The period has not closed, or closed less than the embargo ago.
+    Embargoed {
+        /// The first day it may be published.
+        until: Date,
+    },
+    /// Some figures would change by a few people only: held until the
+    /// changes since the last release are large enough.
+    Held {
+        /// Figures whose true change is from 1 to the threshold.
+        small_changes: usize,
+    },
+}
+
+impl Decision {
+    /// A short name for the wire and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::Publish => "publish",
+            Decision::Unchanged => "unchanged",
+            Decision::Embargoed { .. } => "embargoed",
+            Decision::Held { .. } => "held",
+        }
+    }
+
+    /// The reason, in words a council's data protection officer reads.
+    pub fn explain(&self, policy: &DisclosurePolicy) -> String {
+        match self {
+            Decision::Publish => {
+                "published now: the period has closed, its embargo has passed, and every figure that changed since the last release changed by more than the suppression threshold".to_owned()
+            }
+            Decision::Unchanged => {
+                "nothing to send: the published figures are the same as the last release's".to_owned()
+            }
+            Decision::Embargoed { until } => format!(
+                "not yet: a period is published only after it closes and its embargo passes, on or after {until}"
+            ),
+            Decision::Held { small_changes } => format!(
+                "held: {small_changes} figure(s) would change by 1 to {} people since the last release, which could single out the people who changed; the changes wait until every changed figure moves by more than {}",
+                policy.threshold, policy.threshold
+            ),
+        }
+    }
+}
+
+/// Whether a newly computed release of `period` is published, given the
+/// true counts behind the last release (if any) and the digests.
+#[allow(clippy::too_many_arguments)]
+pub fn decide(
+    period: Period,
+    today: Date,
+    embargo_days: u32,
+    policy: &DisclosurePolicy,
+    truth: &[u64],
+    last_truth: Option<&[u64]>,
+    digest: &str,
+    last_digest: Option<&str>,
+) -> Decision {
+    let until =
+        Date::from_days_since_epoch(period.end().days_since_epoch() + i64::from(embargo_days) + 1);
+    if today < until {
+        return Decision::Embargoed { until };
+    }
+    if last_digest == Some(digest) {
+        return Decision::Unchanged;
+    }
+    let threshold = u64::from(policy.threshold);
+    if let Some(last) = last_truth.filter(|l| l.len() == truth.len()) {
+        let small_changes = truth
+            .iter()
+            .zip(last)
+            .filter(|(now, before)| (1..=threshold).contains(&now.abs_diff(**before)))
+            .count();
+        if small_changes > 0 {
+            return Decision::Held { small_changes };
+        }
+    }
+    Decision::Publish
 }
 
 /// True counts for each of `periods`, from one scan over every record.
@@ -113,7 +212,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
             .zip(aggregates.iter())
             .map(|((period, generation), aggs)| {
                 let (published, digest) = protect(&a, period, aggs);
-                (period, generation, published, digest)
+                (period, generation, aggs.counts.to_vec(), published, digest)
             })
             .collect())
     })
@@ -122,15 +221,35 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     let enqueued = store
         .write("publish", Durability::Flush, move |w| {
             let mut n = 0;
-            for (period, generation, published, digest) in tables {
+            let o = a.options();
+            for (period, generation, truth, published, digest) in tables {
                 let last = w.last_submission(period)?;
-                if last.as_ref().is_some_and(|l| l.digest == digest) {
-                    w.clear_dirty(period, generation)?;
-                    continue;
+                let last_truth = w.published_truth(period)?;
+                let decision = decide(
+                    period,
+                    a.today(),
+                    o.embargo_days,
+                    &o.policy,
+                    &truth,
+                    last_truth.as_deref(),
+                    &digest,
+                    last.as_ref().map(|l| l.digest.as_str()),
+                );
+                match decision {
+                    Decision::Publish => {}
+                    // Stays dirty: looked at again until the embargo passes.
+                    Decision::Embargoed { .. } => continue,
+                    Decision::Unchanged | Decision::Held { .. } => {
+                        if let Decision::Held { small_changes } = decision {
+                            tracing::info!(%period, small_changes, "held a release whose changes are too small to publish");
+                        }
+                        w.clear_dirty(period, generation)?;
+                        continue;
+                    }
                 }
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
                 let sub = build(&a, period, &published, digest, revision);
-                w.enqueue(period, &sub, generation)?;
+                w.enqueue(period, &sub, Some(&truth), generation)?;
                 tracing::info!(%period, revision, "enqueued a new revision");
                 n += 1;
             }
@@ -148,9 +267,18 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     Ok(enqueued)
 }
 
-/// Exactly what would be sent for `period`: the last enqueued revision when
-/// the content is unchanged, else the next revision with the current content.
-pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, AgentError> {
+/// A preview: the submission the current data gives, and what happens to it.
+#[derive(Debug, Clone)]
+pub struct Preview {
+    /// The submission: the last enqueued one when the content is unchanged,
+    /// else the next revision with the current content.
+    pub submission: pb::Submission,
+    /// Whether and when it is published.
+    pub decision: Decision,
+}
+
+/// Exactly what would be sent for `period`, and whether and when it would be.
+pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentError> {
     if period.granularity() != agent.options().granularity {
         return Err(AgentError::invalid(
             "period.granularity",
@@ -166,13 +294,29 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, Ag
         let aggs = aggregate_periods(store, &[period])?;
         let (published, digest) = protect(&a, period, &aggs[0]);
         let last = store.last_submission(period)?;
-        match last {
-            Some(l) if l.digest == digest => Ok(l),
+        let last_truth = store.published_truth(period)?;
+        let o = a.options();
+        let decision = decide(
+            period,
+            a.today(),
+            o.embargo_days,
+            &o.policy,
+            &aggs[0].counts,
+            last_truth.as_deref(),
+            &digest,
+            last.as_ref().map(|l| l.digest.as_str()),
+        );
+        let submission = match last {
+            Some(l) if l.digest == digest => l,
             last => {
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
-                Ok(build(&a, period, &published, digest, revision))
+                build(&a, period, &published, digest, revision)
             }
-        }
+        };
+        Ok(Preview {
+            submission,
+            decision,
+        })
     })
     .await?
 }

@@ -54,6 +54,9 @@ const META_RETIRED_PREFIX: &str = "key_retired/";
 const META_DIRTY_PREFIX: &str = "dirty/";
 const META_LAST_PREFIX: &str = "last/";
 const META_QUEUED_PREFIX: &str = "queued/";
+/// The true counts behind the last release of a period: what the next one is
+/// compared against before it may be published (never leaves the site).
+const META_TRUTH_PREFIX: &str = "truth/";
 const META_LAST_PUSH: &[u8] = b"push/last_unix";
 const META_LAST_PUSH_ERROR: &[u8] = b"push/last_error";
 
@@ -536,6 +539,11 @@ impl Store {
         last_submission(&self.inner.trees.meta, period)
     }
 
+    /// The true counts behind the last release enqueued for a period.
+    pub fn published_truth(&self, period: Period) -> Result<Option<Vec<u64>>, AgentError> {
+        published_truth(&self.inner.trees.meta, period)
+    }
+
     /// Every period with a last submission, and that submission.
     pub fn last_submissions(&self) -> Result<Vec<pb::Submission>, AgentError> {
         self.inner
@@ -658,6 +666,22 @@ impl Store {
         };
         Ok((last, err))
     }
+}
+
+fn published_truth(meta: &Tree, period: Period) -> Result<Option<Vec<u64>>, AgentError> {
+    let Some(v) = meta.get(format!("{META_TRUTH_PREFIX}{period}"))? else {
+        return Ok(None);
+    };
+    if v.len() % 8 != 0 {
+        return Err(AgentError::Corrupt(format!(
+            "the true counts behind {period}'s last release"
+        )));
+    }
+    Ok(Some(
+        v.chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
+            .collect(),
+    ))
 }
 
 fn last_submission(meta: &Tree, period: Period) -> Result<Option<pb::Submission>, AgentError> {
@@ -999,6 +1023,11 @@ impl Writer {
         last_submission(&self.trees.meta, period)
     }
 
+    /// The true counts behind the last release enqueued for a period.
+    pub fn published_truth(&self, period: Period) -> Result<Option<Vec<u64>>, AgentError> {
+        published_truth(&self.trees.meta, period)
+    }
+
     /// Marks a period for re-aggregation.
     pub fn mark_dirty(&self, period: Period, generation: u64) -> Result<(), AgentError> {
         self.trees.meta.insert(
@@ -1017,7 +1046,8 @@ impl Writer {
         Ok(())
     }
 
-    /// Enqueues a new revision for `period` and clears the period's dirty mark
+    /// Enqueues a new revision for `period` (with the true counts behind it,
+    /// kept for the next release's comparison) and clears the period's dirty mark
     /// (if still at `generation`). An older revision of the same period still
     /// waiting in the outbox is dropped: the hub only needs the latest. The
     /// writes are ordered so a crash between them leaves at worst a period
@@ -1027,9 +1057,18 @@ impl Writer {
         &self,
         period: Period,
         submission: &pb::Submission,
+        truth: Option<&[u64]>,
         generation: u64,
     ) -> Result<u64, AgentError> {
         let seq = self.db.generate_id()?;
+        // `None` re-issues the same content (a new number), whose truth is kept.
+        if let Some(truth) = truth {
+            let bytes: Vec<u8> = truth.iter().flat_map(|v| v.to_le_bytes()).collect();
+            self.trees.meta.insert(
+                format!("{META_TRUTH_PREFIX}{period}").as_bytes(),
+                bytes.as_slice(),
+            )?;
+        }
         let bytes = submission.encode_to_vec();
         let last_key = format!("{META_LAST_PREFIX}{period}");
         let queued_key = format!("{META_QUEUED_PREFIX}{period}");
@@ -1126,13 +1165,17 @@ mod tests {
         let q = Period::parse("2025-Q1").unwrap();
         store.mark_dirty(q, 1).await.unwrap();
         store
-            .write("t", Durability::Flush, move |w| w.enqueue(q, &sub(1), 1))
+            .write("t", Durability::Flush, move |w| {
+                w.enqueue(q, &sub(1), None, 1)
+            })
             .await
             .unwrap();
         assert!(store.dirty_periods().unwrap().is_empty());
         store.mark_dirty(q, 2).await.unwrap();
         let seq = store
-            .write("t", Durability::Flush, move |w| w.enqueue(q, &sub(2), 1))
+            .write("t", Durability::Flush, move |w| {
+                w.enqueue(q, &sub(2), None, 1)
+            })
             .await
             .unwrap();
         // A newer generation stays dirty.

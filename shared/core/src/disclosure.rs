@@ -7,23 +7,34 @@
 //!
 //! The rules follow NHS Digital and OpenSAFELY practice:
 //!
-//! * **Primary suppression.** A count from 1 to the threshold becomes
-//!   [`Count::Suppressed`]. Zero stays `Value(0)`: a true zero is never
-//!   suppressed, and `Value(0)` never stands for anything but zero. A count
-//!   above the threshold that would *round* to the threshold or below (11
-//!   with threshold 10 and base 5, or 1 with threshold 0 and base 5) is
-//!   suppressed too, so a published value is never within the threshold.
+//! * **Primary suppression.** A count from 0 to the threshold becomes
+//!   [`Count::Suppressed`]. Zero is a small count like any other: a published
+//!   0 beside one withheld cell would give the withheld cell away as the
+//!   total, and say that everyone in it shares an attribute. (A threshold of
+//!   0 turns primary suppression off, and then 0 is published.) A count above
+//!   the threshold that would *round* to the threshold or below (11 with
+//!   threshold 10 and base 5) is suppressed too, so a published value is
+//!   never within the threshold.
 //! * **Rounding.** Every other count is rounded to the nearest multiple of the
 //!   rounding base. With an odd base an integer never sits half way; with an
 //!   even base a half way value is rounded *up* (with base 10, 15 becomes 20).
 //! * **Totals** are ordinary cells: computed from true values before rounding,
 //!   then suppressed or rounded like any other cell.
-//! * **Secondary (complementary) suppression.** No suppressed cell may be
-//!   recoverable exactly from the published cells of its tables. This is
-//!   judged from an attacker's view built only from published data (see
-//!   [`attacker_bounds`]), and more cells are suppressed until no suppressed
-//!   cell is pinned to a single value.
+//! * **Secondary (complementary) suppression with a protection interval.** No
+//!   suppressed cell may be narrowed, from the published cells of every table
+//!   it belongs to, to fewer values than the threshold
+//!   ([`DisclosurePolicy::protection_interval`], 7 by default). This is judged
+//!   from an attacker's view built only from published data: first by fast
+//!   interval propagation ([`attacker_bounds`]), then exactly, by integer
+//!   programming over all the tables at once ([`crate::exact`]). More cells
+//!   are suppressed until every suppressed cell keeps its interval.
+//! * **Linked releases.** Tables about the same people in other releases (a
+//!   financial year and its quarters) are protected jointly: [`protect_linked`]
+//!   takes their published cells as fixed and the declared relations between
+//!   them, and suppresses cells of the new release until no suppressed cell
+//!   of any of them is narrowed below its interval.
 
+use crate::exact::{self, Relation, System, UNBOUNDED};
 use crate::metrics::{
     Aggregates, INTRODUCTIONS_NEW, METRIC_COUNT, PEOPLE_ACTIVE, PEOPLE_NEW, TableSpec, catalogue,
 };
@@ -103,6 +114,18 @@ impl DisclosurePolicy {
             && (self.secondary_suppression || !network.secondary_suppression)
     }
 
+    /// The fewest values an attacker may be left with for a suppressed cell:
+    /// the threshold (a withheld cell is a priori one of `0..=threshold`), and
+    /// never fewer than 2, so no suppressed cell is ever pinned.
+    pub fn protection_interval(&self) -> u64 {
+        u64::from(self.threshold).max(2)
+    }
+
+    /// Whether zero counts are withheld like other small counts.
+    fn zero_is_small(&self) -> bool {
+        self.threshold > 0
+    }
+
     /// The rounding base as a divisor; an invalid 0 is read as 1 so nothing here divides by zero.
     fn base(&self) -> u64 {
         u64::from(self.rounding_base.max(1))
@@ -129,12 +152,13 @@ fn round_to(value: u64, base: u64) -> u64 {
 
 /// Primary suppression and rounding of one true count.
 fn primary(value: u64, policy: &DisclosurePolicy) -> Count {
-    if value == 0 {
+    if value == 0 && !policy.zero_is_small() {
         return Count::Value(0);
     }
     let rounded = round_to(value, policy.base());
     // A published value is never within the threshold (11 rounds to 10 under
-    // threshold 10, base 5) and never a 0 that is not a true zero.
+    // threshold 10, base 5), never a 0 that is not a true zero, and with
+    // primary suppression on, never 0 at all.
     if value <= u64::from(policy.threshold)
         || rounded <= u64::from(policy.threshold)
         || rounded == 0
@@ -147,73 +171,197 @@ fn primary(value: u64, policy: &DisclosurePolicy) -> Count {
 
 /// Protects `aggregates` under `policy` using the catalogue's tables.
 pub fn apply(aggregates: &Aggregates, policy: &DisclosurePolicy) -> Published {
+    let out = protect_linked(&aggregates.counts, &[], &[], policy);
     let mut counts = [Count::Suppressed; METRIC_COUNT];
-    protect_into(
-        &aggregates.counts,
-        catalogue().tables(),
-        policy,
-        &mut counts,
-    );
+    counts.copy_from_slice(&out);
     Published { counts }
+}
+
+/// The relations every catalogue release satisfies, over cells `offset..`:
+/// its tables, and the subsets (people newly introduced, people with an
+/// outcome) that can never exceed the whole they are drawn from.
+pub fn catalogue_relations(offset: usize) -> Vec<Relation> {
+    let shift = |c: usize| c + offset;
+    let mut out: Vec<Relation> = catalogue()
+        .tables()
+        .iter()
+        .map(|t| {
+            let parts: Vec<usize> = t.parts.iter().map(|&p| shift(p)).collect();
+            Relation::sum(shift(t.total), &parts)
+        })
+        .collect();
+    out.extend(
+        catalogue_subsets().map(|(part, whole)| Relation::at_most(shift(part), shift(whole))),
+    );
+    out
+}
+
+fn catalogue_subsets() -> impl Iterator<Item = (usize, usize)> {
+    [(PEOPLE_NEW, INTRODUCTIONS_NEW), (PEOPLE_NEW, PEOPLE_ACTIVE)]
+        .into_iter()
+        .chain(
+            Outcome::ALL
+                .iter()
+                .map(|o| (crate::metrics::outcome(*o), PEOPLE_ACTIVE)),
+        )
+}
+
+/// Protects a new catalogue release jointly with releases already published
+/// about the same people.
+///
+/// `linked` holds the published cells of the other releases, laid out one
+/// after another after the new release's [`METRIC_COUNT`] cells; `links`
+/// relates cells of that joint layout (each linked release's own catalogue
+/// relations, and how the releases relate, e.g. a year's new introductions
+/// are the sum of its quarters'). Cells of `linked` never change: only the
+/// new release's cells are suppressed until no suppressed cell of any
+/// release is narrowed below the protection interval.
+pub fn protect_linked(
+    values: &[u64],
+    linked: &[Count],
+    links: &[Relation],
+    policy: &DisclosurePolicy,
+) -> Vec<Count> {
+    let mut relations = catalogue_relations(0);
+    relations.extend_from_slice(links);
+    let tables: Vec<&TableSpec> = catalogue().tables().iter().collect();
+    protect_joint(values, linked, &tables, &relations, policy)
 }
 
 /// Protects arbitrary cells related by `tables`.
 ///
 /// Tables that name a cell beyond `values` are ignored.
 pub fn protect(values: &[u64], tables: &[TableSpec], policy: &DisclosurePolicy) -> Vec<Count> {
-    let mut out = vec![Count::Suppressed; values.len()];
-    protect_into(values, tables, policy, &mut out);
-    out
-}
-
-fn protect_into(
-    values: &[u64],
-    tables: &[TableSpec],
-    policy: &DisclosurePolicy,
-    out: &mut [Count],
-) {
-    for (cell, &value) in out.iter_mut().zip(values) {
-        *cell = primary(value, policy);
-    }
-    if !policy.secondary_suppression {
-        return;
-    }
     let tables: Vec<&TableSpec> = tables
         .iter()
         .filter(|t| in_range(t, values.len()))
         .collect();
-    // Each round suppresses one more cell or stops, so this ends within `values.len()` rounds.
+    let relations: Vec<Relation> = tables
+        .iter()
+        .map(|t| Relation::sum(t.total, &t.parts))
+        .collect();
+    protect_joint(values, &[], &tables, &relations, policy)
+}
+
+/// The secondary suppression loop over a joint layout: `values` (the new
+/// release, which may change) followed by `linked` (fixed).
+///
+/// `tables` drive the fast propagation and name tables in messages;
+/// `relations` are everything the attacker knows, for the exact check.
+fn protect_joint(
+    values: &[u64],
+    linked: &[Count],
+    tables: &[&TableSpec],
+    relations: &[Relation],
+    policy: &DisclosurePolicy,
+) -> Vec<Count> {
+    let n = values.len();
+    let mut out: Vec<Count> = values.iter().map(|&v| primary(v, policy)).collect();
+    if !policy.secondary_suppression {
+        return out;
+    }
+    let required = policy.protection_interval();
+    // Each round suppresses one more cell of the new release or stops, so
+    // this ends within `n` rounds.
     loop {
-        let view = AttackerView::build(out, &tables, policy);
-        let mut acted = false;
-        for table in &tables {
-            let exposed = cells(table).any(|c| out[c] == Count::Suppressed && view.pinned(c));
-            if !exposed {
-                continue;
-            }
-            // The smallest unsuppressed non-zero part costs the least information;
-            // failing that, withhold the total.
-            let part = table
-                .parts
-                .iter()
-                .copied()
-                .filter(|&p| out[p] != Count::Suppressed && values[p] > 0)
-                .min_by_key(|&p| (values[p], p));
-            let target = part.or_else(|| {
-                (out[table.total] != Count::Suppressed && values[table.total] > 0)
-                    .then_some(table.total)
-            });
-            if let Some(cell) = target {
-                out[cell] = Count::Suppressed;
-                acted = true;
-                // Recompute the view: one suppression may protect other tables too.
-                break;
-            }
-        }
-        if !acted {
-            return;
+        let mut joint = out.clone();
+        joint.extend_from_slice(linked);
+        let view = AttackerView::build(&joint, tables, policy);
+        // Fast: a table whose propagation already narrows a suppressed cell.
+        let quick = tables.iter().find(|t| {
+            cells(t).any(|c| c < n && out[c] == Count::Suppressed && view.narrow(c, required))
+        });
+        let exposed = match quick {
+            Some(t) => Some(cells(t).collect::<Vec<_>>()),
+            None => exact_exposure(&joint, &view, relations, policy, required),
+        };
+        let Some(neighbourhood) = exposed else {
+            return out;
+        };
+        match cheapest(values, &out, &neighbourhood) {
+            Some(cell) => out[cell] = Count::Suppressed,
+            // Nothing near is left to withhold: widen the search to the
+            // whole release; with everything withheld the release reveals
+            // nothing beyond what was already published.
+            None => match cheapest(values, &out, &(0..n).collect::<Vec<_>>()) {
+                Some(cell) => out[cell] = Count::Suppressed,
+                None => return out,
+            },
         }
     }
+}
+
+/// The published, non-zero-cost cell of the new release among `candidates`
+/// whose withholding costs least: the smallest true value.
+fn cheapest(values: &[u64], out: &[Count], candidates: &[usize]) -> Option<usize> {
+    candidates
+        .iter()
+        .copied()
+        .filter(|&c| c < values.len() && out[c] != Count::Suppressed)
+        .min_by_key(|&c| (values[c], c))
+}
+
+/// Runs the exact attacker on every suppressed cell that propagation left
+/// wide; returns the cells related to the first one found narrowed (the
+/// candidates for more suppression), or `None` when every cell holds.
+fn exact_exposure(
+    joint: &[Count],
+    view: &AttackerView,
+    relations: &[Relation],
+    policy: &DisclosurePolicy,
+    required: u64,
+) -> Option<Vec<usize>> {
+    let suppressed: Vec<usize> = (0..joint.len())
+        .filter(|&c| joint[c] == Count::Suppressed)
+        .collect();
+    if suppressed.is_empty() {
+        return None;
+    }
+    let system = attacker_system(joint, view, relations);
+    for &c in &suppressed {
+        let narrowed = match system.range(c) {
+            Some(r) => r.values() < required,
+            // Only contradictory input has no solution; the solver giving up
+            // is treated as exposure, which costs utility, never privacy.
+            None => true,
+        };
+        if narrowed {
+            let _ = policy;
+            let mut near: Vec<usize> = relations
+                .iter()
+                .filter(|r| r.terms.iter().any(|&(x, _)| x == c))
+                .flat_map(|r| r.terms.iter().map(|&(x, _)| x))
+                .collect();
+            near.sort_unstable();
+            near.dedup();
+            return Some(near);
+        }
+    }
+    None
+}
+
+/// The exact attacker's system: each cell's propagated bounds (sound, and
+/// they make the integer programs smaller) and every relation.
+fn attacker_system(joint: &[Count], view: &AttackerView, relations: &[Relation]) -> System {
+    let clamp = |x: i128| i64::try_from(x.clamp(0, i128::from(UNBOUNDED))).unwrap_or(UNBOUNDED);
+    System {
+        lo: (0..joint.len()).map(|c| clamp(view.lo[c])).collect(),
+        hi: (0..joint.len()).map(|c| clamp(view.hi[c])).collect(),
+        relations: relations.to_vec(),
+    }
+}
+
+/// Exact bounds on every cell of a joint layout of published cells, from
+/// `relations` and the rounding rule: what an attacker with a solver learns.
+/// `None` for a cell when the published cells contradict each other.
+pub fn exact_ranges(
+    counts: &[Count],
+    relations: &[Relation],
+    policy: &DisclosurePolicy,
+) -> Vec<Option<exact::Range>> {
+    let view = AttackerView::cellwise(counts, policy);
+    let system = attacker_system(counts, &view, relations);
+    (0..counts.len()).map(|c| system.range(c)).collect()
 }
 
 fn in_range(table: &TableSpec, len: usize) -> bool {
@@ -251,8 +399,9 @@ impl AttackerView {
     /// Bounds from each published cell alone, before any table is used.
     ///
     /// A published non-zero `r` means a true value that rounds to `r` and is
-    /// above the threshold; `Value(0)` means exactly 0; `Suppressed` means at
-    /// least 1 (the attacker cannot tell primary from secondary suppression).
+    /// above the threshold; `Value(0)` means exactly 0; `Suppressed` means
+    /// anything from 0 (from 1 when zeros are published) up (the attacker
+    /// cannot tell primary from secondary suppression).
     fn cellwise(counts: &[Count], policy: &DisclosurePolicy) -> Self {
         let base = policy.base();
         let mut lo = Vec::with_capacity(counts.len());
@@ -274,6 +423,7 @@ impl AttackerView {
                     };
                     (from, to)
                 }
+                Count::Suppressed if policy.zero_is_small() => (0, INF),
                 Count::Suppressed => (1, INF),
             };
             lo.push(l);
@@ -346,8 +496,9 @@ impl AttackerView {
         changed
     }
 
-    fn pinned(&self, cell: usize) -> bool {
-        self.lo[cell] == self.hi[cell]
+    /// Whether the cell is left with fewer than `required` values.
+    fn narrow(&self, cell: usize, required: u64) -> bool {
+        self.hi[cell] - self.lo[cell] + 1 < i128::from(required)
     }
 
     fn bounds(&self, cell: usize) -> Bounds {
@@ -394,10 +545,15 @@ pub enum PolicyRule {
         /// The policy's rounding base.
         base: u32,
     },
-    /// A suppressed cell whose value follows exactly from a table's other cells.
+    /// A suppressed cell that a table's other cells narrow to fewer values
+    /// than the protection interval (one value: recovered exactly).
     Recoverable {
         /// The table that gives it away.
         table: String,
+        /// How many values the attacker is left with.
+        values: u64,
+        /// The policy's protection interval.
+        required: u64,
     },
 }
 
@@ -424,9 +580,13 @@ impl fmt::Display for PolicyViolation {
                     "metric {metric}: value {value} must be rounded to base {base}"
                 )
             }
-            PolicyRule::Recoverable { table } => write!(
+            PolicyRule::Recoverable {
+                table,
+                values,
+                required,
+            } => write!(
                 f,
-                "metric {metric}: suppressed value is recoverable from table {table} and its other published cells (needs secondary suppression)"
+                "metric {metric}: suppressed value is narrowed to {values} possible value(s) by table {table} and its other published cells, fewer than the protection interval of {required} (needs secondary suppression)"
             ),
         }
     }
@@ -469,7 +629,7 @@ fn check_with_names(
         let Count::Value(value) = *count else {
             continue;
         };
-        if value >= 1 && value <= u64::from(policy.threshold) {
+        if value <= u64::from(policy.threshold) && (value >= 1 || policy.zero_is_small()) {
             let rule = PolicyRule::MustBeSuppressed {
                 value,
                 threshold: policy.threshold,
@@ -495,12 +655,18 @@ fn check_with_names(
             .filter(|t| in_range(t, counts.len()))
             .collect();
         let view = AttackerView::build(counts, &tables, policy);
+        let required = policy.protection_interval();
         for (i, count) in counts.iter().enumerate() {
-            if *count == Count::Suppressed && view.pinned(i) {
+            if *count == Count::Suppressed && view.narrow(i, required) {
                 let table = view.by_table[i].map_or("?", |t| tables[t].name).to_string();
+                let values = u64::try_from((view.hi[i] - view.lo[i] + 1).max(0)).unwrap_or(0);
                 violations.push(PolicyViolation {
                     metric: name(i),
-                    rule: PolicyRule::Recoverable { table },
+                    rule: PolicyRule::Recoverable {
+                        table,
+                        values,
+                        required,
+                    },
                 });
             }
         }
@@ -575,14 +741,7 @@ pub fn check_consistency(
             });
         }
     }
-    let subsets = [(PEOPLE_NEW, INTRODUCTIONS_NEW), (PEOPLE_NEW, PEOPLE_ACTIVE)]
-        .into_iter()
-        .chain(
-            Outcome::ALL
-                .iter()
-                .map(|o| (crate::metrics::outcome(*o), PEOPLE_ACTIVE)),
-        );
-    for (part, whole) in subsets {
+    for (part, whole) in catalogue_subsets() {
         if view.lo[part] > view.hi[whole] {
             found.push(Inconsistency {
                 message: format!(
@@ -695,11 +854,11 @@ mod tests {
     #[test]
     fn rounding_alone_can_protect_a_small_part() {
         // The total 32 publishes as 30 (28..=32), 9 as 10 (8..=12), 20 as 20 (18..=22):
-        // the suppressed 3 can be anything from 1 to 6.
+        // the suppressed 3 can be anything from 0 to 6: seven values.
         let out = protect(&with_total(&[3, 9, 20]), &flat(3), &policy(7, 5));
         assert_eq!(out, vec![V(30), S, V(10), V(20)]);
         let bounds = attacker_bounds(&out, &flat(3), &policy(7, 5));
-        assert_eq!(bounds[1], Bounds { lo: 1, hi: Some(6) });
+        assert_eq!(bounds[1], Bounds { lo: 0, hi: Some(6) });
     }
 
     #[test]
@@ -715,11 +874,16 @@ mod tests {
     }
 
     #[test]
-    fn zero_stays_zero_and_is_never_chosen_for_secondary_suppression() {
+    fn zero_is_a_small_count() {
+        // 0 and 5 are withheld; together they are 25 - 20 = 5, which leaves
+        // each only 0..=5 (six values), so 20 goes too.
         let out = protect(&with_total(&[0, 5, 20]), &flat(3), &policy(7, 1));
-        assert_eq!(out, vec![V(25), V(0), S, S]);
+        assert_eq!(out, vec![V(25), S, S, S]);
         let out = protect(&with_total(&[0, 0, 0]), &flat(3), &policy(7, 5));
-        assert_eq!(out, vec![V(0), V(0), V(0), V(0)]);
+        assert_eq!(out, vec![S; 4]);
+        // All but one part published as 0 would make the last one the total.
+        let out = protect(&with_total(&[0, 0, 40, 3]), &flat(4), &policy(7, 5));
+        assert!(!out.contains(&V(0)), "{out:?}");
         // With no threshold, a count that would round to 0 is withheld, not shown as a zero.
         let out = protect(&with_total(&[0, 2, 30]), &flat(3), &policy(0, 5));
         assert_eq!(out[1], V(0));
@@ -733,21 +897,25 @@ mod tests {
     }
 
     #[test]
-    fn a_total_that_pins_every_suppressed_part_is_itself_suppressed() {
-        // Eight 1s and an exact total of 8: each part is at least 1, so the
-        // total would prove every one of them is exactly 1.
-        let values = with_total(&[1; 8]);
-        let out = protect(&values, &flat(8), &policy(7, 1));
-        assert_eq!(out, vec![S; 9]);
-        // Base 1, threshold 7, total published: the checker sees it too.
-        let mut leaky = out.clone();
-        leaky[0] = V(8);
-        let err = check_cells(&leaky, &flat(8), &policy(7, 1)).unwrap_err();
-        assert_eq!(err.len(), 8);
-        assert!(
-            err.iter()
-                .all(|v| v.rule == PolicyRule::Recoverable { table: "t".into() })
-        );
+    fn suppressed_cells_keep_the_protection_interval_not_just_two_values() {
+        // 3 and 4 withheld beside an exact 20 of 27: together they are 7, so
+        // each is one of 0..=7 (eight values): enough.
+        let out = protect(&with_total(&[3, 4, 20]), &flat(3), &policy(7, 1));
+        assert_eq!(out, vec![V(27), S, S, V(20)]);
+        // 1 and 2 beside 20 of 23: each one of 0..=3 (four values): not
+        // enough, although neither is recovered exactly. 20 goes too.
+        let out = protect(&with_total(&[1, 2, 20]), &flat(3), &policy(7, 1));
+        assert_eq!(out, vec![V(23), S, S, S]);
+        // The checker sees the narrow version too.
+        let leaky = vec![V(23), S, S, V(20)];
+        let err = check_cells(&leaky, &flat(3), &policy(7, 1)).unwrap_err();
+        assert_eq!(err.len(), 2);
+        assert!(err.iter().all(|v| v.rule
+            == PolicyRule::Recoverable {
+                table: "t".into(),
+                values: 4,
+                required: 7
+            }));
     }
 
     #[test]
@@ -780,11 +948,17 @@ mod tests {
             err,
             vec![PolicyViolation {
                 metric: "cell[1]".into(),
-                rule: PolicyRule::Recoverable { table: "t".into() }
+                rule: PolicyRule::Recoverable {
+                    table: "t".into(),
+                    values: 1,
+                    required: 7
+                }
             }]
         );
         assert!(
-            err[0].to_string().contains("recoverable from table t"),
+            err[0]
+                .to_string()
+                .contains("narrowed to 1 possible value(s) by table t"),
             "{}",
             err[0]
         );
@@ -797,8 +971,16 @@ mod tests {
             check_cells(&[V(32), S, V(9), V(20)], &flat(3), &lax),
             Ok(())
         );
-        // Zero is allowed under any threshold and base.
-        assert_eq!(check_cells(&[V(0), V(10), S], &[], &p), Ok(()));
+        // Zero is a small count, allowed only when primary suppression is off.
+        let err = check_cells(&[V(0), V(10), S], &[], &p).unwrap_err();
+        assert_eq!(
+            err[0].rule,
+            PolicyRule::MustBeSuppressed {
+                value: 0,
+                threshold: 7
+            }
+        );
+        assert_eq!(check_cells(&[V(0), V(10), S], &[], &policy(0, 5)), Ok(()));
     }
 
     #[test]
@@ -830,7 +1012,9 @@ mod tests {
             err.iter().any(|v| v.metric == "support_level.level_1"
                 && v.rule
                     == PolicyRule::Recoverable {
-                        table: "support_level".into()
+                        table: "support_level".into(),
+                        values: 1,
+                        required: 7,
                     }),
             "{err:?}"
         );
@@ -860,6 +1044,7 @@ mod tests {
         assert_eq!(check_consistency(&published, &p), Ok(()));
         published.counts[PEOPLE_NEW] = V(60);
         published.counts[PEOPLE_ACTIVE] = V(50);
+        published.counts[INTRODUCTIONS_NEW] = V(40);
         let err = check_consistency(&published, &p).unwrap_err();
         assert_eq!(err.len(), 2, "{err:?}");
         assert_eq!(
@@ -874,10 +1059,10 @@ mod tests {
             err[1].to_string(),
             "people_new is at least 58 but cannot exceed people_active, which is at most 52 (people_new, people_active)"
         );
-        // A suppressed part is at least 1: it cannot sit under a true zero total.
-        let mut published = apply(&Aggregates::default(), &p);
-        published.counts[metrics::source(IntroductionSource::Housing)] = S;
-        assert!(check_consistency(&published, &p).is_err());
+        // An empty period publishes nothing but withheld cells, which fit any truth.
+        let published = apply(&Aggregates::default(), &p);
+        assert!(published.counts.iter().all(|c| *c == S));
+        assert_eq!(check_consistency(&published, &p), Ok(()));
     }
 
     /// A consistent period: `level_1 + level_2` introductions, all aged 18-24,
@@ -955,8 +1140,13 @@ mod tests {
             prop_assert_eq!(check_policy(&published, &p), Ok(()));
             prop_assert_eq!(check_consistency(&published, &p), Ok(()));
             for (count, &value) in published.counts.iter().zip(a.counts.iter()) {
-                // A zero is published as zero and nothing else is.
-                prop_assert_eq!(value == 0, *count == V(0));
+                if p.threshold == 0 {
+                    // Without primary suppression a zero is published as zero, and nothing else is.
+                    prop_assert_eq!(value == 0, *count == V(0));
+                } else {
+                    // Otherwise zero is a small count: never published.
+                    prop_assert_ne!(*count, V(0));
+                }
             }
         }
 
@@ -996,6 +1186,7 @@ mod tests {
             V(r) => (1..=SUM_BOUND)
                 .filter(|&v| v > threshold && brute_round(v, base) == r)
                 .collect(),
+            S if threshold > 0 => (0..=bound).collect(),
             S => (1..=bound).collect(),
         }
     }
@@ -1062,7 +1253,8 @@ mod tests {
         }
     }
 
-    /// Runs the attacker on `published`; returns the suppressed cells it recovers.
+    /// Runs the attacker on `published`; returns the suppressed cells it
+    /// narrows to fewer values than the policy's protection interval.
     fn brute_force_recovered(
         shape: &Shape,
         truth: &[u64],
@@ -1121,13 +1313,18 @@ mod tests {
                 .filter(|&v| v != truth[i])
                 .collect();
             others.sort_by_key(|&v| v.abs_diff(truth[i]));
-            let alternative = others.into_iter().any(|v| {
-                search.cands[i] = vec![v];
-                let ok = search.feasible();
-                search.cands[i] = cands[i].clone();
-                ok
-            });
-            if !alternative {
+            let needed = usize::try_from(p.protection_interval() - 1).unwrap_or(usize::MAX);
+            let alternatives = others
+                .into_iter()
+                .filter(|&v| {
+                    search.cands[i] = vec![v];
+                    let ok = search.feasible();
+                    search.cands[i] = cands[i].clone();
+                    ok
+                })
+                .take(needed)
+                .count();
+            if alternatives < needed {
                 recovered.push(i);
             }
         }
@@ -1161,6 +1358,12 @@ mod tests {
             let recovered = brute_force_recovered(&shape, &truth, &published, &p);
             prop_assert!(recovered.is_empty(), "recovered cells {:?} of {:?} published {:?}", recovered, truth, published);
         }
+
+    }
+
+    proptest! {
+        // Counting every alternative world is exponential in the leaves: fewer cases.
+        #![proptest_config(ProptestConfig::with_cases(96))]
 
         #[test]
         fn brute_force_attacker_recovers_nothing_from_a_two_level_hierarchy(

@@ -115,6 +115,7 @@ direction!(false =>
     crate::site::v1::IngestSummary,
     crate::site::v1::ErasePersonResponse,
     crate::common::v1::Submission,
+    crate::site::v1::PreviewSubmissionResponse,
     crate::site::v1::AgentStatus,
     crate::hub::v1::SubmitReceipt,
     crate::hub::v1::ListSitesResponse,

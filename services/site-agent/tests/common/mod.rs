@@ -214,6 +214,14 @@ pub fn cell(sub: &pb::Submission, metric: &str) -> u64 {
 }
 
 pub async fn preview(client: &mut SiteAgentClient<Channel>, p: &str) -> pb::Submission {
+    preview_decision(client, p).await.submission.unwrap()
+}
+
+/// The preview with its decision (publish, unchanged, embargoed or held).
+pub async fn preview_decision(
+    client: &mut SiteAgentClient<Channel>,
+    p: &str,
+) -> site::PreviewSubmissionResponse {
     client
         .preview_submission(site::PreviewSubmissionRequest {
             period: Some(period(p)),
