@@ -1,0 +1,676 @@
+//! Red team: an attacker who keeps every release the network publishes and
+//! owns an exact integer-programming solver, against the real agents and hub.
+//!
+//! Random small and skewed sites (8 to 60 people a month) are pushed through
+//! two real site agents into a real hub over mTLS; the attacker reads only
+//! what an analyst reads (`NetworkSummary`), and knows the catalogue's tables
+//! and the rounding rule. It is written here, independently of
+//! `lacnet_core::disclosure` and `lacnet_core::exact`: its own cell bounds
+//! from the published values, its own integer programs.
+//!
+//! * single releases: no suppressed cell may be narrowed to fewer than 7
+//!   values (the default policy's protection interval);
+//! * differencing: after one person is added, erased, updated or given an
+//!   outcome, the attacker compares the two releases and guesses that
+//!   person's category; it may do no better than a guess from the published
+//!   totals, plus 5 percentage points.
+//!
+//! The default (short) run is part of `cargo test`; the long run, which meets
+//! the issue's 200 data sets and 400 trials, is
+//!
+//! ```text
+//! LACNET_RED_TEAM=full cargo test --release -p lacnet-e2e --test red_team -- --nocapture
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use lacnet_core::Date;
+use lacnet_core::disclosure::{Count, Published};
+use lacnet_core::metrics::{self, METRIC_COUNT, catalogue};
+use lacnet_core::period::Granularity;
+use lacnet_e2e::*;
+use lacnet_proto::common::v1 as pb;
+use lacnet_proto::hub::v1 as hub;
+use lacnet_proto::site::v1 as site;
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_site_agent::{AgentOptions, HubTarget};
+use microlp::{ComparisonOp, OptimizationDirection, Problem, SolutionStatus};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tonic::transport::Channel;
+
+/// The agents' "today": every month used below has closed and passed its embargo.
+const TODAY: &str = "2026-11-29";
+/// Largest value the attacker considers for a withheld cell.
+const BIG: i32 = 10_000;
+/// The default policy, as the attacker knows it.
+const THRESHOLD: i64 = 7;
+const BASE: i64 = 5;
+const PROTECTION: i64 = 7;
+
+/// How much to run: months per site (data sets), and one trial per month.
+fn months_per_site() -> usize {
+    match std::env::var("LACNET_RED_TEAM").as_deref() {
+        Ok("full") => 200,
+        _ => 24,
+    }
+}
+
+fn month_pb(i: usize) -> pb::Period {
+    pb::Period {
+        granularity: pb::Granularity::Month as i32,
+        year: 2001 + (i / 12) as i32,
+        index: (i % 12 + 1) as u32,
+    }
+}
+
+/// One person's single introduction, inside one month.
+#[derive(Debug, Clone)]
+struct Person {
+    record: CaseRecord,
+}
+
+/// A skewed category: one dominant value with probability `dominance`.
+fn skewed(
+    rng: &mut StdRng,
+    values: std::ops::RangeInclusive<i32>,
+    dominant: i32,
+    dominance: f64,
+) -> i32 {
+    if rng.random_bool(dominance) {
+        dominant
+    } else {
+        rng.random_range(values)
+    }
+}
+
+/// A random site-month: 8 to 60 people (small ones likelier), skewed categories.
+fn data_set(rng: &mut StdRng, site: &str, month: usize) -> Vec<Person> {
+    let n = 8 + (rng.random::<f64>().powi(2) * 52.0) as usize;
+    let dom_need = rng.random_range(1..=10);
+    let dom_source = rng.random_range(1..=9);
+    let dom_age = rng.random_range(18..=95);
+    let dominance = rng.random_range(0.2..0.9);
+    (0..n)
+        .map(|i| {
+            person(
+                rng, site, month, i, dom_need, dom_source, dom_age, dominance,
+            )
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn person(
+    rng: &mut StdRng,
+    site: &str,
+    month: usize,
+    i: usize,
+    dom_need: i32,
+    dom_source: i32,
+    dom_age: i32,
+    dominance: f64,
+) -> Person {
+    let (y, m) = (2001 + month / 12, month % 12 + 1);
+    let from = rng.random_range(1..=14);
+    let to = rng.random_range(15..=28);
+    let age = if rng.random_bool(dominance) {
+        dom_age
+    } else {
+        rng.random_range(16..=99)
+    };
+    let outcomes = (1..=9).filter(|_| rng.random_bool(0.12)).collect();
+    Person {
+        record: CaseRecord {
+            case: format!("{site}-{month}-{i}"),
+            nhs: None,
+            introduced_on: format!("{y}-{m:02}-{from:02}"),
+            closed_on: Some(format!("{y}-{m:02}-{to:02}")),
+            level: if rng.random_bool(0.7) { 2 } else { 1 },
+            age: age as u32,
+            need: skewed(rng, 1..=10, dom_need, dominance),
+            source: skewed(rng, 1..=9, dom_source, dominance),
+            outcomes,
+            ward: format!("E05{:06}", rng.random_range(0..999_999)),
+        },
+    }
+}
+
+// ---------------------------------------------------------------- the attacker
+
+/// What the attacker knows of one cell from its published value alone.
+fn cell_box(c: Count) -> (i32, i32) {
+    match c {
+        // A published value r: a true value above the threshold that rounds to r.
+        Count::Value(r) => {
+            let r = r as i64;
+            (
+                (r - BASE / 2).max(THRESHOLD + 1) as i32,
+                (r + BASE / 2) as i32,
+            )
+        }
+        Count::Suppressed => (0, BIG),
+    }
+}
+
+/// Linear facts about one release, over variable indices `at..at + METRIC_COUNT`:
+/// the catalogue's tables and the subsets an analyst knows from the metric names.
+fn release_facts(at: usize) -> Vec<(Vec<(usize, f64)>, ComparisonOp)> {
+    let mut facts = Vec::new();
+    for t in catalogue().tables() {
+        let mut terms = vec![(at + t.total, -1.0)];
+        terms.extend(t.parts.iter().map(|&p| (at + p, 1.0)));
+        facts.push((terms, ComparisonOp::Eq));
+    }
+    let whole =
+        |part: usize, whole: usize| (vec![(at + part, 1.0), (at + whole, -1.0)], ComparisonOp::Le);
+    facts.push(whole(metrics::PEOPLE_NEW, metrics::INTRODUCTIONS_NEW));
+    facts.push(whole(metrics::PEOPLE_NEW, metrics::PEOPLE_ACTIVE));
+    for def in catalogue().metrics() {
+        if def.group == "outcome" {
+            let i = catalogue().index_of(&def.id).unwrap();
+            facts.push(whole(i, metrics::PEOPLE_ACTIVE));
+        }
+    }
+    facts
+}
+
+/// An integer program over one release's cells (and `extra` more variables).
+struct Model {
+    problem: Problem,
+    vars: Vec<microlp::Variable>,
+}
+
+impl Model {
+    fn release(
+        counts: &[Count],
+        direction: OptimizationDirection,
+        objective: Option<usize>,
+    ) -> Model {
+        let mut problem = Problem::new(direction);
+        let vars: Vec<_> = counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| {
+                let coeff = if Some(i) == objective { 1.0 } else { 0.0 };
+                problem.add_integer_var(coeff, cell_box(c))
+            })
+            .collect();
+        let mut m = Model { problem, vars };
+        m.add_facts(0);
+        m
+    }
+
+    fn add_facts(&mut self, at: usize) {
+        for (terms, op) in release_facts(at) {
+            let t: Vec<_> = terms.iter().map(|&(v, k)| (self.vars[v], k)).collect();
+            self.problem.add_constraint(t.as_slice(), op, 0.0);
+        }
+    }
+
+    fn optimum(self) -> Option<i64> {
+        let s = self.problem.solve().ok()?.into_solution().ok()?;
+        (s.status() == SolutionStatus::Optimal).then(|| s.objective().round() as i64)
+    }
+
+    fn feasible(self) -> bool {
+        self.problem.solve().is_ok_and(|o| o.solution().is_some())
+    }
+}
+
+/// The exact number of values a withheld cell may take, given one release.
+fn interval(counts: &[Count], cell: usize) -> i64 {
+    let lo = Model::release(counts, OptimizationDirection::Minimize, Some(cell)).optimum();
+    let hi = Model::release(counts, OptimizationDirection::Maximize, Some(cell)).optimum();
+    match (lo, hi) {
+        (Some(lo), Some(hi)) => hi - lo + 1,
+        _ => panic!("the published release has no consistent truth: {counts:?}"),
+    }
+}
+
+/// What changed between two releases, as the attacker models it: one
+/// person, whose cells in each table are unknown (binary choices).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Added,
+    Erased,
+    /// The person's primary need changed.
+    NeedUpdated,
+    /// One outcome added to the person's record.
+    OutcomeAdded,
+}
+
+/// The dimensions the attacker tries to learn for each kind of change.
+fn targets(change: Change) -> Vec<&'static str> {
+    match change {
+        Change::Added | Change::Erased => vec!["age_band", "primary_need", "source"],
+        Change::NeedUpdated => vec!["primary_need"],
+        Change::OutcomeAdded => vec!["outcome"],
+    }
+}
+
+fn group_cells(group: &str) -> Vec<usize> {
+    catalogue()
+        .metrics()
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| d.group == group)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Per cell, the binaries (and signs) that make up the person's change.
+type Delta = Vec<Vec<(microlp::Variable, f64)>>;
+
+/// Binaries choosing the person's category among `cells`, entered into `delta`.
+fn choose(
+    m: &mut Model,
+    delta: &mut Delta,
+    cells: &[usize],
+    sign: f64,
+    exactly_one: bool,
+) -> Vec<microlp::Variable> {
+    let bins: Vec<_> = cells
+        .iter()
+        .map(|_| m.problem.add_binary_var(0.0))
+        .collect();
+    if exactly_one {
+        let t: Vec<_> = bins.iter().map(|&b| (b, 1.0)).collect();
+        m.problem
+            .add_constraint(t.as_slice(), ComparisonOp::Eq, 1.0);
+    }
+    for (&c, &b) in cells.iter().zip(&bins) {
+        delta[c].push((b, sign));
+    }
+    bins
+}
+
+/// Could the person behind `change` be in category `k` of `group`, given
+/// both releases? Variables: the first release's truth `t1`, binaries
+/// choosing the person's category in every table, and `t2 = t1 ± person`
+/// constrained by the second release.
+fn could_be(before: &[Count], after: &[Count], change: Change, group: &str, k: usize) -> bool {
+    let mut m = Model::release(before, OptimizationDirection::Minimize, None);
+    let n = METRIC_COUNT;
+    // t2 variables, boxed by the second release and bound by its tables.
+    for &c in after.iter() {
+        let v = m.problem.add_integer_var(0.0, cell_box(c));
+        m.vars.push(v);
+    }
+    m.add_facts(n);
+    // delta[cell] = Σ coefficient × binary, built per table.
+    let mut delta: Delta = vec![Vec::new(); n];
+    let mut target_bins = Vec::new();
+    match change {
+        Change::Added | Change::Erased => {
+            let s = if change == Change::Added { 1.0 } else { -1.0 };
+            // The person's one record: +-1 in every headline and breakdown table.
+            let one = m.problem.add_binary_var(0.0);
+            m.problem
+                .add_constraint(&[(one, 1.0)], ComparisonOp::Eq, 1.0);
+            for c in [
+                metrics::PEOPLE_ACTIVE,
+                metrics::PEOPLE_NEW,
+                metrics::INTRODUCTIONS_NEW,
+                metrics::CLOSURES,
+            ] {
+                delta[c].push((one, s));
+            }
+            for g in ["support_level", "age_band", "primary_need", "source"] {
+                let bins = choose(&mut m, &mut delta, &group_cells(g), s, true);
+                if g == group {
+                    target_bins = bins;
+                }
+            }
+            // An age group moves with the bands inside it (under 18 has none).
+            for gcell in group_cells("age_group") {
+                let spec = catalogue()
+                    .tables()
+                    .iter()
+                    .find(|t| t.total == gcell)
+                    .expect("each age group is a table of bands");
+                let copied: Vec<_> = spec.parts.iter().flat_map(|p| delta[*p].clone()).collect();
+                delta[gcell].extend(copied);
+            }
+            // Any outcomes: free binaries.
+            choose(&mut m, &mut delta, &group_cells("outcome"), s, false);
+        }
+        Change::NeedUpdated => {
+            let cells = group_cells("primary_need");
+            let old = choose(&mut m, &mut delta, &cells, -1.0, true);
+            let new = choose(&mut m, &mut delta, &cells, 1.0, true);
+            for (o, n) in old.iter().zip(&new) {
+                m.problem
+                    .add_constraint(&[(*o, 1.0), (*n, 1.0)], ComparisonOp::Le, 1.0);
+            }
+            target_bins = new;
+        }
+        Change::OutcomeAdded => {
+            target_bins = choose(&mut m, &mut delta, &group_cells("outcome"), 1.0, true);
+        }
+    }
+    // t2 - t1 - delta = 0 for every cell.
+    for c in 0..n {
+        let mut t = vec![(m.vars[n + c], 1.0), (m.vars[c], -1.0)];
+        t.extend(delta[c].iter().map(|&(b, k)| (b, -k)));
+        m.problem
+            .add_constraint(t.as_slice(), ComparisonOp::Eq, 0.0);
+    }
+    m.problem
+        .add_constraint(&[(target_bins[k], 1.0)], ComparisonOp::Eq, 1.0);
+    m.feasible()
+}
+
+/// A point estimate of a published cell, for ranking categories.
+fn estimate(c: Count) -> f64 {
+    match c {
+        Count::Value(v) => v as f64,
+        Count::Suppressed => (THRESHOLD as f64) / 2.0,
+    }
+}
+
+/// The guess from one release's totals: the largest published category.
+fn baseline_guess(release: &[Count], group: &str) -> usize {
+    let cells = group_cells(group);
+    (0..cells.len())
+        .max_by(|&a, &b| estimate(release[cells[a]]).total_cmp(&estimate(release[cells[b]])))
+        .unwrap()
+}
+
+/// The differencing attacker: among the categories both releases allow,
+/// the largest published one.
+fn differencing_guess(before: &[Count], after: &[Count], change: Change, group: &str) -> usize {
+    let cells = group_cells(group);
+    let possible: Vec<usize> = (0..cells.len())
+        .filter(|&k| could_be(before, after, change, group, k))
+        .collect();
+    let pool = if possible.is_empty() {
+        (0..cells.len()).collect()
+    } else {
+        possible
+    };
+    *pool
+        .iter()
+        .max_by(|&&a, &&b| estimate(after[cells[a]]).total_cmp(&estimate(after[cells[b]])))
+        .unwrap()
+}
+
+/// The true category index of `p` in `group`, as the catalogue orders it.
+fn truth_of(p: &CaseRecord, group: &str, outcome: Option<i32>) -> usize {
+    let id = match group {
+        "age_band" => age_band_id(p.age),
+        "primary_need" => lacnet_core::vocab::PrimaryNeed::from_code(p.need)
+            .unwrap()
+            .id()
+            .to_owned(),
+        "source" => lacnet_core::vocab::IntroductionSource::from_code(p.source)
+            .unwrap()
+            .id()
+            .to_owned(),
+        "outcome" => lacnet_core::vocab::Outcome::from_code(outcome.unwrap())
+            .unwrap()
+            .id()
+            .to_owned(),
+        _ => unreachable!(),
+    };
+    let cell = catalogue().index_of(&format!("{group}.{id}")).unwrap();
+    group_cells(group).iter().position(|&c| c == cell).unwrap()
+}
+
+fn age_band_id(age: u32) -> String {
+    match age {
+        0..=17 => "under_18",
+        18..=24 => "18_24",
+        25..=34 => "25_34",
+        35..=44 => "35_44",
+        45..=54 => "45_54",
+        55..=64 => "55_64",
+        65..=74 => "65_74",
+        75..=84 => "75_84",
+        _ => "85_plus",
+    }
+    .to_owned()
+}
+
+// ---------------------------------------------------------------- the network
+
+struct Site {
+    code: &'static str,
+    agent: TestAgent,
+    client: SiteAgentClient<Channel>,
+    operator: SiteAgentClient<Channel>,
+}
+
+async fn start_site(
+    net: &NetworkPki,
+    hub: &TestHub,
+    code: &'static str,
+    name: &str,
+    root: &Path,
+) -> Site {
+    let pki = CouncilPki::new(name);
+    let key_path = root.join(format!("{name}.key"));
+    random_key_file(&key_path, 32);
+    let keys = lacnet_site_agent::keys::load_ring(&[("k1".into(), key_path)]).unwrap();
+    let mut o = AgentOptions::new(root.join(name), code, keys, pki.agent.clone());
+    o.hub = Some(HubTarget {
+        url: hub.url(),
+        server_name: HUB_NAME.into(),
+        tls: net.site(code),
+    });
+    o.granularity = Granularity::Month;
+    o.publish_debounce = Duration::from_millis(50);
+    o.push_backoff_base = Duration::from_millis(20);
+    o.push_backoff_cap = Duration::from_millis(200);
+    o.today = Some(Date::parse(TODAY).unwrap());
+    let agent = TestAgent::start(&pki, o).await;
+    let client = agent.client(&pki.council).await;
+    let operator = agent.client(&pki.operator).await;
+    Site {
+        code,
+        agent,
+        client,
+        operator,
+    }
+}
+
+impl Site {
+    async fn upsert(&mut self, records: Vec<site::Record>) {
+        for chunk in records.chunks(2_000) {
+            let r = self
+                .client
+                .upsert_records(site::UpsertRecordsRequest {
+                    records: chunk.to_vec(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(
+                r.rejected,
+                0,
+                "{:?}",
+                r.verdicts.iter().find(|v| !v.violations.is_empty())
+            );
+        }
+    }
+
+    /// Publishes now and waits until the outbox has reached the hub.
+    async fn settle(&self) {
+        lacnet_site_agent::publish::publish_once(&self.agent.agent)
+            .await
+            .unwrap();
+        let a = self.agent.agent.clone();
+        poll("the outbox to drain", || {
+            let a = a.clone();
+            async move { (a.store().outbox_len() == 0).then_some(()) }
+        })
+        .await;
+    }
+}
+
+/// Every site's published table for `months`, as an analyst reads them.
+async fn snapshot(
+    hub: &TestHub,
+    net: &NetworkPki,
+    months: usize,
+) -> HashMap<(String, usize), Published> {
+    let mut reports = hub.reports(&net.analyst).await;
+    let mut out = HashMap::new();
+    for m in 0..months {
+        let summary = reports
+            .network_summary(hub::NetworkSummaryRequest {
+                period: Some(month_pb(m)),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        for (site, table) in published_by_site(&summary) {
+            out.insert((site, m), table);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_totals() {
+    let months = months_per_site();
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkPki::new();
+    let registry = root.path().join("registry.toml");
+    std::fs::write(&registry, registry_toml()).unwrap();
+    let hub = TestHub::start(&net, &root.path().join("hub"), &registry).await;
+    let mut sites = vec![
+        start_site(&net, &hub, DERBY, "derby", root.path()).await,
+        start_site(&net, &hub, THURROCK, "thurrock", root.path()).await,
+    ];
+    let mut rng = StdRng::seed_from_u64(0x5eed_0f_7ea);
+    let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
+    for s in &mut sites {
+        let mut records = Vec::new();
+        for m in 0..months {
+            let people = data_set(&mut rng, s.code, m);
+            records.extend(people.iter().map(|p| p.record.to_proto()));
+            data.insert((s.code.to_owned(), m), people);
+        }
+        s.upsert(records).await;
+        s.settle().await;
+    }
+    let first = snapshot(&hub, &net, months).await;
+    assert_eq!(first.len(), 2 * months, "every site-month was published");
+
+    // ---- single releases: the protection interval.
+    let (mut attacked, mut narrowed, mut narrowest) = (0usize, 0usize, i64::MAX);
+    for table in first.values() {
+        for cell in 0..METRIC_COUNT {
+            if table.counts[cell] == Count::Suppressed {
+                let values = interval(&table.counts, cell);
+                attacked += 1;
+                narrowest = narrowest.min(values);
+                if values < PROTECTION {
+                    narrowed += 1;
+                }
+            }
+        }
+    }
+    println!(
+        "single releases: {} data sets, {attacked} withheld cells attacked, {narrowed} narrowed below {PROTECTION} values, narrowest {narrowest}",
+        first.len()
+    );
+    assert!(attacked > 0);
+    assert_eq!(
+        narrowed, 0,
+        "withheld cells narrowed below the protection interval"
+    );
+
+    // ---- differencing: one change per site-month.
+    let kinds = [
+        Change::Added,
+        Change::Erased,
+        Change::NeedUpdated,
+        Change::OutcomeAdded,
+    ];
+    let mut trials: Vec<(String, usize, Change, CaseRecord, Option<i32>)> = Vec::new();
+    for s in &mut sites {
+        let mut upserts = Vec::new();
+        for m in 0..months {
+            let change = kinds[(m + usize::from(s.code == THURROCK)) % kinds.len()];
+            let people = &data[&(s.code.to_owned(), m)];
+            let i = rng.random_range(0..people.len());
+            let mut r = people[i].record.clone();
+            let mut outcome = None;
+            match change {
+                Change::Added => {
+                    let extra = person(&mut rng, s.code, m, 1000 + i, 1, 1, 40, 0.0);
+                    r = extra.record;
+                    upserts.push(r.to_proto());
+                }
+                Change::Erased => {
+                    let n = s
+                        .operator
+                        .erase_person(site::ErasePersonRequest {
+                            identifier: Some(site::erase_person_request::Identifier::LocalCaseId(
+                                r.case.clone(),
+                            )),
+                        })
+                        .await
+                        .unwrap()
+                        .into_inner()
+                        .records_erased;
+                    assert_eq!(n, 1);
+                }
+                Change::NeedUpdated => {
+                    r.need = (r.need % 10) + 1 + rng.random_range(0..9);
+                    r.need = (r.need - 1) % 10 + 1;
+                    if r.need == people[i].record.need {
+                        r.need = r.need % 10 + 1;
+                    }
+                    upserts.push(r.to_proto());
+                }
+                Change::OutcomeAdded => {
+                    let missing: Vec<i32> = (1..=9).filter(|o| !r.outcomes.contains(o)).collect();
+                    let o = missing[rng.random_range(0..missing.len())];
+                    r.outcomes.push(o);
+                    outcome = Some(o);
+                    upserts.push(r.to_proto());
+                }
+            }
+            trials.push((s.code.to_owned(), m, change, r, outcome));
+        }
+        s.upsert(upserts).await;
+        s.settle().await;
+    }
+    let second = snapshot(&hub, &net, months).await;
+
+    let (mut guesses, mut hits, mut baseline_hits, mut changed) = (0usize, 0usize, 0usize, 0usize);
+    for (site, m, change, r, outcome) in &trials {
+        let before = &first[&(site.clone(), *m)].counts;
+        let after = &second[&(site.clone(), *m)].counts;
+        if before != after {
+            changed += 1;
+        }
+        for group in targets(*change) {
+            let truth = truth_of(r, group, *outcome);
+            guesses += 1;
+            hits += usize::from(differencing_guess(before, after, *change, group) == truth);
+            baseline_hits += usize::from(baseline_guess(after, group) == truth);
+        }
+    }
+    let rate = hits as f64 / guesses as f64;
+    let baseline = baseline_hits as f64 / guesses as f64;
+    println!(
+        "differencing: {} trials, {changed} releases changed, {guesses} guesses: attacker {:.1}%, baseline from totals {:.1}%",
+        trials.len(),
+        rate * 100.0,
+        baseline * 100.0
+    );
+    assert!(
+        rate <= baseline + 0.05,
+        "the differencing attacker ({:.1}%) beats the baseline ({:.1}%) by more than 5 points",
+        rate * 100.0,
+        baseline * 100.0
+    );
+    drop(sites);
+    hub.stop().await;
+}
