@@ -182,7 +182,7 @@ impl Council {
     ) -> Council {
         let pki = CouncilPki::new(name);
         let key_path = root.join(format!("{name}-hmac.key"));
-        let key = random_key_file(&key_path, 48);
+        let key = random_key_file(&key_path, "k1");
         let keys = lacnet_site_agent::keys::load_ring(&[("k1".into(), key_path)]).unwrap();
         let data_dir = root.join(format!("{name}-agent"));
         let mut o = AgentOptions::new(&data_dir, code, keys, pki.agent.clone());

@@ -398,7 +398,8 @@ mod tests {
         let cert = write("agent.pem", &server.cert_pem);
         let key = write("agent.key", &server.key_pem);
         let secret = dir.path().join("k1");
-        std::fs::write(&secret, [7u8; 32]).unwrap();
+        let raw: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(31).wrapping_add(7));
+        std::fs::write(&secret, crate::keys::encode_key_file("k1", &raw, &[])).unwrap();
         let mut args: Vec<String> = [
             "lacnet-site-agent",
             "--site-code",
