@@ -69,11 +69,13 @@ secondary_suppression = true
 code = "{DERBY}"
 name = "Derby"
 adult_population = {DERBY_ADULTS}
+granularity = "quarter"
 
 [[sites]]
 code = "{THURROCK}"
 name = "Thurrock"
 adult_population = {THURROCK_ADULTS}
+granularity = "quarter"
 
 [[unit_costs]]
 outcome = "alternative_to_day_services"

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use lacnet_core::pseudonym::{KeyId, Pseudonymiser, Secret};
-use lacnet_site_agent::keys::{encode_key_file, SECRET_BYTES};
+use lacnet_site_agent::keys::{SECRET_BYTES, encode_key_file};
 use rand::RngCore;
 
 use crate::error::CliError;
@@ -28,7 +28,9 @@ pub fn write_key(id: &str, path: &Path, force: bool) -> Result<NewKey, CliError>
     rand::rng().fill_bytes(&mut *raw);
     let secret = Secret::new(raw.to_vec()).map_err(|e| CliError::Generate(e.to_string()))?;
     let fingerprint = Pseudonymiser::new(&secret).fingerprint();
-    let start = format!("readable only by the site agent. Start the agent with --key-file {id}=<this file>.");
+    let start = format!(
+        "readable only by the site agent. Start the agent with --key-file {id}=<this file>."
+    );
     let text = zeroize::Zeroizing::new(encode_key_file(
         id,
         &raw,

@@ -315,6 +315,9 @@ impl Hub {
                     revision: None,
                     outcome: "served".into(),
                     reason: None,
+                    digest: None,
+                    generated_at_unix: None,
+                    received_at_unix: None,
                 });
                 Ok(tonic::Response::new(body))
             }

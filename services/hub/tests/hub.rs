@@ -251,13 +251,13 @@ async fn duplicate_superseding_and_late_old_revisions() {
         (r.status, r.current_revision),
         (hub::ReceiptStatus::New as i32, 3)
     );
-    // Revision 2 arrives late: kept for the record, never current.
+    // Revision 2 arrives late: refused, not stored (the hub keeps only the current release).
     let r = hub.submit(&pki.thurrock, v2).await.unwrap();
     assert_eq!(
         (r.status, r.current_revision),
         (hub::ReceiptStatus::Superseded as i32, 3)
     );
-    assert_eq!(hub.hub.revisions(THURROCK, q1).unwrap(), vec![1, 2, 3]);
+    assert_eq!(hub.hub.revisions(THURROCK, q1).unwrap(), vec![3]);
     assert_eq!(hub.hub.current_revision(THURROCK, q1), Some(3));
 
     // Reports use the latest revision only.
@@ -699,7 +699,7 @@ async fn a_restart_keeps_everything() {
     drop(first.stop().await);
 
     let second = TestHub::start(&pki, dir.path(), |_| {}).await;
-    assert_eq!(second.hub.revisions(THURROCK, q1).unwrap(), vec![1, 2, 3]);
+    assert_eq!(second.hub.revisions(THURROCK, q1).unwrap(), vec![3]);
     assert_eq!(second.hub.current_revision(THURROCK, q1), Some(3));
     assert_eq!(second.hub.current_revision(DERBY, q1), Some(1));
     let after = second
@@ -780,7 +780,8 @@ async fn concurrent_revisions_of_one_period_settle_on_the_highest() {
     assert_eq!(hub.hub.current_revision(THURROCK, q1), Some(24));
     assert_eq!(
         hub.hub.revisions(THURROCK, q1).unwrap(),
-        (1..=24).collect::<Vec<_>>()
+        vec![24],
+        "only the current release is kept"
     );
     let report = hub
         .reports(&pki.analyst)

@@ -139,9 +139,10 @@ pub fn decode_key_file(id: &str, bytes: Vec<u8>) -> Result<Secret, String> {
                 .collect()
         })
         .flatten();
-    let raw = zeroize::Zeroizing::new(decoded.ok_or_else(|| {
-        format!("{KEY_FILE_MAGIC}: the secret must be 64 hex digits (32 bytes)")
-    })?);
+    let raw =
+        zeroize::Zeroizing::new(decoded.ok_or_else(|| {
+            format!("{KEY_FILE_MAGIC}: the secret must be 64 hex digits (32 bytes)")
+        })?);
     if raw.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
         return Err(not_a_key(&format!(
             "{KEY_FILE_MAGIC}: the secret is printable text, not random bytes"
@@ -189,7 +190,10 @@ mod tests {
     fn a_passphrase_or_raw_bytes_are_refused_with_how_to_make_a_key() {
         let dir = tempfile::tempdir().unwrap();
         let cases: [(&str, Vec<u8>); 4] = [
-            ("passphrase", b"correct horse battery staple thurrock 2025\n".to_vec()),
+            (
+                "passphrase",
+                b"correct horse battery staple thurrock 2025\n".to_vec(),
+            ),
             ("short", b"tooshort-secret-value\n".to_vec()),
             ("raw32", secret_bytes(3).to_vec()),
             ("raw48", [0x9cu8; 48].to_vec()),
@@ -211,15 +215,17 @@ mod tests {
     #[test]
     fn a_hex_encoded_passphrase_or_a_repetitive_secret_is_refused() {
         let text: [u8; SECRET_BYTES] = *b"my council passphrase, 32 chars!";
-        let err = decode_key_file("k1", encode_key_file("k1", &text, &[]).into_bytes())
-            .unwrap_err();
-        assert!(err.contains("printable text") && err.contains("lacnet keygen"), "{err}");
+        let err =
+            decode_key_file("k1", encode_key_file("k1", &text, &[]).into_bytes()).unwrap_err();
+        assert!(
+            err.contains("printable text") && err.contains("lacnet keygen"),
+            "{err}"
+        );
         let zeros = [0u8; SECRET_BYTES];
-        let err = decode_key_file("k1", encode_key_file("k1", &zeros, &[]).into_bytes())
-            .unwrap_err();
+        let err =
+            decode_key_file("k1", encode_key_file("k1", &zeros, &[]).into_bytes()).unwrap_err();
         assert!(err.contains("too few byte values"), "{err}");
-        let err = decode_key_file("k1", b"lacnet-key v2\nid k1\nsecret 00\n".to_vec())
-            .unwrap_err();
+        let err = decode_key_file("k1", b"lacnet-key v2\nid k1\nsecret 00\n".to_vec()).unwrap_err();
         assert!(err.contains("unsupported key file version"), "{err}");
     }
 
