@@ -269,7 +269,7 @@ async fn duplicate_superseding_and_late_old_revisions() {
         .unwrap()
         .into_inner();
     let row = &report.periods[0].sites[0];
-    assert_eq!((value(&row.value), row.revision), (Some(60), 3));
+    assert_eq!((value(&row.value), row.revised), (Some(60), true));
 
     // Same revision, different content: refused, nothing overwritten.
     let mut clash = submission(THURROCK, "2024-Q1", 3, &aggregates(200, 100, 70, 20));
@@ -486,7 +486,7 @@ async fn report_numbers_match_a_hand_computation() {
     assert_eq!(s.rate_per_10k, None);
     assert_eq!((t.share, d.share, s.share), (Some(0.2), Some(0.1), None));
     assert_eq!((t.rank, d.rank, s.rank), (1, 2, 0));
-    assert_eq!((t.adult_population, t.revision), (134_700, 1));
+    assert_eq!((t.adult_population, t.revised), (134_700, false));
     assert_eq!(
         t.policy,
         Some(lacnet_proto::convert::policy_to_proto(
@@ -607,7 +607,7 @@ async fn report_numbers_match_a_hand_computation() {
         .into_inner();
     let thurrock = sites.sites.iter().find(|s| s.code == THURROCK).unwrap();
     assert!(thurrock.policy.is_some());
-    assert_eq!(thurrock.last_submission.as_ref().unwrap().revision, 1);
+    assert!(!thurrock.last_submission.as_ref().unwrap().revised);
     let cumbria = sites.sites.iter().find(|s| s.code == CUMBRIA).unwrap();
     assert_eq!(
         (cumbria.valid_until.as_str(), cumbria.policy),

@@ -245,3 +245,119 @@ async fn a_superseded_release_is_deleted_from_the_hubs_store() {
         assert!(!contains(&v, v1.digest.as_bytes()));
     }
 }
+
+/// Every run of digits in `text`, as numbers (the ones that fit a u64).
+fn numbers_in(text: &str) -> Vec<u64> {
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|run| run.parse().ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn analysts_see_the_publication_day_and_revised_never_revisions_or_times() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(&pki, dir.path(), |_| {}).await;
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let first = now_ms();
+    let second = first + 5_000;
+    let v1 = submission(THURROCK, "2024-Q1", first, &aggregates(200, 100, 40, 20));
+    let v2 = submission(THURROCK, "2024-Q1", second, &aggregates(190, 90, 40, 20));
+    let derby = submission(DERBY, "2024-Q1", first + 1, &aggregates(100, 50, 20, 10));
+    for (pem, sub) in [
+        (&pki.thurrock, &v1),
+        (&pki.thurrock, &v2),
+        (&pki.derby, &derby),
+    ] {
+        assert_eq!(
+            hub.submit(pem, sub.clone()).await.unwrap().status(),
+            ReceiptStatus::New
+        );
+    }
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let today = lacnet_core::Date::from_unix_seconds(started as i64).to_string();
+
+    let mut reports = hub.reports(&pki.analyst).await;
+    let cmp = reports
+        .compare_metric(compare_request("people_active", "2024-Q1", "2024-Q1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let summary = reports
+        .network_summary(lacnet_proto::hub::v1::NetworkSummaryRequest {
+            period: quarter("2024-Q1"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let sites = reports
+        .list_sites(lacnet_proto::hub::v1::ListSitesRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    // What they show: the day, and whether the figure was revised.
+    let row = |code: &str| {
+        cmp.periods[0]
+            .sites
+            .iter()
+            .find(|s| s.site_code == code)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (row(THURROCK).published_on.as_str(), row(THURROCK).revised),
+        (today.as_str(), true)
+    );
+    assert_eq!(
+        (row(DERBY).published_on.as_str(), row(DERBY).revised),
+        (today.as_str(), false)
+    );
+    let last = |code: &str| {
+        sites
+            .sites
+            .iter()
+            .find(|s| s.code == code)
+            .unwrap()
+            .last_submission
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(
+        (last(THURROCK).published_on, last(THURROCK).revised),
+        (today.clone(), true)
+    );
+    let snapshot = &summary.metrics[0].comparison.as_ref().unwrap().sites;
+    assert!(
+        snapshot
+            .iter()
+            .any(|s| s.site_code == THURROCK && s.revised)
+    );
+
+    // What they never show: a revision number, the site's generation time or
+    // the hub's receipt time, in any field.
+    let seen = format!("{cmp:?}\n{summary:?}\n{sites:?}");
+    assert!(!seen.contains("revision"), "a revision field");
+    assert!(!seen.contains("_at"), "a timestamp field");
+    for n in numbers_in(&seen) {
+        assert!(
+            n != first && n != second && n != first + 1,
+            "a revision number ({n}) reached the analyst"
+        );
+        assert!(
+            n != v1.generated_at_unix as u64,
+            "the generation time reached the analyst"
+        );
+        assert!(
+            !(started..=ended).contains(&n),
+            "the receipt time ({n}) reached the analyst"
+        );
+    }
+    hub.stop().await;
+}
