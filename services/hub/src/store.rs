@@ -203,6 +203,9 @@ pub struct Store {
     releases: PathBuf,
     /// Release files whose entries are removed, deleted at the next flush.
     doomed: Mutex<Vec<PathBuf>>,
+    /// Held while release files are deleted, and by a backup while it
+    /// copies them, so a backup never lists a file that then vanishes.
+    files: Mutex<()>,
     /// Group commit through the writer thread shared with the site agent.
     committer: lacnet_store::Committer<()>,
 }
@@ -305,6 +308,7 @@ impl Store {
             dir: dir.to_owned(),
             releases,
             doomed: Mutex::new(Vec::new()),
+            files: Mutex::new(()),
             committer,
         };
         store.purge_superseded()?;
@@ -449,7 +453,11 @@ impl Store {
     }
 
     /// Deletes the files of releases whose removal is durable.
-    fn delete_files(doomed: Vec<PathBuf>) {
+    fn delete_files(&self, doomed: Vec<PathBuf>) {
+        if doomed.is_empty() {
+            return;
+        }
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         for path in doomed {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
@@ -688,6 +696,7 @@ impl Store {
             .iter()
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         lacnet_store::backup::write(&self.db, &BACKUP_SPEC, &self.dir, dest)
     }
 
@@ -708,7 +717,7 @@ impl Store {
             .await
             .map_err(|e| HubError::Unavailable(e.to_string()));
         match flushed {
-            Ok(()) => Store::delete_files(doomed),
+            Ok(()) => self.delete_files(doomed),
             // Not durable: keep them for a later flush (or the sweep on open).
             Err(_) => self
                 .doomed
