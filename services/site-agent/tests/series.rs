@@ -208,3 +208,83 @@ async fn changing_the_series_withdraws_the_old_one_at_the_hub() {
     drop(agent.stop().await);
     hub.stop().await;
 }
+
+/// Runs the agent binary with `args` and the test's settings; it must exit
+/// within 60 s. Returns (success, stdout + stderr).
+fn run_binary(dir: &Path, data: &Path, args: &[&str], extra: &[(&str, &str)]) -> (bool, String) {
+    use std::process::{Command, Stdio};
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_lacnet-site-agent"));
+    cmd.args(args)
+        .env_clear()
+        .env("LACNET_AGENT_LISTEN", "127.0.0.1:0")
+        .env("LACNET_AGENT_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("LACNET_AGENT_DATA_DIR", data)
+        .env(
+            "LACNET_AGENT_KEY_FILES",
+            format!("k1={}", dir.join("k1").display()),
+        )
+        .env("LACNET_AGENT_SITE_CODE", THURROCK)
+        .env("LACNET_AGENT_TLS_CA", dir.join("ca.pem"))
+        .env("LACNET_AGENT_TLS_CERT", dir.join("agent.crt"))
+        .env("LACNET_AGENT_TLS_KEY", dir.join("agent.key"))
+        .env("LACNET_AGENT_CACHE_MB", "16")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    for _ in 0..600 {
+        if child.try_wait().unwrap().is_some() {
+            let out = child.wait_with_output().unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return (out.status.success(), text);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("the agent {args:?} did not exit: it should have refused to start");
+}
+
+#[test]
+fn the_binary_refuses_a_passphrase_key_and_another_granularity() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    pki.write_files(dir.path());
+    let data = dir.path().join("data");
+
+    // A passphrase is not a key: refused with how to make one.
+    std::fs::write(dir.path().join("k1"), "Thurrock LAC 2025 passphrase\n").unwrap();
+    let (ok, out) = run_binary(dir.path(), &data, &[], &[]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("not a lacnet key file") && out.contains("lacnet keygen"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("passphrase\n") && !out.contains("LAC 2025"),
+        "{out}"
+    );
+
+    // A key as `lacnet keygen` writes it; the series is recorded as quarters.
+    key_file(dir.path(), "k1", 5);
+    let (ok, out) = run_binary(dir.path(), &data, &["reset-series", "--to", "quarter"], &[]);
+    assert!(ok && out.contains("to quarter"), "{out}");
+    let (ok, out) = run_binary(
+        dir.path(),
+        &data,
+        &[],
+        &[("LACNET_AGENT_GRANULARITY", "month")],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("quarter series") && out.contains("reset-series --to month"),
+        "{out}"
+    );
+    let (ok, out) = run_binary(dir.path(), &data, &["reset-series", "--to", "month"], &[]);
+    assert!(ok && out.contains("from quarter to month"), "{out}");
+}
