@@ -457,7 +457,18 @@ impl Store {
         if doomed.is_empty() {
             return;
         }
-        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        // Never wait for a backup on the async path: leave them for the next flush.
+        let _files = match self.files.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.doomed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(doomed);
+                return;
+            }
+        };
         for path in doomed {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
