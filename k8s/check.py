@@ -10,6 +10,9 @@ Static checks (always):
   * every LACNET_* variable the manifests set is declared (`env = "NAME"`) in
     the config.rs of the binary the container runs;
   * k8s/overlays/hub/registry.toml is identical to services/hub/registry.toml;
+  * each council overlay's LACNET_AGENT_GRANULARITY is the granularity the
+    registry fixes for its site code (one series per site: the hub refuses
+    any other period kind);
   * the Dockerfile agrees with the manifests: every binary a container runs is
     built and copied to the path the manifest names, the image user is the
     pods' runAsUser/runAsGroup/fsGroup, the exposed ports are the container
@@ -149,8 +152,30 @@ def check_static():
     copy_, original = K8S / "overlays/hub/registry.toml", ROOT / "services/hub/registry.toml"
     if copy_.read_bytes() != original.read_bytes():
         problem("overlays/hub/registry.toml", "differs from services/hub/registry.toml: copy it again")
+    check_series(original)
     check_dockerfile(files)
     return len(files)
+
+
+def check_series(registry_path):
+    """Each council overlay publishes the series its registry entry fixes."""
+    import tomllib
+
+    with open(registry_path, "rb") as f:
+        sites = {s["code"]: s.get("granularity") for s in tomllib.load(f).get("sites", [])}
+    for council, code in COUNCILS.items():
+        where = f"overlays/{council}/kustomization.yaml"
+        if code not in sites:
+            problem(where, f"site {code} is not in services/hub/registry.toml")
+            continue
+        text = (K8S / where).read_text()
+        found = re.findall(r"LACNET_AGENT_GRANULARITY=(\w+)", text)
+        if found != [sites[code]]:
+            problem(
+                where,
+                f"LACNET_AGENT_GRANULARITY must be set once to {sites[code]!r}, the granularity "
+                f"services/hub/registry.toml fixes for {code} (found {found})",
+            )
 
 
 def check_env_name(where, binary, name, declared):

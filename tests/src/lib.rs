@@ -69,11 +69,13 @@ secondary_suppression = true
 code = "{DERBY}"
 name = "Derby"
 adult_population = {DERBY_ADULTS}
+granularity = "quarter"
 
 [[sites]]
 code = "{THURROCK}"
 name = "Thurrock"
 adult_population = {THURROCK_ADULTS}
+granularity = "quarter"
 
 [[unit_costs]]
 outcome = "alternative_to_day_services"
@@ -310,13 +312,15 @@ impl TestAgent {
     }
 }
 
-/// Writes `bytes` fresh random bytes to `path` (a council's HMAC key file).
-pub fn random_key_file(path: &Path, bytes: usize) -> Vec<u8> {
+/// Writes a council's HMAC key `id` of 32 fresh random bytes to `path`, in
+/// the format `lacnet keygen` writes, and returns the bytes.
+pub fn random_key_file(path: &Path, id: &str) -> Vec<u8> {
     use rand::RngCore;
-    let mut key = vec![0u8; bytes];
+    let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
-    std::fs::write(path, &key).unwrap();
-    key
+    let text = lacnet_site_agent::keys::encode_key_file(id, &key, &["test key"]);
+    std::fs::write(path, text).unwrap();
+    key.to_vec()
 }
 
 /// A valid NHS number from a 9-digit prefix (or the next prefix that has one).

@@ -115,7 +115,7 @@ async fn standard_tools_see_exactly_what_each_server_serves() {
 
     let council = CouncilPki::new("thurrock");
     let key = root.path().join("k1");
-    random_key_file(&key, 48);
+    random_key_file(&key, "k1");
     let keys = lacnet_site_agent::keys::load_ring(&[("k1".into(), key)]).unwrap();
     let mut o = AgentOptions::new(
         root.path().join("agent"),

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use lacnet_core::pseudonym::{KeyId, Pseudonymiser, Secret};
-use lacnet_site_agent::keys::KEY_FILE_MAGIC;
+use lacnet_site_agent::keys::{SECRET_BYTES, encode_key_file};
 use rand::RngCore;
 
 use crate::error::CliError;
@@ -24,16 +24,21 @@ pub struct NewKey {
 /// Writes a fresh key `id` to `path`; refuses to overwrite unless `force`.
 pub fn write_key(id: &str, path: &Path, force: bool) -> Result<NewKey, CliError> {
     KeyId::new(id).map_err(|e| CliError::Invalid(format!("key id {id:?}: {e}")))?;
-    let mut raw = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut raw);
-    let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let secret = Secret::new(raw).map_err(|e| CliError::Generate(e.to_string()))?;
+    let mut raw = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
+    rand::rng().fill_bytes(&mut *raw);
+    let secret = Secret::new(raw.to_vec()).map_err(|e| CliError::Generate(e.to_string()))?;
     let fingerprint = Pseudonymiser::new(&secret).fingerprint();
-    let text = format!(
-        "# lacnet pseudonymisation key (HMAC-SHA256). SECRET: keep it inside the council,\n\
-         # readable only by the site agent. Start the agent with --key-file {id}=<this file>.\n\
-         {KEY_FILE_MAGIC}\nid {id}\nsecret {hex}\n"
+    let start = format!(
+        "readable only by the site agent. Start the agent with --key-file {id}=<this file>."
     );
+    let text = zeroize::Zeroizing::new(encode_key_file(
+        id,
+        &raw,
+        &[
+            "lacnet pseudonymisation key (HMAC-SHA256). SECRET: keep it inside the council,",
+            &start,
+        ],
+    ));
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true);
     if force {

@@ -511,6 +511,67 @@ async fn import_report_and_site_operations_against_a_real_network() {
         .collect();
     assert_eq!(periods.len(), 4, "{periods:?}");
 
+    // Analysts see the day a figure was published and whether it was
+    // revised, never a revision number or a time, in any format.
+    let today = lacnet_core::Date::from_unix_seconds(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64,
+    )
+    .to_string();
+    let site = json["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["code"] == THURROCK)
+        .unwrap();
+    assert_eq!(site["last_published_on"].as_str(), Some(today.as_str()));
+    assert!(site["last_revised"].is_boolean());
+    assert!(
+        html.contains(&format!("(published {today}")),
+        "the day in the HTML"
+    );
+    let revisions: Vec<String> = net
+        .agent
+        .store()
+        .last_submissions()
+        .unwrap()
+        .iter()
+        .map(|s| s.revision.to_string())
+        .collect();
+    assert!(!revisions.is_empty());
+    let time_of_day = |t: &str| {
+        t.as_bytes().windows(8).any(|w| {
+            w.iter().enumerate().all(|(i, b)| {
+                if i == 2 || i == 5 {
+                    *b == b':'
+                } else {
+                    b.is_ascii_digit()
+                }
+            })
+        })
+    };
+    let json_text = json.to_string();
+    for (format, out) in [
+        ("table", &table),
+        ("csv", &csv_text),
+        ("json", &json_text),
+        ("html", &html),
+        ("metric csv", &metric),
+    ] {
+        let lower = out.to_lowercase();
+        assert!(!lower.contains("revision"), "{format}: names a revision");
+        assert!(
+            !lower.contains("generated_at") && !lower.contains("received_at"),
+            "{format}"
+        );
+        assert!(!time_of_day(out), "{format}: shows a time of day");
+        for r in &revisions {
+            assert!(!out.contains(r.as_str()), "{format}: shows revision {r}");
+        }
+    }
+
     // Erase by case id: one record goes.
     let erased = stdout(net.cmd().args(["erase", "--case-id", "CS-1001"]));
     assert!(erased.contains("erased 1 record"), "{erased}");

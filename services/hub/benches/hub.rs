@@ -158,6 +158,7 @@ async fn run() {
             name: format!("Synthetic site {i}"),
             adult_population: 80_000 + 5_000 * i as u64,
             valid_until: None,
+            granularity: lacnet_core::period::Granularity::Quarter,
         })
         .collect();
     let unit_costs = vec![UnitCost {

@@ -27,6 +27,9 @@ pub enum HubError {
     /// A submission breaks the disclosure policy; each entry names a cell and a rule.
     #[error("disclosure policy violated: {}", .0.join("; "))]
     PolicyViolation(Vec<String>),
+    /// The period is not of the series the registry fixes for the site.
+    #[error("wrong series: {0}")]
+    WrongSeries(String),
     /// The same site, period and revision was already stored with other content.
     #[error("conflict: {0}")]
     Conflict(String),
@@ -83,6 +86,7 @@ impl HubError {
             HubError::InvalidArgument { .. } => "invalid_argument",
             HubError::PolicyViolation(_) => "policy_violation",
             HubError::Conflict(_) => "conflict",
+            HubError::WrongSeries(_) => "wrong_series",
             _ => "internal",
         }
     }
@@ -107,6 +111,7 @@ impl From<HubError> for tonic::Status {
             HubError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             HubError::PolicyViolation(_) => tonic::Status::failed_precondition(e.to_string()),
             HubError::Conflict(_) => tonic::Status::already_exists(e.to_string()),
+            HubError::WrongSeries(_) => tonic::Status::failed_precondition(e.to_string()),
             // Retryable: a restarted hub on a disk with space accepts the same call.
             HubError::Unavailable(_) => {
                 tracing::error!(error = %e, "write refused");

@@ -137,6 +137,7 @@ impl Hub {
     pub fn open(options: HubOptions) -> Result<Hub, HubError> {
         let tls = lacnet_tls::server_config(&options.tls)?;
         let store = store::Store::open(&options.data_dir, options.cache_bytes)?;
+        withdraw_other_series(&store, &options.registry)?;
         Ok(Hub {
             inner: Arc::new(Inner {
                 store,
@@ -244,6 +245,28 @@ impl Hub {
     pub(crate) fn store(&self) -> &store::Store {
         &self.inner.store
     }
+}
+
+/// Withdraws every release of a period kind its site's registry entry no
+/// longer accepts (the site's series was changed): the hub then publishes
+/// one series per site. Each withdrawal is in the audit log, with its digest.
+fn withdraw_other_series(store: &store::Store, registry: &Registry) -> Result<(), HubError> {
+    for site in registry.sites() {
+        let reason = format!(
+            "the registry now fixes the site's series as {}: releases of other period kinds are withdrawn",
+            registry::granularity_name(site.granularity)
+        );
+        let n = store.withdraw_series(&site.code, |p| site.accepts(p), &reason)?;
+        if n > 0 {
+            tracing::warn!(
+                site = %site.code,
+                withdrawn = n,
+                granularity = registry::granularity_name(site.granularity),
+                "withdrew the releases of the site's old series"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Serves the hub's gRPC API over mTLS on `listener` until `shutdown` completes.

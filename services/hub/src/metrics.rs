@@ -16,6 +16,7 @@ pub const SUBMISSION_OUTCOMES: &[&str] = &[
     "rejected_invalid_argument",
     "rejected_policy_violation",
     "rejected_conflict",
+    "rejected_wrong_series",
     "error",
 ];
 
@@ -26,6 +27,7 @@ pub const REFUSAL_REASONS: &[&str] = &[
     "invalid_argument",
     "policy_violation",
     "conflict",
+    "wrong_series",
 ];
 
 /// Handles to every hub metric.

@@ -6,6 +6,12 @@
 //! validated strictly, so a typo fails the start rather than a report.
 //! ONS codes change (Cumbria was split in 2023), so a site can carry a
 //! `valid_until` date: periods starting after it are refused.
+//!
+//! Each site publishes one series: its `granularity` (month or quarter) is
+//! fixed here, and [`Site::accepts`] refuses any other period kind, so an
+//! attacker never sees a quarter beside its own three months. Changing it is
+//! an operation (README, "Changing a site's series"): at start-up the hub
+//! withdraws the site's releases of the old kind ([`crate::Hub::open`]).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,6 +19,7 @@ use std::path::Path;
 use lacnet_core::Date;
 use lacnet_core::disclosure::DisclosurePolicy;
 use lacnet_core::metrics::{self, catalogue};
+use lacnet_core::period::{Granularity, Period};
 use lacnet_core::vocab::Outcome;
 use serde::Deserialize;
 
@@ -29,6 +36,24 @@ pub struct Site {
     pub adult_population: u64,
     /// The last day the code was in use, if it has been retired.
     pub valid_until: Option<Date>,
+    /// The one period kind the site publishes (its series).
+    pub granularity: Granularity,
+}
+
+/// How the registry (and its error messages) spell a granularity.
+pub fn granularity_name(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Month => "month",
+        Granularity::Quarter => "quarter",
+    }
+}
+
+impl Site {
+    /// Whether the site may publish `period`: only periods of its series.
+    /// (Longer spans, when the network adds them, are accepted here too.)
+    pub fn accepts(&self, period: Period) -> bool {
+        period.granularity() == self.granularity
+    }
 }
 
 /// An agreed cost attributed to each person with an outcome.
@@ -77,6 +102,7 @@ struct RawSite {
     name: String,
     adult_population: u64,
     valid_until: Option<String>,
+    granularity: String,
 }
 
 #[derive(Deserialize)]
@@ -142,11 +168,18 @@ impl Registry {
                 .map(Date::parse)
                 .transpose()
                 .map_err(|e| format!("{at}.valid_until: {e}"))?;
+            let granularity = s.granularity.parse::<Granularity>().map_err(|_| {
+                format!(
+                    "{at}.granularity {:?} must be \"month\" or \"quarter\" (the site's one series)",
+                    s.granularity
+                )
+            })?;
             sites.push(Site {
                 code: s.code,
                 name: s.name,
                 adult_population: s.adult_population,
                 valid_until,
+                granularity,
             });
         }
         Registry::new(sites, policy, Vec::new()).and_then(|mut reg| {
@@ -270,6 +303,15 @@ mod tests {
             reg.site("E10000006").unwrap().valid_until,
             Some(Date::parse("2023-03-31").unwrap())
         );
+        assert!(
+            reg.sites()
+                .iter()
+                .all(|s| s.granularity == Granularity::Quarter),
+            "every shipped site publishes quarters"
+        );
+        let q1 = Period::parse("2024-Q1").unwrap();
+        assert!(thurrock.accepts(q1));
+        assert!(!thurrock.accepts(Period::parse("2024-01").unwrap()));
         let day = metrics::outcome(Outcome::AlternativeToDayServices);
         assert!(reg.unit_cost(day).unwrap().source.contains("PSSRU"));
     }
@@ -283,7 +325,10 @@ mod tests {
     #[test]
     fn bad_entries_are_refused_with_their_place() {
         let site = |code: &str, pop: u64| {
-            format!("[[sites]]\ncode = \"{code}\"\nname = \"X\"\nadult_population = {pop}\n")
+            format!(
+                "[[sites]]\ncode = \"{code}\"\nname = \"X\"\nadult_population = {pop}\n\
+                 granularity = \"quarter\"\n"
+            )
         };
         assert!(with(&site("E06000015", 10)).is_ok());
         assert!(
@@ -308,6 +353,14 @@ mod tests {
             )
             .unwrap_err()
             .contains("[policy]")
+        );
+        let no_series = "[[sites]]\ncode = \"E06000015\"\nname = \"X\"\nadult_population = 1\n";
+        assert!(with(no_series).unwrap_err().contains("granularity"));
+        let yearly = site("E06000015", 10).replace("quarter", "year");
+        let e = with(&yearly).unwrap_err();
+        assert!(
+            e.contains("sites[0].granularity") && e.contains("\"year\""),
+            "{e}"
         );
         let bad_date = format!("{}valid_until = \"2023-02-30\"\n", site("E10000006", 5));
         assert!(with(&bad_date).unwrap_err().contains("valid_until"));

@@ -98,8 +98,9 @@ fn period_comparison(
             funnel_flag: funnel_flag_to_proto(c.funnel_flag) as i32,
             funnel_limits: c.funnel_limits.as_ref().map(funnel_limits_to_proto),
             policy: Some(policy_to_proto(&l.policy)),
-            revision: l.revision,
             adult_population: site.adult_population,
+            published_on: published_on(l),
+            revised: l.revised,
         })
         .collect();
     hub::PeriodComparison {
@@ -110,6 +111,12 @@ fn period_comparison(
         share_summary: Some(summary_to_proto(&cmp.share_summary)),
         funnel_target: cmp.funnel_target,
     }
+}
+
+/// The day a release was published (accepted by the hub): all an analyst
+/// learns of its timing. Never the time, never the revision number.
+fn published_on(l: &Latest) -> String {
+    lacnet_core::Date::from_unix_seconds(l.received_at_unix).to_string()
 }
 
 impl Hub {
@@ -153,8 +160,8 @@ impl Hub {
                         policy: latest.map(|(_, l)| policy_to_proto(&l.policy)),
                         last_submission: latest.map(|(p, l)| hub::SubmissionRef {
                             period: Some(period_to_proto(*p)),
-                            revision: l.revision,
-                            received_at_unix: l.received_at_unix,
+                            published_on: published_on(l),
+                            revised: l.revised,
                         }),
                     }
                 })
@@ -315,6 +322,9 @@ impl Hub {
                     revision: None,
                     outcome: "served".into(),
                     reason: None,
+                    digest: None,
+                    generated_at_unix: None,
+                    received_at_unix: None,
                 });
                 Ok(tonic::Response::new(body))
             }

@@ -1,21 +1,39 @@
-//! The only module that touches sled: every revision of every submission, the
-//! index of each site's latest revision per period, and the append-only audit log.
+//! The only module that touches sled: the current release of every site and
+//! period, and the append-only audit log.
 //!
-//! Trees:
-//! - `submissions`: `site | granularity | period ordinal | revision` (big-endian,
-//!   so a prefix scan lists one site-period's revisions in order) → JSON record.
-//! - `latest`: `site | granularity | period ordinal` → big-endian revision.
+//! The hub keeps only what it publishes. When a revision supersedes another,
+//! one sled batch on `submissions` inserts the new revision and deletes the
+//! old one, so a person erased at the site is gone from the hub once the next
+//! release lands; the old release's digest and dates stay in the audit log
+//! (written first, so nothing is deleted unrecorded). A late, older revision
+//! is refused without being stored (SUPERSEDED).
+//!
+//! sled is log-structured: a removed value's bytes stay in its log until the
+//! segment happens to be cleaned. So the cells of each release are not in
+//! sled but in a file of their own under `releases/`, named after the
+//! release's key, written (synced, renamed) before the sled entry that names
+//! it, and deleted once the batch that removed its entry is flushed. On open,
+//! any file no entry names (a crash between the two) is deleted.
+//!
+//! Trees and files:
+//! - `submissions`: `site | granularity | period ordinal | revision` (big-endian)
+//!   → JSON record without its cells; one entry per site and period.
+//! - `releases/<hex of that key>.json`: the release's cells.
 //! - `audit`: a monotonic id from `generate_id` (big-endian) → one JSON line.
 //!
-//! Reports read only the latest revisions, so those are also held in memory
-//! (rebuilt from `latest` on open) and a report never touches the disk.
+//! (Stores written before this kept every revision, with its cells, and a
+//! `latest` index tree; [`Store::open`] deletes the superseded revisions,
+//! auditing each, moves the cells into files and drops `latest`.)
+//!
+//! Reports read only the current releases, so those are also held in memory
+//! (rebuilt from `submissions` on open) and a report never touches the disk.
 //! Writes to one site and period are serialised by a striped lock, so the
-//! "is this newer than the latest?" decision and the index update are atomic
+//! "is this newer than the current one?" decision and the write are atomic
 //! under many concurrent submitters; different sites write in parallel.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use lacnet_core::disclosure::{Count, DisclosurePolicy, Published};
@@ -29,9 +47,12 @@ use crate::HubError;
 /// What a backup holds: every tree above.
 pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
     service: "lacnet-hub",
-    trees: &["submissions", "latest", "audit"],
-    files_dir: None,
+    trees: &["submissions", "audit"],
+    files_dir: Some(RELEASES_DIR),
 };
+
+/// The directory (in the data dir) of the files holding each release's cells.
+pub const RELEASES_DIR: &str = "releases";
 
 /// Stripes of the per-(site, period) write lock.
 const STRIPES: usize = 64;
@@ -49,12 +70,18 @@ pub struct StoredSubmission {
     pub digest: String,
     /// The policy the site applied.
     pub policy: DisclosurePolicy,
-    /// Published counts in catalogue order.
+    /// Published counts in catalogue order (in sled, empty: the counts are
+    /// in the release's file).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub counts: Vec<Count>,
     /// When the site computed it (Unix seconds).
     pub generated_at_unix: i64,
     /// When the hub received it (Unix seconds).
     pub received_at_unix: i64,
+    /// Whether an earlier release of this site and period was published
+    /// (and has since been deleted): reports say "revised", nothing more.
+    #[serde(default)]
+    pub revised: bool,
 }
 
 /// A site's current (latest revision) table for one period, held in memory for reports.
@@ -68,8 +95,10 @@ pub struct Latest {
     pub policy: DisclosurePolicy,
     /// The published counts.
     pub published: Published,
-    /// When the hub received it.
+    /// When the hub received it (reports show its day only).
     pub received_at_unix: i64,
+    /// Whether it replaced an earlier release.
+    pub revised: bool,
 }
 
 /// What storing a submission did.
@@ -79,7 +108,7 @@ pub enum StoreOutcome {
     New,
     /// The same content was already stored; nothing written.
     Duplicate,
-    /// Stored for the record; a newer revision stays current.
+    /// Older than the current revision: refused, nothing stored.
     Superseded,
 }
 
@@ -120,10 +149,41 @@ pub struct AuditEvent {
     pub period: Option<String>,
     /// The revision, if any.
     pub revision: Option<u64>,
-    /// `new`, `duplicate`, `superseded`, `served` (a report), `refused`, or `error`.
+    /// `new`, `duplicate`, `superseded`, `served` (a report), `refused`,
+    /// `error`, `deleted` (a release superseded by a newer one) or
+    /// `withdrawn` (a release of a series the registry no longer names).
     pub outcome: String,
-    /// Why it was refused.
+    /// Why it was refused, deleted or withdrawn.
     pub reason: Option<String>,
+    /// The digest of a deleted or withdrawn release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// When the site generated a deleted or withdrawn release (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generated_at_unix: Option<i64>,
+    /// When the hub received a deleted or withdrawn release (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received_at_unix: Option<i64>,
+}
+
+impl AuditEvent {
+    /// The audit entry for deleting the stored release `old` (`outcome` is
+    /// `deleted` or `withdrawn`): its digest and dates outlive it here.
+    pub fn removal(old: &StoredSubmission, outcome: &str, reason: String, at_unix: i64) -> Self {
+        AuditEvent {
+            at_unix,
+            event: "store".into(),
+            peer: "hub".into(),
+            site: Some(old.site_code.clone()),
+            period: Some(old.period.to_string()),
+            revision: Some(old.revision),
+            outcome: outcome.into(),
+            reason: Some(reason),
+            digest: Some(old.digest.clone()),
+            generated_at_unix: Some(old.generated_at_unix),
+            received_at_unix: Some(old.received_at_unix),
+        }
+    }
 }
 
 /// Latest tables by period, then by site code.
@@ -134,10 +194,18 @@ pub type LatestIndex = HashMap<Period, HashMap<String, Arc<Latest>>>;
 pub struct Store {
     db: sled::Db,
     submissions: sled::Tree,
-    latest: sled::Tree,
     audit: sled::Tree,
     cache: RwLock<LatestIndex>,
     stripes: Vec<Mutex<()>>,
+    /// The data directory.
+    dir: PathBuf,
+    /// `dir/releases`.
+    releases: PathBuf,
+    /// Release files whose entries are removed, deleted at the next flush.
+    doomed: Mutex<Vec<PathBuf>>,
+    /// Held while release files are deleted, and by a backup while it
+    /// copies them, so a backup never lists a file that then vanishes.
+    files: Mutex<()>,
     /// Group commit through the writer thread shared with the site agent.
     committer: lacnet_store::Committer<()>,
 }
@@ -165,8 +233,25 @@ fn revision_key(site: &str, period: Period, revision: u64) -> Vec<u8> {
 fn read_u64(bytes: &[u8]) -> Result<u64, HubError> {
     let arr: [u8; 8] = bytes
         .try_into()
-        .map_err(|_| corrupt("latest index value is not 8 bytes"))?;
+        .map_err(|_| corrupt("a stored revision number is not 8 bytes"))?;
     Ok(u64::from_be_bytes(arr))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> HubError {
+    HubError::DataDir {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn published(counts: &[Count]) -> Result<Published, HubError> {
@@ -186,6 +271,7 @@ fn to_latest(s: &StoredSubmission) -> Result<Latest, HubError> {
         policy: s.policy,
         published: published(&s.counts)?,
         received_at_unix: s.received_at_unix,
+        revised: s.revised,
     })
 }
 
@@ -211,24 +297,30 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
+        let releases = dir.join(RELEASES_DIR);
+        std::fs::create_dir_all(&releases).map_err(|e| io_error(&releases, e))?;
         let store = Store {
             submissions: db.open_tree("submissions")?,
-            latest: db.open_tree("latest")?,
             audit: db.open_tree("audit")?,
             db,
             cache: RwLock::new(HashMap::new()),
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            dir: dir.to_owned(),
+            releases,
+            doomed: Mutex::new(Vec::new()),
+            files: Mutex::new(()),
             committer,
         };
+        store.purge_superseded()?;
+        store.move_cells_to_files()?;
+        // The index of older stores: the submissions tree now says it all.
+        store.db.drop_tree("latest")?;
+        store.db.flush()?;
+        store.sweep_release_files()?;
         let mut cache: LatestIndex = HashMap::new();
-        for entry in store.latest.iter() {
+        for entry in store.submissions.iter() {
             let (key, value) = entry?;
-            let revision = read_u64(&value)?;
-            let mut full = key.to_vec();
-            full.extend_from_slice(&revision.to_be_bytes());
-            let stored = store
-                .get(&full)?
-                .ok_or_else(|| corrupt("latest index names a revision that is not stored"))?;
+            let stored = store.decode(&key, &value)?;
             let latest = to_latest(&stored)?;
             cache
                 .entry(stored.period)
@@ -239,10 +331,173 @@ impl Store {
         Ok(store)
     }
 
+    /// Deletes every revision but the newest of each site and period (left
+    /// by stores written before the hub kept only its current releases),
+    /// auditing each, and marks the kept one revised.
+    fn purge_superseded(&self) -> Result<(), HubError> {
+        let mut newest: HashMap<Vec<u8>, (Vec<u8>, StoredSubmission)> = HashMap::new();
+        let mut older = Vec::new();
+        for entry in self.submissions.iter() {
+            let (key, value) = entry?;
+            let stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
+            let pkey = key[..key.len().saturating_sub(8)].to_vec();
+            // Keys come in ascending revision order within a prefix.
+            if let Some(prev) = newest.insert(pkey, (key.to_vec(), stored)) {
+                older.push(prev);
+            }
+        }
+        if older.is_empty() {
+            return Ok(());
+        }
+        let now = now_unix();
+        let mut batch = sled::Batch::default();
+        for (key, old) in &older {
+            let pkey = &key[..key.len() - 8];
+            let reason = "superseded (deleted when the hub started keeping only current releases)"
+                .to_owned();
+            self.audit(&AuditEvent::removal(old, "deleted", reason, now))?;
+            batch.remove(key.as_slice());
+            if let Some((nkey, newer)) = newest.get_mut(pkey) {
+                if !newer.revised {
+                    newer.revised = true;
+                    batch.insert(nkey.as_slice(), serde_json::to_vec(newer).map_err(corrupt)?);
+                }
+            }
+        }
+        self.submissions.apply_batch(batch)?;
+        tracing::info!(
+            deleted = older.len(),
+            "deleted superseded revisions kept by an older hub"
+        );
+        Ok(())
+    }
+
+    /// Moves the cells of entries written by an older hub (inside the sled
+    /// value) into release files.
+    fn move_cells_to_files(&self) -> Result<(), HubError> {
+        for entry in self.submissions.iter() {
+            let (key, value) = entry?;
+            let mut stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
+            if stored.counts.is_empty() {
+                continue;
+            }
+            self.write_cells(&key, &stored.counts)?;
+            stored.counts.clear();
+            self.submissions
+                .insert(key, serde_json::to_vec(&stored).map_err(corrupt)?)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes release files (and unfinished `.tmp` ones) that no entry names.
+    fn sweep_release_files(&self) -> Result<(), HubError> {
+        let dir = std::fs::read_dir(&self.releases).map_err(|e| io_error(&self.releases, e))?;
+        for entry in dir {
+            let path = entry.map_err(|e| io_error(&self.releases, e))?.path();
+            let named = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".json"))
+                .and_then(|h| {
+                    (0..h.len() / 2)
+                        .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+                        .collect::<Option<Vec<u8>>>()
+                })
+                .map(|key| self.submissions.contains_key(key))
+                .transpose()?
+                .unwrap_or(false);
+            if !named {
+                std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The file holding the cells of the release stored under `key`.
+    fn release_file(&self, key: &[u8]) -> PathBuf {
+        self.releases.join(format!("{}.json", hex(key)))
+    }
+
+    /// Writes the cells of the release under `key` durably: a temporary
+    /// file, synced, renamed into place, and the directory synced.
+    fn write_cells(&self, key: &[u8], counts: &[Count]) -> Result<(), HubError> {
+        use std::io::Write;
+        let path = self.release_file(key);
+        let tmp = path.with_extension("tmp");
+        let bytes = serde_json::to_vec(counts).map_err(corrupt)?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+        f.write_all(&bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_error(&tmp, e))?;
+        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
+        std::fs::File::open(&self.releases)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error(&self.releases, e))
+    }
+
+    /// A stored entry with its cells (from its file, or from the value as
+    /// an older hub wrote it).
+    fn decode(&self, key: &[u8], value: &[u8]) -> Result<StoredSubmission, HubError> {
+        let mut stored: StoredSubmission = serde_json::from_slice(value).map_err(corrupt)?;
+        if stored.counts.is_empty() {
+            let path = self.release_file(key);
+            let bytes = std::fs::read(&path).map_err(|e| {
+                corrupt(format!(
+                    "the cells of a stored release ({}): {e}",
+                    path.display()
+                ))
+            })?;
+            stored.counts = serde_json::from_slice(&bytes).map_err(corrupt)?;
+        }
+        Ok(stored)
+    }
+
+    /// Deletes the files of releases whose removal is durable.
+    fn delete_files(&self, doomed: Vec<PathBuf>) {
+        if doomed.is_empty() {
+            return;
+        }
+        // Never wait for a backup on the async path: leave them for the next flush.
+        let _files = match self.files.try_lock() {
+            Ok(guard) => guard,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                self.doomed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(doomed);
+                return;
+            }
+        };
+        for path in doomed {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // Left for the sweep on the next open.
+                Err(e) => {
+                    tracing::error!(error = %e, "deleting a superseded release's file failed")
+                }
+            }
+        }
+    }
+
+    /// The current release of one site and period, with its key.
+    fn current(&self, pkey: &[u8]) -> Result<Option<(sled::IVec, StoredSubmission)>, HubError> {
+        // One entry per prefix; the last is the newest should a crash ever leave two.
+        match self.submissions.scan_prefix(pkey).next_back() {
+            Some(entry) => {
+                let (key, value) = entry?;
+                let stored = serde_json::from_slice(&value).map_err(corrupt)?;
+                Ok(Some((key, stored)))
+            }
+            None => Ok(None),
+        }
+    }
+
     fn get(&self, key: &[u8]) -> Result<Option<StoredSubmission>, HubError> {
         self.submissions
             .get(key)?
-            .map(|v| serde_json::from_slice(&v).map_err(corrupt))
+            .map(|v| self.decode(key, &v))
             .transpose()
     }
 
@@ -252,12 +507,14 @@ impl Store {
         &self.stripes[(h.finish() as usize) % STRIPES]
     }
 
-    /// Stores a validated submission: a duplicate is acknowledged without a
-    /// write, a newer revision becomes the latest, an older one is kept but
-    /// never overwrites the latest. The same revision with other content is a
-    /// [`HubError::Conflict`]. Not durable until [`Store::flush`].
-    pub fn record(&self, sub: StoredSubmission) -> Result<Receipt, HubError> {
-        let latest_value = to_latest(&sub)?;
+    /// Stores a validated submission. The same content as the current release
+    /// (under any revision number) is a duplicate, acknowledged without a
+    /// write; a higher revision with other content replaces the current
+    /// release (one batch: insert the new, delete the old, after auditing the
+    /// old one's digest and dates); a lower one is SUPERSEDED and not stored.
+    /// The current revision with other content is a [`HubError::Conflict`].
+    /// Not durable until [`Store::flush`].
+    pub fn record(&self, mut sub: StoredSubmission) -> Result<Receipt, HubError> {
         let pkey = period_key(&sub.site_code, sub.period);
         let rkey = revision_key(&sub.site_code, sub.period, sub.revision);
         let _guard = self
@@ -265,93 +522,134 @@ impl Store {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
 
-        let current = match self.latest.get(&pkey)? {
-            Some(v) => {
-                let rev = read_u64(&v)?;
-                let key = revision_key(&sub.site_code, sub.period, rev);
-                Some(
-                    self.get(&key)?
-                        .ok_or_else(|| corrupt("latest index names a missing revision"))?,
-                )
-            }
-            None => None,
-        };
-        if let Some(existing) = self.get(&rkey)? {
-            if existing.digest == sub.digest {
-                let behind = current
-                    .as_ref()
-                    .is_none_or(|c| c.revision < existing.revision);
-                if behind {
-                    // Stored but never indexed (a crash between the two writes): index it now.
-                    self.set_latest(&pkey, &existing)?;
-                }
-                return Ok(Receipt {
-                    outcome: StoreOutcome::Duplicate,
-                    current_revision: current
-                        .map_or(existing.revision, |c| c.revision.max(existing.revision)),
-                    received_at_unix: existing.received_at_unix,
-                });
-            }
-            return Err(HubError::Conflict(format!(
-                "revision {} for {} {} is already stored with different content (digest {}); \
-                 send changed aggregates as a higher revision",
-                sub.revision, sub.site_code, sub.period, existing.digest
-            )));
-        }
-        if let Some(cur) = &current {
+        let current = self.current(&pkey)?;
+        if let Some((_, cur)) = &current {
             if cur.digest == sub.digest {
-                // Same content under another revision number: nothing new to store.
                 return Ok(Receipt {
                     outcome: StoreOutcome::Duplicate,
                     current_revision: cur.revision,
                     received_at_unix: cur.received_at_unix,
                 });
             }
+            if sub.revision == cur.revision {
+                return Err(HubError::Conflict(format!(
+                    "revision {} for {} {} is already stored with different content (digest {}); \
+                     send changed aggregates as a higher revision",
+                    sub.revision, sub.site_code, sub.period, cur.digest
+                )));
+            }
+            if sub.revision < cur.revision {
+                return Ok(Receipt {
+                    outcome: StoreOutcome::Superseded,
+                    current_revision: cur.revision,
+                    received_at_unix: sub.received_at_unix,
+                });
+            }
         }
-        let value = serde_json::to_vec(&sub).map_err(corrupt)?;
-        let is_new = current.as_ref().is_none_or(|c| sub.revision > c.revision);
-        if is_new {
-            // Plain inserts, not a sled transaction: sled 0.34 transactions can
-            // deadlock against concurrent flushes. The revision is written before
-            // the index, so a crash in between leaves an unindexed revision that
-            // a retry repairs (see the duplicate branch above).
-            self.submissions.insert(rkey, value)?;
-            self.latest.insert(pkey, &sub.revision.to_be_bytes())?;
-            self.cache
-                .write()
+        sub.revised = current.is_some();
+        let latest_value = to_latest(&sub)?;
+        self.write_cells(&rkey, &sub.counts)?;
+        let meta = StoredSubmission {
+            counts: Vec::new(),
+            ..sub.clone()
+        };
+        let value = serde_json::to_vec(&meta).map_err(corrupt)?;
+        let mut batch = sled::Batch::default();
+        if let Some((old_key, old)) = &current {
+            let reason = format!("superseded by revision {}", sub.revision);
+            self.audit(&AuditEvent::removal(
+                old,
+                "deleted",
+                reason,
+                sub.received_at_unix,
+            ))?;
+            batch.remove(old_key);
+        }
+        batch.insert(rkey, value);
+        // A batch on one tree is applied atomically: no reader or crash sees
+        // both releases, or neither.
+        self.submissions.apply_batch(batch)?;
+        if let Some((old_key, _)) = &current {
+            // Its file goes once the removal is durable (the next flush).
+            self.doomed
+                .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .entry(sub.period)
-                .or_default()
-                .insert(sub.site_code.clone(), Arc::new(latest_value));
-            Ok(Receipt {
-                outcome: StoreOutcome::New,
-                current_revision: sub.revision,
-                received_at_unix: sub.received_at_unix,
-            })
-        } else {
-            self.submissions.insert(rkey, value)?;
-            Ok(Receipt {
-                outcome: StoreOutcome::Superseded,
-                current_revision: current.map_or(sub.revision, |c| c.revision),
-                received_at_unix: sub.received_at_unix,
-            })
+                .push(self.release_file(old_key));
         }
-    }
-
-    /// Points the latest index (on disk and in memory) at `sub`.
-    fn set_latest(&self, pkey: &[u8], sub: &StoredSubmission) -> Result<(), HubError> {
-        let latest = to_latest(sub)?;
-        self.latest.insert(pkey, &sub.revision.to_be_bytes())?;
         self.cache
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .entry(sub.period)
             .or_default()
-            .insert(sub.site_code.clone(), Arc::new(latest));
-        Ok(())
+            .insert(sub.site_code.clone(), Arc::new(latest_value));
+        Ok(Receipt {
+            outcome: StoreOutcome::New,
+            current_revision: sub.revision,
+            received_at_unix: sub.received_at_unix,
+        })
     }
 
-    /// Every stored revision number for one site and period, ascending.
+    /// Deletes `site`'s releases whose period kind `keep` refuses (the
+    /// registry changed the site's series), auditing each as withdrawn.
+    /// Returns how many were withdrawn.
+    pub fn withdraw_series(
+        &self,
+        site: &str,
+        keep: impl Fn(Period) -> bool,
+        reason: &str,
+    ) -> Result<usize, HubError> {
+        let _all: Vec<_> = self
+            .stripes
+            .iter()
+            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
+            .collect();
+        let mut gone = Vec::new();
+        for entry in self.submissions.scan_prefix(site.as_bytes()) {
+            let (key, value) = entry?;
+            let stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
+            if stored.site_code == site && !keep(stored.period) {
+                gone.push((key, stored));
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let now = now_unix();
+        let mut batch = sled::Batch::default();
+        for (key, old) in &gone {
+            self.audit(&AuditEvent::removal(
+                old,
+                "withdrawn",
+                reason.to_owned(),
+                now,
+            ))?;
+            batch.remove(key);
+        }
+        self.submissions.apply_batch(batch)?;
+        self.db.flush()?;
+        for (key, _) in &gone {
+            let path = self.release_file(key);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_error(&path, e));
+                }
+                _ => {}
+            }
+        }
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        for (_, old) in &gone {
+            if let Some(sites) = cache.get_mut(&old.period) {
+                sites.remove(site);
+                if sites.is_empty() {
+                    cache.remove(&old.period);
+                }
+            }
+        }
+        Ok(gone.len())
+    }
+
+    /// Every stored revision number for one site and period, ascending: at
+    /// most one, the current release.
     pub fn revisions(&self, site: &str, period: Period) -> Result<Vec<u64>, HubError> {
         let prefix = period_key(site, period);
         self.submissions
@@ -409,7 +707,8 @@ impl Store {
             .iter()
             .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
             .collect();
-        lacnet_store::backup::write(&self.db, &BACKUP_SPEC, Path::new("."), dest)
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        lacnet_store::backup::write(&self.db, &BACKUP_SPEC, &self.dir, dest)
     }
 
     /// Makes everything written so far durable. Concurrent callers share one
@@ -418,11 +717,26 @@ impl Store {
     /// starts. One flush at a time, never `flush_async`: sled 0.34's
     /// `flush_async` from many tasks at once can fill sled's own I/O pool
     /// with waiting flushes and deadlock.
+    ///
+    /// The files of releases removed before the flush started are deleted
+    /// after it (removals made meanwhile wait for the next flush).
     pub async fn flush(&self) -> Result<(), HubError> {
-        self.committer
+        let doomed = std::mem::take(&mut *self.doomed.lock().unwrap_or_else(|e| e.into_inner()));
+        let flushed = self
+            .committer
             .run("flush", lacnet_store::Durability::Flush, |_: &mut ()| ())
             .await
-            .map_err(|e| HubError::Unavailable(e.to_string()))
+            .map_err(|e| HubError::Unavailable(e.to_string()));
+        match flushed {
+            Ok(()) => self.delete_files(doomed),
+            // Not durable: keep them for a later flush (or the sweep on open).
+            Err(_) => self
+                .doomed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(doomed),
+        }
+        flushed
     }
 
     /// Whether the disk has failed (a flush returned an I/O error or hung).
@@ -450,6 +764,7 @@ mod tests {
             counts: vec![Count::Value(v); METRIC_COUNT],
             generated_at_unix: 1,
             received_at_unix: 2,
+            revised: false,
         }
     }
 
@@ -463,10 +778,18 @@ mod tests {
     }
 
     #[test]
-    fn revisions_duplicates_and_late_arrivals() {
+    fn only_the_current_release_is_kept_and_late_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+        let p = Period::parse("2024-Q1").unwrap();
         assert_eq!(store.record(sub(2, 10)).unwrap().outcome, StoreOutcome::New);
+        assert!(
+            !store
+                .submission("E06000034", p, 2)
+                .unwrap()
+                .unwrap()
+                .revised
+        );
         assert_eq!(
             store.record(sub(2, 10)).unwrap().outcome,
             StoreOutcome::Duplicate
@@ -481,18 +804,117 @@ mod tests {
             (late.outcome, late.current_revision),
             (StoreOutcome::Superseded, 2)
         );
+        assert_eq!(
+            store.revisions("E06000034", p).unwrap(),
+            vec![2],
+            "the late one is not stored"
+        );
         assert_eq!(current(&store), Some(2));
         assert!(matches!(
             store.record(sub(2, 15)),
             Err(HubError::Conflict(_))
         ));
         assert_eq!(store.record(sub(4, 20)).unwrap().outcome, StoreOutcome::New);
-        let p = Period::parse("2024-Q1").unwrap();
-        assert_eq!(store.revisions("E06000034", p).unwrap(), vec![1, 2, 4]);
+        assert_eq!(
+            store.revisions("E06000034", p).unwrap(),
+            vec![4],
+            "revision 2 is deleted"
+        );
+        assert!(store.submission("E06000034", p, 2).unwrap().is_none());
+        assert!(
+            store
+                .submission("E06000034", p, 4)
+                .unwrap()
+                .unwrap()
+                .revised
+        );
+        let deleted: Vec<_> = store
+            .audit_log()
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.outcome == "deleted")
+            .collect();
+        assert_eq!(deleted.len(), 1);
+        assert_eq!(deleted[0].revision, Some(2));
+        assert_eq!(deleted[0].digest.as_deref(), Some("digest-10"));
+        assert_eq!(
+            (deleted[0].generated_at_unix, deleted[0].received_at_unix),
+            (Some(1), Some(2))
+        );
         drop(store);
         let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         assert_eq!(current(&store), Some(4));
-        assert_eq!(store.revisions("E06000034", p).unwrap(), vec![1, 2, 4]);
+        assert_eq!(store.revisions("E06000034", p).unwrap(), vec![4]);
+        assert!(store.with_latest(|l| l[&p]["E06000034"].revised));
+    }
+
+    #[test]
+    fn superseded_revisions_of_an_older_store_are_purged_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // What an older hub left: every revision, and a `latest` tree.
+            let db = sled::open(dir.path()).unwrap();
+            let t = db.open_tree("submissions").unwrap();
+            let p = Period::parse("2024-Q1").unwrap();
+            for (rev, v) in [(1, 5), (2, 10)] {
+                let mut json = serde_json::to_value(sub(rev, v)).unwrap();
+                json.as_object_mut().unwrap().remove("revised");
+                t.insert(
+                    revision_key("E06000034", p, rev),
+                    serde_json::to_vec(&json).unwrap(),
+                )
+                .unwrap();
+            }
+            db.open_tree("latest").unwrap().insert(b"x", b"y").unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+        let p = Period::parse("2024-Q1").unwrap();
+        assert_eq!(store.revisions("E06000034", p).unwrap(), vec![2]);
+        assert!(store.with_latest(|l| l[&p]["E06000034"].revised));
+        assert!(
+            !store
+                .db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == b"latest")
+        );
+        let log = store.audit_log().unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(
+            (log[0].outcome.as_str(), log[0].revision),
+            ("deleted", Some(1))
+        );
+        assert_eq!(log[0].digest.as_deref(), Some("digest-5"));
+    }
+
+    #[test]
+    fn withdrawing_a_series_deletes_only_its_periods() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+        let month = Period::parse("2024-01").unwrap();
+        let mut m = sub(1, 7);
+        m.period = month;
+        store.record(m).unwrap();
+        store.record(sub(1, 10)).unwrap();
+        let quarterly = |p: Period| p.granularity() == lacnet_core::period::Granularity::Quarter;
+        assert_eq!(
+            store
+                .withdraw_series("E06000034", quarterly, "test")
+                .unwrap(),
+            1
+        );
+        assert!(store.revisions("E06000034", month).unwrap().is_empty());
+        assert_eq!(current(&store), Some(1));
+        assert!(store.with_latest(|l| !l.contains_key(&month)));
+        let log = store.audit_log().unwrap();
+        assert_eq!(log.last().unwrap().outcome, "withdrawn");
+        assert_eq!(
+            store
+                .withdraw_series("E06000034", quarterly, "test")
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -510,6 +932,9 @@ mod tests {
                     revision: Some(i as u64),
                     outcome: "refused".into(),
                     reason: None,
+                    digest: None,
+                    generated_at_unix: None,
+                    received_at_unix: None,
                 })
                 .unwrap();
         }

@@ -9,11 +9,11 @@
 //! 5. the digest, recomputed with `lacnet_core::submission::digest`;
 //! 6. the site's policy is valid and at least as strict as the network's;
 //! 7. disclosure control (`check_policy`, defence in depth), then consistency;
-//! 8. storage: duplicate, new latest revision, or a late older revision kept
-//!    aside. Content that matches a stored revision while another revision
-//!    with other content is current is answered SUPERSEDED, not DUPLICATE, so
-//!    an agent restored from a backup learns that its figures are not the
-//!    ones reported and re-sends them above `current_revision`.
+//! 8. storage: duplicate (the current release's content, under any revision
+//!    number), a new current release (the one it replaces is deleted), or a
+//!    late older revision, refused unstored as SUPERSEDED, so an agent
+//!    restored from a backup learns that its figures are not the ones
+//!    reported and re-sends them above `current_revision`.
 //!
 //! Every outcome, accepted or refused, goes to the audit log and the metrics.
 
@@ -206,6 +206,7 @@ impl Hub {
         check_revision(sub.revision, now_unix_ms())?;
         let period = period_from_proto(sub.period.as_ref(), "submission.period")?;
         described.period = Some(period.to_string());
+        check_series(site, period)?;
         let today = Date::from_unix_seconds(now_unix());
         if period.start() > today {
             return Err(HubError::invalid(
@@ -267,6 +268,7 @@ impl Hub {
             counts: published.counts.to_vec(),
             generated_at_unix: sub.generated_at_unix,
             received_at_unix: now_unix(),
+            revised: false,
         };
         let digest = stored.digest.clone();
         self.check_store()?;
@@ -278,17 +280,6 @@ impl Hub {
         self.flush().await?;
         let status = match receipt.outcome {
             StoreOutcome::New => ReceiptStatus::New,
-            StoreOutcome::Duplicate
-                if self.other_content_is_current(
-                    &site.code,
-                    period,
-                    sub.revision,
-                    &digest,
-                    receipt.current_revision,
-                )? =>
-            {
-                ReceiptStatus::Superseded
-            }
             StoreOutcome::Duplicate => ReceiptStatus::Duplicate,
             StoreOutcome::Superseded => ReceiptStatus::Superseded,
         };
@@ -301,27 +292,6 @@ impl Hub {
             current_revision: receipt.current_revision,
             received_at_unix: receipt.received_at_unix,
         })
-    }
-
-    /// Whether a DUPLICATE of `revision` leaves a revision with other content
-    /// current (an agent re-sending what it had before a newer revision
-    /// reached the hub, e.g. after a restore from backup). Reads one stored
-    /// revision, only on that rare path.
-    fn other_content_is_current(
-        &self,
-        site: &str,
-        period: lacnet_core::Period,
-        revision: u64,
-        digest: &str,
-        current_revision: u64,
-    ) -> Result<bool, HubError> {
-        if current_revision == revision {
-            return Ok(false);
-        }
-        Ok(self
-            .store()
-            .submission(site, period, current_revision)?
-            .is_some_and(|current| current.digest != digest))
     }
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
@@ -372,8 +342,28 @@ impl Hub {
             } else {
                 "internal error".into()
             }),
+            digest: None,
+            generated_at_unix: None,
+            received_at_unix: None,
         });
     }
+}
+
+/// Refuses a period outside the site's registered series (FAILED_PRECONDITION):
+/// one site publishing months beside quarters lets the quarter be differenced
+/// against its months.
+pub fn check_series(site: &crate::Site, period: lacnet_core::Period) -> Result<(), HubError> {
+    if site.accepts(period) {
+        return Ok(());
+    }
+    Err(HubError::WrongSeries(format!(
+        "submission.period: site {} publishes {} periods (its registered granularity), \
+         not a {} ({period}); changing a site's series is an explicit operation \
+         (see the README, \"Changing a site's series\")",
+        site.code,
+        crate::registry::granularity_name(site.granularity),
+        crate::registry::granularity_name(period.granularity()),
+    )))
 }
 
 #[tonic::async_trait]
@@ -427,6 +417,9 @@ impl Submissions for SubmissionsService {
                     revision: Some(receipt.revision),
                     outcome: outcome.name().into(),
                     reason: None,
+                    digest: Some(receipt.digest.clone()),
+                    generated_at_unix: None,
+                    received_at_unix: None,
                 });
                 Ok(tonic::Response::new(receipt))
             }
@@ -438,6 +431,7 @@ impl Submissions for SubmissionsService {
                     "invalid_argument" => "rejected_invalid_argument",
                     "policy_violation" => "rejected_policy_violation",
                     "conflict" => "rejected_conflict",
+                    "wrong_series" => "rejected_wrong_series",
                     _ => "error",
                 };
                 metrics.submissions.inc(outcome);

@@ -55,7 +55,9 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
         .await
         .unwrap();
     assert_eq!(taken, Taken::Online, "the running hub must take it");
-    assert!(summary.contains("3 tree(s)"), "{summary}");
+    // Two trees (submissions, audit) and one file per current release's cells.
+    assert!(summary.contains("2 tree(s)"), "{summary}");
+    assert!(summary.contains("2 file(s)"), "{summary}");
 
     // After the backup: a new revision and a new period. Not in the backup.
     h.submit(
@@ -81,7 +83,11 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
     // Restore into an empty directory and serve it.
     let restored = dir.path().join("restored");
     let r = lacnet_hub::backup::restore(&b1, &restored).unwrap();
-    assert_eq!(r.trees, 3);
+    assert_eq!(
+        (r.trees, r.files),
+        (2, 2),
+        "the trees and the release files"
+    );
     let err = lacnet_hub::backup::restore(&b1, &restored).unwrap_err();
     assert!(err.to_string().contains("not empty"), "{err}");
     let h = TestHub::start(&pki, &restored, |_| {}).await;
@@ -129,7 +135,8 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
         h.hub
             .revisions(THURROCK, lacnet_core::Period::parse("2025-Q1").unwrap())
             .unwrap(),
-        vec![1, 2]
+        vec![2],
+        "the hub keeps only the current release"
     );
     drop(h.stop().await);
 }

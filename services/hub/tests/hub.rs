@@ -251,13 +251,13 @@ async fn duplicate_superseding_and_late_old_revisions() {
         (r.status, r.current_revision),
         (hub::ReceiptStatus::New as i32, 3)
     );
-    // Revision 2 arrives late: kept for the record, never current.
+    // Revision 2 arrives late: refused, not stored (the hub keeps only the current release).
     let r = hub.submit(&pki.thurrock, v2).await.unwrap();
     assert_eq!(
         (r.status, r.current_revision),
         (hub::ReceiptStatus::Superseded as i32, 3)
     );
-    assert_eq!(hub.hub.revisions(THURROCK, q1).unwrap(), vec![1, 2, 3]);
+    assert_eq!(hub.hub.revisions(THURROCK, q1).unwrap(), vec![3]);
     assert_eq!(hub.hub.current_revision(THURROCK, q1), Some(3));
 
     // Reports use the latest revision only.
@@ -269,7 +269,7 @@ async fn duplicate_superseding_and_late_old_revisions() {
         .unwrap()
         .into_inner();
     let row = &report.periods[0].sites[0];
-    assert_eq!((value(&row.value), row.revision), (Some(60), 3));
+    assert_eq!((value(&row.value), row.revised), (Some(60), true));
 
     // Same revision, different content: refused, nothing overwritten.
     let mut clash = submission(THURROCK, "2024-Q1", 3, &aggregates(200, 100, 70, 20));
@@ -486,7 +486,7 @@ async fn report_numbers_match_a_hand_computation() {
     assert_eq!(s.rate_per_10k, None);
     assert_eq!((t.share, d.share, s.share), (Some(0.2), Some(0.1), None));
     assert_eq!((t.rank, d.rank, s.rank), (1, 2, 0));
-    assert_eq!((t.adult_population, t.revision), (134_700, 1));
+    assert_eq!((t.adult_population, t.revised), (134_700, false));
     assert_eq!(
         t.policy,
         Some(lacnet_proto::convert::policy_to_proto(
@@ -607,7 +607,7 @@ async fn report_numbers_match_a_hand_computation() {
         .into_inner();
     let thurrock = sites.sites.iter().find(|s| s.code == THURROCK).unwrap();
     assert!(thurrock.policy.is_some());
-    assert_eq!(thurrock.last_submission.as_ref().unwrap().revision, 1);
+    assert!(!thurrock.last_submission.as_ref().unwrap().revised);
     let cumbria = sites.sites.iter().find(|s| s.code == CUMBRIA).unwrap();
     assert_eq!(
         (cumbria.valid_until.as_str(), cumbria.policy),
@@ -699,7 +699,7 @@ async fn a_restart_keeps_everything() {
     drop(first.stop().await);
 
     let second = TestHub::start(&pki, dir.path(), |_| {}).await;
-    assert_eq!(second.hub.revisions(THURROCK, q1).unwrap(), vec![1, 2, 3]);
+    assert_eq!(second.hub.revisions(THURROCK, q1).unwrap(), vec![3]);
     assert_eq!(second.hub.current_revision(THURROCK, q1), Some(3));
     assert_eq!(second.hub.current_revision(DERBY, q1), Some(1));
     let after = second
@@ -780,7 +780,8 @@ async fn concurrent_revisions_of_one_period_settle_on_the_highest() {
     assert_eq!(hub.hub.current_revision(THURROCK, q1), Some(24));
     assert_eq!(
         hub.hub.revisions(THURROCK, q1).unwrap(),
-        (1..=24).collect::<Vec<_>>()
+        vec![24],
+        "only the current release is kept"
     );
     let report = hub
         .reports(&pki.analyst)

@@ -112,7 +112,12 @@ async fn main() {
     let server = bundle(&ca, &ca.issue_server(&["agent.lacnet"]).unwrap());
     let council = bundle(&ca, &ca.issue(&Peer::Council("bench".into()), &[]).unwrap());
     let key = dir.path().join("k1");
-    std::fs::write(&key, [42u8; 32]).unwrap();
+    let secret: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(42));
+    std::fs::write(
+        &key,
+        lacnet_site_agent::keys::encode_key_file("k1", &secret, &[]),
+    )
+    .unwrap();
     let ring = lacnet_site_agent::keys::load_ring(&[("k1".into(), key)]).unwrap();
     let mut o = AgentOptions::new(dir.path().join("data"), "E06000034", ring, server);
     o.publish_debounce = Duration::from_secs(30);

@@ -39,6 +39,16 @@ pub enum Command {
         /// The key id to retire.
         id: String,
     },
+    /// Change the site's series (its granularity) in the data directory, with
+    /// the agent stopped: forgets what was published for the old series, so
+    /// the next start publishes the same records as `--to` periods. Do it
+    /// together with the hub's registry change, which withdraws the old
+    /// series at the hub (README, "Changing a site's series").
+    ResetSeries {
+        /// The new granularity: month or quarter.
+        #[arg(long)]
+        to: Granularity,
+    },
     /// Write a consistent backup into a new or empty directory. A running
     /// agent (found through its control socket) takes it without stopping;
     /// otherwise the data directory is opened directly.
@@ -408,7 +418,8 @@ mod tests {
         let cert = write("agent.pem", &server.cert_pem);
         let key = write("agent.key", &server.key_pem);
         let secret = dir.path().join("k1");
-        std::fs::write(&secret, [7u8; 32]).unwrap();
+        let raw: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(31).wrapping_add(7));
+        std::fs::write(&secret, crate::keys::encode_key_file("k1", &raw, &[])).unwrap();
         let mut args: Vec<String> = [
             "lacnet-site-agent",
             "--site-code",

@@ -212,6 +212,7 @@ impl Agent {
             options.cache_bytes,
             Some(metrics.store_observer()),
         )?;
+        check_series(&store, &options.data_dir, options.granularity)?;
         let in_ring: Vec<&str> = options.keys.iter().map(|(id, _)| id.as_str()).collect();
         let missing: Vec<String> = store
             .keys_written()?
@@ -429,6 +430,90 @@ pub async fn serve(
     tracing::info!("site agent stopped; store flushed");
     served?;
     flushed
+}
+
+/// Checks the configured granularity against the series recorded in the
+/// data directory, recording it on first use. A site publishes one series:
+/// months beside the quarters already published would let the network
+/// difference a quarter against its months, so another granularity is
+/// refused until the operator changes the series explicitly
+/// ([`reset_series`]). A directory from before the series was recorded
+/// takes the granularity of the submissions it already made.
+fn check_series(store: &Store, data_dir: &Path, configured: Granularity) -> Result<(), AgentError> {
+    let recorded = match store.recorded_granularity()? {
+        Some(g) => g,
+        None => {
+            let published = store
+                .last_submissions()?
+                .iter()
+                .filter_map(|s| {
+                    lacnet_proto::convert::period_from_proto(s.period.as_ref(), "period").ok()
+                })
+                .map(|p| p.granularity())
+                .find(|g| *g != configured);
+            match published {
+                Some(g) => g,
+                None => {
+                    store.set_series(configured)?;
+                    return Ok(());
+                }
+            }
+        }
+    };
+    if recorded == configured {
+        return Ok(());
+    }
+    let (was, now) = (
+        store::granularity_name(recorded),
+        store::granularity_name(configured),
+    );
+    Err(AgentError::DataDir {
+        path: data_dir.to_owned(),
+        reason: format!(
+            "it holds this site's {was} series, but the agent was started with --granularity {now}. \
+             A site publishes one series. Start with --granularity {was}, or change the series: \
+             set the site's granularity to {now:?} in the hub's registry and restart the hub \
+             (it withdraws the {was} releases), then run `lacnet-site-agent reset-series --to {now}` \
+             with the agent stopped (README, \"Changing a site's series\")"
+        ),
+    })
+}
+
+/// What [`reset_series`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SeriesOutcome {
+    /// The data directory already held this series.
+    Unchanged,
+    /// The series was changed; this many published periods of the old one were forgotten.
+    Changed {
+        /// The old series.
+        from: Option<Granularity>,
+        /// Periods of the old series whose published state was forgotten.
+        forgotten: usize,
+    },
+}
+
+/// Changes the series recorded in the data directory at `data_dir` to `to`
+/// (the agent must be stopped: sled locks the directory), forgetting the
+/// published state (last submissions, queued and dirty marks, outbox
+/// entries) of every period of another kind. The records stay; the next
+/// start publishes them as `to` periods. At the hub, the old series is
+/// withdrawn when the registry's granularity for the site changes.
+pub fn reset_series(
+    data_dir: &Path,
+    to: Granularity,
+    cache_bytes: u64,
+) -> Result<SeriesOutcome, AgentError> {
+    let store = Store::open(data_dir, cache_bytes, None)?;
+    let from = store.recorded_granularity()?;
+    let outcome = if from == Some(to) {
+        SeriesOutcome::Unchanged
+    } else {
+        let forgotten = store.set_series(to)?;
+        SeriesOutcome::Changed { from, forgotten }
+    };
+    store.close();
+    Ok(outcome)
 }
 
 /// What [`retire_key`] did.

@@ -1,12 +1,12 @@
 //! `lacnet-site-agent`: parse the configuration, open the agent, serve until
-//! SIGTERM or Ctrl-C. `retire-key <id>`, `backup --to DIR` and
-//! `restore --from DIR` run a maintenance command instead.
+//! SIGTERM or Ctrl-C. `retire-key <id>`, `reset-series --to G`,
+//! `backup --to DIR` and `restore --from DIR` run a maintenance command instead.
 
 use anyhow::Context;
 use clap::Parser;
 use lacnet_site_agent::backup::Taken;
 use lacnet_site_agent::config::{Cli, Command};
-use lacnet_site_agent::{Agent, RetireOutcome};
+use lacnet_site_agent::{Agent, RetireOutcome, SeriesOutcome};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -48,6 +48,22 @@ async fn main() -> anyhow::Result<()> {
             let summary = lacnet_site_agent::backup::restore(from, &c.data_dir)
                 .context("restoring (is the data directory new or empty?)")?;
             println!("restored: {summary}");
+            return Ok(());
+        }
+        Some(Command::ResetSeries { to }) => {
+            let name = lacnet_site_agent::store::granularity_name(*to);
+            match lacnet_site_agent::reset_series(&c.data_dir, *to, c.cache_bytes())
+                .context("changing the series (is the agent stopped?)")?
+            {
+                SeriesOutcome::Unchanged => {
+                    println!("the data directory already holds the {name} series")
+                }
+                SeriesOutcome::Changed { from, forgotten } => println!(
+                    "series changed from {} to {name}: forgot {forgotten} published period(s) of the old series; \
+                     start the agent with --granularity {name} (the hub's registry must say {name:?} too)",
+                    from.map_or("unrecorded", lacnet_site_agent::store::granularity_name)
+                ),
+            }
             return Ok(());
         }
         Some(Command::RetireKey { .. }) | None => {}

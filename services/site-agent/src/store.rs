@@ -7,7 +7,7 @@
 //! |------------|----------------------------------|-------|
 //! | `outbox`   | big-endian sequence number       | encoded `lacnet.common.v1.Submission` |
 //! | `dead`     | big-endian sequence number       | reason length (u32 LE) ‖ reason ‖ encoded submission |
-//! | `meta`     | see the `META_*` constants       | schema version, key ids written, dirty periods, last submission per period, push status |
+//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status |
 //!
 //! The records themselves are in segment files beside the sled database
 //! (`segments/`, see [`crate::segment`]).
@@ -25,9 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use lacnet_core::Period;
+use lacnet_core::period::Granularity;
 use lacnet_core::pseudonym::Pseudonym;
 use lacnet_core::record::PseudonymRecord;
 use lacnet_proto::common::v1 as pb;
+use lacnet_proto::convert::period_from_proto;
 use lacnet_store::backup::{BackupError, Spec as BackupSpec, Summary as BackupSummary};
 use lacnet_store::{CommitError, Committer, Durability, Health, Observer};
 use prost::Message;
@@ -49,6 +51,9 @@ pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
 pub const SCHEMA_VERSION: u32 = 2;
 
 const META_SCHEMA: &[u8] = b"schema_version";
+/// The site's series, `month` or `quarter`: recorded when the data directory
+/// is first used, changed only by `reset-series`.
+const META_GRANULARITY: &[u8] = b"series/granularity";
 const META_KEY_PREFIX: &str = "key_written/";
 const META_RETIRED_PREFIX: &str = "key_retired/";
 const META_DIRTY_PREFIX: &str = "dirty/";
@@ -464,6 +469,57 @@ impl Store {
     /// are the difference from [`Store::record_count`].
     pub fn segment_totals(&self) -> (usize, u64) {
         self.index().segment_totals()
+    }
+
+    /// The series (granularity) recorded in the data directory, if any yet.
+    pub fn recorded_granularity(&self) -> Result<Option<Granularity>, AgentError> {
+        match self.inner.trees.meta.get(META_GRANULARITY)? {
+            None => Ok(None),
+            Some(v) => std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .map(Some)
+                .ok_or_else(|| {
+                    AgentError::Corrupt("the recorded series is not month or quarter".into())
+                }),
+        }
+    }
+
+    /// Records `granularity` as the data directory's series and forgets the
+    /// published state of every period of another kind: its last
+    /// submission (so the preview and the outbox no longer know it), its
+    /// dirty and queue marks, and its outbox entries. Durable on return.
+    /// Returns how many periods of the old series were forgotten.
+    pub fn set_series(&self, granularity: Granularity) -> Result<usize, AgentError> {
+        self.write_blocking("set_series", move |w| {
+            let other = |p: Period| p.granularity() != granularity;
+            let mut meta = Batch::default();
+            let mut forgotten = 0;
+            for prefix in [META_LAST_PREFIX, META_QUEUED_PREFIX, META_DIRTY_PREFIX] {
+                for k in w.trees.meta.scan_prefix(prefix).keys() {
+                    let k = k?;
+                    let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                    if Period::parse(&name).is_ok_and(other) {
+                        forgotten += usize::from(prefix == META_LAST_PREFIX);
+                        meta.remove(k);
+                    }
+                }
+            }
+            let mut outbox = Batch::default();
+            for entry in w.trees.outbox.iter() {
+                let (k, v) = entry?;
+                let period = pb::Submission::decode(v.as_ref())
+                    .ok()
+                    .and_then(|s| period_from_proto(s.period.as_ref(), "period").ok());
+                if period.is_some_and(other) {
+                    outbox.remove(k);
+                }
+            }
+            meta.insert(META_GRANULARITY, granularity_name(granularity).as_bytes());
+            w.trees.outbox.apply_batch(outbox)?;
+            w.trees.meta.apply_batch(meta)?;
+            Ok(forgotten)
+        })
     }
 
     /// Key ids that records have been written with, and not retired since.
@@ -1083,6 +1139,14 @@ impl Writer {
         }
         self.clear_dirty(period, generation)?;
         Ok(seq)
+    }
+}
+
+/// How the data directory (and the `--granularity` flag) spell a granularity.
+pub fn granularity_name(g: Granularity) -> &'static str {
+    match g {
+        Granularity::Month => "month",
+        Granularity::Quarter => "quarter",
     }
 }
 

@@ -240,10 +240,9 @@ async fn superseded_content_is_reissued_above_the_hubs_revision() {
             .render()
             .contains("lacnet_agent_push_reissued_total")
     );
-    // The hub kept the ahead revision for the record, below the agent's.
+    // The hub keeps only the agent's (current) revision: the ahead one is deleted.
     let revs = hub.hub.revisions(THURROCK, q1()).unwrap();
-    assert!(revs.contains(&ahead.revision), "{revs:?}");
-    assert_eq!(revs.last(), Some(&last.revision));
+    assert_eq!(revs, vec![last.revision]);
 
     drop((c, store));
     drop(agent.stop().await);
@@ -343,4 +342,92 @@ async fn a_refused_submission_is_a_visible_dead_letter() {
     drop(op);
     drop(agent.stop().await);
     hub.stop().await;
+}
+
+/// Every byte of the files under `dir`.
+fn bytes_under(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            all.extend(bytes_under(&path));
+        } else {
+            all.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    all
+}
+
+/// A submission's cells as the hub's store encodes them.
+fn encoded_cells(sub: &lacnet_proto::common::v1::Submission) -> Vec<u8> {
+    let counts: Vec<lacnet_core::disclosure::Count> = sub
+        .cells
+        .iter()
+        .map(|c| lacnet_proto::convert::count_from_proto(c.count.as_ref(), "cell").unwrap())
+        .collect();
+    serde_json::to_vec(&counts).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_erased_at_the_site_are_gone_from_the_hub_once_the_next_release_lands() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub_dir = dir.path().join("hub");
+    let hub = TestHub::start(&pki, &hub_dir).await;
+    let k1 = key_file(dir.path(), "k1", 1);
+    let agent = TestAgent::start(&pki, pushing(&pki, &dir.path().join("agent"), &k1, &hub)).await;
+    let mut c = agent.client(&pki.council).await;
+    // 40 people with identical attributes; 10 of them will be erased, a
+    // change large enough to pass any release gate.
+    upsert(&mut c, batch("S", 40)).await;
+    let store = agent.agent.store().clone();
+    wait_until("the first release at the hub", || {
+        settled(&store, &hub, q1())
+    })
+    .await;
+    let first = store.last_submission(q1()).unwrap().unwrap();
+    assert_eq!(cell(&first, "people_active"), 40);
+
+    let mut op = agent.client(&pki.operator).await;
+    for i in 0..10 {
+        let erased = op
+            .erase_person(site::ErasePersonRequest {
+                identifier: Some(site::erase_person_request::Identifier::LocalCaseId(
+                    format!("S-{i}"),
+                )),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(erased.records_erased, 1);
+    }
+    wait_until("the next release at the hub", || {
+        settled(&store, &hub, q1())
+            && store.last_submission(q1()).unwrap().unwrap().digest != first.digest
+    })
+    .await;
+    let second = store.last_submission(q1()).unwrap().unwrap();
+    assert_eq!(cell(&second, "people_active"), 30);
+    // The analyst's report has only the new figure.
+    let (_, shown) = hub.figure(&pki, "people_active", "2025-Q1").await.unwrap();
+    assert_eq!(shown, count_of(&second, "people_active"));
+    assert_eq!(
+        hub.hub.revisions(THURROCK, q1()).unwrap(),
+        vec![second.revision]
+    );
+
+    drop((c, op, store));
+    drop(agent.stop().await);
+    drop(hub.stop().await);
+    let (old, new) = (encoded_cells(&first), encoded_cells(&second));
+    assert_ne!(old, new);
+    let on_disk = bytes_under(&hub_dir);
+    assert!(
+        on_disk.windows(new.len()).any(|w| w == new.as_slice()),
+        "the current release is in the hub's files"
+    );
+    assert!(
+        !on_disk.windows(old.len()).any(|w| w == old.as_slice()),
+        "the release with the erased people is still in the hub's files"
+    );
 }

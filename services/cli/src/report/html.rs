@@ -108,7 +108,7 @@ pub fn render(report: &Report) -> String {
         "<h1>{}</h1>\n<p class=\"lead\">Pulled from the LAC Network hub on {}. Aggregates only: every count was \
          protected by its site before it left the council.</p>",
         esc(&report.title),
-        esc(&report.generated_at)
+        esc(&report.pulled_on)
     );
     let key: String = sites
         .iter()
@@ -208,10 +208,23 @@ fn policies(h: &mut String, report: &Report) {
             s.policy
                 .as_ref()
                 .map_or_else(|| "no submission yet".into(), |p| esc(&p.text)),
-            esc(s.last_period.as_deref().unwrap_or("-")),
+            esc(&last_release(s)),
         );
     }
     h.push_str("</tbody></table></div>\n");
+}
+
+/// "2014-Q1 (published 2026-11-30, revised)": the period, the day, and
+/// whether it was revised; never a revision number or a time.
+fn last_release(s: &super::model::SiteView) -> String {
+    let Some(period) = &s.last_period else {
+        return "-".into();
+    };
+    let revised = if s.last_revised { ", revised" } else { "" };
+    match &s.last_published_on {
+        Some(day) => format!("{period} (published {day}{revised})"),
+        None => period.clone(),
+    }
 }
 
 fn fmt_value(proportion: bool, x: f64) -> String {

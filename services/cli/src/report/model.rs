@@ -118,6 +118,11 @@ pub struct SiteView {
     pub policy: Option<PolicyView>,
     /// The period of its latest submission.
     pub last_period: Option<String>,
+    /// The day (YYYY-MM-DD) that submission was published at the hub: the
+    /// only timing an analyst sees (no revision numbers, no times).
+    pub last_published_on: Option<String>,
+    /// Whether that submission replaced an earlier release (revised).
+    pub last_revised: bool,
 }
 
 /// What a metric is.
@@ -333,8 +338,8 @@ pub struct ComparisonView {
 pub struct Report {
     /// What this report is.
     pub title: String,
-    /// When it was pulled (UTC).
-    pub generated_at: String,
+    /// The day it was pulled (UTC): a day, like every date in a report.
+    pub pulled_on: String,
     /// The policy every submission must meet.
     pub network_policy: Option<PolicyView>,
     /// The registry's sites and each one's policy.
@@ -404,11 +409,17 @@ pub async fn fetch(
                 .last_submission
                 .as_ref()
                 .map(|r| period_name(r.period.as_ref())),
+            last_published_on: s
+                .last_submission
+                .as_ref()
+                .map(|r| r.published_on.clone())
+                .filter(|d| !d.is_empty()),
+            last_revised: s.last_submission.as_ref().is_some_and(|r| r.revised),
         })
         .collect();
     let mut report = Report {
         title: String::new(),
-        generated_at: crate::site_ops::utc(now_unix),
+        pulled_on: lacnet_core::Date::from_unix_seconds(now_unix).to_string(),
         network_policy: sites.network_policy.as_ref().map(PolicyView::from_proto),
         sites: site_views,
         summary: None,

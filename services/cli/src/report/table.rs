@@ -185,7 +185,7 @@ pub fn thousands(n: u64) -> String {
 
 /// The whole report as text.
 pub fn render(report: &Report) -> String {
-    let mut out = format!("{}\n(pulled {})\n\n", report.title, report.generated_at);
+    let mut out = format!("{}\n(pulled {})\n\n", report.title, report.pulled_on);
     if let Some(p) = &report.network_policy {
         out.push_str(&format!("Network disclosure policy: {}\n", p.text));
     }

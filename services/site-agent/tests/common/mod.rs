@@ -69,13 +69,13 @@ impl Pki {
     }
 }
 
-/// Writes a 40-byte key file filled from `seed` and returns its path.
+/// Writes key `name` (a `lacnet-key v1` file of 32 distinct bytes derived
+/// from `seed`) to `dir/name` and returns its path.
 pub fn key_file(dir: &Path, name: &str, seed: u8) -> PathBuf {
     let path = dir.join(name);
-    let bytes: Vec<u8> = (0..40u8)
-        .map(|i| i.wrapping_mul(31).wrapping_add(seed))
-        .collect();
-    std::fs::write(&path, bytes).unwrap();
+    let bytes: [u8; 32] = std::array::from_fn(|i| (i as u8).wrapping_mul(31).wrapping_add(seed));
+    let text = lacnet_site_agent::keys::encode_key_file(name, &bytes, &["test key"]);
+    std::fs::write(&path, text).unwrap();
     path
 }
 
@@ -385,7 +385,12 @@ impl TestHub {
             .iter()
             .flat_map(|row| row.sites.iter())
             .find(|s| s.site_code == THURROCK)
-            .map(|s| (s.revision, s.value.unwrap_or_default()))
+            // Reports show analysts no revision numbers: ask the hub itself.
+            .map(|s| {
+                let p = Period::parse(p).unwrap();
+                let revision = self.hub.current_revision(THURROCK, p).unwrap_or(0);
+                (revision, s.value.unwrap_or_default())
+            })
     }
 
     /// Stops serving (draining, flushing) and hands back the hub.
