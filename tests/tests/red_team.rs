@@ -143,6 +143,8 @@ fn person(
 /// What the attacker knows of one cell from its published value alone.
 fn cell_box(c: Count) -> (i32, i32) {
     match c {
+        // Only under rules that publish zeros (the teeth test below).
+        Count::Value(0) => (0, 0),
         // A published value r: a true value above the threshold that rounds to r.
         Count::Value(r) => {
             let r = r as i64;
@@ -452,7 +454,7 @@ async fn start_site(
 ) -> Site {
     let pki = CouncilPki::new(name);
     let key_path = root.join(format!("{name}.key"));
-    random_key_file(&key_path, 32);
+    random_key_file(&key_path, "k1");
     let keys = lacnet_site_agent::keys::load_ring(&[("k1".into(), key_path)]).unwrap();
     let mut o = AgentOptions::new(root.join(name), code, keys, pki.agent.clone());
     o.hub = Some(HubTarget {
@@ -539,7 +541,10 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
     let root = tempfile::tempdir().unwrap();
     let net = NetworkPki::new();
     let registry = root.path().join("registry.toml");
-    std::fs::write(&registry, registry_toml()).unwrap();
+    // Monthly series: one data set per site-month.
+    let monthly = registry_toml().replace("granularity = \"quarter\"", "granularity = \"month\"");
+    assert!(monthly.contains("granularity = \"month\""));
+    std::fs::write(&registry, monthly).unwrap();
     let hub = TestHub::start(&net, &root.path().join("hub"), &registry).await;
     let mut sites = vec![
         start_site(&net, &hub, DERBY, "derby", root.path()).await,
@@ -673,4 +678,53 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
     );
     drop(sites);
     hub.stop().await;
+}
+
+/// The attacker has teeth: against releases published person by person under
+/// the rules before this suite (zeros shown, 1 to 7 withheld, the rest
+/// rounded to 5, no release gate), differencing one added person reveals
+/// their band, need or source far more often than the baseline guess.
+#[test]
+fn the_attacker_breaks_releases_published_person_by_person() {
+    let old_rules = |a: &lacnet_core::metrics::Aggregates| -> Vec<Count> {
+        a.counts
+            .iter()
+            .map(|&v| match v {
+                0 => Count::Value(0),
+                1..=7 => Count::Suppressed,
+                v => Count::Value((v + 2) / 5 * 5),
+            })
+            .collect()
+    };
+    let mut rng = StdRng::seed_from_u64(7);
+    let (mut guesses, mut hits, mut baseline_hits) = (0usize, 0usize, 0usize);
+    for m in 0..30 {
+        let people = data_set(&mut rng, "teeth", m);
+        let (y, mo) = (2001 + m / 12, m % 12 + 1);
+        let (start, end) = (format!("{y}-{mo:02}-01"), format!("{y}-{mo:02}-28"));
+        let mut records: Vec<CaseRecord> = people.iter().map(|p| p.record.clone()).collect();
+        let before = old_rules(&true_counts(&records, &start, &end));
+        let added = person(&mut rng, "teeth", m, 1000, 1, 1, 40, 0.0).record;
+        records.push(added.clone());
+        let after = old_rules(&true_counts(&records, &start, &end));
+        for group in targets(Change::Added) {
+            let truth = truth_of(&added, group, None);
+            guesses += 1;
+            hits += usize::from(differencing_guess(&before, &after, Change::Added, group) == truth);
+            baseline_hits += usize::from(baseline_guess(&after, group) == truth);
+        }
+    }
+    let (rate, baseline) = (
+        hits as f64 / guesses as f64,
+        baseline_hits as f64 / guesses as f64,
+    );
+    println!(
+        "old rules, person-by-person releases: attacker {:.1}%, baseline {:.1}%",
+        rate * 100.0,
+        baseline * 100.0
+    );
+    assert!(
+        rate > baseline + 0.2,
+        "the attacker should break unprotected differencing: {rate} vs {baseline}"
+    );
 }
