@@ -51,6 +51,8 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
     let granularity = match pb::Granularity::try_from(s.granularity) {
         Ok(pb::Granularity::Month) => "month",
         Ok(pb::Granularity::Quarter) => "quarter",
+        Ok(pb::Granularity::FinancialYear) => "financial year",
+        Ok(pb::Granularity::ProgrammeToDate) => "programme to date",
         _ => "unknown",
     };
     let mut t = Table::new(["", ""]);

@@ -370,8 +370,9 @@ pub enum Request {
 /// `p` moved back by `n` periods.
 pub fn periods_before(p: Period, n: u32) -> Period {
     let per_year: i64 = match p.granularity() {
-        Granularity::Month => 12,
+        Granularity::Month | Granularity::ProgrammeToDate => 12,
         Granularity::Quarter => 4,
+        Granularity::FinancialYear => 1,
     };
     let ordinal = i64::from(p.year()) * per_year + i64::from(p.index()) - 1 - i64::from(n);
     let year = i32::try_from(ordinal.div_euclid(per_year)).unwrap_or(p.year());
