@@ -371,6 +371,7 @@ impl CaseRecord {
             introduction_source: self.source,
             outcomes: self.outcomes.clone(),
             ward_code: self.ward.clone(),
+            ..Default::default()
         }
     }
 }

@@ -8,6 +8,13 @@
 //! time passes over open records). [`preview`] builds a submission the same
 //! way, so a council sees exactly what would leave the building.
 //!
+//! Spans (the financial year and the programme to date) are published too,
+//! computed from the records like any period, never summed from quarters.
+//! They are not marked dirty themselves: every dirty month or quarter brings
+//! its financial year, and every programme to date that runs through it, into
+//! the same recomputation ([`spans_of`]), and they are enqueued in the same
+//! write that clears the month or quarter, so a crash cannot lose them.
+//!
 //! Revision numbers come from the clock ([`next_revision`]): the Unix time in
 //! milliseconds, strictly above the last revision the agent knows for the
 //! period. A counter from 1 would start again at 1 after the data directory
@@ -18,7 +25,10 @@
 
 use std::time::Duration;
 
-use lacnet_core::aggregate::PeriodAggregator;
+use std::collections::BTreeSet;
+
+use lacnet_core::aggregate::{CountingRules, PeriodAggregator};
+use lacnet_core::{Date, Granularity};
 use lacnet_core::disclosure::{self, Published};
 use lacnet_core::metrics::Aggregates;
 use lacnet_core::{Period, submission};
@@ -53,10 +63,46 @@ pub fn next_revision(period: Period, last: Option<u64>, now_ms: u64) -> Result<u
     Ok(now_ms.max(floor))
 }
 
-/// True counts for each of `periods`, from one scan over every record.
-pub fn aggregate_periods(store: &Store, periods: &[Period]) -> Result<Vec<Aggregates>, AgentError> {
-    let mut aggs: Vec<PeriodAggregator> =
-        periods.iter().map(|p| PeriodAggregator::new(*p)).collect();
+/// The spans whose figures depend on the dirty months or quarters `dirty`:
+/// the financial years holding them, and (with a programme start) every
+/// programme to date from the month of the earliest dirty day to today's
+/// month (each holds everything before its end). Spans that cannot be
+/// represented (before 2000) are left out.
+pub fn spans_of(
+    dirty: &[Period],
+    programme_start: Option<Date>,
+    today: Date,
+) -> BTreeSet<Period> {
+    let mut spans = BTreeSet::new();
+    let mut earliest: Option<Date> = None;
+    for p in dirty.iter().filter(|p| !p.is_span()) {
+        for day in [p.start(), p.end()] {
+            let fy = Period::containing(Granularity::FinancialYear, day);
+            if fy.contains(day) && fy.start() <= today {
+                spans.insert(fy);
+            }
+        }
+        earliest = Some(earliest.map_or(p.start(), |e| e.min(p.start())));
+    }
+    if let (Some(start), Some(earliest)) = (programme_start, earliest) {
+        let first = Period::containing(Granularity::ProgrammeToDate, earliest.max(start));
+        let last = Period::containing(Granularity::ProgrammeToDate, today);
+        spans.extend(Period::range(first, last));
+    }
+    spans
+}
+
+/// True counts for each of `periods` under the agent's counting rules, from
+/// one scan over every record.
+pub fn aggregate_periods(
+    store: &Store,
+    periods: &[Period],
+    rules: CountingRules,
+) -> Result<Vec<Aggregates>, AgentError> {
+    let mut aggs: Vec<PeriodAggregator> = periods
+        .iter()
+        .map(|p| PeriodAggregator::with_rules(*p, rules, 0))
+        .collect();
     for r in store.records() {
         let r = r?;
         for a in &mut aggs {
@@ -106,10 +152,21 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     // with a newer generation, which the clear below leaves in place.
     let a = agent.clone();
     let tables = tokio::task::spawn_blocking(move || -> Result<Vec<_>, AgentError> {
-        let periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
-        let aggregates = aggregate_periods(a.store(), &periods)?;
-        Ok(dirty
+        let mut periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
+        let o = a.options();
+        // Spans ride along with the months or quarters they depend on; they
+        // carry no dirty generation of their own (None: nothing to clear).
+        let spans = spans_of(&periods, o.programme_start, a.today());
+        let generations: Vec<Option<u64>> = dirty
+            .iter()
+            .map(|(_, g)| Some(*g))
+            .chain(spans.iter().map(|_| None))
+            .collect();
+        periods.extend(spans);
+        let aggregates = aggregate_periods(a.store(), &periods, o.rules())?;
+        Ok(periods
             .into_iter()
+            .zip(generations)
             .zip(aggregates.iter())
             .map(|((period, generation), aggs)| {
                 let (published, digest) = protect(&a, period, aggs);
@@ -125,12 +182,15 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
             for (period, generation, published, digest) in tables {
                 let last = w.last_submission(period)?;
                 if last.as_ref().is_some_and(|l| l.digest == digest) {
-                    w.clear_dirty(period, generation)?;
+                    if let Some(generation) = generation {
+                        w.clear_dirty(period, generation)?;
+                    }
                     continue;
                 }
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
                 let sub = build(&a, period, &published, digest, revision);
-                w.enqueue(period, &sub, generation)?;
+                // A span has no dirty mark: generation 0 clears nothing.
+                w.enqueue(period, &sub, generation.unwrap_or(0))?;
                 tracing::info!(%period, revision, "enqueued a new revision");
                 n += 1;
             }
@@ -151,10 +211,17 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
 /// Exactly what would be sent for `period`: the last enqueued revision when
 /// the content is unchanged, else the next revision with the current content.
 pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, AgentError> {
-    if period.granularity() != agent.options().granularity {
+    let o = agent.options();
+    if period.granularity() != o.granularity && !period.is_span() {
         return Err(AgentError::invalid(
             "period.granularity",
-            "must match the agent's reporting granularity",
+            "must match the agent's reporting granularity, or be a financial year or the programme to date",
+        ));
+    }
+    if period.granularity() == Granularity::ProgrammeToDate && o.programme_start.is_none() {
+        return Err(AgentError::invalid(
+            "period",
+            "the programme to date needs the agent's --programme-start",
         ));
     }
     if period.start() > agent.today() {
@@ -163,7 +230,7 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, Ag
     let a = agent.clone();
     tokio::task::spawn_blocking(move || {
         let store = &a.inner().store;
-        let aggs = aggregate_periods(store, &[period])?;
+        let aggs = aggregate_periods(store, &[period], a.options().rules())?;
         let (published, digest) = protect(&a, period, &aggs[0]);
         let last = store.last_submission(period)?;
         match last {
