@@ -85,9 +85,14 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// The network summary for this period (YYYY-Qn or YYYY-MM) [default: the latest submitted].
+        /// The network summary for this period: a quarter (YYYY-Qn), month
+        /// (YYYY-MM), financial year (FY2024 = April 2024 to March 2025) or
+        /// programme to date (PTD2024-09) [default: the latest submitted].
         #[arg(long, conflicts_with = "metric")]
         period: Option<String>,
+        /// Show Level 2 alone (longer-term support: the like-for-like figure sites quote).
+        #[arg(long, conflicts_with = "metric")]
+        level_2: bool,
         /// One metric across sites over --from..--to, e.g. outcome.volunteering.
         #[arg(long, requires_all = ["from", "to"])]
         metric: Option<String>,
@@ -265,6 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report {
             format,
             period: p,
+            level_2,
             metric,
             from,
             to,
@@ -281,6 +287,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => model::Request::Summary {
                     period: p.as_deref().map(period).transpose()?,
                     trend_periods: trend_periods.max(1),
+                    level_2,
                 },
             };
             let mut c = client::reports(&endpoint).await?;
