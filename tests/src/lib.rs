@@ -479,7 +479,10 @@ pub fn true_counts(records: &[CaseRecord], start: &str, end: &str) -> Aggregates
     for ((l, _), outcomes) in &active {
         bump(format!("{l}people_active"));
         for o in outcomes {
-            bump(format!("{l}outcome.{}", Outcome::from_code(*o).unwrap().id()));
+            bump(format!(
+                "{l}outcome.{}",
+                Outcome::from_code(*o).unwrap().id()
+            ));
         }
     }
     for (l, _) in &new_people {

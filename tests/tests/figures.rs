@@ -139,8 +139,7 @@ impl Intro {
     /// Open at some time in `[start, end]` (these records never go quiet:
     /// the last contact is recent enough, checked in the test).
     fn active(&self, start: &str, end: &str) -> bool {
-        self.introduced_on.as_str() <= end
-            && self.closed_on.as_deref().is_none_or(|c| c >= start)
+        self.introduced_on.as_str() <= end && self.closed_on.as_deref().is_none_or(|c| c >= start)
     }
 }
 
@@ -387,7 +386,14 @@ async fn synced_summary(
             .await
             .ok()?
             .into_inner();
-        let row = s.metrics.first()?.comparison.as_ref()?.sites.iter().find(|r| r.site_code == code)?;
+        let row = s
+            .metrics
+            .first()?
+            .comparison
+            .as_ref()?
+            .sites
+            .iter()
+            .find(|r| r.site_code == code)?;
         (row.revision == preview.revision).then_some(s)
     })
     .await
@@ -413,7 +419,10 @@ fn cell(s: &hub::NetworkSummaryResponse, code: &str, metric: &str) -> Count {
 /// Published within what rounding to 5 allows (or withheld), never further off.
 fn within_rounding(published: Count, truth: u64, what: &str) {
     match published {
-        Count::Value(v) => assert!(v.abs_diff(truth) <= 2 && v % 5 == 0, "{what}: {v} vs {truth}"),
+        Count::Value(v) => assert!(
+            v.abs_diff(truth) <= 2 && v % 5 == 0,
+            "{what}: {v} vs {truth}"
+        ),
         Count::Suppressed => assert!(truth <= 7, "{what}: {truth} suppressed"),
     }
 }
@@ -429,7 +438,15 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     let hub = TestHub::start(&net, &root.path().join("hub"), &registry_path).await;
     let reports = hub.reports(&net.analyst).await;
 
-    let mut thk = council(&net, &hub, THURROCK, "thurrock", THURROCK_START, root.path()).await;
+    let mut thk = council(
+        &net,
+        &hub,
+        THURROCK,
+        "thurrock",
+        THURROCK_START,
+        root.path(),
+    )
+    .await;
     let mut dby = council(&net, &hub, DERBY, "derby", DERBY_START, root.path()).await;
     let thurrock = thurrock();
     let derby = derby();
@@ -461,10 +478,16 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         .unwrap()
         .into_inner();
     assert_eq!((full.from.as_str(), full.to.as_str()), (from, to));
-    assert_eq!((full.youngest_band.as_str(), full.oldest_band.as_str()), ("18_24", "85_plus"));
+    assert_eq!(
+        (full.youngest_band.as_str(), full.oldest_band.as_str()),
+        ("18_24", "85_plus")
+    );
     assert_eq!(full.inactivity_months, 12);
     // The volunteer after the window counts in the later programme to date only.
-    assert_eq!(thk.evaluation("PTD2024-09").await["outcome.volunteering"], 19);
+    assert_eq!(
+        thk.evaluation("PTD2024-09").await["outcome.volunteering"],
+        19
+    );
 
     // Only the council's operators read it; the case system and months are refused.
     let denied = thk
@@ -511,14 +534,22 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         .collect::<BTreeSet<_>>()
         .len() as u64;
     let d = synced_summary(&reports, &dby, DERBY, THURROCK_WINDOW).await;
-    within_rounding(cell(&d, DERBY, "people_new"), derby_people, "Derby PTD2024-07");
+    within_rounding(
+        cell(&d, DERBY, "people_new"),
+        derby_people,
+        "Derby PTD2024-07",
+    );
 
     // 3. Derby's financial year: distinct people, not the sum of its quarters.
     let fy = synced_summary(&reports, &dby, DERBY, FY).await;
     let (fy_start, fy_end) = bounds(FY);
     let l2_year = active_people(&derby, 2, &fy_start, &fy_end);
     assert_eq!(l2_year, 50);
-    within_rounding(cell(&fy, DERBY, "level_2.people_active"), l2_year, "FY L2 people");
+    within_rounding(
+        cell(&fy, DERBY, "level_2.people_active"),
+        l2_year,
+        "FY L2 people",
+    );
     let mut quarter_sum = 0;
     for q in FY_QUARTERS {
         let (qs, qe) = bounds(q);
@@ -532,7 +563,10 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     let Count::Value(year_value) = cell(&fy, DERBY, "level_2.people_active") else {
         panic!("Derby's Level 2 people are withheld");
     };
-    assert!(year_value * 3 <= quarter_sum, "{year_value} vs quarters {quarter_sum}");
+    assert!(
+        year_value * 3 <= quarter_sum,
+        "{year_value} vs quarters {quarter_sum}"
+    );
 
     // 4. Cost avoided at Level 2, recomputed here: each person's outcome once.
     let mut expected = 0;
@@ -552,17 +586,29 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
             per_quarter_open += carried.len() as u64 * pence;
         }
     }
-    assert_eq!(achieved(&derby, 2, GP, &fy_start, &fy_end), 22, "re-introductions count once");
-    let derby_cost = fy.cost_avoided.iter().find(|c| c.site_code == DERBY).unwrap();
+    assert_eq!(
+        achieved(&derby, 2, GP, &fy_start, &fy_end),
+        22,
+        "re-introductions count once"
+    );
+    let derby_cost = fy
+        .cost_avoided
+        .iter()
+        .find(|c| c.site_code == DERBY)
+        .unwrap();
     assert_eq!(derby_cost.level_2_cost_avoided_pence, expected);
     assert!(!derby_cost.level_2_partial);
-    assert!(expected * 2 < per_quarter_open, "{expected} vs {per_quarter_open}");
+    assert!(
+        expected * 2 < per_quarter_open,
+        "{expected} vs {per_quarter_open}"
+    );
     // Level 1 contacts add to the all-levels figure only.
     let all_gp = achieved(&derby, 0, GP, &fy_start, &fy_end);
     assert_eq!(all_gp, 37);
     assert_eq!(
         derby_cost.cost_avoided_pence,
-        hand_protect(achieved(&derby, 0, DAY_SERVICES, &fy_start, &fy_end)).unwrap() * DAY_SERVICES_PENCE
+        hand_protect(achieved(&derby, 0, DAY_SERVICES, &fy_start, &fy_end)).unwrap()
+            * DAY_SERVICES_PENCE
             + hand_protect(all_gp).unwrap() * GP_PENCE
     );
     // Crisis avoided is excluded, with the reason shown.
@@ -595,14 +641,26 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     assert_eq!(cmp.periods.len(), 2);
     let fy23 = &cmp.periods[0];
     let t23 = fy23.sites.iter().find(|r| r.site_code == THURROCK).unwrap();
-    assert_eq!((t23.adult_population, t23.population_year), (THURROCK_2023, 2023));
-    assert!(fy23.sites.iter().all(|r| r.site_code != DERBY), "Derby has no FY2023");
+    assert_eq!(
+        (t23.adult_population, t23.population_year),
+        (THURROCK_2023, 2023)
+    );
+    assert!(
+        fy23.sites.iter().all(|r| r.site_code != DERBY),
+        "Derby has no FY2023"
+    );
     let fy24 = &cmp.periods[1];
     assert_eq!(fy24.sites.len(), 2);
     let t24 = fy24.sites.iter().find(|r| r.site_code == THURROCK).unwrap();
-    assert_eq!((t24.adult_population, t24.population_year), (THURROCK_2024, 2024));
+    assert_eq!(
+        (t24.adult_population, t24.population_year),
+        (THURROCK_2024, 2024)
+    );
     let d24 = fy24.sites.iter().find(|r| r.site_code == DERBY).unwrap();
-    assert_eq!((d24.adult_population, d24.population_year), (DERBY_ADULTS, 0));
+    assert_eq!(
+        (d24.adult_population, d24.population_year),
+        (DERBY_ADULTS, 0)
+    );
     for r in [t24, d24] {
         let v = match count_of(r.value.as_ref()) {
             Count::Value(v) => v,
@@ -634,7 +692,12 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     assert!(p.funnel_target.is_some());
     for r in &p.sites {
         assert!(r.share.is_some(), "{}", r.site_code);
-        assert_ne!(r.funnel_flag, hub::FunnelFlag::NotApplicable as i32, "{}", r.site_code);
+        assert_ne!(
+            r.funnel_flag,
+            hub::FunnelFlag::NotApplicable as i32,
+            "{}",
+            r.site_code
+        );
         assert!(r.funnel_limits.is_some());
     }
 
@@ -663,9 +726,16 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         .lines()
         .filter(|l| l.contains("lacnet::audit") && l.contains("GetLocalEvaluation"))
         .collect();
-    assert!(audit.iter().any(|l| l.contains("operator:thurrock") && l.contains("served")));
+    assert!(
+        audit
+            .iter()
+            .any(|l| l.contains("operator:thurrock") && l.contains("served"))
+    );
     assert!(audit.iter().any(|l| l.contains("refused")));
-    assert!(!text.contains(&thurrock[0].nhs), "an NHS number reached the log");
+    assert!(
+        !text.contains(&thurrock[0].nhs),
+        "an NHS number reached the log"
+    );
 
     dby.agent.stop().await;
     thk.agent.stop().await;

@@ -434,7 +434,11 @@ mod tests {
                 "",
             ])
         };
-        for bad in ["volunteering@", "volunteering@2014-13-01", "teleport@2014-03-01"] {
+        for bad in [
+            "volunteering@",
+            "volunteering@2014-13-01",
+            "teleport@2014-03-01",
+        ] {
             let problems = layout.parse(&cells(bad), &Mapping::default()).unwrap_err();
             assert_eq!(problems[0].field, "outcomes", "{bad}");
             assert_eq!(problems[0].column, 10, "{bad}");

@@ -22,10 +22,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use lacnet_core::{Date, Granularity, Period};
 use lacnet_core::disclosure::DisclosurePolicy;
 use lacnet_core::metrics::{self, catalogue};
 use lacnet_core::vocab::Outcome;
+use lacnet_core::{Date, Granularity, Period};
 use serde::Deserialize;
 
 use crate::HubError;
@@ -463,7 +463,10 @@ mod tests {
         let crisis = metrics::outcome(Outcome::CrisisAvoided);
         assert!(reg.cost_exclusion(crisis).is_some());
         // Level 2 outcomes carry the same cost.
-        let l2 = metrics::level_outcome(lacnet_core::vocab::SupportLevel::Level2, Outcome::AlternativeToDayServices);
+        let l2 = metrics::level_outcome(
+            lacnet_core::vocab::SupportLevel::Level2,
+            Outcome::AlternativeToDayServices,
+        );
         assert_eq!(reg.unit_cost(l2), reg.unit_cost(day));
         // Cumbria until March 2023, its successors from April 2023.
         let p = |s: &str| Period::parse(s).unwrap();
@@ -511,7 +514,10 @@ mod tests {
     fn every_outcome_is_priced_or_excluded_with_a_reason() {
         let one = "[[unit_costs]]\noutcome = \"volunteering\"\npence = 1\nsource = \"x\"\n";
         let e = with(one).unwrap_err();
-        assert!(e.contains("crisis_avoided") && e.contains("unit_cost_exclusions"), "{e}");
+        assert!(
+            e.contains("crisis_avoided") && e.contains("unit_cost_exclusions"),
+            "{e}"
+        );
         let mut all = one.to_owned();
         for o in Outcome::ALL.iter().filter(|o| **o != Outcome::Volunteering) {
             all.push_str(&format!(
@@ -521,12 +527,19 @@ mod tests {
         }
         let reg = with(&all).unwrap();
         let crisis = metrics::outcome(Outcome::CrisisAvoided);
-        assert_eq!(reg.cost_exclusion(crisis).unwrap().reason, "no agreed figure");
-        let empty_reason = "[[unit_cost_exclusions]]\noutcome = \"crisis_avoided\"\nreason = \" \"\n";
-        assert!(with(empty_reason).unwrap_err().contains("unit_cost_exclusions[0].reason"));
-        let both = format!(
-            "{one}[[unit_cost_exclusions]]\noutcome = \"volunteering\"\nreason = \"x\"\n"
+        assert_eq!(
+            reg.cost_exclusion(crisis).unwrap().reason,
+            "no agreed figure"
         );
+        let empty_reason =
+            "[[unit_cost_exclusions]]\noutcome = \"crisis_avoided\"\nreason = \" \"\n";
+        assert!(
+            with(empty_reason)
+                .unwrap_err()
+                .contains("unit_cost_exclusions[0].reason")
+        );
+        let both =
+            format!("{one}[[unit_cost_exclusions]]\noutcome = \"volunteering\"\nreason = \"x\"\n");
         assert!(with(&both).unwrap_err().contains("cannot also be excluded"));
     }
 

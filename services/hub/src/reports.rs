@@ -14,8 +14,8 @@ use std::time::Instant;
 
 use lacnet_core::compare::{self, SiteInput};
 use lacnet_core::metrics::{self, MetricKind, catalogue};
-use lacnet_core::vocab::SupportLevel;
 use lacnet_core::period::Period;
+use lacnet_core::vocab::SupportLevel;
 use lacnet_proto::hub::v1 as hub;
 use lacnet_proto::hub::v1::reports_server::Reports;
 use lacnet_tls::Peer;

@@ -225,10 +225,16 @@ impl Hub {
         if !site.in_use_during(period) {
             let why = match (site.valid_from, site.valid_until) {
                 (_, Some(until)) if begins > until => {
-                    format!("site code {} was retired on {until}; {period} starts after it", site.code)
+                    format!(
+                        "site code {} was retired on {until}; {period} starts after it",
+                        site.code
+                    )
                 }
                 (Some(from), _) => {
-                    format!("site code {} is in use from {from}; {period} ends before it", site.code)
+                    format!(
+                        "site code {} is in use from {from}; {period} ends before it",
+                        site.code
+                    )
                 }
                 _ => format!("site code {} was not in use during {period}", site.code),
             };

@@ -290,7 +290,9 @@ impl Config {
                     .map_err(|e| AgentError::Config(format!("--programme-start {s:?}: {e}")))
             })
             .transpose()?;
-        if o.programme_start.is_some_and(|d| d.year() < lacnet_core::Period::MIN_YEAR) {
+        if o.programme_start
+            .is_some_and(|d| d.year() < lacnet_core::Period::MIN_YEAR)
+        {
             return Err(AgentError::Config(format!(
                 "--programme-start must not be before {}-01-01",
                 lacnet_core::Period::MIN_YEAR

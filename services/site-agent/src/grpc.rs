@@ -20,8 +20,8 @@ use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1::site_agent_server::SiteAgent;
 use lacnet_proto::site::v1::{
     AgentStatus, ErasePersonRequest, ErasePersonResponse, GetStatusRequest, IngestSummary,
-    LocalEvaluation, LocalEvaluationRequest, PreviewSubmissionRequest, Record, RecordVerdict, UpsertRecordsRequest, UpsertRecordsResponse,
-    Verdict, erase_person_request,
+    LocalEvaluation, LocalEvaluationRequest, PreviewSubmissionRequest, Record, RecordVerdict,
+    UpsertRecordsRequest, UpsertRecordsResponse, Verdict, erase_person_request,
 };
 use lacnet_tls::Peer;
 use tonic::{Request, Response, Status, Streaming};

@@ -28,9 +28,9 @@ use std::time::Duration;
 use std::collections::BTreeSet;
 
 use lacnet_core::aggregate::{CountingRules, PeriodAggregator};
-use lacnet_core::{Date, Granularity};
 use lacnet_core::disclosure::{self, Published};
 use lacnet_core::metrics::Aggregates;
+use lacnet_core::{Date, Granularity};
 use lacnet_core::{Period, submission};
 use lacnet_proto::common::v1 as pb;
 use lacnet_store::Durability;
@@ -68,11 +68,7 @@ pub fn next_revision(period: Period, last: Option<u64>, now_ms: u64) -> Result<u
 /// programme to date from the month of the earliest dirty day to today's
 /// month (each holds everything before its end). Spans that cannot be
 /// represented (before 2000) are left out.
-pub fn spans_of(
-    dirty: &[Period],
-    programme_start: Option<Date>,
-    today: Date,
-) -> BTreeSet<Period> {
+pub fn spans_of(dirty: &[Period], programme_start: Option<Date>, today: Date) -> BTreeSet<Period> {
     let mut spans = BTreeSet::new();
     let mut earliest: Option<Date> = None;
     for p in dirty.iter().filter(|p| !p.is_span()) {

@@ -509,7 +509,11 @@ mod tests {
             match def.across_periods {
                 crate::metrics::Additivity::Sum => assert_eq!(sum(i), fy.counts[i], "{}", def.id),
                 crate::metrics::Additivity::Distinct => {
-                    assert!(max(i) <= fy.counts[i] && fy.counts[i] <= sum(i), "{}", def.id)
+                    assert!(
+                        max(i) <= fy.counts[i] && fy.counts[i] <= sum(i),
+                        "{}",
+                        def.id
+                    )
                 }
                 crate::metrics::Additivity::AtEnd => {
                     assert_eq!(quarters[3].counts[i], fy.counts[i], "{}", def.id)
@@ -564,15 +568,24 @@ mod tests {
         let vol = outcome(Outcome::Volunteering);
         let crisis = outcome(Outcome::CrisisAvoided);
         let q = |s| aggregate(&records, p(s));
-        assert_eq!((q("2024-Q2").counts[vol], q("2024-Q2").counts[crisis]), (0, 1));
-        assert_eq!((q("2024-Q3").counts[vol], q("2024-Q3").counts[crisis]), (1, 0));
+        assert_eq!(
+            (q("2024-Q2").counts[vol], q("2024-Q2").counts[crisis]),
+            (0, 1)
+        );
+        assert_eq!(
+            (q("2024-Q3").counts[vol], q("2024-Q3").counts[crisis]),
+            (1, 0)
+        );
         assert_eq!(q("2024-Q4").counts[vol], 1);
         assert_eq!(q("2025-Q1").counts[vol], 0);
         // Over the year: one person, once each.
         let fy = q("FY2024");
         assert_eq!((fy.counts[vol], fy.counts[crisis]), (1, 1));
         let l1 = SupportLevel::Level1;
-        assert_eq!(fy.counts[crate::metrics::level_outcome(l1, Outcome::Volunteering)], 1);
+        assert_eq!(
+            fy.counts[crate::metrics::level_outcome(l1, Outcome::Volunteering)],
+            1
+        );
         assert_eq!(
             fy.counts[crate::metrics::level_outcome(SupportLevel::Level2, Outcome::Volunteering)],
             0
@@ -587,7 +600,10 @@ mod tests {
         // Active to 2025-03-09 (12 months after the last contact).
         let q1 = aggregate(&records, p("2025-Q1"));
         assert_eq!(q1.counts[PEOPLE_ACTIVE], 2);
-        assert_eq!(q1.counts[CASES_STALE], 1, "quiet before the quarter's last day");
+        assert_eq!(
+            q1.counts[CASES_STALE], 1,
+            "quiet before the quarter's last day"
+        );
         let q2 = aggregate(&records, p("2025-Q2"));
         assert_eq!(q2.counts[PEOPLE_ACTIVE], 1, "a closed case is never stale");
         assert_eq!(q2.counts[CASES_STALE], 1);

@@ -899,7 +899,10 @@ mod tests {
         a.counts[metrics::support_level(SupportLevel::Level1)] = level_1;
         a.counts[metrics::support_level(SupportLevel::Level2)] = level_2;
         // The support-level cross-tabs (issue 10) of the same introductions.
-        for (l, v) in [(SupportLevel::Level1, level_1), (SupportLevel::Level2, level_2)] {
+        for (l, v) in [
+            (SupportLevel::Level1, level_1),
+            (SupportLevel::Level2, level_2),
+        ] {
             a.counts[metrics::level_age_group(l, AgeGroup::From18To64)] = v;
             a.counts[metrics::level_primary_need(l, PrimaryNeed::Other)] = v;
             a.counts[metrics::level_source(l, IntroductionSource::Other)] = v;

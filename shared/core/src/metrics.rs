@@ -232,38 +232,39 @@ pub fn catalogue() -> &'static Catalogue {
 
 fn build() -> Catalogue {
     let mut metrics = Vec::with_capacity(METRIC_COUNT);
-    let mut push = |id: String, label: String, group: &'static str, kind, outcome: Option<Outcome>| {
-        // Introductions, closures and every breakdown of new introductions
-        // count dated events; people and outcomes count distinct persons
-        // (an outcome counts once per person over a span); the stale count is
-        // a stock on the last day.
-        let across_periods = if group == "headline" || group.ends_with(".headline") {
-            if id.ends_with("introductions_new") || id.ends_with("closures") {
-                Additivity::Sum
-            } else if id == "cases_stale" {
-                Additivity::AtEnd
-            } else {
+    let mut push =
+        |id: String, label: String, group: &'static str, kind, outcome: Option<Outcome>| {
+            // Introductions, closures and every breakdown of new introductions
+            // count dated events; people and outcomes count distinct persons
+            // (an outcome counts once per person over a span); the stale count is
+            // a stock on the last day.
+            let across_periods = if group == "headline" || group.ends_with(".headline") {
+                if id.ends_with("introductions_new") || id.ends_with("closures") {
+                    Additivity::Sum
+                } else if id == "cases_stale" {
+                    Additivity::AtEnd
+                } else {
+                    Additivity::Distinct
+                }
+            } else if outcome.is_some() {
                 Additivity::Distinct
-            }
-        } else if outcome.is_some() {
-            Additivity::Distinct
-        } else {
-            Additivity::Sum
+            } else {
+                Additivity::Sum
+            };
+            let support_level = SupportLevel::ALL
+                .iter()
+                .copied()
+                .find(|l| id.starts_with(&format!("{}.", l.id())));
+            metrics.push(MetricDef {
+                id,
+                label,
+                group,
+                kind,
+                outcome,
+                support_level,
+                across_periods,
+            });
         };
-        let support_level = SupportLevel::ALL
-            .iter()
-            .copied()
-            .find(|l| id.starts_with(&format!("{}.", l.id())));
-        metrics.push(MetricDef {
-            id,
-            label,
-            group,
-            kind,
-            outcome,
-            support_level,
-            across_periods,
-        });
-    };
     let of_intros = MetricKind::Proportion {
         denominator: INTRODUCTIONS_NEW,
     };
@@ -521,7 +522,10 @@ fn build() -> Catalogue {
         tables.push(TableSpec {
             name: age,
             total: support_level(*l),
-            parts: AgeGroup::ALL.iter().map(|g| level_age_group(*l, *g)).collect(),
+            parts: AgeGroup::ALL
+                .iter()
+                .map(|g| level_age_group(*l, *g))
+                .collect(),
         });
         tables.push(TableSpec {
             name: need,
@@ -619,11 +623,15 @@ mod tests {
             "level_2.outcome.carer_supported"
         );
         assert_eq!(
-            c.def(level_age_group(SupportLevel::Level1, AgeGroup::Under18)).id,
+            c.def(level_age_group(SupportLevel::Level1, AgeGroup::Under18))
+                .id,
             "level_1.age_group.under_18"
         );
         assert_eq!(c.def(level_people_active(l2)).id, "level_2.people_active");
-        assert_eq!(c.def(METRIC_COUNT - 1).id, "level_2.outcome.carer_supported");
+        assert_eq!(
+            c.def(METRIC_COUNT - 1).id,
+            "level_2.outcome.carer_supported"
+        );
         for m in c.metrics() {
             assert_eq!(
                 m.support_level.is_some(),

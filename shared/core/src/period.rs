@@ -98,9 +98,7 @@ impl std::str::FromStr for Granularity {
             "month" | "monthly" => Ok(Granularity::Month),
             "quarter" | "quarterly" => Ok(Granularity::Quarter),
             "financial_year" | "financial-year" | "fy" => Ok(Granularity::FinancialYear),
-            "programme_to_date" | "programme-to-date" | "ptd" => {
-                Ok(Granularity::ProgrammeToDate)
-            }
+            "programme_to_date" | "programme-to-date" | "ptd" => Ok(Granularity::ProgrammeToDate),
             _ => Err(PeriodError::Granularity),
         }
     }
@@ -470,7 +468,10 @@ mod tests {
         assert_eq!(qs.first().unwrap().start(), fy.start());
         assert_eq!(qs.last().unwrap().end(), fy.end());
         assert!(fy.is_span() && !qs[0].is_span());
-        assert_eq!(Period::new(Granularity::FinancialYear, 2024, 2), Err(PeriodError::Index));
+        assert_eq!(
+            Period::new(Granularity::FinancialYear, 2024, 2),
+            Err(PeriodError::Index)
+        );
         assert_eq!(
             Period::containing(Granularity::FinancialYear, d("2000-02-01")).to_string(),
             "FY2000"

@@ -519,7 +519,10 @@ mod tests {
         assert_eq!(back, r);
         assert_eq!(back.achieved_on(Outcome::CrisisAvoided), Some(feb));
         // The other outcome in the set stays undated.
-        assert_eq!(back.achieved_on(Outcome::Volunteering), Some(r.introduced_on));
+        assert_eq!(
+            back.achieved_on(Outcome::Volunteering),
+            Some(r.introduced_on)
+        );
         assert_eq!(back.last_seen(), feb);
         // Version 1 never carries the last-contact flag.
         let mut v1 = sample().encode();
@@ -560,9 +563,16 @@ mod tests {
             proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |((rec, per, key, intro), closed_after, (sl, ab, pn, src), (bits, days, contact), nb)| {
+                |(
+                    (rec, per, key, intro),
+                    closed_after,
+                    (sl, ab, pn, src),
+                    (bits, days, contact),
+                    nb,
+                )| {
                     let introduced_on = Date::from_storage(intro);
-                    let later = |d: i32| Date::from_storage(intro.saturating_add(d).min(MAX_STORED_DAY));
+                    let later =
+                        |d: i32| Date::from_storage(intro.saturating_add(d).min(MAX_STORED_DAY));
                     let outcomes = OutcomeSet::from_bits(bits).unwrap();
                     let mut outcome_dates = NO_OUTCOME_DATES;
                     for o in outcomes.iter() {

@@ -47,10 +47,7 @@ pub fn render(report: &Report) -> Result<String, CliError> {
             .map(|p| p.text.clone())
             .unwrap_or_default()
     };
-    let mut rows = |section: &str,
-                    m: &MetricInfoView,
-                    p: &PeriodView|
-     -> Result<(), CliError> {
+    let mut rows = |section: &str, m: &MetricInfoView, p: &PeriodView| -> Result<(), CliError> {
         let (id, label) = (m.id.as_str(), m.label.as_str());
         for s in &p.sites {
             let (value, suppressed) = match s.value {
@@ -96,7 +93,13 @@ pub fn render(report: &Report) -> Result<String, CliError> {
     if let Some(s) = &report.summary {
         for c in &s.cost_avoided {
             for (id, label, pounds, partial, level) in [
-                ("cost_avoided", "Estimated cost avoided (£)", c.pounds, c.partial, "all"),
+                (
+                    "cost_avoided",
+                    "Estimated cost avoided (£)",
+                    c.pounds,
+                    c.partial,
+                    "all",
+                ),
                 (
                     "level_2.cost_avoided",
                     "Level 2: estimated cost avoided (£)",

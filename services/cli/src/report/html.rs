@@ -132,7 +132,11 @@ pub fn render(report: &Report) -> String {
             h,
             "<h2 id=\"cost\">Estimated cost avoided, {}{}</h2>",
             esc(&summary.period_description),
-            if summary.level_2_only { ", Level 2 alone" } else { "" }
+            if summary.level_2_only {
+                ", Level 2 alone"
+            } else {
+                ""
+            }
         );
         cost_chart(&mut h, report, &colour);
         let _ = writeln!(
