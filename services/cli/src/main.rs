@@ -153,6 +153,19 @@ enum Command {
         #[arg(long)]
         period: String,
     },
+    /// The council's own exact figures over a financial year or the
+    /// programme to date, as in a site's evaluation report. Never sent to the
+    /// hub; needs an operator certificate, and every call is audited.
+    Evaluation {
+        /// The span: a financial year (FY2024 = April 2024 to March 2025) or
+        /// the programme to date (PTD2024-09, from the programme start to the
+        /// end of September 2024).
+        #[arg(long)]
+        span: String,
+        /// Write JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Erase every record of one person at a site agent (needs an operator certificate).
     Erase {
         /// The person's NHS number.
@@ -370,6 +383,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::preview(&mut c, &endpoint.url, period(&p)?).await?;
             print!("{}", site_ops::render_preview(&s));
+        }
+        Command::Evaluation { span, json } => {
+            let endpoint = ep.operator()?;
+            let mut c = client::agent(&endpoint).await?;
+            let e = site_ops::evaluation(&mut c, &endpoint.url, period(&span)?).await?;
+            print!("{}", site_ops::render_evaluation(&e, json)?);
         }
         Command::Erase {
             nhs_number,
