@@ -296,6 +296,7 @@ async fn council(
     code: &str,
     name: &str,
     start: &str,
+    granularity: Granularity,
     root: &std::path::Path,
 ) -> Council {
     let pki = CouncilPki::new(name);
@@ -313,7 +314,7 @@ async fn council(
         server_name: HUB_NAME.into(),
         tls: net.site(code),
     });
-    o.granularity = Granularity::Quarter;
+    o.granularity = granularity;
     o.programme_start = Some(day(start));
     o.publish_debounce = Duration::from_millis(50);
     o.push_backoff_base = Duration::from_millis(20);
@@ -444,10 +445,20 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         THURROCK,
         "thurrock",
         THURROCK_START,
+        Granularity::Month,
         root.path(),
     )
     .await;
-    let mut dby = council(&net, &hub, DERBY, "derby", DERBY_START, root.path()).await;
+    let mut dby = council(
+        &net,
+        &hub,
+        DERBY,
+        "derby",
+        DERBY_START,
+        Granularity::Quarter,
+        root.path(),
+    )
+    .await;
     let thurrock = thurrock();
     let derby = derby();
     thk.upsert(&thurrock).await;
@@ -524,20 +535,38 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     ] {
         within_rounding(cell(&s, THURROCK, metric), truth, metric);
     }
-    // The programme to date runs from each site's own start: Derby's
-    // PTD2024-07 covers its first four months only (April to July 2024).
-    let (_, window_end) = bounds(THURROCK_WINDOW);
+    // Derby reports by quarter, so it publishes the programme to date at
+    // quarter ends only (monthly cumulative figures would give its months
+    // away); its PTD2024-09 runs from its own start, April 2024.
+    assert!(
+        s.metrics[0]
+            .comparison
+            .as_ref()
+            .unwrap()
+            .sites
+            .iter()
+            .all(|r| r.site_code == THURROCK)
+    );
+    let refused = dby
+        .operator
+        .clone()
+        .preview_submission(site::PreviewSubmissionRequest {
+            period: period_pb(THURROCK_WINDOW),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let derby_people = derby
         .iter()
-        .filter(|r| r.introduced_on.as_str() <= window_end.as_str())
+        .filter(|r| r.introduced_on.as_str() <= "2024-09-30")
         .map(|r| r.nhs.clone())
         .collect::<BTreeSet<_>>()
         .len() as u64;
-    let d = synced_summary(&reports, &dby, DERBY, THURROCK_WINDOW).await;
+    let d = synced_summary(&reports, &dby, DERBY, "PTD2024-09").await;
     within_rounding(
         cell(&d, DERBY, "people_new"),
         derby_people,
-        "Derby PTD2024-07",
+        "Derby PTD2024-09",
     );
 
     // 3. Derby's financial year: distinct people, not the sum of its quarters.
@@ -716,7 +745,9 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         .into_inner();
     assert_eq!(trend.periods.len(), 9);
     for t in &trend.trends {
-        assert_eq!(t.points_known, 9, "{}", t.site_code);
+        // Thurrock reports monthly, Derby quarterly (September, December, March).
+        let points = if t.site_code == THURROCK { 9 } else { 3 };
+        assert_eq!(t.points_known, points, "{}", t.site_code);
         assert_ne!(t.direction, hub::TrendDirection::Insufficient as i32);
     }
 

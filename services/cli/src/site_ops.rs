@@ -180,7 +180,11 @@ pub fn render_evaluation(e: &LocalEvaluation, json: bool) -> Result<String, CliE
         ("primary_need.physical_disability", "physical disability"),
     ] {
         // Needs are recorded per introduction: shares are of introductions.
-        out.push_str(&format!("  {} {what} ({} of introductions)\n", get(id), pct(get(id))));
+        out.push_str(&format!(
+            "  {} {what} ({} of introductions)\n",
+            get(id),
+            pct(get(id))
+        ));
     }
     out.push_str(&format!(
         "{} open cases gone quiet (no contact for {} months) at {}.\n\n",
@@ -286,9 +290,18 @@ mod tests {
             ..Default::default()
         };
         let text = render_evaluation(&e, false).unwrap();
-        assert!(text.contains("256 people introduced (Level 2: 143), age bands 18-24 to 85+"), "{text}");
-        assert!(text.contains("79 older people (31% of introductions)"), "{text}");
-        assert!(text.contains("69 mental health (27% of introductions)"), "{text}");
+        assert!(
+            text.contains("256 people introduced (Level 2: 143), age bands 18-24 to 85+"),
+            "{text}"
+        );
+        assert!(
+            text.contains("79 older people (31% of introductions)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("69 mental health (27% of introductions)"),
+            "{text}"
+        );
         assert!(text.contains("never sent to the hub"), "{text}");
         let json: serde_json::Value =
             serde_json::from_str(&render_evaluation(&e, true).unwrap()).unwrap();

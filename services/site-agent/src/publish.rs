@@ -66,9 +66,17 @@ pub fn next_revision(period: Period, last: Option<u64>, now_ms: u64) -> Result<u
 /// The spans whose figures depend on the dirty months or quarters `dirty`:
 /// the financial years holding them, and (with a programme start) every
 /// programme to date from the month of the earliest dirty day to today's
-/// month (each holds everything before its end). Spans that cannot be
-/// represented (before 2000) are left out.
-pub fn spans_of(dirty: &[Period], programme_start: Option<Date>, today: Date) -> BTreeSet<Period> {
+/// month (each holds everything before its end) that ends where a period of
+/// the site's `granularity` ends. A quarterly site publishes its programme to
+/// date at quarter ends only: monthly cumulative figures would give its
+/// months away by differencing. Spans that cannot be represented (before
+/// 2000) are left out.
+pub fn spans_of(
+    dirty: &[Period],
+    granularity: Granularity,
+    programme_start: Option<Date>,
+    today: Date,
+) -> BTreeSet<Period> {
     let mut spans = BTreeSet::new();
     let mut earliest: Option<Date> = None;
     for p in dirty.iter().filter(|p| !p.is_span()) {
@@ -83,9 +91,19 @@ pub fn spans_of(dirty: &[Period], programme_start: Option<Date>, today: Date) ->
     if let (Some(start), Some(earliest)) = (programme_start, earliest) {
         let first = Period::containing(Granularity::ProgrammeToDate, earliest.max(start));
         let last = Period::containing(Granularity::ProgrammeToDate, today);
-        spans.extend(Period::range(first, last));
+        spans.extend(
+            Period::range(first, last)
+                .into_iter()
+                .filter(|p| publishes_programme_to_date(*p, granularity)),
+        );
     }
     spans
+}
+
+/// Whether a site reporting by `granularity` publishes the programme to date
+/// `ptd`: when it ends where one of the site's periods ends.
+pub fn publishes_programme_to_date(ptd: Period, granularity: Granularity) -> bool {
+    Period::containing(granularity, ptd.end()).end() == ptd.end()
 }
 
 /// True counts for each of `periods` under the agent's counting rules, from
@@ -152,7 +170,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         let o = a.options();
         // Spans ride along with the months or quarters they depend on; they
         // carry no dirty generation of their own (None: nothing to clear).
-        let spans = spans_of(&periods, o.programme_start, a.today());
+        let spans = spans_of(&periods, o.granularity, o.programme_start, a.today());
         let generations: Vec<Option<u64>> = dirty
             .iter()
             .map(|(_, g)| Some(*g))
@@ -214,11 +232,22 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<pb::Submission, Ag
             "must match the agent's reporting granularity, or be a financial year or the programme to date",
         ));
     }
-    if period.granularity() == Granularity::ProgrammeToDate && o.programme_start.is_none() {
-        return Err(AgentError::invalid(
-            "period",
-            "the programme to date needs the agent's --programme-start",
-        ));
+    if period.granularity() == Granularity::ProgrammeToDate {
+        if o.programme_start.is_none() {
+            return Err(AgentError::invalid(
+                "period",
+                "the programme to date needs the agent's --programme-start",
+            ));
+        }
+        if !publishes_programme_to_date(period, o.granularity) {
+            return Err(AgentError::invalid(
+                "period",
+                format!(
+                    "{period}: this agent publishes the programme to date at the end of each {} only",
+                    o.granularity.label()
+                ),
+            ));
+        }
     }
     if period.start() > agent.today() {
         return Err(AgentError::invalid("period", "must not be in the future"));
@@ -287,6 +316,35 @@ async fn publish_logged(agent: &Agent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dirty_quarter_brings_its_financial_year_and_every_later_programme_to_date() {
+        let p = |s: &str| Period::parse(s).unwrap();
+        let d = |s: &str| Date::parse(s).unwrap();
+        let today = d("2025-02-10");
+        let texts = |v: BTreeSet<Period>| v.into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let q = Granularity::Quarter;
+        // 2024-Q4 is in FY2024; with no programme start, no programme to date.
+        assert_eq!(texts(spans_of(&[p("2024-Q4")], q, None, today)), ["FY2024"]);
+        // 2024-Q1 is in FY2023; the programme to date from December 2024 on,
+        // every month for a monthly site, at quarter ends for a quarterly one.
+        let dirty = [p("2024-Q1"), p("2025-Q1")];
+        let start = Some(d("2024-12-01"));
+        let spans = texts(spans_of(&dirty, Granularity::Month, start, today));
+        assert_eq!(
+            spans,
+            ["FY2023", "FY2024", "PTD2024-12", "PTD2025-01", "PTD2025-02"]
+        );
+        let spans = texts(spans_of(&dirty, q, start, d("2025-03-10")));
+        assert_eq!(spans, ["FY2023", "FY2024", "PTD2024-12", "PTD2025-03"]);
+        assert!(publishes_programme_to_date(p("PTD2025-03"), q));
+        assert!(!publishes_programme_to_date(p("PTD2025-02"), q));
+        // January to March 2000 would be FY1999, which no period can name.
+        let spans = texts(spans_of(&[p("2000-Q1")], q, None, today));
+        assert!(spans.is_empty(), "{spans:?}");
+        // Spans themselves bring nothing more.
+        assert!(spans_of(&[p("FY2024")], q, Some(d("2024-01-01")), today).is_empty());
+    }
 
     #[test]
     fn revisions_follow_the_clock_and_never_go_back_or_wrap() {
