@@ -569,7 +569,9 @@ fn latest_period(sites: &hub::ListSitesResponse) -> Result<Period, CliError> {
         .iter()
         .filter_map(|s| s.last_submission.as_ref())
         .filter_map(|r| period_from_proto(r.period.as_ref(), "period").ok())
-        .max_by_key(|p| p.ordinal())
+        // The latest month or quarter: sites publish their financial year and
+        // programme to date alongside it, and those are asked for by name.
+        .max_by_key(|p| (!p.is_span(), p.end(), p.ordinal()))
         .ok_or_else(|| {
             CliError::Invalid(
                 "no site has submitted anything yet, so there is no latest period: pass --period"
@@ -637,6 +639,34 @@ mod tests {
         assert_eq!(periods_before(q, 7).to_string(), "2014-Q2");
         let m = Period::parse("2016-02").unwrap();
         assert_eq!(periods_before(m, 3).to_string(), "2015-11");
+    }
+
+    #[test]
+    fn spans_read_as_analysts_say_them_and_never_win_the_latest_period() {
+        let p = |s: &str| Period::parse(s).unwrap();
+        assert_eq!(
+            describe_period(p("FY2024")),
+            "FY2024: financial year 2024/25 (2024-04-01 to 2025-03-31)"
+        );
+        assert!(describe_period(p("PTD2024-07")).contains("programme to date"));
+        assert_eq!(periods_before(p("FY2024"), 2).to_string(), "FY2022");
+        let site = |period: &str| hub::SiteInfo {
+            last_submission: Some(hub::SubmissionRef {
+                period: Some(period_to_proto(p(period))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sites = hub::ListSitesResponse {
+            sites: vec![
+                site("PTD2025-03"),
+                site("2025-Q1"),
+                site("FY2024"),
+                site("2024-Q4"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(latest_period(&sites).unwrap(), p("2025-Q1"));
     }
 
     #[test]
