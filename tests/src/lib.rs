@@ -56,7 +56,8 @@ pub const AGENT_NAME: &str = "agent.lacnet";
 pub const POLL_LIMIT: Duration = Duration::from_secs(20);
 
 /// The registry the tests run the hub with: two sites, the network policy
-/// (7 / 5 / secondary suppression) and two unit costs.
+/// (7 / 5 / secondary suppression), two unit costs and the other outcomes
+/// excluded from costing.
 pub fn registry_toml() -> String {
     format!(
         r#"
@@ -86,6 +87,34 @@ source = "test figure"
 outcome = "reduced_gp_ae_use"
 pence = {GP_PENCE}
 source = "test figure"
+
+[[unit_cost_exclusions]]
+outcome = "crisis_avoided"
+reason = "no agreed figure"
+
+[[unit_cost_exclusions]]
+outcome = "community_connection"
+reason = "not cashable"
+
+[[unit_cost_exclusions]]
+outcome = "volunteering"
+reason = "not cashable"
+
+[[unit_cost_exclusions]]
+outcome = "tenancy_sustained"
+reason = "no agreed figure"
+
+[[unit_cost_exclusions]]
+outcome = "social_care_referral_avoided"
+reason = "no agreed figure"
+
+[[unit_cost_exclusions]]
+outcome = "training_employment"
+reason = "not cashable"
+
+[[unit_cost_exclusions]]
+outcome = "carer_supported"
+reason = "no agreed figure"
 "#
     )
 }
@@ -375,6 +404,7 @@ impl CaseRecord {
             introduction_source: self.source,
             outcomes: self.outcomes.clone(),
             ward_code: self.ward.clone(),
+            ..Default::default()
         }
     }
 }
@@ -398,27 +428,42 @@ fn band_of(age: u32) -> (&'static str, Option<&'static str>) {
 /// worked out independently of `lacnet_core::aggregate`:
 /// an introduction is active if introduced by the end and not closed before
 /// the start, new if introduced within the period; people are distinct
-/// persons (NHS number, else case id); an outcome counts active people
-/// with it on any of their active records.
+/// persons (NHS number, else case id); an outcome counts the people who
+/// achieved it in the period, and these records carry undated outcomes,
+/// which count as achieved on the introduction day. Every count is also
+/// kept per support level (`level_N.*`). The records here are all less than
+/// 12 months old, so none has gone quiet (`cases_stale` stays 0).
 pub fn true_counts(records: &[CaseRecord], start: &str, end: &str) -> Aggregates {
     let mut by_id: BTreeMap<String, u64> = BTreeMap::new();
     let mut bump = |id: String| *by_id.entry(id).or_default() += 1;
-    let mut active: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
-    let mut new_people: BTreeSet<String> = BTreeSet::new();
+    // Keyed by "" (every level) and "level_N." (one level).
+    let mut active: BTreeMap<(String, String), BTreeSet<i32>> = BTreeMap::new();
+    let mut new_people: BTreeSet<(String, String)> = BTreeSet::new();
     for r in records {
+        let level = format!("level_{}.", r.level);
         let closed = r.closed_on.as_deref();
         if closed.is_some_and(|c| start <= c && c <= end) {
             bump("closures".into());
+            bump(format!("{level}closures"));
         }
         if r.introduced_on.as_str() > end || closed.is_some_and(|c| c < start) {
             continue;
         }
-        active
-            .entry(r.person())
-            .or_default()
-            .extend(r.outcomes.iter().copied());
+        let achieved = if start <= r.introduced_on.as_str() {
+            r.outcomes.clone()
+        } else {
+            Vec::new()
+        };
+        for l in [String::new(), level.clone()] {
+            active
+                .entry((l, r.person()))
+                .or_default()
+                .extend(achieved.iter().copied());
+        }
         if r.introduced_on.as_str() >= start {
-            new_people.insert(r.person());
+            for l in [String::new(), level.clone()] {
+                new_people.insert((l, r.person()));
+            }
             bump("introductions_new".into());
             bump(format!("support_level.level_{}", r.level));
             let (band, group) = band_of(r.age);
@@ -426,24 +471,26 @@ pub fn true_counts(records: &[CaseRecord], start: &str, end: &str) -> Aggregates
             if let Some(g) = group {
                 bump(format!("age_group.{g}"));
             }
+            bump(format!("{level}age_group.{}", group.unwrap_or("under_18")));
+            let need = PrimaryNeed::from_code(r.need).unwrap().id();
+            bump(format!("primary_need.{need}"));
+            bump(format!("{level}primary_need.{need}"));
+            let source = IntroductionSource::from_code(r.source).unwrap().id();
+            bump(format!("source.{source}"));
+            bump(format!("{level}source.{source}"));
+        }
+    }
+    for ((l, _), outcomes) in &active {
+        bump(format!("{l}people_active"));
+        for o in outcomes {
             bump(format!(
-                "primary_need.{}",
-                PrimaryNeed::from_code(r.need).unwrap().id()
-            ));
-            bump(format!(
-                "source.{}",
-                IntroductionSource::from_code(r.source).unwrap().id()
+                "{l}outcome.{}",
+                Outcome::from_code(*o).unwrap().id()
             ));
         }
     }
-    by_id.insert("people_active".into(), active.len() as u64);
-    by_id.insert("people_new".into(), new_people.len() as u64);
-    for outcomes in active.values() {
-        for o in outcomes {
-            *by_id
-                .entry(format!("outcome.{}", Outcome::from_code(*o).unwrap().id()))
-                .or_default() += 1;
-        }
+    for (l, _) in &new_people {
+        bump(format!("{l}people_new"));
     }
     let mut agg = Aggregates::default();
     for (id, v) in by_id {

@@ -105,9 +105,10 @@ fn thurrock_records() -> Vec<CaseRecord> {
 }
 
 /// Derby: 25 introductions, 5 in Q2 (record 1 closed in Q2, the others open)
-/// and 20 in Q3. Record 24 re-introduces record 0's person in Q3. Exactly 8
-/// people active in Q3 volunteer (records 0, 2..=8, and 24 for person 0
-/// again), so erasing person 0 takes volunteering from 8 (published 10) to 7
+/// and 20 in Q3. Record 24 re-introduces record 0's person in Q3. Outcomes
+/// are undated, so each counts in its introduction's quarter: exactly 8
+/// people volunteer in Q3 (records 5..=11, and 24 for person 0 again), so
+/// erasing person 0 takes volunteering from 8 (published 10) to 7
 /// (suppressed), and people active from 23 (25) to 22 (20).
 fn derby_records() -> Vec<CaseRecord> {
     const AGES: [u32; 10] = [34, 41, 68, 72, 85, 29, 55, 47, 61, 80];
@@ -135,7 +136,7 @@ fn derby_records() -> Vec<CaseRecord> {
                 _ => Some(nhs_of(j)),
             };
             let mut outcomes = Vec::new();
-            if j < 9 || j == 24 {
+            if j < 12 || j == 24 {
                 outcomes.push(VOLUNTEERING);
             }
             if j % 5 == 0 {

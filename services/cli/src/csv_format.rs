@@ -13,8 +13,9 @@
 //! | `year_of_birth` | one of these two | e.g. `1950` |
 //! | `primary_need` | yes | `older_people_frailty`, `mental_health`, `learning_disability`, `physical_disability`, `sensory_impairment`, `memory_cognition`, `long_term_condition`, `carer`, `social_isolation`, `other` |
 //! | `introduction_source` | yes | `self`, `family_friend`, `gp_health`, `adult_social_care`, `mental_health_team`, `housing`, `police_fire`, `voluntary_community`, `other` |
-//! | `outcomes` | no | `;`-separated: `crisis_avoided`, `community_connection`, `volunteering`, `alternative_to_day_services`, `reduced_gp_ae_use`, `tenancy_sustained`, `social_care_referral_avoided`, `training_employment`, `carer_supported` |
+//! | `outcomes` | no | `;`-separated: `crisis_avoided`, `community_connection`, `volunteering`, `alternative_to_day_services`, `reduced_gp_ae_use`, `tenancy_sustained`, `social_care_referral_avoided`, `training_employment`, `carer_supported`, each optionally with the day it was achieved: `volunteering@2024-03-02` (an undated outcome counts as achieved on the introduction date) |
 //! | `ward_code` | no | ONS ward code; stays at the site |
+//! | `last_contact_on` | no | `YYYY-MM-DD`; an open case with no contact for the site's inactivity limit stops counting as active |
 //!
 //! This module turns one CSV row into a wire record, or into the problems
 //! that stop it (the CLI's own, local rejections). Everything the site agent
@@ -53,6 +54,8 @@ pub enum Field {
     Outcomes,
     /// `ward_code`.
     WardCode,
+    /// `last_contact_on`.
+    LastContactOn,
 }
 
 /// One column of the format.
@@ -79,6 +82,7 @@ pub const COLUMNS: &[Column] = &[
     col("introduction_source", Field::IntroductionSource, true),
     col("outcomes", Field::Outcomes, false),
     col("ward_code", Field::WardCode, false),
+    col("last_contact_on", Field::LastContactOn, false),
 ];
 
 const fn col(name: &'static str, field: Field, required: bool) -> Column {
@@ -109,7 +113,10 @@ impl Field {
             Field::SupportLevel => parse_level(value).is_some(),
             Field::PrimaryNeed => PrimaryNeed::from_id(value).is_some(),
             Field::IntroductionSource => IntroductionSource::from_id(value).is_some(),
-            Field::Outcomes => value.is_empty() || Outcome::from_id(value).is_some(),
+            Field::Outcomes => {
+                let id = value.split('@').next().unwrap_or(value);
+                id.is_empty() || Outcome::from_id(id).is_some()
+            }
             _ => true,
         };
         if ok {
@@ -231,6 +238,11 @@ impl Layout {
                     .map(str::trim)
                     .filter(|s| !s.is_empty())
                 {
+                    // `id@date` is an outcome with the day it was achieved.
+                    let (item, achieved_on) = match item.split_once('@') {
+                        Some((id, on)) => (id.trim(), Some(on.trim())),
+                        None => (item, None),
+                    };
                     let id = match mapping.translate(field, item) {
                         Ok(Some(v)) => v,
                         Ok(None) => item.to_owned(),
@@ -242,9 +254,19 @@ impl Layout {
                     if id.is_empty() {
                         continue; // mapped to nothing on purpose, e.g. a "none" code
                     }
-                    match Outcome::from_id(&id) {
-                        Some(o) => r.outcomes.push(o.code()),
-                        None => bad(format!("unknown outcome {id:?}")),
+                    match (Outcome::from_id(&id), achieved_on) {
+                        (Some(o), None) => r.outcomes.push(o.code()),
+                        (Some(o), Some(on)) => match date(on.to_owned(), mapping.format.date) {
+                            Ok(on) if !on.is_empty() => {
+                                r.dated_outcomes.push(lacnet_proto::site::v1::DatedOutcome {
+                                    outcome: o.code(),
+                                    achieved_on: on,
+                                })
+                            }
+                            Ok(_) => bad(format!("{id}@ needs the date it was achieved")),
+                            Err(e) => bad(format!("{id}@{on}: {e}")),
+                        },
+                        (None, _) => bad(format!("unknown outcome {id:?}")),
                     }
                 }
                 continue;
@@ -280,6 +302,7 @@ fn fill(r: &mut Record, field: Field, value: String, dates: DateFormat) -> Resul
         Field::NhsNumber => r.nhs_number = value,
         Field::IntroducedOn => r.introduced_on = date(value, dates)?,
         Field::ClosedOn => r.closed_on = date(value, dates)?,
+        Field::LastContactOn => r.last_contact_on = date(value, dates)?,
         Field::WardCode => r.ward_code = value,
         Field::SupportLevel => {
             if !value.is_empty() {
@@ -373,8 +396,9 @@ mod tests {
                     "",
                     "mental_health",
                     "gp_health",
-                    "volunteering;crisis_avoided",
+                    "volunteering@2014-03-01;crisis_avoided",
                     "",
+                    "2014-04-10",
                 ]),
                 &Mapping::default(),
             )
@@ -383,7 +407,42 @@ mod tests {
         assert_eq!(r.support_level, 2);
         assert_eq!(r.age, Some(Age::AgeYears(70)));
         assert_eq!(r.primary_need, PrimaryNeed::MentalHealth.code());
-        assert_eq!(r.outcomes.len(), 2);
+        // One undated outcome, one with the day it was achieved.
+        assert_eq!(r.outcomes, vec![Outcome::CrisisAvoided.code()]);
+        assert_eq!(r.dated_outcomes.len(), 1);
+        assert_eq!(r.dated_outcomes[0].outcome, Outcome::Volunteering.code());
+        assert_eq!(r.dated_outcomes[0].achieved_on, "2014-03-01");
+        assert_eq!(r.last_contact_on, "2014-04-10");
+    }
+
+    #[test]
+    fn a_dated_outcome_needs_a_real_date() {
+        let layout = Layout::from_header(&row(&header()), &Mapping::default()).unwrap();
+        let cells = |outcomes: &'static str| {
+            row(&[
+                "C1",
+                "",
+                "2014-01-02",
+                "",
+                "2",
+                "70",
+                "",
+                "mental_health",
+                "gp_health",
+                outcomes,
+                "",
+                "",
+            ])
+        };
+        for bad in [
+            "volunteering@",
+            "volunteering@2014-13-01",
+            "teleport@2014-03-01",
+        ] {
+            let problems = layout.parse(&cells(bad), &Mapping::default()).unwrap_err();
+            assert_eq!(problems[0].field, "outcomes", "{bad}");
+            assert_eq!(problems[0].column, 10, "{bad}");
+        }
     }
 
     #[test]
@@ -401,6 +460,7 @@ mod tests {
                     "",
                     "sadness",
                     "gp_health",
+                    "",
                     "",
                     "",
                 ]),

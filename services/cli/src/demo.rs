@@ -443,6 +443,7 @@ async fn run_in(
         &Request::Summary {
             period: Some(period),
             trend_periods: DEMO_TREND_PERIODS,
+            level_2: false,
         },
         now_unix(),
     )

@@ -381,6 +381,8 @@ struct Row {
     need: Need,
     source: Src,
     outcomes: Vec<Out>,
+    /// The day the outcomes were achieved.
+    achieved: Date,
     ward: String,
 }
 
@@ -450,6 +452,16 @@ pub fn write_csv(plan: &Plan, out: impl Write, today: Date) -> Result<u64, CliEr
                 rng.random_range(0..42)
             };
             let closed = Date::from_days_since_epoch(introduced.days_since_epoch() + stay);
+            // Each outcome is dated a third of the way through the stay, and
+            // within the cohort's window (the seeds count outcomes there),
+            // the closure and today. No random draw: the rest of the file
+            // stays as it was before outcomes had dates.
+            let achieved = Date::from_days_since_epoch(
+                (introduced.days_since_epoch() + stay / 3)
+                    .min(c.to.days_since_epoch() - 1)
+                    .min(today.days_since_epoch())
+                    .max(introduced.days_since_epoch()),
+            );
             let ward_no = p.wards.0 + rng.random_range(0..p.wards.1.max(1));
             let row = Row {
                 case: format!("{}-{case_no:06}", p.case_prefix),
@@ -462,6 +474,7 @@ pub fn write_csv(plan: &Plan, out: impl Write, today: Date) -> Result<u64, CliEr
                 need: needs[i],
                 source: sources[i],
                 outcomes: std::mem::take(&mut outcomes[i]),
+                achieved: achieved.min(closed),
                 ward: format!("E05{ward_no:06}"),
             };
             write_row(&mut w, &row).map_err(werr)?;
@@ -474,7 +487,11 @@ pub fn write_csv(plan: &Plan, out: impl Write, today: Date) -> Result<u64, CliEr
 }
 
 fn write_row<W: Write>(w: &mut csv::Writer<W>, r: &Row) -> Result<(), csv::Error> {
-    let outcomes: Vec<&str> = r.outcomes.iter().map(|o| o.id()).collect();
+    let outcomes: Vec<String> = r
+        .outcomes
+        .iter()
+        .map(|o| format!("{}@{}", o.id(), r.achieved))
+        .collect();
     // Some records carry a year of birth instead of an age, as some case systems
     // do; the agent works the age out as the introduction year minus it.
     let (age, yob) = if r.case.ends_with('5') {
@@ -497,6 +514,9 @@ fn write_row<W: Write>(w: &mut csv::Writer<W>, r: &Row) -> Result<(), csv::Error
         r.source.id(),
         &outcomes.join(";"),
         r.ward.as_str(),
+        // Case systems that record contacts fill this; the generator leaves
+        // it empty, so open cases go quiet 12 months after introduction.
+        "",
     ])
 }
 

@@ -85,9 +85,14 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
-        /// The network summary for this period (YYYY-Qn or YYYY-MM) [default: the latest submitted].
+        /// The network summary for this period: a quarter (YYYY-Qn), month
+        /// (YYYY-MM), financial year (FY2024 = April 2024 to March 2025) or
+        /// programme to date (PTD2024-09) [default: the latest submitted].
         #[arg(long, conflicts_with = "metric")]
         period: Option<String>,
+        /// Show Level 2 alone (longer-term support: the like-for-like figure sites quote).
+        #[arg(long, conflicts_with = "metric")]
+        level_2: bool,
         /// One metric across sites over --from..--to, e.g. outcome.volunteering.
         #[arg(long, requires_all = ["from", "to"])]
         metric: Option<String>,
@@ -147,6 +152,19 @@ enum Command {
         /// The period, e.g. 2016-Q1 or 2016-03.
         #[arg(long)]
         period: String,
+    },
+    /// The council's own exact figures over a financial year or the
+    /// programme to date, as in a site's evaluation report. Never sent to the
+    /// hub; needs an operator certificate, and every call is audited.
+    Evaluation {
+        /// The span: a financial year (FY2024 = April 2024 to March 2025) or
+        /// the programme to date (PTD2024-09, from the programme start to the
+        /// end of September 2024).
+        #[arg(long)]
+        span: String,
+        /// Write JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Erase every record of one person at a site agent (needs an operator certificate).
     Erase {
@@ -265,6 +283,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report {
             format,
             period: p,
+            level_2,
             metric,
             from,
             to,
@@ -281,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => model::Request::Summary {
                     period: p.as_deref().map(period).transpose()?,
                     trend_periods: trend_periods.max(1),
+                    level_2,
                 },
             };
             let mut c = client::reports(&endpoint).await?;
@@ -363,6 +383,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::preview(&mut c, &endpoint.url, period(&p)?).await?;
             print!("{}", site_ops::render_preview(&s));
+        }
+        Command::Evaluation { span, json } => {
+            let endpoint = ep.operator()?;
+            let mut c = client::agent(&endpoint).await?;
+            let e = site_ops::evaluation(&mut c, &endpoint.url, period(&span)?).await?;
+            print!("{}", site_ops::render_evaluation(&e, json)?);
         }
         Command::Erase {
             nhs_number,

@@ -9,8 +9,8 @@ use lacnet_proto::common::v1 as pb;
 use lacnet_proto::convert::period_to_proto;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_proto::site::v1::{
-    AgentStatus, ErasePersonRequest, GetStatusRequest, PreviewSubmissionRequest,
-    PreviewSubmissionResponse, erase_person_request::Identifier,
+    AgentStatus, ErasePersonRequest, GetStatusRequest, LocalEvaluation, LocalEvaluationRequest,
+    PreviewSubmissionRequest, PreviewSubmissionResponse, erase_person_request::Identifier,
 };
 use tonic::transport::Channel;
 
@@ -51,6 +51,8 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
     let granularity = match pb::Granularity::try_from(s.granularity) {
         Ok(pb::Granularity::Month) => "month",
         Ok(pb::Granularity::Quarter) => "quarter",
+        Ok(pb::Granularity::FinancialYear) => "financial year",
+        Ok(pb::Granularity::ProgrammeToDate) => "programme to date",
         _ => "unknown",
     };
     let mut t = Table::new(["", ""]);
@@ -105,6 +107,97 @@ pub async fn preview(
         .await
         .map_err(|s| Service::Agent.status_error(url, s))?
         .into_inner())
+}
+
+/// The site's exact figures over a span (operators only, audited at the agent).
+pub async fn evaluation(
+    client: &mut SiteAgentClient<Channel>,
+    url: &str,
+    span: Period,
+) -> Result<LocalEvaluation, CliError> {
+    Ok(client
+        .get_local_evaluation(LocalEvaluationRequest {
+            span: Some(period_to_proto(span)),
+        })
+        .await
+        .map_err(|s| Service::Agent.status_error(url, s))?
+        .into_inner())
+}
+
+/// The evaluation in the form sites quote: the headline figures with shares
+/// of people introduced, then every figure exactly (or all of it as JSON).
+pub fn render_evaluation(e: &LocalEvaluation, json: bool) -> Result<String, CliError> {
+    let get = |id: &str| {
+        e.cells
+            .iter()
+            .find(|c| c.metric == id)
+            .map_or(0, |c| c.value)
+    };
+    if json {
+        let cells: serde_json::Map<String, serde_json::Value> = e
+            .cells
+            .iter()
+            .map(|c| (c.metric.clone(), serde_json::Value::from(c.value)))
+            .collect();
+        let v = serde_json::json!({
+            "site_code": e.site_code,
+            "from": e.from,
+            "to": e.to,
+            "inactivity_months": e.inactivity_months,
+            "youngest_age_band": e.youngest_band,
+            "oldest_age_band": e.oldest_band,
+            "figures": cells,
+        });
+        return serde_json::to_string_pretty(&v)
+            .map(|s| s + "\n")
+            .map_err(|err| CliError::Invalid(format!("cannot write JSON: {err}")));
+    }
+    let people = get("people_new");
+    let introductions = get("introductions_new");
+    let pct = |n: u64| {
+        if introductions == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.0}%", n as f64 * 100.0 / introductions as f64)
+        }
+    };
+    let band = |b: &str| b.replace('_', "-").replace("-plus", "+");
+    let mut out = format!(
+        "Local evaluation for site {}, {} to {} (exact figures: for the council's own use, never sent to the hub)\n\n",
+        e.site_code, e.from, e.to
+    );
+    out.push_str(&format!(
+        "{people} people introduced (Level 2: {}), age bands {} to {}; {} people supported in all.\n",
+        get("level_2.people_new"),
+        band(&e.youngest_band),
+        band(&e.oldest_band),
+        get("people_active"),
+    ));
+    for (id, what) in [
+        ("primary_need.older_people_frailty", "older people"),
+        ("primary_need.mental_health", "mental health"),
+        ("primary_need.learning_disability", "learning disability"),
+        ("primary_need.physical_disability", "physical disability"),
+    ] {
+        // Needs are recorded per introduction: shares are of introductions.
+        out.push_str(&format!(
+            "  {} {what} ({} of introductions)\n",
+            get(id),
+            pct(get(id))
+        ));
+    }
+    out.push_str(&format!(
+        "{} open cases gone quiet (no contact for {} months) at {}.\n\n",
+        get("cases_stale"),
+        e.inactivity_months,
+        e.to
+    ));
+    let mut t = Table::new(["metric", "label", "value"]);
+    for c in &e.cells {
+        t.row([c.metric.as_str(), c.label.as_str(), &c.value.to_string()]);
+    }
+    out.push_str(&t.render());
+    Ok(out)
 }
 
 /// A preview as a table: the decision, then one row per metric, suppressed
@@ -181,6 +274,50 @@ pub async fn erase(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_evaluation_reads_like_the_sites_own_reports() {
+        let cell = |metric: &str, value: u64| lacnet_proto::site::v1::ExactCell {
+            metric: metric.into(),
+            label: String::new(),
+            value,
+        };
+        let e = LocalEvaluation {
+            site_code: "E06000034".into(),
+            from: "2013-06-01".into(),
+            to: "2014-07-31".into(),
+            inactivity_months: 12,
+            youngest_band: "18_24".into(),
+            oldest_band: "85_plus".into(),
+            cells: vec![
+                cell("people_new", 256),
+                cell("introductions_new", 256),
+                cell("people_active", 256),
+                cell("primary_need.older_people_frailty", 79),
+                cell("primary_need.mental_health", 69),
+                cell("level_2.people_new", 143),
+            ],
+            ..Default::default()
+        };
+        let text = render_evaluation(&e, false).unwrap();
+        assert!(
+            text.contains("256 people introduced (Level 2: 143), age bands 18-24 to 85+"),
+            "{text}"
+        );
+        assert!(
+            text.contains("79 older people (31% of introductions)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("69 mental health (27% of introductions)"),
+            "{text}"
+        );
+        assert!(text.contains("never sent to the hub"), "{text}");
+        let json: serde_json::Value =
+            serde_json::from_str(&render_evaluation(&e, true).unwrap()).unwrap();
+        assert_eq!(json["figures"]["primary_need.mental_health"], 69);
+        assert_eq!(json["from"], "2013-06-01");
+    }
 
     #[test]
     fn status_shows_dead_letters_only_when_there_are_some() {

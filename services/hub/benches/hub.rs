@@ -153,12 +153,12 @@ async fn run() {
     let sites = codes
         .iter()
         .enumerate()
-        .map(|(i, code)| Site {
-            code: code.clone(),
-            name: format!("Synthetic site {i}"),
-            adult_population: 80_000 + 5_000 * i as u64,
-            valid_until: None,
-            granularity: lacnet_core::period::Granularity::Quarter,
+        .map(|(i, code)| {
+            Site::new(
+                code,
+                &format!("Synthetic site {i}"),
+                80_000 + 5_000 * i as u64,
+            )
         })
         .collect();
     let unit_costs = vec![UnitCost {

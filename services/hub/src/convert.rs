@@ -3,7 +3,7 @@
 //! needs too, are in `lacnet_proto::convert`.
 
 use lacnet_core::compare::{self, FunnelFlag, TrendDirection};
-use lacnet_core::metrics::{MetricKind, catalogue};
+use lacnet_core::metrics::{Additivity, MetricKind, catalogue};
 use lacnet_proto::hub::v1 as hub;
 
 use crate::registry::Registry;
@@ -27,6 +27,20 @@ pub fn metric_info(index: usize, registry: &Registry) -> hub::MetricInfo {
         denominator,
         unit_cost_pence: cost.map(|c| c.pence),
         unit_cost_source: cost.map(|c| c.source.clone()).unwrap_or_default(),
+        unit_cost_excluded_reason: registry
+            .cost_exclusion(index)
+            .map(|x| x.reason.clone())
+            .unwrap_or_default(),
+        across_periods: match def.across_periods {
+            Additivity::Sum => "sum",
+            Additivity::Distinct => "distinct",
+            Additivity::AtEnd => "at_end",
+        }
+        .into(),
+        support_level: def
+            .support_level
+            .map(|l| l.id().to_owned())
+            .unwrap_or_default(),
     }
 }
 

@@ -4,14 +4,27 @@
 //!
 //! Read once at startup from a TOML file (see `services/hub/registry.toml`) and
 //! validated strictly, so a typo fails the start rather than a report.
-//! ONS codes change (Cumbria was split in 2023), so a site can carry a
-//! `valid_until` date: periods starting after it are refused.
-//!
 //! Each site publishes one series: its `granularity` (month or quarter) is
-//! fixed here, and [`Site::accepts`] refuses any other period kind, so an
-//! attacker never sees a quarter beside its own three months. Changing it is
-//! an operation (README, "Changing a site's series"): at start-up the hub
-//! withdraws the site's releases of the old kind ([`crate::Hub::open`]).
+//! fixed here, and [`Site::accepts`] refuses any other period kind but the
+//! fixed spans (financial year, programme to date), so an attacker never
+//! sees a quarter beside its own three months. Changing it is an operation
+//! (README, "Changing a site's series"): at start-up the hub withdraws the
+//! site's releases of the old kind ([`crate::Hub::open`]).
+//!
+//! ONS codes change (Cumbria was split in 2023), so a site can carry a
+//! `valid_from` and a `valid_until` date: periods ending before the first or
+//! starting after the second are refused, and comparisons leave the site out
+//! of them, so no report divides by a council that did not exist.
+//!
+//! Populations change too: a site lists its adult population by year
+//! (`[[sites.populations]]`, the ONS mid-year estimates), and a period's
+//! rates divide by the estimate for the period's year, or the latest earlier
+//! one when that year is not published yet, never a later year's. A site
+//! without a yearly list uses its one `adult_population` for every year.
+//!
+//! Every outcome has a unit cost with a cited source, or is excluded from
+//! cost avoided with a reason (`[[unit_cost_exclusions]]`) that reports show;
+//! a registry that prices some outcomes must account for all of them.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,8 +45,13 @@ pub struct Site {
     pub code: String,
     /// Name for reports.
     pub name: String,
-    /// Adult (18+) residents, the denominator for rates per 10,000.
+    /// Adult (18+) residents, the denominator for rates per 10,000 when no
+    /// yearly estimates are listed (and shown as the site's current figure).
     pub adult_population: u64,
+    /// Adult population by year (`(year, adults)`, ascending), if listed.
+    pub populations: Vec<(i32, u64)>,
+    /// The first day the code was in use, if it was created during the network's life.
+    pub valid_from: Option<Date>,
     /// The last day the code was in use, if it has been retired.
     pub valid_until: Option<Date>,
     /// The one period kind the site publishes (its series).
@@ -45,14 +63,62 @@ pub fn granularity_name(g: Granularity) -> &'static str {
     match g {
         Granularity::Month => "month",
         Granularity::Quarter => "quarter",
+        Granularity::FinancialYear => "financial year",
+        Granularity::ProgrammeToDate => "programme to date",
     }
 }
 
 impl Site {
-    /// Whether the site may publish `period`: only periods of its series.
-    /// (Longer spans, when the network adds them, are accepted here too.)
+    /// Whether the site may publish `period`: periods of its series, and the
+    /// fixed spans every site publishes beside it.
     pub fn accepts(&self, period: Period) -> bool {
-        period.granularity() == self.granularity
+        period.granularity() == self.granularity || period.granularity().is_span()
+    }
+}
+
+impl Site {
+    /// A site with one population for every year and no validity dates.
+    pub fn new(code: &str, name: &str, adult_population: u64) -> Site {
+        Site {
+            code: code.to_owned(),
+            name: name.to_owned(),
+            adult_population,
+            populations: Vec::new(),
+            valid_from: None,
+            valid_until: None,
+            granularity: Granularity::Quarter,
+        }
+    }
+
+    /// Whether the code was in use at some time during `period`.
+    pub fn in_use_during(&self, period: Period) -> bool {
+        let start = match period.granularity() {
+            // The programme to date starts at each site's programme start,
+            // which the hub does not know: its end decides.
+            Granularity::ProgrammeToDate => period.end(),
+            _ => period.start(),
+        };
+        self.valid_from.is_none_or(|f| period.end() >= f)
+            && self.valid_until.is_none_or(|u| start <= u)
+    }
+
+    /// The adult population that `period`'s rates divide by, and the year of
+    /// the estimate (0 for the site's one undated figure): the estimate for
+    /// the period's year, else the latest earlier one. `None` when the site
+    /// did not exist during the period, or lists only later years.
+    pub fn population_for(&self, period: Period) -> Option<(u64, i32)> {
+        if !self.in_use_during(period) {
+            return None;
+        }
+        if self.populations.is_empty() {
+            return Some((self.adult_population, 0));
+        }
+        let year = period.population_year();
+        self.populations
+            .iter()
+            .rev()
+            .find(|(y, _)| *y <= year)
+            .map(|(y, n)| (*n, *y))
     }
 }
 
@@ -67,6 +133,15 @@ pub struct UnitCost {
     pub source: String,
 }
 
+/// An outcome deliberately left out of cost avoided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CostExclusion {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Why it is not costed (shown in reports).
+    pub reason: String,
+}
+
 /// The validated registry.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -75,6 +150,8 @@ pub struct Registry {
     policy: DisclosurePolicy,
     /// Unit cost by catalogue metric index.
     unit_costs: HashMap<usize, UnitCost>,
+    /// Outcomes excluded from costing, with the reason.
+    exclusions: HashMap<Outcome, CostExclusion>,
 }
 
 #[derive(Deserialize)]
@@ -85,6 +162,26 @@ struct RawRegistry {
     sites: Vec<RawSite>,
     #[serde(default)]
     unit_costs: Vec<RawUnitCost>,
+    #[serde(default)]
+    unit_cost_exclusions: Vec<RawExclusion>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExclusion {
+    outcome: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPopulation {
+    year: i32,
+    adults: u64,
+    /// Where the estimate comes from; documentation only.
+    #[serde(default)]
+    #[allow(dead_code)]
+    source: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -103,6 +200,9 @@ struct RawSite {
     adult_population: u64,
     valid_until: Option<String>,
     granularity: String,
+    valid_from: Option<String>,
+    #[serde(default)]
+    populations: Vec<RawPopulation>,
 }
 
 #[derive(Deserialize)]
@@ -168,20 +268,59 @@ impl Registry {
                 .map(Date::parse)
                 .transpose()
                 .map_err(|e| format!("{at}.valid_until: {e}"))?;
-            let granularity = s.granularity.parse::<Granularity>().map_err(|_| {
-                format!(
-                    "{at}.granularity {:?} must be \"month\" or \"quarter\" (the site's one series)",
-                    s.granularity
-                )
-            })?;
+            let granularity = s
+                .granularity
+                .parse::<Granularity>()
+                .ok()
+                .filter(|g| !g.is_span())
+                .ok_or_else(|| {
+                    format!(
+                        "{at}.granularity {:?} must be \"month\" or \"quarter\" (the site's one series)",
+                        s.granularity
+                    )
+                })?;
+            let valid_from = s
+                .valid_from
+                .as_deref()
+                .map(Date::parse)
+                .transpose()
+                .map_err(|e| format!("{at}.valid_from: {e}"))?;
+            if let (Some(f), Some(u)) = (valid_from, valid_until)
+                && u < f
+            {
+                return Err(format!("{at}.valid_until {u} is before valid_from {f}"));
+            }
+            let mut populations = Vec::with_capacity(s.populations.len());
+            for (j, p) in s.populations.iter().enumerate() {
+                let at = format!("{at}.populations[{j}]");
+                if !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&p.year) {
+                    return Err(format!(
+                        "{at}.year {} must be between {} and {}",
+                        p.year,
+                        Period::MIN_YEAR,
+                        Period::MAX_YEAR
+                    ));
+                }
+                if p.adults == 0 {
+                    return Err(format!("{at}.adults must be above 0"));
+                }
+                if populations.iter().any(|(y, _)| *y == p.year) {
+                    return Err(format!("{at}: a second estimate for {}", p.year));
+                }
+                populations.push((p.year, p.adults));
+            }
+            populations.sort_unstable();
             sites.push(Site {
                 code: s.code,
                 name: s.name,
                 adult_population: s.adult_population,
+                populations,
+                valid_from,
                 valid_until,
                 granularity,
             });
         }
+        let exclusions = raw.unit_cost_exclusions;
         Registry::new(sites, policy, Vec::new()).and_then(|mut reg| {
             for (i, u) in raw.unit_costs.into_iter().enumerate() {
                 let at = format!("unit_costs[{i}]");
@@ -203,6 +342,48 @@ impl Registry {
                     .is_some()
                 {
                     return Err(format!("{at}: a second unit cost for {}", outcome.id()));
+                }
+            }
+            for (i, x) in exclusions.into_iter().enumerate() {
+                let at = format!("unit_cost_exclusions[{i}]");
+                let outcome = Outcome::from_id(&x.outcome)
+                    .ok_or_else(|| format!("{at}.outcome {:?} is not an outcome id", x.outcome))?;
+                if x.reason.trim().is_empty() {
+                    return Err(format!(
+                        "{at}.reason is empty: say why {} is not costed",
+                        outcome.id()
+                    ));
+                }
+                if reg.unit_costs.contains_key(&metrics::outcome(outcome)) {
+                    return Err(format!(
+                        "{at}: {} has a unit cost and cannot also be excluded",
+                        outcome.id()
+                    ));
+                }
+                let ex = CostExclusion {
+                    outcome,
+                    reason: x.reason,
+                };
+                if reg.exclusions.insert(outcome, ex).is_some() {
+                    return Err(format!("{at}: {} is excluded twice", outcome.id()));
+                }
+            }
+            // Cost avoided must not silently leave an outcome out: once the
+            // network prices outcomes, each one is priced or excluded with a reason.
+            if !reg.unit_costs.is_empty() || !reg.exclusions.is_empty() {
+                let missing: Vec<&str> = Outcome::ALL
+                    .iter()
+                    .filter(|o| {
+                        !reg.unit_costs.contains_key(&metrics::outcome(**o))
+                            && !reg.exclusions.contains_key(o)
+                    })
+                    .map(|o| o.id())
+                    .collect();
+                if !missing.is_empty() {
+                    return Err(format!(
+                        "unit_costs: {} has neither a unit cost nor an entry in [[unit_cost_exclusions]] with a reason",
+                        missing.join(", ")
+                    ));
                 }
             }
             Ok(reg)
@@ -239,6 +420,7 @@ impl Registry {
             by_code,
             policy,
             unit_costs: costs,
+            exclusions: HashMap::new(),
         })
     }
 
@@ -257,9 +439,17 @@ impl Registry {
         &self.policy
     }
 
-    /// The unit cost attached to a catalogue metric, if any.
+    /// The unit cost attached to a catalogue metric, if any: the cost of its
+    /// outcome, for the overall and the per-level outcome metrics alike.
     pub fn unit_cost(&self, metric: usize) -> Option<&UnitCost> {
-        self.unit_costs.get(&metric)
+        let outcome = catalogue().metrics().get(metric)?.outcome?;
+        self.unit_costs.get(&metrics::outcome(outcome))
+    }
+
+    /// Why an outcome metric is left out of cost avoided, if it is.
+    pub fn cost_exclusion(&self, metric: usize) -> Option<&CostExclusion> {
+        let outcome = catalogue().metrics().get(metric)?.outcome?;
+        self.exclusions.get(&outcome)
     }
 
     /// `(metric index, unit cost)` for every outcome with an agreed cost, in catalogue order.
@@ -314,6 +504,94 @@ mod tests {
         assert!(!thurrock.accepts(Period::parse("2024-01").unwrap()));
         let day = metrics::outcome(Outcome::AlternativeToDayServices);
         assert!(reg.unit_cost(day).unwrap().source.contains("PSSRU"));
+        // Every outcome is priced with a source, or excluded with a reason.
+        for o in Outcome::ALL {
+            let m = metrics::outcome(*o);
+            let priced = reg.unit_cost(m).is_some_and(|u| !u.source.is_empty());
+            let excluded = reg.cost_exclusion(m).is_some_and(|x| !x.reason.is_empty());
+            assert!(priced != excluded, "{}", o.id());
+        }
+        let crisis = metrics::outcome(Outcome::CrisisAvoided);
+        assert!(reg.cost_exclusion(crisis).is_some());
+        // Level 2 outcomes carry the same cost.
+        let l2 = metrics::level_outcome(
+            lacnet_core::vocab::SupportLevel::Level2,
+            Outcome::AlternativeToDayServices,
+        );
+        assert_eq!(reg.unit_cost(l2), reg.unit_cost(day));
+        // Cumbria until March 2023, its successors from April 2023.
+        let p = |s: &str| Period::parse(s).unwrap();
+        let cumbria = reg.site("E10000006").unwrap();
+        let cumberland = reg.site("E06000063").unwrap();
+        assert!(cumbria.in_use_during(p("2023-Q1")) && !cumbria.in_use_during(p("2023-Q2")));
+        assert!(!cumberland.in_use_during(p("2023-Q1")) && cumberland.in_use_during(p("2023-Q2")));
+        assert!(cumbria.in_use_during(p("FY2022")) && !cumbria.in_use_during(p("FY2023")));
+        assert!(cumberland.population_for(p("2023-Q1")).is_none());
+        // No yearly list yet: the one figure, marked undated (year 0).
+        assert_eq!(thurrock.population_for(p("FY2022")), Some((134_700, 0)));
+    }
+
+    #[test]
+    fn populations_follow_the_year_and_never_a_later_one() {
+        let reg = with(
+            "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 99\n\
+             populations = [{ year = 2021, adults = 130000 }, { year = 2023, adults = 134000 }]\n\
+             [[sites]]\ncode = \"E06000063\"\nname = \"C\"\nadult_population = 220000\nvalid_from = \"2023-04-01\"\n",
+        )
+        .unwrap();
+        let t = reg.site("E06000034").unwrap();
+        let p = |s: &str| Period::parse(s).unwrap();
+        assert_eq!(t.population_for(p("2021-Q3")), Some((130_000, 2021)));
+        assert_eq!(t.population_for(p("2022-Q3")), Some((130_000, 2021)));
+        assert_eq!(t.population_for(p("FY2023")), Some((134_000, 2023)));
+        assert_eq!(t.population_for(p("2026-01")), Some((134_000, 2023)));
+        assert_eq!(t.population_for(p("2020-Q4")), None, "no earlier estimate");
+        let c = reg.site("E06000063").unwrap();
+        assert_eq!(c.population_for(p("2023-Q2")), Some((220_000, 0)));
+        assert_eq!(c.population_for(p("FY2022")), None);
+        assert!(c.in_use_during(p("PTD2023-04")) && !c.in_use_during(p("PTD2023-03")));
+        let dup = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 1\n\
+             populations = [{ year = 2021, adults = 1 }, { year = 2021, adults = 2 }]\n";
+        assert!(with(dup).unwrap_err().contains("sites[0].populations[1]"));
+        let zero = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 1\n\
+             populations = [{ year = 2021, adults = 0 }]\n";
+        assert!(with(zero).unwrap_err().contains("adults"));
+        let backwards = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 1\n\
+             valid_from = \"2023-04-01\"\nvalid_until = \"2023-03-31\"\n";
+        assert!(with(backwards).unwrap_err().contains("valid_until"));
+    }
+
+    #[test]
+    fn every_outcome_is_priced_or_excluded_with_a_reason() {
+        let one = "[[unit_costs]]\noutcome = \"volunteering\"\npence = 1\nsource = \"x\"\n";
+        let e = with(one).unwrap_err();
+        assert!(
+            e.contains("crisis_avoided") && e.contains("unit_cost_exclusions"),
+            "{e}"
+        );
+        let mut all = one.to_owned();
+        for o in Outcome::ALL.iter().filter(|o| **o != Outcome::Volunteering) {
+            all.push_str(&format!(
+                "[[unit_cost_exclusions]]\noutcome = \"{}\"\nreason = \"no agreed figure\"\n",
+                o.id()
+            ));
+        }
+        let reg = with(&all).unwrap();
+        let crisis = metrics::outcome(Outcome::CrisisAvoided);
+        assert_eq!(
+            reg.cost_exclusion(crisis).unwrap().reason,
+            "no agreed figure"
+        );
+        let empty_reason =
+            "[[unit_cost_exclusions]]\noutcome = \"crisis_avoided\"\nreason = \" \"\n";
+        assert!(
+            with(empty_reason)
+                .unwrap_err()
+                .contains("unit_cost_exclusions[0].reason")
+        );
+        let both =
+            format!("{one}[[unit_cost_exclusions]]\noutcome = \"volunteering\"\nreason = \"x\"\n");
+        assert!(with(&both).unwrap_err().contains("cannot also be excluded"));
     }
 
     fn with(extra: &str) -> Result<Registry, String> {

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lacnet_core::compare::{self, SiteInput};
-use lacnet_core::metrics::{MetricKind, catalogue};
+use lacnet_core::metrics::{self, MetricKind, catalogue};
 use lacnet_core::period::Period;
+use lacnet_core::vocab::SupportLevel;
 use lacnet_proto::hub::v1 as hub;
 use lacnet_proto::hub::v1::reports_server::Reports;
 use lacnet_tls::Peer;
@@ -66,18 +67,25 @@ fn period_comparison(
         MetricKind::Count => None,
         MetricKind::Proportion { denominator } => Some(denominator),
     };
-    let rows: Vec<(&Site, &Latest)> = match latest {
+    // A council that did not exist during the period takes no part in it;
+    // one whose population is unknown for the period's year keeps its counts
+    // but gets no rate (population 0), never another year's.
+    let rows: Vec<(&Site, &Latest, (u64, i32))> = match latest {
         Some(map) => sites
             .iter()
-            .filter_map(|s| map.get(&s.code).map(|l| (*s, l.as_ref())))
+            .filter(|s| s.in_use_during(period))
+            .filter_map(|s| {
+                let pop = s.population_for(period).unwrap_or((0, 0));
+                map.get(&s.code).map(|l| (*s, l.as_ref(), pop))
+            })
             .collect(),
         None => Vec::new(),
     };
     let inputs: Vec<SiteInput> = rows
         .iter()
-        .map(|(site, l)| SiteInput {
+        .map(|(site, l, (population, _))| SiteInput {
             site_code: &site.code,
-            adult_population: site.adult_population,
+            adult_population: *population,
             value: l.published.counts[metric],
             denominator: denominator.map(|d| l.published.counts[d]),
         })
@@ -87,7 +95,7 @@ fn period_comparison(
         .sites
         .iter()
         .zip(&rows)
-        .map(|(c, (site, l))| hub::SiteValue {
+        .map(|(c, (site, l, (population, year)))| hub::SiteValue {
             site_code: site.code.clone(),
             site_name: site.name.clone(),
             value: Some(count_to_proto(c.value)),
@@ -98,7 +106,8 @@ fn period_comparison(
             funnel_flag: funnel_flag_to_proto(c.funnel_flag) as i32,
             funnel_limits: c.funnel_limits.as_ref().map(funnel_limits_to_proto),
             policy: Some(policy_to_proto(&l.policy)),
-            adult_population: site.adult_population,
+            adult_population: *population,
+            population_year: *year,
             published_on: published_on(l),
             revised: l.revised,
         })
@@ -157,6 +166,7 @@ impl Hub {
                         name: s.name.clone(),
                         adult_population: s.adult_population,
                         valid_until: s.valid_until.map(|d| d.to_string()).unwrap_or_default(),
+                        valid_from: s.valid_from.map(|d| d.to_string()).unwrap_or_default(),
                         policy: latest.map(|(_, l)| policy_to_proto(&l.policy)),
                         last_submission: latest.map(|(p, l)| hub::SubmissionRef {
                             period: Some(period_to_proto(*p)),
@@ -272,20 +282,33 @@ impl Hub {
                 .collect();
             let mut cost_avoided = Vec::new();
             let mut network = 0u64;
-            for site in &sites {
+            for site in sites.iter().filter(|s| s.in_use_during(period)) {
                 let Some(l) = latest.and_then(|m| m.get(&site.code)) else {
                     continue;
                 };
+                // Outcome counts are people who achieved the outcome in the
+                // period (once each over a span), so each person's outcome is
+                // charged once.
                 let items: Vec<_> = unit_costs
                     .iter()
                     .map(|(i, u)| (l.published.counts[*i], u.pence))
                     .collect();
                 let cost = compare::cost_avoided(&items);
+                let level_2: Vec<_> = unit_costs
+                    .iter()
+                    .map(|(_, u)| {
+                        let m = metrics::level_outcome(SupportLevel::Level2, u.outcome);
+                        (l.published.counts[m], u.pence)
+                    })
+                    .collect();
+                let level_2 = compare::cost_avoided(&level_2);
                 network = network.saturating_add(cost.pence);
                 cost_avoided.push(hub::SiteCostAvoided {
                     site_code: site.code.clone(),
                     cost_avoided_pence: cost.pence,
                     partial: cost.partial,
+                    level_2_cost_avoided_pence: level_2.pence,
+                    level_2_partial: level_2.partial,
                 });
             }
             Ok(hub::NetworkSummaryResponse {

@@ -208,22 +208,38 @@ impl Hub {
         described.period = Some(period.to_string());
         check_series(site, period)?;
         let today = Date::from_unix_seconds(now_unix());
-        if period.start() > today {
+        // The programme to date runs from each site's own start: its last
+        // month is what must have begun.
+        let begins = match period.granularity() {
+            lacnet_core::Granularity::ProgrammeToDate => {
+                lacnet_core::Period::containing(lacnet_core::Granularity::Month, period.end())
+                    .start()
+            }
+            _ => period.start(),
+        };
+        if begins > today {
             return Err(HubError::invalid(
                 "submission.period",
                 format!("{period} has not started yet (today is {today})"),
             ));
         }
-        if let Some(until) = site.valid_until {
-            if period.start() > until {
-                return Err(HubError::invalid(
-                    "submission.period",
+        if !site.in_use_during(period) {
+            let why = match (site.valid_from, site.valid_until) {
+                (_, Some(until)) if begins > until => {
                     format!(
                         "site code {} was retired on {until}; {period} starts after it",
                         site.code
-                    ),
-                ));
-            }
+                    )
+                }
+                (Some(from), _) => {
+                    format!(
+                        "site code {} is in use from {from}; {period} ends before it",
+                        site.code
+                    )
+                }
+                _ => format!("site code {} was not in use during {period}", site.code),
+            };
+            return Err(HubError::invalid("submission.period", why));
         }
         let published = cells_to_published(&sub.cells)?;
         let policy = policy_from_proto(sub.policy.as_ref(), "submission.policy")?;

@@ -54,6 +54,7 @@ fn record(i: u64) -> site::Record {
             vec![]
         },
         ward_code: format!("E05{:06}", i % 500),
+        ..Default::default()
     }
 }
 

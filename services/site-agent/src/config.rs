@@ -142,7 +142,8 @@ pub struct Config {
         action = clap::ArgAction::Set
     )]
     pub policy_secondary: bool,
-    /// Reporting period: month or quarter.
+    /// Reporting period: month or quarter. (The financial year and, with
+    /// `--programme-start`, the programme to date are published as well.)
     #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = "quarter")]
     pub granularity: Granularity,
     /// Days after a period closes before it is first published (late records
@@ -154,6 +155,15 @@ pub struct Config {
         value_parser = clap::value_parser!(u32).range(0..=366)
     )]
     pub embargo_days: u32,
+    /// The day the site's Local Area Coordination programme started
+    /// (YYYY-MM-DD): where "programme to date" figures begin. Without it no
+    /// programme-to-date figures are published.
+    #[arg(long, env = "LACNET_AGENT_PROGRAMME_START")]
+    pub programme_start: Option<String>,
+    /// Months without contact after which an open case stops counting as
+    /// active (and counts as gone quiet); 0 keeps open cases active for ever.
+    #[arg(long, env = "LACNET_AGENT_INACTIVITY_MONTHS", default_value_t = 12)]
+    pub inactivity_months: u32,
     /// Quiet time after ingest before aggregates are recomputed, in milliseconds.
     #[arg(long, env = "LACNET_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 2000)]
     pub publish_debounce_ms: u64,
@@ -284,8 +294,31 @@ impl Config {
         let mut o = AgentOptions::new(&self.data_dir, &site_code, keys, tls);
         o.hub = hub;
         o.policy = self.policy()?;
+        if self.granularity.is_span() {
+            return Err(AgentError::Config(format!(
+                "--granularity {:?}: the reporting series must be month or quarter (the financial year and programme to date are published as well)",
+                self.granularity.label()
+            )));
+        }
         o.granularity = self.granularity;
         o.embargo_days = self.embargo_days;
+        o.programme_start = self
+            .programme_start
+            .as_deref()
+            .map(|s| {
+                lacnet_core::Date::parse(s)
+                    .map_err(|e| AgentError::Config(format!("--programme-start {s:?}: {e}")))
+            })
+            .transpose()?;
+        if o.programme_start
+            .is_some_and(|d| d.year() < lacnet_core::Period::MIN_YEAR)
+        {
+            return Err(AgentError::Config(format!(
+                "--programme-start must not be before {}-01-01",
+                lacnet_core::Period::MIN_YEAR
+            )));
+        }
+        o.inactivity_months = self.inactivity_months;
         o.publish_debounce = Duration::from_millis(self.publish_debounce_ms);
         o.publish_interval = Duration::from_secs(self.publish_interval_secs.max(1));
         o.push_backoff_base = Duration::from_millis(self.push_backoff_base_ms.max(1));

@@ -25,6 +25,12 @@ pub fn record_input(r: site::Record) -> RecordInput {
         introduction_source: r.introduction_source,
         outcomes: r.outcomes,
         ward_code: opt(r.ward_code),
+        dated_outcomes: r
+            .dated_outcomes
+            .into_iter()
+            .map(|d| (d.outcome, d.achieved_on))
+            .collect(),
+        last_contact_on: opt(r.last_contact_on),
     }
 }
 

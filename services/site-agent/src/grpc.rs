@@ -5,8 +5,8 @@
 //! Callers hold a client certificate from the council CA naming exactly one
 //! lacnet identity, and each role may call only its own methods ([`Role`]):
 //! the council case system (`spiffe://lacnet/council/<name>`) pushes records;
-//! an operator (`spiffe://lacnet/operator/<name>`) reads status, previews
-//! and erases. Operators do not ingest, so an operator's certificate on a
+//! an operator (`spiffe://lacnet/operator/<name>`) reads status, previews,
+//! reads the local evaluation (the council's exact figures) and erases. Operators do not ingest, so an operator's certificate on a
 //! laptop cannot inject records, and the case system cannot erase people or
 //! read what would leave the building. Anything else, including a council-CA
 //! certificate with no lacnet identity, is refused and logged with the
@@ -19,8 +19,9 @@ use lacnet_core::validate::{PersonId, RecordInput, normalise_nhs_number};
 use lacnet_proto::site::v1::site_agent_server::SiteAgent;
 use lacnet_proto::site::v1::{
     AgentStatus, ErasePersonRequest, ErasePersonResponse, GetStatusRequest, IngestSummary,
-    PreviewSubmissionRequest, PreviewSubmissionResponse, Record, RecordVerdict,
-    UpsertRecordsRequest, UpsertRecordsResponse, Verdict, erase_person_request,
+    LocalEvaluation, LocalEvaluationRequest, PreviewSubmissionRequest, PreviewSubmissionResponse,
+    Record, RecordVerdict, UpsertRecordsRequest, UpsertRecordsResponse, Verdict,
+    erase_person_request,
 };
 use lacnet_tls::Peer;
 use tonic::{Request, Response, Status, Streaming};
@@ -51,7 +52,8 @@ impl SiteAgentService {
 pub enum Role {
     /// Push records (`UpsertRecords`, `StreamRecords`): council case systems only.
     Ingest,
-    /// Run the agent (`GetStatus`, `PreviewSubmission`, `ErasePerson`): operators only.
+    /// Run the agent (`GetStatus`, `PreviewSubmission`, `GetLocalEvaluation`,
+    /// `ErasePerson`): operators only.
     Operate,
 }
 
@@ -64,7 +66,7 @@ pub fn may(peer: &Peer, role: Role) -> Result<(), String> {
              (spiffe://lacnet/council/<name>)"
         )),
         (Role::Operate, other) => Err(format!(
-            "{other} may not read status, preview or erase: use an operator certificate \
+            "{other} may not read status, preview, read the local evaluation or erase: use an operator certificate \
              (spiffe://lacnet/operator/<name>)"
         )),
     }
@@ -395,6 +397,38 @@ impl SiteAgent for SiteAgentService {
             publishable_on,
             submission: Some(preview.submission),
         }))
+    }
+
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code))]
+    async fn get_local_evaluation(
+        &self,
+        request: Request<LocalEvaluationRequest>,
+    ) -> Result<Response<LocalEvaluation>, Status> {
+        const METHOD: &str = "GetLocalEvaluation";
+        // Exact figures: every call is audited, refusals (by `authorise`) included.
+        if let Err(status) = authorise(&request, METHOD, Role::Operate) {
+            tracing::warn!(target: "lacnet::audit", method = METHOD, outcome = "refused", code = ?status.code(), "local evaluation");
+            return Err(status);
+        }
+        let caller = lacnet_tls::peer_of(&request)
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let result = match period_from_proto(request.get_ref().span.as_ref(), "span") {
+            Ok(span) => crate::evaluation::local_evaluation(&self.agent, span)
+                .await
+                .map(|e| (span, e)),
+            Err(e) => Err(AgentError::from(e)),
+        };
+        match result {
+            Ok((span, body)) => {
+                tracing::info!(target: "lacnet::audit", caller = %caller, method = METHOD, span = %span, outcome = "served", "local evaluation");
+                Ok(Response::new(body))
+            }
+            Err(e) => {
+                tracing::info!(target: "lacnet::audit", caller = %caller, method = METHOD, outcome = "refused", reason = %e, "local evaluation");
+                Err(e.into())
+            }
+        }
     }
 
     #[instrument(skip_all, fields(site = %self.agent.options().site_code))]

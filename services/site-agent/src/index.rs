@@ -597,6 +597,8 @@ mod tests {
                 primary_need: PrimaryNeed::MentalHealth,
                 source: IntroductionSource::SelfReferral,
                 outcomes: OutcomeSet::default(),
+                outcome_dates: NO_OUTCOME_DATES,
+                last_contact_on: None,
                 neighbourhood: None,
             };
             let m = RecordMeta::of(&r, &r.encode());

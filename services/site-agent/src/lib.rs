@@ -29,6 +29,7 @@ pub mod backup;
 pub mod config;
 pub mod convert;
 mod error;
+pub mod evaluation;
 pub mod grpc;
 pub mod index;
 pub mod ingest;
@@ -97,8 +98,13 @@ pub struct AgentOptions {
     pub hub: Option<HubTarget>,
     /// The site's disclosure policy.
     pub policy: DisclosurePolicy,
-    /// Reporting periods.
+    /// Reporting periods (month or quarter; spans are published as well).
     pub granularity: Granularity,
+    /// The day the programme started: where the programme to date begins.
+    /// `None` publishes no programme-to-date figures.
+    pub programme_start: Option<Date>,
+    /// Months without contact after which an open case stops counting as active (0: never).
+    pub inactivity_months: u32,
     /// Quiet time after ingest before re-aggregating.
     pub publish_debounce: Duration,
     /// Scheduled re-aggregation interval.
@@ -127,6 +133,14 @@ pub struct AgentOptions {
 }
 
 impl AgentOptions {
+    /// The counting rules these options give (programme start, inactivity limit).
+    pub fn rules(&self) -> lacnet_core::aggregate::CountingRules {
+        lacnet_core::aggregate::CountingRules {
+            programme_start: self.programme_start,
+            inactivity_months: self.inactivity_months,
+        }
+    }
+
     /// Options with defaults: quarterly, policy 7/5/secondary, no hub.
     pub fn new(
         data_dir: impl Into<PathBuf>,
@@ -142,6 +156,8 @@ impl AgentOptions {
             hub: None,
             policy: DisclosurePolicy::default(),
             granularity: Granularity::Quarter,
+            programme_start: None,
+            inactivity_months: lacnet_core::aggregate::CountingRules::DEFAULT_INACTIVITY_MONTHS,
             publish_debounce: Duration::from_secs(2),
             publish_interval: Duration::from_secs(300),
             push_backoff_base: Duration::from_millis(500),

@@ -20,6 +20,13 @@
 //! time passes over open records). [`preview`] builds a submission the same
 //! way, so a council sees exactly what would leave the building.
 //!
+//! Spans (the financial year and the programme to date) are published too,
+//! computed from the records like any period, never summed from quarters.
+//! They are not marked dirty themselves: every dirty month or quarter brings
+//! its financial year, and every programme to date that runs through it, into
+//! the same recomputation ([`spans_of`]), and they are enqueued in the same
+//! write that clears the month or quarter, so a crash cannot lose them.
+//!
 //! Revision numbers come from the clock ([`next_revision`]): the Unix time in
 //! milliseconds, strictly above the last revision the agent knows for the
 //! period. A counter from 1 would start again at 1 after the data directory
@@ -30,11 +37,12 @@
 
 use std::time::Duration;
 
-use lacnet_core::aggregate::PeriodAggregator;
-use lacnet_core::disclosure::DisclosurePolicy;
-use lacnet_core::disclosure::{self, Published};
+use std::collections::BTreeSet;
+
+use lacnet_core::aggregate::{CountingRules, PeriodAggregator};
+use lacnet_core::disclosure::{self, DisclosurePolicy, Published};
 use lacnet_core::metrics::Aggregates;
-use lacnet_core::{Date, Period, submission};
+use lacnet_core::{Date, Granularity, Period, submission};
 use lacnet_proto::common::v1 as pb;
 use lacnet_store::Durability;
 use tokio_util::sync::CancellationToken;
@@ -152,10 +160,60 @@ pub fn decide(
     Decision::Publish
 }
 
-/// True counts for each of `periods`, from one scan over every record.
-pub fn aggregate_periods(store: &Store, periods: &[Period]) -> Result<Vec<Aggregates>, AgentError> {
-    let mut aggs: Vec<PeriodAggregator> =
-        periods.iter().map(|p| PeriodAggregator::new(*p)).collect();
+/// The spans whose figures depend on the dirty months or quarters `dirty`:
+/// the financial years holding them, and (with a programme start) every
+/// programme to date from the month of the earliest dirty day to today's
+/// month (each holds everything before its end) that ends where a period of
+/// the site's `granularity` ends. A quarterly site publishes its programme to
+/// date at quarter ends only: monthly cumulative figures would give its
+/// months away by differencing. Spans that cannot be represented (before
+/// 2000) are left out.
+pub fn spans_of(
+    dirty: &[Period],
+    granularity: Granularity,
+    programme_start: Option<Date>,
+    today: Date,
+) -> BTreeSet<Period> {
+    let mut spans = BTreeSet::new();
+    let mut earliest: Option<Date> = None;
+    for p in dirty.iter().filter(|p| !p.is_span()) {
+        for day in [p.start(), p.end()] {
+            let fy = Period::containing(Granularity::FinancialYear, day);
+            if fy.contains(day) && fy.start() <= today {
+                spans.insert(fy);
+            }
+        }
+        earliest = Some(earliest.map_or(p.start(), |e| e.min(p.start())));
+    }
+    if let (Some(start), Some(earliest)) = (programme_start, earliest) {
+        let first = Period::containing(Granularity::ProgrammeToDate, earliest.max(start));
+        let last = Period::containing(Granularity::ProgrammeToDate, today);
+        spans.extend(
+            Period::range(first, last)
+                .into_iter()
+                .filter(|p| publishes_programme_to_date(*p, granularity)),
+        );
+    }
+    spans
+}
+
+/// Whether a site reporting by `granularity` publishes the programme to date
+/// `ptd`: when it ends where one of the site's periods ends.
+pub fn publishes_programme_to_date(ptd: Period, granularity: Granularity) -> bool {
+    Period::containing(granularity, ptd.end()).end() == ptd.end()
+}
+
+/// True counts for each of `periods` under the agent's counting rules, from
+/// one scan over every record.
+pub fn aggregate_periods(
+    store: &Store,
+    periods: &[Period],
+    rules: CountingRules,
+) -> Result<Vec<Aggregates>, AgentError> {
+    let mut aggs: Vec<PeriodAggregator> = periods
+        .iter()
+        .map(|p| PeriodAggregator::with_rules(*p, rules, 0))
+        .collect();
     for r in store.records() {
         let r = r?;
         for a in &mut aggs {
@@ -205,10 +263,21 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     // with a newer generation, which the clear below leaves in place.
     let a = agent.clone();
     let tables = tokio::task::spawn_blocking(move || -> Result<Vec<_>, AgentError> {
-        let periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
-        let aggregates = aggregate_periods(a.store(), &periods)?;
-        Ok(dirty
+        let mut periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
+        let o = a.options();
+        // Spans ride along with the months or quarters they depend on; they
+        // carry no dirty generation of their own (None: nothing to clear).
+        let spans = spans_of(&periods, o.granularity, o.programme_start, a.today());
+        let generations: Vec<Option<u64>> = dirty
+            .iter()
+            .map(|(_, g)| Some(*g))
+            .chain(spans.iter().map(|_| None))
+            .collect();
+        periods.extend(spans);
+        let aggregates = aggregate_periods(a.store(), &periods, o.rules())?;
+        Ok(periods
             .into_iter()
+            .zip(generations)
             .zip(aggregates.iter())
             .map(|((period, generation), aggs)| {
                 let (published, digest) = protect(&a, period, aggs);
@@ -243,13 +312,16 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
                         if let Decision::Held { small_changes } = decision {
                             tracing::info!(%period, small_changes, "held a release whose changes are too small to publish");
                         }
-                        w.clear_dirty(period, generation)?;
+                        if let Some(generation) = generation {
+                            w.clear_dirty(period, generation)?;
+                        }
                         continue;
                     }
                 }
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
                 let sub = build(&a, period, &published, digest, revision);
-                w.enqueue(period, &sub, Some(&truth), generation)?;
+                // A span has no dirty mark: generation 0 clears nothing.
+                w.enqueue(period, &sub, Some(&truth), generation.unwrap_or(0))?;
                 tracing::info!(%period, revision, "enqueued a new revision");
                 n += 1;
             }
@@ -279,11 +351,29 @@ pub struct Preview {
 
 /// Exactly what would be sent for `period`, and whether and when it would be.
 pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentError> {
-    if period.granularity() != agent.options().granularity {
+    let o = agent.options();
+    if period.granularity() != o.granularity && !period.is_span() {
         return Err(AgentError::invalid(
             "period.granularity",
-            "must match the agent's reporting granularity",
+            "must match the agent's reporting granularity, or be a financial year or the programme to date",
         ));
+    }
+    if period.granularity() == Granularity::ProgrammeToDate {
+        if o.programme_start.is_none() {
+            return Err(AgentError::invalid(
+                "period",
+                "the programme to date needs the agent's --programme-start",
+            ));
+        }
+        if !publishes_programme_to_date(period, o.granularity) {
+            return Err(AgentError::invalid(
+                "period",
+                format!(
+                    "{period}: this agent publishes the programme to date at the end of each {} only",
+                    o.granularity.label()
+                ),
+            ));
+        }
     }
     if period.start() > agent.today() {
         return Err(AgentError::invalid("period", "must not be in the future"));
@@ -291,7 +381,7 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
     let a = agent.clone();
     tokio::task::spawn_blocking(move || {
         let store = &a.inner().store;
-        let aggs = aggregate_periods(store, &[period])?;
+        let aggs = aggregate_periods(store, &[period], a.options().rules())?;
         let (published, digest) = protect(&a, period, &aggs[0]);
         let last = store.last_submission(period)?;
         let last_truth = store.published_truth(period)?;
@@ -368,6 +458,35 @@ async fn publish_logged(agent: &Agent) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dirty_quarter_brings_its_financial_year_and_every_later_programme_to_date() {
+        let p = |s: &str| Period::parse(s).unwrap();
+        let d = |s: &str| Date::parse(s).unwrap();
+        let today = d("2025-02-10");
+        let texts = |v: BTreeSet<Period>| v.into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let q = Granularity::Quarter;
+        // 2024-Q4 is in FY2024; with no programme start, no programme to date.
+        assert_eq!(texts(spans_of(&[p("2024-Q4")], q, None, today)), ["FY2024"]);
+        // 2024-Q1 is in FY2023; the programme to date from December 2024 on,
+        // every month for a monthly site, at quarter ends for a quarterly one.
+        let dirty = [p("2024-Q1"), p("2025-Q1")];
+        let start = Some(d("2024-12-01"));
+        let spans = texts(spans_of(&dirty, Granularity::Month, start, today));
+        assert_eq!(
+            spans,
+            ["FY2023", "FY2024", "PTD2024-12", "PTD2025-01", "PTD2025-02"]
+        );
+        let spans = texts(spans_of(&dirty, q, start, d("2025-03-10")));
+        assert_eq!(spans, ["FY2023", "FY2024", "PTD2024-12", "PTD2025-03"]);
+        assert!(publishes_programme_to_date(p("PTD2025-03"), q));
+        assert!(!publishes_programme_to_date(p("PTD2025-02"), q));
+        // January to March 2000 would be FY1999, which no period can name.
+        let spans = texts(spans_of(&[p("2000-Q1")], q, None, today));
+        assert!(spans.is_empty(), "{spans:?}");
+        // Spans themselves bring nothing more.
+        assert!(spans_of(&[p("FY2024")], q, Some(d("2024-01-01")), today).is_empty());
+    }
 
     #[test]
     fn revisions_follow_the_clock_and_never_go_back_or_wrap() {

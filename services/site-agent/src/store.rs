@@ -1147,6 +1147,8 @@ pub fn granularity_name(g: Granularity) -> &'static str {
     match g {
         Granularity::Month => "month",
         Granularity::Quarter => "quarter",
+        Granularity::FinancialYear => "financial_year",
+        Granularity::ProgrammeToDate => "programme_to_date",
     }
 }
 

@@ -83,6 +83,8 @@ fn pseudonymisation(c: &mut Criterion) {
         primary_need: PrimaryNeed::SocialIsolation,
         source: IntroductionSource::GpHealth,
         outcomes: OutcomeSet::EMPTY,
+        outcome_dates: lacnet_core::vocab::NO_OUTCOME_DATES,
+        last_contact_on: None,
         ward_code: Some("E05001234".to_owned()),
     };
     let key_id = KeyId::new("k1").expect("valid id");
@@ -144,6 +146,8 @@ fn generate(n: usize) -> Vec<PseudonymRecord> {
                     [g.below(IntroductionSource::ALL.len() as u64) as usize],
                 outcomes: OutcomeSet::from_bits(g.below(512) as u16 & g.below(512) as u16)
                     .expect("9 bits"),
+                outcome_dates: lacnet_core::vocab::NO_OUTCOME_DATES,
+                last_contact_on: None,
                 neighbourhood: None,
             }
         })

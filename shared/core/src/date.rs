@@ -119,6 +119,32 @@ impl Date {
         Date::from_days_since_epoch(secs.div_euclid(86_400))
     }
 
+    /// The same day `months` later, on the month's last day when it is shorter
+    /// (31 January + 1 month = 28 or 29 February); saturates at 9999-12-31.
+    pub fn add_months(self, months: u32) -> Date {
+        let total = i64::from(self.year) * 12 + i64::from(self.month) - 1 + i64::from(months);
+        let year = total.div_euclid(12);
+        if year > 9999 {
+            return Date {
+                year: 9999,
+                month: 12,
+                day: 31,
+            };
+        }
+        let year = year as i32;
+        let month = (total.rem_euclid(12) + 1) as u8;
+        let day = self.day.min(days_in_month(year, month));
+        Date { year, month, day }
+    }
+
+    /// The day before (saturating at 0001-01-01).
+    pub fn pred(self) -> Date {
+        if self.year == 1 && self.month == 1 && self.day == 1 {
+            return self;
+        }
+        Date::from_days_since_epoch(self.days_since_epoch() - 1)
+    }
+
     /// Compact form for storage: days since the epoch as `i32`.
     pub fn to_storage(self) -> i32 {
         self.days_since_epoch() as i32
@@ -146,6 +172,16 @@ impl std::str::FromStr for Date {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_add_with_short_months_clamped() {
+        let d = |s: &str| Date::parse(s).unwrap();
+        assert_eq!(d("2024-01-31").add_months(1), d("2024-02-29"));
+        assert_eq!(d("2024-06-15").add_months(12), d("2025-06-15"));
+        assert_eq!(d("2024-11-30").add_months(3), d("2025-02-28"));
+        assert_eq!(d("9999-06-01").add_months(12), d("9999-12-31"));
+        assert_eq!(d("2025-03-01").pred(), d("2025-02-28"));
+    }
 
     #[test]
     fn parses_real_dates_and_refuses_others() {

@@ -1083,6 +1083,15 @@ mod tests {
         }
         a.counts[metrics::support_level(SupportLevel::Level1)] = level_1;
         a.counts[metrics::support_level(SupportLevel::Level2)] = level_2;
+        // The support-level cross-tabs (issue 10) of the same introductions.
+        for (l, v) in [
+            (SupportLevel::Level1, level_1),
+            (SupportLevel::Level2, level_2),
+        ] {
+            a.counts[metrics::level_age_group(l, AgeGroup::From18To64)] = v;
+            a.counts[metrics::level_primary_need(l, PrimaryNeed::Other)] = v;
+            a.counts[metrics::level_source(l, IntroductionSource::Other)] = v;
+        }
         a
     }
 
@@ -1101,8 +1110,14 @@ mod tests {
                 a.counts[PEOPLE_NEW] = n - n / 4;
                 a.counts[PEOPLE_ACTIVE] = a.counts[PEOPLE_NEW] + extra_active;
                 a.counts[metrics::CLOSURES] = extra_active / 2;
+                a.counts[metrics::level_closures(SupportLevel::Level1)] = extra_active / 2;
                 for (level, band, need, source) in intros {
                     let band = AgeBand::ALL[band];
+                    // The support-level cross-tabs (issue 10) of the same introductions.
+                    let l = SupportLevel::ALL[level];
+                    a.counts[metrics::level_age_group(l, band.group())] += 1;
+                    a.counts[metrics::level_primary_need(l, PrimaryNeed::ALL[need])] += 1;
+                    a.counts[metrics::level_source(l, IntroductionSource::ALL[source])] += 1;
                     a.counts[metrics::support_level(SupportLevel::ALL[level])] += 1;
                     a.counts[metrics::age_band(band)] += 1;
                     if band != AgeBand::Under18 {

@@ -7,6 +7,19 @@
 //! Metrics are laid out densely so aggregation can count into a fixed array.
 //! Breakdown metrics form *tables* (parts that add up to a total), which is
 //! what secondary suppression has to protect.
+//!
+//! Every metric is published for every kind of period: months or quarters
+//! (a site's series) and the spans, financial year and programme to date.
+//! A span's figures are computed from the records, never summed from its
+//! quarters; each metric's [`Additivity`] says how the span's true value
+//! relates to the true values of the periods inside it, which is what
+//! disclosure control needs to protect spans and quarters jointly.
+//!
+//! Support levels are kept apart: Level 1 (information and advice) and
+//! Level 2 (a longer-term relationship) are different work, so people,
+//! closures, age group, primary need, introduction source and outcomes are
+//! also published per level (`level_2.*`), and a report can show Level 2
+//! alone, the like-for-like figure sites quote.
 
 use crate::vocab::{AgeBand, AgeGroup, IntroductionSource, Outcome, PrimaryNeed, SupportLevel};
 use std::collections::HashMap;
@@ -20,15 +33,72 @@ pub const PEOPLE_NEW: usize = 1;
 pub const INTRODUCTIONS_NEW: usize = 2;
 /// Introductions closed during the period.
 pub const CLOSURES: usize = 3;
-const SUPPORT_LEVEL_BASE: usize = 4;
+/// Open introductions that, at the period's last day, had gone quiet: no
+/// contact, outcome or introduction within the site's inactivity limit. They
+/// no longer count as active; this count makes the data quality visible.
+pub const CASES_STALE: usize = 4;
+const SUPPORT_LEVEL_BASE: usize = 5;
 const AGE_BAND_BASE: usize = SUPPORT_LEVEL_BASE + 2;
 /// Age groups other than under 18, which is already the age band `under_18`.
 const AGE_GROUP_BASE: usize = AGE_BAND_BASE + 9;
 const PRIMARY_NEED_BASE: usize = AGE_GROUP_BASE + 2;
 const SOURCE_BASE: usize = PRIMARY_NEED_BASE + 10;
 const OUTCOME_BASE: usize = SOURCE_BASE + 9;
+/// Start of the per-support-level blocks.
+const LEVEL_BASE: usize = OUTCOME_BASE + 9;
+// Offsets within one level's block.
+const L_PEOPLE_ACTIVE: usize = 0;
+const L_PEOPLE_NEW: usize = 1;
+const L_CLOSURES: usize = 2;
+const L_AGE_GROUP: usize = 3;
+const L_PRIMARY_NEED: usize = L_AGE_GROUP + 3;
+const L_SOURCE: usize = L_PRIMARY_NEED + 10;
+const L_OUTCOME: usize = L_SOURCE + 9;
+/// Metrics per support level.
+const LEVEL_BLOCK: usize = L_OUTCOME + 9;
 /// Number of metrics in the catalogue.
-pub const METRIC_COUNT: usize = OUTCOME_BASE + 9;
+pub const METRIC_COUNT: usize = LEVEL_BASE + 2 * LEVEL_BLOCK;
+
+fn level_base(level: SupportLevel) -> usize {
+    LEVEL_BASE + level.index() * LEVEL_BLOCK
+}
+
+/// Distinct people with an introduction at `level` active in the period.
+/// A person supported at both levels counts at each, so the levels do not
+/// add up to `people_active`.
+pub fn level_people_active(level: SupportLevel) -> usize {
+    level_base(level) + L_PEOPLE_ACTIVE
+}
+
+/// Distinct people newly introduced at `level` in the period.
+pub fn level_people_new(level: SupportLevel) -> usize {
+    level_base(level) + L_PEOPLE_NEW
+}
+
+/// Introductions at `level` closed in the period.
+pub fn level_closures(level: SupportLevel) -> usize {
+    level_base(level) + L_CLOSURES
+}
+
+/// New introductions at `level` in an age group (under 18, 18-64, 65+).
+pub fn level_age_group(level: SupportLevel, group: AgeGroup) -> usize {
+    level_base(level) + L_AGE_GROUP + group.index()
+}
+
+/// New introductions at `level` with a primary need.
+pub fn level_primary_need(level: SupportLevel, need: PrimaryNeed) -> usize {
+    level_base(level) + L_PRIMARY_NEED + need.index()
+}
+
+/// New introductions at `level` from a source.
+pub fn level_source(level: SupportLevel, source: IntroductionSource) -> usize {
+    level_base(level) + L_SOURCE + source.index()
+}
+
+/// Distinct people who achieved an outcome in the period on an introduction at `level`.
+pub fn level_outcome(level: SupportLevel, outcome: Outcome) -> usize {
+    level_base(level) + L_OUTCOME + outcome.index()
+}
 
 /// Index of the metric counting introductions at a support level.
 pub fn support_level(level: SupportLevel) -> usize {
@@ -60,7 +130,7 @@ pub fn source(source: IntroductionSource) -> usize {
     SOURCE_BASE + source.index()
 }
 
-/// Index of the metric counting active people with an outcome.
+/// Index of the metric counting people who achieved an outcome in the period.
 pub fn outcome(outcome: Outcome) -> usize {
     OUTCOME_BASE + outcome.index()
 }
@@ -77,6 +147,23 @@ pub enum MetricKind {
     },
 }
 
+/// How a metric's true value over a span (a financial year, the programme to
+/// date) relates to its true values over the periods inside it. Disclosure
+/// control uses this to protect a span and its quarters jointly: an attacker
+/// holding both knows these relations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Additivity {
+    /// Counts events dated in the period (introductions, closures): the
+    /// span's value is exactly the sum of its parts' values.
+    Sum,
+    /// Counts distinct people: the span's value is at least the largest part
+    /// and at most the sum of the parts (a person in several parts counts once).
+    Distinct,
+    /// A stock measured on the period's last day: the span's value equals the
+    /// value of the part that ends on the same day.
+    AtEnd,
+}
+
 /// One published metric.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricDef {
@@ -90,6 +177,10 @@ pub struct MetricDef {
     pub kind: MetricKind,
     /// For outcome metrics, the outcome (unit costs attach to these).
     pub outcome: Option<Outcome>,
+    /// For the per-level metrics (`level_2.*`), the support level.
+    pub support_level: Option<SupportLevel>,
+    /// How the metric behaves across periods (see [`Additivity`]).
+    pub across_periods: Additivity,
 }
 
 /// A set of cells whose parts add up exactly to a total cell.
@@ -141,15 +232,39 @@ pub fn catalogue() -> &'static Catalogue {
 
 fn build() -> Catalogue {
     let mut metrics = Vec::with_capacity(METRIC_COUNT);
-    let mut push = |id: String, label: String, group: &'static str, kind, outcome| {
-        metrics.push(MetricDef {
-            id,
-            label,
-            group,
-            kind,
-            outcome,
-        });
-    };
+    let mut push =
+        |id: String, label: String, group: &'static str, kind, outcome: Option<Outcome>| {
+            // Introductions, closures and every breakdown of new introductions
+            // count dated events; people and outcomes count distinct persons
+            // (an outcome counts once per person over a span); the stale count is
+            // a stock on the last day.
+            let across_periods = if group == "headline" || group.ends_with(".headline") {
+                if id.ends_with("introductions_new") || id.ends_with("closures") {
+                    Additivity::Sum
+                } else if id == "cases_stale" {
+                    Additivity::AtEnd
+                } else {
+                    Additivity::Distinct
+                }
+            } else if outcome.is_some() {
+                Additivity::Distinct
+            } else {
+                Additivity::Sum
+            };
+            let support_level = SupportLevel::ALL
+                .iter()
+                .copied()
+                .find(|l| id.starts_with(&format!("{}.", l.id())));
+            metrics.push(MetricDef {
+                id,
+                label,
+                group,
+                kind,
+                outcome,
+                support_level,
+                across_periods,
+            });
+        };
     let of_intros = MetricKind::Proportion {
         denominator: INTRODUCTIONS_NEW,
     };
@@ -177,6 +292,13 @@ fn build() -> Catalogue {
     push(
         "closures".into(),
         "Introductions closed".into(),
+        "headline",
+        MetricKind::Count,
+        None,
+    );
+    push(
+        "cases_stale".into(),
+        "Open cases gone quiet (no contact within the inactivity limit)".into(),
         "headline",
         MetricKind::Count,
         None,
@@ -237,6 +359,90 @@ fn build() -> Catalogue {
             Some(*o),
         );
     }
+    for l in SupportLevel::ALL {
+        let short = match l {
+            SupportLevel::Level1 => "Level 1",
+            SupportLevel::Level2 => "Level 2",
+        };
+        let (headline, age, need, src, out) = match l {
+            SupportLevel::Level1 => (
+                "level_1.headline",
+                "level_1.age_group",
+                "level_1.primary_need",
+                "level_1.source",
+                "level_1.outcome",
+            ),
+            SupportLevel::Level2 => (
+                "level_2.headline",
+                "level_2.age_group",
+                "level_2.primary_need",
+                "level_2.source",
+                "level_2.outcome",
+            ),
+        };
+        let of_level = MetricKind::Proportion {
+            denominator: support_level(*l),
+        };
+        push(
+            format!("{}.people_active", l.id()),
+            format!("{short}: people supported (active)"),
+            headline,
+            MetricKind::Count,
+            None,
+        );
+        push(
+            format!("{}.people_new", l.id()),
+            format!("{short}: people newly introduced"),
+            headline,
+            MetricKind::Count,
+            None,
+        );
+        push(
+            format!("{}.closures", l.id()),
+            format!("{short}: introductions closed"),
+            headline,
+            MetricKind::Count,
+            None,
+        );
+        for g in AgeGroup::ALL {
+            push(
+                format!("{}.age_group.{}", l.id(), g.id()),
+                format!("{short}: age {}", g.label()),
+                age,
+                of_level,
+                None,
+            );
+        }
+        for n in PrimaryNeed::ALL {
+            push(
+                format!("{}.primary_need.{}", l.id(), n.id()),
+                format!("{short}: {}", n.label()),
+                need,
+                of_level,
+                None,
+            );
+        }
+        for s in IntroductionSource::ALL {
+            push(
+                format!("{}.source.{}", l.id(), s.id()),
+                format!("{short}: introduced by {}", s.label()),
+                src,
+                of_level,
+                None,
+            );
+        }
+        for o in Outcome::ALL {
+            push(
+                format!("{}.outcome.{}", l.id(), o.id()),
+                format!("{short}: {}", o.label()),
+                out,
+                MetricKind::Proportion {
+                    denominator: level_people_active(*l),
+                },
+                Some(*o),
+            );
+        }
+    }
     let by_id = metrics
         .iter()
         .enumerate()
@@ -289,6 +495,76 @@ fn build() -> Catalogue {
             parts: all(SOURCE_BASE..OUTCOME_BASE),
         },
     ];
+    let mut tables = tables;
+    // The support-level cross-tabs: each level's rows add up to that level's
+    // new introductions, and each column's levels add up to the overall cell.
+    // (People and outcomes by level are distinct people, not a table: a
+    // person supported at both levels counts at each.)
+    let levels = SupportLevel::ALL;
+    tables.push(TableSpec {
+        name: "closures.by_level",
+        total: CLOSURES,
+        parts: levels.iter().map(|l| level_closures(*l)).collect(),
+    });
+    for l in levels {
+        let (age, need, src) = match l {
+            SupportLevel::Level1 => (
+                "level_1.age_group",
+                "level_1.primary_need",
+                "level_1.source",
+            ),
+            SupportLevel::Level2 => (
+                "level_2.age_group",
+                "level_2.primary_need",
+                "level_2.source",
+            ),
+        };
+        tables.push(TableSpec {
+            name: age,
+            total: support_level(*l),
+            parts: AgeGroup::ALL
+                .iter()
+                .map(|g| level_age_group(*l, *g))
+                .collect(),
+        });
+        tables.push(TableSpec {
+            name: need,
+            total: support_level(*l),
+            parts: PrimaryNeed::ALL
+                .iter()
+                .map(|n| level_primary_need(*l, *n))
+                .collect(),
+        });
+        tables.push(TableSpec {
+            name: src,
+            total: support_level(*l),
+            parts: IntroductionSource::ALL
+                .iter()
+                .map(|s| level_source(*l, *s))
+                .collect(),
+        });
+    }
+    for g in AgeGroup::ALL {
+        tables.push(TableSpec {
+            name: "age_group.by_level",
+            total: age_group(*g),
+            parts: levels.iter().map(|l| level_age_group(*l, *g)).collect(),
+        });
+    }
+    for n in PrimaryNeed::ALL {
+        tables.push(TableSpec {
+            name: "primary_need.by_level",
+            total: primary_need(*n),
+            parts: levels.iter().map(|l| level_primary_need(*l, *n)).collect(),
+        });
+    }
+    for s in IntroductionSource::ALL {
+        tables.push(TableSpec {
+            name: "source.by_level",
+            total: source(*s),
+            parts: levels.iter().map(|l| level_source(*l, *s)).collect(),
+        });
+    }
     Catalogue {
         metrics,
         by_id,
@@ -336,6 +612,74 @@ mod tests {
         );
         assert_eq!(c.def(age_group(AgeGroup::From65)).id, "age_group.65_plus");
         assert_eq!(c.def(source(IntroductionSource::Other)).id, "source.other");
+        assert_eq!(c.def(CASES_STALE).id, "cases_stale");
+        let l2 = SupportLevel::Level2;
+        assert_eq!(
+            c.def(level_primary_need(l2, PrimaryNeed::MentalHealth)).id,
+            "level_2.primary_need.mental_health"
+        );
+        assert_eq!(
+            c.def(level_outcome(l2, Outcome::CarerSupported)).id,
+            "level_2.outcome.carer_supported"
+        );
+        assert_eq!(
+            c.def(level_age_group(SupportLevel::Level1, AgeGroup::Under18))
+                .id,
+            "level_1.age_group.under_18"
+        );
+        assert_eq!(c.def(level_people_active(l2)).id, "level_2.people_active");
+        assert_eq!(
+            c.def(METRIC_COUNT - 1).id,
+            "level_2.outcome.carer_supported"
+        );
+        for m in c.metrics() {
+            assert_eq!(
+                m.support_level.is_some(),
+                m.id.starts_with("level_"),
+                "{}",
+                m.id
+            );
+        }
+    }
+
+    #[test]
+    fn additivity_says_which_figures_can_be_summed_over_a_span() {
+        let c = catalogue();
+        let of = |id: &str| c.def(c.index_of(id).unwrap()).across_periods;
+        for id in [
+            "introductions_new",
+            "closures",
+            "primary_need.mental_health",
+            "support_level.level_2",
+            "level_2.closures",
+            "level_2.source.self",
+            "level_1.age_group.65_plus",
+        ] {
+            assert_eq!(of(id), Additivity::Sum, "{id}");
+        }
+        for id in [
+            "people_active",
+            "people_new",
+            "outcome.volunteering",
+            "level_2.people_active",
+            "level_2.people_new",
+            "level_2.outcome.crisis_avoided",
+        ] {
+            assert_eq!(of(id), Additivity::Distinct, "{id}");
+        }
+        assert_eq!(of("cases_stale"), Additivity::AtEnd);
+        // Every part of a table counts the same kind of thing as its total,
+        // so a table over a span is a table over its parts too.
+        for t in c.tables() {
+            for p in &t.parts {
+                assert_eq!(
+                    c.def(*p).across_periods,
+                    c.def(t.total).across_periods,
+                    "{}",
+                    t.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -21,16 +21,32 @@
 //! | 1 × 4 | support level, age band, primary need, source (proto codes) |
 //! | 2  | outcome bits |
 //! | 32 | neighbourhood pseudonym (only when bit 1 is set) |
-
+//!
+//! Format version 2 is version 1 with two additions, written only when the
+//! record has a dated outcome or a last contact (so records without them keep
+//! their version 1 bytes, and a re-send stays "unchanged"):
+//!
+//! - flags bit 2: a last contact date (4 bytes) follows the closure date;
+//! - after the outcome bits, 4 bytes per outcome in the set, in outcome
+//!   order: the day it was achieved, or `i32::MIN` when undated.
 use crate::date::Date;
 use crate::pseudonym::{KeyId, Pseudonym, Pseudonymiser};
 use crate::validate::ValidRecord;
-use crate::vocab::{AgeBand, IntroductionSource, OutcomeSet, PrimaryNeed, SupportLevel};
+use crate::vocab::{
+    AgeBand, IntroductionSource, NO_OUTCOME_DATES, Outcome, OutcomeDates, OutcomeSet, PrimaryNeed,
+    SupportLevel,
+};
 
-/// The storage format version written by [`PseudonymRecord::encode`].
+/// The storage format version written by [`PseudonymRecord::encode`] for a
+/// record with no outcome dates and no last contact.
 pub const FORMAT_VERSION: u8 = 1;
+/// The version written when a record has an outcome date or a last contact.
+pub const FORMAT_VERSION_DATED: u8 = 2;
 const FLAG_CLOSED: u8 = 1;
 const FLAG_NEIGHBOURHOOD: u8 = 2;
+const FLAG_LAST_CONTACT: u8 = 4;
+/// An outcome without a date, in version 2.
+const UNDATED: i32 = i32::MIN;
 /// 0001-01-01 and 9999-12-31 in storage form: the range [`Date`] allows.
 const MIN_STORED_DAY: i32 = -719_162;
 const MAX_STORED_DAY: i32 = 2_932_896;
@@ -58,6 +74,10 @@ pub struct PseudonymRecord {
     pub source: IntroductionSource,
     /// Outcomes recorded.
     pub outcomes: OutcomeSet,
+    /// The day each outcome was achieved (`None`: undated, see [`Self::achieved_on`]).
+    pub outcome_dates: OutcomeDates,
+    /// The last contact with the person, if recorded.
+    pub last_contact_on: Option<Date>,
     /// Pseudonymised ward, for local use only (never sent to the hub).
     pub neighbourhood: Option<Pseudonym>,
 }
@@ -102,17 +122,62 @@ impl ValidRecord {
             primary_need: self.primary_need,
             source: self.source,
             outcomes: self.outcomes,
+            outcome_dates: self.outcome_dates,
+            last_contact_on: self.last_contact_on,
             neighbourhood: self.ward_code.as_deref().map(|w| p.neighbourhood(w)),
         }
     }
 }
 
 impl PseudonymRecord {
-    /// Compact storage bytes (format version 1, see the module docs).
+    /// The day `outcome` counts as achieved, if the record has it.
+    ///
+    /// An outcome sent without a date (the older, undated `outcomes` field)
+    /// is dated to the introduction: the one day every version of the record
+    /// agrees on (a later closure or contact date would move it between
+    /// periods on each update), and the earliest day it can have happened.
+    /// It therefore counts once, in the period of the introduction.
+    pub fn achieved_on(&self, outcome: Outcome) -> Option<Date> {
+        self.outcomes
+            .contains(outcome)
+            .then(|| self.outcome_dates[outcome.index()].unwrap_or(self.introduced_on))
+    }
+
+    /// The last day anything is known to have happened on the record: its
+    /// introduction, last contact or latest outcome. An open record with no
+    /// sign of life for the site's inactivity limit after this day stops
+    /// counting as active (see [`crate::aggregate`]).
+    pub fn last_seen(&self) -> Date {
+        let mut last = self.introduced_on;
+        if let Some(c) = self.last_contact_on {
+            last = last.max(c);
+        }
+        for o in self.outcomes.iter() {
+            if let Some(d) = self.achieved_on(o) {
+                last = last.max(d);
+            }
+        }
+        last
+    }
+
+    fn has_dates(&self) -> bool {
+        self.last_contact_on.is_some()
+            || self
+                .outcomes
+                .iter()
+                .any(|o| self.outcome_dates[o.index()].is_some())
+    }
+
+    /// Compact storage bytes (format version 1, or 2 with dates; see the module docs).
     pub fn encode(&self) -> Vec<u8> {
         let key = self.key_id.as_str().as_bytes();
-        let mut out = Vec::with_capacity(1 + 32 + 32 + 1 + key.len() + 4 + 1 + 4 + 4 + 2 + 32);
-        out.push(FORMAT_VERSION);
+        let dated = self.has_dates();
+        let mut out = Vec::with_capacity(1 + 32 + 32 + 1 + key.len() + 4 + 1 + 8 + 4 + 2 + 36 + 32);
+        out.push(if dated {
+            FORMAT_VERSION_DATED
+        } else {
+            FORMAT_VERSION
+        });
         out.extend_from_slice(&self.record.0);
         out.extend_from_slice(&self.person.0);
         // KeyId guarantees 1..=32 bytes, so the length fits a byte.
@@ -127,9 +192,16 @@ impl PseudonymRecord {
             FLAG_NEIGHBOURHOOD
         } else {
             0
+        } | if self.last_contact_on.is_some() {
+            FLAG_LAST_CONTACT
+        } else {
+            0
         };
         out.push(flags);
         if let Some(c) = self.closed_on {
+            out.extend_from_slice(&c.to_storage().to_le_bytes());
+        }
+        if let Some(c) = self.last_contact_on {
             out.extend_from_slice(&c.to_storage().to_le_bytes());
         }
         // Enum codes are 1..=10: they fit a byte.
@@ -138,6 +210,12 @@ impl PseudonymRecord {
         out.push(self.primary_need.code() as u8);
         out.push(self.source.code() as u8);
         out.extend_from_slice(&self.outcomes.bits().to_le_bytes());
+        if dated {
+            for o in self.outcomes.iter() {
+                let day = self.outcome_dates[o.index()].map_or(UNDATED, Date::to_storage);
+                out.extend_from_slice(&day.to_le_bytes());
+            }
+        }
         if let Some(n) = self.neighbourhood {
             out.extend_from_slice(&n.0);
         }
@@ -148,9 +226,10 @@ impl PseudonymRecord {
     pub fn decode(bytes: &[u8]) -> Result<PseudonymRecord, DecodeError> {
         let mut r = Reader(bytes);
         let version = r.u8()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_DATED {
             return Err(DecodeError::Version(version));
         }
+        let dated = version == FORMAT_VERSION_DATED;
         let record = r.pseudonym()?;
         let person = r.pseudonym()?;
         let key_len = usize::from(r.u8()?);
@@ -158,7 +237,12 @@ impl PseudonymRecord {
         let key_id = KeyId::new(key).map_err(|_| DecodeError::KeyId)?;
         let introduced_on = r.date("introduction date")?;
         let flags = r.u8()?;
-        if flags & !(FLAG_CLOSED | FLAG_NEIGHBOURHOOD) != 0 {
+        let known = if dated {
+            FLAG_CLOSED | FLAG_NEIGHBOURHOOD | FLAG_LAST_CONTACT
+        } else {
+            FLAG_CLOSED | FLAG_NEIGHBOURHOOD
+        };
+        if flags & !known != 0 {
             return Err(DecodeError::Flags(flags));
         }
         let closed_on = if flags & FLAG_CLOSED != 0 {
@@ -169,6 +253,11 @@ impl PseudonymRecord {
         if closed_on.is_some_and(|c| c < introduced_on) {
             return Err(DecodeError::Date("closure date"));
         }
+        let last_contact_on = if flags & FLAG_LAST_CONTACT != 0 {
+            Some(r.date("last contact date")?)
+        } else {
+            None
+        };
         let support_level =
             SupportLevel::from_code(r.code()?).ok_or(DecodeError::UnknownCode("support level"))?;
         let age_band = AgeBand::from_code(r.code()?).ok_or(DecodeError::UnknownCode("age band"))?;
@@ -179,6 +268,18 @@ impl PseudonymRecord {
         let outcome_bits = u16::from_le_bytes(r.array()?);
         let outcomes =
             OutcomeSet::from_bits(outcome_bits).ok_or(DecodeError::UnknownCode("outcome"))?;
+        let mut outcome_dates = NO_OUTCOME_DATES;
+        if dated {
+            for o in outcomes.iter() {
+                let day = i32::from_le_bytes(r.array()?);
+                if day != UNDATED {
+                    if !(MIN_STORED_DAY..=MAX_STORED_DAY).contains(&day) {
+                        return Err(DecodeError::Date("outcome date"));
+                    }
+                    outcome_dates[o.index()] = Some(Date::from_storage(day));
+                }
+            }
+        }
         let neighbourhood = if flags & FLAG_NEIGHBOURHOOD != 0 {
             Some(r.pseudonym()?)
         } else {
@@ -198,6 +299,8 @@ impl PseudonymRecord {
             primary_need,
             source,
             outcomes,
+            outcome_dates,
+            last_contact_on,
             neighbourhood,
         })
     }
@@ -263,6 +366,8 @@ mod tests {
             primary_need: PrimaryNeed::Other,
             source: IntroductionSource::Other,
             outcomes: OutcomeSet::from_bits(0b1_0000_0101).unwrap(),
+            outcome_dates: NO_OUTCOME_DATES,
+            last_contact_on: None,
             neighbourhood: Some(Pseudonym([3; 32])),
         }
     }
@@ -312,8 +417,8 @@ mod tests {
             Err(DecodeError::TrailingBytes(1))
         );
         let mut v2 = bytes.clone();
-        v2[0] = 2;
-        assert_eq!(PseudonymRecord::decode(&v2), Err(DecodeError::Version(2)));
+        v2[0] = 3;
+        assert_eq!(PseudonymRecord::decode(&v2), Err(DecodeError::Version(3)));
 
         // Offsets: 1 version + 64 pseudonyms + 1 + 8 key id = 74, then the
         // introduction date (4), flags (1), closure (4), then the enum codes.
@@ -378,6 +483,8 @@ mod tests {
             introduction_source: 1,
             outcomes: vec![9],
             ward_code: Some("W05000999".into()),
+            dated_outcomes: vec![],
+            last_contact_on: None,
         };
         let valid = validate(&input, Date::parse("2025-06-01").unwrap()).unwrap();
         let p = Pseudonymiser::new(&Secret::new(vec![5; 32]).unwrap());
@@ -393,6 +500,40 @@ mod tests {
             assert!(!bytes.windows(raw.len()).any(|w| w == raw));
         }
         assert_eq!(PseudonymRecord::decode(&bytes), Ok(r));
+    }
+
+    #[test]
+    fn dated_outcomes_and_last_contact_round_trip_in_version_2() {
+        let mut r = sample();
+        assert_eq!(r.encode()[0], FORMAT_VERSION, "no dates: version 1 bytes");
+        // Undated outcomes count from the introduction.
+        assert_eq!(r.achieved_on(Outcome::CrisisAvoided), Some(r.introduced_on));
+        assert_eq!(r.achieved_on(Outcome::CommunityConnection), None);
+        assert_eq!(r.last_seen(), r.introduced_on);
+        let feb = Date::parse("2025-02-20").unwrap();
+        r.outcome_dates[Outcome::CrisisAvoided.index()] = Some(feb);
+        r.last_contact_on = Some(Date::parse("2025-02-10").unwrap());
+        let bytes = r.encode();
+        assert_eq!(bytes[0], FORMAT_VERSION_DATED);
+        let back = PseudonymRecord::decode(&bytes).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.achieved_on(Outcome::CrisisAvoided), Some(feb));
+        // The other outcome in the set stays undated.
+        assert_eq!(
+            back.achieved_on(Outcome::Volunteering),
+            Some(r.introduced_on)
+        );
+        assert_eq!(back.last_seen(), feb);
+        // Version 1 never carries the last-contact flag.
+        let mut v1 = sample().encode();
+        v1[74 + 4] |= FLAG_LAST_CONTACT;
+        assert!(matches!(
+            PseudonymRecord::decode(&v1),
+            Err(DecodeError::Flags(_))
+        ));
+        for n in 0..bytes.len() {
+            assert!(PseudonymRecord::decode(&bytes[..n]).is_err(), "length {n}");
+        }
     }
 
     fn pick<T: Copy + std::fmt::Debug>(all: &'static [T]) -> impl Strategy<Value = T> {
@@ -414,12 +555,29 @@ mod tests {
                 pick(PrimaryNeed::ALL),
                 pick(IntroductionSource::ALL),
             ),
-            0u16..512,
+            (
+                0u16..512,
+                proptest::collection::vec(proptest::option::of(0i32..4000), 9),
+                proptest::option::of(0i32..4000),
+            ),
             proptest::option::of(any::<[u8; 32]>()),
         )
             .prop_map(
-                |((rec, per, key, intro), closed_after, (sl, ab, pn, src), bits, nb)| {
+                |(
+                    (rec, per, key, intro),
+                    closed_after,
+                    (sl, ab, pn, src),
+                    (bits, days, contact),
+                    nb,
+                )| {
                     let introduced_on = Date::from_storage(intro);
+                    let later =
+                        |d: i32| Date::from_storage(intro.saturating_add(d).min(MAX_STORED_DAY));
+                    let outcomes = OutcomeSet::from_bits(bits).unwrap();
+                    let mut outcome_dates = NO_OUTCOME_DATES;
+                    for o in outcomes.iter() {
+                        outcome_dates[o.index()] = days[o.index()].map(later);
+                    }
                     PseudonymRecord {
                         record: Pseudonym(rec),
                         person: Pseudonym(per),
@@ -432,7 +590,9 @@ mod tests {
                         age_band: ab,
                         primary_need: pn,
                         source: src,
-                        outcomes: OutcomeSet::from_bits(bits).unwrap(),
+                        outcomes,
+                        outcome_dates,
+                        last_contact_on: contact.map(later),
                         neighbourhood: nb.map(Pseudonym),
                     }
                 },

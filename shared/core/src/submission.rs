@@ -27,6 +27,8 @@ pub fn digest(
     let granularity = match period.granularity() {
         Granularity::Month => "month",
         Granularity::Quarter => "quarter",
+        Granularity::FinancialYear => "financial_year",
+        Granularity::ProgrammeToDate => "programme_to_date",
     };
     // Writing to a String cannot fail.
     let _ = writeln!(canonical, "{DIGEST_DOMAIN}");

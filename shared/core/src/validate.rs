@@ -9,7 +9,10 @@
 
 use crate::date::Date;
 use crate::period::Period;
-use crate::vocab::{AgeBand, IntroductionSource, Outcome, OutcomeSet, PrimaryNeed, SupportLevel};
+use crate::vocab::{
+    AgeBand, IntroductionSource, NO_OUTCOME_DATES, Outcome, OutcomeDates, OutcomeSet, PrimaryNeed,
+    SupportLevel,
+};
 use std::fmt;
 
 /// Longest local case id accepted, in characters.
@@ -65,10 +68,15 @@ pub struct RecordInput {
     pub primary_need: i32,
     /// Proto `IntroductionSource` number.
     pub introduction_source: i32,
-    /// Proto `Outcome` numbers.
+    /// Proto `Outcome` numbers, undated: each is dated to the introduction
+    /// (see [`crate::record::PseudonymRecord::achieved_on`]).
     pub outcomes: Vec<i32>,
     /// ONS ward code; `None` or empty means absent.
     pub ward_code: Option<String>,
+    /// Outcomes with the day each was achieved: (proto `Outcome` number, `YYYY-MM-DD`).
+    pub dated_outcomes: Vec<(i32, String)>,
+    /// The last contact with the person, `YYYY-MM-DD`; `None` or empty when unknown.
+    pub last_contact_on: Option<String>,
 }
 
 const REDACTED: &str = "<redacted>";
@@ -107,6 +115,8 @@ impl fmt::Debug for RecordInput {
             .field("introduction_source", &self.introduction_source)
             .field("outcomes", &self.outcomes)
             .field("ward_code", &RedactedOption(self.ward_code.is_some()))
+            .field("dated_outcomes", &self.dated_outcomes)
+            .field("last_contact_on", &self.last_contact_on)
             .finish()
     }
 }
@@ -179,6 +189,11 @@ pub struct ValidRecord {
     pub source: IntroductionSource,
     /// Outcomes recorded so far.
     pub outcomes: OutcomeSet,
+    /// The day each outcome was achieved, by [`Outcome::index`]; `None` for
+    /// an undated outcome (or one not in `outcomes`).
+    pub outcome_dates: OutcomeDates,
+    /// The last contact with the person, if the council records it.
+    pub last_contact_on: Option<Date>,
     /// Normalised (upper-case) ONS ward code, kept only to be pseudonymised locally.
     pub ward_code: Option<String>,
 }
@@ -195,6 +210,8 @@ impl fmt::Debug for ValidRecord {
             .field("primary_need", &self.primary_need)
             .field("source", &self.source)
             .field("outcomes", &self.outcomes)
+            .field("outcome_dates", &self.outcome_dates)
+            .field("last_contact_on", &self.last_contact_on)
             .field("ward_code", &RedactedOption(self.ward_code.is_some()))
             .finish()
     }
@@ -306,7 +323,26 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
         &mut v,
     );
 
-    let outcomes = check_outcomes(&input.outcomes, &mut v);
+    let mut outcomes = check_outcomes(&input.outcomes, &mut v);
+    let outcome_dates = check_dated_outcomes(
+        &input.dated_outcomes,
+        &mut outcomes,
+        (introduced_on, closed_on),
+        today,
+        &mut v,
+    );
+    let last_contact_on = match input.last_contact_on.as_deref() {
+        None | Some("") => None,
+        Some(s) => parse_date(s, "last_contact_on", today, &mut v),
+    };
+    if let (Some(i), Some(c)) = (introduced_on, last_contact_on)
+        && c < i
+    {
+        v.push(FieldViolation::new(
+            "last_contact_on",
+            "must not be before introduced_on",
+        ));
+    }
 
     let ward_code = check_ward_code(input.ward_code.as_deref(), &mut v);
 
@@ -342,11 +378,82 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
                 primary_need,
                 source,
                 outcomes,
+                outcome_dates,
+                last_contact_on,
                 ward_code,
             })
         }
         _ => Err(v),
     }
+}
+
+/// Adds `dated` to `outcomes` and returns their dates. An outcome is achieved
+/// while the introduction is open: on or after its introduction, not after
+/// its closure, and not in the future. An outcome listed twice (here or in
+/// the undated `outcomes`) is refused, so a record has one date per outcome.
+fn check_dated_outcomes(
+    dated: &[(i32, String)],
+    outcomes: &mut OutcomeSet,
+    (introduced_on, closed_on): (Option<Date>, Option<Date>),
+    today: Date,
+    v: &mut Vec<FieldViolation>,
+) -> OutcomeDates {
+    let mut dates = NO_OUTCOME_DATES;
+    let mut problems = 0usize;
+    let mut push = |v: &mut Vec<FieldViolation>, field: String, reason: String| {
+        problems += 1;
+        if problems <= MAX_ITEM_VIOLATIONS {
+            v.push(FieldViolation::new(field, reason));
+        }
+    };
+    for (i, (code, on)) in dated.iter().enumerate() {
+        let outcome = match Outcome::from_code(*code) {
+            Some(o) if outcomes.insert(o) => Some(o),
+            Some(_) => {
+                push(
+                    v,
+                    format!("dated_outcomes[{i}].outcome"),
+                    "repeats an earlier outcome".into(),
+                );
+                None
+            }
+            None => {
+                push(
+                    v,
+                    format!("dated_outcomes[{i}].outcome"),
+                    unknown_enum_reason(*code),
+                );
+                None
+            }
+        };
+        let field = format!("dated_outcomes[{i}].achieved_on");
+        if on.is_empty() {
+            push(v, field, "is required".into());
+            continue;
+        }
+        let mut scratch = Vec::new();
+        let Some(d) = parse_date(on, &field, today, &mut scratch) else {
+            for s in scratch {
+                push(v, s.field, s.reason);
+            }
+            continue;
+        };
+        if introduced_on.is_some_and(|i| d < i) {
+            push(v, field, "must not be before introduced_on".into());
+        } else if closed_on.is_some_and(|c| d > c) {
+            push(v, field, "must not be after closed_on".into());
+        } else if let Some(o) = outcome {
+            dates[o.index()] = Some(d);
+        }
+    }
+    let more = problems.saturating_sub(MAX_ITEM_VIOLATIONS);
+    if more > 0 {
+        v.push(FieldViolation::new(
+            "dated_outcomes",
+            format!("{more} more problems (only the first {MAX_ITEM_VIOLATIONS} are listed)"),
+        ));
+    }
+    dates
 }
 
 /// The set of outcomes, pushing the first [`MAX_ITEM_VIOLATIONS`] problems
@@ -577,6 +684,8 @@ mod tests {
             introduction_source: 3,
             outcomes: vec![2, 5],
             ward_code: Some("e05001234".into()),
+            dated_outcomes: vec![],
+            last_contact_on: None,
         }
     }
 
@@ -905,6 +1014,63 @@ mod tests {
     }
 
     #[test]
+    fn dated_outcomes_fall_within_the_introduction_and_name_their_field() {
+        let mut r = input();
+        r.dated_outcomes = vec![
+            (3, "2025-02-01".into()),
+            (4, "2025-01-15".into()),
+            (6, "2025-03-01".into()),
+        ];
+        r.last_contact_on = Some("2025-02-20".into());
+        let ok = validate(&r, today()).unwrap();
+        assert_eq!(ok.outcomes.len(), 5);
+        assert_eq!(
+            ok.outcome_dates[Outcome::Volunteering.index()],
+            Some(Date::parse("2025-02-01").unwrap())
+        );
+        // The undated ones stay undated (they count from the introduction).
+        assert_eq!(ok.outcome_dates[Outcome::CommunityConnection.index()], None);
+        assert_eq!(ok.last_contact_on, Some(Date::parse("2025-02-20").unwrap()));
+        r.dated_outcomes = vec![
+            (3, "2025-01-14".into()),
+            (4, "2025-03-02".into()),
+            (2, "2025-02-01".into()),
+        ];
+        r.last_contact_on = Some("2025-01-01".into());
+        assert_eq!(
+            fields(&r),
+            [
+                "dated_outcomes[0].achieved_on",
+                "dated_outcomes[1].achieved_on",
+                "dated_outcomes[2].outcome",
+                "last_contact_on",
+            ]
+        );
+        let v = validate(&r, today()).unwrap_err();
+        assert!(v[0].reason.contains("before introduced_on"), "{}", v[0]);
+        assert!(v[1].reason.contains("after closed_on"), "{}", v[1]);
+        assert!(v[2].reason.contains("repeats"), "{}", v[2]);
+        r.last_contact_on = None;
+        r.dated_outcomes = vec![
+            (0, "2025-02-01".into()),
+            (6, String::new()),
+            (7, "2025-13-01".into()),
+        ];
+        assert_eq!(
+            fields(&r),
+            [
+                "dated_outcomes[0].outcome",
+                "dated_outcomes[1].achieved_on",
+                "dated_outcomes[2].achieved_on",
+            ]
+        );
+        r.closed_on = None;
+        r.dated_outcomes = vec![(8, "2026-01-01".into())];
+        let v = validate(&r, today()).unwrap_err();
+        assert!(v[0].reason.contains("future"), "{}", v[0]);
+    }
+
+    #[test]
     fn every_violation_is_collected() {
         let r = RecordInput {
             local_case_id: String::new(),
@@ -917,6 +1083,8 @@ mod tests {
             introduction_source: 0,
             outcomes: vec![0],
             ward_code: Some("X".into()),
+            dated_outcomes: vec![],
+            last_contact_on: None,
         };
         assert_eq!(
             fields(&r),

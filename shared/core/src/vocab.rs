@@ -195,6 +195,13 @@ vocabulary! {
     }
 }
 
+/// The day each outcome was achieved, indexed by [`Outcome::index`]; `None`
+/// where the outcome is undated or absent.
+pub type OutcomeDates = [Option<crate::date::Date>; 9];
+
+/// No outcome dated.
+pub const NO_OUTCOME_DATES: OutcomeDates = [None; 9];
+
 impl AgeBand {
     /// The band for an age in whole years.
     pub fn from_age(age: u32) -> Self {

@@ -4,7 +4,7 @@
 //! counts leave `value` empty and say `suppressed` in their own column, so a
 //! sum never treats them as zero.
 
-use super::model::{CountView, PeriodView, Report};
+use super::model::{CountView, MetricInfoView, PeriodView, Report};
 use crate::error::CliError;
 
 const HEADER: &[&str] = &[
@@ -23,6 +23,10 @@ const HEADER: &[&str] = &[
     "network_median_rate_per_10k",
     "network_median_share",
     "site_disclosure_policy",
+    "support_level",
+    "across_periods",
+    "adult_population",
+    "population_year",
 ];
 
 fn opt(v: Option<f64>, places: usize) -> String {
@@ -43,7 +47,8 @@ pub fn render(report: &Report) -> Result<String, CliError> {
             .map(|p| p.text.clone())
             .unwrap_or_default()
     };
-    let mut rows = |section: &str, id: &str, label: &str, p: &PeriodView| -> Result<(), CliError> {
+    let mut rows = |section: &str, m: &MetricInfoView, p: &PeriodView| -> Result<(), CliError> {
+        let (id, label) = (m.id.as_str(), m.label.as_str());
         for s in &p.sites {
             let (value, suppressed) = match s.value {
                 CountView::Value(v) => (v.to_string(), "no"),
@@ -65,6 +70,10 @@ pub fn render(report: &Report) -> Result<String, CliError> {
                 &opt(p.median_rate, 2),
                 &opt(p.median_share, 4),
                 &policy(&s.site_code),
+                m.support_level.as_deref().unwrap_or("all"),
+                &m.across_periods,
+                &s.adult_population.to_string(),
+                &s.population_year.map(|y| y.to_string()).unwrap_or_default(),
             ])
             .map_err(fail)?;
         }
@@ -72,12 +81,50 @@ pub fn render(report: &Report) -> Result<String, CliError> {
     };
     if let Some(s) = &report.summary {
         for m in &s.metrics {
-            rows("summary", &m.metric.id, &m.metric.label, &m.comparison)?;
+            rows("summary", &m.metric, &m.comparison)?;
         }
     }
     for c in &report.comparisons {
         for p in &c.periods {
-            rows("trend", &c.metric.id, &c.metric.label, p)?;
+            rows("trend", &c.metric, p)?;
+        }
+    }
+    // Cost avoided in pounds, all levels and Level 2 alone ("at least" when partial).
+    if let Some(s) = &report.summary {
+        for c in &s.cost_avoided {
+            for (id, label, pounds, partial, level) in [
+                (
+                    "cost_avoided",
+                    "Estimated cost avoided (£)",
+                    c.pounds,
+                    c.partial,
+                    "all",
+                ),
+                (
+                    "level_2.cost_avoided",
+                    "Level 2: estimated cost avoided (£)",
+                    c.level_2_pounds,
+                    c.level_2_partial,
+                    "level_2",
+                ),
+            ] {
+                let mut row = vec![String::new(); HEADER.len()];
+                row[0] = "cost_avoided".into();
+                row[1] = s.period.clone();
+                row[2] = id.into();
+                row[3] = if partial {
+                    format!("{label}, at least")
+                } else {
+                    label.into()
+                };
+                row[4] = c.site_code.clone();
+                row[5] = c.site_name.clone();
+                row[6] = format!("{pounds:.0}");
+                row[7] = "no".into();
+                row[15] = level.into();
+                row[16] = "distinct".into();
+                w.write_record(&row).map_err(fail)?;
+            }
         }
     }
     let bytes = w

@@ -130,8 +130,13 @@ pub fn render(report: &Report) -> String {
     if let Some(summary) = &report.summary {
         let _ = writeln!(
             h,
-            "<h2 id=\"cost\">Estimated cost avoided, {}</h2>",
-            esc(&summary.period)
+            "<h2 id=\"cost\">Estimated cost avoided, {}{}</h2>",
+            esc(&summary.period_description),
+            if summary.level_2_only {
+                ", Level 2 alone"
+            } else {
+                ""
+            }
         );
         cost_chart(&mut h, report, &colour);
         let _ = writeln!(
@@ -383,10 +388,30 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
     }
     let _ = writeln!(
         h,
-        "</svg><figcaption>Network total £{}. Outcome counts times the network's agreed unit costs; \
-         \"at least\" means some outcome counts were suppressed and add nothing.</figcaption></figure>",
-        thousands(s.network_cost_avoided_pounds.round() as u64)
+        "</svg><figcaption>Network total £{}. People who achieved each outcome times the network's agreed unit \
+         costs, each person's outcome charged once (an outcome counts in the period it was achieved, and once per \
+         person over a financial year or the programme to date); \"at least\" means some outcome counts were \
+         suppressed and add nothing. Level 2 alone: {}.</figcaption></figure>",
+        thousands(s.network_cost_avoided_pounds.round() as u64),
+        esc(&s
+            .cost_avoided
+            .iter()
+            .map(|c| format!(
+                "{} £{}{}",
+                c.site_name,
+                thousands(c.level_2_pounds.round() as u64),
+                if c.level_2_partial { " (at least)" } else { "" }
+            ))
+            .collect::<Vec<_>>()
+            .join("; "))
     );
+    if !s.cost_exclusions.is_empty() {
+        h.push_str("<p class=\"note\">Not costed:</p>\n<ul class=\"note\">\n");
+        for (label, reason) in &s.cost_exclusions {
+            let _ = writeln!(h, "<li>{}: {}</li>", esc(label), esc(reason));
+        }
+        h.push_str("</ul>\n");
+    }
 }
 
 fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static str) {

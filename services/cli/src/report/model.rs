@@ -19,6 +19,35 @@ pub const TREND_METRICS: &[&str] = &[
     "outcome.alternative_to_day_services",
 ];
 
+/// Trend metrics of a Level 2 summary.
+pub const LEVEL_2_TREND_METRICS: &[&str] = &[
+    "level_2.people_new",
+    "level_2.people_active",
+    "level_2.outcome.community_connection",
+    "level_2.outcome.alternative_to_day_services",
+];
+
+/// A period in an analyst's words: `FY2024` is "financial year 2024/25
+/// (1 April 2024 to 31 March 2025)", `PTD2024-07` "programme to date (from
+/// each site's start to 31 July 2024)".
+pub fn describe_period(p: Period) -> String {
+    match p.granularity() {
+        Granularity::FinancialYear => format!(
+            "{p}: financial year {}/{:02} ({} to {})",
+            p.year(),
+            (p.year() + 1) % 100,
+            p.start(),
+            p.end()
+        ),
+        Granularity::ProgrammeToDate => format!(
+            "{p}: programme to date (from each site's programme start to {})",
+            p.end()
+        ),
+        Granularity::Quarter => format!("{p} ({} to {})", p.start(), p.end()),
+        Granularity::Month => p.to_string(),
+    }
+}
+
 /// A published count: a value, or the suppression marker (never a zero).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountView {
@@ -140,6 +169,14 @@ pub struct MetricInfoView {
     pub denominator: Option<String>,
     /// Agreed unit cost per person, in pence.
     pub unit_cost_pence: Option<u64>,
+    /// Why the outcome is left out of cost avoided, when it is.
+    pub unit_cost_excluded_reason: Option<String>,
+    /// Over a financial year or the programme to date: `sum` (events, the
+    /// span is the sum of its quarters) or `distinct` (people, each counted
+    /// once over the span; never add the quarters up) or `at_end`.
+    pub across_periods: String,
+    /// `level_1` or `level_2` for the per-level figures; absent for all levels.
+    pub support_level: Option<String>,
 }
 
 impl MetricInfoView {
@@ -149,6 +186,10 @@ impl MetricInfoView {
             proportion: m.kind == hub::MetricKind::Proportion as i32,
             denominator: (!m.denominator.is_empty()).then_some(m.denominator),
             unit_cost_pence: m.unit_cost_pence,
+            unit_cost_excluded_reason: (!m.unit_cost_excluded_reason.is_empty())
+                .then_some(m.unit_cost_excluded_reason),
+            across_periods: m.across_periods,
+            support_level: (!m.support_level.is_empty()).then_some(m.support_level),
             id: m.id,
             label: m.label,
             group: m.group,
@@ -190,6 +231,10 @@ pub struct SiteValue {
     pub funnel: Option<String>,
     /// The funnel limits at this site's denominator.
     pub limits: Option<Limits>,
+    /// The adult population the rate divides by.
+    pub adult_population: u64,
+    /// The year of that population estimate; absent for an undated figure.
+    pub population_year: Option<i32>,
 }
 
 /// One metric across sites in one period.
@@ -259,6 +304,8 @@ impl PeriodView {
                                 lower_998: l.lower_998,
                                 upper_998: l.upper_998,
                             }),
+                        adult_population: s.adult_population,
+                        population_year: (s.population_year != 0).then_some(s.population_year),
                     }
                 })
                 .collect(),
@@ -292,6 +339,10 @@ pub struct CostView {
     pub pounds: f64,
     /// Some outcome counts were suppressed, so this is a lower bound.
     pub partial: bool,
+    /// The same for people supported at Level 2 alone.
+    pub level_2_pounds: f64,
+    /// Level 2's figure is a lower bound.
+    pub level_2_partial: bool,
 }
 
 /// The network summary for one period.
@@ -299,6 +350,12 @@ pub struct CostView {
 pub struct SummaryView {
     /// The period.
     pub period: String,
+    /// The period in words, e.g. "financial year 2024/25 (1 April 2024 to 31 March 2025)".
+    pub period_description: String,
+    /// Whether only the Level 2 figures are shown.
+    pub level_2_only: bool,
+    /// Outcomes left out of cost avoided, with the reason (`(label, reason)`).
+    pub cost_exclusions: Vec<(String, String)>,
     /// Sites that submitted for it.
     pub sites_submitted: u32,
     /// Every metric.
@@ -360,6 +417,8 @@ pub enum Request {
         period: Option<Period>,
         /// How many periods the trend lines cover.
         trend_periods: u32,
+        /// Show the Level 2 figures alone (the like-for-like figure sites quote).
+        level_2: bool,
     },
     /// One metric across sites over `[from, to]`.
     Metric {
@@ -375,8 +434,9 @@ pub enum Request {
 /// `p` moved back by `n` periods.
 pub fn periods_before(p: Period, n: u32) -> Period {
     let per_year: i64 = match p.granularity() {
-        Granularity::Month => 12,
+        Granularity::Month | Granularity::ProgrammeToDate => 12,
         Granularity::Quarter => 4,
+        Granularity::FinancialYear => 1,
     };
     let ordinal = i64::from(p.year()) * per_year + i64::from(p.index()) - 1 - i64::from(n);
     let year = i32::try_from(ordinal.div_euclid(per_year)).unwrap_or(p.year());
@@ -429,6 +489,7 @@ pub async fn fetch(
         Request::Summary {
             period,
             trend_periods,
+            level_2,
         } => {
             let period = match period {
                 Some(p) => *p,
@@ -441,10 +502,26 @@ pub async fn fetch(
                 .await
                 .map_err(fail)?
                 .into_inner();
-            report.title = format!("LAC Network summary, {period}");
-            report.summary = Some(summary_view(&reply, &report.sites));
+            let mut summary = summary_view(&reply, &report.sites);
+            let trend_metrics = if *level_2 {
+                // Level 2 alone: the per-level figures, and Level 2's share of introductions.
+                summary.metrics.retain(|m| {
+                    m.metric.support_level.as_deref() == Some("level_2")
+                        || m.metric.id == "support_level.level_2"
+                });
+                summary.level_2_only = true;
+                LEVEL_2_TREND_METRICS
+            } else {
+                TREND_METRICS
+            };
+            report.title = format!(
+                "LAC Network summary{}, {}",
+                if *level_2 { ", Level 2 alone" } else { "" },
+                summary.period_description
+            );
+            report.summary = Some(summary);
             let from = periods_before(period, trend_periods.saturating_sub(1));
-            for metric in TREND_METRICS {
+            for metric in trend_metrics {
                 report
                     .comparisons
                     .push(compare(client, url, metric, from, period).await?);
@@ -503,7 +580,9 @@ fn latest_period(sites: &hub::ListSitesResponse) -> Result<Period, CliError> {
         .iter()
         .filter_map(|s| s.last_submission.as_ref())
         .filter_map(|r| period_from_proto(r.period.as_ref(), "period").ok())
-        .max_by_key(|p| p.ordinal())
+        // The latest month or quarter: sites publish their financial year and
+        // programme to date alongside it, and those are asked for by name.
+        .max_by_key(|p| (!p.is_span(), p.end(), p.ordinal()))
         .ok_or_else(|| {
             CliError::Invalid(
                 "no site has submitted anything yet, so there is no latest period: pass --period"
@@ -519,8 +598,19 @@ fn summary_view(r: &hub::NetworkSummaryResponse, sites: &[SiteView]) -> SummaryV
             .find(|s| s.code == code)
             .map_or_else(|| code.to_owned(), |s| s.name.clone())
     };
+    let cost_exclusions = r
+        .metrics
+        .iter()
+        .filter_map(|m| m.metric.as_ref())
+        .filter(|m| m.group == "outcome" && !m.unit_cost_excluded_reason.is_empty())
+        .map(|m| (m.label.clone(), m.unit_cost_excluded_reason.clone()))
+        .collect();
     SummaryView {
         period: period_name(r.period.as_ref()),
+        period_description: period_from_proto(r.period.as_ref(), "period")
+            .map_or_else(|_| "?".to_owned(), describe_period),
+        level_2_only: false,
+        cost_exclusions,
         sites_submitted: r.sites_submitted,
         metrics: r
             .metrics
@@ -542,6 +632,8 @@ fn summary_view(r: &hub::NetworkSummaryResponse, sites: &[SiteView]) -> SummaryV
                 site_code: c.site_code.clone(),
                 pounds: c.cost_avoided_pence as f64 / 100.0,
                 partial: c.partial,
+                level_2_pounds: c.level_2_cost_avoided_pence as f64 / 100.0,
+                level_2_partial: c.level_2_partial,
             })
             .collect(),
         network_cost_avoided_pounds: r.network_cost_avoided_pence as f64 / 100.0,
@@ -558,6 +650,34 @@ mod tests {
         assert_eq!(periods_before(q, 7).to_string(), "2014-Q2");
         let m = Period::parse("2016-02").unwrap();
         assert_eq!(periods_before(m, 3).to_string(), "2015-11");
+    }
+
+    #[test]
+    fn spans_read_as_analysts_say_them_and_never_win_the_latest_period() {
+        let p = |s: &str| Period::parse(s).unwrap();
+        assert_eq!(
+            describe_period(p("FY2024")),
+            "FY2024: financial year 2024/25 (2024-04-01 to 2025-03-31)"
+        );
+        assert!(describe_period(p("PTD2024-07")).contains("programme to date"));
+        assert_eq!(periods_before(p("FY2024"), 2).to_string(), "FY2022");
+        let site = |period: &str| hub::SiteInfo {
+            last_submission: Some(hub::SubmissionRef {
+                period: Some(period_to_proto(p(period))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let sites = hub::ListSitesResponse {
+            sites: vec![
+                site("PTD2025-03"),
+                site("2025-Q1"),
+                site("FY2024"),
+                site("2024-Q4"),
+            ],
+            ..Default::default()
+        };
+        assert_eq!(latest_period(&sites).unwrap(), p("2025-Q1"));
     }
 
     #[test]

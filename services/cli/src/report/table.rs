@@ -167,7 +167,40 @@ pub fn summary_table(report: &Report, groups: Option<&[&str]>) -> String {
         thousands(summary.network_cost_avoided_pounds.round() as u64)
     ));
     t.row(cost);
+    let mut level_2 = vec!["Estimated cost avoided, Level 2 alone".to_owned()];
+    for (code, _) in &sites {
+        level_2.push(
+            summary
+                .cost_avoided
+                .iter()
+                .find(|c| &c.site_code == code)
+                .map_or_else(
+                    || "-".to_owned(),
+                    |c| {
+                        format!(
+                            "£{}{}",
+                            thousands(c.level_2_pounds.round() as u64),
+                            if c.level_2_partial { " (at least)" } else { "" }
+                        )
+                    },
+                ),
+        );
+    }
+    level_2.push(String::new());
+    t.row(level_2);
     t.render()
+}
+
+/// What cost avoided counts and leaves out, in words.
+pub fn cost_notes(summary: &super::model::SummaryView) -> String {
+    let mut out = String::from(
+        "Cost avoided charges each person's outcome once: an outcome counts in the period it was \
+         achieved, and once per person over a financial year or the programme to date.\n",
+    );
+    for (label, reason) in &summary.cost_exclusions {
+        out.push_str(&format!("Not costed: {label}: {reason}\n"));
+    }
+    out
 }
 
 /// `1234567` → `1,234,567`.
@@ -211,10 +244,22 @@ pub fn render(report: &Report) -> String {
     out.push_str(&t.render());
     if let Some(s) = &report.summary {
         out.push_str(&format!(
-            "\n{} sites submitted for {}. Counts, then the rate per 10,000 adults or, for proportions, the share of the denominator:\n\n",
-            s.sites_submitted, s.period
+            "\n{} sites submitted for {}{}. Counts, then the rate per 10,000 adults or, for proportions, the share of the denominator:\n\n",
+            s.sites_submitted,
+            s.period_description,
+            if s.level_2_only {
+                ", Level 2 (longer-term support) alone"
+            } else {
+                ""
+            }
         ));
         out.push_str(&summary_table(report, None));
+        out.push_str(&cost_notes(s));
+        if s.period != s.period_description {
+            out.push_str(
+                "People over a financial year or the programme to date are distinct people, counted once however many quarters they were supported in: never add quarters up to get them.\n",
+            );
+        }
     }
     for c in &report.comparisons {
         out.push_str(&format!(

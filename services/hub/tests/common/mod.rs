@@ -220,6 +220,13 @@ pub fn aggregates(active: u64, introductions: u64, day_services: u64, gp: u64) -
     a.counts[metrics::age_group(AgeGroup::From18To64)] = introductions;
     a.counts[metrics::primary_need(PrimaryNeed::MentalHealth)] = introductions;
     a.counts[metrics::source(IntroductionSource::SelfReferral)] = introductions;
+    // The same introductions in the support-level cross-tabs.
+    let l1 = SupportLevel::Level1;
+    a.counts[metrics::level_people_active(l1)] = active;
+    a.counts[metrics::level_people_new(l1)] = introductions;
+    a.counts[metrics::level_age_group(l1, AgeGroup::From18To64)] = introductions;
+    a.counts[metrics::level_primary_need(l1, PrimaryNeed::MentalHealth)] = introductions;
+    a.counts[metrics::level_source(l1, IntroductionSource::SelfReferral)] = introductions;
     a.counts[metrics::outcome(Outcome::AlternativeToDayServices)] = day_services;
     a.counts[metrics::outcome(Outcome::ReducedGpAeUse)] = gp;
     a

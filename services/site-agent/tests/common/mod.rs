@@ -192,6 +192,8 @@ pub fn rec(case: &str, nhs_number: &str, introduced_on: &str) -> site::Record {
         introduction_source: pb::IntroductionSource::GpHealth as i32,
         outcomes: vec![],
         ward_code: "E05002035".into(),
+        last_contact_on: String::new(),
+        dated_outcomes: vec![],
     }
 }
 
