@@ -17,6 +17,7 @@ pub mod aggregate;
 pub mod compare;
 pub mod date;
 pub mod disclosure;
+pub mod hex;
 pub mod metrics;
 pub mod period;
 pub mod pseudonym;
