@@ -153,6 +153,13 @@ impl Hub {
         })
     }
 
+    /// How many handles to this hub exist (this one included). Once
+    /// [`serve`] has returned it is 1 for the caller's own handle: no
+    /// connection task still holds the hub, or through it the store.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
     /// The site registry.
     pub fn registry(&self) -> &Registry {
         &self.inner.registry
@@ -310,10 +317,13 @@ pub async fn serve(
         sites = hub.registry().sites().len(),
         "hub serving gRPC over mTLS"
     );
+    // Every connection task holds a tracker until it has dropped its clone of the hub.
+    let (tracker, drained) = lacnet_server::drain::tracker();
     let served = limits
         .apply(tonic::transport::Server::builder())
         .timeout(hub.inner.request_timeout)
         .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
+        .layer(tracker.layer())
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -321,12 +331,23 @@ pub async fn serve(
         .add_service(reports)
         .serve_with_incoming_shutdown(incoming, draining)
         .await;
+    drop(tracker);
+    // Calls end within the request timeout, so connections do too.
+    if !drained
+        .wait_at_most(hub.inner.request_timeout + DRAIN_GRACE)
+        .await
+    {
+        tracing::warn!("connection tasks still hold the hub after the request timeout");
+    }
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;
     flushed?;
     hub.check_store()
 }
+
+/// How long past the request timeout `serve` waits for connection tasks to end.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port
 /// back at once, and `TCP_NODELAY` (which `lacnet_tls::incoming` also sets on
