@@ -35,6 +35,7 @@
 pub mod authz;
 pub mod backup;
 pub mod bounded;
+pub mod clock;
 pub mod config;
 pub mod convert;
 mod error;
@@ -85,6 +86,8 @@ pub struct HubOptions {
     pub cache_bytes: u64,
     /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
     pub transport: lacnet_tls::TransportLimits,
+    /// What "now" is (the system clock; tests set a [`clock::MockClock`]).
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 /// Default sled page cache: the hub's working set (latest revisions) is small and
@@ -103,6 +106,7 @@ impl HubOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache_bytes: DEFAULT_CACHE_BYTES,
             transport: lacnet_tls::TransportLimits::default(),
+            clock: Arc::new(clock::SystemClock),
         }
     }
 }
@@ -129,6 +133,7 @@ struct Inner {
     store_failure: std::sync::OnceLock<String>,
     /// Fired with `store_failure`, so `serve` stops serving.
     store_failed: tokio_util::sync::CancellationToken,
+    clock: Arc<dyn clock::Clock>,
 }
 
 impl Hub {
@@ -146,11 +151,17 @@ impl Hub {
                 request_timeout: options.request_timeout,
                 tls,
                 transport: options.transport,
+                clock: options.clock,
                 metrics: HubMetrics::new(),
                 store_failure: std::sync::OnceLock::new(),
                 store_failed: tokio_util::sync::CancellationToken::new(),
             }),
         })
+    }
+
+    /// The hub's clock.
+    pub fn clock(&self) -> &dyn clock::Clock {
+        self.inner.clock.as_ref()
     }
 
     /// How many handles to this hub exist (this one included). Once

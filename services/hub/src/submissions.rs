@@ -56,13 +56,6 @@ pub(crate) fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// How far ahead of the hub's clock a revision may be, in milliseconds: one
 /// day. Agents number revisions with their own clock in milliseconds, so an
 /// honest revision is at most "now" plus the agents' clock skew. A revision
@@ -294,7 +287,13 @@ impl Hub {
             }
             return Err(HubError::invalid("submission", "is required"));
         };
-        let stored = check_submission(self.registry(), peer, &sub, now_unix_ms(), described)?;
+        let stored = check_submission(
+            self.registry(),
+            peer,
+            &sub,
+            self.clock().now_ms(),
+            described,
+        )?;
         let period = stored.period;
         let digest = stored.digest.clone();
         let stored_site = stored.site_code.clone();
@@ -385,7 +384,7 @@ impl Hub {
             self.metrics().internal_errors.inc();
         }
         self.audit(AuditEvent {
-            at_unix: now_unix(),
+            at_unix: self.clock().now_unix(),
             event: event.to_string(),
             peer: peer.to_string(),
             site,
@@ -448,7 +447,7 @@ impl Submissions for SubmissionsService {
                     "submission accepted"
                 );
                 self.hub.audit(AuditEvent {
-                    at_unix: now_unix(),
+                    at_unix: self.hub.clock().now_unix(),
                     event: "submit".into(),
                     peer: label,
                     site: Some(receipt.site_code.clone()),
