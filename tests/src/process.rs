@@ -29,17 +29,28 @@ pub const PROCESS_LIMIT: Duration = Duration::from_secs(60);
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary's path");
+        // target/<profile>/deps/<test> → target/<profile>
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test binary lives in target/<profile>/deps")
+            .to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "lacnet-hub",
-                "-p",
-                "lacnet-site-agent",
-                "--bins",
-            ])
+        let mut build = Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "lacnet-hub",
+            "-p",
+            "lacnet-site-agent",
+            "--bins",
+        ]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("running cargo build for the service binaries");
@@ -47,20 +58,15 @@ pub fn binary(name: &str) -> PathBuf {
             status.success(),
             "cargo build of the service binaries failed"
         );
-        let exe = std::env::current_exe().expect("the test binary's path");
-        // target/<profile>/deps/<test> → target/<profile>
-        exe.parent()
-            .and_then(Path::parent)
-            .expect("the test binary lives in target/<profile>/deps")
-            .to_path_buf()
+        dir
     });
     let path = dir.join(name);
     assert!(path.exists(), "{} is missing", path.display());
     path
 }
 
-/// Writes a bundle's files into `dir` as `<stem>-ca.pem`, `<stem>.pem`,
-/// `<stem>.key` (and `<stem>-crl.pem` when it has CRLs); returns their paths.
+/// Writes a bundle's files into `dir` as `<stem>-ca.pem`, `<stem>.pem` and
+/// `<stem>.key`; returns their paths.
 pub fn write_bundle(dir: &Path, stem: &str, pem: &PemBundle) -> BundleFiles {
     let files = BundleFiles {
         ca: dir.join(format!("{stem}-ca.pem")),
