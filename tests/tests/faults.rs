@@ -522,7 +522,7 @@ async fn a_hub_outage_while_agents_ingest_loses_nothing() {
     for (i, records) in data.iter().enumerate() {
         upsert_all(&mut net.agent_client(i, false).await, &records[150..]).await;
     }
-    for i in 0..3 {
+    for (i, (code, _, _)) in COUNCILS.iter().enumerate() {
         let started = Instant::now();
         loop {
             let s = net.status(i).await;
@@ -531,8 +531,7 @@ async fn a_hub_outage_while_agents_ingest_loses_nothing() {
             }
             assert!(
                 started.elapsed() < SETTLE_LIMIT,
-                "{}: never queued: {s:?}",
-                COUNCILS[i].0
+                "{code}: never queued: {s:?}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
