@@ -14,6 +14,8 @@
 //! for one cell, written out by hand), and the byte scanner the privacy
 //! checks use ([`Needles`]).
 
+pub mod process;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -606,10 +608,8 @@ pub struct Needles {
     count: usize,
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+/// Lowercase hex (the workspace's one encoder).
+pub use lacnet_core::hex::encode as hex;
 
 impl Needles {
     /// Adds one needle (at least 4 bytes).

@@ -73,17 +73,31 @@ pub async fn reports(ep: &Endpoint) -> Result<ReportsClient<Channel>, CliError> 
     Ok(ReportsClient::new(channel(ep).await?).max_decoding_message_size(MAX_REPLY_BYTES))
 }
 
+/// Whether `e` is rustls refusing the server's certificate, found by type:
+/// directly, or inside an `io::Error` (whose `source` skips the error it
+/// wraps, so the wrapped error is read with `get_ref`).
+fn certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let tls = e.downcast_ref::<rustls::Error>().or_else(|| {
+        e.downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    });
+    matches!(tls, Some(rustls::Error::InvalidCertificate(_)))
+}
+
 fn connect_error(ep: &Endpoint, e: TlsError) -> CliError {
     let TlsError::Connect { source, .. } = &e else {
         return CliError::Tls(e);
     };
     // The innermost cause is the one that says what happened.
     let mut cause: &dyn std::error::Error = source;
+    let mut refused_certificate = certificate_error(cause);
     while let Some(next) = cause.source() {
         cause = next;
+        refused_certificate = refused_certificate || certificate_error(cause);
     }
     let detail = short(&cause.to_string());
-    let hint = if detail.contains("UnknownIssuer") || detail.contains("invalid peer certificate") {
+    let hint = if refused_certificate {
         format!(
             "{detail} (the server's certificate does not chain to {}, or does not name {})",
             ep.tls.ca.display(),
@@ -102,6 +116,18 @@ fn connect_error(ep: &Endpoint, e: TlsError) -> CliError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_refusals_are_recognised_by_type_not_text() {
+        let refused = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+        assert!(certificate_error(&refused));
+        let wrapped = std::io::Error::new(std::io::ErrorKind::InvalidData, refused);
+        assert!(certificate_error(&wrapped));
+        // Text that merely mentions it is not the error.
+        let text = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        assert!(!certificate_error(&text));
+        assert!(!certificate_error(&rustls::Error::DecryptError));
+    }
     use std::time::Duration;
 
     #[test]

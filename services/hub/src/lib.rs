@@ -35,6 +35,7 @@
 pub mod authz;
 pub mod backup;
 pub mod bounded;
+pub mod clock;
 pub mod config;
 pub mod convert;
 mod error;
@@ -85,6 +86,8 @@ pub struct HubOptions {
     pub cache_bytes: u64,
     /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
     pub transport: lacnet_tls::TransportLimits,
+    /// What "now" is (the system clock; tests set a [`clock::MockClock`]).
+    pub clock: Arc<dyn clock::Clock>,
 }
 
 /// Default sled page cache: the hub's working set (latest revisions) is small and
@@ -103,6 +106,7 @@ impl HubOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache_bytes: DEFAULT_CACHE_BYTES,
             transport: lacnet_tls::TransportLimits::default(),
+            clock: Arc::new(clock::SystemClock),
         }
     }
 }
@@ -129,6 +133,7 @@ struct Inner {
     store_failure: std::sync::OnceLock<String>,
     /// Fired with `store_failure`, so `serve` stops serving.
     store_failed: tokio_util::sync::CancellationToken,
+    clock: Arc<dyn clock::Clock>,
 }
 
 impl Hub {
@@ -147,11 +152,24 @@ impl Hub {
                 request_timeout: options.request_timeout,
                 tls,
                 transport: options.transport,
+                clock: options.clock,
                 metrics: HubMetrics::new(),
                 store_failure: std::sync::OnceLock::new(),
                 store_failed: tokio_util::sync::CancellationToken::new(),
             }),
         })
+    }
+
+    /// The hub's clock.
+    pub fn clock(&self) -> &dyn clock::Clock {
+        self.inner.clock.as_ref()
+    }
+
+    /// How many handles to this hub exist (this one included). Once
+    /// [`serve`] has returned it is 1 for the caller's own handle: no
+    /// connection task still holds the hub, or through it the store.
+    pub fn handles(&self) -> usize {
+        Arc::strong_count(&self.inner)
     }
 
     /// The site registry.
@@ -333,10 +351,13 @@ pub async fn serve(
         sites = hub.registry().sites().len(),
         "hub serving gRPC over mTLS"
     );
+    // Every connection task holds a tracker until it has dropped its clone of the hub.
+    let (tracker, drained) = lacnet_server::drain::tracker();
     let served = limits
         .apply(tonic::transport::Server::builder())
         .timeout(hub.inner.request_timeout)
         .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
+        .layer(tracker.layer())
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -344,12 +365,23 @@ pub async fn serve(
         .add_service(reports)
         .serve_with_incoming_shutdown(incoming, draining)
         .await;
+    drop(tracker);
+    // Calls end within the request timeout, so connections do too.
+    if !drained
+        .wait_at_most(hub.inner.request_timeout + DRAIN_GRACE)
+        .await
+    {
+        tracing::warn!("connection tasks still hold the hub after the request timeout");
+    }
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;
     flushed?;
     hub.check_store()
 }
+
+/// How long past the request timeout `serve` waits for connection tasks to end.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port
 /// back at once, and `TCP_NODELAY` (which `lacnet_tls::incoming` also sets on

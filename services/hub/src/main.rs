@@ -51,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
     let admin = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .with_context(|| format!("binding the admin port {}", config.admin_listen))?;
+    let admin_addr = admin.local_addr()?;
     let probe = hub.clone();
     let admin = tokio::spawn(lacnet_server::admin::serve_with_health(
         admin,
@@ -68,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
     ));
     let listener = lacnet_hub::bind_nodelay(config.listen)
         .with_context(|| format!("binding the gRPC port {}", config.listen))?;
+    // With port 0 (tests, several hubs on one host) this is how callers learn the ports.
+    tracing::info!(grpc = %listener.local_addr()?, admin = %admin_addr, "listening");
     let served = lacnet_hub::serve(listener, hub, shutdown.clone().cancelled_owned()).await;
     shutdown.cancel();
     served.context("serving gRPC")?;

@@ -56,13 +56,6 @@ pub(crate) fn now_unix() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// How far ahead of the hub's clock a revision may be, in milliseconds: one
 /// day. Agents number revisions with their own clock in milliseconds, so an
 /// honest revision is at most "now" plus the agents' clock skew. A revision
@@ -168,12 +161,130 @@ pub fn check_strings(sub: &pb::Submission) -> Result<(), HubError> {
     Ok(())
 }
 
-/// What a submission looked like, for the audit log of a refusal.
-#[derive(Default)]
-struct Described {
-    site: Option<String>,
-    period: Option<String>,
-    revision: Option<u64>,
+/// What a submission looked like, for the audit log of a refusal: each
+/// part once it has passed its checks (so never an unbounded string).
+#[derive(Debug, Default)]
+pub struct Described {
+    /// The site code, once bounded and well-formed.
+    pub site: Option<String>,
+    /// The period, once parsed.
+    pub period: Option<String>,
+    /// The revision, once the strings are bounded.
+    pub revision: Option<u64>,
+}
+
+/// Every check of one submission that needs no store, in order: the caller's
+/// role, bounded strings, the site (itself, and in the registry), the
+/// revision, the period (started by `now_ms`, within the site's validity),
+/// the cells, the policy (valid and at least as strict as the network's),
+/// the digest, and disclosure control. Returns what would be stored,
+/// received at `now_ms`.
+///
+/// Pure, so the hub's decoding and validation can be tested with arbitrary
+/// hostile submissions without a server (`tests/properties.rs`).
+pub fn check_submission(
+    registry: &crate::Registry,
+    peer: &Peer,
+    sub: &pb::Submission,
+    now_ms: u64,
+    described: &mut Described,
+) -> Result<StoredSubmission, HubError> {
+    if !matches!(peer, Peer::Site(_)) {
+        // Refuse the role before looking at the payload.
+        authz::may_submit(peer, "")?;
+    }
+    check_strings(sub)?;
+    described.site = Some(sub.site_code.clone()).filter(|s| crate::registry::is_ons_code(s));
+    described.revision = Some(sub.revision);
+    authz::may_submit(peer, &sub.site_code)?;
+    let site = registry.site(&sub.site_code).ok_or_else(|| {
+        HubError::invalid(
+            "submission.site_code",
+            format!("{} is not a site in the network registry", sub.site_code),
+        )
+    })?;
+    check_revision(sub.revision, now_ms)?;
+    let period = period_from_proto(sub.period.as_ref(), "submission.period")?;
+    described.period = Some(period.to_string());
+    check_series(site, period)?;
+    let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
+    let today = Date::from_unix_seconds(now_secs);
+    // The programme to date runs from each site's own start: its last
+    // month is what must have begun.
+    let begins = match period.granularity() {
+        lacnet_core::Granularity::ProgrammeToDate => {
+            lacnet_core::Period::containing(lacnet_core::Granularity::Month, period.end()).start()
+        }
+        _ => period.start(),
+    };
+    if begins > today {
+        return Err(HubError::invalid(
+            "submission.period",
+            format!("{period} has not started yet (today is {today})"),
+        ));
+    }
+    if !site.in_use_during(period) {
+        let why = match (site.valid_from, site.valid_until) {
+            (_, Some(until)) if begins > until => {
+                format!(
+                    "site code {} was retired on {until}; {period} starts after it",
+                    site.code
+                )
+            }
+            (Some(from), _) => {
+                format!(
+                    "site code {} is in use from {from}; {period} ends before it",
+                    site.code
+                )
+            }
+            _ => format!("site code {} was not in use during {period}", site.code),
+        };
+        return Err(HubError::invalid("submission.period", why));
+    }
+    let published = cells_to_published(&sub.cells)?;
+    let policy = policy_from_proto(sub.policy.as_ref(), "submission.policy")?;
+    policy
+        .validate()
+        .map_err(|e| HubError::invalid("submission.policy", e.to_string()))?;
+    let expected = submission::digest(&site.code, period, &policy, &published);
+    if sub.digest != expected {
+        return Err(HubError::invalid(
+            "submission.digest",
+            "does not match the submission's content (site, period, policy and cells)",
+        ));
+    }
+    let network = registry.policy();
+    if !policy.at_least_as_strict_as(network) {
+        return Err(HubError::PolicyViolation(vec![format!(
+            "site policy (threshold {}, rounding base {}, secondary suppression {}) is looser \
+             than the network policy (threshold {}, rounding base {}, secondary suppression {})",
+            policy.threshold,
+            policy.rounding_base,
+            policy.secondary_suppression,
+            network.threshold,
+            network.rounding_base,
+            network.secondary_suppression
+        )]));
+    }
+    // The site's own (at least as strict) policy is the one the attacker's
+    // view depends on, so that is what the cells are audited against.
+    disclosure::check_policy(&published, &policy)
+        .map_err(|v| HubError::PolicyViolation(v.iter().map(ToString::to_string).collect()))?;
+    disclosure::check_consistency(&published, &policy).map_err(|v| {
+        let all: Vec<String> = v.iter().map(ToString::to_string).collect();
+        HubError::invalid("submission.cells", all.join("; "))
+    })?;
+    Ok(StoredSubmission {
+        site_code: site.code.clone(),
+        period,
+        revision: sub.revision,
+        digest: expected,
+        policy,
+        counts: published.counts.to_vec(),
+        generated_at_unix: sub.generated_at_unix,
+        received_at_unix: now_secs,
+        revised: false,
+    })
 }
 
 impl Hub {
@@ -187,106 +298,22 @@ impl Hub {
         let peer = peer
             .as_ref()
             .map_err(|s| HubError::Unauthenticated(s.message().to_string()))?;
-        if !matches!(peer, Peer::Site(_)) {
-            // Refuse the role before looking at the payload.
-            authz::may_submit(peer, "")?;
-        }
-        let sub = sub.ok_or_else(|| HubError::invalid("submission", "is required"))?;
-        check_strings(&sub)?;
-        described.site = Some(sub.site_code.clone()).filter(|s| crate::registry::is_ons_code(s));
-        described.revision = Some(sub.revision);
-        authz::may_submit(peer, &sub.site_code)?;
-        let registry = self.registry();
-        let site = registry.site(&sub.site_code).ok_or_else(|| {
-            HubError::invalid(
-                "submission.site_code",
-                format!("{} is not a site in the network registry", sub.site_code),
-            )
-        })?;
-        check_revision(sub.revision, now_unix_ms())?;
-        let period = period_from_proto(sub.period.as_ref(), "submission.period")?;
-        described.period = Some(period.to_string());
-        check_series(site, period)?;
-        let today = Date::from_unix_seconds(now_unix());
-        // The programme to date runs from each site's own start: its last
-        // month is what must have begun.
-        let begins = match period.granularity() {
-            lacnet_core::Granularity::ProgrammeToDate => {
-                lacnet_core::Period::containing(lacnet_core::Granularity::Month, period.end())
-                    .start()
+        let Some(sub) = sub else {
+            if !matches!(peer, Peer::Site(_)) {
+                authz::may_submit(peer, "")?;
             }
-            _ => period.start(),
+            return Err(HubError::invalid("submission", "is required"));
         };
-        if begins > today {
-            return Err(HubError::invalid(
-                "submission.period",
-                format!("{period} has not started yet (today is {today})"),
-            ));
-        }
-        if !site.in_use_during(period) {
-            let why = match (site.valid_from, site.valid_until) {
-                (_, Some(until)) if begins > until => {
-                    format!(
-                        "site code {} was retired on {until}; {period} starts after it",
-                        site.code
-                    )
-                }
-                (Some(from), _) => {
-                    format!(
-                        "site code {} is in use from {from}; {period} ends before it",
-                        site.code
-                    )
-                }
-                _ => format!("site code {} was not in use during {period}", site.code),
-            };
-            return Err(HubError::invalid("submission.period", why));
-        }
-        let published = cells_to_published(&sub.cells)?;
-        let policy = policy_from_proto(sub.policy.as_ref(), "submission.policy")?;
-        policy
-            .validate()
-            .map_err(|e| HubError::invalid("submission.policy", e.to_string()))?;
-        let expected = submission::digest(&site.code, period, &policy, &published);
-        if sub.digest != expected {
-            return Err(HubError::invalid(
-                "submission.digest",
-                "does not match the submission's content (site, period, policy and cells)",
-            ));
-        }
-        let network = registry.policy();
-        if !policy.at_least_as_strict_as(network) {
-            return Err(HubError::PolicyViolation(vec![format!(
-                "site policy (threshold {}, rounding base {}, secondary suppression {}) is looser \
-                 than the network policy (threshold {}, rounding base {}, secondary suppression {})",
-                policy.threshold,
-                policy.rounding_base,
-                policy.secondary_suppression,
-                network.threshold,
-                network.rounding_base,
-                network.secondary_suppression
-            )]));
-        }
-        // The site's own (at least as strict) policy is the one the attacker's
-        // view depends on, so that is what the cells are audited against.
-        disclosure::check_policy(&published, &policy)
-            .map_err(|v| HubError::PolicyViolation(v.iter().map(ToString::to_string).collect()))?;
-        disclosure::check_consistency(&published, &policy).map_err(|v| {
-            let all: Vec<String> = v.iter().map(ToString::to_string).collect();
-            HubError::invalid("submission.cells", all.join("; "))
-        })?;
-
-        let stored = StoredSubmission {
-            site_code: site.code.clone(),
-            period,
-            revision: sub.revision,
-            digest: expected,
-            policy,
-            counts: published.counts.to_vec(),
-            generated_at_unix: sub.generated_at_unix,
-            received_at_unix: now_unix(),
-            revised: false,
-        };
+        let stored = check_submission(
+            self.registry(),
+            peer,
+            &sub,
+            self.clock().now_ms(),
+            described,
+        )?;
+        let period = stored.period;
         let digest = stored.digest.clone();
+        let stored_site = stored.site_code.clone();
         self.check_store()?;
         let receipt = self
             .store()
@@ -301,7 +328,7 @@ impl Hub {
         };
         Ok(SubmitReceipt {
             status: status as i32,
-            site_code: site.code.clone(),
+            site_code: stored_site,
             period: Some(period_to_proto(period)),
             revision: sub.revision,
             digest,
@@ -342,7 +369,7 @@ impl Hub {
             self.metrics().internal_errors.inc();
         }
         self.audit(AuditEvent {
-            at_unix: now_unix(),
+            at_unix: self.clock().now_unix(),
             event: event.to_string(),
             peer: peer.to_string(),
             site,
@@ -425,7 +452,7 @@ impl Submissions for SubmissionsService {
                     "submission accepted"
                 );
                 self.hub.audit(AuditEvent {
-                    at_unix: now_unix(),
+                    at_unix: self.hub.clock().now_unix(),
                     event: "submit".into(),
                     peer: label,
                     site: Some(receipt.site_code.clone()),

@@ -411,10 +411,13 @@ pub async fn serve(
         drain_signal.cancel();
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
+    // Every connection task holds a tracker until it has dropped its clone of the agent.
+    let (tracker, drained) = lacnet_server::drain::tracker();
     let served = limits
         .apply(tonic::transport::Server::builder())
         .timeout(opts.request_timeout)
         .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
+        .layer(tracker.layer())
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -435,6 +438,12 @@ pub async fn serve(
             Ok(())
         }
     };
+    drop(tracker);
+    // Calls cut off by the drain timeout may still be ending: they get the
+    // same time again, and then the runtime's end drops them.
+    if !drained.wait_at_most(drain_timeout).await {
+        tracing::warn!("connection tasks still hold the agent after the drain timeout");
+    }
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;

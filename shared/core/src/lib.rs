@@ -18,6 +18,7 @@ pub mod compare;
 pub mod date;
 pub mod disclosure;
 pub mod exact;
+pub mod hex;
 pub mod metrics;
 pub mod period;
 pub mod pseudonym;

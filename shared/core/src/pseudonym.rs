@@ -150,7 +150,7 @@ impl Pseudonym {
         }
         let mut out = [0u8; 32];
         for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-            *o = (hex_digit(pair[0])? << 4) | hex_digit(pair[1])?;
+            *o = (crate::hex::digit(pair[0])? << 4) | crate::hex::digit(pair[1])?;
         }
         Some(Pseudonym(out))
     }
@@ -161,20 +161,8 @@ impl Pseudonym {
     }
 }
 
-fn hex_digit(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
 fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    for b in bytes {
-        write!(f, "{b:02x}")?;
-    }
-    Ok(())
+    f.write_str(&crate::hex::encode(bytes))
 }
 
 impl fmt::Display for Pseudonym {
@@ -339,15 +327,10 @@ mod tests {
     }
 
     fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
+        crate::hex::decode(s).unwrap()
     }
 
-    fn hex(b: &[u8]) -> String {
-        b.iter().map(|x| format!("{x:02x}")).collect()
-    }
+    use crate::hex::encode as hex;
 
     fn secret(fill: u8) -> Secret {
         Secret::new(vec![fill; 32]).unwrap()

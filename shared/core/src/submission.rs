@@ -52,14 +52,8 @@ pub fn digest(
     hex(&Sha256::digest(canonical.as_bytes()))
 }
 
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
+/// Lower-case hex of bytes (kept here for callers that use this path).
+pub use crate::hex::encode as hex;
 
 #[cfg(test)]
 mod tests {

@@ -11,10 +11,13 @@
 //! - [`reflection`]: gRPC reflection v1 and v1alpha, listing only the
 //!   services a server really serves.
 //! - [`shutdown`]: a `CancellationToken` fired by SIGTERM or Ctrl-C.
+//! - [`drain`]: shutdown waits for its users: `serve` returns only once every
+//!   connection task has dropped the service state it held.
 
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod drain;
 pub mod metrics;
 pub mod process;
 pub mod reflection;

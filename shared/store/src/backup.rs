@@ -20,6 +20,7 @@
 //! the backed-up database had handed out, so ids used as keys (the agent's
 //! outbox sequence, the hub's audit log) never collide after a restore.
 
+use lacnet_core::hex::encode as hex;
 use std::fmt;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -259,11 +260,6 @@ pub fn prepare_empty_dir(dest: &Path) -> Result<(), BackupError> {
         }
         Err(e) => Err(io(dest, "cannot read the directory")(e)),
     }
-}
-
-/// Hex SHA-256.
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A writer that hashes and counts what passes through it.

@@ -90,7 +90,23 @@ impl DevCa {
         )
     }
 
+    /// Issues a certificate for `peer` that expired long ago (valid only in
+    /// 2000), so tests can check that servers refuse it at the handshake.
+    pub fn issue_expired(&self, peer: &Peer) -> Result<IssuedCert, TlsError> {
+        self.leaf_valid(&peer.to_string(), &[peer.spiffe_id()], &[], true)
+    }
+
     fn leaf(&self, cn: &str, uris: &[String], dns_names: &[&str]) -> Result<IssuedCert, TlsError> {
+        self.leaf_valid(cn, uris, dns_names, false)
+    }
+
+    fn leaf_valid(
+        &self,
+        cn: &str,
+        uris: &[String],
+        dns_names: &[&str],
+        expired: bool,
+    ) -> Result<IssuedCert, TlsError> {
         let mut names: Vec<String> = dns_names.iter().map(|s| (*s).to_owned()).collect();
         for always in ["localhost", "127.0.0.1"] {
             if !names.iter().any(|n| n == always) {
@@ -110,6 +126,10 @@ impl DevCa {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.use_authority_key_identifier_extension = true;
+        if expired {
+            params.not_before = date_time_ymd(2000, 1, 1);
+            params.not_after = date_time_ymd(2001, 1, 1);
+        }
         let key = KeyPair::generate().map_err(gen_err)?;
         let cert = params.signed_by(&key, &self.issuer).map_err(gen_err)?;
         Ok(IssuedCert {

@@ -193,18 +193,10 @@ impl TestHub {
     }
 }
 
-/// Opens a hub, retrying briefly while a just-stopped hub's last connection
-/// tasks release the sled lock on the same directory.
+/// Opens a hub. A stopped hub's `serve` returned only once every connection
+/// task had dropped it, so its directory is free again at once: no retry.
 async fn open(options: HubOptions) -> Hub {
-    let mut last = None;
-    for _ in 0..200 {
-        match Hub::open(options.clone()) {
-            Ok(hub) => return hub,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("could not open the hub: {last:?}");
+    Hub::open(options).unwrap_or_else(|e| panic!("could not open the hub: {e}"))
 }
 
 /// Consistent true counts for one site and period. Every non-zero figure is a

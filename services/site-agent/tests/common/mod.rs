@@ -156,17 +156,10 @@ impl TestAgent {
     }
 }
 
-/// Opens an agent, retrying briefly while a just-stopped one's tasks release the sled lock.
+/// Opens an agent. A stopped agent's `serve` returned only once every
+/// connection task had dropped it, so its directory is free again at once: no retry.
 pub async fn open(options: AgentOptions) -> Agent {
-    let mut last = None;
-    for _ in 0..300 {
-        match Agent::open(options.clone()) {
-            Ok(a) => return a,
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("could not open the agent: {last:?}");
+    Agent::open(options).unwrap_or_else(|e| panic!("could not open the agent: {e}"))
 }
 
 /// Polls gRPC health until `service` is SERVING (bounded).
