@@ -504,14 +504,12 @@ pub fn true_counts(records: &[CaseRecord], start: &str, end: &str) -> Aggregates
     agg
 }
 
-/// The default network rule for one cell, by hand: 0 stays 0; 1..=7 is
-/// suppressed; anything else is rounded to the nearest 5 (base 5 is odd, so
-/// there is no half way) and suppressed if that lands at 7 or below.
-/// `None` means suppressed.
+/// The default network rule for one cell, by hand (primary suppression and
+/// rounding; secondary suppression may withhold more): 0..=7 is suppressed
+/// (zero is a small count); anything else is rounded to the nearest 5 (base
+/// 5 is odd, so there is no half way) and suppressed if that lands at 7 or
+/// below. `None` means suppressed.
 pub fn hand_protect(true_value: u64) -> Option<u64> {
-    if true_value == 0 {
-        return Some(0);
-    }
     if true_value <= 7 {
         return None;
     }

@@ -53,11 +53,13 @@ secondary_suppression = true
 [[sites]]
 code = "{DERBY}"
 name = "Derby"
+granularity = "quarter"
 adult_population = {DERBY_ADULTS}
 
 [[sites]]
 code = "{THURROCK}"
 name = "Thurrock"
+granularity = "month"
 adult_population = {THURROCK_2024}
 populations = [{{ year = 2023, adults = {THURROCK_2023} }}, {{ year = 2024, adults = {THURROCK_2024} }}]
 

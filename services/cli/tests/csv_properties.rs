@@ -145,6 +145,7 @@ fn row_of(r: &site::Record) -> Vec<String> {
                 .collect::<Vec<_>>()
                 .join(";"),
             "ward_code" => r.ward_code.clone(),
+            "last_contact_on" => r.last_contact_on.clone(),
             other => panic!("a column this test does not know: {other}"),
         })
         .collect()

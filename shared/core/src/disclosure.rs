@@ -278,12 +278,12 @@ fn protect_joint(
         let Some(neighbourhood) = exposed else {
             return out;
         };
-        match cheapest(values, &out, &neighbourhood) {
+        match cheapest(values, &out, &neighbourhood, policy) {
             Some(cell) => out[cell] = Count::Suppressed,
             // Nothing near is left to withhold: widen the search to the
             // whole release; with everything withheld the release reveals
             // nothing beyond what was already published.
-            None => match cheapest(values, &out, &(0..n).collect::<Vec<_>>()) {
+            None => match cheapest(values, &out, &(0..n).collect::<Vec<_>>(), policy) {
                 Some(cell) => out[cell] = Count::Suppressed,
                 None => return out,
             },
@@ -291,13 +291,21 @@ fn protect_joint(
     }
 }
 
-/// The published, non-zero-cost cell of the new release among `candidates`
-/// whose withholding costs least: the smallest true value.
-fn cheapest(values: &[u64], out: &[Count], candidates: &[usize]) -> Option<usize> {
+/// The published cell of the new release among `candidates` whose
+/// withholding costs least: the smallest true value. A published true zero
+/// (only when zeros are not small) is never withheld: the attacker reads a
+/// withheld cell as at least 1 then.
+fn cheapest(
+    values: &[u64],
+    out: &[Count],
+    candidates: &[usize],
+    policy: &DisclosurePolicy,
+) -> Option<usize> {
     candidates
         .iter()
         .copied()
         .filter(|&c| c < values.len() && out[c] != Count::Suppressed)
+        .filter(|&c| values[c] > 0 || policy.zero_is_small())
         .min_by_key(|&c| (values[c], c))
 }
 
