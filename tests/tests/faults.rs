@@ -86,12 +86,12 @@ fn registry_text() -> String {
         String::from("[policy]\nthreshold = 7\nrounding_base = 5\nsecondary_suppression = true\n");
     for (code, name, _) in COUNCILS {
         text.push_str(&format!(
-            "\n[[sites]]\ncode = \"{code}\"\nname = \"{name}\"\nadult_population = 150000\n"
+            "\n[[sites]]\ncode = \"{code}\"\nname = \"{name}\"\ngranularity = \"quarter\"\nadult_population = 150000\n"
         ));
     }
     for i in 0..LOAD_SITES {
         text.push_str(&format!(
-            "\n[[sites]]\ncode = \"{}\"\nname = \"Load site {i}\"\nadult_population = {}\n",
+            "\n[[sites]]\ncode = \"{}\"\nname = \"Load site {i}\"\ngranularity = \"quarter\"\nadult_population = {}\n",
             load_site(i),
             50_000 + 1_000 * i
         ));

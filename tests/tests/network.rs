@@ -366,11 +366,11 @@ fn check_table(
         .unwrap_or_else(|| panic!("{site} is missing from the summary"));
     let what = |id: &str| format!("{site} {id} (true count {})", t.counts[idx(id)]);
     for id in hand_checked() {
-        let expected = match hand_protect(t.counts[idx(id)]) {
-            Some(v) => Count::Value(v),
-            None => Count::Suppressed,
-        };
-        assert_eq!(published.counts[idx(id)], expected, "{}", what(id));
+        // A published figure is the hand rule's; secondary suppression may
+        // withhold more (subsets tie outcomes to people supported).
+        if let Count::Value(v) = published.counts[idx(id)] {
+            assert_eq!(hand_protect(t.counts[idx(id)]), Some(v), "{}", what(id));
+        }
     }
     for (i, m) in catalogue().metrics().iter().enumerate() {
         let v = t.counts[i];
@@ -644,7 +644,8 @@ async fn two_councils_and_the_hub_end_to_end() {
     for p in [Q2, Q3] {
         let k = (THURROCK.to_owned(), p.to_owned());
         assert_eq!(
-            hub.hub.current_revision(THURROCK, Period::parse(p).unwrap()),
+            hub.hub
+                .current_revision(THURROCK, Period::parse(p).unwrap()),
             Some(revisions[&k])
         );
     }

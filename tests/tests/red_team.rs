@@ -301,15 +301,25 @@ fn could_be(before: &[Count], after: &[Count], change: Change, group: &str, k: u
     if change == Change::OutcomeAdded {
         // One outcome gained, nothing else about the person changed.
         for c in 0..n {
-            if catalogue().def(c).group != "outcome" && !catalogue().def(c).id.contains(".outcome.") {
-                m.problem.add_constraint(&[(delta[c], 1.0)], ComparisonOp::Eq, 0.0);
+            if catalogue().def(c).group != "outcome" && !catalogue().def(c).id.contains(".outcome.")
+            {
+                m.problem
+                    .add_constraint(&[(delta[c], 1.0)], ComparisonOp::Eq, 0.0);
             }
         }
-        let outcomes: Vec<_> = group_cells("outcome").iter().map(|&c| (delta[c], 1.0)).collect();
-        m.problem.add_constraint(outcomes.as_slice(), ComparisonOp::Eq, 1.0);
+        let outcomes: Vec<_> = group_cells("outcome")
+            .iter()
+            .map(|&c| (delta[c], 1.0))
+            .collect();
+        m.problem
+            .add_constraint(outcomes.as_slice(), ComparisonOp::Eq, 1.0);
     }
     let target = group_cells(group)[k];
-    m.problem.add_constraint(&[(delta[target], 1.0)], ComparisonOp::Eq, if change == Change::Erased { -1.0 } else { 1.0 });
+    m.problem.add_constraint(
+        &[(delta[target], 1.0)],
+        ComparisonOp::Eq,
+        if change == Change::Erased { -1.0 } else { 1.0 },
+    );
     m.feasible()
 }
 
@@ -330,7 +340,7 @@ fn baseline_guess(release: &[Count], group: &str) -> usize {
 }
 
 /// The differencing attacker: among the categories both releases allow,
-/// the largest published one.
+/// one whose published figure visibly changed, else the largest published.
 fn differencing_guess(before: &[Count], after: &[Count], change: Change, group: &str) -> usize {
     let cells = group_cells(group);
     let possible: Vec<usize> = (0..cells.len())
@@ -341,9 +351,17 @@ fn differencing_guess(before: &[Count], after: &[Count], change: Change, group: 
     } else {
         possible
     };
+    let score = |k: usize| {
+        let changed = before[cells[k]] != after[cells[k]];
+        (u8::from(changed), estimate(after[cells[k]]))
+    };
     *pool
         .iter()
-        .max_by(|&&a, &&b| estimate(after[cells[a]]).total_cmp(&estimate(after[cells[b]])))
+        .max_by(|&&a, &&b| {
+            let (ca, ea) = score(a);
+            let (cb, eb) = score(b);
+            ca.cmp(&cb).then(ea.total_cmp(&eb))
+        })
         .unwrap()
 }
 

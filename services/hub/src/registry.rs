@@ -534,9 +534,9 @@ mod tests {
     #[test]
     fn populations_follow_the_year_and_never_a_later_one() {
         let reg = with(
-            "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 99\n\
+            "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\ngranularity = \"quarter\"\nadult_population = 99\n\
              populations = [{ year = 2021, adults = 130000 }, { year = 2023, adults = 134000 }]\n\
-             [[sites]]\ncode = \"E06000063\"\nname = \"C\"\nadult_population = 220000\nvalid_from = \"2023-04-01\"\n",
+             [[sites]]\ncode = \"E06000063\"\nname = \"C\"\ngranularity = \"quarter\"\nadult_population = 220000\nvalid_from = \"2023-04-01\"\n",
         )
         .unwrap();
         let t = reg.site("E06000034").unwrap();

@@ -41,11 +41,13 @@ secondary_suppression = true
 [[sites]]
 code = "E06000034"
 name = "Thurrock"
+granularity = "quarter"
 adult_population = 134700
 
 [[sites]]
 code = "E06000015"
 name = "Derby"
+granularity = "quarter"
 adult_population = 205000
 valid_until = "2020-12-31"
 "#,

@@ -272,21 +272,23 @@ fn protect_joint(
             cells(t).any(|c| c < n && out[c] == Count::Suppressed && view.narrow(c, required))
         });
         let exposed = match quick {
-            Some(t) => Some(cells(t).collect::<Vec<_>>()),
-            None => exact_exposure(&joint, &view, relations, policy, required),
+            Some(t) => Some((t.parts.clone(), vec![t.total])),
+            None => exact_exposure(&joint, &view, relations, required),
         };
-        let Some(neighbourhood) = exposed else {
+        let Some((parts, others)) = exposed else {
             return out;
         };
-        match cheapest(values, &out, &neighbourhood, policy) {
+        // Parts first (the old rule: the smallest part, failing that the
+        // total); when nothing near is left to withhold, the whole release:
+        // with everything withheld it reveals nothing beyond what was
+        // already published.
+        let all: Vec<usize> = (0..n).collect();
+        let cell = [&parts, &others, &all]
+            .into_iter()
+            .find_map(|c| cheapest(values, &out, c, policy));
+        match cell {
             Some(cell) => out[cell] = Count::Suppressed,
-            // Nothing near is left to withhold: widen the search to the
-            // whole release; with everything withheld the release reveals
-            // nothing beyond what was already published.
-            None => match cheapest(values, &out, &(0..n).collect::<Vec<_>>(), policy) {
-                Some(cell) => out[cell] = Count::Suppressed,
-                None => return out,
-            },
+            None => return out,
         }
     }
 }
@@ -316,9 +318,8 @@ fn exact_exposure(
     joint: &[Count],
     view: &AttackerView,
     relations: &[Relation],
-    policy: &DisclosurePolicy,
     required: u64,
-) -> Option<Vec<usize>> {
+) -> Option<(Vec<usize>, Vec<usize>)> {
     let suppressed: Vec<usize> = (0..joint.len())
         .filter(|&c| joint[c] == Count::Suppressed)
         .collect();
@@ -334,18 +335,35 @@ fn exact_exposure(
             None => true,
         };
         if narrowed {
-            let _ = policy;
-            let mut near: Vec<usize> = relations
-                .iter()
-                .filter(|r| r.terms.iter().any(|&(x, _)| x == c))
-                .flat_map(|r| r.terms.iter().map(|&(x, _)| x))
-                .collect();
-            near.sort_unstable();
-            near.dedup();
-            return Some(near);
+            return Some(candidates_near(c, relations));
         }
     }
     None
+}
+
+/// Cells whose withholding could widen `c`'s range: the parts of the tables
+/// `c` belongs to (withholding a part costs less than a total that many
+/// tables share), and every other cell related to `c` (totals, and the
+/// wholes of subsets such as people supported).
+fn candidates_near(c: usize, relations: &[Relation]) -> (Vec<usize>, Vec<usize>) {
+    let with_c = || {
+        relations
+            .iter()
+            .filter(|r| r.terms.iter().any(|&(x, _)| x == c))
+    };
+    let mut parts: Vec<usize> = with_c()
+        .filter(|r| r.op == exact::Op::Eq)
+        .flat_map(|r| r.terms.iter().filter(|&&(_, k)| k > 0).map(|&(x, _)| x))
+        .collect();
+    parts.sort_unstable();
+    parts.dedup();
+    let mut rest: Vec<usize> = with_c()
+        .flat_map(|r| r.terms.iter().map(|&(x, _)| x))
+        .filter(|x| !parts.contains(x))
+        .collect();
+    rest.sort_unstable();
+    rest.dedup();
+    (parts, rest)
 }
 
 /// The exact attacker's system: each cell's propagated bounds (sound, and

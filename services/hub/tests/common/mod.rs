@@ -201,27 +201,51 @@ async fn open(options: HubOptions) -> Hub {
 
 /// Consistent true counts for one site and period. Every non-zero figure is a
 /// multiple of 5 above 7 (except `day_services`/`gp`, which may be small to
-/// test suppression), so the published table equals these counts.
+/// test suppression), so the published table equals these counts when
+/// `introductions` is a multiple of 5 of at least 40. Introductions are
+/// spread over two support levels, two needs, two sources and four age
+/// bands (two in each adult age group), so that every table has at least
+/// two published parts: a table with one non-zero part would pin its
+/// withheld zeros, and secondary suppression would withhold the part too.
 pub fn aggregates(active: u64, introductions: u64, day_services: u64, gp: u64) -> Aggregates {
-    let mut a = Aggregates::default();
-    a.counts[metrics::PEOPLE_ACTIVE] = active;
-    a.counts[metrics::PEOPLE_NEW] = introductions;
-    a.counts[metrics::INTRODUCTIONS_NEW] = introductions;
-    a.counts[metrics::support_level(SupportLevel::Level1)] = introductions;
-    a.counts[metrics::age_band(AgeBand::From45To54)] = introductions;
-    a.counts[metrics::age_group(AgeGroup::From18To64)] = introductions;
-    a.counts[metrics::primary_need(PrimaryNeed::MentalHealth)] = introductions;
-    a.counts[metrics::source(IntroductionSource::SelfReferral)] = introductions;
+    let floor5 = |x: u64| x / 5 * 5;
+    let a = floor5(introductions / 2);
+    let b = introductions - a;
+    let (a1, b1) = (floor5(a / 2), floor5(b / 2));
+    let (a2, b2) = (a - a1, b - b1);
+    let mut a_ = Aggregates::default();
+    let c = &mut a_.counts;
+    c[metrics::PEOPLE_ACTIVE] = active;
+    c[metrics::PEOPLE_NEW] = introductions;
+    c[metrics::INTRODUCTIONS_NEW] = introductions;
+    let (l1, l2) = (SupportLevel::Level1, SupportLevel::Level2);
+    c[metrics::support_level(l1)] = a;
+    c[metrics::support_level(l2)] = b;
+    c[metrics::age_band(AgeBand::From45To54)] = a1;
+    c[metrics::age_band(AgeBand::From25To34)] = b1;
+    c[metrics::age_band(AgeBand::From65To74)] = a2;
+    c[metrics::age_band(AgeBand::From75To84)] = b2;
+    c[metrics::age_group(AgeGroup::From18To64)] = a1 + b1;
+    c[metrics::age_group(AgeGroup::From65)] = a2 + b2;
+    c[metrics::primary_need(PrimaryNeed::MentalHealth)] = a1 + b1;
+    c[metrics::primary_need(PrimaryNeed::OlderPeopleFrailty)] = a2 + b2;
+    c[metrics::source(IntroductionSource::SelfReferral)] = a1 + b1;
+    c[metrics::source(IntroductionSource::GpHealth)] = a2 + b2;
     // The same introductions in the support-level cross-tabs.
-    let l1 = SupportLevel::Level1;
-    a.counts[metrics::level_people_active(l1)] = active;
-    a.counts[metrics::level_people_new(l1)] = introductions;
-    a.counts[metrics::level_age_group(l1, AgeGroup::From18To64)] = introductions;
-    a.counts[metrics::level_primary_need(l1, PrimaryNeed::MentalHealth)] = introductions;
-    a.counts[metrics::level_source(l1, IntroductionSource::SelfReferral)] = introductions;
-    a.counts[metrics::outcome(Outcome::AlternativeToDayServices)] = day_services;
-    a.counts[metrics::outcome(Outcome::ReducedGpAeUse)] = gp;
-    a
+    for (level, (first, second)) in [(l1, (a1, a2)), (l2, (b1, b2))] {
+        c[metrics::level_people_new(level)] = first + second;
+        c[metrics::level_age_group(level, AgeGroup::From18To64)] = first;
+        c[metrics::level_age_group(level, AgeGroup::From65)] = second;
+        c[metrics::level_primary_need(level, PrimaryNeed::MentalHealth)] = first;
+        c[metrics::level_primary_need(level, PrimaryNeed::OlderPeopleFrailty)] = second;
+        c[metrics::level_source(level, IntroductionSource::SelfReferral)] = first;
+        c[metrics::level_source(level, IntroductionSource::GpHealth)] = second;
+    }
+    c[metrics::level_people_active(l1)] = active - b;
+    c[metrics::level_people_active(l2)] = b;
+    c[metrics::outcome(Outcome::AlternativeToDayServices)] = day_services;
+    c[metrics::outcome(Outcome::ReducedGpAeUse)] = gp;
+    a_
 }
 
 /// A wire submission of an already protected table, with a correct digest.
