@@ -75,6 +75,20 @@ fn demo_data_suppression_counts() {
                 "the agent's own output passes the hub's audit"
             );
             cells += METRIC_COUNT;
+            for headline in [
+                lacnet_core::metrics::PEOPLE_ACTIVE,
+                lacnet_core::metrics::INTRODUCTIONS_NEW,
+            ] {
+                if published.counts[headline] == Count::Suppressed
+                    && aggregates.counts[headline] > 30
+                {
+                    println!(
+                        "{site}: headline {} ({}) withheld",
+                        lacnet_core::metrics::catalogue().def(headline).id,
+                        aggregates.counts[headline]
+                    );
+                }
+            }
             suppressed += published
                 .counts
                 .iter()

@@ -261,19 +261,63 @@ fn protect_joint(
         return out;
     }
     let required = policy.protection_interval();
+    let mut in_tables = vec![false; n];
+    for t in tables {
+        for c in cells(t) {
+            if c < n {
+                in_tables[c] = true;
+            }
+        }
+    }
     // Each round suppresses one more cell of the new release or stops, so
     // this ends within `n` rounds.
     loop {
         let mut joint = out.clone();
         joint.extend_from_slice(linked);
         let view = AttackerView::build(&joint, tables, policy);
-        // Fast: a table whose propagation already narrows a suppressed cell.
-        let quick = tables.iter().find(|t| {
-            cells(t).any(|c| c < n && out[c] == Count::Suppressed && view.narrow(c, required))
-        });
+        // Fast: propagation already narrows a suppressed cell. The table
+        // that narrowed it last is the one to widen (withholding parts of
+        // another table the cell is in would not help).
+        let quick = (0..joint.len())
+            .find(|&c| joint[c] == Count::Suppressed && view.narrow(c, required, policy.threshold))
+            .map(|c| {
+                let t = view.by_table[c]
+                    .and_then(|t| tables.get(t))
+                    .or_else(|| tables.iter().find(|t| cells(t).any(|x| x == c)));
+                match t {
+                    Some(t) => {
+                        // Withheld parts that other tables pin (a group whose
+                        // bands are published) widen nothing until a part of
+                        // that other table is withheld too: those come
+                        // before the total, which many tables share.
+                        let mut parts = t.parts.clone();
+                        for &p in &t.parts {
+                            let pinned = p != c
+                                && out.get(p) == Some(&Count::Suppressed)
+                                && view.hi[p] - view.lo[p] + 1 < i128::from(required);
+                            if let Some(other) = view.by_table[p].and_then(|o| tables.get(o)) {
+                                if pinned && !std::ptr::eq(*other, *t) {
+                                    parts.extend(other.parts.iter().copied());
+                                }
+                            }
+                        }
+                        // Then the parts of every table sharing a cell with
+                        // this one, before its total.
+                        let mut near: Vec<usize> = tables
+                            .iter()
+                            .filter(|o| cells(o).any(|x| cells(t).any(|y| y == x)))
+                            .flat_map(|o| o.parts.iter().copied())
+                            .filter(|&x| x != t.total)
+                            .collect();
+                        near.push(t.total);
+                        (parts, near)
+                    }
+                    None => candidates_near(c, relations),
+                }
+            });
         let exposed = match quick {
-            Some(t) => Some((t.parts.clone(), vec![t.total])),
-            None => exact_exposure(&joint, &view, relations, required),
+            Some(found) => Some(found),
+            None => exact_exposure(&joint, &view, relations, required, policy.threshold),
         };
         let Some((parts, others)) = exposed else {
             return out;
@@ -282,9 +326,18 @@ fn protect_joint(
         // total); when nothing near is left to withhold, the whole release:
         // with everything withheld it reveals nothing beyond what was
         // already published.
-        let all: Vec<usize> = (0..n).collect();
-        let cell = [&parts, &others, &all]
-            .into_iter()
+        // Only cells of tables can widen what tables narrow: a headline or
+        // outcome count (tied to others only by "at most") is never withheld
+        // for another cell's sake.
+        let all: Vec<usize> = (0..n).filter(|&c| in_tables[c]).collect();
+        let tabled = |c: &Vec<usize>| {
+            c.iter()
+                .copied()
+                .filter(|&x| x < n && in_tables[x])
+                .collect::<Vec<_>>()
+        };
+        let cell = [tabled(&parts), tabled(&others), all]
+            .iter()
             .find_map(|c| cheapest(values, &out, c, policy));
         match cell {
             Some(cell) => out[cell] = Count::Suppressed,
@@ -319,6 +372,7 @@ fn exact_exposure(
     view: &AttackerView,
     relations: &[Relation],
     required: u64,
+    threshold: u32,
 ) -> Option<(Vec<usize>, Vec<usize>)> {
     let suppressed: Vec<usize> = (0..joint.len())
         .filter(|&c| joint[c] == Count::Suppressed)
@@ -329,7 +383,7 @@ fn exact_exposure(
     let system = attacker_system(joint, view, relations);
     for &c in &suppressed {
         let narrowed = match system.range(c) {
-            Some(r) => r.values() < required,
+            Some(r) => r.values() < required && r.lo <= i64::from(threshold),
             // Only contradictory input has no solution; the solver giving up
             // is treated as exposure, which costs utility, never privacy.
             None => true,
@@ -522,9 +576,13 @@ impl AttackerView {
         changed
     }
 
-    /// Whether the cell is left with fewer than `required` values.
-    fn narrow(&self, cell: usize, required: u64) -> bool {
+    /// Whether the cell is left with fewer than `required` values while it
+    /// could still be a small count (a cell known to be above the threshold
+    /// is a large count, and narrowing it discloses nothing more than
+    /// publishing it rounded would).
+    fn narrow(&self, cell: usize, required: u64, threshold: u32) -> bool {
         self.hi[cell] - self.lo[cell] + 1 < i128::from(required)
+            && self.lo[cell] <= i128::from(threshold)
     }
 
     fn bounds(&self, cell: usize) -> Bounds {
@@ -683,7 +741,7 @@ fn check_with_names(
         let view = AttackerView::build(counts, &tables, policy);
         let required = policy.protection_interval();
         for (i, count) in counts.iter().enumerate() {
-            if *count == Count::Suppressed && view.narrow(i, required) {
+            if *count == Count::Suppressed && view.narrow(i, required, policy.threshold) {
                 let table = view.by_table[i].map_or("?", |t| tables[t].name).to_string();
                 let values = u64::try_from((view.hi[i] - view.lo[i] + 1).max(0)).unwrap_or(0);
                 violations.push(PolicyViolation {
