@@ -697,13 +697,15 @@ fn one_release(s: &hub::NetworkSummaryResponse, site: &str) -> Result<Option<u64
     let set = table(1);
     let mut seen = BTreeSet::new();
     for (i, c) in t.counts.iter().enumerate() {
-        let want_set = set.counts[i] != 0;
-        match (c, want_set) {
-            (Count::Value(v), true) => {
+        // Every published cell is one the release set, and they all agree;
+        // the rest are withheld (zero is a small count, and secondary
+        // suppression may withhold a set cell too).
+        match c {
+            Count::Value(v) if set.counts[i] != 0 => {
                 seen.insert(*v);
             }
-            (Count::Value(0), false) => {}
-            (other, _) => return Err(format!("{site}: cell {i} is {other:?}")),
+            Count::Suppressed => {}
+            other => return Err(format!("{site}: cell {i} is {other:?}")),
         }
     }
     match seen.len() {

@@ -285,26 +285,25 @@ fn could_be(before: &[Count], after: &[Count], change: Change, group: &str, k: u
     let delta: Vec<_> = (0..n)
         .map(|_| m.problem.add_integer_var(0.0, (lo, hi)))
         .collect();
-    for c in 0..n {
+    for (c, &d) in delta.iter().enumerate() {
         // t2 - t1 - delta = 0.
         m.problem.add_constraint(
-            &[(m.vars[n + c], 1.0), (m.vars[c], -1.0), (delta[c], -1.0)],
+            [(m.vars[n + c], 1.0), (m.vars[c], -1.0), (d, -1.0)],
             ComparisonOp::Eq,
             0.0,
         );
     }
     m.problem.add_constraint(
-        &[(delta[metrics::INTRODUCTIONS_NEW], 1.0)],
+        [(delta[metrics::INTRODUCTIONS_NEW], 1.0)],
         ComparisonOp::Eq,
         introductions,
     );
     if change == Change::OutcomeAdded {
         // One outcome gained, nothing else about the person changed.
-        for c in 0..n {
+        for (c, &d) in delta.iter().enumerate() {
             if catalogue().def(c).group != "outcome" && !catalogue().def(c).id.contains(".outcome.")
             {
-                m.problem
-                    .add_constraint(&[(delta[c], 1.0)], ComparisonOp::Eq, 0.0);
+                m.problem.add_constraint([(d, 1.0)], ComparisonOp::Eq, 0.0);
             }
         }
         let outcomes: Vec<_> = group_cells("outcome")
@@ -316,7 +315,7 @@ fn could_be(before: &[Count], after: &[Count], change: Change, group: &str, k: u
     }
     let target = group_cells(group)[k];
     m.problem.add_constraint(
-        &[(delta[target], 1.0)],
+        [(delta[target], 1.0)],
         ComparisonOp::Eq,
         if change == Change::Erased { -1.0 } else { 1.0 },
     );
@@ -516,7 +515,7 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         start_site(&net, &hub, DERBY, "derby", root.path()).await,
         start_site(&net, &hub, THURROCK, "thurrock", root.path()).await,
     ];
-    let mut rng = StdRng::seed_from_u64(0x5eed_0f_7ea);
+    let mut rng = StdRng::seed_from_u64(0x5eed_f7ea);
     let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
     for s in &mut sites {
         let mut records = Vec::new();

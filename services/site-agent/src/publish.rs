@@ -7,11 +7,13 @@
 //!
 //! * only once it has closed and its embargo (`--embargo-days`) has passed,
 //!   so its first release is complete rather than growing person by person;
-//! * afterwards, only when every figure that changed since the last release
-//!   changed by more than the suppression threshold, in true counts. One
-//!   person's late record, correction or erasure never moves a published
-//!   figure by itself: such changes wait, and accumulate, until they are
-//!   large enough. The true counts behind each release stay at the site.
+//! * afterwards, only when the changes since the last release are those of
+//!   more than threshold people: some figure must have moved by more than
+//!   the suppression threshold, in true counts. One person's late record,
+//!   correction or erasure (which moves each figure by at most one) never
+//!   reaches the hub by itself: such changes wait, and accumulate, until
+//!   they are large enough. The true counts behind each release stay at the
+//!   site.
 //!
 //! Ingest and erasure mark the periods they affect as dirty, in the same
 //! transaction as their writes, so a crash cannot lose a recomputation. The
@@ -109,7 +111,7 @@ impl Decision {
     pub fn explain(&self, policy: &DisclosurePolicy) -> String {
         match self {
             Decision::Publish => {
-                "published now: the period has closed, its embargo has passed, and every figure that changed since the last release changed by more than the suppression threshold".to_owned()
+                "published now: the period has closed, its embargo has passed, and the changes since the last release are those of more people than the suppression threshold".to_owned()
             }
             Decision::Unchanged => {
                 "nothing to send: the published figures are the same as the last release's".to_owned()
@@ -118,8 +120,9 @@ impl Decision {
                 "not yet: a period is published only after it closes and its embargo passes, on or after {until}"
             ),
             Decision::Held { small_changes } => format!(
-                "held: {small_changes} figure(s) would change by 1 to {} people since the last release, which could single out the people who changed; the changes wait until every changed figure moves by more than {}",
-                policy.threshold, policy.threshold
+                "held: {small_changes} figure(s) would change, none by more than {} people, since the last release, which could single out the people who changed; the changes wait until at least {} people's records have changed",
+                policy.threshold,
+                u64::from(policy.threshold) + 1
             ),
         }
     }
@@ -148,12 +151,16 @@ pub fn decide(
     }
     let threshold = u64::from(policy.threshold);
     if let Some(last) = last_truth.filter(|l| l.len() == truth.len()) {
-        let small_changes = truth
-            .iter()
-            .zip(last)
-            .filter(|(now, before)| (1..=threshold).contains(&now.abs_diff(**before)))
-            .count();
-        if small_changes > 0 {
+        let changes = || {
+            truth
+                .iter()
+                .zip(last)
+                .map(|(now, before)| now.abs_diff(*before))
+        };
+        // Fewer than threshold + 1 people changed: no figure moved by more
+        // than the threshold. (One person moves each figure by at most one.)
+        if changes().max().unwrap_or(0) <= threshold {
+            let small_changes = changes().filter(|d| *d > 0).count();
             return Decision::Held { small_changes };
         }
     }
