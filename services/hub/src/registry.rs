@@ -550,13 +550,13 @@ mod tests {
         assert_eq!(c.population_for(p("2023-Q2")), Some((220_000, 0)));
         assert_eq!(c.population_for(p("FY2022")), None);
         assert!(c.in_use_during(p("PTD2023-04")) && !c.in_use_during(p("PTD2023-03")));
-        let dup = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 1\n\
+        let dup = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\ngranularity = \"quarter\"\nadult_population = 1\n\
              populations = [{ year = 2021, adults = 1 }, { year = 2021, adults = 2 }]\n";
         assert!(with(dup).unwrap_err().contains("sites[0].populations[1]"));
-        let zero = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 1\n\
+        let zero = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\ngranularity = \"quarter\"\nadult_population = 1\n\
              populations = [{ year = 2021, adults = 0 }]\n";
         assert!(with(zero).unwrap_err().contains("adults"));
-        let backwards = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\nadult_population = 1\n\
+        let backwards = "[[sites]]\ncode = \"E06000034\"\nname = \"T\"\ngranularity = \"quarter\"\nadult_population = 1\n\
              valid_from = \"2023-04-01\"\nvalid_until = \"2023-03-31\"\n";
         assert!(with(backwards).unwrap_err().contains("valid_until"));
     }
