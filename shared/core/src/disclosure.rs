@@ -431,19 +431,6 @@ fn attacker_system(joint: &[Count], view: &AttackerView, relations: &[Relation])
     }
 }
 
-/// Exact bounds on every cell of a joint layout of published cells, from
-/// `relations` and the rounding rule: what an attacker with a solver learns.
-/// `None` for a cell when the published cells contradict each other.
-pub fn exact_ranges(
-    counts: &[Count],
-    relations: &[Relation],
-    policy: &DisclosurePolicy,
-) -> Vec<Option<exact::Range>> {
-    let view = AttackerView::cellwise(counts, policy);
-    let system = attacker_system(counts, &view, relations);
-    (0..counts.len()).map(|c| system.range(c)).collect()
-}
-
 fn in_range(table: &TableSpec, len: usize) -> bool {
     table.total < len && table.parts.iter().all(|&p| p < len)
 }
