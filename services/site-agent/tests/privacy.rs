@@ -7,6 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use common::*;
@@ -43,12 +44,28 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_identifier_reaches_sled_or_the_logs() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    // Capture stops before the runtime is torn down: a library that logs from
+    // a destructor while a worker thread's thread-locals are being destroyed
+    // would reach the formatter's own, already destroyed, thread-local buffer,
+    // and that panic aborts the whole test binary. Other crates are captured
+    // at DEBUG for the same reason: their TRACE events fire from such drops.
+    static CAPTURING: AtomicBool = AtomicBool::new(true);
     let captured = Captured::default();
     let sink = captured.clone();
-    tracing_subscriber::fmt()
-        .json()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || sink.clone())
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(
+            "debug,lacnet_site_agent=trace,lacnet_core=trace,lacnet_server=trace,lacnet_tls=trace,lacnet_proto=trace",
+        ))
+        .with(tracing_subscriber::filter::filter_fn(|_| {
+            CAPTURING.load(Ordering::Relaxed)
+        }))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(move || sink.clone()),
+        )
         .try_init()
         .unwrap();
 
@@ -105,6 +122,8 @@ async fn no_identifier_reaches_sled_or_the_logs() {
     }
     drop(stopped);
     drop(c);
+    drop(op);
+    CAPTURING.store(false, Ordering::Relaxed);
 
     let mut files = Vec::new();
     all_bytes(&data, &mut files);
