@@ -34,6 +34,7 @@ pub mod grpc;
 pub mod index;
 pub mod ingest;
 pub mod keys;
+pub mod linked;
 pub mod metrics;
 pub mod outbox;
 pub mod publish;
@@ -194,6 +195,9 @@ pub(crate) struct Inner {
     pub(crate) changed: Notify,
     /// Fired after something was enqueued.
     pub(crate) enqueued: Notify,
+    /// Held by a publishing round: each release is protected against the
+    /// site's last submissions, which only a publishing round changes.
+    pub(crate) publishing: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     pub(crate) threads: usize,
 }
@@ -286,6 +290,7 @@ impl Agent {
                 metrics,
                 changed: Notify::new(),
                 enqueued: Notify::new(),
+                publishing: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(seed + 1),
                 threads,
                 options,

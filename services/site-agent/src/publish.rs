@@ -39,16 +39,17 @@
 
 use std::time::Duration;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use lacnet_core::aggregate::{CountingRules, PeriodAggregator};
-use lacnet_core::disclosure::{self, DisclosurePolicy, Published};
+use lacnet_core::disclosure::{DisclosurePolicy, Published};
 use lacnet_core::metrics::Aggregates;
 use lacnet_core::{Date, Granularity, Period, submission};
 use lacnet_proto::common::v1 as pb;
 use lacnet_store::Durability;
 use tokio_util::sync::CancellationToken;
 
+use crate::linked::{self, Released};
 use crate::store::Store;
 use crate::{Agent, AgentError, now_unix};
 use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
@@ -230,12 +231,35 @@ pub fn aggregate_periods(
     Ok(aggs.into_iter().map(PeriodAggregator::finish).collect())
 }
 
-/// The protected table and its digest for one period's aggregates.
-fn protect(agent: &Agent, period: Period, aggregates: &Aggregates) -> (Published, String) {
+/// The current true counts of `periods` and of every release they are
+/// protected against, from one scan; and a view of the site's releases over them.
+fn released<'a>(
+    agent: &'a Agent,
+    periods: &[Period],
+) -> Result<(Released<'a>, HashMap<Period, Vec<u64>>), AgentError> {
     let o = agent.options();
-    let published = disclosure::apply(aggregates, &o.policy);
-    let digest = submission::digest(&o.site_code, period, &o.policy, &published);
-    (published, digest)
+    let mut all: BTreeSet<Period> = periods.iter().copied().collect();
+    all.extend(linked::neighbours(
+        agent.store(),
+        periods,
+        o.granularity,
+        o.programme_start,
+    )?);
+    let all: Vec<Period> = all.into_iter().collect();
+    let aggregates = aggregate_periods(agent.store(), &all, o.rules())?;
+    let truth: HashMap<Period, Vec<u64>> = all
+        .into_iter()
+        .zip(aggregates)
+        .map(|(p, a)| (p, a.counts.to_vec()))
+        .collect();
+    let view = Released::new(
+        agent.store(),
+        o.policy,
+        o.granularity,
+        o.programme_start,
+        truth.clone(),
+    );
+    Ok((view, truth))
 }
 
 /// The wire submission for a protected table.
@@ -258,9 +282,22 @@ fn build(
     }
 }
 
-/// Recomputes every dirty period and enqueues those whose digest changed.
+/// One release decided in a publishing round.
+struct Decided {
+    period: Period,
+    /// The dirty mark to clear; `None` for a span, which has none.
+    generation: Option<u64>,
+    truth: Vec<u64>,
+    published: Published,
+    digest: String,
+    decision: Decision,
+}
+
+/// Recomputes every dirty period (and the spans over them), protects each
+/// jointly with the releases linked to it, and enqueues those to publish.
 /// Returns how many submissions were enqueued.
 pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
+    let _round = agent.inner().publishing.lock().await;
     let store = agent.store().clone();
     let dirty = store.dirty_periods()?;
     if dirty.is_empty() {
@@ -269,66 +306,78 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     // Scan off the writer thread: a change meanwhile re-marks its periods
     // with a newer generation, which the clear below leaves in place.
     let a = agent.clone();
-    let tables = tokio::task::spawn_blocking(move || -> Result<Vec<_>, AgentError> {
-        let mut periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
+    let decided = tokio::task::spawn_blocking(move || -> Result<Vec<Decided>, AgentError> {
         let o = a.options();
+        let mut generations: HashMap<Period, Option<u64>> =
+            dirty.iter().map(|(p, g)| (*p, Some(*g))).collect();
+        let bases: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
         // Spans ride along with the months or quarters they depend on; they
         // carry no dirty generation of their own (None: nothing to clear).
-        let spans = spans_of(&periods, o.granularity, o.programme_start, a.today());
-        let generations: Vec<Option<u64>> = dirty
-            .iter()
-            .map(|(_, g)| Some(*g))
-            .chain(spans.iter().map(|_| None))
-            .collect();
-        periods.extend(spans);
-        let aggregates = aggregate_periods(a.store(), &periods, o.rules())?;
-        Ok(periods
-            .into_iter()
-            .zip(generations)
-            .zip(aggregates.iter())
-            .map(|((period, generation), aggs)| {
-                let (published, digest) = protect(&a, period, aggs);
-                (period, generation, aggs.counts.to_vec(), published, digest)
-            })
-            .collect())
+        for span in spans_of(&bases, o.granularity, o.programme_start, a.today()) {
+            generations.entry(span).or_insert(None);
+        }
+        let mut periods: Vec<Period> = generations.keys().copied().collect();
+        linked::publication_order(&mut periods);
+        let (mut view, truth) = released(&a, &periods)?;
+        let mut out = Vec::with_capacity(periods.len());
+        for period in periods {
+            let truth = truth.get(&period).cloned().unwrap_or_default();
+            let started = std::time::Instant::now();
+            let published = view.protect(period, &truth)?;
+            tracing::debug!(%period, ms = started.elapsed().as_millis() as u64, "protected jointly with its linked releases");
+            let digest = submission::digest(&o.site_code, period, &o.policy, &published);
+            let last = a.store().last_submission(period)?;
+            let last_truth = a.store().published_truth(period)?;
+            let decision = decide(
+                period,
+                a.today(),
+                o.embargo_days,
+                &o.policy,
+                &truth,
+                last_truth.as_deref(),
+                &digest,
+                last.as_ref().map(|l| l.digest.as_str()),
+            );
+            if decision == Decision::Publish {
+                view.publish(period, &published);
+            }
+            out.push(Decided {
+                period,
+                generation: generations.get(&period).copied().flatten(),
+                truth,
+                published,
+                digest,
+                decision,
+            });
+        }
+        Ok(out)
     })
     .await??;
     let a = agent.clone();
     let enqueued = store
         .write("publish", Durability::Flush, move |w| {
             let mut n = 0;
-            let o = a.options();
-            for (period, generation, truth, published, digest) in tables {
-                let last = w.last_submission(period)?;
-                let last_truth = w.published_truth(period)?;
-                let decision = decide(
-                    period,
-                    a.today(),
-                    o.embargo_days,
-                    &o.policy,
-                    &truth,
-                    last_truth.as_deref(),
-                    &digest,
-                    last.as_ref().map(|l| l.digest.as_str()),
-                );
-                match decision {
+            for d in decided {
+                let period = d.period;
+                match d.decision {
                     Decision::Publish => {}
                     // Stays dirty: looked at again until the embargo passes.
                     Decision::Embargoed { .. } => continue,
                     Decision::Unchanged | Decision::Held { .. } => {
-                        if let Decision::Held { small_changes } = decision {
+                        if let Decision::Held { small_changes } = d.decision {
                             tracing::info!(%period, small_changes, "held a release whose changes are too small to publish");
                         }
-                        if let Some(generation) = generation {
+                        if let Some(generation) = d.generation {
                             w.clear_dirty(period, generation)?;
                         }
                         continue;
                     }
                 }
+                let last = w.last_submission(period)?;
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
-                let sub = build(&a, period, &published, digest, revision);
+                let sub = build(&a, period, &d.published, d.digest, revision);
                 // A span has no dirty mark: generation 0 clears nothing.
-                w.enqueue(period, &sub, Some(&truth), generation.unwrap_or(0))?;
+                w.enqueue(period, &sub, Some(&d.truth), d.generation.unwrap_or(0))?;
                 tracing::info!(%period, revision, "enqueued a new revision");
                 n += 1;
             }
@@ -388,17 +437,19 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
     let a = agent.clone();
     tokio::task::spawn_blocking(move || {
         let store = &a.inner().store;
-        let aggs = aggregate_periods(store, &[period], a.options().rules())?;
-        let (published, digest) = protect(&a, period, &aggs[0]);
+        let (view, truth) = released(&a, &[period])?;
+        let counts = truth.get(&period).cloned().unwrap_or_default();
+        let published = view.protect(period, &counts)?;
+        let o = a.options();
+        let digest = submission::digest(&o.site_code, period, &o.policy, &published);
         let last = store.last_submission(period)?;
         let last_truth = store.published_truth(period)?;
-        let o = a.options();
         let decision = decide(
             period,
             a.today(),
             o.embargo_days,
             &o.policy,
-            &aggs[0].counts,
+            &counts,
             last_truth.as_deref(),
             &digest,
             last.as_ref().map(|l| l.digest.as_str()),

@@ -228,6 +228,98 @@ pub fn protect_linked(
     protect_joint(values, linked, &tables, &relations, policy)
 }
 
+/// A span and the releases it covers, as slots of a joint layout: slot `s`
+/// holds the cells `s * METRIC_COUNT..(s + 1) * METRIC_COUNT`.
+///
+/// The members partition the span's days, in order: a financial year's
+/// quarters or months, or a programme to date's previous programme to date
+/// followed by the periods since. When the programme started after the first
+/// member's first day (`first_partial`), that member also counts days before
+/// the span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cover {
+    /// The span's slot.
+    pub span: usize,
+    /// The members' slots, in date order.
+    pub members: Vec<usize>,
+    /// Whether the first member starts before the span.
+    pub first_partial: bool,
+}
+
+/// What a [`Cover`] tells an attacker, metric by metric, from each metric's
+/// [`Additivity`](crate::metrics::Additivity): events add up; distinct people
+/// are at least those of any member inside the span and at most the members'
+/// sum; a stock on the last day is the last member's.
+pub fn cover_relations(cover: &Cover) -> Vec<Relation> {
+    use crate::metrics::Additivity;
+    let Some(&last) = cover.members.last() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, def) in catalogue().metrics().iter().enumerate() {
+        let span = cover.span * METRIC_COUNT + i;
+        let members: Vec<usize> = cover.members.iter().map(|m| m * METRIC_COUNT + i).collect();
+        match def.across_periods {
+            Additivity::Sum if cover.first_partial => {
+                out.push(Relation::at_most_sum(span, &members));
+            }
+            Additivity::Sum => out.push(Relation::sum(span, &members)),
+            Additivity::Distinct => {
+                out.push(Relation::at_most_sum(span, &members));
+                let inside = usize::from(cover.first_partial);
+                out.extend(
+                    members[inside..]
+                        .iter()
+                        .map(|&m| Relation::at_most(m, span)),
+                );
+            }
+            Additivity::AtEnd => {
+                out.push(Relation::sum(span, &[last * METRIC_COUNT + i]));
+            }
+        }
+    }
+    out
+}
+
+/// What an attacker holding an earlier release `published` knows that is
+/// still true of the period's current `truth`: each published cell the
+/// current truth would still give. A cell the truth has since moved away
+/// from is read as withheld, so the joint system stays one the truth
+/// satisfies (a stale cell tells an attacker only something approximate,
+/// which the release gate keeps to changes of more than the threshold).
+pub fn as_known(published: &[Count], truth: &[u64], policy: &DisclosurePolicy) -> Vec<Count> {
+    published
+        .iter()
+        .zip(truth)
+        .map(|(&c, &t)| match c {
+            Count::Value(_) if c == primary(t, policy) => c,
+            _ => Count::Suppressed,
+        })
+        .collect()
+}
+
+/// Protects a new release (slot 0 of the joint layout) jointly with the
+/// `linked` releases (slots 1, 2, …, each a full catalogue release, fixed)
+/// and the spans that tie them together.
+pub fn protect_covered(
+    values: &[u64],
+    linked: &[Vec<Count>],
+    covers: &[Cover],
+    policy: &DisclosurePolicy,
+) -> Vec<Count> {
+    let mut flat = Vec::with_capacity(linked.len() * METRIC_COUNT);
+    let mut links = Vec::new();
+    for (k, release) in linked.iter().enumerate() {
+        debug_assert_eq!(release.len(), METRIC_COUNT);
+        flat.extend_from_slice(release);
+        links.extend(catalogue_relations((k + 1) * METRIC_COUNT));
+    }
+    for cover in covers {
+        links.extend(cover_relations(cover));
+    }
+    protect_linked(values, &flat, &links, policy)
+}
+
 /// Protects arbitrary cells related by `tables`.
 ///
 /// Tables that name a cell beyond `values` are ignored.
@@ -261,6 +353,11 @@ fn protect_joint(
         return out;
     }
     let required = policy.protection_interval();
+    // Withholding more cells only widens every range, so a cell once shown
+    // to keep its interval keeps it in every later round: each cell costs
+    // the solver at most once, plus once per round it was found narrowed.
+    let mut certified = vec![false; n + linked.len()];
+    let mut prover = exact::Prover::new(n + linked.len());
     let mut in_tables = vec![false; n];
     for t in tables {
         for c in cells(t) {
@@ -315,12 +412,17 @@ fn protect_joint(
                     None => candidates_near(c, relations),
                 }
             });
-        let exposed = match quick {
-            Some(found) => Some(found),
-            None => exact_exposure(&joint, &view, relations, required, policy.threshold),
-        };
-        let Some((parts, others)) = exposed else {
-            return out;
+        let exposures = match quick {
+            Some(found) => vec![found],
+            None => exact_exposure(
+                &joint,
+                &view,
+                relations,
+                required,
+                policy.threshold,
+                &mut certified,
+                &mut prover,
+            ),
         };
         // Parts first (the old rule: the smallest part, failing that the
         // total); when nothing near is left to withhold, the whole release:
@@ -336,12 +438,28 @@ fn protect_joint(
                 .filter(|&x| x < n && in_tables[x])
                 .collect::<Vec<_>>()
         };
-        let cell = [tabled(&parts), tabled(&others), all]
-            .iter()
-            .find_map(|c| cheapest(values, &out, c, policy));
-        match cell {
-            Some(cell) => out[cell] = Count::Suppressed,
-            None => return out,
+        // One more cell for each narrowed cell, unless a cell withheld this
+        // round is already among its candidates (it may be widened now: the
+        // next round tells).
+        let mut withheld_now: Vec<usize> = Vec::new();
+        for (parts, others) in exposures {
+            if parts
+                .iter()
+                .chain(&others)
+                .any(|c| withheld_now.contains(c))
+            {
+                continue;
+            }
+            let cell = [tabled(&parts), tabled(&others), all.clone()]
+                .iter()
+                .find_map(|c| cheapest(values, &out, c, policy));
+            if let Some(cell) = cell {
+                out[cell] = Count::Suppressed;
+                withheld_now.push(cell);
+            }
+        }
+        if withheld_now.is_empty() {
+            return out;
         }
     }
 }
@@ -365,34 +483,50 @@ fn cheapest(
 }
 
 /// Runs the exact attacker on every suppressed cell that propagation left
-/// wide; returns the cells related to the first one found narrowed (the
-/// candidates for more suppression), or `None` when every cell holds.
+/// wide and no earlier round certified; returns, for each one found
+/// narrowed, the cells related to it (the candidates for more suppression).
+/// Empty when every cell holds.
 fn exact_exposure(
     joint: &[Count],
     view: &AttackerView,
     relations: &[Relation],
     required: u64,
     threshold: u32,
-) -> Option<(Vec<usize>, Vec<usize>)> {
+    certified: &mut [bool],
+    prover: &mut exact::Prover,
+) -> Vec<(Vec<usize>, Vec<usize>)> {
     let suppressed: Vec<usize> = (0..joint.len())
-        .filter(|&c| joint[c] == Count::Suppressed)
+        .filter(|&c| joint[c] == Count::Suppressed && !certified[c])
         .collect();
     if suppressed.is_empty() {
-        return None;
+        return Vec::new();
     }
     let system = attacker_system(joint, view, relations);
+    prover.sweep(&system, &suppressed, required);
     for &c in &suppressed {
-        let narrowed = match system.range(c) {
+        certified[c] = prover.shown_wide(c, required);
+    }
+    // Every open cell is solved, not only up to the first narrowed one:
+    // those that hold are certified for good, and every narrowed one gets
+    // its fix in the same round.
+    let mut narrowed_cells = Vec::new();
+    for &c in &suppressed {
+        if certified[c] {
+            continue;
+        }
+        let narrowed = match prover.range(&system, c) {
             Some(r) => r.values() < required && r.lo <= i64::from(threshold),
             // Only contradictory input has no solution; the solver giving up
             // is treated as exposure, which costs utility, never privacy.
             None => true,
         };
         if narrowed {
-            return Some(candidates_near(c, relations));
+            narrowed_cells.push(candidates_near(c, relations));
+        } else {
+            certified[c] = true;
         }
     }
-    None
+    narrowed_cells
 }
 
 /// Cells whose withholding could widen `c`'s range: the parts of the tables

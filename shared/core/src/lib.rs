@@ -19,6 +19,7 @@ pub mod date;
 pub mod disclosure;
 pub mod exact;
 pub mod hex;
+pub mod linked;
 pub mod metrics;
 pub mod period;
 pub mod pseudonym;
