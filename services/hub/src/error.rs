@@ -58,15 +58,12 @@ pub enum HubError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    /// The gRPC server failed (or its reflection service could not be built).
+    #[error("{0}")]
+    Serve(#[from] lacnet_server::grpc::ServeError),
     /// The store cannot write (an I/O error or a hung flush); the hub needs a restart.
     #[error("the hub's store cannot write: {0}")]
     Unavailable(String),
-    /// Building the reflection service failed.
-    #[error("gRPC reflection: {0}")]
-    Reflection(String),
 }
 
 impl HubError {

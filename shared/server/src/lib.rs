@@ -1,6 +1,8 @@
 //! `lacnet-server`: the plumbing every lacnet service shares, so the services
 //! themselves hold only their domain.
 //!
+//! - [`grpc`]: the one gRPC-over-mTLS `serve` the hub and the agent share.
+//! - [`flags`]: the server flags they share, with defaults written once.
 //! - [`telemetry`]: `tracing` with an `EnvFilter`; human output on a terminal,
 //!   JSON lines in Kubernetes.
 //! - [`metrics`]: a small Prometheus registry. Label values come from closed
@@ -18,6 +20,8 @@
 
 pub mod admin;
 pub mod drain;
+pub mod flags;
+pub mod grpc;
 pub mod metrics;
 pub mod process;
 pub mod reflection;
