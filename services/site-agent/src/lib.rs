@@ -196,6 +196,10 @@ pub(crate) struct Inner {
     pub(crate) enqueued: Notify,
     generation: AtomicU64,
     pub(crate) threads: usize,
+    /// Blocking work (pseudonymising, scanning the store). It cannot be
+    /// cancelled, so a call cut off at shutdown leaves it running with its
+    /// clone of the agent; `serve` waits for it before returning.
+    blocking: tokio_util::task::TaskTracker,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -289,6 +293,7 @@ impl Agent {
                 generation: AtomicU64::new(seed + 1),
                 threads,
                 options,
+                blocking: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -325,6 +330,16 @@ impl Agent {
     /// Makes every write durable.
     pub async fn flush(&self) -> Result<(), AgentError> {
         self.inner.store.flush().await
+    }
+
+    /// Runs `f` on the blocking pool, tracked so that `serve` returns only
+    /// once it has finished (and dropped whatever agent clone it holds).
+    pub(crate) fn spawn_blocking<F, R>(&self, f: F) -> tokio::task::JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner.blocking.spawn_blocking(f)
     }
 
     pub(crate) fn inner(&self) -> &Inner {
@@ -403,6 +418,10 @@ pub async fn serve(
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;
+    // Blocking work of calls that were cut off still holds the agent.
+    agent.inner.blocking.close();
+    agent.inner.blocking.wait().await;
+    agent.inner.blocking.reopen();
     if let Some(reason) = agent.store().failure() {
         return Err(AgentError::StoreFailed(reason));
     }

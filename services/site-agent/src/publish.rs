@@ -269,30 +269,31 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     // Scan off the writer thread: a change meanwhile re-marks its periods
     // with a newer generation, which the clear below leaves in place.
     let a = agent.clone();
-    let tables = tokio::task::spawn_blocking(move || -> Result<Vec<_>, AgentError> {
-        let mut periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
-        let o = a.options();
-        // Spans ride along with the months or quarters they depend on; they
-        // carry no dirty generation of their own (None: nothing to clear).
-        let spans = spans_of(&periods, o.granularity, o.programme_start, a.today());
-        let generations: Vec<Option<u64>> = dirty
-            .iter()
-            .map(|(_, g)| Some(*g))
-            .chain(spans.iter().map(|_| None))
-            .collect();
-        periods.extend(spans);
-        let aggregates = aggregate_periods(a.store(), &periods, o.rules())?;
-        Ok(periods
-            .into_iter()
-            .zip(generations)
-            .zip(aggregates.iter())
-            .map(|((period, generation), aggs)| {
-                let (published, digest) = protect(&a, period, aggs);
-                (period, generation, aggs.counts.to_vec(), published, digest)
-            })
-            .collect())
-    })
-    .await??;
+    let tables = agent
+        .spawn_blocking(move || -> Result<Vec<_>, AgentError> {
+            let mut periods: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
+            let o = a.options();
+            // Spans ride along with the months or quarters they depend on; they
+            // carry no dirty generation of their own (None: nothing to clear).
+            let spans = spans_of(&periods, o.granularity, o.programme_start, a.today());
+            let generations: Vec<Option<u64>> = dirty
+                .iter()
+                .map(|(_, g)| Some(*g))
+                .chain(spans.iter().map(|_| None))
+                .collect();
+            periods.extend(spans);
+            let aggregates = aggregate_periods(a.store(), &periods, o.rules())?;
+            Ok(periods
+                .into_iter()
+                .zip(generations)
+                .zip(aggregates.iter())
+                .map(|((period, generation), aggs)| {
+                    let (published, digest) = protect(&a, period, aggs);
+                    (period, generation, aggs.counts.to_vec(), published, digest)
+                })
+                .collect())
+        })
+        .await??;
     let a = agent.clone();
     let enqueued = store
         .write("publish", Durability::Flush, move |w| {
@@ -386,36 +387,37 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
         return Err(AgentError::invalid("period", "must not be in the future"));
     }
     let a = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        let store = &a.inner().store;
-        let aggs = aggregate_periods(store, &[period], a.options().rules())?;
-        let (published, digest) = protect(&a, period, &aggs[0]);
-        let last = store.last_submission(period)?;
-        let last_truth = store.published_truth(period)?;
-        let o = a.options();
-        let decision = decide(
-            period,
-            a.today(),
-            o.embargo_days,
-            &o.policy,
-            &aggs[0].counts,
-            last_truth.as_deref(),
-            &digest,
-            last.as_ref().map(|l| l.digest.as_str()),
-        );
-        let submission = match last {
-            Some(l) if l.digest == digest => l,
-            last => {
-                let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
-                build(&a, period, &published, digest, revision)
-            }
-        };
-        Ok(Preview {
-            submission,
-            decision,
+    agent
+        .spawn_blocking(move || {
+            let store = &a.inner().store;
+            let aggs = aggregate_periods(store, &[period], a.options().rules())?;
+            let (published, digest) = protect(&a, period, &aggs[0]);
+            let last = store.last_submission(period)?;
+            let last_truth = store.published_truth(period)?;
+            let o = a.options();
+            let decision = decide(
+                period,
+                a.today(),
+                o.embargo_days,
+                &o.policy,
+                &aggs[0].counts,
+                last_truth.as_deref(),
+                &digest,
+                last.as_ref().map(|l| l.digest.as_str()),
+            );
+            let submission = match last {
+                Some(l) if l.digest == digest => l,
+                last => {
+                    let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
+                    build(&a, period, &published, digest, revision)
+                }
+            };
+            Ok(Preview {
+                submission,
+                decision,
+            })
         })
-    })
-    .await?
+        .await?
 }
 
 /// The publisher task: debounced after changes, and on a schedule.

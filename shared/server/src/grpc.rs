@@ -150,7 +150,9 @@ pub async fn serve(
     };
 
     let limits = server.limits;
-    let incoming = lacnet_tls::incoming_with_limits(listener, server.tls.clone(), limits);
+    let cut = CancellationToken::new();
+    let incoming =
+        lacnet_tls::incoming_until_cut(listener, server.tls.clone(), limits, cut.clone());
     // Every connection task and every call holds a tracker until it has
     // dropped its clone of the services.
     let (tracker, drained) = crate::drain::tracker();
@@ -170,9 +172,10 @@ pub async fn serve(
             tokio::time::sleep(drain_timeout).await;
         } => {
             tracing::warn!(
-                drain_timeout_secs = drain_timeout.as_secs(),
+                drain_timeout_ms = drain_timeout.as_millis() as u64,
                 "calls still in flight after the drain timeout; cutting them off"
             );
+            cut.cancel();
             Ok(())
         }
     };
