@@ -134,9 +134,10 @@ async fn apply_chunk(
     let m = &agent.inner().metrics;
     for o in &outcomes {
         match o {
-            Outcome::Rejected(v) => m
-                .rejected
-                .inc(v.first().map_or("other", |f| rejection_reason(&f.field))),
+            Outcome::Rejected(v) => m.rejected.inc(
+                v.first()
+                    .map_or(lacnet_server::metrics::OTHER, |f| rejection_reason(f.kind)),
+            ),
             _ => m.ingested.inc(),
         }
     }

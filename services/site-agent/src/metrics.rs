@@ -5,6 +5,8 @@
 
 use std::sync::Arc;
 
+use lacnet_core::validate::RecordField;
+
 use lacnet_server::metrics::{Counter, CounterVec, Gauge, Histogram, LATENCY_BUCKETS, Registry};
 
 /// Rejection reasons: `invalid_<field>` for each record field validation checks.
@@ -22,17 +24,23 @@ pub const REJECTION_REASONS: &[&str] = &[
 ];
 
 /// The label for a rejected record whose first violation is on `field`.
-pub fn rejection_reason(field: &str) -> &'static str {
-    let base = field.split('[').next().unwrap_or(field);
-    let base = match base {
-        "age_years" | "year_of_birth" => "age",
-        other => other,
-    };
-    REJECTION_REASONS
-        .iter()
-        .find(|r| r.strip_prefix("invalid_") == Some(base))
-        .copied()
-        .unwrap_or(lacnet_server::metrics::OTHER)
+/// Fields outside [`REJECTION_REASONS`] count as `other`.
+pub fn rejection_reason(field: RecordField) -> &'static str {
+    match field {
+        RecordField::LocalCaseId => "invalid_local_case_id",
+        RecordField::NhsNumber => "invalid_nhs_number",
+        RecordField::IntroducedOn => "invalid_introduced_on",
+        RecordField::ClosedOn => "invalid_closed_on",
+        RecordField::SupportLevel => "invalid_support_level",
+        RecordField::Age => "invalid_age",
+        RecordField::PrimaryNeed => "invalid_primary_need",
+        RecordField::IntroductionSource => "invalid_introduction_source",
+        RecordField::Outcomes => "invalid_outcomes",
+        RecordField::WardCode => "invalid_ward_code",
+        RecordField::LastContactOn | RecordField::DatedOutcomes | RecordField::Record => {
+            lacnet_server::metrics::OTHER
+        }
+    }
 }
 
 /// The store's named writes (`lacnet_store::Committer` jobs).
@@ -180,12 +188,27 @@ mod tests {
 
     #[test]
     fn reasons_come_from_the_closed_set() {
-        assert_eq!(rejection_reason("nhs_number"), "invalid_nhs_number");
-        assert_eq!(rejection_reason("outcomes[3]"), "invalid_outcomes");
-        assert_eq!(rejection_reason("year_of_birth"), "invalid_age");
-        assert_eq!(rejection_reason("9434765919"), "other");
+        assert_eq!(
+            rejection_reason(RecordField::NhsNumber),
+            "invalid_nhs_number"
+        );
+        assert_eq!(rejection_reason(RecordField::Outcomes), "invalid_outcomes");
+        assert_eq!(rejection_reason(RecordField::Age), "invalid_age");
+        assert_eq!(rejection_reason(RecordField::Record), "other");
+        // Every label a field can give is registered.
+        for f in [
+            RecordField::LocalCaseId,
+            RecordField::IntroducedOn,
+            RecordField::ClosedOn,
+            RecordField::SupportLevel,
+            RecordField::PrimaryNeed,
+            RecordField::IntroductionSource,
+            RecordField::WardCode,
+        ] {
+            assert!(REJECTION_REASONS.contains(&rejection_reason(f)), "{f:?}");
+        }
         let m = AgentMetrics::new();
-        m.rejected.inc(rejection_reason("ward_code"));
+        m.rejected.inc(rejection_reason(RecordField::WardCode));
         assert!(
             m.registry()
                 .render()
