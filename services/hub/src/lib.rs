@@ -56,7 +56,7 @@ use lacnet_proto::hub::v1::submissions_server::SubmissionsServer;
 use lacnet_tls::PemBundle;
 use tokio::net::TcpListener;
 
-pub use error::HubError;
+pub use error::{ErrorKind, HubError};
 pub use metrics::HubMetrics;
 pub use registry::{Registry, Site, UnitCost};
 pub use store::AuditEvent;

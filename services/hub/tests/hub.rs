@@ -11,6 +11,7 @@ use lacnet_core::metrics::{self, catalogue};
 use lacnet_core::period::Period;
 use lacnet_core::vocab::{Outcome, SupportLevel};
 use lacnet_hub::clock::MockClock;
+use lacnet_hub::metrics::SubmissionOutcome;
 use lacnet_proto::hub::v1 as hub;
 use tonic::Code;
 
@@ -168,8 +169,16 @@ async fn authorisation_cases() {
             .any(|e| e.outcome == "new" && e.site.as_deref() == Some(THURROCK))
     );
     let m = hub.hub.metrics();
-    assert_eq!(m.submissions.get("rejected_permission_denied"), 3);
-    assert_eq!(m.submissions.get("rejected_unauthenticated"), 4);
+    assert_eq!(
+        m.submissions
+            .get(SubmissionOutcome::RejectedPermissionDenied),
+        3
+    );
+    assert_eq!(
+        m.submissions
+            .get(SubmissionOutcome::RejectedUnauthenticated),
+        4
+    );
     hub.stop().await;
 }
 
@@ -286,9 +295,9 @@ async fn duplicate_superseding_and_late_old_revisions() {
     let m = hub.hub.metrics();
     assert_eq!(
         (
-            m.submissions.get("new"),
-            m.submissions.get("duplicate"),
-            m.submissions.get("superseded")
+            m.submissions.get(SubmissionOutcome::New),
+            m.submissions.get(SubmissionOutcome::Duplicate),
+            m.submissions.get(SubmissionOutcome::Superseded)
         ),
         (2, 1, 1)
     );
@@ -413,7 +422,7 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
         hub.hub
             .metrics()
             .submissions
-            .get("rejected_policy_violation"),
+            .get(SubmissionOutcome::RejectedPolicyViolation),
         3
     );
     hub.stop().await;

@@ -29,7 +29,7 @@ use tracing::instrument;
 
 use crate::convert::{record_input, violation};
 use crate::ingest::{self, ApplyContext, Item, Outcome};
-use crate::metrics::rejection_reason;
+use crate::metrics::RejectionReason;
 use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, STREAM_CHUNK_BYTES, publish};
 use lacnet_proto::convert::{period_from_proto, policy_to_proto};
 use lacnet_store::Durability;
@@ -134,11 +134,12 @@ async fn apply_chunk(
     let m = &agent.inner().metrics;
     for o in &outcomes {
         match o {
-            Outcome::Rejected(v) => m.rejected.inc(
-                v.first()
-                    .map_or(lacnet_server::metrics::OTHER, |f| rejection_reason(f.kind)),
-            ),
-            _ => m.ingested.inc(),
+            Outcome::Rejected(v) => m
+                .rejected
+                .inc(v.first().map_or(RejectionReason::Other, |f| f.kind.into())),
+            _ => {
+                m.ingested.inc();
+            }
         }
     }
     if changed {
