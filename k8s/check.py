@@ -116,8 +116,24 @@ def binary_of(container):
 # --------------------------------------------------------------------------- static
 
 
+# The server flags both services flatten in (lacnet_server::flags::ServerFlags):
+# each one's variable is the service's ENV_PREFIX plus the field name in capitals.
+SERVER_FLAGS = ROOT / "shared/server/src/flags.rs"
+
+
+def server_flag_fields():
+    text = SERVER_FLAGS.read_text(encoding="utf-8")
+    body = re.search(r"pub struct ServerFlags \{(.*?)\n\}", text, re.S)
+    return re.findall(r"^\s*pub (\w+):", body.group(1), re.M) if body else []
+
+
 def declared_env(config_rs):
-    return set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', config_rs.read_text(encoding="utf-8")))
+    text = config_rs.read_text(encoding="utf-8")
+    names = set(re.findall(r'env\s*=\s*"([A-Z0-9_]+)"', text))
+    prefix = re.search(r'const ENV_PREFIX: &\'static str = "([A-Z0-9_]+)";', text)
+    if prefix and "ServerArgs<" in text:
+        names |= {prefix.group(1) + f.upper() for f in server_flag_fields()}
+    return names
 
 
 def check_static():

@@ -14,29 +14,21 @@
 //! for one cell, written out by hand), and the byte scanner the privacy
 //! checks use ([`Needles`]).
 
-pub mod process;
+pub use lacnet_testkit::process;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Write;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use lacnet_core::disclosure::{Count, Published};
 use lacnet_core::metrics::{Aggregates, METRIC_COUNT, catalogue};
 use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed};
-use lacnet_hub::{Hub, HubError, HubOptions, Registry};
+use lacnet_hub::{HubOptions, Registry};
 use lacnet_proto::common::v1 as pb;
-use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::site::v1 as site;
-use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
-use lacnet_site_agent::{Agent, AgentError, AgentOptions};
+use lacnet_site_agent::AgentOptions;
 use lacnet_tls::dev::{DevCa, bundle};
 use lacnet_tls::{Peer, PemBundle};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// ONS code of Thurrock.
 pub const THURROCK: &str = "E06000034";
@@ -50,12 +42,7 @@ pub const DERBY_ADULTS: u64 = 205_000;
 pub const DAY_SERVICES_PENCE: u64 = 40_000;
 /// Unit cost of reduced GP/A&E use in the test registry (pence).
 pub const GP_PENCE: u64 = 4_000;
-/// Name on the hub's server certificate.
-pub const HUB_NAME: &str = "hub.lacnet";
-/// Name on each agent's server certificate.
-pub const AGENT_NAME: &str = "agent.lacnet";
-/// Longest any bounded poll waits before failing the test.
-pub const POLL_LIMIT: Duration = Duration::from_secs(20);
+pub use lacnet_testkit::{AGENT_NAME, HUB_NAME, POLL_LIMIT};
 
 /// The registry the tests run the hub with: two sites, the network policy
 /// (7 / 5 / secondary suppression), two unit costs and the other outcomes
@@ -182,164 +169,35 @@ impl CouncilPki {
     }
 }
 
-/// Polls gRPC health on `url` until `service` is SERVING (bounded).
-pub async fn wait_serving(url: &str, pem: &PemBundle, server_name: &str, service: &str) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    poll(
-        &format!("{service} at {url} to be SERVING"),
-        move || async move {
-            let channel = lacnet_tls::connect(url, pem, server_name).await.ok()?;
-            let reply = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await
-                .ok()?;
-            (reply.into_inner().status == ServingStatus::Serving as i32).then_some(())
-        },
-    )
-    .await
-}
+pub use lacnet_testkit::{LogCapture, TestAgent, TestHub, poll, wait_serving};
 
-/// Calls `check` every 20 ms until it gives `Some`, failing the test after
-/// [`POLL_LIMIT`]. Readiness and eventual consistency only: never a timing assertion.
-pub async fn poll<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + POLL_LIMIT;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The real hub, served on 127.0.0.1:0.
-pub struct TestHub {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// The open hub (for revisions and the audit log).
-    pub hub: Hub,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), HubError>>,
-}
-
-impl TestHub {
+/// Starting the hub the way these tests do.
+// Only this crate's tests await it, never across a spawn: no Send bound needed.
+#[allow(async_fn_in_trait)]
+pub trait StartHub {
     /// Opens the hub on `data_dir` with the registry at `registry` and serves
     /// it; returns once health says SERVING.
-    pub async fn start(pki: &NetworkPki, data_dir: &Path, registry: &Path) -> TestHub {
+    async fn start(pki: &NetworkPki, data_dir: &Path, registry: &Path) -> TestHub;
+}
+
+impl StartHub for TestHub {
+    async fn start(pki: &NetworkPki, data_dir: &Path, registry: &Path) -> TestHub {
         let registry = Registry::load(registry).unwrap();
-        let hub = Hub::open(HubOptions::new(data_dir, registry, pki.hub.clone())).unwrap();
-        let listener = lacnet_hub::bind_nodelay("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lacnet_hub::serve(
-            listener,
-            hub.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        let t = TestHub {
-            addr,
-            hub,
-            stop,
-            task,
-        };
-        wait_serving(
-            &t.url(),
-            &pki.analyst,
-            HUB_NAME,
-            "lacnet.hub.v1.Submissions",
-        )
-        .await;
-        t
-    }
-
-    /// `https://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    /// A Reports client with `pem` (e.g. the analyst's).
-    pub async fn reports(&self, pem: &PemBundle) -> ReportsClient<Channel> {
-        ReportsClient::new(
-            lacnet_tls::connect(&self.url(), pem, HUB_NAME)
-                .await
-                .unwrap(),
-        )
-    }
-
-    /// Stops serving (draining calls, flushing sled) and hands back the hub.
-    pub async fn stop(self) -> Hub {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-        self.hub
+        let options = HubOptions::new(data_dir, registry, pki.hub.clone());
+        TestHub::serve(options, &pki.analyst, HUB_NAME).await
     }
 }
 
-/// The real site agent, served on 127.0.0.1:0.
-pub struct TestAgent {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// The open agent (for the outbox depth).
-    pub agent: Agent,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
-}
-
-impl TestAgent {
+/// Starting an agent the way these tests do.
+#[allow(async_fn_in_trait)]
+pub trait StartAgent {
     /// Opens the agent and serves it; returns once health says SERVING.
-    pub async fn start(council: &CouncilPki, options: AgentOptions) -> TestAgent {
-        let agent = Agent::open(options).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lacnet_site_agent::serve(
-            listener,
-            agent.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        let t = TestAgent {
-            addr,
-            agent,
-            stop,
-            task,
-        };
-        wait_serving(
-            &t.url(),
-            &council.council,
-            AGENT_NAME,
-            "lacnet.site.v1.SiteAgent",
-        )
-        .await;
-        t
-    }
+    async fn start(council: &CouncilPki, options: AgentOptions) -> TestAgent;
+}
 
-    /// `https://127.0.0.1:<port>`.
-    pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    /// A SiteAgent client with `pem` (the council's or the operator's).
-    pub async fn client(&self, pem: &PemBundle) -> SiteAgentClient<Channel> {
-        SiteAgentClient::new(
-            lacnet_tls::connect(&self.url(), pem, AGENT_NAME)
-                .await
-                .unwrap(),
-        )
-    }
-
-    /// Stops serving (draining, stopping the pusher, flushing) and hands back the agent.
-    pub async fn stop(self) -> Agent {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-        self.agent
+impl StartAgent for TestAgent {
+    async fn start(council: &CouncilPki, options: AgentOptions) -> TestAgent {
+        TestAgent::serve(options, &council.council).await
     }
 }
 
@@ -550,51 +408,6 @@ pub fn published_by_site(
         );
     }
     out
-}
-
-/// Captures every log line of the process (hub and agents alike) for the privacy scan.
-#[derive(Clone, Default)]
-pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
-
-impl LogCapture {
-    /// Installs a global subscriber writing to this capture: lacnet crates at
-    /// TRACE, everything else at INFO. Call once per test binary.
-    pub fn install(&self) {
-        use tracing_subscriber::util::SubscriberInitExt;
-        tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new(
-                "info,lacnet_hub=trace,lacnet_site_agent=trace,lacnet_tls=trace,lacnet_core=trace,lacnet_server=trace",
-            ))
-            .with_ansi(false)
-            .with_writer(self.clone())
-            .finish()
-            .try_init()
-            .unwrap();
-    }
-
-    /// Everything logged so far.
-    pub fn bytes(&self) -> Vec<u8> {
-        self.0.lock().unwrap().clone()
-    }
-}
-
-impl Write for LogCapture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogCapture {
-    type Writer = LogCapture;
-
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
 }
 
 /// Byte strings that must not appear somewhere, each with a label for the

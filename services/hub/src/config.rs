@@ -3,11 +3,9 @@
 //! `main.rs` turns a [`Config`] into [`crate::HubOptions`]; tests build
 //! `HubOptions` directly and never touch this module.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
-
 use clap::{Parser, Subcommand};
+use lacnet_server::flags::{ServerArgs, ServiceFlags};
+use std::path::PathBuf;
 
 /// The `lacnet-hub` command line.
 #[derive(Debug, Clone, Parser)]
@@ -52,19 +50,24 @@ pub struct MissingSetting {
     pub env: &'static str,
 }
 
+/// The hub's environment prefix and server defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct HubFlags;
+
+impl ServiceFlags for HubFlags {
+    const ENV_PREFIX: &'static str = "LACNET_HUB_";
+    const LISTEN: &'static str = "127.0.0.1:8443";
+    const ADMIN_LISTEN: &'static str = "127.0.0.1:9090";
+    const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
+    const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
+}
+
 /// Every setting, each with a `LACNET_HUB_*` environment variable.
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
-    /// gRPC (mTLS) listen address.
-    #[arg(long, env = "LACNET_HUB_LISTEN", default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
-    /// Admin (Prometheus /metrics, /healthz) listen address; plain HTTP, keep it cluster-internal.
-    #[arg(
-        long,
-        env = "LACNET_HUB_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9090"
-    )]
-    pub admin_listen: SocketAddr,
+    /// Listen addresses, request timeout, message size and transport limits.
+    #[command(flatten)]
+    pub server: ServerArgs<HubFlags>,
     /// Directory for the sled database.
     #[arg(long, env = "LACNET_HUB_DATA_DIR", default_value = "./lacnet-hub-data")]
     pub data_dir: PathBuf,
@@ -90,12 +93,6 @@ pub struct Config {
     /// Log JSON lines (for Kubernetes) instead of human-readable text.
     #[arg(long, env = "LACNET_HUB_JSON_LOGS")]
     pub json_logs: bool,
-    /// Largest gRPC message accepted, in bytes.
-    #[arg(long, env = "LACNET_HUB_MAX_MESSAGE_BYTES", default_value_t = crate::DEFAULT_MAX_MESSAGE_BYTES)]
-    pub max_message_bytes: usize,
-    /// Per-request timeout, in seconds.
-    #[arg(long, env = "LACNET_HUB_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
-    pub request_timeout_secs: u64,
     /// Whether sites may see the network comparison (otherwise only their own rows).
     #[arg(
         long,
@@ -143,16 +140,12 @@ impl Config {
     pub fn cache_bytes(&self) -> u64 {
         self.cache_mb.saturating_mul(1024 * 1024)
     }
-
-    /// The request timeout.
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_secs(self.request_timeout_secs)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn defaults_and_switch() {
@@ -167,7 +160,9 @@ mod tests {
         ];
         let c = Cli::try_parse_from(base).unwrap().config;
         assert!(c.sites_see_network);
-        assert_eq!(c.request_timeout(), Duration::from_secs(30));
+        assert_eq!(c.server.request_timeout(), Duration::from_secs(30));
+        assert_eq!(c.server.listen, "127.0.0.1:8443".parse().unwrap());
+        assert_eq!(c.server.transport(), lacnet_tls::TransportLimits::default());
         assert!(c.tls_crls.is_empty());
         assert_eq!(c.cache_bytes(), crate::DEFAULT_CACHE_BYTES);
         let mut args = base.to_vec();

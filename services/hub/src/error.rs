@@ -58,15 +58,12 @@ pub enum HubError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The gRPC server failed.
-    #[error("gRPC server: {0}")]
-    Serve(#[from] tonic::transport::Error),
+    /// The gRPC server failed (or its reflection service could not be built).
+    #[error("{0}")]
+    Serve(#[from] lacnet_server::grpc::ServeError),
     /// The store cannot write (an I/O error or a hung flush); the hub needs a restart.
     #[error("the hub's store cannot write: {0}")]
     Unavailable(String),
-    /// Building the reflection service failed.
-    #[error("gRPC reflection: {0}")]
-    Reflection(String),
 }
 
 impl HubError {
@@ -78,22 +75,50 @@ impl HubError {
         }
     }
 
-    /// A short, closed-set name for metrics labels and audit entries.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of error, for metric labels and audit entries.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            HubError::Unauthenticated(_) => "unauthenticated",
-            HubError::PermissionDenied(_) => "permission_denied",
-            HubError::InvalidArgument { .. } => "invalid_argument",
-            HubError::PolicyViolation(_) => "policy_violation",
-            HubError::Conflict(_) => "conflict",
-            HubError::WrongSeries(_) => "wrong_series",
-            _ => "internal",
+            HubError::Unauthenticated(_) => ErrorKind::Unauthenticated,
+            HubError::PermissionDenied(_) => ErrorKind::PermissionDenied,
+            HubError::InvalidArgument { .. } => ErrorKind::InvalidArgument,
+            HubError::PolicyViolation(_) => ErrorKind::PolicyViolation,
+            HubError::Conflict(_) => ErrorKind::Conflict,
+            HubError::WrongSeries(_) => ErrorKind::WrongSeries,
+            HubError::Registry { .. }
+            | HubError::Tls(_)
+            | HubError::Storage(_)
+            | HubError::Corrupt(_)
+            | HubError::DataDir { .. }
+            | HubError::Serve(_)
+            | HubError::Unavailable(_) => ErrorKind::Internal,
         }
     }
 
     /// Whether this is a refusal of the caller's request (as opposed to our own failure).
     pub fn is_refusal(&self) -> bool {
-        self.kind() != "internal"
+        self.kind() != ErrorKind::Internal
+    }
+}
+
+lacnet_server::closed_label! {
+    /// What kind of error a [`HubError`] is: a refusal of the caller's
+    /// request, named as in metric labels and the audit log, or our own
+    /// failure (`internal`).
+    pub enum ErrorKind {
+        /// No usable lacnet identity.
+        Unauthenticated = "unauthenticated",
+        /// The caller's role may not do this.
+        PermissionDenied = "permission_denied",
+        /// A request field is missing or malformed.
+        InvalidArgument = "invalid_argument",
+        /// Disclosive figures.
+        PolicyViolation = "policy_violation",
+        /// The revision is held with other content.
+        Conflict = "conflict",
+        /// Not the site's series.
+        WrongSeries = "wrong_series",
+        /// A failure inside the hub.
+        Internal = "internal",
     }
 }
 

@@ -55,9 +55,8 @@ use lacnet_proto::hub::v1::reports_server::ReportsServer;
 use lacnet_proto::hub::v1::submissions_server::SubmissionsServer;
 use lacnet_tls::PemBundle;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
-pub use error::HubError;
+pub use error::{ErrorKind, HubError};
 pub use metrics::HubMetrics;
 pub use registry::{Registry, Site, UnitCost};
 pub use store::AuditEvent;
@@ -291,7 +290,8 @@ fn withdraw_other_series(store: &store::Store, registry: &Registry) -> Result<()
 ///
 /// Offers `lacnet.hub.v1.Submissions`, `lacnet.hub.v1.Reports`, gRPC health
 /// (`SERVING` while up, `NOT_SERVING` once shutdown begins) and reflection
-/// v1 and v1alpha listing exactly these services.
+/// v1 and v1alpha listing exactly these services, through
+/// [`lacnet_server::grpc::serve`].
 /// On shutdown it stops accepting, drains in-flight calls and flushes sled.
 /// After a store write failure it goes `NOT_SERVING`, drains, and returns
 /// [`HubError::Unavailable`], so the binary exits non-zero for a restart.
@@ -300,79 +300,43 @@ pub async fn serve(
     hub: Hub,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HubError> {
-    use lacnet_proto::hub::v1::{reports_server, submissions_server};
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let (reflection, reflection_v1alpha) = lacnet_server::reflection::services(
-        &[lacnet_proto::FILE_DESCRIPTOR_SET],
-        &[
-            <SubmissionsServer<submissions::SubmissionsService> as NamedService>::NAME,
-            <ReportsServer<reports::ReportsService> as NamedService>::NAME,
-        ],
-    )
-    .map_err(|e| HubError::Reflection(e.to_string()))?;
     let max = hub.inner.max_message_bytes;
-    let submissions = SubmissionsServer::new(submissions::SubmissionsService::new(hub.clone()))
-        .max_decoding_message_size(max);
-    let reports = ReportsServer::new(reports::ReportsService::new(hub.clone()))
-        .max_decoding_message_size(max);
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    reporter
-        .set_serving::<submissions_server::SubmissionsServer<submissions::SubmissionsService>>()
-        .await;
-    reporter
-        .set_serving::<reports_server::ReportsServer<reports::ReportsService>>()
-        .await;
-    let limits = hub.inner.transport;
-    let incoming = lacnet_tls::incoming_with_limits(listener, hub.inner.tls.clone(), limits);
-    let failed = hub.clone();
-    let draining = async move {
-        // sled keeps failing once a write could not be made: rather than
-        // limp on, stop serving and exit non-zero so the supervisor restarts
-        // the hub, which then reads what is on disk.
-        tokio::select! {
-            () = shutdown => {
-                tracing::info!("shutting down: no new calls, draining in-flight ones");
-            }
-            () = failed.store_failed() => {}
-        }
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        reporter
-            .set_not_serving::<submissions_server::SubmissionsServer<submissions::SubmissionsService>>()
-            .await;
-        reporter
-            .set_not_serving::<reports_server::ReportsServer<reports::ReportsService>>()
-            .await;
+    let services = lacnet_server::grpc::Services::new()
+        .add_service(
+            SubmissionsServer::new(submissions::SubmissionsService::new(hub.clone()))
+                .max_decoding_message_size(max),
+        )
+        .add_service(
+            ReportsServer::new(reports::ReportsService::new(hub.clone()))
+                .max_decoding_message_size(max),
+        );
+    let server = lacnet_server::grpc::GrpcServer {
+        tls: hub.inner.tls.clone(),
+        limits: hub.inner.transport,
+        request_timeout: hub.inner.request_timeout,
+        // Calls end within the request timeout, so connections do too.
+        drain_timeout: hub.inner.request_timeout + DRAIN_GRACE,
+        descriptors: &[lacnet_proto::FILE_DESCRIPTOR_SET],
     };
     tracing::info!(
         sites = hub.registry().sites().len(),
         "hub serving gRPC over mTLS"
     );
-    // Every connection task holds a tracker until it has dropped its clone of the hub.
-    let (tracker, drained) = lacnet_server::drain::tracker();
-    let served = limits
-        .apply(tonic::transport::Server::builder())
-        .timeout(hub.inner.request_timeout)
-        .concurrency_limit_per_connection(limits.max_concurrent_streams as usize)
-        .layer(tracker.layer())
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(submissions)
-        .add_service(reports)
-        .serve_with_incoming_shutdown(incoming, draining)
-        .await;
-    drop(tracker);
-    // Calls end within the request timeout, so connections do too.
-    if !drained
-        .wait_at_most(hub.inner.request_timeout + DRAIN_GRACE)
-        .await
-    {
-        tracing::warn!("connection tasks still hold the hub after the request timeout");
-    }
+    let failed = hub.clone();
+    // sled keeps failing once a write could not be made: rather than limp
+    // on, stop serving and exit non-zero so the supervisor restarts the hub,
+    // which then reads what is on disk.
+    let store_failed = async move { failed.store_failed().await };
+    let served = lacnet_server::grpc::serve(
+        listener,
+        server,
+        services,
+        // Hub::open has opened the store and checked the registry: ready.
+        std::future::ready(()),
+        store_failed,
+        shutdown,
+    )
+    .await;
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;
@@ -380,7 +344,7 @@ pub async fn serve(
     hub.check_store()
 }
 
-/// How long past the request timeout `serve` waits for connection tasks to end.
+/// How long past the request timeout in-flight calls may run once shutdown begins.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port

@@ -42,15 +42,16 @@ async fn main() -> anyhow::Result<()> {
     let tls = lacnet_tls::PemBundle::load(&config.tls_paths()?).context("loading TLS files")?;
     let mut options = HubOptions::new(&config.data_dir, registry, tls);
     options.sites_see_network = config.sites_see_network;
-    options.max_message_bytes = config.max_message_bytes;
-    options.request_timeout = config.request_timeout();
+    options.max_message_bytes = config.server.max_message_bytes;
+    options.request_timeout = config.server.request_timeout();
+    options.transport = config.server.transport();
     options.cache_bytes = config.cache_bytes();
     let hub = Hub::open(options).context("opening the hub")?;
 
     let shutdown = lacnet_server::shutdown::signal_token();
-    let admin = tokio::net::TcpListener::bind(config.admin_listen)
+    let admin = tokio::net::TcpListener::bind(config.server.admin_listen)
         .await
-        .with_context(|| format!("binding the admin port {}", config.admin_listen))?;
+        .with_context(|| format!("binding the admin port {}", config.server.admin_listen))?;
     let admin_addr = admin.local_addr()?;
     let probe = hub.clone();
     let admin = tokio::spawn(lacnet_server::admin::serve_with_health(
@@ -67,8 +68,8 @@ async fn main() -> anyhow::Result<()> {
         lacnet_hub::backup::control_fn(hub.clone()),
         shutdown.clone().cancelled_owned(),
     ));
-    let listener = lacnet_hub::bind_nodelay(config.listen)
-        .with_context(|| format!("binding the gRPC port {}", config.listen))?;
+    let listener = lacnet_hub::bind_nodelay(config.server.listen)
+        .with_context(|| format!("binding the gRPC port {}", config.server.listen))?;
     // With port 0 (tests, several hubs on one host) this is how callers learn the ports.
     tracing::info!(grpc = %listener.local_addr()?, admin = %admin_addr, "listening");
     let served = lacnet_hub::serve(listener, hub, shutdown.clone().cancelled_owned()).await;

@@ -4,40 +4,118 @@
 
 use std::sync::Arc;
 
-use lacnet_server::metrics::{Counter, CounterVec, Histogram, LATENCY_BUCKETS, Registry};
+use lacnet_server::metrics::{
+    ClosedLabelSet, Counter, CounterVec, EncodeLabelSet, Histogram, LATENCY_BUCKETS, Registry,
+};
 
-/// Submission outcomes (the `outcome` label of `lacnet_hub_submissions_total`).
-pub const SUBMISSION_OUTCOMES: &[&str] = &[
-    "new",
-    "duplicate",
-    "superseded",
-    "rejected_unauthenticated",
-    "rejected_permission_denied",
-    "rejected_invalid_argument",
-    "rejected_policy_violation",
-    "rejected_conflict",
-    "rejected_wrong_series",
-    "error",
-];
+use crate::error::ErrorKind;
+use crate::store::StoreOutcome;
 
-/// Refusal reasons (the `reason` label of `lacnet_hub_refusals_total`).
-pub const REFUSAL_REASONS: &[&str] = &[
-    "unauthenticated",
-    "permission_denied",
-    "invalid_argument",
-    "policy_violation",
-    "conflict",
-    "wrong_series",
-];
+lacnet_server::closed_label! {
+    /// Submission outcomes (the `outcome` label of `lacnet_hub_submissions_total`).
+    pub enum SubmissionOutcome {
+        /// Stored as the latest revision.
+        New = "new",
+        /// Already stored with the same content.
+        Duplicate = "duplicate",
+        /// Older than the current revision.
+        Superseded = "superseded",
+        /// Refused: no usable identity.
+        RejectedUnauthenticated = "rejected_unauthenticated",
+        /// Refused: the caller's role may not submit.
+        RejectedPermissionDenied = "rejected_permission_denied",
+        /// Refused: a malformed field.
+        RejectedInvalidArgument = "rejected_invalid_argument",
+        /// Refused: disclosive figures.
+        RejectedPolicyViolation = "rejected_policy_violation",
+        /// Refused: the revision is held with other content.
+        RejectedConflict = "rejected_conflict",
+        /// Refused: not the site's series.
+        RejectedWrongSeries = "rejected_wrong_series",
+        /// Failed inside the hub.
+        Error = "error",
+    }
+}
+
+impl From<StoreOutcome> for SubmissionOutcome {
+    fn from(o: StoreOutcome) -> Self {
+        match o {
+            StoreOutcome::New => SubmissionOutcome::New,
+            StoreOutcome::Duplicate => SubmissionOutcome::Duplicate,
+            StoreOutcome::Superseded => SubmissionOutcome::Superseded,
+        }
+    }
+}
+
+impl From<ErrorKind> for SubmissionOutcome {
+    fn from(kind: ErrorKind) -> Self {
+        match kind {
+            ErrorKind::Unauthenticated => SubmissionOutcome::RejectedUnauthenticated,
+            ErrorKind::PermissionDenied => SubmissionOutcome::RejectedPermissionDenied,
+            ErrorKind::InvalidArgument => SubmissionOutcome::RejectedInvalidArgument,
+            ErrorKind::PolicyViolation => SubmissionOutcome::RejectedPolicyViolation,
+            ErrorKind::Conflict => SubmissionOutcome::RejectedConflict,
+            ErrorKind::WrongSeries => SubmissionOutcome::RejectedWrongSeries,
+            ErrorKind::Internal => SubmissionOutcome::Error,
+        }
+    }
+}
+
+/// The labels of `lacnet_hub_submissions_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What became of the submission.
+    pub outcome: SubmissionOutcome,
+}
+
+impl ClosedLabelSet for OutcomeLabels {
+    fn all() -> Vec<Self> {
+        SubmissionOutcome::ALL
+            .iter()
+            .map(|&outcome| OutcomeLabels { outcome })
+            .collect()
+    }
+}
+
+impl<T: Into<SubmissionOutcome>> From<T> for OutcomeLabels {
+    fn from(outcome: T) -> Self {
+        OutcomeLabels {
+            outcome: outcome.into(),
+        }
+    }
+}
+
+/// The labels of `lacnet_hub_refusals_total`: a refusal's kind (never `internal`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// Why the request was refused.
+    pub reason: ErrorKind,
+}
+
+impl ClosedLabelSet for RefusalLabels {
+    fn all() -> Vec<Self> {
+        ErrorKind::ALL
+            .iter()
+            .filter(|k| **k != ErrorKind::Internal)
+            .map(|&reason| RefusalLabels { reason })
+            .collect()
+    }
+}
+
+impl From<ErrorKind> for RefusalLabels {
+    fn from(reason: ErrorKind) -> Self {
+        RefusalLabels { reason }
+    }
+}
 
 /// Handles to every hub metric.
 #[derive(Debug, Clone)]
 pub struct HubMetrics {
     registry: Arc<Registry>,
     /// Submissions by outcome.
-    pub submissions: CounterVec,
+    pub submissions: CounterVec<OutcomeLabels>,
     /// Refused requests (any RPC) by reason.
-    pub refusals: CounterVec,
+    pub refusals: CounterVec<RefusalLabels>,
     /// Latency of report RPCs, seconds.
     pub report_latency: Histogram,
     /// Latency of submissions, seconds (including the flush to disk).
@@ -54,15 +132,9 @@ impl HubMetrics {
             submissions: registry.counter_vec(
                 "lacnet_hub_submissions_total",
                 "Submissions received, by outcome",
-                "outcome",
-                SUBMISSION_OUTCOMES,
             ),
-            refusals: registry.counter_vec(
-                "lacnet_hub_refusals_total",
-                "Requests refused, by reason",
-                "reason",
-                REFUSAL_REASONS,
-            ),
+            refusals: registry
+                .counter_vec("lacnet_hub_refusals_total", "Requests refused, by reason"),
             report_latency: registry.histogram(
                 "lacnet_hub_report_latency_seconds",
                 "Time to build a report",
@@ -98,13 +170,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_closed_labels() {
+    fn renders_closed_labels_each_from_zero() {
         let m = HubMetrics::new();
-        m.submissions.inc("new");
-        m.submissions.inc("E06000034");
+        m.submissions.inc(SubmissionOutcome::New);
+        m.submissions.inc(ErrorKind::Conflict);
         let text = m.registry().render();
-        assert!(text.contains("lacnet_hub_submissions_total"), "{text}");
-        assert!(!text.contains("E06000034"), "{text}");
-        assert_eq!(m.submissions.get("other"), 1);
+        assert!(
+            text.contains("lacnet_hub_submissions_total{outcome=\"new\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_hub_submissions_total{outcome=\"rejected_conflict\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_hub_refusals_total{reason=\"wrong_series\"} 0\n"),
+            "{text}"
+        );
+        assert!(!text.contains("reason=\"internal\""), "{text}");
+        assert_eq!(m.submissions.get(SubmissionOutcome::Error), 0);
     }
 }

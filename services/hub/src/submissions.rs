@@ -444,7 +444,7 @@ impl Submissions for SubmissionsService {
                     Ok(ReceiptStatus::Duplicate) => StoreOutcome::Duplicate,
                     _ => StoreOutcome::Superseded,
                 };
-                metrics.submissions.inc(outcome.name());
+                metrics.submissions.inc(outcome);
                 tracing::info!(
                     peer = %label,
                     outcome = outcome.name(),
@@ -467,17 +467,7 @@ impl Submissions for SubmissionsService {
                 Ok(tonic::Response::new(receipt))
             }
             Err(e) => {
-                let outcome = match e.kind() {
-                    "internal" => "error",
-                    "unauthenticated" => "rejected_unauthenticated",
-                    "permission_denied" => "rejected_permission_denied",
-                    "invalid_argument" => "rejected_invalid_argument",
-                    "policy_violation" => "rejected_policy_violation",
-                    "conflict" => "rejected_conflict",
-                    "wrong_series" => "rejected_wrong_series",
-                    _ => "error",
-                };
-                metrics.submissions.inc(outcome);
+                metrics.submissions.inc(e.kind());
                 self.hub.refused(
                     "submit",
                     &label,
@@ -516,7 +506,7 @@ mod tests {
         }
         for bad in [0, now + MAX_REVISION_SKEW_MS + 1, u64::MAX] {
             let e = check_revision(bad, now).unwrap_err();
-            assert_eq!(e.kind(), "invalid_argument", "{bad}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{bad}");
             assert!(e.to_string().contains("submission.revision"), "{e}");
         }
         // A clock near the end of time neither wraps nor refuses everything.

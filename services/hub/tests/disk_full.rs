@@ -11,54 +11,13 @@
 
 mod common;
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 use lacnet_hub::HubError;
+use lacnet_testkit::tmpfs::{Tmpfs, fill_up, is_root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
-
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
-
-/// Writes zeros into `path` until the file system is full.
-fn fill_up(path: &Path) {
-    let mut f = std::fs::File::create(path).unwrap();
-    let chunk = vec![0u8; 64 * 1024];
-    loop {
-        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
-            assert_eq!(e.raw_os_error(), Some(28), "expected ENOSPC, got {e}");
-            return;
-        }
-    }
-}
 
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -79,7 +38,7 @@ async fn a_full_disk_fails_readiness_and_ends_serve_with_an_error() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let fs = Tmpfs::mount(&dir.path().join("mnt"), "4m").expect("mount a tmpfs as root");
-    let hub = TestHub::start(&pki, &fs.0.join("data"), |_| {}).await;
+    let hub = TestHub::start(&pki, &fs.path().join("data"), |_| {}).await;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
     let probe = hub.hub.clone();
@@ -100,7 +59,7 @@ async fn a_full_disk_fails_readiness_and_ends_serve_with_an_error() {
             .starts_with("HTTP/1.1 200")
     );
 
-    fill_up(&fs.0.join("filler"));
+    fill_up(&fs.path().join("filler"));
     let mut failure = None;
     for revision in 2..5000 {
         match hub

@@ -3,11 +3,15 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
 use lacnet_core::disclosure::{self, Count, DisclosurePolicy};
 use lacnet_core::metrics::{self, catalogue};
 use lacnet_core::period::Period;
 use lacnet_core::vocab::{Outcome, SupportLevel};
+use lacnet_hub::clock::MockClock;
+use lacnet_hub::metrics::SubmissionOutcome;
 use lacnet_proto::hub::v1 as hub;
 use tonic::Code;
 
@@ -165,8 +169,16 @@ async fn authorisation_cases() {
             .any(|e| e.outcome == "new" && e.site.as_deref() == Some(THURROCK))
     );
     let m = hub.hub.metrics();
-    assert_eq!(m.submissions.get("rejected_permission_denied"), 3);
-    assert_eq!(m.submissions.get("rejected_unauthenticated"), 4);
+    assert_eq!(
+        m.submissions
+            .get(SubmissionOutcome::RejectedPermissionDenied),
+        3
+    );
+    assert_eq!(
+        m.submissions
+            .get(SubmissionOutcome::RejectedUnauthenticated),
+        4
+    );
     hub.stop().await;
 }
 
@@ -283,9 +295,9 @@ async fn duplicate_superseding_and_late_old_revisions() {
     let m = hub.hub.metrics();
     assert_eq!(
         (
-            m.submissions.get("new"),
-            m.submissions.get("duplicate"),
-            m.submissions.get("superseded")
+            m.submissions.get(SubmissionOutcome::New),
+            m.submissions.get(SubmissionOutcome::Duplicate),
+            m.submissions.get(SubmissionOutcome::Superseded)
         ),
         (2, 1, 1)
     );
@@ -296,7 +308,9 @@ async fn duplicate_superseding_and_late_old_revisions() {
 async fn invalid_and_non_disclosive_submissions_are_refused() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
-    let hub = TestHub::start(&pki, dir.path(), |_| {}).await;
+    // Today is fixed, so "the future" is the next quarter, not a far-off year.
+    let clock = MockClock::at_date("2024-06-30").unwrap();
+    let hub = TestHub::start(&pki, dir.path(), move |o| o.clock = Arc::new(clock)).await;
     let agg = aggregates(200, 100, 40, 20);
     let policy = DisclosurePolicy::default();
 
@@ -307,9 +321,9 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
         Code::InvalidArgument,
         "not a site in the network registry",
     );
-    // A period in the future.
+    // A period in the future: the quarter after the clock's today.
     assert_code(
-        hub.submit(&pki.thurrock, submission(THURROCK, "2099-Q1", 1, &agg))
+        hub.submit(&pki.thurrock, submission(THURROCK, "2024-Q3", 1, &agg))
             .await,
         Code::InvalidArgument,
         "submission.period",
@@ -408,7 +422,7 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
         hub.hub
             .metrics()
             .submissions
-            .get("rejected_policy_violation"),
+            .get(SubmissionOutcome::RejectedPolicyViolation),
         3
     );
     hub.stop().await;

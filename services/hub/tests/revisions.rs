@@ -74,7 +74,10 @@ async fn implausible_revisions_are_refused_and_an_honest_one_still_lands() {
     // Nothing was stored, and each refusal was counted.
     assert!(hub.hub.revisions(THURROCK, q1).unwrap().is_empty());
     assert_eq!(
-        hub.hub.metrics().refusals.get("invalid_argument"),
+        hub.hub
+            .metrics()
+            .refusals
+            .get(lacnet_hub::ErrorKind::InvalidArgument),
         4,
         "every refusal counted"
     );

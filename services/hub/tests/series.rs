@@ -44,7 +44,13 @@ async fn a_month_from_a_quarter_site_is_a_failed_precondition() {
             .unwrap()
             .is_empty()
     );
-    assert_eq!(hub.hub.metrics().refusals.get("wrong_series"), 1);
+    assert_eq!(
+        hub.hub
+            .metrics()
+            .refusals
+            .get(lacnet_hub::ErrorKind::WrongSeries),
+        1
+    );
     // Its own series is accepted.
     let r = hub
         .submit(&pki.thurrock, submission(THURROCK, "2024-Q1", 1, &agg))

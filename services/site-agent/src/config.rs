@@ -4,12 +4,12 @@
 //! [`Config::options`]; tests build `AgentOptions` directly. Key material is
 //! never held here: only key ids and the paths of the files holding them.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use lacnet_core::{DisclosurePolicy, Granularity};
+use lacnet_server::flags::{ServerArgs, ServiceFlags};
 
 use crate::{AgentError, AgentOptions, HubTarget};
 
@@ -66,19 +66,25 @@ pub enum Command {
     },
 }
 
+/// The agent's environment prefix and server defaults. A StreamRecords
+/// import must finish within the request timeout, hence its length.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentFlags;
+
+impl ServiceFlags for AgentFlags {
+    const ENV_PREFIX: &'static str = "LACNET_AGENT_";
+    const LISTEN: &'static str = "127.0.0.1:7443";
+    const ADMIN_LISTEN: &'static str = "127.0.0.1:9091";
+    const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
+    const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
+}
+
 /// Every setting, each with a `LACNET_AGENT_*` environment variable.
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
-    /// gRPC (mTLS) listen address for council systems.
-    #[arg(long, env = "LACNET_AGENT_LISTEN", default_value = "127.0.0.1:7443")]
-    pub listen: SocketAddr,
-    /// Admin (Prometheus /metrics, /healthz) listen address; plain HTTP, keep it internal.
-    #[arg(
-        long,
-        env = "LACNET_AGENT_ADMIN_LISTEN",
-        default_value = "127.0.0.1:9091"
-    )]
-    pub admin_listen: SocketAddr,
+    /// Listen addresses, request timeout, message size and transport limits.
+    #[command(flatten)]
+    pub server: ServerArgs<AgentFlags>,
     /// Directory for the sled database.
     #[arg(
         long,
@@ -184,15 +190,9 @@ pub struct Config {
         default_value_t = 60_000
     )]
     pub push_backoff_cap_ms: u64,
-    /// Largest gRPC message accepted, in bytes.
-    #[arg(long, env = "LACNET_AGENT_MAX_MESSAGE_BYTES", default_value_t = crate::DEFAULT_MAX_MESSAGE_BYTES)]
-    pub max_message_bytes: usize,
     /// Most records in one UpsertRecords call.
     #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
-    /// Per-call timeout, in seconds (a StreamRecords import must finish within it).
-    #[arg(long, env = "LACNET_AGENT_REQUEST_TIMEOUT_SECS", default_value_t = 600)]
-    pub request_timeout_secs: u64,
     /// On SIGTERM, how long in-flight calls may take to finish before they are
     /// cut off, in seconds (keep it under Kubernetes' termination grace period).
     #[arg(long, env = "LACNET_AGENT_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
@@ -323,9 +323,10 @@ impl Config {
         o.publish_interval = Duration::from_secs(self.publish_interval_secs.max(1));
         o.push_backoff_base = Duration::from_millis(self.push_backoff_base_ms.max(1));
         o.push_backoff_cap = Duration::from_millis(self.push_backoff_cap_ms.max(1));
-        o.max_message_bytes = self.max_message_bytes;
+        o.max_message_bytes = self.server.max_message_bytes;
         o.max_batch = self.max_batch.max(1);
-        o.request_timeout = Duration::from_secs(self.request_timeout_secs.max(1));
+        o.request_timeout = self.server.request_timeout();
+        o.transport = self.server.transport();
         o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
         o.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
         Ok(o)

@@ -59,12 +59,9 @@ pub enum AgentError {
     /// The agent is shutting down or a background task has stopped.
     #[error("unavailable: {0}")]
     Unavailable(String),
-    /// The gRPC server failed.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// gRPC reflection could not be built.
-    #[error("gRPC reflection: {0}")]
-    Reflection(String),
+    /// The gRPC server failed (or its reflection service could not be built).
+    #[error("{0}")]
+    Serve(#[from] lacnet_server::grpc::ServeError),
     /// No revision number is left above the last one known for a period
     /// (it is already 2^64 − 1): the hub would refuse such a revision anyway.
     #[error("no revision number is left above {last} for {period}")]

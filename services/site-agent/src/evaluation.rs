@@ -48,39 +48,40 @@ pub async fn local_evaluation(
         return Err(AgentError::invalid("span", "must not start in the future"));
     }
     let a = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut agg = PeriodAggregator::with_rules(span, rules, 0);
-        let to = span.end();
-        let mut bands: Option<(AgeBand, AgeBand)> = None;
-        for r in a.store().records() {
-            let r = r?;
-            if from <= r.introduced_on && r.introduced_on <= to {
-                let b = r.age_band;
-                bands = Some(bands.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b))));
+    agent
+        .spawn_blocking(move || {
+            let mut agg = PeriodAggregator::with_rules(span, rules, 0);
+            let to = span.end();
+            let mut bands: Option<(AgeBand, AgeBand)> = None;
+            for r in a.store().records() {
+                let r = r?;
+                if from <= r.introduced_on && r.introduced_on <= to {
+                    let b = r.age_band;
+                    bands = Some(bands.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b))));
+                }
+                agg.add(&r);
             }
-            agg.add(&r);
-        }
-        let counts = agg.finish();
-        let o = a.options();
-        Ok(site::LocalEvaluation {
-            site_code: o.site_code.clone(),
-            span: Some(period_to_proto(span)),
-            from: from.to_string(),
-            to: to.to_string(),
-            inactivity_months: o.inactivity_months,
-            cells: catalogue()
-                .metrics()
-                .iter()
-                .zip(counts.counts.iter())
-                .map(|(def, v)| site::ExactCell {
-                    metric: def.id.clone(),
-                    label: def.label.clone(),
-                    value: *v,
-                })
-                .collect(),
-            youngest_band: bands.map(|(lo, _)| lo.id().to_owned()).unwrap_or_default(),
-            oldest_band: bands.map(|(_, hi)| hi.id().to_owned()).unwrap_or_default(),
+            let counts = agg.finish();
+            let o = a.options();
+            Ok(site::LocalEvaluation {
+                site_code: o.site_code.clone(),
+                span: Some(period_to_proto(span)),
+                from: from.to_string(),
+                to: to.to_string(),
+                inactivity_months: o.inactivity_months,
+                cells: catalogue()
+                    .metrics()
+                    .iter()
+                    .zip(counts.counts.iter())
+                    .map(|(def, v)| site::ExactCell {
+                        metric: def.id.clone(),
+                        label: def.label.clone(),
+                        value: *v,
+                    })
+                    .collect(),
+                youngest_band: bands.map(|(lo, _)| lo.id().to_owned()).unwrap_or_default(),
+                oldest_band: bands.map(|(_, hi)| hi.id().to_owned()).unwrap_or_default(),
+            })
         })
-    })
-    .await?
+        .await?
 }

@@ -29,7 +29,7 @@ use tracing::instrument;
 
 use crate::convert::{record_input, violation};
 use crate::ingest::{self, ApplyContext, Item, Outcome};
-use crate::metrics::rejection_reason;
+use crate::metrics::RejectionReason;
 use crate::{Agent, AgentError, MAX_STREAM_REJECTIONS, STREAM_CHUNK, STREAM_CHUNK_BYTES, publish};
 use lacnet_proto::convert::{period_from_proto, policy_to_proto};
 use lacnet_store::Durability;
@@ -103,7 +103,7 @@ fn prepare_chunk(
 ) -> tokio::task::JoinHandle<Vec<Item>> {
     let a = agent.clone();
     let today = agent.today();
-    tokio::task::spawn_blocking(move || ingest::prepare(&inputs, &a.options().keys, today, threads))
+    agent.spawn_blocking(move || ingest::prepare(&inputs, &a.options().keys, today, threads))
 }
 
 /// Applies prepared items on the store's writer thread; with `durable`,
@@ -136,8 +136,10 @@ async fn apply_chunk(
         match o {
             Outcome::Rejected(v) => m
                 .rejected
-                .inc(v.first().map_or("other", |f| rejection_reason(&f.field))),
-            _ => m.ingested.inc(),
+                .inc(v.first().map_or(RejectionReason::Other, |f| f.kind.into())),
+            _ => {
+                m.ingested.inc();
+            }
         }
     }
     if changed {
@@ -229,7 +231,9 @@ impl SiteAgent for SiteAgentService {
         let (tx, mut rx) =
             tokio::sync::mpsc::channel::<(u64, tokio::task::JoinHandle<Vec<Item>>)>(2);
         let agent = self.agent.clone();
-        let writer = tokio::spawn(async move {
+        // Not spawned: a call cut off at shutdown drops the writer with it,
+        // so no task outlives the call holding the agent (and its store).
+        let writer = async move {
             let mut summary = IngestSummary::default();
             while let Some((base, handle)) = rx.recv().await {
                 let started = Instant::now();
@@ -259,44 +263,48 @@ impl SiteAgent for SiteAgentService {
             }
             agent.flush().await?;
             Ok::<_, AgentError>(summary)
-        });
-        let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
-        let mut chunk_bytes: usize = 0;
-        let mut next: u64 = 0;
-        let mut failed: Option<Status> = None;
-        loop {
-            match stream.message().await {
-                Ok(Some(r)) => {
-                    chunk_bytes += approx_bytes(&r);
-                    chunk.push(record_input(r));
-                    // Bounded by bytes as well as records: a stream of huge
-                    // records must not pile up thousands of them in memory.
-                    if chunk.len() == STREAM_CHUNK || chunk_bytes >= STREAM_CHUNK_BYTES {
-                        chunk_bytes = 0;
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
-                        let n = full.len() as u64;
-                        if tx
-                            .send((next, prepare_chunk(&self.agent, full, 1)))
-                            .await
-                            .is_err()
-                        {
-                            break; // the writer failed; its error is reported below
+        };
+        let reader = async move {
+            let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
+            let mut chunk_bytes: usize = 0;
+            let mut next: u64 = 0;
+            let mut failed: Option<Status> = None;
+            loop {
+                match stream.message().await {
+                    Ok(Some(r)) => {
+                        chunk_bytes += approx_bytes(&r);
+                        chunk.push(record_input(r));
+                        // Bounded by bytes as well as records: a stream of huge
+                        // records must not pile up thousands of them in memory.
+                        if chunk.len() == STREAM_CHUNK || chunk_bytes >= STREAM_CHUNK_BYTES {
+                            chunk_bytes = 0;
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+                            let n = full.len() as u64;
+                            if tx
+                                .send((next, prepare_chunk(&self.agent, full, 1)))
+                                .await
+                                .is_err()
+                            {
+                                break; // the writer failed; its error is reported below
+                            }
+                            next += n;
                         }
-                        next += n;
+                    }
+                    Ok(None) => break,
+                    Err(status) => {
+                        failed = Some(status);
+                        break;
                     }
                 }
-                Ok(None) => break,
-                Err(status) => {
-                    failed = Some(status);
-                    break;
-                }
             }
-        }
-        if failed.is_none() && !chunk.is_empty() {
-            let _ = tx.send((next, prepare_chunk(&self.agent, chunk, 1))).await;
-        }
-        drop(tx);
-        let summary = writer.await.map_err(AgentError::from)?;
+            if failed.is_none() && !chunk.is_empty() {
+                let _ = tx.send((next, prepare_chunk(&self.agent, chunk, 1))).await;
+            }
+            drop(tx);
+            (failed, next)
+        };
+        let (summary, (failed, next)) = tokio::join!(writer, reader);
         if let Some(status) = failed {
             // Chunks before the error are stored (each record is idempotent, so
             // re-sending the whole stream is safe); say where it broke.

@@ -63,8 +63,8 @@ pub use store::Store;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Default most records in one UpsertRecords call.
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
-/// Calls one connection may have in flight; more wait (as at the hub).
-pub const MAX_CONCURRENT_CALLS_PER_CONNECTION: usize = 256;
+/// Default per-call timeout: a StreamRecords import must finish within it.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
 /// Records per durable chunk in StreamRecords.
 pub const STREAM_CHUNK: usize = 4096;
 /// Most bytes of decoded records per StreamRecords chunk (with two chunks in
@@ -165,7 +165,7 @@ impl AgentOptions {
             push_backoff_cap: Duration::from_secs(60),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
-            request_timeout: Duration::from_secs(600),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache_bytes: 64 * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
             transport: lacnet_tls::TransportLimits::default(),
@@ -200,6 +200,10 @@ pub(crate) struct Inner {
     pub(crate) publishing: tokio::sync::Mutex<()>,
     generation: AtomicU64,
     pub(crate) threads: usize,
+    /// Blocking work (pseudonymising, scanning the store). It cannot be
+    /// cancelled, so a call cut off at shutdown leaves it running with its
+    /// clone of the agent; `serve` waits for it before returning.
+    blocking: tokio_util::task::TaskTracker,
 }
 
 /// Seconds since the Unix epoch, now.
@@ -294,6 +298,7 @@ impl Agent {
                 generation: AtomicU64::new(seed + 1),
                 threads,
                 options,
+                blocking: tokio_util::task::TaskTracker::new(),
             }),
         })
     }
@@ -332,6 +337,16 @@ impl Agent {
         self.inner.store.flush().await
     }
 
+    /// Runs `f` on the blocking pool, tracked so that `serve` returns only
+    /// once it has finished (and dropped whatever agent clone it holds).
+    pub(crate) fn spawn_blocking<F, R>(&self, f: F) -> tokio::task::JoinHandle<R>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.inner.blocking.spawn_blocking(f)
+    }
+
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
@@ -354,104 +369,64 @@ impl Inner {
 /// completes, and runs the publisher and the outbox pusher alongside.
 ///
 /// Offers `lacnet.site.v1.SiteAgent`, gRPC health (`NOT_SERVING` until the
-/// store is open, keys loaded and the background tasks started; `NOT_SERVING`
-/// again once shutdown begins) and reflection v1 and v1alpha listing exactly
-/// these services. On shutdown it stops accepting,
-/// drains in-flight calls, stops the background tasks and flushes sled.
+/// background tasks have started; `NOT_SERVING` again once shutdown begins)
+/// and reflection v1 and v1alpha listing exactly these services, through
+/// [`lacnet_server::grpc::serve`]. On shutdown it stops accepting, drains
+/// in-flight calls, stops the background tasks and flushes sled. When it
+/// returns, no task holds the agent but the caller's own handles.
 pub async fn serve(
     listener: TcpListener,
     agent: Agent,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    use lacnet_proto::site::v1::site_agent_server;
-    type Svc = site_agent_server::SiteAgentServer<grpc::SiteAgentService>;
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_not_serving::<Svc>().await;
-    let (reflection, reflection_v1alpha) = lacnet_server::reflection::services(
-        &[lacnet_proto::FILE_DESCRIPTOR_SET],
-        &[<Svc as tonic::server::NamedService>::NAME],
-    )
-    .map_err(|e| AgentError::Reflection(e.to_string()))?;
     let opts = &agent.inner.options;
-    let service = SiteAgentServer::new(grpc::SiteAgentService::new(agent.clone()))
-        .max_decoding_message_size(opts.max_message_bytes);
-
+    let services = lacnet_server::grpc::Services::new().add_service(
+        SiteAgentServer::new(grpc::SiteAgentService::new(agent.clone()))
+            .max_decoding_message_size(opts.max_message_bytes),
+    );
+    let server = lacnet_server::grpc::GrpcServer {
+        tls: agent.inner.server_tls.clone(),
+        limits: opts.transport,
+        request_timeout: opts.request_timeout,
+        drain_timeout: opts.drain_timeout,
+        descriptors: &[lacnet_proto::FILE_DESCRIPTOR_SET],
+    };
     let background = CancellationToken::new();
     let publisher = tokio::spawn(publish::run(agent.clone(), background.clone()));
     let pusher = tokio::spawn(outbox::run(agent.clone(), background.clone()));
-
-    // Agent::open has loaded the keys and opened the store: ready.
-    reporter
-        .set_service_status("", tonic_health::ServingStatus::Serving)
-        .await;
-    reporter.set_serving::<Svc>().await;
-    let limits = opts.transport;
-    let incoming =
-        lacnet_tls::incoming_with_limits(listener, agent.inner.server_tls.clone(), limits);
     let store = agent.store().clone();
     let metrics = agent.metrics().clone();
-    let drain_begun = CancellationToken::new();
-    let drain_signal = drain_begun.clone();
-    let draining = async move {
+    let store_failed = async move {
         // An I/O error from the store is not something this process can
         // recover from (sled keeps failing once its log could not be
         // written): stop serving, drain, and exit non-zero so the supervisor
         // restarts the agent, which rebuilds its state from what is on disk.
-        tokio::select! {
-            () = shutdown => {
-                tracing::info!("shutting down: no new calls, draining in-flight ones");
-            }
-            () = store.failed() => {
-                metrics.store_healthy.set(0);
-                tracing::error!(
-                    error = %store.failure().unwrap_or_default(),
-                    "the store cannot write: NOT_SERVING, draining, then exiting for a restart; check the disk"
-                );
-            }
-        }
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
-        reporter.set_not_serving::<Svc>().await;
-        drain_signal.cancel();
+        store.failed().await;
+        metrics.store_healthy.set(0);
+        tracing::error!(
+            error = %store.failure().unwrap_or_default(),
+            "the store cannot write: NOT_SERVING, draining, then exiting for a restart; check the disk"
+        );
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
-    // Every connection task holds a tracker until it has dropped its clone of the agent.
-    let (tracker, drained) = lacnet_server::drain::tracker();
-    let served = limits
-        .apply(tonic::transport::Server::builder())
-        .timeout(opts.request_timeout)
-        .concurrency_limit_per_connection(MAX_CONCURRENT_CALLS_PER_CONNECTION)
-        .layer(tracker.layer())
-        .add_service(health)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, draining);
-    // A client that keeps a call open must not hold the shutdown for ever.
-    let drain_timeout = opts.drain_timeout;
-    let served = tokio::select! {
-        served = served => served,
-        () = async {
-            drain_begun.cancelled().await;
-            tokio::time::sleep(drain_timeout).await;
-        } => {
-            tracing::warn!(
-                drain_timeout_secs = drain_timeout.as_secs(),
-                "calls still in flight after the drain timeout; cutting them off"
-            );
-            Ok(())
-        }
-    };
-    drop(tracker);
-    // Calls cut off by the drain timeout may still be ending: they get the
-    // same time again, and then the runtime's end drops them.
-    if !drained.wait_at_most(drain_timeout).await {
-        tracing::warn!("connection tasks still hold the agent after the drain timeout");
-    }
+    let served = lacnet_server::grpc::serve(
+        listener,
+        server,
+        services,
+        // Agent::open has loaded the keys and opened the store, and the
+        // background tasks are spawned: ready.
+        std::future::ready(()),
+        store_failed,
+        shutdown,
+    )
+    .await;
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;
+    // Blocking work of calls that were cut off still holds the agent.
+    agent.inner.blocking.close();
+    agent.inner.blocking.wait().await;
+    agent.inner.blocking.reopen();
     if let Some(reason) = agent.store().failure() {
         return Err(AgentError::StoreFailed(reason));
     }

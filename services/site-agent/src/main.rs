@@ -71,9 +71,9 @@ async fn main() -> anyhow::Result<()> {
     let options = c.options().context("loading the configuration")?;
     let agent = Agent::open(options).context("opening the site agent")?;
     let shutdown = lacnet_server::shutdown::signal_token();
-    let admin = tokio::net::TcpListener::bind(c.admin_listen)
+    let admin = tokio::net::TcpListener::bind(c.server.admin_listen)
         .await
-        .with_context(|| format!("binding the admin port {}", c.admin_listen))?;
+        .with_context(|| format!("binding the admin port {}", c.server.admin_listen))?;
     let admin_addr = admin.local_addr()?;
     let probe = agent.clone();
     tokio::spawn(lacnet_server::admin::serve_with_health(
@@ -90,9 +90,9 @@ async fn main() -> anyhow::Result<()> {
         lacnet_site_agent::backup::control_fn(agent.store().clone()),
         shutdown.clone().cancelled_owned(),
     ));
-    let listener = tokio::net::TcpListener::bind(c.listen)
+    let listener = tokio::net::TcpListener::bind(c.server.listen)
         .await
-        .with_context(|| format!("binding the gRPC port {}", c.listen))?;
+        .with_context(|| format!("binding the gRPC port {}", c.server.listen))?;
     tracing::info!(grpc = %listener.local_addr()?, admin = %admin_addr, "listening");
     let served = lacnet_site_agent::serve(listener, agent, shutdown.cancelled_owned()).await;
     // Cut-off calls may still hold the store; the runtime's end drops them,

@@ -5,49 +5,145 @@
 
 use std::sync::Arc;
 
-use lacnet_server::metrics::{Counter, CounterVec, Gauge, Histogram, LATENCY_BUCKETS, Registry};
+use lacnet_core::validate::RecordField;
 
-/// Rejection reasons: `invalid_<field>` for each record field validation checks.
-pub const REJECTION_REASONS: &[&str] = &[
-    "invalid_local_case_id",
-    "invalid_nhs_number",
-    "invalid_introduced_on",
-    "invalid_closed_on",
-    "invalid_support_level",
-    "invalid_age",
-    "invalid_primary_need",
-    "invalid_introduction_source",
-    "invalid_outcomes",
-    "invalid_ward_code",
-];
+use lacnet_server::metrics::{
+    ClosedLabelSet, Counter, CounterVec, EncodeLabelSet, Gauge, Histogram, LATENCY_BUCKETS,
+    Registry,
+};
 
-/// The label for a rejected record whose first violation is on `field`.
-pub fn rejection_reason(field: &str) -> &'static str {
-    let base = field.split('[').next().unwrap_or(field);
-    let base = match base {
-        "age_years" | "year_of_birth" => "age",
-        other => other,
-    };
-    REJECTION_REASONS
-        .iter()
-        .find(|r| r.strip_prefix("invalid_") == Some(base))
-        .copied()
-        .unwrap_or(lacnet_server::metrics::OTHER)
+lacnet_server::closed_label! {
+    /// Why a record was rejected: `invalid_<field>` for the first field that failed.
+    pub enum RejectionReason {
+        /// `local_case_id`.
+        InvalidLocalCaseId = "invalid_local_case_id",
+        /// `nhs_number`.
+        InvalidNhsNumber = "invalid_nhs_number",
+        /// `introduced_on`.
+        InvalidIntroducedOn = "invalid_introduced_on",
+        /// `closed_on`.
+        InvalidClosedOn = "invalid_closed_on",
+        /// `support_level`.
+        InvalidSupportLevel = "invalid_support_level",
+        /// `age_years` or `year_of_birth`.
+        InvalidAge = "invalid_age",
+        /// `primary_need`.
+        InvalidPrimaryNeed = "invalid_primary_need",
+        /// `introduction_source`.
+        InvalidIntroductionSource = "invalid_introduction_source",
+        /// `outcomes`.
+        InvalidOutcomes = "invalid_outcomes",
+        /// `ward_code`.
+        InvalidWardCode = "invalid_ward_code",
+        /// Any other field.
+        Other = "other",
+    }
 }
 
-/// The store's named writes (`lacnet_store::Committer` jobs).
-pub const STORE_WRITES: &[&str] = &[
-    "ingest",
-    "erase",
-    "publish",
-    "flush",
-    "mark_dirty",
-    "outbox_ack",
-    "outbox_dead_letter",
-    "push_error",
-    "retire_key",
-    "backup",
-];
+impl From<RecordField> for RejectionReason {
+    fn from(field: RecordField) -> Self {
+        match field {
+            RecordField::LocalCaseId => RejectionReason::InvalidLocalCaseId,
+            RecordField::NhsNumber => RejectionReason::InvalidNhsNumber,
+            RecordField::IntroducedOn => RejectionReason::InvalidIntroducedOn,
+            RecordField::ClosedOn => RejectionReason::InvalidClosedOn,
+            RecordField::SupportLevel => RejectionReason::InvalidSupportLevel,
+            RecordField::Age => RejectionReason::InvalidAge,
+            RecordField::PrimaryNeed => RejectionReason::InvalidPrimaryNeed,
+            RecordField::IntroductionSource => RejectionReason::InvalidIntroductionSource,
+            RecordField::Outcomes => RejectionReason::InvalidOutcomes,
+            RecordField::WardCode => RejectionReason::InvalidWardCode,
+            RecordField::LastContactOn | RecordField::DatedOutcomes | RecordField::Record => {
+                RejectionReason::Other
+            }
+        }
+    }
+}
+
+/// The labels of `lacnet_agent_records_rejected_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RejectionLabels {
+    /// Why the record was rejected.
+    pub reason: RejectionReason,
+}
+
+impl ClosedLabelSet for RejectionLabels {
+    fn all() -> Vec<Self> {
+        RejectionReason::ALL
+            .iter()
+            .map(|&reason| RejectionLabels { reason })
+            .collect()
+    }
+}
+
+impl<T: Into<RejectionReason>> From<T> for RejectionLabels {
+    fn from(reason: T) -> Self {
+        RejectionLabels {
+            reason: reason.into(),
+        }
+    }
+}
+
+lacnet_server::closed_label! {
+    /// The store's named writes (`lacnet_store::Committer` jobs).
+    pub enum StoreWrite {
+        /// Records ingested.
+        Ingest = "ingest",
+        /// A person erased.
+        Erase = "erase",
+        /// Submissions enqueued.
+        Publish = "publish",
+        /// A flush.
+        Flush = "flush",
+        /// Periods marked for recomputation.
+        MarkDirty = "mark_dirty",
+        /// A push acknowledged.
+        OutboxAck = "outbox_ack",
+        /// A submission dead-lettered.
+        OutboxDeadLetter = "outbox_dead_letter",
+        /// A push error recorded.
+        PushError = "push_error",
+        /// A key retired.
+        RetireKey = "retire_key",
+        /// A backup.
+        Backup = "backup",
+        /// A write this list does not name.
+        Other = "other",
+    }
+}
+
+impl StoreWrite {
+    /// The write a store job's name stands for.
+    pub fn named(name: &str) -> StoreWrite {
+        StoreWrite::ALL
+            .iter()
+            .copied()
+            .find(|w| w.as_str() == name)
+            .unwrap_or(StoreWrite::Other)
+    }
+}
+
+/// The labels of the store write metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// Which write.
+    pub write: StoreWrite,
+}
+
+impl ClosedLabelSet for WriteLabels {
+    fn all() -> Vec<Self> {
+        StoreWrite::ALL
+            .iter()
+            .map(|&write| WriteLabels { write })
+            .collect()
+    }
+}
+
+impl From<StoreWrite> for WriteLabels {
+    fn from(write: StoreWrite) -> Self {
+        WriteLabels { write }
+    }
+}
 
 /// Every metric the agent exports.
 #[derive(Debug, Clone)]
@@ -56,7 +152,7 @@ pub struct AgentMetrics {
     /// Records accepted (new, updated or unchanged).
     pub ingested: Counter,
     /// Records rejected, by reason.
-    pub rejected: CounterVec,
+    pub rejected: CounterVec<RejectionLabels>,
     /// Submissions waiting in the outbox.
     pub outbox_depth: Gauge,
     /// Submissions the hub refused for good (dead letters).
@@ -72,9 +168,9 @@ pub struct AgentMetrics {
     /// Records erased on request.
     pub erased: Counter,
     /// Store writes by name.
-    pub store_writes: CounterVec,
+    pub store_writes: CounterVec<WriteLabels>,
     /// Store writes that failed, by name.
-    pub store_write_failures: CounterVec,
+    pub store_write_failures: CounterVec<WriteLabels>,
     /// Time for a store write to become durable.
     pub store_write_latency: Histogram,
     /// 1 while the store accepts writes, 0 after an I/O failure.
@@ -93,8 +189,6 @@ impl AgentMetrics {
             rejected: registry.counter_vec(
                 "lacnet_agent_records_rejected_total",
                 "Records rejected by validation, by the field that failed.",
-                "reason",
-                REJECTION_REASONS,
             ),
             outbox_depth: registry.gauge(
                 "lacnet_agent_outbox_depth",
@@ -128,14 +222,10 @@ impl AgentMetrics {
             store_writes: registry.counter_vec(
                 "lacnet_agent_store_writes_total",
                 "Writes to the store, by name.",
-                "write",
-                STORE_WRITES,
             ),
             store_write_failures: registry.counter_vec(
                 "lacnet_agent_store_write_failures_total",
                 "Writes to the store that failed, by name.",
-                "write",
-                STORE_WRITES,
             ),
             store_write_latency: registry.histogram(
                 "lacnet_agent_store_write_seconds",
@@ -154,9 +244,10 @@ impl AgentMetrics {
     pub fn store_observer(&self) -> lacnet_store::Observer {
         let m = self.clone();
         std::sync::Arc::new(move |name, took, ok| {
-            m.store_writes.inc(name);
+            let write = StoreWrite::named(name);
+            m.store_writes.inc(write);
             if !ok {
-                m.store_write_failures.inc(name);
+                m.store_write_failures.inc(write);
             }
             m.store_write_latency.observe(took.as_secs_f64());
         })
@@ -179,17 +270,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_come_from_the_closed_set() {
-        assert_eq!(rejection_reason("nhs_number"), "invalid_nhs_number");
-        assert_eq!(rejection_reason("outcomes[3]"), "invalid_outcomes");
-        assert_eq!(rejection_reason("year_of_birth"), "invalid_age");
-        assert_eq!(rejection_reason("9434765919"), "other");
+    fn labels_come_from_the_closed_sets_each_from_zero() {
         let m = AgentMetrics::new();
-        m.rejected.inc(rejection_reason("ward_code"));
-        assert!(
-            m.registry()
-                .render()
-                .contains("reason=\"invalid_ward_code\"} 1")
+        m.rejected.inc(RecordField::WardCode);
+        m.rejected.inc(RecordField::DatedOutcomes);
+        (m.store_observer())("ingest", std::time::Duration::from_millis(1), false);
+        (m.store_observer())("no_such_write", std::time::Duration::from_millis(1), true);
+        let text = m.registry().render();
+        for line in [
+            "lacnet_agent_records_rejected_total{reason=\"invalid_ward_code\"} 1\n",
+            "lacnet_agent_records_rejected_total{reason=\"other\"} 1\n",
+            "lacnet_agent_records_rejected_total{reason=\"invalid_age\"} 0\n",
+            "lacnet_agent_store_writes_total{write=\"ingest\"} 1\n",
+            "lacnet_agent_store_write_failures_total{write=\"ingest\"} 1\n",
+            "lacnet_agent_store_writes_total{write=\"other\"} 1\n",
+            "lacnet_agent_outbox_depth 0\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in {text}");
+        }
+        assert_eq!(m.rejected.get(RejectionReason::InvalidAge), 0);
+        assert_eq!(
+            RejectionReason::from(RecordField::Age),
+            RejectionReason::InvalidAge
         );
     }
 }

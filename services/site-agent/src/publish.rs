@@ -306,7 +306,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     // Scan off the writer thread: a change meanwhile re-marks its periods
     // with a newer generation, which the clear below leaves in place.
     let a = agent.clone();
-    let decided = tokio::task::spawn_blocking(move || -> Result<Vec<Decided>, AgentError> {
+    let decided = agent.spawn_blocking(move || -> Result<Vec<Decided>, AgentError> {
         let o = a.options();
         let mut generations: HashMap<Period, Option<u64>> =
             dirty.iter().map(|(p, g)| (*p, Some(*g))).collect();
@@ -435,38 +435,39 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
         return Err(AgentError::invalid("period", "must not be in the future"));
     }
     let a = agent.clone();
-    tokio::task::spawn_blocking(move || {
-        let store = &a.inner().store;
-        let (view, truth) = released(&a, &[period])?;
-        let counts = truth.get(&period).cloned().unwrap_or_default();
-        let published = view.protect(period, &counts)?;
-        let o = a.options();
-        let digest = submission::digest(&o.site_code, period, &o.policy, &published);
-        let last = store.last_submission(period)?;
-        let last_truth = store.published_truth(period)?;
-        let decision = decide(
-            period,
-            a.today(),
-            o.embargo_days,
-            &o.policy,
-            &counts,
-            last_truth.as_deref(),
-            &digest,
-            last.as_ref().map(|l| l.digest.as_str()),
-        );
-        let submission = match last {
-            Some(l) if l.digest == digest => l,
-            last => {
-                let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
-                build(&a, period, &published, digest, revision)
-            }
-        };
-        Ok(Preview {
-            submission,
-            decision,
+    agent
+        .spawn_blocking(move || {
+            let store = &a.inner().store;
+            let (view, truth) = released(&a, &[period])?;
+            let counts = truth.get(&period).cloned().unwrap_or_default();
+            let published = view.protect(period, &counts)?;
+            let o = a.options();
+            let digest = submission::digest(&o.site_code, period, &o.policy, &published);
+            let last = store.last_submission(period)?;
+            let last_truth = store.published_truth(period)?;
+            let decision = decide(
+                period,
+                a.today(),
+                o.embargo_days,
+                &o.policy,
+                &counts,
+                last_truth.as_deref(),
+                &digest,
+                last.as_ref().map(|l| l.digest.as_str()),
+            );
+            let submission = match last {
+                Some(l) if l.digest == digest => l,
+                last => {
+                    let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
+                    build(&a, period, &published, digest, revision)
+                }
+            };
+            Ok(Preview {
+                submission,
+                decision,
+            })
         })
-    })
-    .await?
+        .await?
 }
 
 /// The publisher task: debounced after changes, and on a schedule.

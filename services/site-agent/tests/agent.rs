@@ -8,6 +8,7 @@ use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_site_agent::RetireOutcome;
+use lacnet_site_agent::metrics::RejectionReason;
 
 #[tokio::test]
 async fn a_mixed_batch_gets_a_verdict_per_record_and_keeps_the_valid_ones() {
@@ -63,10 +64,11 @@ async fn a_mixed_batch_gets_a_verdict_per_record_and_keeps_the_valid_ones() {
     let m = agent.agent.metrics();
     assert_eq!(m.ingested.get(), 2);
     assert_eq!(
-        m.rejected.get("invalid_nhs_number") + m.rejected.get("invalid_support_level"),
+        m.rejected.get(RejectionReason::InvalidNhsNumber)
+            + m.rejected.get(RejectionReason::InvalidSupportLevel),
         1
     );
-    assert_eq!(m.rejected.get("invalid_introduced_on"), 1);
+    assert_eq!(m.rejected.get(RejectionReason::InvalidIntroducedOn), 1);
     agent.stop().await;
 }
 

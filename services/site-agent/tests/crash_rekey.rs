@@ -102,8 +102,7 @@ async fn updates_and_rekeys_survive_sigkill_without_duplicates() {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        p.child.kill().unwrap();
-        p.child.wait().unwrap();
+        p.kill();
         writer.await.unwrap();
         next = acked.lock().unwrap().iter().max().map_or(0, |m| m + 1);
     }

@@ -11,8 +11,6 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use common::process::AgentProcess;
@@ -20,42 +18,7 @@ use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
-
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .status()
-            .is_ok_and(|s| s.success());
-        ok.then(|| Tmpfs(at.to_path_buf()))
-    }
-
-    fn resize(&self, size: &str) {
-        let ok = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(&self.0)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
-}
+use lacnet_testkit::tmpfs::{Tmpfs, is_root};
 
 fn batch(b: usize) -> Vec<site::Record> {
     (0..500)
@@ -92,7 +55,7 @@ async fn a_full_disk_fails_health_and_exits_and_keeps_what_was_acknowledged() {
     // In process: health and /healthz follow the store.
     let fs = Tmpfs::mount(&dir.path().join("mnt-a"), "6m").expect("mount a tmpfs as root");
     let keys = ring(&[("k1", &dir.path().join("k1"))]);
-    let agent = TestAgent::start(&pki, options(&pki, &fs.0.join("data"), keys)).await;
+    let agent = TestAgent::start(&pki, options(&pki, &fs.path().join("data"), keys)).await;
     let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin_addr = admin.local_addr().unwrap();
     let probe = agent.agent.clone();
@@ -126,7 +89,7 @@ async fn a_full_disk_fails_health_and_exits_and_keeps_what_was_acknowledged() {
 
     // The binary: exits non-zero on its own, and a restart with space keeps everything.
     let fs = Tmpfs::mount(&dir.path().join("mnt-b"), "6m").expect("mount a tmpfs as root");
-    let data = fs.0.join("data");
+    let data = fs.path().join("data");
     let mut p = AgentProcess::spawn(
         dir.path(),
         &data,

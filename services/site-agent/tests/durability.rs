@@ -5,6 +5,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::process::AgentProcess;
 use common::*;
@@ -52,8 +53,7 @@ async fn every_acknowledged_record_survives_sigkill() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    agent.child.kill().unwrap(); // SIGKILL
-    agent.child.wait().unwrap();
+    agent.kill(); // SIGKILL
     ingest.await.unwrap();
     let acked = acked.lock().unwrap().clone();
     assert!(
@@ -91,6 +91,8 @@ async fn every_acknowledged_record_survives_sigkill() {
     }
     // SIGTERM: a graceful stop.
     agent.terminate();
-    let exit = agent.child.wait().unwrap();
+    let exit = agent
+        .wait_for_exit(Duration::from_secs(60))
+        .expect("the agent did not exit after SIGTERM");
     assert!(exit.success(), "graceful stop failed: {exit:?}");
 }

@@ -210,7 +210,7 @@ async fn superseded_content_is_reissued_above_the_hubs_revision() {
     )
     .unwrap();
     ahead.revision = now_ms + 3_600_000;
-    let r = hub.submit(&pki, ahead.clone()).await.unwrap();
+    let r = hub.submit(&pki.site, ahead.clone()).await.unwrap();
     assert_eq!(r.status(), lacnet_proto::hub::v1::ReceiptStatus::New);
 
     // This agent's figures differ; its own clock gives a lower revision.

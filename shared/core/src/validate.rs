@@ -121,19 +121,81 @@ impl fmt::Debug for RecordInput {
     }
 }
 
+/// The record field a rule is about: a closed set, so a caller counts
+/// violations by kind (a metric label) without parsing the field path back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordField {
+    /// `local_case_id`.
+    LocalCaseId,
+    /// `nhs_number`.
+    NhsNumber,
+    /// `introduced_on`.
+    IntroducedOn,
+    /// `closed_on`.
+    ClosedOn,
+    /// `last_contact_on`.
+    LastContactOn,
+    /// `support_level`.
+    SupportLevel,
+    /// `age_years`, `year_of_birth` or their absence.
+    Age,
+    /// `primary_need`.
+    PrimaryNeed,
+    /// `introduction_source`.
+    IntroductionSource,
+    /// `outcomes`.
+    Outcomes,
+    /// `dated_outcomes`.
+    DatedOutcomes,
+    /// `ward_code`.
+    WardCode,
+    /// The record as a whole (e.g. its size).
+    Record,
+}
+
+impl RecordField {
+    /// The proto field name.
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordField::LocalCaseId => "local_case_id",
+            RecordField::NhsNumber => "nhs_number",
+            RecordField::IntroducedOn => "introduced_on",
+            RecordField::ClosedOn => "closed_on",
+            RecordField::LastContactOn => "last_contact_on",
+            RecordField::SupportLevel => "support_level",
+            RecordField::Age => "age",
+            RecordField::PrimaryNeed => "primary_need",
+            RecordField::IntroductionSource => "introduction_source",
+            RecordField::Outcomes => "outcomes",
+            RecordField::DatedOutcomes => "dated_outcomes",
+            RecordField::WardCode => "ward_code",
+            RecordField::Record => "record",
+        }
+    }
+}
+
 /// One broken rule: the proto field name and a reason that never quotes a
 /// sensitive value. Displays as `field: reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
-    /// Proto field name, e.g. `nhs_number` or `outcomes[2]`.
+    /// Which field the rule is about.
+    pub kind: RecordField,
+    /// Proto field path, e.g. `nhs_number` or `outcomes[2]`.
     pub field: String,
     /// What is wrong, without the offending value.
     pub reason: String,
 }
 
 impl FieldViolation {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    fn new(kind: RecordField, reason: impl Into<String>) -> Self {
+        FieldViolation::at(kind, kind.name(), reason)
+    }
+
+    /// A violation at a path inside `kind` (an element, or a named variant
+    /// such as `age_years`).
+    fn at(kind: RecordField, field: impl Into<String>, reason: impl Into<String>) -> Self {
         FieldViolation {
+            kind,
             field: field.into(),
             reason: reason.into(),
         }
@@ -282,23 +344,36 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
     let local_case_id = check_local_case_id(&input.local_case_id, &mut v);
     let nhs = check_nhs_number(input.nhs_number.as_deref(), &mut v);
 
-    let introduced_on = match parse_date(&input.introduced_on, "introduced_on", today, &mut v) {
+    let introduced_on = match parse_date(
+        &input.introduced_on,
+        (RecordField::IntroducedOn, RecordField::IntroducedOn.name()),
+        today,
+        &mut v,
+    ) {
         Some(d) => Some(d),
         None if input.introduced_on.is_empty() => {
-            v.push(FieldViolation::new("introduced_on", "is required"));
+            v.push(FieldViolation::new(
+                RecordField::IntroducedOn,
+                "is required",
+            ));
             None
         }
         None => None,
     };
     let closed_on = match input.closed_on.as_deref() {
         None | Some("") => None,
-        Some(s) => parse_date(s, "closed_on", today, &mut v),
+        Some(s) => parse_date(
+            s,
+            (RecordField::ClosedOn, RecordField::ClosedOn.name()),
+            today,
+            &mut v,
+        ),
     };
     if let (Some(i), Some(c)) = (introduced_on, closed_on)
         && c < i
     {
         v.push(FieldViolation::new(
-            "closed_on",
+            RecordField::ClosedOn,
             "must not be before introduced_on",
         ));
     }
@@ -306,19 +381,19 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
     let age_band = check_age(input.age, introduced_on, &mut v);
     let support_level = check_enum(
         input.support_level,
-        "support_level",
+        RecordField::SupportLevel,
         SupportLevel::from_code,
         &mut v,
     );
     let primary_need = check_enum(
         input.primary_need,
-        "primary_need",
+        RecordField::PrimaryNeed,
         PrimaryNeed::from_code,
         &mut v,
     );
     let source = check_enum(
         input.introduction_source,
-        "introduction_source",
+        RecordField::IntroductionSource,
         IntroductionSource::from_code,
         &mut v,
     );
@@ -333,13 +408,21 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
     );
     let last_contact_on = match input.last_contact_on.as_deref() {
         None | Some("") => None,
-        Some(s) => parse_date(s, "last_contact_on", today, &mut v),
+        Some(s) => parse_date(
+            s,
+            (
+                RecordField::LastContactOn,
+                RecordField::LastContactOn.name(),
+            ),
+            today,
+            &mut v,
+        ),
     };
     if let (Some(i), Some(c)) = (introduced_on, last_contact_on)
         && c < i
     {
         v.push(FieldViolation::new(
-            "last_contact_on",
+            RecordField::LastContactOn,
             "must not be before introduced_on",
         ));
     }
@@ -403,7 +486,11 @@ fn check_dated_outcomes(
     let mut push = |v: &mut Vec<FieldViolation>, field: String, reason: String| {
         problems += 1;
         if problems <= MAX_ITEM_VIOLATIONS {
-            v.push(FieldViolation::new(field, reason));
+            v.push(FieldViolation::at(
+                RecordField::DatedOutcomes,
+                field,
+                reason,
+            ));
         }
     };
     for (i, (code, on)) in dated.iter().enumerate() {
@@ -432,7 +519,12 @@ fn check_dated_outcomes(
             continue;
         }
         let mut scratch = Vec::new();
-        let Some(d) = parse_date(on, &field, today, &mut scratch) else {
+        let Some(d) = parse_date(
+            on,
+            (RecordField::DatedOutcomes, &field),
+            today,
+            &mut scratch,
+        ) else {
             for s in scratch {
                 push(v, s.field, s.reason);
             }
@@ -449,7 +541,7 @@ fn check_dated_outcomes(
     let more = problems.saturating_sub(MAX_ITEM_VIOLATIONS);
     if more > 0 {
         v.push(FieldViolation::new(
-            "dated_outcomes",
+            RecordField::DatedOutcomes,
             format!("{more} more problems (only the first {MAX_ITEM_VIOLATIONS} are listed)"),
         ));
     }
@@ -469,13 +561,17 @@ fn check_outcomes(codes: &[i32], v: &mut Vec<FieldViolation>) -> OutcomeSet {
         };
         problems += 1;
         if problems <= MAX_ITEM_VIOLATIONS {
-            v.push(FieldViolation::new(format!("outcomes[{i}]"), reason));
+            v.push(FieldViolation::at(
+                RecordField::Outcomes,
+                format!("outcomes[{i}]"),
+                reason,
+            ));
         }
     }
     let more = problems.saturating_sub(MAX_ITEM_VIOLATIONS);
     if more > 0 {
         v.push(FieldViolation::new(
-            "outcomes",
+            RecordField::Outcomes,
             format!("{more} more repeated or unknown outcomes (only the first {MAX_ITEM_VIOLATIONS} are listed)"),
         ));
     }
@@ -491,7 +587,7 @@ fn cap_violations(v: &mut Vec<FieldViolation>) {
     let dropped = v.len() - (MAX_VIOLATIONS_PER_RECORD - 1);
     v.truncate(MAX_VIOLATIONS_PER_RECORD - 1);
     v.push(FieldViolation::new(
-        "record",
+        RecordField::Record,
         format!("{dropped} more violations not listed"),
     ));
 }
@@ -500,17 +596,17 @@ fn check_local_case_id(raw: &str, v: &mut Vec<FieldViolation>) -> Option<String>
     let id = raw.trim();
     let before = v.len();
     if id.is_empty() {
-        v.push(FieldViolation::new("local_case_id", "is required"));
+        v.push(FieldViolation::new(RecordField::LocalCaseId, "is required"));
     } else {
         if id.chars().count() > MAX_LOCAL_CASE_ID_CHARS {
             v.push(FieldViolation::new(
-                "local_case_id",
+                RecordField::LocalCaseId,
                 format!("must be at most {MAX_LOCAL_CASE_ID_CHARS} characters"),
             ));
         }
         if id.chars().any(char::is_control) {
             v.push(FieldViolation::new(
-                "local_case_id",
+                RecordField::LocalCaseId,
                 "must not contain control characters",
             ));
         }
@@ -528,14 +624,14 @@ fn check_nhs_number(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<St
     }
     if digits.len() != 10 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         v.push(FieldViolation::new(
-            "nhs_number",
+            RecordField::NhsNumber,
             "must be 10 digits (spaces and hyphens are allowed between them)",
         ));
         return None;
     }
     if !nhs_number_is_valid(&digits) {
         v.push(FieldViolation::new(
-            "nhs_number",
+            RecordField::NhsNumber,
             "fails the modulus-11 check",
         ));
         return None;
@@ -543,19 +639,25 @@ fn check_nhs_number(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<St
     Some(digits)
 }
 
-fn parse_date(raw: &str, field: &str, today: Date, v: &mut Vec<FieldViolation>) -> Option<Date> {
+fn parse_date(
+    raw: &str,
+    (kind, field): (RecordField, &str),
+    today: Date,
+    v: &mut Vec<FieldViolation>,
+) -> Option<Date> {
     if raw.is_empty() {
         return None;
     }
     match Date::parse(raw) {
         Ok(d) if d > today => {
-            v.push(FieldViolation::new(field, "must not be in the future"));
+            v.push(FieldViolation::at(kind, field, "must not be in the future"));
             None
         }
         // A date before the first reporting period would fall in a period the
         // hub refuses, and is a typo or a default (0001-01-01) anyway.
         Ok(d) if d.year() < Period::MIN_YEAR => {
-            v.push(FieldViolation::new(
+            v.push(FieldViolation::at(
+                kind,
                 field,
                 format!(
                     "must not be before {}-01-01, the start of the earliest reporting period",
@@ -566,7 +668,7 @@ fn parse_date(raw: &str, field: &str, today: Date, v: &mut Vec<FieldViolation>) 
         }
         Ok(d) => Some(d),
         Err(e) => {
-            v.push(FieldViolation::new(field, e.to_string()));
+            v.push(FieldViolation::at(kind, field, e.to_string()));
             None
         }
     }
@@ -580,14 +682,15 @@ fn check_age(
     match age {
         None => {
             v.push(FieldViolation::new(
-                "age",
+                RecordField::Age,
                 "one of age_years or year_of_birth is required",
             ));
             None
         }
         Some(AgeInput::Years(years)) => {
             if years > MAX_AGE_YEARS {
-                v.push(FieldViolation::new(
+                v.push(FieldViolation::at(
+                    RecordField::Age,
                     "age_years",
                     format!("must be between 0 and {MAX_AGE_YEARS}"),
                 ));
@@ -600,7 +703,8 @@ fn check_age(
             // the record is refused for introduced_on already.
             let year = introduced_on?.year();
             if yob > year {
-                v.push(FieldViolation::new(
+                v.push(FieldViolation::at(
+                    RecordField::Age,
                     "year_of_birth",
                     "must not be after the year of introduction",
                 ));
@@ -608,7 +712,8 @@ fn check_age(
             }
             let age = i64::from(year) - i64::from(yob);
             if age > i64::from(MAX_AGE_YEARS) {
-                v.push(FieldViolation::new(
+                v.push(FieldViolation::at(
+                    RecordField::Age,
                     "year_of_birth",
                     format!("gives an age over {MAX_AGE_YEARS} at introduction"),
                 ));
@@ -630,7 +735,7 @@ fn unknown_enum_reason(code: i32) -> String {
 
 fn check_enum<T>(
     code: i32,
-    field: &str,
+    field: RecordField,
     from_code: fn(i32) -> Option<T>,
     v: &mut Vec<FieldViolation>,
 ) -> Option<T> {
@@ -656,7 +761,7 @@ fn check_ward_code(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<Str
     }
     if !ward_code_is_valid(&code) {
         v.push(FieldViolation::new(
-            "ward_code",
+            RecordField::WardCode,
             "must be an ONS ward code (E05, W05, S13 or N08 followed by six digits)",
         ));
         return None;
@@ -970,7 +1075,7 @@ mod tests {
     #[test]
     fn the_per_record_cap_keeps_a_count_of_what_it_dropped() {
         let mut v: Vec<FieldViolation> = (0..40)
-            .map(|i| FieldViolation::new(format!("f{i}"), "bad"))
+            .map(|i| FieldViolation::at(RecordField::Record, format!("f{i}"), "bad"))
             .collect();
         cap_violations(&mut v);
         assert_eq!(v.len(), MAX_VIOLATIONS_PER_RECORD);
@@ -984,7 +1089,7 @@ mod tests {
                 40 - (MAX_VIOLATIONS_PER_RECORD - 1)
             )
         );
-        let mut few = vec![FieldViolation::new("a", "b")];
+        let mut few = vec![FieldViolation::at(RecordField::Record, "a", "b")];
         cap_violations(&mut few);
         assert_eq!(few.len(), 1);
     }

@@ -118,12 +118,12 @@ fn route(
     // hyper leaves the body out of a HEAD response, keeping its content-length.
     match req.uri().path() {
         "/metrics" => {
-            let mut body = registry.render();
-            crate::process::render(&mut body);
-            let mut r = text(StatusCode::OK, body);
+            let mut r = text(StatusCode::OK, registry.render());
             r.headers_mut().insert(
                 CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4"),
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }

@@ -1,13 +1,15 @@
 //! `lacnet-server`: the plumbing every lacnet service shares, so the services
 //! themselves hold only their domain.
 //!
+//! - [`grpc`]: the one gRPC-over-mTLS `serve` the hub and the agent share.
+//! - [`flags`]: the server flags they share, with defaults written once.
 //! - [`telemetry`]: `tracing` with an `EnvFilter`; human output on a terminal,
 //!   JSON lines in Kubernetes.
-//! - [`metrics`]: a small Prometheus registry. Label values come from closed
-//!   sets fixed at registration, so data can never become a label.
+//! - [`metrics`]: Prometheus metrics through `prometheus-client`. Label
+//!   values are enums of closed sets, so data can never become a label.
 //! - [`admin`]: the admin port (`/metrics`, `/healthz`), separate from gRPC.
-//! - [`process`]: process metrics (resident memory, threads, open files)
-//!   from `/proc/self`, added to every `/metrics` scrape.
+//! - [`process`]: process metrics (resident memory, CPU time, open files,
+//!   start time) from `/proc`, collected at every `/metrics` scrape.
 //! - [`reflection`]: gRPC reflection v1 and v1alpha, listing only the
 //!   services a server really serves.
 //! - [`shutdown`]: a `CancellationToken` fired by SIGTERM or Ctrl-C.
@@ -18,6 +20,8 @@
 
 pub mod admin;
 pub mod drain;
+pub mod flags;
+pub mod grpc;
 pub mod metrics;
 pub mod process;
 pub mod reflection;

@@ -1,137 +1,167 @@
-//! A small Prometheus registry: counters, gauges, one-label counter vectors
-//! and histograms, rendered in the text exposition format.
+//! Prometheus metrics through `prometheus-client`, with label values from
+//! closed sets.
 //!
-//! Deliberately closed: a counter vector's label values are fixed when it is
-//! registered, and anything else is counted under `other`. No code path can
-//! turn a record's content (an identifier, an age, a ward) into a label.
+//! A labelled counter is a [`CounterVec`] over a label set whose values are
+//! enums (made with [`closed_label!`](crate::closed_label)); every value is
+//! registered at zero, so each series exists from the first scrape and no
+//! code path can turn a record's content (an identifier, an age, a ward)
+//! into a label. [`Registry::render`] writes the OpenMetrics text, with the
+//! process metrics of [`crate::process`] collected at each scrape.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-/// The label value that unknown values are counted under.
+pub use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::family::Family;
+pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
+
+/// The label value for anything outside a set's known values.
 pub const OTHER: &str = "other";
 
-/// A monotonically increasing count.
-#[derive(Clone, Debug, Default)]
-pub struct Counter(Arc<AtomicU64>);
-
-impl Counter {
-    /// Adds one.
-    pub fn inc(&self) {
-        self.inc_by(1);
-    }
-
-    /// Adds `n`.
-    pub fn inc_by(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// A value that goes up and down.
-#[derive(Clone, Debug, Default)]
-pub struct Gauge(Arc<AtomicI64>);
-
-impl Gauge {
-    /// Sets the value.
-    pub fn set(&self, v: i64) {
-        self.0.store(v, Ordering::Relaxed);
-    }
-
-    /// Adds one.
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Subtracts one.
-    pub fn dec(&self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-/// Counters keyed by one label whose values are fixed at registration.
-#[derive(Clone, Debug)]
-pub struct CounterVec {
-    values: Arc<[&'static str]>,
-    counts: Arc<[AtomicU64]>,
-}
-
-impl CounterVec {
-    /// Adds one under `label_value`, or under `other` if it is not one of the
-    /// registered values.
-    pub fn inc(&self, label_value: &str) {
-        self.inc_by(label_value, 1);
-    }
-
-    /// Adds `n` under `label_value` (or `other`).
-    pub fn inc_by(&self, label_value: &str, n: u64) {
-        let slot = self
-            .values
-            .iter()
-            .position(|v| *v == label_value)
-            .unwrap_or(self.values.len() - 1);
-        self.counts[slot].fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// The count under `label_value` (or `other`).
-    pub fn get(&self, label_value: &str) -> u64 {
-        let slot = self
-            .values
-            .iter()
-            .position(|v| *v == label_value)
-            .unwrap_or(self.values.len() - 1);
-        self.counts[slot].load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug)]
-struct HistogramInner {
-    bounds: Vec<f64>,
-    buckets: Vec<AtomicU64>,
-    count: AtomicU64,
-    sum_bits: AtomicU64,
-}
-
-/// A distribution of observations (typically seconds) in fixed buckets.
-#[derive(Clone, Debug)]
-pub struct Histogram(Arc<HistogramInner>);
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, value: f64) {
-        let inner = &self.0;
-        if let Some(i) = inner.bounds.iter().position(|b| value <= *b) {
-            inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+/// Defines an enum of label values with their text (`New = "new"`), every
+/// value in `ALL`, and its [`EncodeLabelValue`]. Variants keep Rust's names;
+/// the text is what Prometheus sees.
+#[macro_export]
+macro_rules! closed_label {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident = $text:literal ),+ $(,)?
         }
-        inner.count.fetch_add(1, Ordering::Relaxed);
-        let mut current = inner.sum_bits.load(Ordering::Relaxed);
-        loop {
-            let next = (f64::from_bits(current) + value).to_bits();
-            match inner.sum_bits.compare_exchange_weak(
-                current,
-                next,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => break,
-                Err(seen) => current = seen,
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        $vis enum $name {
+            $( $(#[$vmeta])* $variant ),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The label value Prometheus sees.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
             }
         }
+
+        impl $crate::metrics::EncodeLabelValue for $name {
+            fn encode(
+                &self,
+                encoder: &mut $crate::metrics::LabelValueEncoder<'_>,
+            ) -> ::std::result::Result<(), ::std::fmt::Error> {
+                ::std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    };
+}
+
+/// A label set every value of which is known in advance.
+pub trait ClosedLabelSet:
+    EncodeLabelSet + Clone + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Every label set the metric can have.
+    fn all() -> Vec<Self>;
+}
+
+/// Counters keyed by a closed label set, each registered at zero.
+#[derive(Debug, Clone)]
+pub struct CounterVec<L: ClosedLabelSet> {
+    family: Family<L, Counter>,
+}
+
+impl<L: ClosedLabelSet> CounterVec<L> {
+    /// Adds one under `labels`.
+    pub fn inc(&self, labels: impl Into<L>) {
+        self.inc_by(labels, 1);
     }
 
-    /// Number of observations so far.
-    pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
+    /// Adds `n` under `labels`.
+    pub fn inc_by(&self, labels: impl Into<L>, n: u64) {
+        self.family.get_or_create(&labels.into()).inc_by(n);
+    }
+
+    /// The count under `labels`.
+    pub fn get(&self, labels: impl Into<L>) -> u64 {
+        self.family.get_or_create(&labels.into()).get()
+    }
+}
+
+/// Every metric a process exposes.
+#[derive(Debug)]
+pub struct Registry {
+    inner: Mutex<prometheus_client::registry::Registry>,
+}
+
+impl Default for Registry {
+    fn default() -> Registry {
+        Registry::new()
+    }
+}
+
+/// The name `prometheus-client` takes for a counter: it adds `_total` itself.
+fn counter_name(name: &str) -> &str {
+    name.strip_suffix("_total").unwrap_or(name)
+}
+
+impl Registry {
+    /// An empty registry, plus the process metrics on Linux.
+    pub fn new() -> Registry {
+        let mut inner = prometheus_client::registry::Registry::default();
+        inner.register_collector(Box::new(crate::process::ProcessCollector::new()));
+        Registry {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut prometheus_client::registry::Registry) -> T) -> T {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut inner)
+    }
+
+    /// Registers a counter (`name` ends in `_total`, as Prometheus shows it).
+    pub fn counter(&self, name: &'static str, help: &'static str) -> Counter {
+        let c = Counter::default();
+        self.with(|r| r.register(counter_name(name), help, c.clone()));
+        c
+    }
+
+    /// Registers a gauge.
+    pub fn gauge(&self, name: &'static str, help: &'static str) -> Gauge {
+        let g = Gauge::default();
+        self.with(|r| r.register(name, help, g.clone()));
+        g
+    }
+
+    /// Registers counters keyed by the closed label set `L`, each at zero.
+    pub fn counter_vec<L: ClosedLabelSet>(
+        &self,
+        name: &'static str,
+        help: &'static str,
+    ) -> CounterVec<L> {
+        let family = Family::<L, Counter>::default();
+        for labels in L::all() {
+            drop(family.get_or_create(&labels));
+        }
+        self.with(|r| r.register(counter_name(name), help, family.clone()));
+        CounterVec { family }
+    }
+
+    /// Registers a histogram with upper bucket bounds in ascending order.
+    pub fn histogram(&self, name: &'static str, help: &'static str, bounds: &[f64]) -> Histogram {
+        let h = Histogram::new(bounds.iter().copied());
+        self.with(|r| r.register(name, help, h.clone()));
+        h
+    }
+
+    /// Everything, in the OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        self.with(|r| prometheus_client::encoding::text::encode(&mut out, r))
+            // Writing into a String cannot fail.
+            .unwrap_or_default();
+        out
     }
 }
 
@@ -141,183 +171,75 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
-#[derive(Debug)]
-enum Metric {
-    Counter(Counter),
-    Gauge(Gauge),
-    CounterVec {
-        label: &'static str,
-        vec: CounterVec,
-    },
-    Histogram(Histogram),
-}
-
-#[derive(Debug)]
-struct Family {
-    name: &'static str,
-    help: &'static str,
-    metric: Metric,
-}
-
-/// Every metric a process exposes.
-#[derive(Debug, Default)]
-pub struct Registry {
-    families: Mutex<Vec<Family>>,
-}
-
-impl Registry {
-    /// An empty registry.
-    pub fn new() -> Registry {
-        Registry::default()
-    }
-
-    fn register(&self, name: &'static str, help: &'static str, metric: Metric) {
-        debug_assert!(valid_name(name), "invalid metric name {name}");
-        let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        families.push(Family { name, help, metric });
-    }
-
-    /// Registers a counter.
-    pub fn counter(&self, name: &'static str, help: &'static str) -> Counter {
-        let c = Counter::default();
-        self.register(name, help, Metric::Counter(c.clone()));
-        c
-    }
-
-    /// Registers a gauge.
-    pub fn gauge(&self, name: &'static str, help: &'static str) -> Gauge {
-        let g = Gauge::default();
-        self.register(name, help, Metric::Gauge(g.clone()));
-        g
-    }
-
-    /// Registers a counter vector with one label and a closed set of values
-    /// (an `other` value is added for anything outside it).
-    pub fn counter_vec(
-        &self,
-        name: &'static str,
-        help: &'static str,
-        label: &'static str,
-        values: &[&'static str],
-    ) -> CounterVec {
-        let mut all: Vec<&'static str> = values.to_vec();
-        if !all.contains(&OTHER) {
-            all.push(OTHER);
-        }
-        let counts: Arc<[AtomicU64]> = all.iter().map(|_| AtomicU64::new(0)).collect();
-        let vec = CounterVec {
-            values: all.into(),
-            counts,
-        };
-        self.register(
-            name,
-            help,
-            Metric::CounterVec {
-                label,
-                vec: vec.clone(),
-            },
-        );
-        vec
-    }
-
-    /// Registers a histogram with upper bucket bounds in ascending order.
-    pub fn histogram(&self, name: &'static str, help: &'static str, bounds: &[f64]) -> Histogram {
-        let h = Histogram(Arc::new(HistogramInner {
-            bounds: bounds.to_vec(),
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_bits: AtomicU64::new(0f64.to_bits()),
-        }));
-        self.register(name, help, Metric::Histogram(h.clone()));
-        h
-    }
-
-    /// Everything, in the Prometheus text exposition format (version 0.0.4).
-    pub fn render(&self) -> String {
-        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = String::with_capacity(4096);
-        for f in families.iter() {
-            let kind = match f.metric {
-                Metric::Counter(_) | Metric::CounterVec { .. } => "counter",
-                Metric::Gauge(_) => "gauge",
-                Metric::Histogram(_) => "histogram",
-            };
-            let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
-            let _ = writeln!(out, "# TYPE {} {kind}", f.name);
-            match &f.metric {
-                Metric::Counter(c) => {
-                    let _ = writeln!(out, "{} {}", f.name, c.get());
-                }
-                Metric::Gauge(g) => {
-                    let _ = writeln!(out, "{} {}", f.name, g.get());
-                }
-                Metric::CounterVec { label, vec } => {
-                    for (v, c) in vec.values.iter().zip(vec.counts.iter()) {
-                        let _ = writeln!(
-                            out,
-                            "{}{{{label}=\"{v}\"}} {}",
-                            f.name,
-                            c.load(Ordering::Relaxed)
-                        );
-                    }
-                }
-                Metric::Histogram(h) => {
-                    let mut cumulative = 0;
-                    for (bound, bucket) in h.0.bounds.iter().zip(h.0.buckets.iter()) {
-                        cumulative += bucket.load(Ordering::Relaxed);
-                        let _ = writeln!(out, "{}_bucket{{le=\"{bound}\"}} {cumulative}", f.name);
-                    }
-                    let count = h.0.count.load(Ordering::Relaxed);
-                    let _ = writeln!(out, "{}_bucket{{le=\"+Inf\"}} {count}", f.name);
-                    let sum = f64::from_bits(h.0.sum_bits.load(Ordering::Relaxed));
-                    let _ = writeln!(out, "{}_sum {sum}", f.name);
-                    let _ = writeln!(out, "{}_count {count}", f.name);
-                }
-            }
-        }
-        out
-    }
-}
-
-fn valid_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    crate::closed_label! {
+        enum Reason {
+            BadDate = "bad_date",
+            Other = "other",
+        }
+    }
+
+    #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+    struct ReasonLabels {
+        reason: Reason,
+    }
+
+    impl ClosedLabelSet for ReasonLabels {
+        fn all() -> Vec<Self> {
+            Reason::ALL
+                .iter()
+                .map(|&reason| ReasonLabels { reason })
+                .collect()
+        }
+    }
+
+    impl From<Reason> for ReasonLabels {
+        fn from(reason: Reason) -> Self {
+            ReasonLabels { reason }
+        }
+    }
+
     #[test]
-    fn renders_every_kind_and_confines_labels_to_the_closed_set() {
+    fn renders_every_kind_and_registers_every_label_value_at_zero() {
         let r = Registry::new();
         let c = r.counter("lacnet_things_total", "Things.");
         let g = r.gauge("lacnet_depth", "Depth.");
-        let v = r.counter_vec(
-            "lacnet_rejected_total",
-            "Rejections.",
-            "reason",
-            &["bad_date"],
-        );
+        let v = r.counter_vec::<ReasonLabels>("lacnet_rejected_total", "Rejections.");
         let h = r.histogram("lacnet_latency_seconds", "Latency.", &[0.1, 1.0]);
         c.inc_by(3);
         g.set(-2);
-        v.inc("bad_date");
-        v.inc("9434765919");
+        v.inc(Reason::BadDate);
         h.observe(0.05);
         h.observe(0.5);
         h.observe(5.0);
         let text = r.render();
-        assert!(text.contains("lacnet_things_total 3\n"));
-        assert!(text.contains("lacnet_depth -2\n"));
-        assert!(text.contains("lacnet_rejected_total{reason=\"bad_date\"} 1\n"));
-        assert!(text.contains("lacnet_rejected_total{reason=\"other\"} 1\n"));
-        assert!(!text.contains("9434765919"), "a value became a label");
-        assert!(text.contains("lacnet_latency_seconds_bucket{le=\"0.1\"} 1\n"));
-        assert!(text.contains("lacnet_latency_seconds_bucket{le=\"1\"} 2\n"));
-        assert!(text.contains("lacnet_latency_seconds_bucket{le=\"+Inf\"} 3\n"));
-        assert!(text.contains("lacnet_latency_seconds_count 3\n"));
-        assert!(text.contains("# TYPE lacnet_latency_seconds histogram\n"));
+        assert!(text.contains("lacnet_things_total 3\n"), "{text}");
+        assert!(text.contains("lacnet_depth -2\n"), "{text}");
+        assert!(
+            text.contains("lacnet_rejected_total{reason=\"bad_date\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_rejected_total{reason=\"other\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_latency_seconds_bucket{le=\"0.1\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_latency_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("lacnet_latency_seconds_count 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE lacnet_latency_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(!text.contains("_total_total"), "{text}");
+        assert_eq!(v.get(Reason::BadDate), 1);
     }
 }

@@ -59,5 +59,6 @@ pub use config::{PemBundle, TlsPaths, client_config, server_config};
 pub use error::TlsError;
 pub use identity::{IdentityError, Peer, peer_from_certificate, peer_of};
 pub use serve::{
-    HANDSHAKE_TIMEOUT, TlsConnectInfo, TlsStream, TransportLimits, incoming, incoming_with_limits,
+    HANDSHAKE_TIMEOUT, TlsConnectInfo, TlsStream, TransportLimits, incoming, incoming_until_cut,
+    incoming_with_limits,
 };

@@ -27,6 +27,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 /// How long a client may take to finish the TLS handshake before we drop it.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,6 +95,7 @@ pub struct TlsStream {
     info: TlsConnectInfo,
     idle_timeout: Duration,
     idle: Pin<Box<Sleep>>,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -103,6 +105,7 @@ impl TlsStream {
         remote_addr: SocketAddr,
         idle_timeout: Duration,
         slot: OwnedSemaphorePermit,
+        cut: CancellationToken,
     ) -> Self {
         let peer_certificates = inner
             .get_ref()
@@ -117,6 +120,7 @@ impl TlsStream {
             },
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            cut: Box::pin(cut.cancelled_owned()),
             _slot: slot,
         }
     }
@@ -138,12 +142,27 @@ impl tonic::transport::server::Connected for TlsStream {
     }
 }
 
+impl TlsStream {
+    /// Fails once the server has cut its connections off; polling registers
+    /// the task, so a connection waiting on a quiet client wakes to end.
+    fn check_cut(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        match self.cut.as_mut().poll(cx) {
+            Poll::Ready(()) => Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "the server cut its connections off at the end of the drain",
+            )),
+            Poll::Pending => Ok(()),
+        }
+    }
+}
+
 impl AsyncRead for TlsStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        self.check_cut(cx)?;
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -178,6 +197,7 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut(cx)?;
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -186,6 +206,7 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.check_cut(cx)?;
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -194,6 +215,7 @@ impl AsyncWrite for TlsStream {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.check_cut(cx)?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
@@ -224,8 +246,27 @@ pub fn incoming_with_limits(
     config: Arc<ServerConfig>,
     limits: TransportLimits,
 ) -> impl Stream<Item = Result<TlsStream, io::Error>> + Send + 'static {
+    incoming_until_cut(listener, config, limits, CancellationToken::new())
+}
+
+/// [`incoming_with_limits`], whose connections all fail their reads and
+/// writes once `cut` is cancelled. A graceful shutdown waits for calls that a
+/// client keeps open; cutting the connections ends them, so the server's
+/// connection tasks end too and drop the state they hold.
+pub fn incoming_until_cut(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    limits: TransportLimits,
+    cut: CancellationToken,
+) -> impl Stream<Item = Result<TlsStream, io::Error>> + Send + 'static {
     let (tx, rx) = mpsc::channel(QUEUE);
-    tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), tx, limits));
+    tokio::spawn(accept_loop(
+        listener,
+        TlsAcceptor::from(config),
+        tx,
+        limits,
+        cut,
+    ));
     ReceiverStream::new(rx)
 }
 
@@ -234,6 +275,7 @@ async fn accept_loop(
     acceptor: TlsAcceptor,
     tx: mpsc::Sender<Result<TlsStream, io::Error>>,
     limits: TransportLimits,
+    cut: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let mut full_logged = false;
@@ -274,11 +316,13 @@ async fn accept_loop(
         }
         let acceptor = acceptor.clone();
         let tx = tx.clone();
+        let cut = cut.clone();
         tokio::spawn(async move {
             match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     // A send error means the server is shutting down; the connection just drops.
-                    let stream = TlsStream::new(stream, remote_addr, limits.idle_timeout, slot);
+                    let stream =
+                        TlsStream::new(stream, remote_addr, limits.idle_timeout, slot, cut);
                     let _ = tx.send(Ok(stream)).await;
                 }
                 Ok(Err(e)) => tracing::warn!(%remote_addr, error = %e, "TLS handshake failed"),

@@ -235,3 +235,53 @@ async fn http_url_is_refused() {
         .unwrap_err();
     assert!(matches!(err, lacnet_tls::TlsError::BadUrl { .. }), "{err}");
 }
+
+/// A call a client keeps open (a health Watch) would hold a graceful shutdown
+/// for ever; cutting the connections off ends it.
+#[tokio::test]
+async fn cutting_the_connections_ends_a_call_the_client_keeps_open() {
+    let pki = pki();
+    let pem = bundle(&pki.ca, &pki.server);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = lacnet_tls::server_config(&pem).unwrap();
+    let cut = tokio_util::sync::CancellationToken::new();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let incoming = lacnet_tls::incoming_until_cut(
+        listener,
+        config,
+        lacnet_tls::TransportLimits::default(),
+        cut.clone(),
+    );
+    let server = tokio::spawn(
+        Server::builder()
+            .add_service(health)
+            .serve_with_incoming(incoming),
+    );
+
+    let site = pki.ca.issue(&Peer::Site("E06000034".into()), &[]).unwrap();
+    let channel = lacnet_tls::connect(
+        &format!("https://{addr}"),
+        &bundle(&pki.ca, &site),
+        "localhost",
+    )
+    .await
+    .unwrap();
+    let mut watch = HealthClient::new(channel)
+        .watch(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // The first status arrives at once; the stream then stays open.
+    assert!(watch.message().await.unwrap().is_some());
+
+    cut.cancel();
+    // Bounded only so that a regression fails rather than hangs.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(30), watch.message())
+        .await
+        .expect("the open call outlived the cut");
+    assert!(!matches!(next, Ok(Some(_))), "{next:?}");
+    server.abort();
+}

@@ -4,7 +4,6 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use lacnet_core::disclosure::{self, Count, DisclosurePolicy, Published};
@@ -14,16 +13,12 @@ use lacnet_core::submission;
 use lacnet_core::vocab::{
     AgeBand, AgeGroup, IntroductionSource, Outcome, PrimaryNeed, SupportLevel,
 };
-use lacnet_hub::{Hub, HubError, HubOptions, Registry};
+use lacnet_hub::{HubOptions, Registry};
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
 use lacnet_proto::hub::v1 as hub;
-use lacnet_proto::hub::v1::reports_client::ReportsClient;
-use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
 use lacnet_tls::dev::{DevCa, IssuedCert, bundle};
 use lacnet_tls::{Peer, PemBundle};
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 pub const THURROCK: &str = "E06000034";
 pub const DERBY: &str = "E06000015";
@@ -89,114 +84,21 @@ pub fn shipped_registry() -> Registry {
     .unwrap()
 }
 
-/// A running hub.
-pub struct TestHub {
-    pub addr: SocketAddr,
-    pub hub: Hub,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), HubError>>,
+pub use lacnet_testkit::TestHub;
+
+/// Starting the hub the way these tests do: the shipped registry and the
+/// test PKI, with `tweak` applied to the options.
+pub trait StartHub {
+    /// Opens the hub on `dir` and serves it on 127.0.0.1:0; returns once health says SERVING.
+    async fn start(pki: &Pki, dir: &Path, tweak: impl FnOnce(&mut HubOptions)) -> TestHub;
 }
 
-impl TestHub {
-    /// Opens the hub on `dir` and serves it on 127.0.0.1:0; returns once health says SERVING.
-    pub async fn start(pki: &Pki, dir: &Path, tweak: impl FnOnce(&mut HubOptions)) -> TestHub {
+impl StartHub for TestHub {
+    async fn start(pki: &Pki, dir: &Path, tweak: impl FnOnce(&mut HubOptions)) -> TestHub {
         let mut options = HubOptions::new(dir, shipped_registry(), pki.server_bundle());
         tweak(&mut options);
-        let hub = open(options).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lacnet_hub::serve(
-            listener,
-            hub.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        let test_hub = TestHub {
-            addr,
-            hub,
-            stop,
-            task,
-        };
-        test_hub.wait_ready(&pki.analyst).await;
-        test_hub
+        TestHub::serve(options, &pki.analyst, "localhost").await
     }
-
-    async fn wait_ready(&self, pem: &PemBundle) {
-        use tonic_health::pb::health_check_response::ServingStatus;
-        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-        for _ in 0..100 {
-            if let Ok(channel) = lacnet_tls::connect(&self.url(), pem, "localhost").await {
-                let reply = HealthClient::new(channel)
-                    .check(HealthCheckRequest {
-                        service: "lacnet.hub.v1.Submissions".into(),
-                    })
-                    .await;
-                if let Ok(r) = reply {
-                    if r.into_inner().status == ServingStatus::Serving as i32 {
-                        return;
-                    }
-                }
-            }
-            tokio::task::yield_now().await;
-        }
-        panic!("hub never became ready");
-    }
-
-    pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    /// Waits (bounded) for `serve` to return on its own, and gives its result.
-    pub async fn finished(self, limit: std::time::Duration) -> Result<(), HubError> {
-        tokio::time::timeout(limit, self.task)
-            .await
-            .expect("serve did not return on its own")
-            .unwrap()
-    }
-
-    /// Stops serving (draining calls, flushing sled) and hands back the hub.
-    pub async fn stop(self) -> Hub {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-        self.hub
-    }
-
-    pub async fn submissions(&self, pem: &PemBundle) -> SubmissionsClient<Channel> {
-        SubmissionsClient::new(self.channel(pem).await)
-    }
-
-    pub async fn reports(&self, pem: &PemBundle) -> ReportsClient<Channel> {
-        ReportsClient::new(self.channel(pem).await)
-    }
-
-    pub async fn channel(&self, pem: &PemBundle) -> Channel {
-        lacnet_tls::connect(&self.url(), pem, "localhost")
-            .await
-            .unwrap()
-    }
-
-    /// Submits with `pem`; a connection that fails (rejected certificate) is an `UNAVAILABLE` status.
-    pub async fn submit(
-        &self,
-        pem: &PemBundle,
-        sub: pb::Submission,
-    ) -> Result<hub::SubmitReceipt, tonic::Status> {
-        let channel = lacnet_tls::connect(&self.url(), pem, "localhost")
-            .await
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-        SubmissionsClient::new(channel)
-            .submit(hub::SubmitRequest {
-                submission: Some(sub),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-    }
-}
-
-/// Opens a hub. A stopped hub's `serve` returned only once every connection
-/// task had dropped it, so its directory is free again at once: no retry.
-async fn open(options: HubOptions) -> Hub {
-    Hub::open(options).unwrap_or_else(|e| panic!("could not open the hub: {e}"))
 }
 
 /// Consistent true counts for one site and period. Every non-zero figure is a

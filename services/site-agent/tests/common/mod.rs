@@ -2,11 +2,11 @@
 //! real agent served on 127.0.0.1:0 over mTLS with sled in a temp dir, and
 //! record builders.
 
-#![allow(dead_code)]
+// Each test binary uses its own part of the harness.
+#![allow(dead_code, unused_imports)]
 
 pub mod process;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use lacnet_core::pseudonym::KeyRing;
@@ -14,10 +14,9 @@ use lacnet_core::{DisclosurePolicy, Period};
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
-use lacnet_site_agent::{Agent, AgentError, AgentOptions};
+use lacnet_site_agent::{Agent, AgentOptions};
 use lacnet_tls::dev::{DevCa, IssuedCert, bundle};
 use lacnet_tls::{Peer, PemBundle};
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 pub const THURROCK: &str = "E06000034";
@@ -107,52 +106,19 @@ pub fn options(pki: &Pki, data: &Path, keys: KeyRing) -> AgentOptions {
     o
 }
 
-/// A running agent.
-pub struct TestAgent {
-    pub addr: SocketAddr,
-    pub agent: Agent,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
+pub use lacnet_testkit::wait_serving as wait_serving_named;
+pub use lacnet_testkit::{TestAgent, TestHub, copy_dir, wait_until};
+
+/// Starting the agent the way these tests do: ready once a council
+/// certificate sees it SERVING.
+pub trait StartAgent {
+    /// Opens the agent and serves it on 127.0.0.1:0; returns once health says SERVING.
+    async fn start(pki: &Pki, options: AgentOptions) -> TestAgent;
 }
 
-impl TestAgent {
-    /// Opens the agent and serves it on 127.0.0.1:0; returns once health says SERVING.
-    pub async fn start(pki: &Pki, options: AgentOptions) -> TestAgent {
-        let agent = open(options).await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lacnet_site_agent::serve(
-            listener,
-            agent.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        let t = TestAgent {
-            addr,
-            agent,
-            stop,
-            task,
-        };
-        wait_serving(&t.url(), &pki.council, "lacnet.site.v1.SiteAgent").await;
-        t
-    }
-
-    pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    pub async fn client(&self, pem: &PemBundle) -> SiteAgentClient<Channel> {
-        let channel = lacnet_tls::connect(&self.url(), pem, "agent.lacnet")
-            .await
-            .unwrap();
-        SiteAgentClient::new(channel).max_decoding_message_size(64 * 1024 * 1024)
-    }
-
-    /// Stops serving (draining, flushing) and hands back the agent.
-    pub async fn stop(self) -> Agent {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-        self.agent
+impl StartAgent for TestAgent {
+    async fn start(pki: &Pki, options: AgentOptions) -> TestAgent {
+        TestAgent::serve(options, &pki.council).await
     }
 }
 
@@ -162,9 +128,9 @@ pub async fn open(options: AgentOptions) -> Agent {
     Agent::open(options).unwrap_or_else(|e| panic!("could not open the agent: {e}"))
 }
 
-/// Polls gRPC health until `service` is SERVING (bounded).
+/// Polls gRPC health on an agent until `service` is SERVING (bounded).
 pub async fn wait_serving(url: &str, pem: &PemBundle, service: &str) {
-    wait_serving_named(url, pem, "agent.lacnet", service).await;
+    lacnet_testkit::wait_serving(url, pem, lacnet_testkit::AGENT_NAME, service).await;
 }
 
 /// A valid NHS number from a 9-digit prefix (or the next prefix that has one).
@@ -249,124 +215,42 @@ pub fn verdicts(r: &site::UpsertRecordsResponse) -> Vec<site::Verdict> {
     r.verdicts.iter().map(|v| v.verdict()).collect()
 }
 
-/// Polls `done` every 10 ms until it holds; panics after 30 s, naming `what`.
-pub async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..3000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-/// Polls gRPC health on a server whose certificate names `server_name` until
-/// `service` is SERVING (bounded).
-pub async fn wait_serving_named(url: &str, pem: &PemBundle, server_name: &str, service: &str) {
-    use tonic_health::pb::health_check_response::ServingStatus;
-    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
-    for _ in 0..500 {
-        if let Ok(channel) = lacnet_tls::connect(url, pem, server_name).await {
-            let reply = HealthClient::new(channel)
-                .check(HealthCheckRequest {
-                    service: service.into(),
-                })
-                .await;
-            if let Ok(r) = reply
-                && r.into_inner().status == ServingStatus::Serving as i32
-            {
-                return;
-            }
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    panic!("{url} never became SERVING");
-}
-
-/// The real hub (lacnet-hub, the shipped registry) on 127.0.0.1:0, for tests
-/// where agents push to it.
-pub struct TestHub {
-    pub addr: SocketAddr,
-    pub hub: lacnet_hub::Hub,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), lacnet_hub::HubError>>,
-}
-
-impl TestHub {
+/// The real hub (lacnet-hub, the shipped registry) as these tests use it,
+/// for tests where agents push to it.
+pub trait HubForAgents {
     /// Opens the hub on `dir` and serves it; returns once health says SERVING.
-    pub async fn start(pki: &Pki, dir: &Path) -> TestHub {
+    async fn start(pki: &Pki, dir: &Path) -> TestHub;
+    /// Where an agent pushes to reach this hub, as Thurrock.
+    fn target(&self, pki: &Pki) -> lacnet_site_agent::HubTarget;
+    /// What an analyst's report shows for Thurrock: (revision, value) of
+    /// `metric` in period `p`, or `None` when the hub has nothing for it.
+    async fn figure(&self, pki: &Pki, metric: &str, p: &str) -> Option<(u64, pb::Count)>;
+}
+
+impl HubForAgents for TestHub {
+    async fn start(pki: &Pki, dir: &Path) -> TestHub {
         let registry = lacnet_hub::Registry::load(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../hub/registry.toml"
         )))
         .unwrap();
-        let hub =
-            lacnet_hub::Hub::open(lacnet_hub::HubOptions::new(dir, registry, pki.hub_bundle()))
-                .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let task = tokio::spawn(lacnet_hub::serve(
-            listener,
-            hub.clone(),
-            stop.clone().cancelled_owned(),
-        ));
-        let t = TestHub {
-            addr,
-            hub,
-            stop,
-            task,
-        };
-        wait_serving_named(
-            &t.url(),
-            &pki.site,
-            "hub.lacnet",
-            "lacnet.hub.v1.Submissions",
-        )
-        .await;
-        t
+        let options = lacnet_hub::HubOptions::new(dir, registry, pki.hub_bundle());
+        TestHub::serve(options, &pki.site, lacnet_testkit::HUB_NAME).await
     }
 
-    pub fn url(&self) -> String {
-        format!("https://{}", self.addr)
-    }
-
-    /// Where an agent pushes to reach this hub, as Thurrock.
-    pub fn target(&self, pki: &Pki) -> lacnet_site_agent::HubTarget {
+    fn target(&self, pki: &Pki) -> lacnet_site_agent::HubTarget {
         lacnet_site_agent::HubTarget {
             url: self.url(),
-            server_name: "hub.lacnet".into(),
+            server_name: lacnet_testkit::HUB_NAME.into(),
             tls: pki.site.clone(),
         }
     }
 
-    /// Submits directly, as Thurrock's site certificate.
-    pub async fn submit(
-        &self,
-        pki: &Pki,
-        sub: pb::Submission,
-    ) -> Result<lacnet_proto::hub::v1::SubmitReceipt, tonic::Status> {
-        use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
-        let channel = lacnet_tls::connect(&self.url(), &pki.site, "hub.lacnet")
-            .await
-            .unwrap();
-        SubmissionsClient::new(channel)
-            .submit(lacnet_proto::hub::v1::SubmitRequest {
-                submission: Some(sub),
-            })
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    /// What an analyst's report shows for Thurrock: (revision, value) of
-    /// `metric` in period `p`, or `None` when the hub has nothing for it.
-    pub async fn figure(&self, pki: &Pki, metric: &str, p: &str) -> Option<(u64, pb::Count)> {
+    async fn figure(&self, pki: &Pki, metric: &str, p: &str) -> Option<(u64, pb::Count)> {
         use lacnet_proto::hub::v1::CompareMetricRequest;
-        use lacnet_proto::hub::v1::reports_client::ReportsClient;
-        let channel = lacnet_tls::connect(&self.url(), &pki.analyst, "hub.lacnet")
+        let report = self
+            .reports(&pki.analyst)
             .await
-            .unwrap();
-        let report = ReportsClient::new(channel)
             .compare_metric(CompareMetricRequest {
                 metric: metric.into(),
                 from: Some(period(p)),
@@ -387,13 +271,6 @@ impl TestHub {
                 (revision, s.value.unwrap_or_default())
             })
     }
-
-    /// Stops serving (draining, flushing) and hands back the hub.
-    pub async fn stop(self) -> lacnet_hub::Hub {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-        self.hub
-    }
 }
 
 /// The count a submission carries for `metric` (suppressed or not).
@@ -403,18 +280,4 @@ pub fn count_of(sub: &pb::Submission, metric: &str) -> pb::Count {
         .find(|c| c.metric == metric)
         .and_then(|c| c.count)
         .unwrap_or_else(|| panic!("no cell {metric}"))
-}
-
-/// Copies a (closed) data directory, e.g. to play a backup back later.
-pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

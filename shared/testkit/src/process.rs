@@ -207,21 +207,55 @@ impl Service {
     /// SIGTERM, then waits (bounded) for the exit; returns the exit status and
     /// everything the process wrote.
     pub fn terminate(mut self) -> (ExitStatus, Vec<u8>) {
+        self.sigterm();
+        let Some(status) = self.wait_for_exit(PROCESS_LIMIT) else {
+            let _ = self.child.kill();
+            panic!("{} did not exit after SIGTERM", self.name);
+        };
+        (status, self.drain())
+    }
+
+    /// Sends SIGTERM and returns at once (see [`Service::wait_for_exit`]).
+    pub fn sigterm(&self) {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(ok.success(), "kill -TERM {pid}");
+    }
+
+    /// SIGKILL, then reaps the process, keeping what it wrote readable.
+    pub fn sigkill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_for_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
         let started = Instant::now();
-        let status = loop {
+        loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
+                return Some(status);
             }
-            if started.elapsed() > PROCESS_LIMIT {
-                let _ = self.child.kill();
-                panic!("{} did not exit after SIGTERM", self.name);
+            if started.elapsed() > limit {
+                return None;
             }
             std::thread::sleep(Duration::from_millis(20));
-        };
-        (status, self.drain())
+        }
+    }
+
+    /// Whether anything written so far contains `needle`.
+    pub fn logged(&self, needle: &str) -> bool {
+        String::from_utf8_lossy(&self.output()).contains(needle)
+    }
+
+    /// A `/proc/<pid>/status` figure in kB (`VmRSS:`, `VmHWM:`), or 0.
+    pub fn status_kib(&self, field: &str) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// Everything written so far.

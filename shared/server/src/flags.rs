@@ -1,0 +1,241 @@
+//! The server flags every lacnet service takes, written once: listen and
+//! admin addresses, request timeout, message size and transport limits.
+//!
+//! A service flattens [`ServerArgs`] into its clap config
+//! (`#[command(flatten)] server: ServerArgs<HubFlags>`). The flag names are
+//! the same everywhere (`--listen`, `--keepalive-interval-secs`); the
+//! environment variable is the service's prefix plus the flag's name in
+//! capitals (`LACNET_HUB_LISTEN`, `LACNET_AGENT_KEEPALIVE_INTERVAL_SECS`), so
+//! the names Kubernetes manifests use stay as they were. Defaults that differ
+//! between services (ports, timeouts, message size) come from the service's
+//! [`ServiceFlags`]; the transport defaults are [`TransportLimits::default`].
+
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::time::Duration;
+
+use clap::{ArgMatches, Args, Command, FromArgMatches};
+use lacnet_tls::TransportLimits;
+
+/// What one service fixes about the shared flags: its environment prefix and
+/// the defaults that differ between services.
+pub trait ServiceFlags {
+    /// Prepended to each flag's name in capitals, e.g. `LACNET_HUB_`.
+    const ENV_PREFIX: &'static str;
+    /// Default gRPC listen address.
+    const LISTEN: &'static str;
+    /// Default admin listen address.
+    const ADMIN_LISTEN: &'static str;
+    /// Default per-request timeout, in seconds.
+    const REQUEST_TIMEOUT_SECS: u64;
+    /// Default largest gRPC message accepted, in bytes.
+    const MAX_MESSAGE_BYTES: usize;
+}
+
+/// The shared flags themselves. Use [`ServerArgs`] in a service's config:
+/// it adds the service's environment variables and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct ServerFlags {
+    /// gRPC (mTLS) listen address.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// Admin (Prometheus /metrics, /healthz) listen address; plain HTTP, keep it cluster-internal.
+    #[arg(long)]
+    pub admin_listen: SocketAddr,
+    /// Per-request timeout, in seconds.
+    #[arg(long)]
+    pub request_timeout_secs: u64,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long)]
+    pub max_message_bytes: usize,
+    /// Connections served at once; further clients wait in the accept queue.
+    #[arg(long, default_value_t = TransportLimits::default().max_connections)]
+    pub max_connections: usize,
+    /// Seconds without any bytes from a client after which its connection is closed.
+    #[arg(long, default_value_t = TransportLimits::default().idle_timeout.as_secs())]
+    pub idle_timeout_secs: u64,
+    /// Seconds between HTTP/2 keepalive PINGs to a quiet client.
+    #[arg(long, default_value_t = TransportLimits::default().keepalive_interval.as_secs())]
+    pub keepalive_interval_secs: u64,
+    /// Seconds to wait for a PING's ACK before closing the connection.
+    #[arg(long, default_value_t = TransportLimits::default().keepalive_timeout.as_secs())]
+    pub keepalive_timeout_secs: u64,
+    /// Concurrent calls (HTTP/2 streams) one connection may have in flight.
+    #[arg(long, default_value_t = TransportLimits::default().max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+}
+
+impl ServerFlags {
+    /// The request timeout (at least a second: zero would refuse every call).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// The transport limits. Zeroes are raised to one, since a limit of
+    /// zero connections, streams or seconds would serve nothing.
+    pub fn transport(&self) -> TransportLimits {
+        TransportLimits {
+            max_connections: self.max_connections.max(1),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs.max(1)),
+            keepalive_interval: Duration::from_secs(self.keepalive_interval_secs.max(1)),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs.max(1)),
+            max_concurrent_streams: self.max_concurrent_streams.max(1),
+        }
+    }
+}
+
+/// [`ServerFlags`] with the environment variables and defaults of service `S`.
+pub struct ServerArgs<S> {
+    flags: ServerFlags,
+    service: PhantomData<fn() -> S>,
+}
+
+impl<S> Deref for ServerArgs<S> {
+    type Target = ServerFlags;
+
+    fn deref(&self) -> &ServerFlags {
+        &self.flags
+    }
+}
+
+impl<S> std::fmt::Debug for ServerArgs<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.flags.fmt(f)
+    }
+}
+
+impl<S> Clone for ServerArgs<S> {
+    fn clone(&self) -> Self {
+        ServerArgs {
+            flags: self.flags.clone(),
+            service: PhantomData,
+        }
+    }
+}
+
+/// Adds `S`'s environment variables and defaults to the shared flags in `cmd`.
+fn for_service<S: ServiceFlags>(mut cmd: Command) -> Command {
+    // The ids come from clap's own view of the struct, so a new field gets
+    // its environment variable without a list to keep in step.
+    let ids: Vec<String> = ServerFlags::augment_args(Command::new("ids"))
+        .get_arguments()
+        .map(|a| a.get_id().to_string())
+        .collect();
+    for id in ids {
+        let env = format!("{}{}", S::ENV_PREFIX, id.to_ascii_uppercase());
+        cmd = cmd.mut_arg(id, |a| a.env(env));
+    }
+    let defaults = [
+        ("listen", S::LISTEN.to_owned()),
+        ("admin_listen", S::ADMIN_LISTEN.to_owned()),
+        ("request_timeout_secs", S::REQUEST_TIMEOUT_SECS.to_string()),
+        ("max_message_bytes", S::MAX_MESSAGE_BYTES.to_string()),
+    ];
+    for (id, default) in defaults {
+        cmd = cmd.mut_arg(id, |a| a.required(false).default_value(default));
+    }
+    cmd
+}
+
+impl<S: ServiceFlags> Args for ServerArgs<S> {
+    fn augment_args(cmd: Command) -> Command {
+        for_service::<S>(ServerFlags::augment_args(cmd))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        for_service::<S>(ServerFlags::augment_args_for_update(cmd))
+    }
+
+    fn group_id() -> Option<clap::Id> {
+        ServerFlags::group_id()
+    }
+}
+
+impl<S> FromArgMatches for ServerArgs<S> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(ServerArgs {
+            flags: ServerFlags::from_arg_matches(matches)?,
+            service: PhantomData,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.flags.update_from_arg_matches(matches)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    struct Svc;
+    impl ServiceFlags for Svc {
+        const ENV_PREFIX: &'static str = "LACNET_FLAGS_TEST_";
+        const LISTEN: &'static str = "127.0.0.1:1443";
+        const ADMIN_LISTEN: &'static str = "127.0.0.1:1090";
+        const REQUEST_TIMEOUT_SECS: u64 = 7;
+        const MAX_MESSAGE_BYTES: usize = 1234;
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        server: ServerArgs<Svc>,
+        #[arg(long, default_value_t = 0)]
+        other: u32,
+    }
+
+    #[test]
+    fn defaults_come_from_the_service_and_the_transport_limits() {
+        let cli = Cli::try_parse_from(["svc"]).unwrap();
+        assert_eq!(cli.server.listen, "127.0.0.1:1443".parse().unwrap());
+        assert_eq!(cli.server.admin_listen, "127.0.0.1:1090".parse().unwrap());
+        assert_eq!(cli.server.request_timeout(), Duration::from_secs(7));
+        assert_eq!(cli.server.max_message_bytes, 1234);
+        assert_eq!(cli.server.transport(), TransportLimits::default());
+    }
+
+    #[test]
+    fn flags_parse_and_each_has_the_prefixed_env_var() {
+        let cli = Cli::try_parse_from([
+            "svc",
+            "--listen",
+            "0.0.0.0:9",
+            "--keepalive-interval-secs",
+            "3",
+            "--max-concurrent-streams",
+            "0",
+            "--other",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(cli.server.listen, "0.0.0.0:9".parse().unwrap());
+        assert_eq!(
+            cli.server.transport().keepalive_interval,
+            Duration::from_secs(3)
+        );
+        assert_eq!(cli.server.transport().max_concurrent_streams, 1);
+        assert_eq!(cli.other, 2);
+        let cmd = <Cli as clap::CommandFactory>::command();
+        let envs: Vec<String> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|e| e.to_string_lossy().into_owned())
+            .collect();
+        for env in [
+            "LACNET_FLAGS_TEST_LISTEN",
+            "LACNET_FLAGS_TEST_ADMIN_LISTEN",
+            "LACNET_FLAGS_TEST_REQUEST_TIMEOUT_SECS",
+            "LACNET_FLAGS_TEST_MAX_MESSAGE_BYTES",
+            "LACNET_FLAGS_TEST_MAX_CONNECTIONS",
+            "LACNET_FLAGS_TEST_IDLE_TIMEOUT_SECS",
+            "LACNET_FLAGS_TEST_KEEPALIVE_INTERVAL_SECS",
+            "LACNET_FLAGS_TEST_KEEPALIVE_TIMEOUT_SECS",
+            "LACNET_FLAGS_TEST_MAX_CONCURRENT_STREAMS",
+        ] {
+            assert!(envs.iter().any(|e| e == env), "{env} missing from {envs:?}");
+        }
+    }
+}
