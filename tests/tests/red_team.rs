@@ -13,7 +13,13 @@
 //! * differencing: after one person is added, erased, updated or given an
 //!   outcome, the attacker compares the two releases and guesses that
 //!   person's category; it may do no better than a guess from the published
-//!   totals, plus 5 percentage points.
+//!   totals, plus 5 percentage points;
+//! * linked releases: each financial year against its twelve months, and
+//!   each month's programme to date against the one before and the month,
+//!   all in one integer program; again no withheld cell of any of them may
+//!   be narrowed below 7 values (the short run attacks a sample of cells);
+//! * a change of series (months to quarters on the same data directory) is
+//!   refused by the agent, and by the hub if a quarter arrives anyway.
 //!
 //! The default (short) run is part of `cargo test`; the long run, which meets
 //! the 200 data sets and 400 trials, is
@@ -58,12 +64,48 @@ fn months_per_site() -> usize {
     }
 }
 
+/// The first day of the sites' programme: month 0 in the long run, month 18 in the short.
+fn programme_start() -> &'static str {
+    if months_per_site() > 24 {
+        "2001-01-01"
+    } else {
+        "2002-07-01"
+    }
+}
+
+/// The first month with a programme to date.
+fn first_ptd_month() -> usize {
+    if months_per_site() > 24 { 0 } else { 18 }
+}
+
 fn month_pb(i: usize) -> pb::Period {
     pb::Period {
         granularity: pb::Granularity::Month as i32,
         year: 2001 + (i / 12) as i32,
         index: (i % 12 + 1) as u32,
     }
+}
+
+fn span_pb(granularity: pb::Granularity, year: i32, index: u32) -> pb::Period {
+    pb::Period {
+        granularity: granularity as i32,
+        year,
+        index,
+    }
+}
+
+/// The programme to date at the end of month `i` (the programme starts on month 0's first day).
+fn ptd_pb(i: usize) -> pb::Period {
+    span_pb(
+        pb::Granularity::ProgrammeToDate,
+        2001 + (i / 12) as i32,
+        (i % 12 + 1) as u32,
+    )
+}
+
+/// The month index of calendar month `month` of `year`.
+fn month_index(year: i32, month: u32) -> Option<usize> {
+    usize::try_from((year - 2001) * 12 + month as i32 - 1).ok()
 }
 
 /// One person's single introduction, inside one month.
@@ -229,6 +271,133 @@ fn interval(counts: &[Count], cell: usize) -> (i64, i64) {
     match (lo, hi) {
         (Some(lo), Some(hi)) => (lo, hi),
         _ => panic!("the published release has no consistent truth: {counts:?}"),
+    }
+}
+
+/// How a span's cells tie to the releases that partition it, metric by
+/// metric, as the catalogue declares each metric to behave across periods:
+/// events add up; distinct people are at least any member's and at most
+/// their sum; a stock on the last day is the last member's.
+fn cover_facts(span: usize, members: &[usize]) -> Vec<(Vec<(usize, f64)>, ComparisonOp)> {
+    use lacnet_core::metrics::Additivity;
+    let mut facts = Vec::new();
+    let at = |slot: usize, i: usize| slot * METRIC_COUNT + i;
+    for (i, def) in catalogue().metrics().iter().enumerate() {
+        let mut sum = vec![(at(span, i), -1.0)];
+        sum.extend(members.iter().map(|&m| (at(m, i), 1.0)));
+        match def.across_periods {
+            Additivity::Sum => facts.push((sum, ComparisonOp::Eq)),
+            Additivity::Distinct => {
+                // span <= Σ members, i.e. Σ members - span >= 0.
+                facts.push((sum, ComparisonOp::Ge));
+                for &m in members {
+                    facts.push((vec![(at(m, i), 1.0), (at(span, i), -1.0)], ComparisonOp::Le));
+                }
+            }
+            Additivity::AtEnd => {
+                let last = *members.last().unwrap();
+                facts.push((
+                    vec![(at(span, i), 1.0), (at(last, i), -1.0)],
+                    ComparisonOp::Eq,
+                ));
+            }
+        }
+    }
+    facts
+}
+
+/// Linked releases as the attacker holds them: slot 0 a span, the rest the
+/// releases that partition it, `None` for a period never published (no
+/// activity: every count is 0).
+struct Linked {
+    name: String,
+    releases: Vec<Option<Vec<Count>>>,
+}
+
+impl Linked {
+    fn model(&self, direction: OptimizationDirection, objective: usize) -> Model {
+        let mut problem = Problem::new(direction);
+        let mut vars = Vec::new();
+        for release in &self.releases {
+            for i in 0..METRIC_COUNT {
+                let c = vars.len();
+                let coeff = if c == objective { 1.0 } else { 0.0 };
+                let bounds = release.as_ref().map_or((0, 0), |r| cell_box(r[i]));
+                vars.push(problem.add_integer_var(coeff, bounds));
+            }
+        }
+        let mut m = Model { problem, vars };
+        for k in 0..self.releases.len() {
+            m.add_facts(k * METRIC_COUNT);
+        }
+        let members: Vec<usize> = (1..self.releases.len()).collect();
+        for (terms, op) in cover_facts(0, &members) {
+            let t: Vec<_> = terms.iter().map(|&(v, k)| (m.vars[v], k)).collect();
+            m.problem.add_constraint(t.as_slice(), op, 0.0);
+        }
+        m
+    }
+
+    /// Every withheld cell, or a sample of `sample` of them plus all of the span's.
+    fn targets(&self, sample: Option<usize>, rng: &mut StdRng) -> Vec<usize> {
+        let withheld = |slot: usize| -> Vec<usize> {
+            self.releases[slot].as_ref().map_or(Vec::new(), |r| {
+                (0..METRIC_COUNT)
+                    .filter(|&i| r[i] == Count::Suppressed)
+                    .map(|i| slot * METRIC_COUNT + i)
+                    .collect()
+            })
+        };
+        // A year's stock on its last day when that month had no release
+        // is the known 0 of an empty month, not something the span gives away.
+        let last_unpublished = self.releases.last().is_some_and(Option::is_none);
+        let mut cells: Vec<usize> = withheld(0)
+            .into_iter()
+            .filter(|&c| {
+                !(last_unpublished
+                    && catalogue().metrics()[c].across_periods
+                        == lacnet_core::metrics::Additivity::AtEnd)
+            })
+            .collect();
+        let mut members: Vec<usize> = (1..self.releases.len()).flat_map(withheld).collect();
+        if let Some(n) = sample {
+            for k in 0..n.min(members.len()) {
+                let j = rng.random_range(k..members.len());
+                members.swap(k, j);
+            }
+            members.truncate(n);
+        }
+        cells.extend(members);
+        cells
+    }
+
+    /// (cells attacked, narrowed below the protection interval, narrowest).
+    fn attack(&self, sample: Option<usize>, rng: &mut StdRng) -> (usize, usize, i64) {
+        let (mut attacked, mut narrowed, mut narrowest) = (0, 0, i64::MAX);
+        for cell in self.targets(sample, rng) {
+            let lo = self.model(OptimizationDirection::Minimize, cell).optimum();
+            let hi = self.model(OptimizationDirection::Maximize, cell).optimum();
+            let (Some(lo), Some(hi)) = (lo, hi) else {
+                panic!(
+                    "{}: the published releases have no consistent truth",
+                    self.name
+                );
+            };
+            attacked += 1;
+            if lo <= THRESHOLD {
+                narrowest = narrowest.min(hi - lo + 1);
+                if hi - lo + 1 < PROTECTION {
+                    narrowed += 1;
+                    println!(
+                        "{}: {} of slot {} narrowed to {lo}..={hi}",
+                        self.name,
+                        catalogue().metrics()[cell % METRIC_COUNT].id,
+                        cell / METRIC_COUNT
+                    );
+                }
+            }
+        }
+        (attacked, narrowed, narrowest)
     }
 }
 
@@ -405,6 +574,7 @@ fn age_band_id(age: u32) -> String {
 
 struct Site {
     code: &'static str,
+    options: AgentOptions,
     agent: TestAgent,
     client: SiteAgentClient<Channel>,
     operator: SiteAgentClient<Channel>,
@@ -432,11 +602,16 @@ async fn start_site(
     o.push_backoff_base = Duration::from_millis(20);
     o.push_backoff_cap = Duration::from_millis(200);
     o.today = Some(Date::parse(TODAY).unwrap());
-    let agent = TestAgent::start(&pki, o).await;
+    // The agent publishes the programme to date monthly from here: month 0
+    // in the long run, the last six months in the short one (each is one
+    // more linked release to protect, and debug builds are slow).
+    o.programme_start = Some(Date::parse(programme_start()).unwrap());
+    let agent = TestAgent::start(&pki, o.clone()).await;
     let client = agent.client(&pki.council).await;
     let operator = agent.client(&pki.operator).await;
     Site {
         code,
+        options: o,
         agent,
         client,
         operator,
@@ -496,6 +671,77 @@ async fn snapshot(
         for (site, table) in published_by_site(&summary) {
             out.insert((site, m), table);
         }
+    }
+    out
+}
+
+/// Every site's published table for one span, as an analyst reads it.
+async fn span_snapshot(
+    hub: &TestHub,
+    net: &NetworkPki,
+    period: pb::Period,
+) -> HashMap<String, Published> {
+    let summary = hub
+        .reports(&net.analyst)
+        .await
+        .network_summary(hub::NetworkSummaryRequest {
+            period: Some(period),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    published_by_site(&summary)
+}
+
+/// The linked systems of one site: each financial year with its twelve
+/// months, and each month's programme to date with the one before and the
+/// month. The short run takes the one whole financial year and every other
+/// programme to date.
+async fn linked_systems(
+    hub: &TestHub,
+    net: &NetworkPki,
+    site: &str,
+    months: usize,
+    first: &HashMap<(String, usize), Published>,
+    full: bool,
+) -> Vec<Linked> {
+    let month = |i: Option<usize>| -> Option<Vec<Count>> {
+        i.filter(|&i| i < months)
+            .map(|i| first[&(site.to_owned(), i)].counts.to_vec())
+    };
+    let mut out = Vec::new();
+    let years = if full {
+        2000..=2001 + (months as i32 - 1) / 12
+    } else {
+        2001..=2001
+    };
+    for y in years {
+        let fy = span_snapshot(hub, net, span_pb(pb::Granularity::FinancialYear, y, 1)).await;
+        let Some(span) = fy.get(site) else { continue };
+        let mut releases = vec![Some(span.counts.to_vec())];
+        for k in 0..12u32 {
+            let (year, m) = if k < 9 { (y, k + 4) } else { (y + 1, k - 8) };
+            releases.push(month(month_index(year, m)));
+        }
+        out.push(Linked {
+            name: format!("{site} FY{y}"),
+            releases,
+        });
+    }
+    let step = if full { 1 } else { 2 };
+    let first_ptd = first_ptd_month();
+    for i in (first_ptd..months).step_by(step) {
+        let now = span_snapshot(hub, net, ptd_pb(i)).await;
+        let mut releases = vec![Some(now[site].counts.to_vec())];
+        if i > first_ptd {
+            let before = span_snapshot(hub, net, ptd_pb(i - 1)).await;
+            releases.push(Some(before[site].counts.to_vec()));
+        }
+        releases.push(month(Some(i)));
+        out.push(Linked {
+            name: format!("{site} PTD month {i}"),
+            releases,
+        });
     }
     out
 }
@@ -563,6 +809,25 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         narrowed, 0,
         "withheld cells narrowed below the protection interval"
     );
+
+    // ---- linked releases: spans against the releases that partition them.
+    let full = months > 24;
+    let (mut systems, mut attacked, mut narrowed, mut narrowest) =
+        (0usize, 0usize, 0usize, i64::MAX);
+    for s in &sites {
+        for system in linked_systems(&hub, &net, s.code, months, &first, full).await {
+            let (a, n, w) = system.attack((!full).then_some(16), &mut rng);
+            systems += 1;
+            attacked += a;
+            narrowed += n;
+            narrowest = narrowest.min(w);
+        }
+    }
+    println!(
+        "linked releases: {systems} systems (a financial year with its months, or a programme to date with the one before and its month), {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
+    );
+    assert!(systems >= 2 * (1 + (months - first_ptd_month()) / 2) && attacked > 0);
+    assert_eq!(narrowed, 0, "linked releases narrow withheld cells");
 
     // ---- differencing: one change per site-month.
     let kinds = [
@@ -655,6 +920,37 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         rate * 100.0,
         baseline * 100.0
     );
+
+    // ---- a change of series is refused: by the agent on its data
+    // directory, and by the hub for a site registered as monthly.
+    let derby = sites.remove(0);
+    let month0 = derby
+        .agent
+        .agent
+        .store()
+        .last_submission(lacnet_core::Period::parse("2001-01").unwrap())
+        .unwrap()
+        .unwrap();
+    let mut quarterly = derby.options.clone();
+    drop(derby.client);
+    drop(derby.operator);
+    drop(derby.agent.stop().await);
+    quarterly.granularity = Granularity::Quarter;
+    let refused = lacnet_site_agent::Agent::open(quarterly)
+        .expect_err("another granularity on the same data directory");
+    assert!(refused.to_string().contains("granularity"), "{refused}");
+    let mut quarter = month0.clone();
+    quarter.period = Some(span_pb(pb::Granularity::Quarter, 2001, 1));
+    let policy = lacnet_core::DisclosurePolicy::default();
+    let period = lacnet_core::Period::parse("2001-Q1").unwrap();
+    quarter.digest =
+        lacnet_core::submission::digest(DERBY, period, &policy, &first[&(DERBY.to_owned(), 0)]);
+    let status = hub.submit(&net.site(DERBY), quarter).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+    println!(
+        "change of series: the agent refused ({refused}); the hub refused a quarter: {}",
+        status.message()
+    );
     drop(sites);
     hub.stop().await;
 }
@@ -709,5 +1005,57 @@ fn the_attacker_breaks_releases_published_person_by_person() {
     assert!(
         rate > baseline + 0.2,
         "the attacker should break unprotected differencing: {rate} vs {baseline}"
+    );
+}
+
+/// The linked attack has teeth: a financial year and its months each
+/// protected on its own (as before linked protection) give a small month
+/// away. A site active in two months of the year: April with 50 people in
+/// one need, May with 2. The year's 52 and April's 50 both round to 50, so
+/// May's count is at most 52 - 48 = 4: five values, where a withheld cell
+/// must keep seven.
+#[test]
+fn a_year_protected_apart_from_its_months_gives_cells_away() {
+    let policy = lacnet_core::DisclosurePolicy::default();
+    let mut rng = StdRng::seed_from_u64(11);
+    let person = |i: usize, day: &str| CaseRecord {
+        case: format!("teeth-{i}"),
+        nhs: None,
+        introduced_on: day.to_owned(),
+        closed_on: Some(day.to_owned()),
+        level: 2,
+        age: 40,
+        need: 3,
+        source: 2,
+        outcomes: Vec::new(),
+        ward: "E05000001".into(),
+    };
+    let april: Vec<CaseRecord> = (0..50).map(|i| person(i, "2001-04-10")).collect();
+    let may: Vec<CaseRecord> = (50..52).map(|i| person(i, "2001-05-10")).collect();
+    let alone = |records: &[CaseRecord], start: &str, end: &str| {
+        Some(
+            lacnet_core::disclosure::apply(&true_counts(records, start, end), &policy)
+                .counts
+                .to_vec(),
+        )
+    };
+    let year: Vec<CaseRecord> = april.iter().chain(&may).cloned().collect();
+    let mut releases = vec![
+        alone(&year, "2001-04-01", "2002-03-31"),
+        alone(&april, "2001-04-01", "2001-04-30"),
+        alone(&may, "2001-05-01", "2001-05-31"),
+    ];
+    releases.extend((0..10).map(|_| None));
+    let (attacked, narrowed, narrowest) = Linked {
+        name: "teeth FY2001".into(),
+        releases,
+    }
+    .attack(None, &mut rng);
+    println!(
+        "protected apart: {attacked} withheld cells attacked, {narrowed} narrowed below {PROTECTION} values (narrowest {narrowest})"
+    );
+    assert!(
+        narrowed > 0,
+        "protecting a year apart from its months should leave cells the two narrow"
     );
 }

@@ -129,6 +129,42 @@ impl Decision {
     }
 }
 
+/// What can be decided before a release is protected, from the dates and
+/// the true counts alone: the embargo, and the release gate (no more than
+/// the threshold's worth of people changed since the last release).
+/// Protecting costs integer programs once releases are linked, so nothing
+/// that would not be published is protected.
+pub fn decide_early(
+    period: Period,
+    today: Date,
+    embargo_days: u32,
+    policy: &DisclosurePolicy,
+    truth: &[u64],
+    last_truth: Option<&[u64]>,
+) -> Option<Decision> {
+    let until =
+        Date::from_days_since_epoch(period.end().days_since_epoch() + i64::from(embargo_days) + 1);
+    if today < until {
+        return Some(Decision::Embargoed { until });
+    }
+    let last = last_truth.filter(|l| l.len() == truth.len())?;
+    let changes = || {
+        truth
+            .iter()
+            .zip(last)
+            .map(|(now, before)| now.abs_diff(*before))
+    };
+    // Fewer than threshold + 1 people changed: no figure moved by more
+    // than the threshold. (One person moves each figure by at most one.)
+    match changes().max().unwrap_or(0) {
+        0 => Some(Decision::Unchanged),
+        most if most <= u64::from(policy.threshold) => Some(Decision::Held {
+            small_changes: changes().filter(|d| *d > 0).count(),
+        }),
+        _ => None,
+    }
+}
+
 /// Whether a newly computed release of `period` is published, given the
 /// true counts behind the last release (if any) and the digests.
 #[allow(clippy::too_many_arguments)]
@@ -142,28 +178,11 @@ pub fn decide(
     digest: &str,
     last_digest: Option<&str>,
 ) -> Decision {
-    let until =
-        Date::from_days_since_epoch(period.end().days_since_epoch() + i64::from(embargo_days) + 1);
-    if today < until {
-        return Decision::Embargoed { until };
+    if let Some(early) = decide_early(period, today, embargo_days, policy, truth, last_truth) {
+        return early;
     }
     if last_digest == Some(digest) {
         return Decision::Unchanged;
-    }
-    let threshold = u64::from(policy.threshold);
-    if let Some(last) = last_truth.filter(|l| l.len() == truth.len()) {
-        let changes = || {
-            truth
-                .iter()
-                .zip(last)
-                .map(|(now, before)| now.abs_diff(*before))
-        };
-        // Fewer than threshold + 1 people changed: no figure moved by more
-        // than the threshold. (One person moves each figure by at most one.)
-        if changes().max().unwrap_or(0) <= threshold {
-            let small_changes = changes().filter(|d| *d > 0).count();
-            return Decision::Held { small_changes };
-        }
     }
     Decision::Publish
 }
@@ -288,8 +307,9 @@ struct Decided {
     /// The dirty mark to clear; `None` for a span, which has none.
     generation: Option<u64>,
     truth: Vec<u64>,
-    published: Published,
-    digest: String,
+    /// The protected release and its digest; `None` when decided before
+    /// protecting (see [`decide_early`]).
+    published: Option<(Published, String)>,
     decision: Decision,
 }
 
@@ -322,12 +342,30 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         let mut out = Vec::with_capacity(periods.len());
         for period in periods {
             let truth = truth.get(&period).cloned().unwrap_or_default();
+            let last_truth = a.store().published_truth(period)?;
+            let early = decide_early(
+                period,
+                a.today(),
+                o.embargo_days,
+                &o.policy,
+                &truth,
+                last_truth.as_deref(),
+            );
+            if let Some(decision) = early {
+                out.push(Decided {
+                    period,
+                    generation: generations.get(&period).copied().flatten(),
+                    truth,
+                    published: None,
+                    decision,
+                });
+                continue;
+            }
             let started = std::time::Instant::now();
             let published = view.protect(period, &truth)?;
             tracing::debug!(%period, ms = started.elapsed().as_millis() as u64, "protected jointly with its linked releases");
             let digest = submission::digest(&o.site_code, period, &o.policy, &published);
             let last = a.store().last_submission(period)?;
-            let last_truth = a.store().published_truth(period)?;
             let decision = decide(
                 period,
                 a.today(),
@@ -345,8 +383,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
                 period,
                 generation: generations.get(&period).copied().flatten(),
                 truth,
-                published,
-                digest,
+                published: Some((published, digest)),
                 decision,
             });
         }
@@ -375,7 +412,10 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
                 }
                 let last = w.last_submission(period)?;
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
-                let sub = build(&a, period, &d.published, d.digest, revision);
+                let Some((published, digest)) = d.published else {
+                    continue;
+                };
+                let sub = build(&a, period, &published, digest, revision);
                 // A span has no dirty mark: generation 0 clears nothing.
                 w.enqueue(period, &sub, Some(&d.truth), d.generation.unwrap_or(0))?;
                 tracing::info!(%period, revision, "enqueued a new revision");

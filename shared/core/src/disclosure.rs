@@ -413,7 +413,7 @@ fn protect_joint(
                 }
             });
         let exposures = match quick {
-            Some(found) => vec![found],
+            Some((parts, others)) => vec![(parts, others, false)],
             None => exact_exposure(
                 &joint,
                 &view,
@@ -422,6 +422,7 @@ fn protect_joint(
                 policy.threshold,
                 &mut certified,
                 &mut prover,
+                n,
             ),
         };
         // Parts first (the old rule: the smallest part, failing that the
@@ -442,7 +443,7 @@ fn protect_joint(
         // round is already among its candidates (it may be widened now: the
         // next round tells).
         let mut withheld_now: Vec<usize> = Vec::new();
-        for (parts, others) in exposures {
+        for (parts, others, linked) in exposures {
             if parts
                 .iter()
                 .chain(&others)
@@ -450,7 +451,14 @@ fn protect_joint(
             {
                 continue;
             }
-            let cell = [tabled(&parts), tabled(&others), all.clone()]
+            // A linked release's cell is widened through the new release's
+            // cells nearest it, headline or not (see `candidates_for`).
+            let first = if linked {
+                parts.clone()
+            } else {
+                tabled(&parts)
+            };
+            let cell = [first, tabled(&others), all.clone()]
                 .iter()
                 .find_map(|c| cheapest(values, &out, c, policy));
             if let Some(cell) = cell {
@@ -486,6 +494,7 @@ fn cheapest(
 /// wide and no earlier round certified; returns, for each one found
 /// narrowed, the cells related to it (the candidates for more suppression).
 /// Empty when every cell holds.
+#[allow(clippy::too_many_arguments)]
 fn exact_exposure(
     joint: &[Count],
     view: &AttackerView,
@@ -494,7 +503,8 @@ fn exact_exposure(
     threshold: u32,
     certified: &mut [bool],
     prover: &mut exact::Prover,
-) -> Vec<(Vec<usize>, Vec<usize>)> {
+    new_cells: usize,
+) -> Vec<(Vec<usize>, Vec<usize>, bool)> {
     let suppressed: Vec<usize> = (0..joint.len())
         .filter(|&c| joint[c] == Count::Suppressed && !certified[c])
         .collect();
@@ -521,12 +531,60 @@ fn exact_exposure(
             None => true,
         };
         if narrowed {
-            narrowed_cells.push(candidates_near(c, relations));
+            narrowed_cells.push(candidates_for(c, relations, new_cells));
         } else {
             certified[c] = true;
         }
     }
     narrowed_cells
+}
+
+/// Cells of the new release (the first `new_cells`) whose withholding could
+/// widen `c`'s range. For a cell of the new release, [`candidates_near`].
+/// For a cell of a linked release, which cannot change, the nearest cells
+/// of the new release through the relations: a month's cell narrowed by its
+/// year is widened by withholding the year's cell for the same metric.
+/// The flag says the candidates came the second way.
+fn candidates_for(
+    c: usize,
+    relations: &[Relation],
+    new_cells: usize,
+) -> (Vec<usize>, Vec<usize>, bool) {
+    if c < new_cells {
+        let (parts, others) = candidates_near(c, relations);
+        return (parts, others, false);
+    }
+    let mut seen = vec![c];
+    let mut frontier = vec![c];
+    // Each step goes one relation further; a few steps reach the new
+    // release through any cover, and the cap bounds the work.
+    for _ in 0..4 {
+        let mut next: Vec<usize> = relations
+            .iter()
+            .filter(|r| r.terms.iter().any(|(x, _)| frontier.contains(x)))
+            .flat_map(|r| r.terms.iter().map(|&(x, _)| x))
+            .filter(|x| !seen.contains(x))
+            .collect();
+        next.sort_unstable();
+        next.dedup();
+        let reached: Vec<usize> = next.iter().copied().filter(|&x| x < new_cells).collect();
+        if !reached.is_empty() {
+            // Those cells first (the year's cell for the month's metric
+            // widens the month most directly), then the parts of the tables
+            // they are in.
+            let mut near: Vec<usize> = reached
+                .iter()
+                .flat_map(|&r| candidates_near(r, relations).0)
+                .filter(|&x| x < new_cells && !reached.contains(&x))
+                .collect();
+            near.sort_unstable();
+            near.dedup();
+            return (reached, near, true);
+        }
+        seen.extend(&next);
+        frontier = next;
+    }
+    (Vec::new(), Vec::new(), true)
 }
 
 /// Cells whose withholding could widen `c`'s range: the parts of the tables
