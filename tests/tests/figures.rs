@@ -534,25 +534,26 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     // one before it plus July: a breakdown whose rounded cumulative figure
     // barely moved would pin July's small count, and linked protection may
     // withhold the cumulative cell instead (the previous one is already
-    // public). Headline figures stay published.
+    // public). Headline figures stay published; what is shown is within
+    // rounding.
     let s = synced_summary(&reports, &thk, THURROCK, THURROCK_WINDOW).await;
     assert_eq!(cell(&s, THURROCK, "people_new"), Count::Value(255));
-    for (metric, truth) in [
-        ("people_active", 256),
-        ("outcome.alternative_to_day_services", 19),
-        ("outcome.volunteering", 18),
-        ("level_2.people_new", level_2),
-    ] {
+    for (metric, truth) in [("people_active", 256), ("level_2.people_new", level_2)] {
         within_rounding(cell(&s, THURROCK, metric), truth, metric);
     }
+    let mut shown = 0;
     for (metric, truth) in [
         ("primary_need.older_people_frailty", 79),
         ("primary_need.mental_health", 69),
+        ("outcome.alternative_to_day_services", 19),
+        ("outcome.volunteering", 18),
     ] {
+        shown += usize::from(matches!(cell(&s, THURROCK, metric), Count::Value(_)));
         if let Count::Value(_) = cell(&s, THURROCK, metric) {
             within_rounding(cell(&s, THURROCK, metric), truth, metric);
         }
     }
+    println!("Thurrock {THURROCK_WINDOW}: {shown} of 4 need and outcome figures published");
     // Derby reports by quarter, so it publishes the programme to date at
     // quarter ends only (monthly cumulative figures would give its months
     // away); its PTD2024-09 runs from its own start, April 2024.

@@ -413,7 +413,7 @@ fn protect_joint(
                 }
             });
         let exposures = match quick {
-            Some((parts, others)) => vec![(parts, others, false)],
+            Some((parts, others)) => vec![Candidates::Near { parts, others }],
             None => exact_exposure(
                 &joint,
                 &view,
@@ -443,24 +443,35 @@ fn protect_joint(
         // round is already among its candidates (it may be widened now: the
         // next round tells).
         let mut withheld_now: Vec<usize> = Vec::new();
-        for (parts, others, linked) in exposures {
-            if parts
-                .iter()
-                .chain(&others)
-                .any(|c| withheld_now.contains(c))
-            {
-                continue;
-            }
-            // A linked release's cell is widened through the new release's
-            // cells nearest it, headline or not (see `candidates_for`).
-            let first = if linked {
-                parts.clone()
-            } else {
-                tabled(&parts)
+        for exposure in exposures {
+            let tiers = match exposure {
+                Candidates::Near { parts, others } => {
+                    if parts
+                        .iter()
+                        .chain(&others)
+                        .any(|c| withheld_now.contains(c))
+                    {
+                        continue;
+                    }
+                    vec![tabled(&parts), tabled(&others), all.clone()]
+                }
+                Candidates::Linked(tiers) => {
+                    if tiers
+                        .first()
+                        .is_some_and(|t| t.iter().any(|c| withheld_now.contains(c)))
+                    {
+                        continue;
+                    }
+                    // Beyond the nearest cells, only cells of tables (as for
+                    // the new release's own cells).
+                    tiers
+                        .iter()
+                        .enumerate()
+                        .map(|(k, t)| if k == 0 { t.clone() } else { tabled(t) })
+                        .collect()
+                }
             };
-            let cell = [first, tabled(&others), all.clone()]
-                .iter()
-                .find_map(|c| cheapest(values, &out, c, policy));
+            let cell = tiers.iter().find_map(|c| cheapest(values, &out, c, policy));
             if let Some(cell) = cell {
                 out[cell] = Count::Suppressed;
                 withheld_now.push(cell);
@@ -504,7 +515,7 @@ fn exact_exposure(
     certified: &mut [bool],
     prover: &mut exact::Prover,
     new_cells: usize,
-) -> Vec<(Vec<usize>, Vec<usize>, bool)> {
+) -> Vec<Candidates> {
     let suppressed: Vec<usize> = (0..joint.len())
         .filter(|&c| joint[c] == Count::Suppressed && !certified[c])
         .collect();
@@ -545,20 +556,43 @@ fn exact_exposure(
 /// of the new release through the relations: a month's cell narrowed by its
 /// year is widened by withholding the year's cell for the same metric.
 /// The flag says the candidates came the second way.
-fn candidates_for(
-    c: usize,
-    relations: &[Relation],
-    new_cells: usize,
-) -> (Vec<usize>, Vec<usize>, bool) {
+fn candidates_for(c: usize, relations: &[Relation], new_cells: usize) -> Candidates {
     if c < new_cells {
         let (parts, others) = candidates_near(c, relations);
-        return (parts, others, false);
+        return Candidates::Near { parts, others };
     }
+    Candidates::Linked(linked_tiers(c, relations, new_cells))
+}
+
+/// What may be withheld for one narrowed cell.
+enum Candidates {
+    /// A cell of the new release: the parts of its tables, then the rest
+    /// of what it is related to, then (as before linking) any tabled cell.
+    Near {
+        parts: Vec<usize>,
+        others: Vec<usize>,
+    },
+    /// A cell of a linked release: tiers tried in order, nearest first,
+    /// never falling back to the whole release.
+    Linked(Vec<Vec<usize>>),
+}
+
+/// The tiers for a linked cell `c`, walking out one relation at a time:
+/// the first new-release cells reached (the year's cell for the month's
+/// metric widens the month most directly), then the parts of the tables
+/// they are in, then cells further out. Headline figures are only ever the
+/// nearest.
+fn linked_tiers(c: usize, relations: &[Relation], new_cells: usize) -> Vec<Vec<usize>> {
+    let headline = |x: usize| {
+        let group = catalogue().metrics()[x % METRIC_COUNT].group;
+        group == "headline" || group.ends_with(".headline")
+    };
     let mut seen = vec![c];
     let mut frontier = vec![c];
-    // Each step goes one relation further; a few steps reach the new
-    // release through any cover, and the cap bounds the work.
-    for _ in 0..4 {
+    let mut first: Vec<usize> = Vec::new();
+    let mut near: Vec<usize> = Vec::new();
+    let mut further: Vec<usize> = Vec::new();
+    for _ in 0..8 {
         let mut next: Vec<usize> = relations
             .iter()
             .filter(|r| r.terms.iter().any(|(x, _)| frontier.contains(x)))
@@ -567,24 +601,39 @@ fn candidates_for(
             .collect();
         next.sort_unstable();
         next.dedup();
-        let reached: Vec<usize> = next.iter().copied().filter(|&x| x < new_cells).collect();
-        if !reached.is_empty() {
-            // Those cells first (the year's cell for the month's metric
-            // widens the month most directly), then the parts of the tables
-            // they are in.
-            let mut near: Vec<usize> = reached
-                .iter()
-                .flat_map(|&r| candidates_near(r, relations).0)
-                .filter(|&x| x < new_cells && !reached.contains(&x))
-                .collect();
-            near.sort_unstable();
-            near.dedup();
-            return (reached, near, true);
+        if next.is_empty() {
+            break;
+        }
+        let reached = next.iter().copied().filter(|&x| x < new_cells);
+        if first.is_empty() {
+            first = reached.collect();
+            near.extend(
+                first
+                    .iter()
+                    .flat_map(|&r| candidates_near(r, relations).0)
+                    .filter(|&x| x < new_cells && !first.contains(&x)),
+            );
+        } else {
+            further.extend(reached);
         }
         seen.extend(&next);
         frontier = next;
     }
-    (Vec::new(), Vec::new(), true)
+    let keep = |cells: Vec<usize>| {
+        let mut kept: Vec<usize> = Vec::new();
+        for x in cells {
+            if !headline(x) && !kept.contains(&x) {
+                kept.push(x);
+            }
+        }
+        kept
+    };
+    let near = keep(near);
+    let further: Vec<usize> = keep(further)
+        .into_iter()
+        .filter(|x| !near.contains(x))
+        .collect();
+    vec![first, near, further]
 }
 
 /// Cells whose withholding could widen `c`'s range: the parts of the tables
