@@ -343,6 +343,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         for period in periods {
             let truth = truth.get(&period).cloned().unwrap_or_default();
             let last_truth = a.store().published_truth(period)?;
+            let generation = generations.get(&period).copied().flatten();
             let early = decide_early(
                 period,
                 a.today(),
@@ -351,39 +352,30 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
                 &truth,
                 last_truth.as_deref(),
             );
-            if let Some(decision) = early {
-                out.push(Decided {
-                    period,
-                    generation: generations.get(&period).copied().flatten(),
-                    truth,
-                    published: None,
-                    decision,
-                });
-                continue;
-            }
-            let started = std::time::Instant::now();
-            let published = view.protect(period, &truth)?;
-            tracing::debug!(%period, ms = started.elapsed().as_millis() as u64, "protected jointly with its linked releases");
-            let digest = submission::digest(&o.site_code, period, &o.policy, &published);
-            let last = a.store().last_submission(period)?;
-            let decision = decide(
-                period,
-                a.today(),
-                o.embargo_days,
-                &o.policy,
-                &truth,
-                last_truth.as_deref(),
-                &digest,
-                last.as_ref().map(|l| l.digest.as_str()),
-            );
-            if decision == Decision::Publish {
-                view.publish(period, &published);
-            }
+            // Only a release the embargo and the gate let through is
+            // protected; what is left to decide is whether it differs.
+            let (decision, published) = match early {
+                Some(decision) => (decision, None),
+                None => {
+                    let started = std::time::Instant::now();
+                    let published = view.protect(period, &truth)?;
+                    tracing::debug!(%period, ms = started.elapsed().as_millis() as u64, "protected jointly with its linked releases");
+                    let digest = submission::digest(&o.site_code, period, &o.policy, &published);
+                    let last = a.store().last_submission(period)?;
+                    let decision = if last.is_some_and(|l| l.digest == digest) {
+                        Decision::Unchanged
+                    } else {
+                        view.publish(period, &published);
+                        Decision::Publish
+                    };
+                    (decision, Some((published, digest)))
+                }
+            };
             out.push(Decided {
                 period,
-                generation: generations.get(&period).copied().flatten(),
+                generation,
                 truth,
-                published: Some((published, digest)),
+                published,
                 decision,
             });
         }
