@@ -457,7 +457,9 @@ async fn run_in(
         "{}",
         table::summary_table(&report, Some(&["headline", "support_level", "outcome"]))
     );
-    println!("\n[suppressed] = withheld by disclosure control (not zero).\n");
+    println!(
+        "\n[suppressed] = withheld by disclosure control: a small count (possibly zero), or one withheld to protect a small one.\n"
+    );
 
     steps.start("Writing the HTML report");
     write_file(&opts.report, &html::render(&report), false)?;

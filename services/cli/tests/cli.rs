@@ -495,7 +495,7 @@ async fn import_report_and_site_operations_against_a_real_network() {
         .assert()
         .success();
     let html = std::fs::read_to_string(&html_path).unwrap();
-    assert!(html.contains("<svg") && html.contains("suppressed (not zero)"));
+    assert!(html.contains("<svg") && html.contains("withheld (may be 0)"));
     assert!(
         !html.contains("http://") && !html.contains("https://"),
         "self-contained: no network references"

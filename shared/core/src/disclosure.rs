@@ -47,7 +47,8 @@ use std::fmt;
 pub enum Count {
     /// A value after rounding.
     Value(u64),
-    /// Withheld by disclosure control. Never read as zero.
+    /// Withheld by disclosure control. The true count may be 0 or any small
+    /// count (or a larger one withheld for another's sake); never encode it as 0.
     Suppressed,
 }
 

@@ -123,8 +123,9 @@ pub fn render(report: &Report) -> String {
     let _ = writeln!(h, "<p class=\"key\">{key}</p>");
     h.push_str(
         "<p class=\"note\"><span class=\"suppressed\">&nbsp;suppressed&nbsp;</span> marks a count withheld by \
-         disclosure control (a small count, or one that would reveal another). It is not zero, and it is never \
-         drawn as zero: bars show a hatched band, and trend lines break.</p>\n",
+         disclosure control: a small count (from 0 to the site's threshold) or a larger one withheld so that a \
+         small one cannot be worked out. It may be zero, and it is never drawn as a value: bars show a hatched \
+         band, and trend lines break.</p>\n",
     );
     policies(&mut h, report);
     if let Some(summary) = &report.summary {
@@ -323,7 +324,7 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
                 let _ = write!(
                     h,
                     "<rect class=\"suppressed-band\" x=\"{left}\" y=\"{}\" width=\"{width}\" height=\"{}\" fill=\"url(#hatch)\" opacity=\"0.8\"/>\
-                     <text x=\"{}\" y=\"{}\" class=\"supp\">suppressed (not zero)</text>",
+                     <text x=\"{}\" y=\"{}\" class=\"supp\">withheld (may be 0)</text>",
                     y + 4.0,
                     row - 8.0,
                     left + 6.0,

@@ -48,7 +48,7 @@ pub fn describe_period(p: Period) -> String {
     }
 }
 
-/// A published count: a value, or the suppression marker (never a zero).
+/// A published count: a value, or the suppression marker (which may stand for 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CountView {
     /// A (rounded) value.

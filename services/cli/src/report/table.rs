@@ -223,7 +223,7 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("Network disclosure policy: {}\n", p.text));
     }
     out.push_str(&format!(
-        "Counts shown as {SUPPRESSED} were withheld by disclosure control; they are not zero.\n\n"
+        "Counts shown as {SUPPRESSED} were withheld by disclosure control: a small count (possibly zero) or one withheld to protect a small one.\n\n"
     ));
     let sites = sites_in(report);
     let mut t = Table::new(["site", "ONS code", "adults", "disclosure policy"]);
