@@ -401,6 +401,207 @@ impl Linked {
     }
 }
 
+/// The whole series of one `Sum` metric of one site, as difference
+/// constraints. Every month, financial year and programme to date counts
+/// events dated in a run of whole months, so each published figure bounds a
+/// difference of prefix sums `S[b] - S[a]` (events in months `a..b`), and a
+/// withheld one is at least 0. Shortest paths over those constraints give the
+/// exact range of every figure: a difference-constraint system with integer
+/// bounds has an integer solution at each end of every range, so no integer
+/// program is needed. Months outside the data read as 0, as an attacker may
+/// assume an empty month.
+struct Series {
+    /// `dist[a][b]`: the least known upper bound of `S[b] - S[a]`.
+    dist: Vec<Vec<i64>>,
+    /// Withheld figures, as (name, a, b).
+    withheld: Vec<(String, usize, usize)>,
+}
+
+impl Series {
+    const UNKNOWN: i64 = i64::MAX / 4;
+
+    fn new(months: usize) -> Series {
+        let n = months + 1;
+        let mut dist = vec![vec![Self::UNKNOWN; n]; n];
+        for (i, row) in dist.iter_mut().enumerate() {
+            row[i] = 0;
+        }
+        // Counts are never negative: S is non-decreasing.
+        for i in 0..months {
+            dist[i + 1][i] = 0;
+        }
+        Series {
+            dist,
+            withheld: Vec::new(),
+        }
+    }
+
+    /// A published (or withheld) figure counting the events of months `a..b`.
+    fn figure(&mut self, name: String, a: usize, b: usize, c: Count) {
+        if a >= b {
+            return;
+        }
+        let (lo, hi) = cell_box(c);
+        let (lo, hi) = (i64::from(lo), i64::from(hi));
+        if c == Count::Suppressed {
+            self.withheld.push((name, a, b));
+        } else {
+            self.dist[a][b] = self.dist[a][b].min(hi);
+            self.dist[b][a] = self.dist[b][a].min(-lo);
+        }
+    }
+
+    /// Closes the system (Floyd–Warshall); `None` when it has no solution.
+    fn solve(mut self) -> Option<SolvedSeries> {
+        let n = self.dist.len();
+        for k in 0..n {
+            for i in 0..n {
+                if self.dist[i][k] >= Self::UNKNOWN {
+                    continue;
+                }
+                for j in 0..n {
+                    let via = self.dist[i][k] + self.dist[k][j];
+                    if via < self.dist[i][j] {
+                        self.dist[i][j] = via;
+                    }
+                }
+            }
+        }
+        (0..n)
+            .all(|i| self.dist[i][i] >= 0)
+            .then_some(SolvedSeries(self))
+    }
+}
+
+struct SolvedSeries(Series);
+
+impl SolvedSeries {
+    /// The exact range of events in months `a..b`.
+    fn range(&self, a: usize, b: usize) -> (i64, i64) {
+        let d = &self.0.dist;
+        ((-d[b][a]).max(0), d[a][b])
+    }
+
+    /// (withheld figures attacked, narrowed below the protection interval
+    /// among those that could be small, narrowest), printing each narrowed one.
+    fn attack(&self, site: &str, metric: &str) -> (usize, usize, i64) {
+        let (mut attacked, mut narrowed, mut narrowest) = (0, 0, i64::MAX);
+        for (name, a, b) in &self.0.withheld {
+            let (lo, hi) = self.range(*a, *b);
+            attacked += 1;
+            if lo <= THRESHOLD {
+                let values = hi.min(i64::from(BIG)) - lo + 1;
+                narrowest = narrowest.min(values);
+                if values < PROTECTION {
+                    narrowed += 1;
+                    if narrowed <= 3 {
+                        println!("  {site} {metric} {name}: narrowed to {lo}..={hi}");
+                    }
+                }
+            }
+        }
+        (attacked, narrowed, narrowest)
+    }
+}
+
+/// Every release an analyst can read for one site: each month, each
+/// financial year touching the data, and each programme to date the agent
+/// publishes (`None` where the hub holds no release).
+struct WholeSeries {
+    months: Vec<Option<Vec<Count>>>,
+    /// (first month index, one past the last, cells).
+    spans: Vec<(String, usize, usize, Vec<Count>)>,
+}
+
+async fn whole_series(
+    hub: &TestHub,
+    net: &NetworkPki,
+    site: &str,
+    months: usize,
+    first: &HashMap<(String, usize), Published>,
+) -> WholeSeries {
+    let clamp = |i: i64| i.clamp(0, months as i64) as usize;
+    let mut spans = Vec::new();
+    for y in 2000..=2001 + (months as i32 - 1) / 12 {
+        let fy = span_snapshot(hub, net, span_pb(pb::Granularity::FinancialYear, y, 1)).await;
+        if let Some(t) = fy.get(site) {
+            // April of year y is month (y - 2001) * 12 + 3.
+            let april = i64::from(y - 2001) * 12 + 3;
+            spans.push((
+                format!("FY{y}"),
+                clamp(april),
+                clamp(april + 12),
+                t.counts.to_vec(),
+            ));
+        }
+    }
+    for i in first_ptd_month()..months {
+        let ptd = span_snapshot(hub, net, ptd_pb(i)).await;
+        if let Some(t) = ptd.get(site) {
+            spans.push((
+                format!("PTD month {i}"),
+                first_ptd_month(),
+                i + 1,
+                t.counts.to_vec(),
+            ));
+        }
+    }
+    WholeSeries {
+        months: (0..months)
+            .map(|m| first.get(&(site.to_owned(), m)).map(|t| t.counts.to_vec()))
+            .collect(),
+        spans,
+    }
+}
+
+impl WholeSeries {
+    /// The difference-constraint system of one metric over the whole series.
+    fn series(&self, metric: usize) -> Series {
+        let mut s = Series::new(self.months.len());
+        for (m, release) in self.months.iter().enumerate() {
+            // A month with no release had no activity: it reads as 0.
+            let c = release.as_ref().map_or(Count::Value(0), |r| r[metric]);
+            if c == Count::Value(0) {
+                s.dist[m][m + 1] = 0;
+            } else {
+                s.figure(format!("month {m}"), m, m + 1, c);
+            }
+        }
+        for (name, a, b, cells) in &self.spans {
+            s.figure(name.clone(), *a, *b, cells[metric]);
+        }
+        s
+    }
+}
+
+/// The programme to date published two months apart and the later month
+/// published: the month between is pinned (the issue's example 2,
+/// PTD2026-03 at 80, PTD2026-05 at 85 and May at 10 put April in 0..=1).
+#[test]
+fn the_whole_series_attacker_pins_a_month_between_two_programmes_to_date() {
+    let mut s = Series::new(3);
+    s.figure("PTD month 0".into(), 0, 1, Count::Value(80));
+    s.figure("April".into(), 1, 2, Count::Suppressed);
+    s.figure("May".into(), 2, 3, Count::Value(10));
+    s.figure("PTD month 2".into(), 0, 3, Count::Value(85));
+    let solved = s.solve().expect("the releases are consistent");
+    assert_eq!(solved.range(1, 2), (0, 1));
+    let (attacked, narrowed, narrowest) = solved.attack("teeth", "introductions_new");
+    assert_eq!((attacked, narrowed, narrowest), (1, 1, 2));
+    // Example 1: a financial year equal to a programme to date (a programme
+    // starting on 1 April), both at 10, and the programme to date a month
+    // earlier at 10: March is at most 4.
+    let mut s = Series::new(12);
+    for m in 0..11 {
+        s.figure(format!("month {m}"), m, m + 1, Count::Suppressed);
+    }
+    s.figure("March".into(), 11, 12, Count::Suppressed);
+    s.figure("FY".into(), 0, 12, Count::Value(10));
+    s.figure("PTD month 10".into(), 0, 11, Count::Value(10));
+    let solved = s.solve().expect("the releases are consistent");
+    assert_eq!(solved.range(11, 12), (0, 4));
+}
+
 /// What changed between two releases, as the attacker models it: one
 /// person, whose cells in each table are unknown (binary choices).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -828,6 +1029,63 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
     );
     assert!(systems >= 2 * (1 + (months - first_ptd_month()) / 2) && attacked > 0);
     assert_eq!(narrowed, 0, "linked releases narrow withheld cells");
+
+    // ---- the whole series: every month, financial year and programme to
+    // date of a site, one `Sum` metric at a time, exactly (difference
+    // constraints). Measured and printed: today's release design publishes
+    // every metric monthly with monthly programmes to date, and the agent
+    // protects each release against its direct links only, so this attacker
+    // narrows cells it cannot (issue 19). The soundness of the attacker is
+    // asserted: it never excludes the true count of a month.
+    let (mut attacked, mut narrowed, mut narrowest, mut metrics_attacked) =
+        (0usize, 0usize, i64::MAX, 0usize);
+    for s in &sites {
+        let series = whole_series(&hub, &net, s.code, months, &first).await;
+        let truths: Vec<lacnet_core::metrics::Aggregates> = (0..months)
+            .map(|m| {
+                let records: Vec<CaseRecord> = data[&(s.code.to_owned(), m)]
+                    .iter()
+                    .map(|p| p.record.clone())
+                    .collect();
+                let (y, mo) = (2001 + m / 12, m % 12 + 1);
+                true_counts(
+                    &records,
+                    &format!("{y}-{mo:02}-01"),
+                    &format!("{y}-{mo:02}-31"),
+                )
+            })
+            .collect();
+        for (i, def) in catalogue().metrics().iter().enumerate() {
+            if def.across_periods != lacnet_core::metrics::Additivity::Sum {
+                continue;
+            }
+            let solved = series.series(i).solve().unwrap_or_else(|| {
+                panic!(
+                    "{} {}: the published series has no consistent truth",
+                    s.code, def.id
+                )
+            });
+            for (m, truth) in truths.iter().enumerate() {
+                let (lo, hi) = solved.range(m, m + 1);
+                let t = truth.counts[i] as i64;
+                assert!(
+                    lo <= t && t <= hi,
+                    "{} {} month {m}: the attacker excluded the truth {t} from {lo}..={hi}",
+                    s.code,
+                    def.id
+                );
+            }
+            let (a, n, w) = solved.attack(s.code, &def.id);
+            metrics_attacked += 1;
+            attacked += a;
+            narrowed += n;
+            narrowest = narrowest.min(w);
+        }
+    }
+    println!(
+        "whole series (every month, financial year and programme to date, {metrics_attacked} site-metric series, Sum metrics, exact): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
+    );
+    assert!(attacked > 0 && metrics_attacked > 0);
 
     // ---- differencing: one change per site-month.
     let kinds = [
