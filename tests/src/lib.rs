@@ -380,7 +380,8 @@ pub fn count_of(c: Option<&pb::Count>) -> Count {
     match c.and_then(|c| c.kind) {
         Some(pb::count::Kind::Value(v)) => Count::Value(v),
         Some(pb::count::Kind::Suppressed(_)) => Count::Suppressed,
-        None => panic!("a count with neither a value nor suppressed"),
+        Some(pb::count::Kind::NotReleased(_)) => Count::NotReleased,
+        None => panic!("a count with neither a value nor a marker"),
     }
 }
 

@@ -432,6 +432,7 @@ fn within_rounding(published: Count, truth: u64, what: &str) {
             "{what}: {v} vs {truth}"
         ),
         Count::Suppressed => assert!(truth <= 7, "{what}: {truth} suppressed"),
+        Count::NotReleased => panic!("{what}: not released for this kind of period"),
     }
 }
 
@@ -712,7 +713,7 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     for r in [t24, d24] {
         let v = match count_of(r.value.as_ref()) {
             Count::Value(v) => v,
-            Count::Suppressed => panic!("{} withheld", r.site_code),
+            Count::Suppressed | Count::NotReleased => panic!("{} withheld", r.site_code),
         };
         let rate = r.rate_per_10k.unwrap();
         assert!((rate - v as f64 * 10_000.0 / r.adult_population as f64).abs() < 1e-9);

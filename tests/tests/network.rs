@@ -391,7 +391,7 @@ fn check_table(
 fn value(c: Option<&pb::Count>) -> Option<u64> {
     match count_of(c) {
         Count::Value(v) => Some(v),
-        Count::Suppressed => None,
+        Count::Suppressed | Count::NotReleased => None,
     }
 }
 

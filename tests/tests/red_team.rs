@@ -195,7 +195,7 @@ fn cell_box(c: Count) -> (i32, i32) {
                 (r + BASE / 2) as i32,
             )
         }
-        Count::Suppressed => (0, BIG),
+        Count::Suppressed | Count::NotReleased => (0, BIG),
     }
 }
 
@@ -438,7 +438,7 @@ impl Series {
 
     /// A published (or withheld) figure counting the events of months `a..b`.
     fn figure(&mut self, name: String, a: usize, b: usize, c: Count) {
-        if a >= b {
+        if a >= b || c == Count::NotReleased {
             return;
         }
         let (lo, hi) = cell_box(c);
@@ -697,6 +697,8 @@ fn estimate(c: Count) -> f64 {
     match c {
         Count::Value(v) => v as f64,
         Count::Suppressed => (THRESHOLD as f64) / 2.0,
+        // Nothing known: no category is likelier.
+        Count::NotReleased => 0.0,
     }
 }
 

@@ -74,6 +74,8 @@ struct Tally {
     headlines: BTreeMap<&'static str, (usize, usize)>,
     /// Releases by period kind.
     kinds: BTreeMap<&'static str, usize>,
+    /// Cells and cells withheld by period kind.
+    by_kind: BTreeMap<&'static str, (usize, usize)>,
 }
 
 impl Tally {
@@ -83,6 +85,15 @@ impl Tally {
         } else {
             n as f64 * 100.0 / d as f64
         }
+    }
+}
+
+fn kind_name(period: Period) -> &'static str {
+    match period.granularity() {
+        Granularity::Month => "months",
+        Granularity::Quarter => "quarters",
+        Granularity::FinancialYear => "financial years",
+        Granularity::ProgrammeToDate => "programmes to date",
     }
 }
 
@@ -146,21 +157,20 @@ async fn run_site(run: &SiteRun, root: &Path, tally: &mut Tally) {
         let truth = store.published_truth(period).unwrap().unwrap();
         assert_eq!(truth.len(), METRIC_COUNT);
         tally.releases += 1;
-        *tally
-            .kinds
-            .entry(match period.granularity() {
-                Granularity::Month => "months",
-                Granularity::Quarter => "quarters",
-                Granularity::FinancialYear => "financial years",
-                Granularity::ProgrammeToDate => "programmes to date",
-            })
-            .or_default() += 1;
+        *tally.kinds.entry(kind_name(period)).or_default() += 1;
         for cell in &sub.cells {
             let i = cat.index_of(&cell.metric).unwrap();
             let count =
                 lacnet_proto::convert::count_from_proto(cell.count.as_ref(), "count").unwrap();
+            if count == Count::NotReleased {
+                // Not part of this kind of release: neither published nor withheld.
+                continue;
+            }
             let t = truth[i];
             tally.cells += 1;
+            let kind = tally.by_kind.entry(kind_name(period)).or_default();
+            kind.0 += 1;
+            kind.1 += usize::from(count == Count::Suppressed);
             let published = matches!(count, Count::Value(_));
             if let Count::Value(v) = count {
                 assert!(
@@ -260,7 +270,17 @@ async fn utility_report() {
             Tally::pct(t.withheld, t.cells),
             Tally::pct(t.large_published, t.large)
         );
-        let kinds: Vec<String> = t.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        let kinds: Vec<String> = t
+            .kinds
+            .iter()
+            .map(|(k, n)| {
+                let (cells, withheld) = t.by_kind.get(k).copied().unwrap_or_default();
+                format!(
+                    "{n} {k} ({:.0}% of {cells} cells withheld)",
+                    Tally::pct(withheld, cells)
+                )
+            })
+            .collect();
         println!("{:<28} releases: {}", "", kinds.join(", "));
     }
     println!("\nheadline figures published, of releases where the true count is 8 or more:\n");

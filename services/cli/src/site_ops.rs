@@ -234,6 +234,9 @@ fn render_submission(s: &pb::Submission) -> String {
         let value = match c.count.as_ref().and_then(|c| c.kind) {
             Some(pb::count::Kind::Value(v)) => v.to_string(),
             Some(pb::count::Kind::Suppressed(_)) => "suppressed".to_owned(),
+            Some(pb::count::Kind::NotReleased(_)) => {
+                "not released for this kind of period".to_owned()
+            }
             None => "?".to_owned(),
         };
         t.row([c.metric.as_str(), label, &value]);

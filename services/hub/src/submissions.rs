@@ -19,10 +19,10 @@
 
 use std::time::Instant;
 
-use lacnet_core::Date;
 use lacnet_core::disclosure::{self, Count, Published};
 use lacnet_core::metrics::{METRIC_COUNT, catalogue};
 use lacnet_core::submission;
+use lacnet_core::{Date, Period};
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::hub::v1::submissions_server::Submissions;
 use lacnet_proto::hub::v1::{ReceiptStatus, SubmitReceipt, SubmitRequest};
@@ -133,6 +133,30 @@ pub fn cells_to_published(cells: &[pb::Cell]) -> Result<Published, HubError> {
     Ok(Published {
         counts: counts.map(|c| c.unwrap_or(Count::Suppressed)),
     })
+}
+
+/// The release as the network publishes it for `period`'s kind: a figure
+/// the kind does not carry ([`lacnet_core::release`]) is dropped, so an agent
+/// from before the release plan (which sent every figure for every period)
+/// can publish no more than the plan allows; a figure the kind carries must
+/// be a value or withheld.
+pub fn to_release_plan(mut published: Published, period: Period) -> Result<Published, HubError> {
+    let carried = lacnet_core::release::carried(period.granularity());
+    for (i, count) in published.counts.iter_mut().enumerate() {
+        if !carried[i] {
+            *count = Count::NotReleased;
+        } else if *count == Count::NotReleased {
+            return Err(HubError::invalid(
+                "submission.cells",
+                format!(
+                    "metric {} is part of every {} release: it must be a value or suppressed, not not_released",
+                    catalogue().def(i).id,
+                    period.granularity().label()
+                ),
+            ));
+        }
+    }
+    Ok(published)
 }
 
 /// Bounds every string of a submission (length, then alphabet) before
@@ -274,6 +298,7 @@ pub fn check_submission(
         let all: Vec<String> = v.iter().map(ToString::to_string).collect();
         HubError::invalid("submission.cells", all.join("; "))
     })?;
+    let published = to_release_plan(published, period)?;
     Ok(StoredSubmission {
         site_code: site.code.clone(),
         period,
@@ -540,5 +565,33 @@ mod tests {
                 .to_string()
                 .contains("cells[2].count")
         );
+    }
+
+    #[test]
+    fn a_release_keeps_only_what_its_period_kind_carries() {
+        use lacnet_core::metrics::{CASES_STALE, INTRODUCTIONS_NEW};
+        let p = |s: &str| Period::parse(s).unwrap();
+        let full = cells_to_published(&cells()).unwrap();
+        // An agent from before the release plan sent every figure for a
+        // month: the hub keeps the month's figures and drops the rest.
+        let month = to_release_plan(full.clone(), p("2024-05")).unwrap();
+        let need = catalogue().index_of("primary_need.carer").unwrap();
+        assert_eq!(month.counts[INTRODUCTIONS_NEW], Count::Value(0));
+        assert_eq!(month.counts[need], Count::NotReleased);
+        let kept = month
+            .counts
+            .iter()
+            .filter(|c| **c != Count::NotReleased)
+            .count();
+        assert_eq!(kept, 13);
+        let year = to_release_plan(full, p("FY2024")).unwrap();
+        assert_eq!(year.counts[need], Count::Value(0));
+        assert_eq!(year.counts[CASES_STALE], Count::NotReleased);
+        // A figure the kind carries cannot be left out.
+        let mut gap = month.clone();
+        gap.counts[INTRODUCTIONS_NEW] = Count::NotReleased;
+        let e = to_release_plan(gap, p("2024-05")).unwrap_err();
+        assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+        assert!(e.to_string().contains("introductions_new"), "{e}");
     }
 }

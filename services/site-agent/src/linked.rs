@@ -148,7 +148,8 @@ impl<'a> Released<'a> {
             .iter()
             .map(|p| self.known(*p))
             .collect::<Result<Vec<_>, _>>()?;
-        let out = disclosure::protect_covered(values, &linked, &covers, &self.policy);
+        let carried = lacnet_core::release::carried(period.granularity());
+        let out = disclosure::protect_covered(values, &carried, &linked, &covers, &self.policy);
         let mut counts = [Count::Suppressed; METRIC_COUNT];
         counts.copy_from_slice(&out);
         Ok(Published { counts })

@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::linked::{self, Released};
 use crate::store::Store;
 use crate::{Agent, AgentError, now_unix};
+use lacnet_core::linked::publishes_programme_to_date;
 use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
 
 /// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
@@ -190,17 +191,12 @@ pub fn decide(
 /// The spans whose figures depend on the dirty months or quarters `dirty`:
 /// the financial years holding them, and (with a programme start) every
 /// programme to date from the month of the earliest dirty day to today's
-/// month (each holds everything before its end) that ends where a period of
-/// the site's `granularity` ends. A quarterly site publishes its programme to
-/// date at quarter ends only: monthly cumulative figures would give its
-/// months away by differencing. Spans that cannot be represented (before
-/// 2000) are left out.
-pub fn spans_of(
-    dirty: &[Period],
-    granularity: Granularity,
-    programme_start: Option<Date>,
-    today: Date,
-) -> BTreeSet<Period> {
+/// month (each holds everything before its end) that ends at a financial
+/// year's end. Programmes to date a month or a quarter apart would give the
+/// months away by differencing; a year apart, they differ by a financial
+/// year, which is published anyway. Spans that cannot be represented
+/// (before 2000) are left out.
+pub fn spans_of(dirty: &[Period], programme_start: Option<Date>, today: Date) -> BTreeSet<Period> {
     let mut spans = BTreeSet::new();
     let mut earliest: Option<Date> = None;
     for p in dirty.iter().filter(|p| !p.is_span()) {
@@ -218,16 +214,10 @@ pub fn spans_of(
         spans.extend(
             Period::range(first, last)
                 .into_iter()
-                .filter(|p| publishes_programme_to_date(*p, granularity)),
+                .filter(|p| publishes_programme_to_date(*p)),
         );
     }
     spans
-}
-
-/// Whether a site reporting by `granularity` publishes the programme to date
-/// `ptd`: when it ends where one of the site's periods ends.
-pub fn publishes_programme_to_date(ptd: Period, granularity: Granularity) -> bool {
-    Period::containing(granularity, ptd.end()).end() == ptd.end()
 }
 
 /// True counts for each of `periods` under the agent's counting rules, from
@@ -333,7 +323,7 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         let bases: Vec<Period> = dirty.iter().map(|(p, _)| *p).collect();
         // Spans ride along with the months or quarters they depend on; they
         // carry no dirty generation of their own (None: nothing to clear).
-        for span in spans_of(&bases, o.granularity, o.programme_start, a.today()) {
+        for span in spans_of(&bases, o.programme_start, a.today()) {
             generations.entry(span).or_insert(None);
         }
         let mut periods: Vec<Period> = generations.keys().copied().collect();
@@ -453,12 +443,11 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
                 "the programme to date needs the agent's --programme-start",
             ));
         }
-        if !publishes_programme_to_date(period, o.granularity) {
+        if !publishes_programme_to_date(period) {
             return Err(AgentError::invalid(
                 "period",
                 format!(
-                    "{period}: this agent publishes the programme to date at the end of each {} only",
-                    o.granularity.label()
+                    "{period}: the programme to date is published at financial-year ends (31 March) only"
                 ),
             ));
         }
@@ -556,27 +545,21 @@ mod tests {
         let d = |s: &str| Date::parse(s).unwrap();
         let today = d("2025-02-10");
         let texts = |v: BTreeSet<Period>| v.into_iter().map(|p| p.to_string()).collect::<Vec<_>>();
-        let q = Granularity::Quarter;
         // 2024-Q4 is in FY2024; with no programme start, no programme to date.
-        assert_eq!(texts(spans_of(&[p("2024-Q4")], q, None, today)), ["FY2024"]);
-        // 2024-Q1 is in FY2023; the programme to date from December 2024 on,
-        // every month for a monthly site, at quarter ends for a quarterly one.
+        assert_eq!(texts(spans_of(&[p("2024-Q4")], None, today)), ["FY2024"]);
+        // 2024-Q1 is in FY2023; the programme to date from December 2023 on,
+        // at financial-year ends only, for monthly and quarterly sites alike.
         let dirty = [p("2024-Q1"), p("2025-Q1")];
-        let start = Some(d("2024-12-01"));
-        let spans = texts(spans_of(&dirty, Granularity::Month, start, today));
-        assert_eq!(
-            spans,
-            ["FY2023", "FY2024", "PTD2024-12", "PTD2025-01", "PTD2025-02"]
-        );
-        let spans = texts(spans_of(&dirty, q, start, d("2025-03-10")));
-        assert_eq!(spans, ["FY2023", "FY2024", "PTD2024-12", "PTD2025-03"]);
-        assert!(publishes_programme_to_date(p("PTD2025-03"), q));
-        assert!(!publishes_programme_to_date(p("PTD2025-02"), q));
+        let start = Some(d("2023-12-01"));
+        let spans = texts(spans_of(&dirty, start, today));
+        assert_eq!(spans, ["FY2023", "FY2024", "PTD2024-03"]);
+        let spans = texts(spans_of(&dirty, start, d("2025-03-10")));
+        assert_eq!(spans, ["FY2023", "FY2024", "PTD2024-03", "PTD2025-03"]);
         // January to March 2000 would be FY1999, which no period can name.
-        let spans = texts(spans_of(&[p("2000-Q1")], q, None, today));
+        let spans = texts(spans_of(&[p("2000-Q1")], None, today));
         assert!(spans.is_empty(), "{spans:?}");
         // Spans themselves bring nothing more.
-        assert!(spans_of(&[p("FY2024")], q, Some(d("2024-01-01")), today).is_empty());
+        assert!(spans_of(&[p("FY2024")], Some(d("2024-01-01")), today).is_empty());
     }
 
     #[test]

@@ -114,7 +114,7 @@ const Z_998: f64 = 3.090232;
 fn known(count: Count) -> Option<u64> {
     match count {
         Count::Value(v) => Some(v),
-        Count::Suppressed => None,
+        Count::Suppressed | Count::NotReleased => None,
     }
 }
 
@@ -385,7 +385,8 @@ pub fn cost_avoided(items: &[(Count, u64)]) -> CostAvoided {
             Count::Value(v) => {
                 total.pence = total.pence.saturating_add(v.saturating_mul(unit_pence))
             }
-            Count::Suppressed => total.partial = true,
+            // A figure not in this kind of release is unknown here too.
+            Count::Suppressed | Count::NotReleased => total.partial = true,
         }
     }
     total

@@ -50,6 +50,20 @@ pub enum Count {
     /// Withheld by disclosure control. The true count may be 0 or any small
     /// count (or a larger one withheld for another's sake); never encode it as 0.
     Suppressed,
+    /// Not part of this kind of period's release ([`crate::release`]): says
+    /// nothing about the count, and disclosure control neither protects it
+    /// nor lets an attacker learn from it.
+    NotReleased,
+}
+
+impl Count {
+    /// The published value, if there is one.
+    pub fn value(self) -> Option<u64> {
+        match self {
+            Count::Value(v) => Some(v),
+            Count::Suppressed | Count::NotReleased => None,
+        }
+    }
 }
 
 /// The site's (or network's) disclosure rules.
@@ -170,9 +184,20 @@ fn primary(value: u64, policy: &DisclosurePolicy) -> Count {
     }
 }
 
-/// Protects `aggregates` under `policy` using the catalogue's tables.
+/// Protects `aggregates` under `policy` using the catalogue's tables, as a
+/// release carrying every figure.
 pub fn apply(aggregates: &Aggregates, policy: &DisclosurePolicy) -> Published {
-    let out = protect_linked(&aggregates.counts, &[], &[], policy);
+    release_alone(aggregates, &[true; METRIC_COUNT], policy)
+}
+
+/// Protects `aggregates` under `policy` as a release carrying the figures
+/// marked in `carried` (the others are [`Count::NotReleased`]), on its own.
+pub fn release_alone(
+    aggregates: &Aggregates,
+    carried: &[bool; METRIC_COUNT],
+    policy: &DisclosurePolicy,
+) -> Published {
+    let out = protect_linked(&aggregates.counts, carried, &[], &[], policy);
     let mut counts = [Count::Suppressed; METRIC_COUNT];
     counts.copy_from_slice(&out);
     Published { counts }
@@ -219,6 +244,7 @@ fn catalogue_subsets() -> impl Iterator<Item = (usize, usize)> {
 /// release is narrowed below the protection interval.
 pub fn protect_linked(
     values: &[u64],
+    carried: &[bool],
     linked: &[Count],
     links: &[Relation],
     policy: &DisclosurePolicy,
@@ -226,7 +252,7 @@ pub fn protect_linked(
     let mut relations = catalogue_relations(0);
     relations.extend_from_slice(links);
     let tables: Vec<&TableSpec> = catalogue().tables().iter().collect();
-    protect_joint(values, linked, &tables, &relations, policy)
+    protect_joint(values, carried, linked, &tables, &relations, policy)
 }
 
 /// A span and the releases it covers, as slots of a joint layout: slot `s`
@@ -294,6 +320,7 @@ pub fn as_known(published: &[Count], truth: &[u64], policy: &DisclosurePolicy) -
         .zip(truth)
         .map(|(&c, &t)| match c {
             Count::Value(_) if c == primary(t, policy) => c,
+            Count::NotReleased => Count::NotReleased,
             _ => Count::Suppressed,
         })
         .collect()
@@ -304,6 +331,7 @@ pub fn as_known(published: &[Count], truth: &[u64], policy: &DisclosurePolicy) -
 /// and the spans that tie them together.
 pub fn protect_covered(
     values: &[u64],
+    carried: &[bool],
     linked: &[Vec<Count>],
     covers: &[Cover],
     policy: &DisclosurePolicy,
@@ -318,7 +346,7 @@ pub fn protect_covered(
     for cover in covers {
         links.extend(cover_relations(cover));
     }
-    protect_linked(values, &flat, &links, policy)
+    protect_linked(values, carried, &flat, &links, policy)
 }
 
 /// Protects arbitrary cells related by `tables`.
@@ -333,7 +361,8 @@ pub fn protect(values: &[u64], tables: &[TableSpec], policy: &DisclosurePolicy) 
         .iter()
         .map(|t| Relation::sum(t.total, &t.parts))
         .collect();
-    protect_joint(values, &[], &tables, &relations, policy)
+    let carried = vec![true; values.len()];
+    protect_joint(values, &carried, &[], &tables, &relations, policy)
 }
 
 /// The secondary suppression loop over a joint layout: `values` (the new
@@ -343,13 +372,24 @@ pub fn protect(values: &[u64], tables: &[TableSpec], policy: &DisclosurePolicy) 
 /// `relations` are everything the attacker knows, for the exact check.
 fn protect_joint(
     values: &[u64],
+    carried: &[bool],
     linked: &[Count],
     tables: &[&TableSpec],
     relations: &[Relation],
     policy: &DisclosurePolicy,
 ) -> Vec<Count> {
     let n = values.len();
-    let mut out: Vec<Count> = values.iter().map(|&v| primary(v, policy)).collect();
+    let mut out: Vec<Count> = values
+        .iter()
+        .zip(carried.iter().chain(std::iter::repeat(&true)))
+        .map(|(&v, &carried)| {
+            if carried {
+                primary(v, policy)
+            } else {
+                Count::NotReleased
+            }
+        })
+        .collect();
     if !policy.secondary_suppression {
         return out;
     }
@@ -497,7 +537,7 @@ fn cheapest(
     candidates
         .iter()
         .copied()
-        .filter(|&c| c < values.len() && out[c] != Count::Suppressed)
+        .filter(|&c| c < values.len() && matches!(out[c], Count::Value(_)))
         .filter(|&c| values[c] > 0 || policy.zero_is_small())
         .min_by_key(|&c| (values[c], c))
 }
@@ -734,6 +774,8 @@ impl AttackerView {
                 }
                 Count::Suppressed if policy.zero_is_small() => (0, INF),
                 Count::Suppressed => (1, INF),
+                // Says nothing: any count at all.
+                Count::NotReleased => (0, INF),
             };
             lo.push(l);
             hi.push(h);
@@ -1518,6 +1560,7 @@ mod tests {
                 .collect(),
             S if threshold > 0 => (0..=bound).collect(),
             S => (1..=bound).collect(),
+            Count::NotReleased => (0..=bound).collect(),
         }
     }
 

@@ -7,7 +7,8 @@
 //! 2. [`pseudonym`] replaces its identifiers with keyed hashes, giving a
 //!    [`record::PseudonymRecord`]: the only form a site stores.
 //! 3. [`aggregate`] counts a period's records into [`metrics::Aggregates`].
-//! 4. [`disclosure`] suppresses and rounds them into a [`disclosure::Published`]
+//! 4. [`release`] says which figures each kind of period carries, and
+//!    [`disclosure`] suppresses and rounds them into a [`disclosure::Published`]
 //!    table, the only thing that leaves a site ([`submission`] packs and digests it).
 //! 5. [`compare`] turns many sites' published tables into cross-site comparisons at the hub.
 
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod period;
 pub mod pseudonym;
 pub mod record;
+pub mod release;
 pub mod submission;
 pub mod validate;
 pub mod vocab;

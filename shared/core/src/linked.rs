@@ -3,7 +3,7 @@
 //!
 //! A site publishes months or quarters, and spans over them: each financial
 //! year, and (with a programme start) the programme to date at the end of
-//! each of its periods. A span is counted from the records, never summed, but
+//! each financial year. A span is counted from the records, never summed, but
 //! its figures are still tied to the periods it covers (a year's
 //! introductions are its quarters' introductions; its people are at least
 //! any quarter's). An attacker holding a span and its periods can narrow a
@@ -27,10 +27,23 @@ pub struct PeriodCover {
     pub first_partial: bool,
 }
 
+/// Whether the programme to date `ptd` is published: at financial-year ends
+/// (31 March) only, so that two programmes to date differ by a whole year's
+/// events, which its financial year already publishes, and never by a month.
+pub fn publishes_programme_to_date(ptd: Period) -> bool {
+    ptd.granularity() == Granularity::ProgrammeToDate
+        && Period::containing(Granularity::FinancialYear, ptd.end()).end() == ptd.end()
+}
+
 /// The cover of `span` for a site reporting by `granularity` whose
 /// programme started on `programme_start`; `None` for a period that is not
-/// a span, or a programme to date without a programme start or that does
-/// not end where one of the site's periods ends (it is never published).
+/// a span, or a programme to date without a programme start or that is
+/// never published (not at a financial-year end, or before the start).
+///
+/// A financial year is covered by its months or quarters. A programme to
+/// date is covered by the one a year before and the financial year since;
+/// the first one, by the site's periods from the programme start (the first
+/// of them partly before the start when the programme began inside it).
 pub fn cover_of(
     span: Period,
     granularity: Granularity,
@@ -54,22 +67,27 @@ pub fn cover_of(
         }
         Granularity::ProgrammeToDate => {
             let start = programme_start?;
-            let last = Period::containing(granularity, span.end());
-            if last.end() != span.end() || span.end() < start {
+            if !publishes_programme_to_date(span) || span.end() < start {
                 return None;
             }
-            let before = Date::from_days_since_epoch(last.start().days_since_epoch() - 1);
-            if before >= start {
+            let year = Period::containing(Granularity::FinancialYear, span.end());
+            // A programme that started on 1 April: its first programme to
+            // date is that year, figure for figure.
+            if year.start() >= start {
+                let first = year.start() == start;
+                let before = Date::from_days_since_epoch(year.start().days_since_epoch() - 1);
+                let mut members = vec![year];
+                if !first {
+                    members.insert(0, Period::containing(Granularity::ProgrammeToDate, before));
+                }
                 return Some(PeriodCover {
                     span,
-                    members: vec![
-                        Period::containing(Granularity::ProgrammeToDate, before),
-                        last,
-                    ],
+                    members,
                     first_partial: false,
                 });
             }
             let first = Period::containing(granularity, start);
+            let last = Period::containing(granularity, span.end());
             Some(PeriodCover {
                 span,
                 members: Period::range(first, last),
@@ -80,10 +98,11 @@ pub fn cover_of(
     }
 }
 
-/// Every cover a release of `period` takes part in, as the span or as a
-/// member: for a month or quarter, its financial year's and its programme to
-/// date's; for a span, its own, and for a programme to date also the next
-/// one's, which holds it.
+/// Every cover a release of `period` takes part in: for a month or quarter,
+/// its financial year's, and the programme to date's at that year's end
+/// (which holds the month through the year, or directly in the programme's
+/// first year); for a financial year, its own and that programme to date's;
+/// for a programme to date, its own and the next one's, which holds it.
 pub fn covers_touching(
     period: Period,
     granularity: Granularity,
@@ -96,21 +115,31 @@ pub fn covers_touching(
             programme_start,
         )
     };
+    let year_end = |day: Date| Period::containing(Granularity::FinancialYear, day).end();
+    // The programme to date at a year's end holds the year, or in the
+    // programme's first year the periods of it from the start.
+    let in_year = |c: &PeriodCover, fy: Period| {
+        c.members
+            .iter()
+            .any(|m| m.start() >= fy.start() && m.end() <= fy.end())
+    };
     let mut out = Vec::new();
     match period.granularity() {
         Granularity::Month | Granularity::Quarter => {
             let fy = Period::containing(Granularity::FinancialYear, period.start());
             out.extend(cover_of(fy, granularity, programme_start));
-            out.extend(ptd_at(period.end()));
+            out.extend(ptd_at(fy.end()).filter(|c| in_year(c, fy)));
         }
-        Granularity::FinancialYear => out.extend(cover_of(period, granularity, programme_start)),
+        Granularity::FinancialYear => {
+            out.extend(cover_of(period, granularity, programme_start));
+            out.extend(ptd_at(period.end()).filter(|c| in_year(c, period)));
+        }
         Granularity::ProgrammeToDate => {
             out.extend(cover_of(period, granularity, programme_start));
-            let next = Period::containing(granularity, period.end()).next();
-            out.extend(ptd_at(next.end()));
+            let next = Date::from_days_since_epoch(period.end().days_since_epoch() + 1);
+            out.extend(ptd_at(year_end(next)).filter(|c| c.members.contains(&period)));
         }
     }
-    out.retain(|c| c.span == period || c.members.contains(&period));
     out
 }
 
@@ -141,35 +170,54 @@ mod tests {
     }
 
     #[test]
-    fn a_programme_to_date_is_the_previous_one_and_the_period_since() {
-        let start = Some(d("2024-05-15"));
-        let c = cover_of(p("PTD2024-12"), Granularity::Quarter, start).unwrap();
-        assert_eq!(c.members, vec![p("PTD2024-09"), p("2024-Q4")]);
+    fn a_programme_to_date_is_the_one_a_year_before_and_the_year_since() {
+        let start = Some(d("2023-05-15"));
+        let c = cover_of(p("PTD2025-03"), Granularity::Quarter, start).unwrap();
+        assert_eq!(c.members, vec![p("PTD2024-03"), p("FY2024")]);
         assert!(!c.first_partial);
-        // The first one: the quarter the programme started in, part of it before the start.
-        let first = cover_of(p("PTD2024-06"), Granularity::Quarter, start).unwrap();
-        assert_eq!(first.members, vec![p("2024-Q2")]);
+        // The first one: the quarters from the one the programme started
+        // in, part of it before the start.
+        let first = cover_of(p("PTD2024-03"), Granularity::Quarter, start).unwrap();
+        assert_eq!(
+            first.members,
+            vec![p("2023-Q2"), p("2023-Q3"), p("2023-Q4"), p("2024-Q1")]
+        );
         assert!(first.first_partial);
-        let aligned = cover_of(p("PTD2024-06"), Granularity::Quarter, Some(d("2024-04-01")));
-        assert!(!aligned.unwrap().first_partial);
-        // Never published: not at a quarter end, before the start, or no start.
-        assert_eq!(cover_of(p("PTD2024-11"), Granularity::Quarter, start), None);
-        assert_eq!(cover_of(p("PTD2024-03"), Granularity::Quarter, start), None);
-        assert_eq!(cover_of(p("PTD2024-12"), Granularity::Quarter, None), None);
+        // A programme that started on 1 April: the first year is the first
+        // programme to date.
+        let aligned = cover_of(p("PTD2024-03"), Granularity::Month, Some(d("2023-04-01")));
+        let aligned = aligned.unwrap();
+        assert!(!aligned.first_partial);
+        assert_eq!(aligned.members, vec![p("FY2023")]);
+        // Never published: not at a financial-year end, before the start,
+        // or with no start.
+        assert_eq!(cover_of(p("PTD2024-12"), Granularity::Quarter, start), None);
+        assert_eq!(cover_of(p("PTD2023-03"), Granularity::Quarter, start), None);
+        assert_eq!(cover_of(p("PTD2025-03"), Granularity::Quarter, None), None);
+        assert!(publishes_programme_to_date(p("PTD2025-03")));
+        assert!(!publishes_programme_to_date(p("PTD2025-02")));
     }
 
     #[test]
-    fn a_quarter_takes_part_in_its_year_and_its_programme_to_date() {
-        let start = Some(d("2024-01-01"));
+    fn a_quarter_takes_part_in_its_year_and_the_programme_to_date_at_its_end() {
+        let start = Some(d("2023-01-01"));
         let covers = covers_touching(p("2024-Q3"), Granularity::Quarter, start);
         let spans: Vec<Period> = covers.iter().map(|c| c.span).collect();
-        assert_eq!(spans, vec![p("FY2024"), p("PTD2024-09")]);
-        let covers = covers_touching(p("PTD2024-09"), Granularity::Quarter, start);
+        assert_eq!(spans, vec![p("FY2024"), p("PTD2025-03")]);
+        assert_eq!(covers[1].members, vec![p("PTD2024-03"), p("FY2024")]);
+        let covers = covers_touching(p("FY2024"), Granularity::Quarter, start);
         let spans: Vec<Period> = covers.iter().map(|c| c.span).collect();
-        assert_eq!(spans, vec![p("PTD2024-09"), p("PTD2024-12")]);
-        assert_eq!(covers[1].members, vec![p("PTD2024-09"), p("2024-Q4")]);
-        // A quarter before the programme started is in no programme to date.
-        let covers = covers_touching(p("2023-Q3"), Granularity::Quarter, start);
+        assert_eq!(spans, vec![p("FY2024"), p("PTD2025-03")]);
+        let covers = covers_touching(p("PTD2024-03"), Granularity::Quarter, start);
+        let spans: Vec<Period> = covers.iter().map(|c| c.span).collect();
+        assert_eq!(spans, vec![p("PTD2024-03"), p("PTD2025-03")]);
+        // In the programme's first year, a quarter is a member itself.
+        let covers = covers_touching(p("2023-Q1"), Granularity::Quarter, start);
+        let spans: Vec<Period> = covers.iter().map(|c| c.span).collect();
+        assert_eq!(spans, vec![p("FY2022"), p("PTD2023-03")]);
+        // A quarter of a year before the programme started is in no
+        // programme to date.
+        let covers = covers_touching(p("2021-Q3"), Granularity::Quarter, start);
         assert_eq!(covers.len(), 1);
     }
 

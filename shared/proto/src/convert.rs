@@ -86,6 +86,7 @@ pub fn count_to_proto(c: Count) -> pb::Count {
         kind: Some(match c {
             Count::Value(v) => pb::count::Kind::Value(v),
             Count::Suppressed => pb::count::Kind::Suppressed(pb::Suppressed {}),
+            Count::NotReleased => pb::count::Kind::NotReleased(pb::NotReleased {}),
         }),
     }
 }
@@ -95,9 +96,10 @@ pub fn count_from_proto(c: Option<&pb::Count>, field: &str) -> Result<Count, Fie
     match c.and_then(|c| c.kind) {
         Some(pb::count::Kind::Value(v)) => Ok(Count::Value(v)),
         Some(pb::count::Kind::Suppressed(_)) => Ok(Count::Suppressed),
+        Some(pb::count::Kind::NotReleased(_)) => Ok(Count::NotReleased),
         None => Err(FieldError::new(
             field,
-            "count must be a value or the suppressed marker",
+            "count must be a value, the suppressed marker or the not-released marker",
         )),
     }
 }
@@ -150,7 +152,12 @@ mod tests {
                 .contains("p.granularity")
         );
 
-        for c in [Count::Value(0), Count::Value(15), Count::Suppressed] {
+        for c in [
+            Count::Value(0),
+            Count::Value(15),
+            Count::Suppressed,
+            Count::NotReleased,
+        ] {
             assert_eq!(count_from_proto(Some(&count_to_proto(c)), "c").unwrap(), c);
         }
         assert!(count_from_proto(Some(&pb::Count { kind: None }), "cells[3]").is_err());

@@ -53,6 +53,7 @@ pub fn render(report: &Report) -> Result<String, CliError> {
             let (value, suppressed) = match s.value {
                 CountView::Value(v) => (v.to_string(), "no"),
                 CountView::Suppressed => (String::new(), "yes"),
+                CountView::NotReleased => (String::new(), "not released"),
             };
             w.write_record([
                 section,

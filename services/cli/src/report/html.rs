@@ -320,6 +320,14 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
                     y + row * 0.55
                 );
             }
+            (CountView::NotReleased, _) => {
+                let _ = write!(
+                    h,
+                    "<text x=\"{}\" y=\"{}\" class=\"small\">not released for this kind of period</text>",
+                    left + 6.0,
+                    y + row * 0.55,
+                );
+            }
             (CountView::Suppressed, _) => {
                 let _ = write!(
                     h,

@@ -55,6 +55,9 @@ pub enum CountView {
     Value(u64),
     /// Withheld by disclosure control.
     Suppressed,
+    /// Not published for this kind of period (a month carries the headline
+    /// figures, a financial year every breakdown).
+    NotReleased,
 }
 
 impl CountView {
@@ -62,6 +65,7 @@ impl CountView {
         match c.and_then(|c| c.kind) {
             Some(pb::count::Kind::Value(v)) => Some(CountView::Value(v)),
             Some(pb::count::Kind::Suppressed(_)) => Some(CountView::Suppressed),
+            Some(pb::count::Kind::NotReleased(_)) => Some(CountView::NotReleased),
             None => None,
         }
     }
@@ -70,7 +74,7 @@ impl CountView {
     pub fn value(self) -> Option<u64> {
         match self {
             CountView::Value(v) => Some(v),
-            CountView::Suppressed => None,
+            CountView::Suppressed | CountView::NotReleased => None,
         }
     }
 }
@@ -80,16 +84,18 @@ impl std::fmt::Display for CountView {
         match self {
             CountView::Value(v) => write!(f, "{v}"),
             CountView::Suppressed => f.write_str("suppressed"),
+            CountView::NotReleased => f.write_str("not released"),
         }
     }
 }
 
-/// JSON: a number, or the string `"suppressed"`.
+/// JSON: a number, the string `"suppressed"`, or `"not_released"`.
 impl Serialize for CountView {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             CountView::Value(v) => s.serialize_u64(*v),
             CountView::Suppressed => s.serialize_str("suppressed"),
+            CountView::NotReleased => s.serialize_str("not_released"),
         }
     }
 }

@@ -72,11 +72,14 @@ impl Table {
 
 /// How a suppressed value is shown in text.
 pub const SUPPRESSED: &str = "[suppressed]";
+/// How a figure the period kind does not carry is shown in text.
+pub const NOT_RELEASED: &str = "[not released]";
 
 /// A site's value as a cell: `25 (1.9/10k)`, `30%` for shares, or the marker.
 pub fn cell(v: &SiteValue, proportion: bool) -> String {
     match v.value {
         CountView::Suppressed => SUPPRESSED.to_owned(),
+        CountView::NotReleased => NOT_RELEASED.to_owned(),
         CountView::Value(n) => match (proportion, v.share, v.rate_per_10k) {
             (true, Some(s), _) => format!("{n} ({:.0}%)", s * 100.0),
             (_, _, Some(r)) => format!("{n} ({r:.1}/10k)"),
@@ -223,7 +226,9 @@ pub fn render(report: &Report) -> String {
         out.push_str(&format!("Network disclosure policy: {}\n", p.text));
     }
     out.push_str(&format!(
-        "Counts shown as {SUPPRESSED} were withheld by disclosure control: a small count (possibly zero) or one withheld to protect a small one.\n\n"
+        "Counts shown as {SUPPRESSED} were withheld by disclosure control: a small count (possibly zero) or one withheld to protect a small one. \
+         {NOT_RELEASED} marks a figure this kind of period does not carry: months carry the headline figures, quarters add the age groups and outcomes, \
+         financial years carry every breakdown, and the programme to date (published at financial-year ends) counts people.\n\n"
     ));
     let sites = sites_in(report);
     let mut t = Table::new(["site", "ONS code", "adults", "disclosure policy"]);
