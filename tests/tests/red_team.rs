@@ -64,18 +64,11 @@ fn months_per_site() -> usize {
     }
 }
 
-/// The first day of the sites' programme: month 0 in the long run, month 18 in the short.
+/// The first day of the sites' programme: month 0 (January 2001), inside
+/// FY2000, so the first programme to date (March 2001) covers three months
+/// and every later one a year more.
 fn programme_start() -> &'static str {
-    if months_per_site() > 24 {
-        "2001-01-01"
-    } else {
-        "2002-07-01"
-    }
-}
-
-/// The first month with a programme to date.
-fn first_ptd_month() -> usize {
-    if months_per_site() > 24 { 0 } else { 18 }
+    "2001-01-01"
 }
 
 fn month_pb(i: usize) -> pb::Period {
@@ -94,18 +87,9 @@ fn span_pb(granularity: pb::Granularity, year: i32, index: u32) -> pb::Period {
     }
 }
 
-/// The programme to date at the end of month `i` (the programme starts on month 0's first day).
-fn ptd_pb(i: usize) -> pb::Period {
-    span_pb(
-        pb::Granularity::ProgrammeToDate,
-        2001 + (i / 12) as i32,
-        (i % 12 + 1) as u32,
-    )
-}
-
-/// The month index of calendar month `month` of `year`.
-fn month_index(year: i32, month: u32) -> Option<usize> {
-    usize::try_from((year - 2001) * 12 + month as i32 - 1).ok()
+/// The programme to date at the end of March of `year` (a financial-year end).
+fn ptd_pb(year: i32) -> pb::Period {
+    span_pb(pb::Granularity::ProgrammeToDate, year, 3)
 }
 
 /// One person's single introduction, inside one month.
@@ -212,11 +196,63 @@ fn release_facts(at: usize) -> Vec<(Vec<(usize, f64)>, ComparisonOp)> {
         |part: usize, whole: usize| (vec![(at + part, 1.0), (at + whole, -1.0)], ComparisonOp::Le);
     facts.push(whole(metrics::PEOPLE_NEW, metrics::INTRODUCTIONS_NEW));
     facts.push(whole(metrics::PEOPLE_NEW, metrics::PEOPLE_ACTIVE));
-    for def in catalogue().metrics() {
-        if def.group == "outcome" {
-            let i = catalogue().index_of(&def.id).unwrap();
-            facts.push(whole(i, metrics::PEOPLE_ACTIVE));
+    let id = |s: &str| catalogue().index_of(s).unwrap();
+    // People by level, from the counting rules: a person is counted at each
+    // level they are active (or new, or achieve an outcome) at, and once
+    // overall. So each level's people are at most the whole, the whole at
+    // most the levels' sum, and the people counted at both levels for being
+    // new (or for an outcome) are among those active at both.
+    let mut people = vec![
+        ("people_active", "people_active"),
+        ("people_new", "people_new"),
+    ];
+    let outcomes: Vec<String> = catalogue()
+        .metrics()
+        .iter()
+        .filter(|d| d.group == "outcome")
+        .map(|d| d.id.clone())
+        .collect();
+    for o in &outcomes {
+        people.push((o.as_str(), o.as_str()));
+    }
+    let level = |k: u8, what: &str| id(&format!("level_{k}.{what}"));
+    for (overall, what) in &people {
+        let all = id(overall);
+        for k in [1u8, 2] {
+            facts.push(whole(level(k, what), all));
+            if *what != "people_active" {
+                facts.push(whole(level(k, what), level(k, "people_active")));
+            }
         }
+        facts.push((
+            vec![
+                (at + all, 1.0),
+                (at + level(1, what), -1.0),
+                (at + level(2, what), -1.0),
+            ],
+            ComparisonOp::Le,
+        ));
+        if *what != "people_active" {
+            // both(what) <= both(active): l1 + l2 - all <= a1 + a2 - a.
+            facts.push((
+                vec![
+                    (at + level(1, what), 1.0),
+                    (at + level(2, what), 1.0),
+                    (at + all, -1.0),
+                    (at + level(1, "people_active"), -1.0),
+                    (at + level(2, "people_active"), -1.0),
+                    (at + metrics::PEOPLE_ACTIVE, 1.0),
+                ],
+                ComparisonOp::Le,
+            ));
+        }
+    }
+    // A person new at a level has a new introduction at it.
+    for k in [1u8, 2] {
+        facts.push(whole(
+            level(k, "people_new"),
+            id(&format!("support_level.level_{k}")),
+        ));
     }
     facts
 }
@@ -277,8 +313,14 @@ fn interval(counts: &[Count], cell: usize) -> (i64, i64) {
 /// How a span's cells tie to the releases that partition it, metric by
 /// metric, as the catalogue declares each metric to behave across periods:
 /// events add up; distinct people are at least any member's and at most
-/// their sum; a stock on the last day is the last member's.
-fn cover_facts(span: usize, members: &[usize]) -> Vec<(Vec<(usize, f64)>, ComparisonOp)> {
+/// their sum; a stock on the last day is the last member's. When the first
+/// member starts before the span (`first_partial`), its events and people
+/// only bound the span's from above.
+fn cover_facts(
+    span: usize,
+    members: &[usize],
+    first_partial: bool,
+) -> Vec<(Vec<(usize, f64)>, ComparisonOp)> {
     use lacnet_core::metrics::Additivity;
     let mut facts = Vec::new();
     let at = |slot: usize, i: usize| slot * METRIC_COUNT + i;
@@ -286,11 +328,12 @@ fn cover_facts(span: usize, members: &[usize]) -> Vec<(Vec<(usize, f64)>, Compar
         let mut sum = vec![(at(span, i), -1.0)];
         sum.extend(members.iter().map(|&m| (at(m, i), 1.0)));
         match def.across_periods {
+            Additivity::Sum if first_partial => facts.push((sum, ComparisonOp::Ge)),
             Additivity::Sum => facts.push((sum, ComparisonOp::Eq)),
             Additivity::Distinct => {
                 // span <= Σ members, i.e. Σ members - span >= 0.
                 facts.push((sum, ComparisonOp::Ge));
-                for &m in members {
+                for &m in &members[usize::from(first_partial)..] {
                     facts.push((vec![(at(m, i), 1.0), (at(span, i), -1.0)], ComparisonOp::Le));
                 }
             }
@@ -306,39 +349,97 @@ fn cover_facts(span: usize, members: &[usize]) -> Vec<(Vec<(usize, f64)>, Compar
     facts
 }
 
-/// Linked releases as the attacker holds them: slot 0 a span, the rest the
-/// releases that partition it, `None` for a period never published (no
-/// activity: every count is 0).
+/// A span and the releases that partition it, as slots of a [`Linked`] system.
+struct CoverSlots {
+    span: usize,
+    members: Vec<usize>,
+    first_partial: bool,
+}
+
+/// Releases as the attacker holds them, `None` for a period never published
+/// (no activity: every count is 0), with the covers that tie them together.
+/// A figure a release does not carry is no variable at all, and a fact that
+/// names one is left out: the attacker knows nothing of it.
 struct Linked {
     name: String,
     releases: Vec<Option<Vec<Count>>>,
+    covers: Vec<CoverSlots>,
+    /// Slots whose withheld cells are all attacked, even in a sample.
+    always: Vec<bool>,
+}
+
+/// A cell in a [`Linked`] model: a variable, a known 0, or not published.
+#[derive(Clone, Copy)]
+enum Term {
+    Var(microlp::Variable),
+    Zero,
+    Absent,
 }
 
 impl Linked {
-    fn model(&self, direction: OptimizationDirection, objective: usize) -> Model {
-        let mut problem = Problem::new(direction);
-        let mut vars = Vec::new();
-        for release in &self.releases {
-            for i in 0..METRIC_COUNT {
-                let c = vars.len();
-                let coeff = if c == objective { 1.0 } else { 0.0 };
-                let bounds = release.as_ref().map_or((0, 0), |r| cell_box(r[i]));
-                vars.push(problem.add_integer_var(coeff, bounds));
-            }
+    /// One span and the releases that partition it (slot 0 and the rest).
+    fn cover(name: String, releases: Vec<Option<Vec<Count>>>) -> Linked {
+        let n = releases.len();
+        Linked {
+            name,
+            releases,
+            covers: vec![CoverSlots {
+                span: 0,
+                members: (1..n).collect(),
+                first_partial: false,
+            }],
+            always: (0..n).map(|k| k == 0).collect(),
         }
-        let mut m = Model { problem, vars };
-        for k in 0..self.releases.len() {
-            m.add_facts(k * METRIC_COUNT);
-        }
-        let members: Vec<usize> = (1..self.releases.len()).collect();
-        for (terms, op) in cover_facts(0, &members) {
-            let t: Vec<_> = terms.iter().map(|&(v, k)| (m.vars[v], k)).collect();
-            m.problem.add_constraint(t.as_slice(), op, 0.0);
-        }
-        m
     }
 
-    /// Every withheld cell, or a sample of `sample` of them plus all of the span's.
+    fn model(&self, direction: OptimizationDirection, objective: usize) -> (Problem, Vec<Term>) {
+        let mut problem = Problem::new(direction);
+        let mut terms = Vec::with_capacity(self.releases.len() * METRIC_COUNT);
+        for release in &self.releases {
+            for i in 0..METRIC_COUNT {
+                let c = terms.len();
+                let coeff = if c == objective { 1.0 } else { 0.0 };
+                terms.push(match release.as_ref().map(|r| r[i]) {
+                    None if c != objective => Term::Zero,
+                    Some(Count::NotReleased) => Term::Absent,
+                    other => {
+                        Term::Var(problem.add_integer_var(coeff, other.map_or((0, 0), cell_box)))
+                    }
+                });
+            }
+        }
+        let mut facts = Vec::new();
+        for k in 0..self.releases.len() {
+            facts.extend(release_facts(k * METRIC_COUNT));
+        }
+        for c in &self.covers {
+            facts.extend(cover_facts(c.span, &c.members, c.first_partial));
+        }
+        for (fact, op) in facts {
+            let mut t = Vec::with_capacity(fact.len());
+            let mut complete = true;
+            for (cell, k) in fact {
+                match terms[cell] {
+                    Term::Var(v) => t.push((v, k)),
+                    Term::Zero => {}
+                    Term::Absent => complete = false,
+                }
+            }
+            if complete && !t.is_empty() {
+                problem.add_constraint(t.as_slice(), op, 0.0);
+            }
+        }
+        (problem, terms)
+    }
+
+    fn optimum(&self, direction: OptimizationDirection, objective: usize) -> Option<i64> {
+        let (problem, _) = self.model(direction, objective);
+        let s = problem.solve().ok()?.into_solution().ok()?;
+        (s.status() == SolutionStatus::Optimal).then(|| s.objective().round() as i64)
+    }
+
+    /// Every withheld cell, or every withheld cell of the `always` slots and
+    /// a sample of `sample` of the rest.
     fn targets(&self, sample: Option<usize>, rng: &mut StdRng) -> Vec<usize> {
         let withheld = |slot: usize| -> Vec<usize> {
             self.releases[slot].as_ref().map_or(Vec::new(), |r| {
@@ -348,26 +449,24 @@ impl Linked {
                     .collect()
             })
         };
-        // A year's stock on its last day when that month had no release
-        // is the known 0 of an empty month, not something the span gives away.
-        let last_unpublished = self.releases.last().is_some_and(Option::is_none);
-        let mut cells: Vec<usize> = withheld(0)
-            .into_iter()
-            .filter(|&c| {
-                !(last_unpublished
-                    && catalogue().metrics()[c].across_periods
-                        == lacnet_core::metrics::Additivity::AtEnd)
-            })
+        let slots = 0..self.releases.len();
+        let mut cells: Vec<usize> = slots
+            .clone()
+            .filter(|&k| self.always[k])
+            .flat_map(withheld)
             .collect();
-        let mut members: Vec<usize> = (1..self.releases.len()).flat_map(withheld).collect();
+        let mut rest: Vec<usize> = slots
+            .filter(|&k| !self.always[k])
+            .flat_map(withheld)
+            .collect();
         if let Some(n) = sample {
-            for k in 0..n.min(members.len()) {
-                let j = rng.random_range(k..members.len());
-                members.swap(k, j);
+            for k in 0..n.min(rest.len()) {
+                let j = rng.random_range(k..rest.len());
+                rest.swap(k, j);
             }
-            members.truncate(n);
+            rest.truncate(n);
         }
-        cells.extend(members);
+        cells.extend(rest);
         cells
     }
 
@@ -375,8 +474,8 @@ impl Linked {
     fn attack(&self, sample: Option<usize>, rng: &mut StdRng) -> (usize, usize, i64) {
         let (mut attacked, mut narrowed, mut narrowest) = (0, 0, i64::MAX);
         for cell in self.targets(sample, rng) {
-            let lo = self.model(OptimizationDirection::Minimize, cell).optimum();
-            let hi = self.model(OptimizationDirection::Maximize, cell).optimum();
+            let lo = self.optimum(OptimizationDirection::Minimize, cell);
+            let hi = self.optimum(OptimizationDirection::Maximize, cell);
             let (Some(lo), Some(hi)) = (lo, hi) else {
                 panic!(
                     "{}: the published releases have no consistent truth",
@@ -504,14 +603,22 @@ impl SolvedSeries {
     }
 }
 
-/// Every release an analyst can read for one site: each month, each
-/// financial year touching the data, and each programme to date the agent
-/// publishes (`None` where the hub holds no release).
+/// Every release an analyst can read for one site: each month from April
+/// 2000 to the end of the last financial year with data (`None` where the
+/// hub holds none: no activity), each financial year, and each programme
+/// to date (published at financial-year ends).
 struct WholeSeries {
+    site: String,
+    /// Month slots; slot 0 is April 2000, month index -9.
     months: Vec<Option<Vec<Count>>>,
-    /// (first month index, one past the last, cells).
-    spans: Vec<(String, usize, usize, Vec<Count>)>,
+    /// (year, release) of FY`year`.
+    years: Vec<(i32, Option<Vec<Count>>)>,
+    /// (year, release) of the programme to date to March of `year`.
+    ptds: Vec<(i32, Option<Vec<Count>>)>,
 }
+
+/// Month index (0 = January 2001) of slot 0 of a [`WholeSeries`].
+const FIRST_SLOT_MONTH: i64 = -9;
 
 async fn whole_series(
     hub: &TestHub,
@@ -520,57 +627,122 @@ async fn whole_series(
     months: usize,
     first: &HashMap<(String, usize), Published>,
 ) -> WholeSeries {
-    let clamp = |i: i64| i.clamp(0, months as i64) as usize;
-    let mut spans = Vec::new();
-    for y in 2000..=2001 + (months as i32 - 1) / 12 {
+    let last_year = 2001 + (months as i32 - 1) / 12;
+    let slots = ((last_year - 2000 + 1) * 12) as usize;
+    let month_slots = (0..slots)
+        .map(|k| {
+            let m = k as i64 + FIRST_SLOT_MONTH;
+            usize::try_from(m)
+                .ok()
+                .and_then(|m| first.get(&(site.to_owned(), m)))
+                .map(|t| t.counts.to_vec())
+        })
+        .collect();
+    let mut years = Vec::new();
+    for y in 2000..=last_year {
         let fy = span_snapshot(hub, net, span_pb(pb::Granularity::FinancialYear, y, 1)).await;
-        if let Some(t) = fy.get(site) {
-            // April of year y is month (y - 2001) * 12 + 3.
-            let april = i64::from(y - 2001) * 12 + 3;
-            spans.push((
-                format!("FY{y}"),
-                clamp(april),
-                clamp(april + 12),
-                t.counts.to_vec(),
-            ));
-        }
+        years.push((y, fy.get(site).map(|t| t.counts.to_vec())));
     }
-    for i in first_ptd_month()..months {
-        let ptd = span_snapshot(hub, net, ptd_pb(i)).await;
-        if let Some(t) = ptd.get(site) {
-            spans.push((
-                format!("PTD month {i}"),
-                first_ptd_month(),
-                i + 1,
-                t.counts.to_vec(),
-            ));
-        }
+    let mut ptds = Vec::new();
+    for y in 2001..=last_year + 2 {
+        let ptd = span_snapshot(hub, net, ptd_pb(y)).await;
+        ptds.push((y, ptd.get(site).map(|t| t.counts.to_vec())));
     }
     WholeSeries {
-        months: (0..months)
-            .map(|m| first.get(&(site.to_owned(), m)).map(|t| t.counts.to_vec()))
-            .collect(),
-        spans,
+        site: site.to_owned(),
+        months: month_slots,
+        years,
+        ptds,
     }
 }
 
 impl WholeSeries {
+    /// The slot of month index `m` (0 = January 2001).
+    fn slot(m: i64) -> usize {
+        (m - FIRST_SLOT_MONTH) as usize
+    }
+
     /// The difference-constraint system of one metric over the whole series.
     fn series(&self, metric: usize) -> Series {
         let mut s = Series::new(self.months.len());
-        for (m, release) in self.months.iter().enumerate() {
+        for (k, release) in self.months.iter().enumerate() {
             // A month with no release had no activity: it reads as 0.
             let c = release.as_ref().map_or(Count::Value(0), |r| r[metric]);
             if c == Count::Value(0) {
-                s.dist[m][m + 1] = 0;
+                s.dist[k][k + 1] = 0;
             } else {
-                s.figure(format!("month {m}"), m, m + 1, c);
+                s.figure(format!("month slot {k}"), k, k + 1, c);
             }
         }
-        for (name, a, b, cells) in &self.spans {
-            s.figure(name.clone(), *a, *b, cells[metric]);
+        for (y, release) in &self.years {
+            // April of year y is month (y - 2001) * 12 + 3.
+            let a = Self::slot(i64::from(y - 2001) * 12 + 3);
+            let b = (a + 12).min(self.months.len());
+            let c = release.as_ref().map_or(Count::Value(0), |r| r[metric]);
+            s.figure(format!("FY{y}"), a, b, c);
+        }
+        for (y, release) in &self.ptds {
+            let b = Self::slot(i64::from(y - 2001) * 12 + 3).min(self.months.len());
+            if let Some(r) = release {
+                s.figure(format!("PTD{y}-03"), Self::slot(0), b, r[metric]);
+            }
         }
         s
+    }
+
+    /// Every release of the site in one integer program: months, financial
+    /// years and programmes to date, each with its own tables and relations,
+    /// every year tied to its months and every programme to date to the one
+    /// before and the year since (the first to its months).
+    fn system(&self) -> Linked {
+        let n_months = self.months.len();
+        let mut releases: Vec<Option<Vec<Count>>> = self.months.clone();
+        let mut always = vec![false; n_months];
+        let mut covers = Vec::new();
+        let mut year_slot = HashMap::new();
+        for (y, release) in &self.years {
+            let slot = releases.len();
+            releases.push(release.clone());
+            always.push(true);
+            year_slot.insert(*y, slot);
+            let a = Self::slot(i64::from(y - 2001) * 12 + 3);
+            covers.push(CoverSlots {
+                span: slot,
+                members: (a..(a + 12).min(n_months)).collect(),
+                first_partial: false,
+            });
+        }
+        let mut before: Option<usize> = None;
+        for (y, release) in &self.ptds {
+            let slot = releases.len();
+            releases.push(release.clone());
+            always.push(true);
+            let members = match before {
+                // The programme started in January 2001: the first programme
+                // to date is January to March 2001.
+                None => (Self::slot(0)..Self::slot(3)).collect(),
+                Some(prev) => {
+                    let year = *year_slot.entry(y - 1).or_insert_with(|| {
+                        releases.push(None);
+                        always.push(false);
+                        releases.len() - 1
+                    });
+                    vec![prev, year]
+                }
+            };
+            covers.push(CoverSlots {
+                span: slot,
+                members,
+                first_partial: false,
+            });
+            before = Some(slot);
+        }
+        Linked {
+            name: format!("{} whole series", self.site),
+            releases,
+            covers,
+            always,
+        }
     }
 }
 
@@ -896,59 +1068,6 @@ async fn span_snapshot(
     published_by_site(&summary)
 }
 
-/// The linked systems of one site: each financial year with its twelve
-/// months, and each month's programme to date with the one before and the
-/// month. The short run takes the one whole financial year and every other
-/// programme to date.
-async fn linked_systems(
-    hub: &TestHub,
-    net: &NetworkPki,
-    site: &str,
-    months: usize,
-    first: &HashMap<(String, usize), Published>,
-    full: bool,
-) -> Vec<Linked> {
-    let month = |i: Option<usize>| -> Option<Vec<Count>> {
-        i.filter(|&i| i < months)
-            .map(|i| first[&(site.to_owned(), i)].counts.to_vec())
-    };
-    let mut out = Vec::new();
-    let years = if full {
-        2000..=2001 + (months as i32 - 1) / 12
-    } else {
-        2001..=2001
-    };
-    for y in years {
-        let fy = span_snapshot(hub, net, span_pb(pb::Granularity::FinancialYear, y, 1)).await;
-        let Some(span) = fy.get(site) else { continue };
-        let mut releases = vec![Some(span.counts.to_vec())];
-        for k in 0..12u32 {
-            let (year, m) = if k < 9 { (y, k + 4) } else { (y + 1, k - 8) };
-            releases.push(month(month_index(year, m)));
-        }
-        out.push(Linked {
-            name: format!("{site} FY{y}"),
-            releases,
-        });
-    }
-    let step = if full { 1 } else { 2 };
-    let first_ptd = first_ptd_month();
-    for i in (first_ptd..months).step_by(step) {
-        let now = span_snapshot(hub, net, ptd_pb(i)).await;
-        let mut releases = vec![Some(now[site].counts.to_vec())];
-        if i > first_ptd {
-            let before = span_snapshot(hub, net, ptd_pb(i - 1)).await;
-            releases.push(Some(before[site].counts.to_vec()));
-        }
-        releases.push(month(Some(i)));
-        out.push(Linked {
-            name: format!("{site} PTD month {i}"),
-            releases,
-        });
-    }
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_totals() {
     let months = months_per_site();
@@ -979,13 +1098,28 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
     let first = snapshot(&hub, &net, months).await;
     assert_eq!(first.len(), 2 * months, "every site-month was published");
 
-    // ---- single releases: the protection interval.
-    let (mut attacked, mut narrowed, mut narrowest, mut known_large) =
-        (0usize, 0usize, i64::MAX, 0usize);
-    for table in first.values() {
+    // Every release an analyst can read, per site.
+    let mut wholes = Vec::new();
+    for s in &sites {
+        wholes.push(whole_series(&hub, &net, s.code, months, &first).await);
+    }
+
+    // ---- single releases: the protection interval, for every month,
+    // financial year and programme to date on its own.
+    let (mut releases, mut attacked, mut narrowed, mut narrowest, mut known_large) =
+        (0usize, 0usize, 0usize, i64::MAX, 0usize);
+    let every_release = wholes.iter().flat_map(|w| {
+        w.months
+            .iter()
+            .chain(w.years.iter().map(|(_, r)| r))
+            .chain(w.ptds.iter().map(|(_, r)| r))
+            .flatten()
+    });
+    for table in every_release {
+        releases += 1;
         for cell in 0..METRIC_COUNT {
-            if table.counts[cell] == Count::Suppressed {
-                let (lo, hi) = interval(&table.counts, cell);
+            if table[cell] == Count::Suppressed {
+                let (lo, hi) = interval(table, cell);
                 let values = hi - lo + 1;
                 attacked += 1;
                 // A withheld cell that could be a small count must keep
@@ -1004,45 +1138,20 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         }
     }
     println!(
-        "single releases: {} data sets, {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest}), {known_large} known to be above the threshold",
-        first.len()
+        "single releases: {releases} releases (months, financial years, programmes to date), {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest}), {known_large} known to be above the threshold"
     );
-    assert!(attacked > 0);
+    assert!(attacked > 0 && releases > 2 * months);
     assert_eq!(
         narrowed, 0,
         "withheld cells narrowed below the protection interval"
     );
 
-    // ---- linked releases: spans against the releases that partition them.
-    let full = months > 24;
-    let (mut systems, mut attacked, mut narrowed, mut narrowest) =
-        (0usize, 0usize, 0usize, i64::MAX);
-    for s in &sites {
-        for system in linked_systems(&hub, &net, s.code, months, &first, full).await {
-            let (a, n, w) = system.attack((!full).then_some(16), &mut rng);
-            systems += 1;
-            attacked += a;
-            narrowed += n;
-            narrowest = narrowest.min(w);
-        }
-    }
-    println!(
-        "linked releases: {systems} systems (a financial year with its months, or a programme to date with the one before and its month), {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
-    );
-    assert!(systems >= 2 * (1 + (months - first_ptd_month()) / 2) && attacked > 0);
-    assert_eq!(narrowed, 0, "linked releases narrow withheld cells");
-
-    // ---- the whole series: every month, financial year and programme to
-    // date of a site, one `Sum` metric at a time, exactly (difference
-    // constraints). Measured and printed: today's release design publishes
-    // every metric monthly with monthly programmes to date, and the agent
-    // protects each release against its direct links only, so this attacker
-    // narrows cells it cannot (issue 19). The soundness of the attacker is
-    // asserted: it never excludes the true count of a month.
+    // ---- the whole series, one `Sum` metric at a time, exactly
+    // (difference constraints): every withheld cell of every release. The
+    // attacker's soundness is asserted: it never excludes a month's truth.
     let (mut attacked, mut narrowed, mut narrowest, mut metrics_attacked) =
         (0usize, 0usize, i64::MAX, 0usize);
-    for s in &sites {
-        let series = whole_series(&hub, &net, s.code, months, &first).await;
+    for (s, whole) in sites.iter().zip(&wholes) {
         let truths: Vec<lacnet_core::metrics::Aggregates> = (0..months)
             .map(|m| {
                 let records: Vec<CaseRecord> = data[&(s.code.to_owned(), m)]
@@ -1061,14 +1170,15 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
             if def.across_periods != lacnet_core::metrics::Additivity::Sum {
                 continue;
             }
-            let solved = series.series(i).solve().unwrap_or_else(|| {
+            let solved = whole.series(i).solve().unwrap_or_else(|| {
                 panic!(
                     "{} {}: the published series has no consistent truth",
                     s.code, def.id
                 )
             });
             for (m, truth) in truths.iter().enumerate() {
-                let (lo, hi) = solved.range(m, m + 1);
+                let k = WholeSeries::slot(m as i64);
+                let (lo, hi) = solved.range(k, k + 1);
                 let t = truth.counts[i] as i64;
                 assert!(
                     lo <= t && t <= hi,
@@ -1085,9 +1195,31 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         }
     }
     println!(
-        "whole series (every month, financial year and programme to date, {metrics_attacked} site-metric series, Sum metrics, exact): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
+        "whole series, Sum metrics by difference constraints ({metrics_attacked} site-metric series, every month, financial year and programme to date): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
     );
     assert!(attacked > 0 && metrics_attacked > 0);
+    assert_eq!(narrowed, 0, "the whole series narrows withheld cells");
+
+    // ---- the whole series in one integer program per site: every release
+    // with its tables and the relations between people by level, every
+    // year with its months, every programme to date with the one before and
+    // the year since. Every withheld cell of a year or programme to date is
+    // attacked; the short run samples the months' cells.
+    let full = months > 24;
+    let (mut attacked, mut narrowed, mut narrowest) = (0usize, 0usize, i64::MAX);
+    for whole in &wholes {
+        let system = whole.system();
+        let (a, n, w) = system.attack((!full).then_some(24), &mut rng);
+        attacked += a;
+        narrowed += n;
+        narrowest = narrowest.min(w);
+    }
+    println!(
+        "whole series, one integer program per site ({} sites, {months} months each, with financial years and programmes to date): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})",
+        wholes.len()
+    );
+    assert!(attacked > 0);
+    assert_eq!(narrowed, 0, "the whole series narrows withheld cells");
 
     // ---- differencing: one change per site-month.
     let kinds = [
@@ -1306,11 +1438,8 @@ fn a_year_protected_apart_from_its_months_gives_cells_away() {
         alone(&may, "2001-05-01", "2001-05-31"),
     ];
     releases.extend((0..10).map(|_| None));
-    let (attacked, narrowed, narrowest) = Linked {
-        name: "teeth FY2001".into(),
-        releases,
-    }
-    .attack(None, &mut rng);
+    let (attacked, narrowed, narrowest) =
+        Linked::cover("teeth FY2001".into(), releases).attack(None, &mut rng);
     println!(
         "protected apart: {attacked} withheld cells attacked, {narrowed} narrowed below {PROTECTION} values (narrowest {narrowest})"
     );

@@ -204,9 +204,12 @@ pub fn release_alone(
 }
 
 /// The relations every catalogue release satisfies, over cells `offset..`:
-/// its tables, and the subsets (people newly introduced, people with an
-/// outcome) that can never exceed the whole they are drawn from.
+/// its tables; the relations between its people figures, derived from how
+/// they are counted ([`crate::relations`]); and that a person newly
+/// introduced (overall, or at a level) has a new introduction (at it).
 pub fn catalogue_relations(offset: usize) -> Vec<Relation> {
+    use crate::metrics::{level_people_new, support_level};
+    use crate::vocab::SupportLevel;
     let shift = |c: usize| c + offset;
     let mut out: Vec<Relation> = catalogue()
         .tables()
@@ -216,9 +219,17 @@ pub fn catalogue_relations(offset: usize) -> Vec<Relation> {
             Relation::sum(shift(t.total), &parts)
         })
         .collect();
-    out.extend(
-        catalogue_subsets().map(|(part, whole)| Relation::at_most(shift(part), shift(whole))),
-    );
+    out.extend(crate::relations::derived(offset));
+    out.push(Relation::at_most(
+        shift(PEOPLE_NEW),
+        shift(INTRODUCTIONS_NEW),
+    ));
+    for l in SupportLevel::ALL {
+        out.push(Relation::at_most(
+            shift(level_people_new(*l)),
+            shift(support_level(*l)),
+        ));
+    }
     out
 }
 
@@ -1462,8 +1473,6 @@ mod tests {
                 let mut a = Aggregates::default();
                 let n = intros.len() as u64;
                 a.counts[INTRODUCTIONS_NEW] = n;
-                a.counts[PEOPLE_NEW] = n - n / 4;
-                a.counts[PEOPLE_ACTIVE] = a.counts[PEOPLE_NEW] + extra_active;
                 a.counts[metrics::CLOSURES] = extra_active / 2;
                 a.counts[metrics::level_closures(SupportLevel::Level1)] = extra_active / 2;
                 for (level, band, need, source) in intros {
@@ -1481,8 +1490,31 @@ mod tests {
                     a.counts[metrics::primary_need(PrimaryNeed::ALL[need])] += 1;
                     a.counts[metrics::source(IntroductionSource::ALL[source])] += 1;
                 }
+                // People as real records give them: at each level, a
+                // quarter of the new introductions repeat a person; the
+                // people active but not new are at Level 1; nobody is at
+                // both levels, so the overall figures are the levels' sums.
+                let (l1, l2) = (SupportLevel::Level1, SupportLevel::Level2);
+                for l in [l1, l2] {
+                    let intros = a.counts[metrics::support_level(l)];
+                    a.counts[metrics::level_people_new(l)] = intros - intros / 4;
+                    a.counts[metrics::level_people_active(l)] =
+                        a.counts[metrics::level_people_new(l)];
+                }
+                a.counts[metrics::level_people_active(l1)] += extra_active;
+                for w in [PEOPLE_NEW, PEOPLE_ACTIVE] {
+                    let level = |l| match w {
+                        PEOPLE_NEW => metrics::level_people_new(l),
+                        _ => metrics::level_people_active(l),
+                    };
+                    a.counts[w] = a.counts[level(l1)] + a.counts[level(l2)];
+                }
                 for (o, pct) in Outcome::ALL.iter().zip(outcome_pct) {
-                    a.counts[metrics::outcome(*o)] = a.counts[PEOPLE_ACTIVE] * pct / 100;
+                    let at = |l| a.counts[metrics::level_people_active(l)] * pct / 100;
+                    let (o1, o2) = (at(l1), at(l2));
+                    a.counts[metrics::level_outcome(l1, *o)] = o1;
+                    a.counts[metrics::level_outcome(l2, *o)] = o2;
+                    a.counts[metrics::outcome(*o)] = o1 + o2;
                 }
                 a
             })

@@ -302,7 +302,9 @@ impl Prover {
                     );
                 } else {
                     let top = system.hi[c].min(UNBOUNDED);
-                    let drop = top - self.high[c].saturating_sub(reach);
+                    // Saturating: a witness above `top` only comes from a
+                    // system the truth does not satisfy, which must not panic.
+                    let drop = top.saturating_sub(self.high[c].saturating_sub(reach));
                     if top >= UNBOUNDED || !(0..=UNBOUNDED).contains(&drop) {
                         continue;
                     }

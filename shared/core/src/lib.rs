@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod period;
 pub mod pseudonym;
 pub mod record;
+pub mod relations;
 pub mod release;
 pub mod submission;
 pub mod validate;

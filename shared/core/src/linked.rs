@@ -319,6 +319,27 @@ mod tests {
                 }
                 prop_assert!(checked > 0);
             }
+
+            #[test]
+            fn every_catalogue_relation_holds_on_the_truth(
+                records in records(),
+                monthly in any::<bool>(),
+                at in day("2023-01-01")..day("2026-06-30"),
+            ) {
+                let granularity = if monthly { Granularity::Month } else { Granularity::Quarter };
+                let day = Date::from_days_since_epoch(at);
+                for period in [
+                    Period::containing(granularity, day),
+                    Period::containing(Granularity::FinancialYear, day),
+                ] {
+                    let truth = aggregate_with(&records, period, CountingRules::default()).counts;
+                    for r in crate::disclosure::catalogue_relations(0) {
+                        let lhs: i64 = r.terms.iter().map(|&(c, k)| i64::from(k) * truth[c] as i64).sum();
+                        let ok = match r.op { Op::Eq => lhs == r.rhs, Op::Le => lhs <= r.rhs };
+                        prop_assert!(ok, "{period}: {} breaks on the truth", crate::relations::describe(&r));
+                    }
+                }
+            }
         }
     }
 }
