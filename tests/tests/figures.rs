@@ -530,34 +530,51 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
     assert!(month.message().contains("span"), "{}", month.message());
     let _ = &thk.pki;
 
-    // 2. The hub shows Thurrock's window after disclosure control, within
-    // rounding. Thurrock reports monthly, so this programme to date is the
-    // one before it plus July: a breakdown whose rounded cumulative figure
-    // barely moved would pin July's small count, and linked protection may
-    // withhold the cumulative cell instead (the previous one is already
-    // public). Headline figures stay published; what is shown is within
-    // rounding.
-    let s = synced_summary(&reports, &thk, THURROCK, THURROCK_WINDOW).await;
-    assert_eq!(cell(&s, THURROCK, "people_new"), Count::Value(255));
-    for (metric, truth) in [("people_active", 256), ("level_2.people_new", level_2)] {
+    // 2. The hub shows Thurrock's programme to date at the end of its first
+    // financial year (June 2023 to March 2024), within rounding: the
+    // programme to date is published at financial-year ends only, and counts
+    // people (its events are the years' sums). The 14-month window the
+    // seeds quote is the site's own evaluation above.
+    let (w_start, w_end) = (THURROCK_START, "2024-03-31");
+    let window: Vec<Intro> = thurrock
+        .iter()
+        .filter(|r| r.introduced_on.as_str() <= w_end)
+        .cloned()
+        .collect();
+    let s = synced_summary(&reports, &thk, THURROCK, "PTD2024-03").await;
+    let people_new = window.len() as u64;
+    let level_2_new = window.iter().filter(|r| r.level == 2).count() as u64;
+    for (metric, truth) in [
+        ("people_new", people_new),
+        ("people_active", active_people(&thurrock, 0, w_start, w_end)),
+        ("level_2.people_new", level_2_new),
+        (
+            "level_2.people_active",
+            active_people(&thurrock, 2, w_start, w_end),
+        ),
+    ] {
         within_rounding(cell(&s, THURROCK, metric), truth, metric);
     }
     let mut shown = 0;
-    for (metric, truth) in [
-        ("primary_need.older_people_frailty", 79),
-        ("primary_need.mental_health", 69),
-        ("outcome.alternative_to_day_services", 19),
-        ("outcome.volunteering", 18),
+    for (metric, outcome) in [
+        ("outcome.alternative_to_day_services", DAY_SERVICES),
+        ("outcome.volunteering", VOLUNTEERING),
     ] {
-        shown += usize::from(matches!(cell(&s, THURROCK, metric), Count::Value(_)));
-        if let Count::Value(_) = cell(&s, THURROCK, metric) {
-            within_rounding(cell(&s, THURROCK, metric), truth, metric);
+        let truth = achieved(&thurrock, 0, outcome, w_start, w_end);
+        let c = cell(&s, THURROCK, metric);
+        if let Count::Value(_) = c {
+            shown += 1;
+            within_rounding(c, truth, metric);
+        } else {
+            assert_eq!(c, Count::Suppressed, "{metric}");
         }
     }
-    println!("Thurrock {THURROCK_WINDOW}: {shown} of 4 need and outcome figures published");
-    // Derby reports by quarter, so it publishes the programme to date at
-    // quarter ends only (monthly cumulative figures would give its months
-    // away); its PTD2024-09 runs from its own start, April 2024.
+    println!("Thurrock PTD2024-03: {shown} of 2 outcome figures published");
+    // Needs are events, published for financial years, not the programme to date.
+    assert_eq!(
+        cell(&s, THURROCK, "primary_need.mental_health"),
+        Count::NotReleased
+    );
     assert!(
         s.metrics[0]
             .comparison
@@ -565,8 +582,10 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
             .unwrap()
             .sites
             .iter()
-            .all(|r| r.site_code == THURROCK)
+            .all(|r| r.site_code == THURROCK),
+        "Derby's programme starts in April 2024"
     );
+    // A programme to date that does not end on 31 March is never published.
     let refused = dby
         .operator
         .clone()
@@ -576,17 +595,37 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         .await
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().contains("31 March"),
+        "{}",
+        refused.message()
+    );
+    let asked = reports
+        .clone()
+        .network_summary(hub::NetworkSummaryRequest {
+            period: period_pb(THURROCK_WINDOW),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(asked.code(), tonic::Code::InvalidArgument);
+    assert!(
+        asked.message().contains("PTD2025-03"),
+        "{}",
+        asked.message()
+    );
+    // Derby's programme started on 1 April 2024: its first programme to date
+    // is its financial year, person for person.
     let derby_people = derby
         .iter()
-        .filter(|r| r.introduced_on.as_str() <= "2024-09-30")
+        .filter(|r| r.introduced_on.as_str() <= "2025-03-31")
         .map(|r| r.nhs.clone())
         .collect::<BTreeSet<_>>()
         .len() as u64;
-    let d = synced_summary(&reports, &dby, DERBY, "PTD2024-09").await;
+    let d = synced_summary(&reports, &dby, DERBY, "PTD2025-03").await;
     within_rounding(
         cell(&d, DERBY, "people_new"),
         derby_people,
-        "Derby PTD2024-09",
+        "Derby PTD2025-03",
     );
 
     // 3. Derby's financial year: distinct people, not the sum of its quarters.
@@ -759,25 +798,23 @@ async fn spans_level_2_and_outcomes_counted_once_across_the_network() {
         assert!(r.funnel_limits.is_some());
     }
 
-    // Trends over the programme to date, month by month.
-    let _ = synced_summary(&reports, &dby, DERBY, "PTD2025-03").await;
+    // Trends over the programme to date, a financial year at a time.
     let _ = synced_summary(&reports, &thk, THURROCK, "PTD2025-03").await;
     let trend = reports
         .clone()
         .compare_metric(hub::CompareMetricRequest {
             metric: "level_2.people_new".into(),
-            from: period_pb("PTD2024-07"),
+            from: period_pb("PTD2024-03"),
             to: period_pb("PTD2025-03"),
         })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(trend.periods.len(), 9);
+    assert_eq!(trend.periods.len(), 2, "March 2024 and March 2025");
     for t in &trend.trends {
-        // Thurrock reports monthly, Derby quarterly (September, December, March).
-        let points = if t.site_code == THURROCK { 9 } else { 3 };
+        // Derby's programme began in April 2024: one point.
+        let points = if t.site_code == THURROCK { 2 } else { 1 };
         assert_eq!(t.points_known, points, "{}", t.site_code);
-        assert_ne!(t.direction, hub::TrendDirection::Insufficient as i32);
     }
 
     // 6. Every evaluation call is in the audit log, with the caller and no figures.

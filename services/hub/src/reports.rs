@@ -210,8 +210,8 @@ impl Hub {
                 ),
             )
         })?;
-        let from = period_from_proto(request.from.as_ref(), "from")?;
-        let to = period_from_proto(request.to.as_ref(), "to")?;
+        let from = published_kind(period_from_proto(request.from.as_ref(), "from")?, "from")?;
+        let to = published_kind(period_from_proto(request.to.as_ref(), "to")?, "to")?;
         if from.granularity() != to.granularity() {
             return Err(HubError::invalid(
                 "to",
@@ -228,7 +228,11 @@ impl Hub {
                 format!("the range spans {span} periods; at most {MAX_PERIODS} are allowed"),
             ));
         }
-        let periods = Period::range(from, to);
+        // Programmes to date are published a year apart.
+        let periods: Vec<Period> = Period::range(from, to)
+            .into_iter()
+            .filter(|p| published_kind(*p, "").is_ok())
+            .collect();
         let sites = visible_sites(self.registry().sites(), scope);
         let comparisons: Vec<hub::PeriodComparison> = self.store().with_latest(|index| {
             periods
@@ -268,7 +272,10 @@ impl Hub {
         scope: &ReadScope,
         request: &hub::NetworkSummaryRequest,
     ) -> Result<hub::NetworkSummaryResponse, HubError> {
-        let period = period_from_proto(request.period.as_ref(), "period")?;
+        let period = published_kind(
+            period_from_proto(request.period.as_ref(), "period")?,
+            "period",
+        )?;
         let registry = self.registry();
         let sites = visible_sites(registry.sites(), scope);
         let unit_costs = registry.unit_costs();
@@ -412,4 +419,23 @@ impl Reports for ReportsService {
             self.hub.network_summary(scope, &body)
         })
     }
+}
+
+/// `period`, if it is a kind of period the network publishes: a programme
+/// to date only at a financial-year end (see `lacnet_core::release`); else
+/// INVALID_ARGUMENT naming `field`, with the nearest period that is.
+fn published_kind(period: Period, field: &str) -> Result<Period, HubError> {
+    if period.granularity() != lacnet_core::Granularity::ProgrammeToDate
+        || lacnet_core::linked::publishes_programme_to_date(period)
+    {
+        return Ok(period);
+    }
+    let fy = Period::containing(lacnet_core::Granularity::FinancialYear, period.end());
+    let next = Period::containing(lacnet_core::Granularity::ProgrammeToDate, fy.end());
+    Err(HubError::invalid(
+        field,
+        format!(
+            "{period}: the programme to date is published at financial-year ends (31 March) only, e.g. {next}"
+        ),
+    ))
 }
