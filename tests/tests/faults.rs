@@ -704,7 +704,8 @@ fn one_release(s: &hub::NetworkSummaryResponse, site: &str) -> Result<Option<u64
             Count::Value(v) if set.counts[i] != 0 => {
                 seen.insert(*v);
             }
-            Count::Suppressed => {}
+            // Withheld, or not part of a quarter's release.
+            Count::Suppressed | Count::NotReleased => {}
             other => return Err(format!("{site}: cell {i} is {other:?}")),
         }
     }

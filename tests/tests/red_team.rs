@@ -1176,6 +1176,17 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
                     narrowest = narrowest.min(values);
                     if values < PROTECTION {
                         narrowed += 1;
+                        let shown: Vec<String> = table
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, c)| **c != Count::NotReleased)
+                            .map(|(i, c)| format!("{}={c:?}", catalogue().def(i).id))
+                            .collect();
+                        println!(
+                            "single release: {} narrowed to {lo}..={hi} in [{}]",
+                            catalogue().def(cell).id,
+                            shown.join(", ")
+                        );
                     }
                 } else {
                     known_large += 1;

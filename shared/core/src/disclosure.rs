@@ -505,7 +505,12 @@ fn protect_joint(
                     {
                         continue;
                     }
-                    vec![tabled(&parts), tabled(&others), all.clone()]
+                    // Then any published cell related to it, a headline or
+                    // outcome included: the derived relations tie people
+                    // figures to each other and to nothing in a table, and
+                    // a narrowed cell is never left as it is.
+                    let related: Vec<usize> = parts.iter().chain(&others).copied().collect();
+                    vec![tabled(&parts), tabled(&others), related, all.clone()]
                 }
                 Candidates::Linked(tiers) => {
                     if tiers
@@ -514,12 +519,20 @@ fn protect_joint(
                     {
                         continue;
                     }
-                    // Beyond the nearest cells, only cells of tables (as for
-                    // the new release's own cells).
+                    // Beyond the nearest cells, cells of tables first (as
+                    // for the new release's own cells); last, any cell of the
+                    // new release the relations reach, headlines included.
+                    let last = tiers.len().saturating_sub(1);
                     tiers
                         .iter()
                         .enumerate()
-                        .map(|(k, t)| if k == 0 { t.clone() } else { tabled(t) })
+                        .map(|(k, t)| {
+                            if k == 0 || k == last {
+                                t.clone()
+                            } else {
+                                tabled(t)
+                            }
+                        })
                         .collect()
                 }
             };
@@ -680,12 +693,16 @@ fn linked_tiers(c: usize, relations: &[Relation], new_cells: usize) -> Vec<Vec<u
         }
         kept
     };
+    let mut reached: Vec<usize> = near.iter().chain(&further).copied().collect();
+    reached.sort_unstable();
+    reached.dedup();
     let near = keep(near);
     let further: Vec<usize> = keep(further)
         .into_iter()
         .filter(|x| !near.contains(x))
         .collect();
-    vec![first, near, further]
+    // Headlines last, and only once nothing else widens the cell.
+    vec![first, near, further, reached]
 }
 
 /// Cells whose withholding could widen `c`'s range: the parts of the tables
