@@ -35,9 +35,51 @@ pub fn publication_order(periods: &mut [Period]) {
     });
 }
 
+/// How many steps along the covers a release's system reaches: its own
+/// covers, then the covers of every release in those. Two steps join a
+/// month to its year, the programmes to date around the year, and the year
+/// beside each of them; and a first programme to date to the year its
+/// months are in (where the programme began in January, the two describe
+/// the same people).
+const REACH: usize = 3;
+
+/// The covers a release of `period` is protected with: every cover within
+/// [`REACH`] steps whose span `exists`.
+fn block(
+    period: Period,
+    granularity: Granularity,
+    programme_start: Option<Date>,
+    mut exists: impl FnMut(Period) -> Result<bool, AgentError>,
+) -> Result<Vec<PeriodCover>, AgentError> {
+    let mut covers: Vec<PeriodCover> = Vec::new();
+    let mut seen: BTreeSet<Period> = BTreeSet::from([period]);
+    let mut frontier = vec![period];
+    for _ in 0..REACH {
+        let mut next = Vec::new();
+        for p in frontier {
+            for c in covers_touching(p, granularity, programme_start) {
+                if covers.iter().any(|k| k.span == c.span) {
+                    continue;
+                }
+                if c.span != period && !exists(c.span)? {
+                    continue;
+                }
+                for q in std::iter::once(c.span).chain(c.members.iter().copied()) {
+                    if seen.insert(q) {
+                        next.push(q);
+                    }
+                }
+                covers.push(c);
+            }
+        }
+        frontier = next;
+    }
+    Ok(covers)
+}
+
 /// Every period whose true counts protecting `periods` needs: the spans and
-/// members of every cover they take part in whose span is among `periods`
-/// or was published before (a cover without its span tells nothing).
+/// members of every cover in their blocks whose span is among `periods` or
+/// was published before (a cover without its span tells nothing).
 pub fn neighbours(
     store: &Store,
     periods: &[Period],
@@ -46,11 +88,11 @@ pub fn neighbours(
 ) -> Result<BTreeSet<Period>, AgentError> {
     let mut out = BTreeSet::new();
     for p in periods {
-        for c in covers_touching(*p, granularity, programme_start) {
-            if periods.contains(&c.span) || store.last_submission(c.span)?.is_some() {
-                out.insert(c.span);
-                out.extend(c.members);
-            }
+        let exists =
+            |span: Period| Ok(periods.contains(&span) || store.last_submission(span)?.is_some());
+        for c in block(*p, granularity, programme_start, exists)? {
+            out.insert(c.span);
+            out.extend(c.members);
         }
     }
     Ok(out)
@@ -119,15 +161,13 @@ impl<'a> Released<'a> {
     }
 
     /// Protects `period`'s true counts `values` jointly with every linked
-    /// release that exists. A cover whose span was never published tells an
-    /// attacker nothing about its members, so it is left out.
+    /// release of its block that exists. A cover whose span was never
+    /// published tells an attacker nothing about its members, so it is left
+    /// out.
     pub fn protect(&self, period: Period, values: &[u64]) -> Result<Published, AgentError> {
-        let mut covers: Vec<PeriodCover> = Vec::new();
-        for c in covers_touching(period, self.granularity, self.programme_start) {
-            if c.span == period || self.exists(c.span)? {
-                covers.push(c);
-            }
-        }
+        let covers = block(period, self.granularity, self.programme_start, |span| {
+            self.exists(span)
+        })?;
         let mut slots: Vec<Period> = vec![period];
         let mut slot = |p: Period| match slots.iter().position(|s| *s == p) {
             Some(i) => i,
