@@ -7,7 +7,7 @@
 //! |------------|----------------------------------|-------|
 //! | `outbox`   | big-endian sequence number       | encoded `lacnet.common.v1.Submission` |
 //! | `dead`     | big-endian sequence number       | reason length (u32 LE) ‖ reason ‖ encoded submission |
-//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status |
+//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status, erased people (pseudonyms) |
 //!
 //! The records themselves are in segment files beside the sled database
 //! (`segments/`, see [`crate::segment`]).
@@ -62,6 +62,10 @@ const META_QUEUED_PREFIX: &str = "queued/";
 /// The true counts behind the last release of a period: what the next one is
 /// compared against before it may be published (never leaves the site).
 const META_TRUTH_PREFIX: &str = "truth/";
+/// People erased at this site, so an old export cannot bring them back:
+/// `erased/` ‖ a 32-byte record or person pseudonym (under each key of the
+/// ring at the time), with an empty value. Pseudonyms only, like everything here.
+const META_ERASED_PREFIX: &[u8] = b"erased/";
 const META_LAST_PUSH: &[u8] = b"push/last_unix";
 const META_LAST_PUSH_ERROR: &[u8] = b"push/last_error";
 
@@ -220,6 +224,10 @@ fn record_key(bytes: &[u8]) -> Result<Pseudonym, AgentError> {
 
 fn decode_record(bytes: &[u8]) -> Result<PseudonymRecord, AgentError> {
     PseudonymRecord::decode(bytes).map_err(|e| AgentError::Corrupt(format!("a record: {e}")))
+}
+
+fn erased_key(p: &Pseudonym) -> Vec<u8> {
+    [META_ERASED_PREFIX, &p.0[..]].concat()
 }
 
 fn be_u64(bytes: &[u8]) -> Result<u64, AgentError> {
@@ -611,6 +619,16 @@ impl Store {
             .collect()
     }
 
+    /// How many erased pseudonyms the agent remembers (record and person
+    /// pseudonyms, under each key that was in the ring at the erasure).
+    pub fn erased_len(&self) -> usize {
+        self.inner
+            .trees
+            .meta
+            .scan_prefix(META_ERASED_PREFIX)
+            .count()
+    }
+
     /// The oldest outbox entry.
     pub fn outbox_first(&self) -> Result<Option<(u64, pb::Submission)>, AgentError> {
         match self.inner.trees.outbox.first()? {
@@ -907,6 +925,22 @@ impl Writer {
         Ok(sw)
     }
 
+    /// Whether any person was ever erased here (so ingest can skip the check).
+    pub fn any_erased(&self) -> Result<bool, AgentError> {
+        Ok(self
+            .trees
+            .meta
+            .scan_prefix(META_ERASED_PREFIX)
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    /// Whether `p` is a remembered erased record or person pseudonym.
+    pub fn was_erased(&self, p: &Pseudonym) -> Result<bool, AgentError> {
+        Ok(self.trees.meta.contains_key(erased_key(p))?)
+    }
+
     /// A stored record's bytes at `loc`, including those written earlier in `sw`.
     pub fn read(&self, sw: &mut SegmentWrite, loc: Loc) -> Result<Vec<u8>, AgentError> {
         if loc.seg == sw.seg {
@@ -1192,6 +1226,18 @@ impl SegmentWrite {
     /// must go now, not at a later compaction).
     pub fn compact(&mut self, seg: u32) {
         self.must_compact.insert(seg);
+    }
+
+    /// Remembers an erased person's record or person pseudonym, in this job's batch.
+    pub fn remember_erased(&mut self, p: &Pseudonym) {
+        self.meta_empty = false;
+        self.meta.insert(erased_key(p), &[][..]);
+    }
+
+    /// Forgets an erasure (the person was re-admitted on purpose).
+    pub fn forget_erased(&mut self, p: &Pseudonym) {
+        self.meta_empty = false;
+        self.meta.remove(erased_key(p));
     }
 
     /// Marks a period for re-aggregation; `generation` tells a later change from this one.
