@@ -1,5 +1,6 @@
 //! `lacnet`: parse the command line and run one command. Exit codes: 0 done,
-//! 1 error, 2 usage error, 3 import finished but rows were rejected.
+//! 1 error, 2 usage error, 3 import finished but rows were rejected, 4 erase
+//! found nobody with that id.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,8 @@ use lacnet_core::{Date, Period};
 
 /// Exit code when an import finished but some rows were rejected.
 const EXIT_REJECTED: u8 = 3;
+/// Exit code when `lacnet erase` found no record with the id it was given.
+const EXIT_NOT_FOUND: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -64,9 +67,18 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Stream a CSV file into a site agent (needs a council certificate).
+    #[command(
+        after_help = "The CSV columns and the codes each one accepts: `lacnet import --columns`.\n\
+                      Rejected rows go to the rejects file with the reasons and the original row: fix them there and import that file alone.\n\
+                      Exit codes: 0 every row accepted, 3 some rows rejected, 1 the import failed."
+    )]
     Import {
         /// The CSV file (lacnet's format, or a case system's export with --map).
-        file: PathBuf,
+        #[arg(required_unless_present = "columns")]
+        file: Option<PathBuf>,
+        /// Print the CSV columns and the accepted codes, then exit.
+        #[arg(long, conflicts_with_all = ["map", "rejects"])]
+        columns: bool,
         /// Mapping file (TOML) from a case system's columns and codes onto lacnet's.
         #[arg(long)]
         map: Option<PathBuf>,
@@ -79,6 +91,10 @@ enum Command {
         /// Never draw the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Re-admit people erased at the agent, who are otherwise refused
+        /// (use only when a person has really returned, not to re-load an old export).
+        #[arg(long)]
+        readmit_erased: bool,
     },
     /// Pull a report from the hub (needs an analyst certificate).
     Report {
@@ -167,6 +183,13 @@ enum Command {
         json: bool,
     },
     /// Erase every record of one person at a site agent (needs an operator certificate).
+    #[command(
+        long_about = "Erase every record of one person at a site agent (needs an operator certificate).\n\n\
+                      The agent then remembers the person, as pseudonyms only, and refuses their rows if an old export is \
+                      imported again; `lacnet import --readmit-erased` lets them back when they really return. \
+                      The affected periods are re-aggregated and sent to the hub again.",
+        after_help = "Exit codes: 0 erased, 4 no record has that id (nothing was erased), 1 error."
+    )]
     Erase {
         /// The person's NHS number.
         #[arg(long, conflicts_with = "case_id", required_unless_present = "case_id")]
@@ -245,11 +268,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import {
             file,
+            columns,
             map,
             rejects,
             chunk_rows,
             quiet,
+            readmit_erased,
         } => {
+            let Some(file) = file.filter(|_| !columns) else {
+                print!("{}", lacnet_cli::csv_format::columns_help());
+                return Ok(ExitCode::SUCCESS);
+            };
             let endpoint = ep.agent()?;
             let mut opts = import::ImportOptions::new(&file);
             if let Some(m) = map {
@@ -260,6 +289,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             opts.chunk_rows = chunk_rows;
             opts.progress = !quiet;
+            opts.readmit_erased = readmit_erased;
             let c = client::agent(&endpoint).await?;
             let r = import::import(c, &endpoint.url, &opts).await?;
             println!(
@@ -272,11 +302,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.elapsed.as_secs_f64(),
                 r.rate()
             );
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             if let Some(path) = r.rejects {
                 println!(
-                    "rejected rows (line, column, field, reason): {}",
+                    "rejected rows (line, column, field, reason, then the row as it was): {}",
                     path.display()
                 );
+                println!("fix them there and import that file alone (with the same --map, if any)");
                 return Ok(ExitCode::from(EXIT_REJECTED));
             }
         }
@@ -400,9 +434,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(c)) => site_ops::Who::Case(c),
                 (None, None) => anyhow::bail!("pass --nhs-number or --case-id"),
             };
+            let what = match &who {
+                site_ops::Who::Nhs(_) => "that NHS number",
+                site_ops::Who::Case(_) => "that case id",
+            };
             let mut c = client::agent(&endpoint).await?;
             let n = site_ops::erase(&mut c, &endpoint.url, who).await?;
+            if n == 0 {
+                eprintln!(
+                    "error: no record at this site agent has {what}: nothing was erased. \
+                     Check the id (a case id must match exactly, and the person may already be erased)."
+                );
+                return Ok(ExitCode::from(EXIT_NOT_FOUND));
+            }
             println!("erased {n} record(s); the affected periods are re-aggregated and sent again");
+            println!(
+                "the agent now refuses this person's rows if an old export is imported again \
+                 (`lacnet import --readmit-erased` lets them back if they return)"
+            );
         }
         Command::BenchImport { rows, seed } => {
             let r = bench::run(rows, seed).await?;
