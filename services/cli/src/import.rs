@@ -8,7 +8,8 @@
 //!
 //! Memory stays nearly flat whatever the file size: the reader thread parses
 //! ahead by a bounded channel, and only the current chunk is held (to name
-//! the line of each rejection and copy its row). What grows is one 64-bit
+//! the line of each rejection; a row the agent rejects is read again from
+//! its place in the file for the rejects file). What grows is one 64-bit
 //! fingerprint per row, so a case id seen twice in the file is caught with
 //! both line numbers. Each chunk is one `StreamRecords` call, so the
 //! agent's one summary per call covers a known set of lines. The summary
@@ -117,12 +118,15 @@ impl ImportReport {
 }
 
 /// One unit of the reader thread's output.
+// Rows are the common case and bad rows the rare one: boxing the record to
+// shrink the enum would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
 enum Item {
-    /// A row that became a record.
+    /// A row that became a record, and where it starts in the file.
     Row {
         line: u64,
         record: Record,
-        row: StringRecord,
+        at: csv::Position,
     },
     /// A row refused here (`row` is `None` when it could not be read as text).
     Bad {
@@ -300,7 +304,8 @@ fn read_rows(
         match reader.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {
-                let line = row.position().map_or(line, |p| p.line());
+                let at = row.position().cloned().unwrap_or_else(csv::Position::new);
+                let line = at.line().max(line);
                 if row.len() == filled.len() {
                     for (f, cell) in filled.iter_mut().zip(row.iter()) {
                         *f |= !cell.trim().is_empty();
@@ -325,11 +330,7 @@ fn read_rows(
                             None => {
                                 seen.insert(id, line);
                                 record.readmit_erased = readmit_erased;
-                                Item::Row {
-                                    line,
-                                    record,
-                                    row: row.clone(),
-                                }
+                                Item::Row { line, record, at }
                             }
                         }
                     }
@@ -414,6 +415,7 @@ pub async fn import(
     let (layout, header, mut rx, size) = start_reader(opts)?;
     let pb = progress_bar(size, opts.progress);
     let mut rejects = Rejects::new(opts.rejects.clone(), header.clone());
+    let mut rows = Rows::new(&opts.csv);
     let mut filled: Option<Vec<bool>> = None;
     let mut report = ImportReport {
         rows: 0,
@@ -429,7 +431,7 @@ pub async fn import(
     let chunk_rows = opts.chunk_rows.max(1);
     while !input_done {
         // One StreamRecords call per chunk, opened on its first record.
-        let mut chunk: Vec<(u64, Record, StringRecord)> = Vec::new();
+        let mut chunk: Vec<(u64, Record, csv::Position)> = Vec::new();
         let mut sender: Option<mpsc::Sender<Record>> = None;
         let mut call = None;
         while chunk.len() < chunk_rows {
@@ -462,7 +464,7 @@ pub async fn import(
                     report.rejected_locally += 1;
                     rejects.write(line, &problems, row.as_ref())?;
                 }
-                Item::Row { line, record, row } => {
+                Item::Row { line, record, at } => {
                     if sender.is_none() {
                         let (tx, rx) = mpsc::channel::<Record>(1024);
                         let mut c = client.clone();
@@ -476,7 +478,7 @@ pub async fn import(
                         Some(tx) => tx.send(record.clone()).await.is_ok(),
                         None => false,
                     };
-                    chunk.push((line, record, row));
+                    chunk.push((line, record, at));
                     // A closed stream means the call failed; its error is read below.
                     if !sent {
                         break;
@@ -505,10 +507,11 @@ pub async fn import(
         report.accepted += summary.accepted;
         report.rejected += summary.rejected;
         if summary.rejections_truncated {
-            upsert_for_verdicts(&client, url, &chunk, &layout, &mut rejects).await?;
+            upsert_for_verdicts(&client, url, &chunk, &layout, &mut rejects, &mut rows).await?;
         } else {
             for v in &summary.rejections {
-                if let Some((line, _, row)) = chunk.get(v.index as usize) {
+                if let Some((line, _, at)) = chunk.get(v.index as usize) {
+                    let row = rows.fetch(at);
                     write_violations(&mut rejects, &layout, *line, row, &v.violations)?;
                 }
             }
@@ -558,11 +561,49 @@ fn empty_columns(
         .collect()
 }
 
+/// Reads single rows again by their place in the file: the agent's
+/// rejections are few, so the importer need not hold every row it sent.
+struct Rows {
+    path: PathBuf,
+    reader: Option<csv::Reader<BufReader<File>>>,
+    row: StringRecord,
+}
+
+impl Rows {
+    fn new(path: &Path) -> Rows {
+        Rows {
+            path: path.to_owned(),
+            reader: None,
+            row: StringRecord::new(),
+        }
+    }
+
+    /// The row that starts at `at`, or `None` if it cannot be read again.
+    fn fetch(&mut self, at: &csv::Position) -> Option<&StringRecord> {
+        if self.reader.is_none() {
+            let file = File::open(&self.path).ok()?;
+            self.reader = Some(
+                csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .from_reader(BufReader::new(file)),
+            );
+        }
+        let reader = self.reader.as_mut()?;
+        reader.seek(at.clone()).ok()?;
+        reader
+            .read_record(&mut self.row)
+            .ok()
+            .filter(|read| *read)
+            .map(|_| &self.row)
+    }
+}
+
 fn write_violations(
     rejects: &mut Rejects,
     layout: &Layout,
     line: u64,
-    row: &StringRecord,
+    row: Option<&StringRecord>,
     violations: &[lacnet_proto::common::v1::FieldViolation],
 ) -> Result<(), CliError> {
     let mut problems: Vec<Problem> = violations
@@ -580,16 +621,17 @@ fn write_violations(
             reason: "rejected by the site agent".into(),
         });
     }
-    rejects.write(line, &problems, Some(row))
+    rejects.write(line, &problems, row)
 }
 
 /// Sends a chunk again through `UpsertRecords` to learn every rejection in it.
 async fn upsert_for_verdicts(
     client: &SiteAgentClient<Channel>,
     url: &str,
-    chunk: &[(u64, Record, StringRecord)],
+    chunk: &[(u64, Record, csv::Position)],
     layout: &Layout,
     rejects: &mut Rejects,
+    rows: &mut Rows,
 ) -> Result<(), CliError> {
     let mut c = client.clone();
     for part in chunk.chunks(UPSERT_BATCH) {
@@ -602,8 +644,9 @@ async fn upsert_for_verdicts(
             .into_inner();
         for v in reply.verdicts {
             if v.verdict == Verdict::Rejected as i32
-                && let Some((line, _, row)) = part.get(v.index as usize)
+                && let Some((line, _, at)) = part.get(v.index as usize)
             {
+                let row = rows.fetch(at);
                 write_violations(rejects, layout, *line, row, &v.violations)?;
             }
         }

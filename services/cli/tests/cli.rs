@@ -933,6 +933,27 @@ async fn a_council_import_refuses_what_it_should_and_says_why() {
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("1 rows: 1 accepted, 0 rejected"), "{out}");
 
+    // More agent rejections than a stream summary lists: each row is still
+    // copied whole, read again from its place in the file.
+    let many = dir.join("future.csv");
+    let mut text = HEADER.to_owned();
+    for i in 0..120 {
+        text.push_str(&format!(
+            "F-{i},,2099-01-05,,2,40,,carer,self,,E05002035,\n"
+        ));
+    }
+    std::fs::write(&many, &text).unwrap();
+    let (code, out, err) = run(net.cmd().arg("import").arg(&many));
+    assert_eq!(code, Some(3), "{out}{err}");
+    let rows = read_csv(&std::fs::read_to_string(dir.join("future.rejects.csv")).unwrap());
+    assert_eq!(rows.len(), 120);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["lacnet_line"], (i + 2).to_string());
+        assert_eq!(r["local_case_id"], format!("F-{i}"));
+        assert_eq!(r["introduced_on"], "2099-01-05");
+        assert_eq!(r["lacnet_field"], "introduced_on");
+    }
+
     // Erasing an id the agent does not hold: a distinct exit code and a clear message.
     let (code, out, err) = run(net.cmd().args(["erase", "--case-id", "NO-SUCH-CASE"]));
     assert_eq!(code, Some(4), "{out}{err}");
