@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lacnet_cli::config::EndpointFlags;
+use lacnet_cli::config::{AgentFlags, EndpointFlags, HubFlags, OperatorFlags};
 use lacnet_cli::report::{self, Format, model};
 use lacnet_cli::{bench, certs, client, demo, generate, import, keygen, mapping, site_ops};
 use lacnet_core::{Date, Period};
@@ -22,11 +22,9 @@ const EXIT_NOT_FOUND: u8 = 4;
     name = "lacnet",
     version,
     about = "Operate and analyse the LAC Network: import CSV into a site agent, pull hub reports, make keys and development certificates, run a demo network",
-    after_help = "Endpoints and certificates come from lacnet.toml (--config, LACNET_CONFIG, or ./lacnet.toml), then LACNET_* variables, then flags. `lacnet certs` writes a lacnet.toml."
+    after_help = "Endpoints and certificates come from lacnet.toml (--config, LACNET_CONFIG, or ./lacnet.toml), then LACNET_* variables, then flags. `lacnet certs` writes a lacnet.toml. Each command that connects lists its connection flags under their own heading."
 )]
 struct Cli {
-    #[command(flatten)]
-    endpoints: EndpointFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,6 +93,8 @@ enum Command {
         /// (use only when a person has really returned, not to re-load an old export).
         #[arg(long)]
         readmit_erased: bool,
+        #[command(flatten)]
+        conn: AgentFlags,
     },
     /// Pull a report from the hub (needs an analyst certificate).
     Report {
@@ -124,6 +124,8 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: HubFlags,
     },
     /// Write a new HMAC pseudonymisation key file (mode 0600) for a site agent.
     Keygen {
@@ -162,12 +164,17 @@ enum Command {
         agent_name: String,
     },
     /// Show a site agent's state: records, outbox, last push, key ids (needs an operator certificate).
-    Status,
+    Status {
+        #[command(flatten)]
+        conn: OperatorFlags,
+    },
     /// Show exactly what a site agent would send the hub for a period (needs an operator certificate).
     Preview {
         /// The period, e.g. 2016-Q1 or 2016-03.
         #[arg(long)]
         period: String,
+        #[command(flatten)]
+        conn: OperatorFlags,
     },
     /// The council's own exact figures over a financial year or the
     /// programme to date, as in a site's evaluation report. Never sent to the
@@ -181,6 +188,8 @@ enum Command {
         /// Write JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: OperatorFlags,
     },
     /// Erase every record of one person at a site agent (needs an operator certificate).
     #[command(
@@ -197,6 +206,8 @@ enum Command {
         /// A local case id of the person.
         #[arg(long)]
         case_id: Option<String>,
+        #[command(flatten)]
+        conn: OperatorFlags,
     },
     /// Measure `lacnet import` against the agent's own ingest rate (in-process agents).
     BenchImport {
@@ -214,7 +225,6 @@ fn period(s: &str) -> anyhow::Result<Period> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ep = &cli.endpoints;
     match cli.command {
         Command::Demo {
             keep,
@@ -274,12 +284,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chunk_rows,
             quiet,
             readmit_erased,
+            conn,
         } => {
             let Some(file) = file.filter(|_| !columns) else {
                 print!("{}", lacnet_cli::csv_format::columns_help());
                 return Ok(ExitCode::SUCCESS);
             };
-            let endpoint = ep.agent()?;
+            let endpoint = EndpointFlags::from(conn).agent()?;
             let mut opts = import::ImportOptions::new(&file);
             if let Some(m) = map {
                 opts.mapping = mapping::Mapping::load(&m)?;
@@ -323,8 +334,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             trend_periods,
             out,
+            conn,
         } => {
-            let endpoint = ep.hub()?;
+            let endpoint = EndpointFlags::from(conn).hub()?;
             let request = match metric {
                 Some(metric) => model::Request::Metric {
                     metric,
@@ -406,20 +418,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 issued.config.display()
             );
         }
-        Command::Status => {
-            let endpoint = ep.operator()?;
+        Command::Status { conn } => {
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::status(&mut c, &endpoint.url).await?;
             print!("{}", site_ops::render_status(&s, demo::now_unix()));
         }
-        Command::Preview { period: p } => {
-            let endpoint = ep.operator()?;
+        Command::Preview { period: p, conn } => {
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::preview(&mut c, &endpoint.url, period(&p)?).await?;
             print!("{}", site_ops::render_preview(&s));
         }
-        Command::Evaluation { span, json } => {
-            let endpoint = ep.operator()?;
+        Command::Evaluation { span, json, conn } => {
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let mut c = client::agent(&endpoint).await?;
             let e = site_ops::evaluation(&mut c, &endpoint.url, period(&span)?).await?;
             print!("{}", site_ops::render_evaluation(&e, json)?);
@@ -427,8 +439,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Erase {
             nhs_number,
             case_id,
+            conn,
         } => {
-            let endpoint = ep.operator()?;
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let who = match (nhs_number, case_id) {
                 (Some(n), _) => site_ops::Who::Nhs(n),
                 (None, Some(c)) => site_ops::Who::Case(c),

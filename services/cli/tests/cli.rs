@@ -813,6 +813,51 @@ fn import_help_points_to_the_columns_and_their_codes() {
     ] {
         assert!(cols.contains(want), "--columns lacks {want}:\n{cols}");
     }
+    // Each command lists only the connection flags it uses, under their own heading.
+    let help_of = |cmd: &str| stdout(lacnet().args([cmd, "--help"]));
+    for (cmd, connects, has, lacks) in [
+        (
+            "import",
+            true,
+            &["--agent-cert", "--agent-url", "--config"][..],
+            &["--hub-url", "--operator-cert"][..],
+        ),
+        (
+            "status",
+            true,
+            &["--operator-cert", "--agent-ca"],
+            &["--agent-cert", "--hub-ca"],
+        ),
+        ("erase", true, &["--operator-key"], &["--hub-key"]),
+        (
+            "report",
+            true,
+            &["--hub-ca", "--hub-cert"],
+            &["--agent-url", "--operator-cert"],
+        ),
+        (
+            "keygen",
+            false,
+            &[],
+            &["--hub-url", "--agent-url", "--config"],
+        ),
+        (
+            "demo",
+            false,
+            &["--keep", "--report"],
+            &["--hub-url", "--agent-url"],
+        ),
+        ("generate", false, &[], &["--hub-url", "--agent-url"]),
+    ] {
+        let help = help_of(cmd);
+        for f in has {
+            assert!(help.contains(f), "{cmd} --help lacks {f}:\n{help}");
+        }
+        for f in lacks {
+            assert!(!help.contains(f), "{cmd} --help shows {f}:\n{help}");
+        }
+        assert_eq!(help.contains("\nConnection ("), connects, "{cmd}:\n{help}");
+    }
     let erase = stdout(lacnet().args(["erase", "--help"]));
     assert!(
         erase.contains("remembers") && erase.contains("--readmit-erased"),

@@ -92,8 +92,10 @@ pub struct Config {
         default_value = "./lacnet-agent-data"
     )]
     pub data_dir: PathBuf,
-    /// Pseudonymisation key as `id=path` (a file of at least 32 secret bytes). Repeat, or
-    /// comma-separate in the env var, newest first: the first writes, the others only match.
+    /// Pseudonymisation key as `id=path`, where the file is one `lacnet keygen` wrote
+    /// (`lacnet-key v1`, the same id, and 32 random bytes as 64 hex digits; raw bytes and
+    /// passphrases are refused). Repeat, or comma-separate in the env var, newest first:
+    /// the first writes, the others only match.
     #[arg(
         long = "key-file",
         env = "LACNET_AGENT_KEY_FILES",
@@ -370,6 +372,17 @@ mod tests {
         assert_eq!(keys[1].0, "k1");
         assert!(parse_key_file("nokey").is_err());
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn key_file_help_says_what_a_key_file_is() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("lacnet keygen") && help.contains("raw bytes and"),
+            "{help}"
+        );
+        assert!(!help.contains("at least 32 secret bytes"), "{help}");
     }
 
     #[test]
