@@ -4,8 +4,8 @@
 //!
 //! | column | required | value |
 //! |---|---|---|
-//! | `local_case_id` | yes | the council's case id for this introduction |
-//! | `nhs_number` | no | 10 digits (spaces allowed), modulus-11 checked by the agent |
+//! | `local_case_id` | yes | the council's case id for this introduction; once per file (a repeat is rejected, naming the first line) |
+//! | `nhs_number` | no | 10 digits (spaces allowed), checked by the agent: modulus 11, and not a number the NHS never issues (`0000000000`) |
 //! | `introduced_on` | yes | `YYYY-MM-DD` |
 //! | `closed_on` | no | `YYYY-MM-DD`; empty while open |
 //! | `support_level` | yes | `1` or `2` |
@@ -16,6 +16,9 @@
 //! | `outcomes` | no | `;`-separated: `crisis_avoided`, `community_connection`, `volunteering`, `alternative_to_day_services`, `reduced_gp_ae_use`, `tenancy_sustained`, `social_care_referral_avoided`, `training_employment`, `carer_supported`, each optionally with the day it was achieved: `volunteering@2024-03-02` (an undated outcome counts as achieved on the introduction date) |
 //! | `ward_code` | no | ONS ward code; stays at the site |
 //! | `last_contact_on` | no | `YYYY-MM-DD`; an open case with no contact for the site's inactivity limit stops counting as active |
+//!
+//! `lacnet import --columns` prints this table from [`COLUMNS`] and the
+//! vocabularies, so the format is documented where users look.
 //!
 //! This module turns one CSV row into a wire record, or into the problems
 //! that stop it (the CLI's own, local rejections). Everything the site agent
