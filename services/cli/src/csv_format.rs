@@ -420,13 +420,18 @@ impl Layout {
     }
 }
 
-/// Longest value quoted back in a message or the rejects file, in characters.
+/// Longest value quoted back in a message, in characters.
 pub const MAX_ECHO_CHARS: usize = 80;
 
-/// A value from the file as it may be quoted back: at most
+/// A value from the file as it may be quoted back in a message: at most
 /// [`MAX_ECHO_CHARS`] characters, so a 10 MB cell costs a line, not 10 MB.
 pub fn echo(value: &str) -> String {
-    match value.char_indices().nth(MAX_ECHO_CHARS) {
+    bounded(value, MAX_ECHO_CHARS)
+}
+
+/// `value` cut to at most `max` characters, saying how long it was.
+pub fn bounded(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
         None => value.to_owned(),
         Some((cut, _)) => format!("{}... ({} bytes in all)", &value[..cut], value.len()),
     }

@@ -21,9 +21,8 @@
 //! the line, the columns, the fields and the reasons, followed by the
 //! original row under the original header. So someone can fix the cells and
 //! import the rejects file alone (with the same `--map`): the four
-//! `lacnet_*` columns are ignored. Every cell is bounded
-//! ([`crate::csv_format::MAX_ECHO_CHARS`]) and neutralised against
-//! spreadsheet formula injection. Nothing from a row is printed or logged.
+//! `lacnet_*` columns are ignored. Every cell is bounded ([`MAX_CELL_CHARS`])
+//! and neutralised against spreadsheet formula injection. Nothing from a row is printed or logged.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,7 +38,7 @@ use lacnet_proto::site::v1::{Record, UpsertRecordsRequest, Verdict};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::csv_format::{COLUMNS, Field, Layout, Problem, echo};
+use crate::csv_format::{COLUMNS, Field, Layout, Problem, bounded, echo};
 use crate::error::{CliError, Service};
 use crate::mapping::Mapping;
 
@@ -160,11 +159,18 @@ const REJECT_COLUMNS: [&str; 4] = [
     "lacnet_reason",
 ];
 
-/// A cell as the rejects file writes it: bounded, and with a leading `'`
-/// when a spreadsheet would run it as a formula (`=`, `+`, `-`, `@`, tab or
-/// carriage return first, as the OWASP guidance on CSV injection advises).
-pub fn safe_cell(value: &str) -> String {
-    let v = echo(value);
+/// Longest cell copied from the file into the rejects file, in characters:
+/// far more than any lacnet value needs (a case id is at most 64).
+pub const MAX_CELL_CHARS: usize = 256;
+/// Longest list of reasons written for one row, in characters.
+const MAX_REASONS_CHARS: usize = 4096;
+
+/// A cell as the rejects file writes it: at most `max` characters, and with
+/// a leading `'` when a spreadsheet would run it as a formula (`=`, `+`, `-`,
+/// `@`, tab or carriage return first, as the OWASP guidance on CSV injection
+/// advises).
+pub fn safe_cell(value: &str, max: usize) -> String {
+    let v = bounded(value, max);
     if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{v}")
     } else {
@@ -196,7 +202,7 @@ impl Rejects {
             let header: Vec<String> = REJECT_COLUMNS
                 .iter()
                 .map(|c| (*c).to_owned())
-                .chain(self.header.iter().map(safe_cell))
+                .chain(self.header.iter().map(|h| safe_cell(h, MAX_CELL_CHARS)))
                 .collect();
             w.write_record(&header).map_err(|e| self.err(e))?;
             self.writer = Some(w);
@@ -212,10 +218,13 @@ impl Rejects {
                     String::new()
                 }
             }),
-            safe_cell(&join(&|p| p.field.clone())),
-            safe_cell(&join(&|p| p.reason.clone())),
+            safe_cell(&join(&|p| p.field.clone()), MAX_REASONS_CHARS),
+            safe_cell(&join(&|p| p.reason.clone()), MAX_REASONS_CHARS),
         ];
-        cells.extend(row.into_iter().flat_map(|r| r.iter().map(safe_cell)));
+        cells.extend(
+            row.into_iter()
+                .flat_map(|r| r.iter().map(|c| safe_cell(c, MAX_CELL_CHARS))),
+        );
         let result = match self.writer.as_mut() {
             Some(w) => w.write_record(&cells),
             None => Ok(()),
