@@ -876,7 +876,8 @@ async fn a_council_import_refuses_what_it_should_and_says_why() {
     std::fs::write(
         &export,
         "Case Ref,Referral Date,End Date,Level,Age,Need Code,Referred By\n\
-         T-1,03/06/2013,01/07/2013,2,72,older_people_frailty,GP\n",
+         T-1,03/06/2013,01/07/2013,2,72,older_people_frailty,GP\n\
+         T-2,04/06/2013,,2,35,carer,self\n",
     )
     .unwrap();
     let map = dir.join("map.toml");
@@ -898,8 +899,8 @@ async fn a_council_import_refuses_what_it_should_and_says_why() {
         "{err}"
     );
     assert_eq!(net.agent.store().record_count().unwrap(), 0, "nothing sent");
-    // Fixed, it imports; the need is lacnet's own code and passes through
-    // although the mapping has code tables (here for the source).
+    // Fixed, it imports. Lacnet's own codes pass through a code table
+    // (`self` for the source) as well as where there is none (the need).
     std::fs::write(
         &map,
         std::fs::read_to_string(&map)
@@ -909,7 +910,7 @@ async fn a_council_import_refuses_what_it_should_and_says_why() {
     .unwrap();
     let (code, out, err) = run(net.cmd().args(["import", "--map"]).arg(&map).arg(&export));
     assert_eq!(code, Some(0), "{out}{err}");
-    assert!(out.contains("1 rows: 1 accepted"), "{out}");
+    assert!(out.contains("2 rows: 2 accepted, 0 rejected"), "{out}");
 
     // Rows that must be refused, and a rejects file that is safe to open.
     let huge = "X".repeat(10 << 20);
