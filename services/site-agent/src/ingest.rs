@@ -147,7 +147,7 @@ pub fn apply(
     cx: ApplyContext,
 ) -> Result<(Vec<Outcome>, bool), AgentError> {
     // One cheap look before the chunk: most sites never erase anyone.
-    let guard = w.any_erased()?;
+    let guard = w.any_erased();
     let mut sw = w.begin()?;
     let mut periods: BTreeSet<Period> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(items.len());
@@ -166,7 +166,7 @@ pub fn apply(
                 Item::Valid(p) => *p,
             };
             if guard {
-                let refused = erased_guard(w, &mut sw, &p)?;
+                let refused = erased_guard(w, &mut sw, &p);
                 if !refused.is_empty() {
                     outcomes.push(Outcome::Rejected(refused));
                     continue;
@@ -246,25 +246,19 @@ fn erased_guard(
     w: &Writer,
     sw: &mut crate::store::SegmentWrite,
     p: &Prepared,
-) -> Result<Vec<FieldViolation>, AgentError> {
+) -> Vec<FieldViolation> {
     let records = std::iter::once(p.record.record).chain(p.older.iter().map(|(r, _)| *r));
     let persons = std::iter::once(p.record.person).chain(p.older.iter().map(|(_, q)| *q));
-    let mut case_hit = false;
-    for r in records.clone() {
-        case_hit |= w.was_erased(&r)?;
-    }
-    let mut person_hit = false;
-    for q in persons.clone() {
-        person_hit |= w.was_erased(&q)?;
-    }
+    let case_hit = records.clone().any(|r| w.was_erased(&r));
+    let person_hit = persons.clone().any(|q| w.was_erased(&q));
     if !case_hit && !person_hit {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     if p.readmit_erased {
         for x in records.chain(persons) {
             sw.forget_erased(&x);
         }
-        return Ok(Vec::new());
+        return Vec::new();
     }
     // Without an NHS number the person pseudonym is the case id's.
     let mut kinds = Vec::with_capacity(2);
@@ -274,7 +268,7 @@ fn erased_guard(
     if person_hit && p.person_is_nhs {
         kinds.push(RecordField::NhsNumber);
     }
-    Ok(kinds
+    kinds
         .into_iter()
         .map(|kind| FieldViolation {
             kind,
@@ -284,7 +278,7 @@ fn erased_guard(
                      (lacnet import --readmit-erased)"
                 .to_owned(),
         })
-        .collect())
+        .collect()
 }
 
 /// Erases every record of the people identified by `persons` (person pseudonyms

@@ -20,7 +20,7 @@
 //! deleted, and a re-keyed record names the pseudonym it replaced, so a
 //! crash between the two never loses a record or leaves it twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -119,6 +119,9 @@ pub struct Writer {
     fresh: BTreeSet<u32>,
     /// Files renamed into place but not yet synced (a deferred group's).
     unsynced: BTreeSet<u32>,
+    /// The erased pseudonyms (`META_ERASED_PREFIX`), in memory, so ingest
+    /// checks each record against them without a sled lookup.
+    erased: HashSet<Pseudonym>,
 }
 
 /// The `segments/` directory.
@@ -230,6 +233,15 @@ fn erased_key(p: &Pseudonym) -> Vec<u8> {
     [META_ERASED_PREFIX, &p.0[..]].concat()
 }
 
+fn load_erased(meta: &Tree) -> Result<HashSet<Pseudonym>, AgentError> {
+    let mut out = HashSet::new();
+    for key in meta.scan_prefix(META_ERASED_PREFIX).keys() {
+        let key = key?;
+        out.insert(pseudonym_at(&key, META_ERASED_PREFIX.len())?);
+    }
+    Ok(out)
+}
+
 fn be_u64(bytes: &[u8]) -> Result<u64, AgentError> {
     let a: [u8; 8] = bytes
         .try_into()
@@ -323,6 +335,7 @@ impl Store {
             pending: BTreeMap::new(),
             fresh: BTreeSet::new(),
             unsynced: BTreeSet::new(),
+            erased: load_erased(&trees.meta)?,
         };
         let committer = Committer::start_with_persist(
             "agent-store",
@@ -883,6 +896,8 @@ pub struct SegmentWrite {
     cache: HashMap<u32, Vec<u8>>,
     meta: Batch,
     meta_empty: bool,
+    /// Erased pseudonyms this job remembers (`true`) or forgets (`false`).
+    erased: Vec<(Pseudonym, bool)>,
 }
 
 impl Writer {
@@ -905,6 +920,7 @@ impl Writer {
             cache: HashMap::new(),
             meta: Batch::default(),
             meta_empty: true,
+            erased: Vec::new(),
         };
         if let Some(last) = self.next_segment.checked_sub(1) {
             let small = self
@@ -926,19 +942,13 @@ impl Writer {
     }
 
     /// Whether any person was ever erased here (so ingest can skip the check).
-    pub fn any_erased(&self) -> Result<bool, AgentError> {
-        Ok(self
-            .trees
-            .meta
-            .scan_prefix(META_ERASED_PREFIX)
-            .next()
-            .transpose()?
-            .is_some())
+    pub fn any_erased(&self) -> bool {
+        !self.erased.is_empty()
     }
 
     /// Whether `p` is a remembered erased record or person pseudonym.
-    pub fn was_erased(&self, p: &Pseudonym) -> Result<bool, AgentError> {
-        Ok(self.trees.meta.contains_key(erased_key(p))?)
+    pub fn was_erased(&self, p: &Pseudonym) -> bool {
+        self.erased.contains(p)
     }
 
     /// A stored record's bytes at `loc`, including those written earlier in `sw`.
@@ -977,6 +987,13 @@ impl Writer {
         let wrote_meta = !sw.meta_empty;
         if wrote_meta {
             self.trees.meta.apply_batch(std::mem::take(&mut sw.meta))?;
+        }
+        for (p, remember) in std::mem::take(&mut sw.erased) {
+            if remember {
+                self.erased.insert(p);
+            } else {
+                self.erased.remove(&p);
+            }
         }
         let mut wrote = false;
         let has_new = sw.builder.has_new();
@@ -1232,12 +1249,14 @@ impl SegmentWrite {
     pub fn remember_erased(&mut self, p: &Pseudonym) {
         self.meta_empty = false;
         self.meta.insert(erased_key(p), &[][..]);
+        self.erased.push((*p, true));
     }
 
     /// Forgets an erasure (the person was re-admitted on purpose).
     pub fn forget_erased(&mut self, p: &Pseudonym) {
         self.meta_empty = false;
         self.meta.remove(erased_key(p));
+        self.erased.push((*p, false));
     }
 
     /// Marks a period for re-aggregation; `generation` tells a later change from this one.
