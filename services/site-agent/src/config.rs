@@ -77,6 +77,7 @@ impl ServiceFlags for AgentFlags {
     const ADMIN_LISTEN: &'static str = "127.0.0.1:9091";
     const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
     const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
+    const DRAIN_TIMEOUT_SECS: u64 = 20;
 }
 
 /// Every setting, each with a `LACNET_AGENT_*` environment variable.
@@ -195,10 +196,6 @@ pub struct Config {
     /// Most records in one UpsertRecords call.
     #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
-    /// On SIGTERM, how long in-flight calls may take to finish before they are
-    /// cut off, in seconds (keep it under Kubernetes' termination grace period).
-    #[arg(long, env = "LACNET_AGENT_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
-    pub drain_timeout_secs: u64,
     /// sled page cache, in MiB (bounds resident memory).
     #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -330,7 +327,7 @@ impl Config {
         o.request_timeout = self.server.request_timeout();
         o.transport = self.server.transport();
         o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
-        o.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
+        o.drain_timeout = self.server.drain_timeout();
         Ok(o)
     }
 }
