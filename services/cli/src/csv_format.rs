@@ -86,7 +86,7 @@ pub const COLUMNS: &[Column] = &[
         "nhs_number",
         Field::NhsNumber,
         false,
-        "10 digits (spaces or hyphens allowed) that pass the modulus-11 check; empty if unknown",
+        "10 digits (spaces or hyphens allowed) that pass the modulus-11 check and are not a placeholder such as 0000000000; empty if unknown",
     ),
     col(
         "introduced_on",
@@ -100,7 +100,12 @@ pub const COLUMNS: &[Column] = &[
         false,
         "date the case closed; empty while open",
     ),
-    col("support_level", Field::SupportLevel, true, "1 or 2"),
+    col(
+        "support_level",
+        Field::SupportLevel,
+        true,
+        "1 (information and advice) or 2 (a longer-term relationship)",
+    ),
     col(
         "age_years",
         Field::AgeYears,
