@@ -107,48 +107,157 @@ impl ConfigFile {
     }
 }
 
-/// Flags (and env vars) that override the file. Global: they go before or after the command.
-#[derive(Debug, Clone, Default, Args)]
+/// Settings that override the file, from flags and `LACNET_*` variables:
+/// what [`EndpointFlags::agent`], [`EndpointFlags::operator`] and
+/// [`EndpointFlags::hub`] resolve. On the command line each command takes
+/// only the flags of the endpoint it talks to ([`AgentFlags`],
+/// [`OperatorFlags`], [`HubFlags`]), listed under their own help heading.
+#[derive(Debug, Clone, Default)]
 pub struct EndpointFlags {
     /// Config file [default: ./lacnet.toml if present].
-    #[arg(long, env = "LACNET_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Site agent URL.
+    pub agent_url: Option<String>,
+    /// Name on the site agent's certificate.
+    pub agent_server_name: Option<String>,
+    /// Council CA the agent's certificate chains to.
+    pub agent_ca: Option<PathBuf>,
+    /// Council client certificate for import.
+    pub agent_cert: Option<PathBuf>,
+    /// Council client private key.
+    pub agent_key: Option<PathBuf>,
+    /// Operator certificate for status, preview, evaluation and erase.
+    pub operator_cert: Option<PathBuf>,
+    /// Operator private key.
+    pub operator_key: Option<PathBuf>,
+    /// Hub URL.
+    pub hub_url: Option<String>,
+    /// Name on the hub's certificate.
+    pub hub_server_name: Option<String>,
+    /// Network CA the hub's certificate chains to.
+    pub hub_ca: Option<PathBuf>,
+    /// Analyst client certificate.
+    pub hub_cert: Option<PathBuf>,
+    /// Analyst client private key.
+    pub hub_key: Option<PathBuf>,
+}
+
+/// The help heading of every command's connection flags.
+const CONNECTION: &str = "Connection (each overrides lacnet.toml; LACNET_* variables too)";
+
+/// Connection flags of a command that pushes records as the case system (`import`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = CONNECTION)]
+pub struct AgentFlags {
+    /// Config file [default: ./lacnet.toml if present].
+    #[arg(long, env = "LACNET_CONFIG")]
     pub config: Option<PathBuf>,
     /// Site agent URL [default: https://127.0.0.1:7443].
-    #[arg(long, env = "LACNET_AGENT_URL", global = true)]
+    #[arg(long, env = "LACNET_AGENT_URL")]
     pub agent_url: Option<String>,
     /// Name on the site agent's certificate [default: agent.lacnet].
-    #[arg(long, env = "LACNET_AGENT_SERVER_NAME", global = true)]
+    #[arg(long, env = "LACNET_AGENT_SERVER_NAME")]
     pub agent_server_name: Option<String>,
     /// Council CA the agent's certificate chains to (PEM).
-    #[arg(long, env = "LACNET_AGENT_CA", global = true)]
+    #[arg(long, env = "LACNET_AGENT_CA")]
     pub agent_ca: Option<PathBuf>,
-    /// Council client certificate for import (PEM, spiffe://lacnet/council/<name>).
-    #[arg(long, env = "LACNET_AGENT_CERT", global = true)]
+    /// Council client certificate (PEM, spiffe://lacnet/council/<name>).
+    #[arg(long, env = "LACNET_AGENT_CERT")]
     pub agent_cert: Option<PathBuf>,
     /// Council client private key (PEM).
-    #[arg(long, env = "LACNET_AGENT_KEY", global = true)]
+    #[arg(long, env = "LACNET_AGENT_KEY")]
     pub agent_key: Option<PathBuf>,
-    /// Operator certificate for status, preview and erase (PEM, spiffe://lacnet/operator/<name>).
-    #[arg(long, env = "LACNET_OPERATOR_CERT", global = true)]
+}
+
+/// Connection flags of a command that runs a site agent as its operator
+/// (`status`, `preview`, `evaluation`, `erase`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = CONNECTION)]
+pub struct OperatorFlags {
+    /// Config file [default: ./lacnet.toml if present].
+    #[arg(long, env = "LACNET_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Site agent URL [default: https://127.0.0.1:7443].
+    #[arg(long, env = "LACNET_AGENT_URL")]
+    pub agent_url: Option<String>,
+    /// Name on the site agent's certificate [default: agent.lacnet].
+    #[arg(long, env = "LACNET_AGENT_SERVER_NAME")]
+    pub agent_server_name: Option<String>,
+    /// Council CA the agent's certificate chains to (PEM).
+    #[arg(long, env = "LACNET_AGENT_CA")]
+    pub agent_ca: Option<PathBuf>,
+    /// Operator certificate (PEM, spiffe://lacnet/operator/<name>).
+    #[arg(long, env = "LACNET_OPERATOR_CERT")]
     pub operator_cert: Option<PathBuf>,
     /// Operator private key (PEM).
-    #[arg(long, env = "LACNET_OPERATOR_KEY", global = true)]
+    #[arg(long, env = "LACNET_OPERATOR_KEY")]
     pub operator_key: Option<PathBuf>,
+}
+
+/// Connection flags of a command that reads the hub as an analyst (`report`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = CONNECTION)]
+pub struct HubFlags {
+    /// Config file [default: ./lacnet.toml if present].
+    #[arg(long, env = "LACNET_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Hub URL [default: https://127.0.0.1:8443].
-    #[arg(long, env = "LACNET_HUB_URL", global = true)]
+    #[arg(long, env = "LACNET_HUB_URL")]
     pub hub_url: Option<String>,
     /// Name on the hub's certificate [default: hub.lacnet].
-    #[arg(long, env = "LACNET_HUB_SERVER_NAME", global = true)]
+    #[arg(long, env = "LACNET_HUB_SERVER_NAME")]
     pub hub_server_name: Option<String>,
     /// Network CA the hub's certificate chains to (PEM).
-    #[arg(long, env = "LACNET_HUB_CA", global = true)]
+    #[arg(long, env = "LACNET_HUB_CA")]
     pub hub_ca: Option<PathBuf>,
     /// Analyst client certificate (PEM, spiffe://lacnet/analyst/<name>).
-    #[arg(long, env = "LACNET_HUB_CERT", global = true)]
+    #[arg(long, env = "LACNET_HUB_CERT")]
     pub hub_cert: Option<PathBuf>,
     /// Analyst client private key (PEM).
-    #[arg(long, env = "LACNET_HUB_KEY", global = true)]
+    #[arg(long, env = "LACNET_HUB_KEY")]
     pub hub_key: Option<PathBuf>,
+}
+
+impl From<AgentFlags> for EndpointFlags {
+    fn from(f: AgentFlags) -> EndpointFlags {
+        EndpointFlags {
+            config: f.config,
+            agent_url: f.agent_url,
+            agent_server_name: f.agent_server_name,
+            agent_ca: f.agent_ca,
+            agent_cert: f.agent_cert,
+            agent_key: f.agent_key,
+            ..EndpointFlags::default()
+        }
+    }
+}
+
+impl From<OperatorFlags> for EndpointFlags {
+    fn from(f: OperatorFlags) -> EndpointFlags {
+        EndpointFlags {
+            config: f.config,
+            agent_url: f.agent_url,
+            agent_server_name: f.agent_server_name,
+            agent_ca: f.agent_ca,
+            operator_cert: f.operator_cert,
+            operator_key: f.operator_key,
+            ..EndpointFlags::default()
+        }
+    }
+}
+
+impl From<HubFlags> for EndpointFlags {
+    fn from(f: HubFlags) -> EndpointFlags {
+        EndpointFlags {
+            config: f.config,
+            hub_url: f.hub_url,
+            hub_server_name: f.hub_server_name,
+            hub_ca: f.hub_ca,
+            hub_cert: f.hub_cert,
+            hub_key: f.hub_key,
+            ..EndpointFlags::default()
+        }
+    }
 }
 
 /// A fully resolved endpoint: where to connect and with which files.

@@ -4,8 +4,8 @@
 //!
 //! | column | required | value |
 //! |---|---|---|
-//! | `local_case_id` | yes | the council's case id for this introduction |
-//! | `nhs_number` | no | 10 digits (spaces allowed), modulus-11 checked by the agent |
+//! | `local_case_id` | yes | the council's case id for this introduction; once per file (a repeat is rejected, naming the first line) |
+//! | `nhs_number` | no | 10 digits (spaces allowed), checked by the agent: modulus 11, and not a number the NHS never issues (`0000000000`) |
 //! | `introduced_on` | yes | `YYYY-MM-DD` |
 //! | `closed_on` | no | `YYYY-MM-DD`; empty while open |
 //! | `support_level` | yes | `1` or `2` |
@@ -16,6 +16,9 @@
 //! | `outcomes` | no | `;`-separated: `crisis_avoided`, `community_connection`, `volunteering`, `alternative_to_day_services`, `reduced_gp_ae_use`, `tenancy_sustained`, `social_care_referral_avoided`, `training_employment`, `carer_supported`, each optionally with the day it was achieved: `volunteering@2024-03-02` (an undated outcome counts as achieved on the introduction date) |
 //! | `ward_code` | no | ONS ward code; stays at the site |
 //! | `last_contact_on` | no | `YYYY-MM-DD`; an open case with no contact for the site's inactivity limit stops counting as active |
+//!
+//! `lacnet import --columns` prints this table from [`COLUMNS`] and the
+//! vocabularies, so the format is documented where users look.
 //!
 //! This module turns one CSV row into a wire record, or into the problems
 //! that stop it (the CLI's own, local rejections). Everything the site agent
@@ -67,30 +70,116 @@ pub struct Column {
     pub field: Field,
     /// Whether the header must be present.
     pub required: bool,
+    /// What goes in it, for `lacnet import --columns`.
+    pub about: &'static str,
 }
 
 /// Every column, in the order `generate` writes them.
 pub const COLUMNS: &[Column] = &[
-    col("local_case_id", Field::LocalCaseId, true),
-    col("nhs_number", Field::NhsNumber, false),
-    col("introduced_on", Field::IntroducedOn, true),
-    col("closed_on", Field::ClosedOn, false),
-    col("support_level", Field::SupportLevel, true),
-    col("age_years", Field::AgeYears, false),
-    col("year_of_birth", Field::YearOfBirth, false),
-    col("primary_need", Field::PrimaryNeed, true),
-    col("introduction_source", Field::IntroductionSource, true),
-    col("outcomes", Field::Outcomes, false),
-    col("ward_code", Field::WardCode, false),
-    col("last_contact_on", Field::LastContactOn, false),
+    col(
+        "local_case_id",
+        Field::LocalCaseId,
+        true,
+        "the council's case id for this introduction, at most 64 characters; once per file",
+    ),
+    col(
+        "nhs_number",
+        Field::NhsNumber,
+        false,
+        "10 digits (spaces or hyphens allowed) that pass the modulus-11 check and are not a placeholder such as 0000000000; empty if unknown",
+    ),
+    col(
+        "introduced_on",
+        Field::IntroducedOn,
+        true,
+        "date of the introduction, YYYY-MM-DD (or the mapping's [format] date)",
+    ),
+    col(
+        "closed_on",
+        Field::ClosedOn,
+        false,
+        "date the case closed; empty while open",
+    ),
+    col(
+        "support_level",
+        Field::SupportLevel,
+        true,
+        "1 (information and advice) or 2 (a longer-term relationship)",
+    ),
+    col(
+        "age_years",
+        Field::AgeYears,
+        false,
+        "whole years at introduction (this or year_of_birth is required)",
+    ),
+    col(
+        "year_of_birth",
+        Field::YearOfBirth,
+        false,
+        "e.g. 1950 (this or age_years is required)",
+    ),
+    col("primary_need", Field::PrimaryNeed, true, "one code"),
+    col(
+        "introduction_source",
+        Field::IntroductionSource,
+        true,
+        "one code",
+    ),
+    col(
+        "outcomes",
+        Field::Outcomes,
+        false,
+        "codes separated by ; (or the mapping's outcomes_separator), each optionally with the day achieved: volunteering@2024-03-02",
+    ),
+    col(
+        "ward_code",
+        Field::WardCode,
+        false,
+        "ONS ward code; stays at the site",
+    ),
+    col(
+        "last_contact_on",
+        Field::LastContactOn,
+        false,
+        "date of the last contact; empty if unknown",
+    ),
 ];
 
-const fn col(name: &'static str, field: Field, required: bool) -> Column {
+const fn col(name: &'static str, field: Field, required: bool, about: &'static str) -> Column {
     Column {
         name,
         field,
         required,
+        about,
     }
+}
+
+/// `lacnet import --columns`: every column, whether it is required, and
+/// the codes each coded column accepts, as a council's IT person needs them
+/// to write an export or a mapping file.
+pub fn columns_help() -> String {
+    let mut out = String::from(
+        "lacnet CSV: one row per introduction, with a header row. Columns (any order; others are ignored):\n\n",
+    );
+    for c in COLUMNS {
+        let need = if c.required { "required" } else { "optional" };
+        out.push_str(&format!("  {:<20} {need:<9} {}\n", c.name, c.about));
+        let codes = c.field.codes();
+        if !codes.is_empty() {
+            out.push_str(&format!(
+                "  {:<20} {:<9} codes: {}\n",
+                "",
+                "",
+                codes.join(", ")
+            ));
+        }
+    }
+    out.push_str(
+        "\nA case system's own export: `lacnet import --map mapping.toml` renames its columns ([columns]),\n\
+         reads its dates ([format] date = \"dd/mm/yyyy\") and translates its codes ([codes.<column>]);\n\
+         the codes above pass through a [codes.*] table unchanged. Example: services/cli/examples/casesys-mapping.toml.\n",
+    );
+    out
 }
 
 /// The header line `generate` writes.
@@ -105,6 +194,23 @@ impl Field {
             .iter()
             .find(|c| c.field == self)
             .map_or("?", |c| c.name)
+    }
+
+    /// The codes a coded column accepts (empty for free-text columns).
+    pub fn codes(self) -> Vec<&'static str> {
+        match self {
+            Field::SupportLevel => vec!["1", "2"],
+            Field::PrimaryNeed => PrimaryNeed::ALL.iter().map(|v| v.id()).collect(),
+            Field::IntroductionSource => IntroductionSource::ALL.iter().map(|v| v.id()).collect(),
+            Field::Outcomes => Outcome::ALL.iter().map(|v| v.id()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether `value` is one of this coded field's own codes, which pass
+    /// through a mapping's `[codes.*]` table without an entry.
+    pub fn is_canonical_code(self, value: &str) -> bool {
+        !self.codes().is_empty() && !value.is_empty() && self.check_value(value).is_ok()
     }
 
     /// Whether `value` (after mapping) is acceptable for this field's code table.
@@ -155,16 +261,39 @@ pub struct Layout {
 
 impl Layout {
     /// Finds every lacnet column in `header` (through the mapping's renames).
-    /// A missing required column is an error for the whole file.
+    /// The whole file is refused, before any row is sent, when a required
+    /// column is missing, when the mapping names a column the header lacks
+    /// (a typo there would silently drop that field from every row), or when
+    /// a header column is an optional lacnet column in all but case or
+    /// spacing. The error lists the header's columns and near matches.
     pub fn from_header(header: &StringRecord, mapping: &Mapping) -> Result<Layout, String> {
+        let names: Vec<&str> = header.iter().map(str::trim).collect();
         let mut positions = Vec::new();
         let mut missing = Vec::new();
         for c in COLUMNS {
             let source = mapping.source_column(c.name);
-            match header.iter().position(|h| h.trim() == source) {
+            let mapped = mapping.columns.contains_key(c.name);
+            match names.iter().position(|h| *h == source) {
                 Some(i) => positions.push((c.field, i)),
-                None if c.required => missing.push(source.to_owned()),
-                None => {}
+                None if c.required || mapped => {
+                    let why = if mapped {
+                        format!("{source:?} (mapped from {} in [columns])", c.name)
+                    } else {
+                        format!("{source:?} (required)")
+                    };
+                    missing.push(with_suggestion(why, source, &names));
+                }
+                None => {
+                    // lacnet's own name in other case or spacing: the same typo, unmapped.
+                    if let Some(h) = names.iter().find(|h| loose(h) == loose(source)) {
+                        missing.push(format!(
+                            "{source:?}: the header has {:?}; rename it, or map it with `{} = {:?}` under [columns]",
+                            echo(h),
+                            c.name,
+                            echo(h)
+                        ));
+                    }
+                }
             }
         }
         if !positions
@@ -172,22 +301,27 @@ impl Layout {
             .any(|(f, _)| matches!(f, Field::AgeYears | Field::YearOfBirth))
         {
             missing.push(format!(
-                "{} or {}",
+                "{:?} or {:?} (one is required)",
                 mapping.source_column("age_years"),
                 mapping.source_column("year_of_birth")
             ));
         }
         if !missing.is_empty() {
             return Err(format!(
-                "the header has no column {}; it has: {}",
-                missing.join(", "),
-                header.iter().collect::<Vec<_>>().join(", ")
+                "the header lacks {}. The header's columns are: {}",
+                missing.join("; "),
+                names.iter().map(|h| echo(h)).collect::<Vec<_>>().join(", ")
             ));
         }
         Ok(Layout {
             positions,
             width: header.len(),
         })
+    }
+
+    /// The lacnet fields this file has, with their 1-based columns.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, usize)> + '_ {
+        self.positions.iter().map(|&(f, i)| (f, i + 1))
     }
 
     /// The 1-based column holding a lacnet field, from a violation's field path
@@ -201,13 +335,9 @@ impl Layout {
             .map(|(_, i)| i + 1)
     }
 
-    /// Where the case id is, for the rejects file.
-    pub fn case_id<'r>(&self, row: &'r StringRecord) -> &'r str {
-        self.positions
-            .iter()
-            .find(|(f, _)| *f == Field::LocalCaseId)
-            .and_then(|(_, i)| row.get(*i))
-            .unwrap_or_default()
+    /// How many columns the header has.
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// Turns one row into a record, or every problem in it.
@@ -263,10 +393,10 @@ impl Layout {
                                     achieved_on: on,
                                 })
                             }
-                            Ok(_) => bad(format!("{id}@ needs the date it was achieved")),
-                            Err(e) => bad(format!("{id}@{on}: {e}")),
+                            Ok(_) => bad(format!("{}@ needs the date it was achieved", echo(&id))),
+                            Err(e) => bad(format!("{}@{}: {e}", echo(&id), echo(on))),
                         },
-                        (None, _) => bad(format!("unknown outcome {id:?}")),
+                        (None, _) => bad(format!("unknown outcome {:?}", echo(&id))),
                     }
                 }
                 continue;
@@ -295,6 +425,66 @@ impl Layout {
     }
 }
 
+/// Longest value quoted back in a message, in characters.
+pub const MAX_ECHO_CHARS: usize = 80;
+
+/// A value from the file as it may be quoted back in a message: at most
+/// [`MAX_ECHO_CHARS`] characters, so a 10 MB cell costs a line, not 10 MB.
+pub fn echo(value: &str) -> String {
+    bounded(value, MAX_ECHO_CHARS)
+}
+
+/// `value` cut to at most `max` characters, saying how long it was.
+pub fn bounded(value: &str, max: usize) -> String {
+    match value.char_indices().nth(max) {
+        None => value.to_owned(),
+        Some((cut, _)) => format!("{}... ({} bytes in all)", &value[..cut], value.len()),
+    }
+}
+
+/// A name folded for near matching: lower case, no spaces, `_` or `-`.
+fn loose(name: &str) -> String {
+    name.chars()
+        .filter(|c| !matches!(c, ' ' | '_' | '-'))
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Edit distance between two short names (for "did you mean").
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// `what`, and the header's columns that nearly match `wanted`: the same but
+/// for case and spacing, or within a couple of edits.
+fn with_suggestion(what: String, wanted: &str, header: &[&str]) -> String {
+    let want = loose(wanted);
+    let near: Vec<String> = header
+        .iter()
+        .filter(|h| {
+            let h = loose(h);
+            h == want || distance(&h, &want) <= (want.chars().count() / 4).clamp(1, 2)
+        })
+        .map(|h| format!("{:?}", echo(h)))
+        .collect();
+    if near.is_empty() {
+        what
+    } else {
+        format!("{what} (did you mean {}?)", near.join(" or "))
+    }
+}
+
 /// Puts one (translated) value into the record.
 fn fill(r: &mut Record, field: Field, value: String, dates: DateFormat) -> Result<(), String> {
     match field {
@@ -307,7 +497,7 @@ fn fill(r: &mut Record, field: Field, value: String, dates: DateFormat) -> Resul
         Field::SupportLevel => {
             if !value.is_empty() {
                 r.support_level = parse_level(&value)
-                    .ok_or_else(|| format!("{value:?} is not a support level (1 or 2)"))?
+                    .ok_or_else(|| format!("{:?} is not a support level (1 or 2)", echo(&value)))?
                     .code();
             }
         }
@@ -331,14 +521,14 @@ fn fill(r: &mut Record, field: Field, value: String, dates: DateFormat) -> Resul
         Field::PrimaryNeed => {
             if !value.is_empty() {
                 r.primary_need = PrimaryNeed::from_id(&value)
-                    .ok_or_else(|| format!("unknown primary need {value:?}"))?
+                    .ok_or_else(|| format!("unknown primary need {:?}", echo(&value)))?
                     .code();
             }
         }
         Field::IntroductionSource => {
             if !value.is_empty() {
                 r.introduction_source = IntroductionSource::from_id(&value)
-                    .ok_or_else(|| format!("unknown introduction source {value:?}"))?
+                    .ok_or_else(|| format!("unknown introduction source {:?}", echo(&value)))?
                     .code();
             }
         }
@@ -483,8 +673,96 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("support_level") && err.contains("age_years or year_of_birth"),
+            err.contains("support_level") && err.contains("\"age_years\" or \"year_of_birth\""),
             "{err}"
+        );
+    }
+
+    fn casesys_header() -> StringRecord {
+        row(&[
+            "Case Ref",
+            "Referral Date",
+            "End Date",
+            "Level",
+            "Age",
+            "Need Code",
+            "Referred By",
+        ])
+    }
+
+    #[test]
+    fn a_mapped_column_the_header_lacks_fails_the_file_and_suggests_the_near_match() {
+        let m = Mapping::parse(
+            "[columns]\nlocal_case_id = \"Case Ref\"\nintroduced_on = \"Referral Date\"\n\
+             closed_on = \"End date\"\nsupport_level = \"Level\"\nage_years = \"Age\"\n\
+             primary_need = \"Need Code\"\nintroduction_source = \"Referred By\"\n",
+        )
+        .unwrap();
+        let err = Layout::from_header(&casesys_header(), &m).unwrap_err();
+        assert!(err.contains("\"End date\" (mapped from closed_on"), "{err}");
+        assert!(err.contains("did you mean \"End Date\"?"), "{err}");
+        assert!(
+            err.contains("The header's columns are: Case Ref, Referral Date, End Date"),
+            "{err}"
+        );
+        // Spelled as the header spells it, the file is fine and closures arrive.
+        let fixed = Mapping {
+            columns: m
+                .columns
+                .iter()
+                .map(|(k, v)| (k.clone(), v.replace("End date", "End Date")))
+                .collect(),
+            ..m
+        };
+        let layout = Layout::from_header(&casesys_header(), &fixed).unwrap();
+        assert!(layout.fields().any(|(f, c)| f == Field::ClosedOn && c == 3));
+    }
+
+    #[test]
+    fn an_optional_lacnet_column_in_other_case_fails_the_file() {
+        let mut h: Vec<&str> = header();
+        h[3] = "Closed_On";
+        let err = Layout::from_header(&row(&h), &Mapping::default()).unwrap_err();
+        assert!(
+            err.contains("\"closed_on\": the header has \"Closed_On\""),
+            "{err}"
+        );
+        // Left out altogether, an optional column is simply absent.
+        h.remove(3);
+        assert!(Layout::from_header(&row(&h), &Mapping::default()).is_ok());
+    }
+
+    #[test]
+    fn echoed_values_are_bounded() {
+        assert_eq!(echo("short"), "short");
+        let big = "é".repeat(5_000_000);
+        let e = echo(&big);
+        assert!(
+            e.len() < 300 && e.ends_with("(10000000 bytes in all)"),
+            "{e}"
+        );
+        let layout = Layout::from_header(&row(&header()), &Mapping::default()).unwrap();
+        let huge = "x".repeat(10 << 20);
+        let mut cells = vec![
+            "C1",
+            "",
+            "2014-01-02",
+            "",
+            "2",
+            "70",
+            "",
+            "mental_health",
+            "gp_health",
+            "",
+            "",
+            "",
+        ];
+        cells[7] = &huge;
+        let problems = layout.parse(&row(&cells), &Mapping::default()).unwrap_err();
+        assert!(
+            problems[0].reason.len() < 300,
+            "{}",
+            problems[0].reason.len()
         );
     }
 

@@ -6,19 +6,27 @@
 //!                 └────────────────────────▶ rejects CSV ◀──────────────┘
 //! ```
 //!
-//! Memory stays flat whatever the file size: the reader thread parses ahead
-//! by a bounded channel, and only the current chunk is held (to name the
-//! line of each rejection). Each chunk is one `StreamRecords` call, so the
+//! Memory stays nearly flat whatever the file size: the reader thread parses
+//! ahead by a bounded channel, and only the current chunk is held (to name
+//! the line of each rejection; a row the agent rejects is read again from
+//! its place in the file for the rejects file). What grows is one 64-bit
+//! fingerprint per row, so a case id seen twice in the file is caught with
+//! both line numbers. Each chunk is one `StreamRecords` call, so the
 //! agent's one summary per call covers a known set of lines. The summary
 //! lists at most the first rejections; when a chunk has more, the chunk is
 //! sent again through `UpsertRecords`, which answers for every record (and
 //! is safe: re-sending a record leaves it unchanged).
 //!
-//! The rejects file is the council's own: it names the line, the column, the
-//! case id, the field and the reason, so someone can fix the export. Nothing
-//! from a row is printed or logged.
+//! The rejects file is the council's own: one row per rejected row, naming
+//! the line, the columns, the fields and the reasons, followed by the
+//! original row under the original header. So someone can fix the cells and
+//! import the rejects file alone (with the same `--map`): the four
+//! `lacnet_*` columns are ignored. Every cell is bounded ([`MAX_CELL_CHARS`])
+//! and neutralised against spreadsheet formula injection. Nothing from a row is printed or logged.
 
+use std::collections::HashMap;
 use std::fs::File;
+use std::hash::BuildHasher;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -30,7 +38,7 @@ use lacnet_proto::site::v1::{Record, UpsertRecordsRequest, Verdict};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::csv_format::{Layout, Problem};
+use crate::csv_format::{COLUMNS, Field, Layout, Problem, bounded, echo};
 use crate::error::{CliError, Service};
 use crate::mapping::Mapping;
 
@@ -54,6 +62,8 @@ pub struct ImportOptions {
     pub chunk_rows: usize,
     /// Draw a progress bar (on a terminal only).
     pub progress: bool,
+    /// Ask the agent to re-admit people it erased (otherwise their rows are refused).
+    pub readmit_erased: bool,
 }
 
 impl ImportOptions {
@@ -66,6 +76,7 @@ impl ImportOptions {
             mapping: Mapping::default(),
             chunk_rows: DEFAULT_CHUNK_ROWS,
             progress: false,
+            readmit_erased: false,
         }
     }
 }
@@ -93,6 +104,9 @@ pub struct ImportReport {
     pub elapsed: Duration,
     /// The rejects file, if anything was rejected.
     pub rejects: Option<PathBuf>,
+    /// Things that look wrong but stopped no row, e.g. an optional column
+    /// empty in every row (often a mapping that points at the wrong column).
+    pub warnings: Vec<String>,
 }
 
 impl ImportReport {
@@ -103,14 +117,21 @@ impl ImportReport {
 }
 
 /// One unit of the reader thread's output.
+// Rows are the common case and bad rows the rare one: boxing the record to
+// shrink the enum would cost an allocation per row.
+#[allow(clippy::large_enum_variant)]
 enum Item {
-    /// A row that became a record.
-    Row { line: u64, record: Record },
-    /// A row refused here.
+    /// A row that became a record, and where it starts in the file.
+    Row {
+        line: u64,
+        record: Record,
+        at: csv::Position,
+    },
+    /// A row refused here (`row` is `None` when it could not be read as text).
     Bad {
         line: u64,
-        case_id: String,
         problems: Vec<Problem>,
+        row: Option<StringRecord>,
     },
 }
 
@@ -118,38 +139,94 @@ enum Item {
 struct Batch {
     items: Vec<Item>,
     bytes_read: u64,
+    /// On the last batch only: which columns held a value in some row.
+    filled: Option<Vec<bool>>,
 }
 
 /// The rejects CSV, created with its header on the first rejection.
 struct Rejects {
     path: PathBuf,
+    header: StringRecord,
     writer: Option<csv::Writer<File>>,
 }
 
+/// Diagnostic columns written before the original row. Their names are ones
+/// no lacnet column or mapping uses, so the file imports as it stands.
+const REJECT_COLUMNS: [&str; 4] = [
+    "lacnet_line",
+    "lacnet_column",
+    "lacnet_field",
+    "lacnet_reason",
+];
+
+/// Longest cell copied from the file into the rejects file, in characters:
+/// far more than any lacnet value needs (a case id is at most 64).
+pub const MAX_CELL_CHARS: usize = 256;
+/// Longest list of reasons written for one row, in characters.
+const MAX_REASONS_CHARS: usize = 4096;
+
+/// A cell as the rejects file writes it: at most `max` characters, and with
+/// a leading `'` when a spreadsheet would run it as a formula (`=`, `+`, `-`,
+/// `@`, tab or carriage return first, as the OWASP guidance on CSV injection
+/// advises).
+pub fn safe_cell(value: &str, max: usize) -> String {
+    let v = bounded(value, max);
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v
+    }
+}
+
 impl Rejects {
-    fn new(path: PathBuf) -> Rejects {
-        Rejects { path, writer: None }
+    fn new(path: PathBuf, header: StringRecord) -> Rejects {
+        Rejects {
+            path,
+            header,
+            writer: None,
+        }
     }
 
+    /// One rejected row: every problem in it, then the row itself.
     fn write(
         &mut self,
         line: u64,
-        column: Option<usize>,
-        case_id: &str,
-        field: &str,
-        reason: &str,
+        problems: &[Problem],
+        row: Option<&StringRecord>,
     ) -> Result<(), CliError> {
         if self.writer.is_none() {
             let file = File::create(&self.path)
                 .map_err(|e| CliError::io("cannot create the rejects file", &self.path, e))?;
-            let mut w = csv::Writer::from_writer(file);
-            w.write_record(["line", "column", "local_case_id", "field", "reason"])
-                .map_err(|e| self.err(e))?;
+            // Flexible: a row with the wrong number of fields is copied as it was.
+            let mut w = csv::WriterBuilder::new().flexible(true).from_writer(file);
+            let header: Vec<String> = REJECT_COLUMNS
+                .iter()
+                .map(|c| (*c).to_owned())
+                .chain(self.header.iter().map(|h| safe_cell(h, MAX_CELL_CHARS)))
+                .collect();
+            w.write_record(&header).map_err(|e| self.err(e))?;
             self.writer = Some(w);
         }
-        let col = column.map(|c| c.to_string()).unwrap_or_default();
+        let join =
+            |f: &dyn Fn(&Problem) -> String| problems.iter().map(f).collect::<Vec<_>>().join("; ");
+        let mut cells = vec![
+            line.to_string(),
+            join(&|p| {
+                if p.column > 0 {
+                    p.column.to_string()
+                } else {
+                    String::new()
+                }
+            }),
+            safe_cell(&join(&|p| p.field.clone()), MAX_REASONS_CHARS),
+            safe_cell(&join(&|p| p.reason.clone()), MAX_REASONS_CHARS),
+        ];
+        cells.extend(
+            row.into_iter()
+                .flat_map(|r| r.iter().map(|c| safe_cell(c, MAX_CELL_CHARS))),
+        );
         let result = match self.writer.as_mut() {
-            Some(w) => w.write_record([line.to_string().as_str(), &col, case_id, field, reason]),
+            Some(w) => w.write_record(&cells),
             None => Ok(()),
         };
         result.map_err(|e| self.err(e))
@@ -182,20 +259,23 @@ impl Rejects {
 /// What the reader thread sends: batches of rows, or the error that stopped it.
 type Batches = mpsc::Receiver<Result<Batch, CliError>>;
 
-/// Reads the header and starts the reader thread; also returns the file's size.
-fn start_reader(opts: &ImportOptions) -> Result<(Layout, Batches, u64), CliError> {
+/// Reads the header and starts the reader thread; also returns the header and the file's size.
+fn start_reader(opts: &ImportOptions) -> Result<(Layout, StringRecord, Batches, u64), CliError> {
     let file = File::open(&opts.csv)
         .map_err(|e| CliError::io("cannot read the CSV file", &opts.csv, e))?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut reader = csv::ReaderBuilder::new()
         .flexible(true)
         .from_reader(BufReader::with_capacity(1 << 20, file));
-    let header = reader.headers().map_err(|e| CliError::Csv {
-        path: opts.csv.clone(),
-        line: 1,
-        detail: e.to_string(),
-    })?;
-    let layout = Layout::from_header(header, &opts.mapping).map_err(|detail| CliError::Csv {
+    let header = reader
+        .headers()
+        .map_err(|e| CliError::Csv {
+            path: opts.csv.clone(),
+            line: 1,
+            detail: e.to_string(),
+        })?
+        .clone();
+    let layout = Layout::from_header(&header, &opts.mapping).map_err(|detail| CliError::Csv {
         path: opts.csv.clone(),
         line: 1,
         detail,
@@ -204,8 +284,9 @@ fn start_reader(opts: &ImportOptions) -> Result<(Layout, Batches, u64), CliError
     let thread_layout = layout.clone();
     let mapping = opts.mapping.clone();
     let path = opts.csv.clone();
-    std::thread::spawn(move || read_rows(reader, thread_layout, mapping, path, tx));
-    Ok((layout, rx, size))
+    let readmit = opts.readmit_erased;
+    std::thread::spawn(move || read_rows(reader, thread_layout, mapping, path, readmit, tx));
+    Ok((layout, header, rx, size))
 }
 
 fn read_rows(
@@ -213,22 +294,59 @@ fn read_rows(
     layout: Layout,
     mapping: Mapping,
     path: PathBuf,
+    readmit_erased: bool,
     tx: mpsc::Sender<Result<Batch, CliError>>,
 ) {
     let mut row = StringRecord::new();
     let mut items = Vec::with_capacity(READ_BATCH);
+    let mut filled = vec![false; layout.width()];
+    // Case id fingerprint → the line it was first sent from. A random key:
+    // collisions (about 1 in 10^7 for a million rows) cannot be aimed at.
+    let hasher = std::collections::hash_map::RandomState::new();
+    let mut seen: HashMap<u64, u64> = HashMap::new();
+    let case_column = layout
+        .fields()
+        .find(|(f, _)| *f == Field::LocalCaseId)
+        .map_or(0, |(_, c)| c);
     loop {
         let line = reader.position().line();
         match reader.read_record(&mut row) {
             Ok(false) => break,
             Ok(true) => {
-                let line = row.position().map_or(line, |p| p.line());
+                let at = row.position().cloned().unwrap_or_else(csv::Position::new);
+                let line = at.line().max(line);
+                if row.len() == filled.len() {
+                    for (f, cell) in filled.iter_mut().zip(row.iter()) {
+                        *f |= !cell.trim().is_empty();
+                    }
+                }
                 items.push(match layout.parse(&row, &mapping) {
-                    Ok(record) => Item::Row { line, record },
+                    Ok(mut record) => {
+                        let id = hasher.hash_one(record.local_case_id.trim());
+                        match seen.get(&id) {
+                            Some(&first) => Item::Bad {
+                                line,
+                                problems: vec![Problem {
+                                    column: case_column,
+                                    field: "local_case_id".into(),
+                                    reason: format!(
+                                        "the same case id as line {first}, which was sent: \
+                                         each introduction needs its own case id"
+                                    ),
+                                }],
+                                row: Some(row.clone()),
+                            },
+                            None => {
+                                seen.insert(id, line);
+                                record.readmit_erased = readmit_erased;
+                                Item::Row { line, record, at }
+                            }
+                        }
+                    }
                     Err(problems) => Item::Bad {
                         line,
-                        case_id: layout.case_id(&row).to_owned(),
                         problems,
+                        row: Some(row.clone()),
                     },
                 });
             }
@@ -242,12 +360,12 @@ fn read_rows(
                 };
                 items.push(Item::Bad {
                     line,
-                    case_id: String::new(),
                     problems: vec![Problem {
                         column,
                         field: "row".into(),
                         reason: "is not valid UTF-8 (save the export as UTF-8)".into(),
                     }],
+                    row: None,
                 });
             }
             Err(e) => {
@@ -264,6 +382,7 @@ fn read_rows(
             let batch = Batch {
                 items: std::mem::replace(&mut items, Vec::with_capacity(READ_BATCH)),
                 bytes_read: reader.position().byte(),
+                filled: None,
             };
             if tx.blocking_send(Ok(batch)).is_err() {
                 return; // the importer stopped
@@ -271,7 +390,11 @@ fn read_rows(
         }
     }
     let bytes_read = reader.position().byte();
-    let _ = tx.blocking_send(Ok(Batch { items, bytes_read }));
+    let _ = tx.blocking_send(Ok(Batch {
+        items,
+        bytes_read,
+        filled: Some(filled),
+    }));
 }
 
 fn progress_bar(size: u64, show: bool) -> ProgressBar {
@@ -298,9 +421,11 @@ pub async fn import(
     opts: &ImportOptions,
 ) -> Result<ImportReport, CliError> {
     let started = Instant::now();
-    let (layout, mut rx, size) = start_reader(opts)?;
+    let (layout, header, mut rx, size) = start_reader(opts)?;
     let pb = progress_bar(size, opts.progress);
-    let mut rejects = Rejects::new(opts.rejects.clone());
+    let mut rejects = Rejects::new(opts.rejects.clone(), header.clone());
+    let mut rows = Rows::new(&opts.csv);
+    let mut filled: Option<Vec<bool>> = None;
     let mut report = ImportReport {
         rows: 0,
         accepted: 0,
@@ -308,13 +433,14 @@ pub async fn import(
         rejected_locally: 0,
         elapsed: Duration::ZERO,
         rejects: None,
+        warnings: Vec::new(),
     };
     let mut pending: std::vec::IntoIter<Item> = Vec::new().into_iter();
     let mut input_done = false;
     let chunk_rows = opts.chunk_rows.max(1);
     while !input_done {
         // One StreamRecords call per chunk, opened on its first record.
-        let mut chunk: Vec<(u64, Record)> = Vec::new();
+        let mut chunk: Vec<(u64, Record, csv::Position)> = Vec::new();
         let mut sender: Option<mpsc::Sender<Record>> = None;
         let mut call = None;
         while chunk.len() < chunk_rows {
@@ -323,6 +449,9 @@ pub async fn import(
                 None => match rx.recv().await {
                     Some(Ok(batch)) => {
                         pb.set_position(batch.bytes_read);
+                        if batch.filled.is_some() {
+                            filled = batch.filled;
+                        }
                         pending = batch.items.into_iter();
                         continue;
                     }
@@ -337,17 +466,14 @@ pub async fn import(
             match item {
                 Item::Bad {
                     line,
-                    case_id,
                     problems,
+                    row,
                 } => {
                     report.rejected += 1;
                     report.rejected_locally += 1;
-                    for p in problems {
-                        let col = (p.column > 0).then_some(p.column);
-                        rejects.write(line, col, &case_id, &p.field, &p.reason)?;
-                    }
+                    rejects.write(line, &problems, row.as_ref())?;
                 }
-                Item::Row { line, record } => {
+                Item::Row { line, record, at } => {
                     if sender.is_none() {
                         let (tx, rx) = mpsc::channel::<Record>(1024);
                         let mut c = client.clone();
@@ -361,7 +487,7 @@ pub async fn import(
                         Some(tx) => tx.send(record.clone()).await.is_ok(),
                         None => false,
                     };
-                    chunk.push((line, record));
+                    chunk.push((line, record, at));
                     // A closed stream means the call failed; its error is read below.
                     if !sent {
                         break;
@@ -384,78 +510,153 @@ pub async fn import(
                 "the site agent received {} of {} records in a chunk; nothing after line {} was confirmed",
                 summary.received,
                 chunk.len(),
-                chunk.first().map_or(0, |(l, _)| *l)
+                chunk.first().map_or(0, |(l, _, _)| *l)
             )));
         }
         report.accepted += summary.accepted;
         report.rejected += summary.rejected;
         if summary.rejections_truncated {
-            upsert_for_verdicts(&client, url, &chunk, &layout, &mut rejects).await?;
+            upsert_for_verdicts(&client, url, &chunk, &layout, &mut rejects, &mut rows).await?;
         } else {
             for v in &summary.rejections {
-                if let Some((line, record)) = chunk.get(v.index as usize) {
-                    write_violations(&mut rejects, &layout, *line, record, &v.violations)?;
+                if let Some((line, _, at)) = chunk.get(v.index as usize) {
+                    let row = rows.fetch(at);
+                    write_violations(&mut rejects, &layout, *line, row, &v.violations)?;
                 }
             }
         }
         pb.set_message(progress_message(&report, started));
     }
     pb.finish_and_clear();
+    report.warnings = empty_columns(&layout, &header, filled.as_deref(), report.rows);
     report.elapsed = started.elapsed();
     report.rejects = rejects.finish()?;
     Ok(report)
+}
+
+/// Warnings for optional lacnet columns that are in the header but empty in
+/// every row: a mapping that points at the wrong column looks just like this.
+fn empty_columns(
+    layout: &Layout,
+    header: &StringRecord,
+    filled: Option<&[bool]>,
+    rows: u64,
+) -> Vec<String> {
+    let Some(filled) = filled else {
+        return Vec::new();
+    };
+    if rows == 0 {
+        return Vec::new();
+    }
+    let is_filled = |col: usize| filled.get(col - 1).copied().unwrap_or(true);
+    // An age or a year of birth is enough: one of the pair may be empty throughout.
+    let ages_filled = layout
+        .fields()
+        .any(|(f, col)| matches!(f, Field::AgeYears | Field::YearOfBirth) && is_filled(col));
+    layout
+        .fields()
+        .filter(|(f, col)| {
+            let required = COLUMNS.iter().any(|c| c.field == *f && c.required);
+            let pair = matches!(f, Field::AgeYears | Field::YearOfBirth) && ages_filled;
+            !required && !pair && !is_filled(*col)
+        })
+        .map(|(f, col)| {
+            format!(
+                "column {col} ({:?}, lacnet's {}) is empty in all {rows} rows: is the mapping or the export right?",
+                echo(header.get(col - 1).unwrap_or_default()),
+                f.name()
+            )
+        })
+        .collect()
+}
+
+/// Reads single rows again by their place in the file: the agent's
+/// rejections are few, so the importer need not hold every row it sent.
+struct Rows {
+    path: PathBuf,
+    reader: Option<csv::Reader<BufReader<File>>>,
+    row: StringRecord,
+}
+
+impl Rows {
+    fn new(path: &Path) -> Rows {
+        Rows {
+            path: path.to_owned(),
+            reader: None,
+            row: StringRecord::new(),
+        }
+    }
+
+    /// The row that starts at `at`, or `None` if it cannot be read again.
+    fn fetch(&mut self, at: &csv::Position) -> Option<&StringRecord> {
+        if self.reader.is_none() {
+            let file = File::open(&self.path).ok()?;
+            self.reader = Some(
+                csv::ReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .from_reader(BufReader::new(file)),
+            );
+        }
+        let reader = self.reader.as_mut()?;
+        reader.seek(at.clone()).ok()?;
+        reader
+            .read_record(&mut self.row)
+            .ok()
+            .filter(|read| *read)
+            .map(|_| &self.row)
+    }
 }
 
 fn write_violations(
     rejects: &mut Rejects,
     layout: &Layout,
     line: u64,
-    record: &Record,
+    row: Option<&StringRecord>,
     violations: &[lacnet_proto::common::v1::FieldViolation],
 ) -> Result<(), CliError> {
-    if violations.is_empty() {
-        return rejects.write(
-            line,
-            None,
-            &record.local_case_id,
-            "",
-            "rejected by the site agent",
-        );
+    let mut problems: Vec<Problem> = violations
+        .iter()
+        .map(|fv| Problem {
+            column: layout.column_of(&fv.field).unwrap_or(0),
+            field: fv.field.clone(),
+            reason: fv.reason.clone(),
+        })
+        .collect();
+    if problems.is_empty() {
+        problems.push(Problem {
+            column: 0,
+            field: String::new(),
+            reason: "rejected by the site agent".into(),
+        });
     }
-    for fv in violations {
-        rejects.write(
-            line,
-            layout.column_of(&fv.field),
-            &record.local_case_id,
-            &fv.field,
-            &fv.reason,
-        )?;
-    }
-    Ok(())
+    rejects.write(line, &problems, row)
 }
 
 /// Sends a chunk again through `UpsertRecords` to learn every rejection in it.
 async fn upsert_for_verdicts(
     client: &SiteAgentClient<Channel>,
     url: &str,
-    chunk: &[(u64, Record)],
+    chunk: &[(u64, Record, csv::Position)],
     layout: &Layout,
     rejects: &mut Rejects,
+    rows: &mut Rows,
 ) -> Result<(), CliError> {
     let mut c = client.clone();
     for part in chunk.chunks(UPSERT_BATCH) {
         let reply = c
             .upsert_records(UpsertRecordsRequest {
-                records: part.iter().map(|(_, r)| r.clone()).collect(),
+                records: part.iter().map(|(_, r, _)| r.clone()).collect(),
             })
             .await
             .map_err(|s| Service::Agent.status_error(url, s))?
             .into_inner();
         for v in reply.verdicts {
             if v.verdict == Verdict::Rejected as i32
-                && let Some((line, record)) = part.get(v.index as usize)
+                && let Some((line, _, at)) = part.get(v.index as usize)
             {
-                write_violations(rejects, layout, *line, record, &v.violations)?;
+                let row = rows.fetch(at);
+                write_violations(rejects, layout, *line, row, &v.violations)?;
             }
         }
     }

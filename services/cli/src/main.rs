@@ -1,29 +1,30 @@
 //! `lacnet`: parse the command line and run one command. Exit codes: 0 done,
-//! 1 error, 2 usage error, 3 import finished but rows were rejected.
+//! 1 error, 2 usage error, 3 import finished but rows were rejected, 4 erase
+//! found nobody with that id.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lacnet_cli::config::EndpointFlags;
+use lacnet_cli::config::{AgentFlags, EndpointFlags, HubFlags, OperatorFlags};
 use lacnet_cli::report::{self, Format, model};
 use lacnet_cli::{bench, certs, client, demo, generate, import, keygen, mapping, site_ops};
 use lacnet_core::{Date, Period};
 
 /// Exit code when an import finished but some rows were rejected.
 const EXIT_REJECTED: u8 = 3;
+/// Exit code when `lacnet erase` found no record with the id it was given.
+const EXIT_NOT_FOUND: u8 = 4;
 
 #[derive(Debug, Parser)]
 #[command(
     name = "lacnet",
     version,
     about = "Operate and analyse the LAC Network: import CSV into a site agent, pull hub reports, make keys and development certificates, run a demo network",
-    after_help = "Endpoints and certificates come from lacnet.toml (--config, LACNET_CONFIG, or ./lacnet.toml), then LACNET_* variables, then flags. `lacnet certs` writes a lacnet.toml."
+    after_help = "Endpoints and certificates come from lacnet.toml (--config, LACNET_CONFIG, or ./lacnet.toml), then LACNET_* variables, then flags. `lacnet certs` writes a lacnet.toml. Each command that connects lists its connection flags under their own heading."
 )]
 struct Cli {
-    #[command(flatten)]
-    endpoints: EndpointFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,9 +65,18 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Stream a CSV file into a site agent (needs a council certificate).
+    #[command(
+        after_help = "The CSV columns and the codes each one accepts: `lacnet import --columns`.\n\
+                      Rejected rows go to the rejects file with the reasons and the original row: fix them there and import that file alone.\n\
+                      Exit codes: 0 every row accepted, 3 some rows rejected, 1 the import failed."
+    )]
     Import {
         /// The CSV file (lacnet's format, or a case system's export with --map).
-        file: PathBuf,
+        #[arg(required_unless_present = "columns")]
+        file: Option<PathBuf>,
+        /// Print the CSV columns and the accepted codes, then exit.
+        #[arg(long, conflicts_with_all = ["map", "rejects"])]
+        columns: bool,
         /// Mapping file (TOML) from a case system's columns and codes onto lacnet's.
         #[arg(long)]
         map: Option<PathBuf>,
@@ -79,6 +89,12 @@ enum Command {
         /// Never draw the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// Re-admit people erased at the agent, who are otherwise refused
+        /// (use only when a person has really returned, not to re-load an old export).
+        #[arg(long)]
+        readmit_erased: bool,
+        #[command(flatten)]
+        conn: AgentFlags,
     },
     /// Pull a report from the hub (needs an analyst certificate).
     Report {
@@ -108,6 +124,8 @@ enum Command {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         out: Option<PathBuf>,
+        #[command(flatten)]
+        conn: HubFlags,
     },
     /// Write a new HMAC pseudonymisation key file (mode 0600) for a site agent.
     Keygen {
@@ -146,12 +164,17 @@ enum Command {
         agent_name: String,
     },
     /// Show a site agent's state: records, outbox, last push, key ids (needs an operator certificate).
-    Status,
+    Status {
+        #[command(flatten)]
+        conn: OperatorFlags,
+    },
     /// Show exactly what a site agent would send the hub for a period (needs an operator certificate).
     Preview {
         /// The period, e.g. 2016-Q1 or 2016-03.
         #[arg(long)]
         period: String,
+        #[command(flatten)]
+        conn: OperatorFlags,
     },
     /// The council's own exact figures over a financial year or the
     /// programme to date, as in a site's evaluation report. Never sent to the
@@ -165,8 +188,17 @@ enum Command {
         /// Write JSON instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        conn: OperatorFlags,
     },
     /// Erase every record of one person at a site agent (needs an operator certificate).
+    #[command(
+        long_about = "Erase every record of one person at a site agent (needs an operator certificate).\n\n\
+                      The agent then remembers the person, as pseudonyms only, and refuses their rows if an old export is \
+                      imported again; `lacnet import --readmit-erased` lets them back when they really return. \
+                      The affected periods are re-aggregated and sent to the hub again.",
+        after_help = "Exit codes: 0 erased, 4 no record has that id (nothing was erased), 1 error."
+    )]
     Erase {
         /// The person's NHS number.
         #[arg(long, conflicts_with = "case_id", required_unless_present = "case_id")]
@@ -174,6 +206,8 @@ enum Command {
         /// A local case id of the person.
         #[arg(long)]
         case_id: Option<String>,
+        #[command(flatten)]
+        conn: OperatorFlags,
     },
     /// Measure `lacnet import` against the agent's own ingest rate (in-process agents).
     BenchImport {
@@ -191,7 +225,6 @@ fn period(s: &str) -> anyhow::Result<Period> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    let ep = &cli.endpoints;
     match cli.command {
         Command::Demo {
             keep,
@@ -245,12 +278,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Import {
             file,
+            columns,
             map,
             rejects,
             chunk_rows,
             quiet,
+            readmit_erased,
+            conn,
         } => {
-            let endpoint = ep.agent()?;
+            let Some(file) = file.filter(|_| !columns) else {
+                print!("{}", lacnet_cli::csv_format::columns_help());
+                return Ok(ExitCode::SUCCESS);
+            };
+            let endpoint = EndpointFlags::from(conn).agent()?;
             let mut opts = import::ImportOptions::new(&file);
             if let Some(m) = map {
                 opts.mapping = mapping::Mapping::load(&m)?;
@@ -260,6 +300,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             opts.chunk_rows = chunk_rows;
             opts.progress = !quiet;
+            opts.readmit_erased = readmit_erased;
             let c = client::agent(&endpoint).await?;
             let r = import::import(c, &endpoint.url, &opts).await?;
             println!(
@@ -272,11 +313,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 r.elapsed.as_secs_f64(),
                 r.rate()
             );
+            for w in &r.warnings {
+                eprintln!("warning: {w}");
+            }
             if let Some(path) = r.rejects {
                 println!(
-                    "rejected rows (line, column, field, reason): {}",
+                    "rejected rows (line, column, field, reason, then the row as it was): {}",
                     path.display()
                 );
+                println!("fix them there and import that file alone (with the same --map, if any)");
                 return Ok(ExitCode::from(EXIT_REJECTED));
             }
         }
@@ -289,8 +334,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             to,
             trend_periods,
             out,
+            conn,
         } => {
-            let endpoint = ep.hub()?;
+            let endpoint = EndpointFlags::from(conn).hub()?;
             let request = match metric {
                 Some(metric) => model::Request::Metric {
                     metric,
@@ -372,20 +418,20 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 issued.config.display()
             );
         }
-        Command::Status => {
-            let endpoint = ep.operator()?;
+        Command::Status { conn } => {
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::status(&mut c, &endpoint.url).await?;
             print!("{}", site_ops::render_status(&s, demo::now_unix()));
         }
-        Command::Preview { period: p } => {
-            let endpoint = ep.operator()?;
+        Command::Preview { period: p, conn } => {
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let mut c = client::agent(&endpoint).await?;
             let s = site_ops::preview(&mut c, &endpoint.url, period(&p)?).await?;
             print!("{}", site_ops::render_preview(&s));
         }
-        Command::Evaluation { span, json } => {
-            let endpoint = ep.operator()?;
+        Command::Evaluation { span, json, conn } => {
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let mut c = client::agent(&endpoint).await?;
             let e = site_ops::evaluation(&mut c, &endpoint.url, period(&span)?).await?;
             print!("{}", site_ops::render_evaluation(&e, json)?);
@@ -393,16 +439,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Erase {
             nhs_number,
             case_id,
+            conn,
         } => {
-            let endpoint = ep.operator()?;
+            let endpoint = EndpointFlags::from(conn).operator()?;
             let who = match (nhs_number, case_id) {
                 (Some(n), _) => site_ops::Who::Nhs(n),
                 (None, Some(c)) => site_ops::Who::Case(c),
                 (None, None) => anyhow::bail!("pass --nhs-number or --case-id"),
             };
+            let what = match &who {
+                site_ops::Who::Nhs(_) => "that NHS number",
+                site_ops::Who::Case(_) => "that case id",
+            };
             let mut c = client::agent(&endpoint).await?;
             let n = site_ops::erase(&mut c, &endpoint.url, who).await?;
+            if n == 0 {
+                eprintln!(
+                    "error: no record at this site agent has {what}: nothing was erased. \
+                     Check the id (a case id must match exactly, and the person may already be erased)."
+                );
+                return Ok(ExitCode::from(EXIT_NOT_FOUND));
+            }
             println!("erased {n} record(s); the affected periods are re-aggregated and sent again");
+            println!(
+                "the agent now refuses this person's rows if an old export is imported again \
+                 (`lacnet import --readmit-erased` lets them back if they return)"
+            );
         }
         Command::BenchImport { rows, seed } => {
             let r = bench::run(rows, seed).await?;

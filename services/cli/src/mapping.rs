@@ -17,8 +17,14 @@
 //! ```
 //!
 //! Once a field has a `[codes.<field>]` table, every non-empty value in that
-//! column must be in it: an unmapped code rejects the row and names the code,
-//! so nothing is ever filed silently under `other`.
+//! column must be in it or be one of lacnet's own codes for the field (which
+//! pass through, so `mental_health` needs no `mental_health = "mental_health"`
+//! line): any other code rejects the row and names the code, so nothing is
+//! ever filed silently under `other`.
+//!
+//! Every column named under `[columns]` must be in the file's header: a typo
+//! there (`"End date"` for `"End Date"`) fails the import before any row is
+//! sent, rather than silently leaving every case open.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -133,8 +139,10 @@ impl Mapping {
         };
         match table.get(value) {
             Some(v) => Ok(Some(v.clone())),
+            None if field.is_canonical_code(value) => Ok(Some(value.to_owned())),
             None => Err(format!(
-                "unmapped code {value:?}: add it under [codes.{}] in the mapping file",
+                "unmapped code {:?}: add it under [codes.{}] in the mapping file",
+                crate::csv_format::echo(value),
                 field.name()
             )),
         }
@@ -167,6 +175,30 @@ mod tests {
             "{err}"
         );
         assert_eq!(m.translate(Field::WardCode, "x").unwrap(), None);
+    }
+
+    #[test]
+    fn canonical_codes_pass_through_a_code_table() {
+        let m = Mapping::parse(
+            "[codes.primary_need]\nMH = \"mental_health\"\nother = \"carer\"\n\
+             [codes.outcomes]\nVOL = \"volunteering\"\n[codes.support_level]\nL2 = \"2\"\n",
+        )
+        .unwrap();
+        let t = |f, v| m.translate(f, v).map(|o| o.unwrap_or_default());
+        assert_eq!(t(Field::PrimaryNeed, "carer").unwrap(), "carer");
+        assert_eq!(t(Field::PrimaryNeed, "MH").unwrap(), "mental_health");
+        // The table wins over a canonical code it names.
+        assert_eq!(t(Field::PrimaryNeed, "other").unwrap(), "carer");
+        assert_eq!(
+            t(Field::Outcomes, "crisis_avoided").unwrap(),
+            "crisis_avoided"
+        );
+        assert_eq!(t(Field::SupportLevel, "1").unwrap(), "1");
+        // Anything else is still refused by name, and quoted bounded.
+        assert!(t(Field::PrimaryNeed, "Mental Health").is_err());
+        let long = "x".repeat(100_000);
+        let err = t(Field::PrimaryNeed, &long).unwrap_err();
+        assert!(err.len() < 300, "{}", err.len());
     }
 
     #[test]

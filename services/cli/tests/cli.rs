@@ -35,7 +35,10 @@ fn stdout(c: &mut Command) -> String {
 }
 
 fn read_csv(text: &str) -> Vec<BTreeMap<String, String>> {
-    let mut r = csv::Reader::from_reader(text.trim_start_matches('\u{feff}').as_bytes());
+    // Flexible: a rejects file copies a short row as it was.
+    let mut r = csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_reader(text.trim_start_matches('\u{feff}').as_bytes());
     let header = r.headers().unwrap().clone();
     r.records()
         .map(|row| {
@@ -376,17 +379,20 @@ async fn import_report_and_site_operations_against_a_real_network() {
         .iter()
         .map(|r| (r["local_case_id"].as_str(), r))
         .collect();
-    assert_eq!(by_case["BAD-1"]["line"], "258");
-    assert_eq!(by_case["BAD-1"]["field"], "primary_need");
-    assert_eq!(by_case["BAD-1"]["column"], "8");
-    assert!(by_case["BAD-1"]["reason"].contains("sadness"));
-    assert_eq!(by_case["BAD-2"]["column"], "3");
-    assert!(by_case["BAD-3"]["reason"].contains("fields"));
-    assert_eq!(by_case["BAD-4"]["field"], "nhs_number");
-    assert_eq!(by_case["BAD-4"]["line"], "261");
-    assert_eq!(by_case["BAD-4"]["column"], "2");
-    assert_eq!(by_case["BAD-5"]["line"], "262");
-    assert_eq!(by_case["BAD-5"]["field"], "introduced_on");
+    assert_eq!(by_case["BAD-1"]["lacnet_line"], "258");
+    assert_eq!(by_case["BAD-1"]["lacnet_field"], "primary_need");
+    assert_eq!(by_case["BAD-1"]["lacnet_column"], "8");
+    assert!(by_case["BAD-1"]["lacnet_reason"].contains("sadness"));
+    // The original row follows, under the original header.
+    assert_eq!(by_case["BAD-1"]["primary_need"], "sadness");
+    assert_eq!(by_case["BAD-1"]["introduced_on"], "2014-01-05");
+    assert_eq!(by_case["BAD-2"]["lacnet_column"], "3");
+    assert!(by_case["BAD-3"]["lacnet_reason"].contains("fields"));
+    assert_eq!(by_case["BAD-4"]["lacnet_field"], "nhs_number");
+    assert_eq!(by_case["BAD-4"]["lacnet_line"], "261");
+    assert_eq!(by_case["BAD-4"]["lacnet_column"], "2");
+    assert_eq!(by_case["BAD-5"]["lacnet_line"], "262");
+    assert_eq!(by_case["BAD-5"]["lacnet_field"], "introduced_on");
 
     // Re-importing the good rows is safe and rejects nothing (exit 0, no rejects file left).
     let good_file = net.dir.path().join("good.csv");
@@ -409,10 +415,28 @@ async fn import_report_and_site_operations_against_a_real_network() {
     assert_eq!(out.status.code(), Some(3));
     let so = String::from_utf8_lossy(&out.stdout);
     assert!(so.contains("5 rows: 4 accepted, 1 rejected"), "{so}");
-    let rows = read_csv(&std::fs::read_to_string(&mapped_rejects).unwrap());
+    let rejected = std::fs::read_to_string(&mapped_rejects).unwrap();
+    let rows = read_csv(&rejected);
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0]["local_case_id"], "CS-1005");
-    assert!(rows[0]["reason"].contains("\"ASD\""), "{:?}", rows[0]);
+    assert_eq!(rows[0]["Case Ref"], "CS-1005");
+    assert!(
+        rows[0]["lacnet_reason"].contains("\"ASD\""),
+        "{:?}",
+        rows[0]
+    );
+    // Fixed in the rejects file, the rejects import alone with the same mapping.
+    let fixed = net.dir.path().join("casesys-fixed.csv");
+    std::fs::write(&fixed, rejected.replace(",ASD,", ",LD,")).unwrap();
+    let out = net
+        .cmd()
+        .args(["import", "--map"])
+        .arg(examples.join("casesys-mapping.toml"))
+        .arg(&fixed)
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{so}");
+    assert!(so.contains("1 rows: 1 accepted, 0 rejected"), "{so}");
 
     // Status: records and key id.
     let status = stdout(net.cmd().arg("status"));
@@ -582,6 +606,7 @@ async fn import_report_and_site_operations_against_a_real_network() {
     // Erase by case id: one record goes.
     let erased = stdout(net.cmd().args(["erase", "--case-id", "CS-1001"]));
     assert!(erased.contains("erased 1 record"), "{erased}");
+    assert!(erased.contains("--readmit-erased"), "{erased}");
 
     net.stop().await;
 }
@@ -755,4 +780,308 @@ fn browser_renders(report: &Path) {
     // A blank 1000x2400 page compresses to a few KB; coloured charts and text do not.
     let size = std::fs::metadata(&shot).unwrap().len();
     assert!(size > 60_000, "the screenshot looks blank ({size} bytes)");
+}
+
+const HEADER: &str = "local_case_id,nhs_number,introduced_on,closed_on,support_level,age_years,year_of_birth,primary_need,introduction_source,outcomes,ward_code,last_contact_on\n";
+
+/// Runs `lacnet` and returns (exit code, stdout, stderr).
+fn run(c: &mut Command) -> (Option<i32>, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn import_help_points_to_the_columns_and_their_codes() {
+    let help = stdout(lacnet().args(["import", "--help"]));
+    assert!(help.contains("lacnet import --columns"), "{help}");
+    assert!(help.contains("--readmit-erased"), "{help}");
+    let cols = stdout(lacnet().args(["import", "--columns"]));
+    for want in [
+        "local_case_id",
+        "required",
+        "last_contact_on",
+        "mental_health",
+        "social_isolation",
+        "voluntary_community",
+        "alternative_to_day_services",
+        "volunteering@2024-03-02",
+        "[codes.",
+    ] {
+        assert!(cols.contains(want), "--columns lacks {want}:\n{cols}");
+    }
+    // Each command lists only the connection flags it uses, under their own heading.
+    let help_of = |cmd: &str| stdout(lacnet().args([cmd, "--help"]));
+    for (cmd, connects, has, lacks) in [
+        (
+            "import",
+            true,
+            &["--agent-cert", "--agent-url", "--config"][..],
+            &["--hub-url", "--operator-cert"][..],
+        ),
+        (
+            "status",
+            true,
+            &["--operator-cert", "--agent-ca"],
+            &["--agent-cert", "--hub-ca"],
+        ),
+        ("erase", true, &["--operator-key"], &["--hub-key"]),
+        (
+            "report",
+            true,
+            &["--hub-ca", "--hub-cert"],
+            &["--agent-url", "--operator-cert"],
+        ),
+        (
+            "keygen",
+            false,
+            &[],
+            &["--hub-url", "--agent-url", "--config"],
+        ),
+        (
+            "demo",
+            false,
+            &["--keep", "--report"],
+            &["--hub-url", "--agent-url"],
+        ),
+        ("generate", false, &[], &["--hub-url", "--agent-url"]),
+    ] {
+        let help = help_of(cmd);
+        for f in has {
+            assert!(help.contains(f), "{cmd} --help lacks {f}:\n{help}");
+        }
+        for f in lacks {
+            assert!(!help.contains(f), "{cmd} --help shows {f}:\n{help}");
+        }
+        assert_eq!(help.contains("\nConnection ("), connects, "{cmd}:\n{help}");
+    }
+    let erase = stdout(lacnet().args(["erase", "--help"]));
+    assert!(
+        erase.contains("remembers") && erase.contains("--readmit-erased"),
+        "{erase}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_council_import_refuses_what_it_should_and_says_why() {
+    let net = Network::start().await;
+    net.ready();
+    let dir = net.dir.path();
+
+    // A mapping typo ("End date" for "End Date") fails before any row is sent.
+    let export = dir.join("export.csv");
+    std::fs::write(
+        &export,
+        "Case Ref,Referral Date,End Date,Level,Age,Need Code,Referred By\n\
+         T-1,03/06/2013,01/07/2013,2,72,older_people_frailty,GP\n\
+         T-2,04/06/2013,,2,35,carer,self\n",
+    )
+    .unwrap();
+    let map = dir.join("map.toml");
+    std::fs::write(
+        &map,
+        "[columns]\nlocal_case_id = \"Case Ref\"\nintroduced_on = \"Referral Date\"\n\
+         closed_on = \"End date\"\nsupport_level = \"Level\"\nage_years = \"Age\"\n\
+         primary_need = \"Need Code\"\nintroduction_source = \"Referred By\"\n\
+         [format]\ndate = \"dd/mm/yyyy\"\n[codes.introduction_source]\nGP = \"gp_health\"\n",
+    )
+    .unwrap();
+    let (code, _, err) = run(net.cmd().args(["import", "--map"]).arg(&map).arg(&export));
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("line 1")
+            && err.contains("\"End date\" (mapped from closed_on")
+            && err.contains("did you mean \"End Date\"?")
+            && err.contains("The header's columns are: Case Ref, Referral Date, End Date"),
+        "{err}"
+    );
+    assert_eq!(net.agent.store().record_count().unwrap(), 0, "nothing sent");
+    // Fixed, it imports. Lacnet's own codes pass through a code table
+    // (`self` for the source) as well as where there is none (the need).
+    std::fs::write(
+        &map,
+        std::fs::read_to_string(&map)
+            .unwrap()
+            .replace("End date", "End Date"),
+    )
+    .unwrap();
+    let (code, out, err) = run(net.cmd().args(["import", "--map"]).arg(&map).arg(&export));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("2 rows: 2 accepted, 0 rejected"), "{out}");
+
+    // Rows that must be refused, and a rejects file that is safe to open.
+    let huge = "X".repeat(10 << 20);
+    let data = dir.join("council.csv");
+    let mut text = HEADER.to_owned();
+    text.push_str("P-1,,2014-01-05,,2,40,,carer,self,,,\n"); // line 2
+    text.push_str("P-2,0000000000,2014-01-06,,2,40,,carer,self,,,\n"); // line 3: never issued
+    text.push_str("P-3,,2014-01-07,,2,40,,sadness,self,,,\n"); // line 4: fixable
+    text.push_str("P-1,,2014-01-08,,2,41,,carer,self,,,\n"); // line 5: same case id as line 2
+    text.push_str("\"=HYPERLINK(\"\"http://x\"\")\",,2014-01-09,,2,40,,@SUM(1),self,,,\n"); // line 6
+    text.push_str(&format!("{huge},,2014-01-10,,2,40,,carer,self,,,\n")); // line 7: 10 MB case id
+    std::fs::write(&data, &text).unwrap();
+    let (code, out, err) = run(net.cmd().args(["import"]).arg(&data));
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(
+        out.contains("6 rows: 1 accepted, 5 rejected (3 here, 2 by the agent)"),
+        "{out}"
+    );
+    // ward_code is empty in every row: a warning, not a rejection.
+    assert!(
+        err.contains(
+            "warning: column 11 (\"ward_code\", lacnet's ward_code) is empty in all 6 rows"
+        ),
+        "{err}"
+    );
+    let rejects_path = dir.join("council.rejects.csv");
+    let size = std::fs::metadata(&rejects_path).unwrap().len();
+    assert!(size < 4096, "every echoed value is bounded: {size} bytes");
+    let rejected = std::fs::read_to_string(&rejects_path).unwrap();
+    let rows = read_csv(&rejected);
+    let at = |line: &str| {
+        rows.iter()
+            .find(|r| r["lacnet_line"] == line)
+            .unwrap_or_else(|| panic!("no rejection for line {line}: {rejected}"))
+    };
+    assert_eq!(at("3")["lacnet_field"], "nhs_number");
+    assert!(
+        at("3")["lacnet_reason"].contains("never issues"),
+        "{rejected}"
+    );
+    assert_eq!(at("5")["lacnet_field"], "local_case_id");
+    assert_eq!(at("5")["lacnet_column"], "1");
+    assert!(
+        at("5")["lacnet_reason"].contains("the same case id as line 2"),
+        "{rejected}"
+    );
+    // Formula injection neutralised, in the echoed row and in the reason.
+    assert_eq!(at("6")["local_case_id"], "'=HYPERLINK(\"http://x\")");
+    assert_eq!(at("6")["primary_need"], "'@SUM(1)");
+    assert!(
+        rows.iter()
+            .flat_map(|r| r.values())
+            .all(|v| !v.starts_with(['=', '+', '-', '@'])),
+        "{rejected}"
+    );
+    assert_eq!(at("7")["lacnet_field"], "local_case_id");
+    assert!(at("7")["local_case_id"].ends_with("(10485760 bytes in all)"));
+    // Fix the one fixable row in the rejects file and import it alone.
+    let fixed = dir.join("fixed.csv");
+    let keep: Vec<&str> = rejected
+        .lines()
+        .filter(|l| l.starts_with("lacnet_line") || l.starts_with("4,"))
+        .collect();
+    std::fs::write(&fixed, keep.join("\n").replace("sadness", "carer") + "\n").unwrap();
+    let (code, out, err) = run(net.cmd().arg("import").arg(&fixed));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("1 rows: 1 accepted, 0 rejected"), "{out}");
+
+    // More agent rejections than a stream summary lists: each row is still
+    // copied whole, read again from its place in the file.
+    let many = dir.join("future.csv");
+    let mut text = HEADER.to_owned();
+    for i in 0..120 {
+        text.push_str(&format!(
+            "F-{i},,2099-01-05,,2,40,,carer,self,,E05002035,\n"
+        ));
+    }
+    std::fs::write(&many, &text).unwrap();
+    let (code, out, err) = run(net.cmd().arg("import").arg(&many));
+    assert_eq!(code, Some(3), "{out}{err}");
+    let rows = read_csv(&std::fs::read_to_string(dir.join("future.rejects.csv")).unwrap());
+    assert_eq!(rows.len(), 120);
+    for (i, r) in rows.iter().enumerate() {
+        assert_eq!(r["lacnet_line"], (i + 2).to_string());
+        assert_eq!(r["local_case_id"], format!("F-{i}"));
+        assert_eq!(r["introduced_on"], "2099-01-05");
+        assert_eq!(r["lacnet_field"], "introduced_on");
+    }
+
+    // Erasing an id the agent does not hold: a distinct exit code and a clear message.
+    let (code, out, err) = run(net.cmd().args(["erase", "--case-id", "NO-SUCH-CASE"]));
+    assert_eq!(code, Some(4), "{out}{err}");
+    assert!(
+        err.contains("no record at this site agent has that case id: nothing was erased"),
+        "{err}"
+    );
+
+    // An erased person stays erased when an old export comes back.
+    let old = dir.join("old-export.csv");
+    let nhs = "943 476 5919";
+    std::fs::write(
+        &old,
+        format!(
+            "{HEADER}ERASE-ME-7F3A,,2014-02-01,,2,50,,carer,self,,E05002035,\n\
+             NHS-CASE-1,{nhs},2014-02-02,,2,60,,carer,self,,E05002035,\n"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = run(net.cmd().arg("import").arg(&old));
+    assert_eq!(code, Some(0), "{out}{err}");
+    let erased = stdout(net.cmd().args(["erase", "--case-id", "ERASE-ME-7F3A"]));
+    assert!(erased.contains("erased 1 record"), "{erased}");
+    let erased = stdout(net.cmd().args(["erase", "--nhs-number", nhs]));
+    assert!(erased.contains("erased 1 record"), "{erased}");
+    // The same NHS number under a new case id is the same person.
+    let mut again = std::fs::read_to_string(&old).unwrap();
+    again.push_str(&format!(
+        "NHS-CASE-2,{nhs},2014-03-02,,2,60,,carer,self,,E05002035,\n"
+    ));
+    std::fs::write(&old, &again).unwrap();
+    let (code, out, err) = run(net.cmd().arg("import").arg(&old));
+    assert_eq!(code, Some(3), "{out}{err}");
+    assert!(out.contains("3 rows: 0 accepted, 3 rejected"), "{out}");
+    let rows = read_csv(&std::fs::read_to_string(dir.join("old-export.rejects.csv")).unwrap());
+    let fields: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["local_case_id"].as_str(), r["lacnet_field"].as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("ERASE-ME-7F3A", "local_case_id"),
+            ("NHS-CASE-1", "local_case_id; nhs_number"),
+            ("NHS-CASE-2", "nhs_number")
+        ]
+    );
+    // The reason is whole: only values from the file are cut short.
+    assert!(rows.iter().all(|r| {
+        r["lacnet_reason"].contains("erased at this site")
+            && r["lacnet_reason"].ends_with("(lacnet import --readmit-erased)")
+    }));
+    // The agent remembers pseudonyms, never the raw ids.
+    assert!(net.agent.store().erased_len() > 0);
+    let mut files = Vec::new();
+    let mut stack = vec![dir.join("agent")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for raw in [&b"ERASE-ME-7F3A"[..], b"9434765919"] {
+            assert!(
+                !bytes.windows(raw.len()).any(|w| w == raw),
+                "{} holds a raw id",
+                f.display()
+            );
+        }
+    }
+    // A person who really returns is re-admitted on purpose, and then stays.
+    let (code, out, err) = run(net.cmd().args(["import", "--readmit-erased"]).arg(&old));
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("3 rows: 3 accepted, 0 rejected"), "{out}");
+    let (code, out, err) = run(net.cmd().arg("import").arg(&old));
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    net.stop().await;
 }

@@ -60,6 +60,7 @@ impl ServiceFlags for HubFlags {
     const ADMIN_LISTEN: &'static str = "127.0.0.1:9090";
     const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
     const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
+    const DRAIN_TIMEOUT_SECS: u64 = crate::DEFAULT_DRAIN_TIMEOUT.as_secs();
 }
 
 /// Every setting, each with a `LACNET_HUB_*` environment variable.
@@ -161,6 +162,8 @@ mod tests {
         let c = Cli::try_parse_from(base).unwrap().config;
         assert!(c.sites_see_network);
         assert_eq!(c.server.request_timeout(), Duration::from_secs(30));
+        // The same flag as the agent's; calls end within the request timeout, so 5 s more.
+        assert_eq!(c.server.drain_timeout(), Duration::from_secs(35));
         assert_eq!(c.server.listen, "127.0.0.1:8443".parse().unwrap());
         assert_eq!(c.server.transport(), lacnet_tls::TransportLimits::default());
         assert!(c.tls_crls.is_empty());

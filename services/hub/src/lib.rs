@@ -65,6 +65,10 @@ pub use store::AuditEvent;
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Default per-request timeout.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long in-flight calls may run once shutdown begins, by default: calls
+/// end within the request timeout, so connections do too, with 5 s to spare.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration =
+    DEFAULT_REQUEST_TIMEOUT.saturating_add(Duration::from_secs(5));
 
 /// Everything [`Hub::open`] needs.
 #[derive(Debug, Clone)]
@@ -81,6 +85,8 @@ pub struct HubOptions {
     pub max_message_bytes: usize,
     /// Per-request timeout.
     pub request_timeout: Duration,
+    /// How long in-flight calls may run once shutdown begins.
+    pub drain_timeout: Duration,
     /// sled page cache in bytes; it bounds resident memory (sled's own default is 1 GiB).
     pub cache_bytes: u64,
     /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
@@ -103,6 +109,7 @@ impl HubOptions {
             sites_see_network: true,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             cache_bytes: DEFAULT_CACHE_BYTES,
             transport: lacnet_tls::TransportLimits::default(),
             clock: Arc::new(clock::SystemClock),
@@ -125,6 +132,7 @@ struct Inner {
     sites_see_network: bool,
     max_message_bytes: usize,
     request_timeout: Duration,
+    drain_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
     transport: lacnet_tls::TransportLimits,
     metrics: HubMetrics,
@@ -149,6 +157,7 @@ impl Hub {
                 sites_see_network: options.sites_see_network,
                 max_message_bytes: options.max_message_bytes,
                 request_timeout: options.request_timeout,
+                drain_timeout: options.drain_timeout,
                 tls,
                 transport: options.transport,
                 clock: options.clock,
@@ -314,8 +323,7 @@ pub async fn serve(
         tls: hub.inner.tls.clone(),
         limits: hub.inner.transport,
         request_timeout: hub.inner.request_timeout,
-        // Calls end within the request timeout, so connections do too.
-        drain_timeout: hub.inner.request_timeout + DRAIN_GRACE,
+        drain_timeout: hub.inner.drain_timeout,
         descriptors: &[lacnet_proto::FILE_DESCRIPTOR_SET],
     };
     tracing::info!(
@@ -343,9 +351,6 @@ pub async fn serve(
     flushed?;
     hub.check_store()
 }
-
-/// How long past the request timeout in-flight calls may run once shutdown begins.
-const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port
 /// back at once, and `TCP_NODELAY` (which `lacnet_tls::incoming` also sets on

@@ -44,6 +44,7 @@ async fn main() -> anyhow::Result<()> {
     options.sites_see_network = config.sites_see_network;
     options.max_message_bytes = config.server.max_message_bytes;
     options.request_timeout = config.server.request_timeout();
+    options.drain_timeout = config.server.drain_timeout();
     options.transport = config.server.transport();
     options.cache_bytes = config.cache_bytes();
     let hub = Hub::open(options).context("opening the hub")?;

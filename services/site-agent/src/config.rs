@@ -77,6 +77,7 @@ impl ServiceFlags for AgentFlags {
     const ADMIN_LISTEN: &'static str = "127.0.0.1:9091";
     const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
     const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
+    const DRAIN_TIMEOUT_SECS: u64 = 20;
 }
 
 /// Every setting, each with a `LACNET_AGENT_*` environment variable.
@@ -92,8 +93,10 @@ pub struct Config {
         default_value = "./lacnet-agent-data"
     )]
     pub data_dir: PathBuf,
-    /// Pseudonymisation key as `id=path` (a file of at least 32 secret bytes). Repeat, or
-    /// comma-separate in the env var, newest first: the first writes, the others only match.
+    /// Pseudonymisation key as `id=path`, where the file is one `lacnet keygen` wrote
+    /// (`lacnet-key v1`, the same id, and 32 random bytes as 64 hex digits; raw bytes and
+    /// passphrases are refused). Repeat, or comma-separate in the env var, newest first:
+    /// the first writes, the others only match.
     #[arg(
         long = "key-file",
         env = "LACNET_AGENT_KEY_FILES",
@@ -193,10 +196,6 @@ pub struct Config {
     /// Most records in one UpsertRecords call.
     #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
-    /// On SIGTERM, how long in-flight calls may take to finish before they are
-    /// cut off, in seconds (keep it under Kubernetes' termination grace period).
-    #[arg(long, env = "LACNET_AGENT_DRAIN_TIMEOUT_SECS", default_value_t = 20)]
-    pub drain_timeout_secs: u64,
     /// sled page cache, in MiB (bounds resident memory).
     #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -328,7 +327,7 @@ impl Config {
         o.request_timeout = self.server.request_timeout();
         o.transport = self.server.transport();
         o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
-        o.drain_timeout = Duration::from_secs(self.drain_timeout_secs);
+        o.drain_timeout = self.server.drain_timeout();
         Ok(o)
     }
 }
@@ -370,6 +369,17 @@ mod tests {
         assert_eq!(keys[1].0, "k1");
         assert!(parse_key_file("nokey").is_err());
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn key_file_help_says_what_a_key_file_is() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("lacnet keygen") && help.contains("raw bytes and"),
+            "{help}"
+        );
+        assert!(!help.contains("at least 32 secret bytes"), "{help}");
     }
 
     #[test]

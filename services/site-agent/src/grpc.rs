@@ -96,14 +96,24 @@ fn authorise<T>(req: &Request<T>, method: &'static str, role: Role) -> Result<()
 }
 
 /// Validates and pseudonymises on the blocking pool; the raw inputs are dropped there.
+/// `readmit` holds the positions of the records that re-admit an erased person.
 fn prepare_chunk(
     agent: &Agent,
     inputs: Vec<RecordInput>,
+    readmit: Vec<usize>,
     threads: usize,
 ) -> tokio::task::JoinHandle<Vec<Item>> {
     let a = agent.clone();
     let today = agent.today();
-    agent.spawn_blocking(move || ingest::prepare(&inputs, &a.options().keys, today, threads))
+    agent.spawn_blocking(move || {
+        let mut items = ingest::prepare(&inputs, &a.options().keys, today, threads);
+        for i in readmit {
+            if let Some(Item::Valid(p)) = items.get_mut(i) {
+                p.readmit_erased = true;
+            }
+        }
+        items
+    })
 }
 
 /// Applies prepared items on the store's writer thread; with `durable`,
@@ -194,8 +204,13 @@ impl SiteAgent for SiteAgentService {
             .into());
         }
         let started = Instant::now();
+        let readmit = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.readmit_erased.then_some(i))
+            .collect();
         let inputs: Vec<RecordInput> = records.into_iter().map(record_input).collect();
-        let items = prepare_chunk(&self.agent, inputs, self.agent.inner().threads)
+        let items = prepare_chunk(&self.agent, inputs, readmit, self.agent.inner().threads)
             .await
             .map_err(AgentError::from)?;
         let outcomes = apply_chunk(&self.agent, items, true).await?;
@@ -266,6 +281,7 @@ impl SiteAgent for SiteAgentService {
         };
         let reader = async move {
             let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
+            let mut readmit: Vec<usize> = Vec::new();
             let mut chunk_bytes: usize = 0;
             let mut next: u64 = 0;
             let mut failed: Option<Status> = None;
@@ -273,6 +289,9 @@ impl SiteAgent for SiteAgentService {
                 match stream.message().await {
                     Ok(Some(r)) => {
                         chunk_bytes += approx_bytes(&r);
+                        if r.readmit_erased {
+                            readmit.push(chunk.len());
+                        }
                         chunk.push(record_input(r));
                         // Bounded by bytes as well as records: a stream of huge
                         // records must not pile up thousands of them in memory.
@@ -281,8 +300,9 @@ impl SiteAgent for SiteAgentService {
                             let full =
                                 std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
                             let n = full.len() as u64;
+                            let marks = std::mem::take(&mut readmit);
                             if tx
-                                .send((next, prepare_chunk(&self.agent, full, 1)))
+                                .send((next, prepare_chunk(&self.agent, full, marks, 1)))
                                 .await
                                 .is_err()
                             {
@@ -299,7 +319,9 @@ impl SiteAgent for SiteAgentService {
                 }
             }
             if failed.is_none() && !chunk.is_empty() {
-                let _ = tx.send((next, prepare_chunk(&self.agent, chunk, 1))).await;
+                let _ = tx
+                    .send((next, prepare_chunk(&self.agent, chunk, readmit, 1)))
+                    .await;
             }
             drop(tx);
             (failed, next)

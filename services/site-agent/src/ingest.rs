@@ -11,13 +11,15 @@
 //!    the in-memory index, decides its verdict (new, updated, unchanged)
 //!    without reading the disk, re-keys anything found under an older key,
 //!    and writes the chunk as one segment, with the periods whose aggregates
-//!    changed marked dirty for the publisher.
+//!    changed marked dirty for the publisher. A record of a person erased
+//!    here is refused (the agent remembers them as pseudonyms, see
+//!    [`erase`]) unless the caller re-admits them on purpose.
 
 use std::collections::BTreeSet;
 
 use lacnet_core::pseudonym::{KeyRing, Pseudonym};
 use lacnet_core::record::PseudonymRecord;
-use lacnet_core::validate::{FieldViolation, RecordInput, validate};
+use lacnet_core::validate::{FieldViolation, PersonId, RecordField, RecordInput, validate};
 use lacnet_core::{Date, Granularity, Period};
 
 use crate::AgentError;
@@ -35,6 +37,10 @@ pub struct Prepared {
     pub meta: RecordMeta,
     /// (record pseudonym, person pseudonym) under each older key, newest first.
     pub older: Vec<(Pseudonym, Pseudonym)>,
+    /// Whether the person is identified by an NHS number (else by the case id).
+    pub person_is_nhs: bool,
+    /// Re-admit the person even if they were erased here (and forget that erasure).
+    pub readmit_erased: bool,
 }
 
 /// One input's fate after [`prepare`].
@@ -79,6 +85,8 @@ pub fn prepare_one(input: &RecordInput, ring: &KeyRing, today: Date) -> Item {
         bytes,
         meta,
         older,
+        person_is_nhs: matches!(valid.person, PersonId::Nhs(_)),
+        readmit_erased: false,
     }))
 }
 
@@ -138,6 +146,8 @@ pub fn apply(
     active_key: &str,
     cx: ApplyContext,
 ) -> Result<(Vec<Outcome>, bool), AgentError> {
+    // One cheap look before the chunk: most sites never erase anyone.
+    let guard = w.any_erased();
     let mut sw = w.begin()?;
     let mut periods: BTreeSet<Period> = BTreeSet::new();
     let mut outcomes = Vec::with_capacity(items.len());
@@ -155,6 +165,13 @@ pub fn apply(
                 }
                 Item::Valid(p) => *p,
             };
+            if guard {
+                let refused = erased_guard(w, &mut sw, &p);
+                if !refused.is_empty() {
+                    outcomes.push(Outcome::Rejected(refused));
+                    continue;
+                }
+            }
             let rk = p.record.record;
             let outcome = match index.get(&rk) {
                 Some(id) if index.meta(id).digest == p.meta.digest => Outcome::Unchanged,
@@ -222,11 +239,56 @@ pub fn apply(
     Ok((outcomes, wrote))
 }
 
+/// Why a record of an erased person is refused, one violation per field that
+/// matches (its case id, its NHS number), or nothing to go on. When the
+/// caller re-admits the person, their erasure is forgotten in this batch.
+fn erased_guard(
+    w: &Writer,
+    sw: &mut crate::store::SegmentWrite,
+    p: &Prepared,
+) -> Vec<FieldViolation> {
+    let records = std::iter::once(p.record.record).chain(p.older.iter().map(|(r, _)| *r));
+    let persons = std::iter::once(p.record.person).chain(p.older.iter().map(|(_, q)| *q));
+    let case_hit = records.clone().any(|r| w.was_erased(&r));
+    let person_hit = persons.clone().any(|q| w.was_erased(&q));
+    if !case_hit && !person_hit {
+        return Vec::new();
+    }
+    if p.readmit_erased {
+        for x in records.chain(persons) {
+            sw.forget_erased(&x);
+        }
+        return Vec::new();
+    }
+    // Without an NHS number the person pseudonym is the case id's.
+    let mut kinds = Vec::with_capacity(2);
+    if case_hit || (person_hit && !p.person_is_nhs) {
+        kinds.push(RecordField::LocalCaseId);
+    }
+    if person_hit && p.person_is_nhs {
+        kinds.push(RecordField::NhsNumber);
+    }
+    kinds
+        .into_iter()
+        .map(|kind| FieldViolation {
+            kind,
+            field: kind.name().to_owned(),
+            reason: "belongs to a person erased at this site (an old export would bring them \
+                     back): leave the row out, or if the person has returned, re-admit them \
+                     (lacnet import --readmit-erased)"
+                .to_owned(),
+        })
+        .collect()
+}
+
 /// Erases every record of the people identified by `persons` (person pseudonyms
 /// under each key) and of the records `records` (record pseudonyms under each
 /// key) together with the rest of those records' people. Every segment that
 /// held a copy of any of them is rewritten before this returns, so no old
-/// version survives to be found on a restart. Returns how many records went.
+/// version survives to be found on a restart. When anyone was erased, their
+/// record and person pseudonyms (and those asked for, under every key) are
+/// remembered in the same batch, so [`apply`] can refuse them if an old export
+/// is imported again. Returns how many records went.
 /// Runs on the store's writer thread.
 pub fn erase(
     w: &mut Writer,
@@ -261,7 +323,14 @@ pub fn erase(
             periods.extend(index.meta(id).periods(cx.granularity, cx.today));
             index.remove(id, &rec.record);
             sw.compact(loc.seg);
+            sw.remember_erased(&rec.record);
+            sw.remember_erased(&rec.person);
             n = n.saturating_add(1);
+        }
+    }
+    if n > 0 {
+        for p in persons.iter().chain(records) {
+            sw.remember_erased(p);
         }
     }
     for period in periods {

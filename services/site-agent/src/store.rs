@@ -7,7 +7,7 @@
 //! |------------|----------------------------------|-------|
 //! | `outbox`   | big-endian sequence number       | encoded `lacnet.common.v1.Submission` |
 //! | `dead`     | big-endian sequence number       | reason length (u32 LE) ‖ reason ‖ encoded submission |
-//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status |
+//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status, erased people (pseudonyms) |
 //!
 //! The records themselves are in segment files beside the sled database
 //! (`segments/`, see [`crate::segment`]).
@@ -20,7 +20,7 @@
 //! deleted, and a re-keyed record names the pseudonym it replaced, so a
 //! crash between the two never loses a record or leaves it twice.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -62,6 +62,10 @@ const META_QUEUED_PREFIX: &str = "queued/";
 /// The true counts behind the last release of a period: what the next one is
 /// compared against before it may be published (never leaves the site).
 const META_TRUTH_PREFIX: &str = "truth/";
+/// People erased at this site, so an old export cannot bring them back:
+/// `erased/` ‖ a 32-byte record or person pseudonym (under each key of the
+/// ring at the time), with an empty value. Pseudonyms only, like everything here.
+const META_ERASED_PREFIX: &[u8] = b"erased/";
 const META_LAST_PUSH: &[u8] = b"push/last_unix";
 const META_LAST_PUSH_ERROR: &[u8] = b"push/last_error";
 
@@ -115,6 +119,9 @@ pub struct Writer {
     fresh: BTreeSet<u32>,
     /// Files renamed into place but not yet synced (a deferred group's).
     unsynced: BTreeSet<u32>,
+    /// The erased pseudonyms (`META_ERASED_PREFIX`), in memory, so ingest
+    /// checks each record against them without a sled lookup.
+    erased: HashSet<Pseudonym>,
 }
 
 /// The `segments/` directory.
@@ -222,6 +229,19 @@ fn decode_record(bytes: &[u8]) -> Result<PseudonymRecord, AgentError> {
     PseudonymRecord::decode(bytes).map_err(|e| AgentError::Corrupt(format!("a record: {e}")))
 }
 
+fn erased_key(p: &Pseudonym) -> Vec<u8> {
+    [META_ERASED_PREFIX, &p.0[..]].concat()
+}
+
+fn load_erased(meta: &Tree) -> Result<HashSet<Pseudonym>, AgentError> {
+    let mut out = HashSet::new();
+    for key in meta.scan_prefix(META_ERASED_PREFIX).keys() {
+        let key = key?;
+        out.insert(pseudonym_at(&key, META_ERASED_PREFIX.len())?);
+    }
+    Ok(out)
+}
+
 fn be_u64(bytes: &[u8]) -> Result<u64, AgentError> {
     let a: [u8; 8] = bytes
         .try_into()
@@ -315,6 +335,7 @@ impl Store {
             pending: BTreeMap::new(),
             fresh: BTreeSet::new(),
             unsynced: BTreeSet::new(),
+            erased: load_erased(&trees.meta)?,
         };
         let committer = Committer::start_with_persist(
             "agent-store",
@@ -611,6 +632,16 @@ impl Store {
             .collect()
     }
 
+    /// How many erased pseudonyms the agent remembers (record and person
+    /// pseudonyms, under each key that was in the ring at the erasure).
+    pub fn erased_len(&self) -> usize {
+        self.inner
+            .trees
+            .meta
+            .scan_prefix(META_ERASED_PREFIX)
+            .count()
+    }
+
     /// The oldest outbox entry.
     pub fn outbox_first(&self) -> Result<Option<(u64, pb::Submission)>, AgentError> {
         match self.inner.trees.outbox.first()? {
@@ -865,6 +896,8 @@ pub struct SegmentWrite {
     cache: HashMap<u32, Vec<u8>>,
     meta: Batch,
     meta_empty: bool,
+    /// Erased pseudonyms this job remembers (`true`) or forgets (`false`).
+    erased: Vec<(Pseudonym, bool)>,
 }
 
 impl Writer {
@@ -887,6 +920,7 @@ impl Writer {
             cache: HashMap::new(),
             meta: Batch::default(),
             meta_empty: true,
+            erased: Vec::new(),
         };
         if let Some(last) = self.next_segment.checked_sub(1) {
             let small = self
@@ -905,6 +939,16 @@ impl Writer {
             }
         }
         Ok(sw)
+    }
+
+    /// Whether any person was ever erased here (so ingest can skip the check).
+    pub fn any_erased(&self) -> bool {
+        !self.erased.is_empty()
+    }
+
+    /// Whether `p` is a remembered erased record or person pseudonym.
+    pub fn was_erased(&self, p: &Pseudonym) -> bool {
+        self.erased.contains(p)
     }
 
     /// A stored record's bytes at `loc`, including those written earlier in `sw`.
@@ -943,6 +987,13 @@ impl Writer {
         let wrote_meta = !sw.meta_empty;
         if wrote_meta {
             self.trees.meta.apply_batch(std::mem::take(&mut sw.meta))?;
+        }
+        for (p, remember) in std::mem::take(&mut sw.erased) {
+            if remember {
+                self.erased.insert(p);
+            } else {
+                self.erased.remove(&p);
+            }
         }
         let mut wrote = false;
         let has_new = sw.builder.has_new();
@@ -1192,6 +1243,20 @@ impl SegmentWrite {
     /// must go now, not at a later compaction).
     pub fn compact(&mut self, seg: u32) {
         self.must_compact.insert(seg);
+    }
+
+    /// Remembers an erased person's record or person pseudonym, in this job's batch.
+    pub fn remember_erased(&mut self, p: &Pseudonym) {
+        self.meta_empty = false;
+        self.meta.insert(erased_key(p), &[][..]);
+        self.erased.push((*p, true));
+    }
+
+    /// Forgets an erasure (the person was re-admitted on purpose).
+    pub fn forget_erased(&mut self, p: &Pseudonym) {
+        self.meta_empty = false;
+        self.meta.remove(erased_key(p));
+        self.erased.push((*p, false));
     }
 
     /// Marks a period for re-aggregation; `generation` tells a later change from this one.

@@ -7,8 +7,10 @@ mod common;
 use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
+use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_site_agent::RetireOutcome;
 use lacnet_site_agent::metrics::RejectionReason;
+use tonic::transport::Channel;
 
 #[tokio::test]
 async fn a_mixed_batch_gets_a_verdict_per_record_and_keeps_the_valid_ones() {
@@ -184,6 +186,112 @@ async fn erasure_forgets_every_record_of_the_person_and_changes_the_preview() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("nhs_number") && !err.message().contains("123"));
+    agent.stop().await;
+}
+
+async fn erase(
+    op: &mut SiteAgentClient<Channel>,
+    id: site::erase_person_request::Identifier,
+) -> u32 {
+    op.erase_person(site::ErasePersonRequest {
+        identifier: Some(id),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .records_erased
+}
+
+fn refused_fields(r: &site::UpsertRecordsResponse) -> Vec<Vec<String>> {
+    r.verdicts
+        .iter()
+        .map(|v| v.violations.iter().map(|f| f.field.clone()).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_erased_person_is_refused_until_readmitted_even_after_a_key_rotation() {
+    use site::erase_person_request::Identifier;
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let k1 = key_file(dir.path(), "k1", 1);
+    let k2 = key_file(dir.path(), "k2", 2);
+    let alice = nhs(943476591);
+    let agent = TestAgent::start(&pki, options(&pki, &data, ring(&[("k1", &k1)]))).await;
+    let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
+    let old_export = vec![
+        rec("A-1", &alice, "2025-01-10"),
+        rec("L-1", "", "2025-01-15"),
+        rec("B-1", &nhs(200000001), "2025-01-20"),
+    ];
+    assert_eq!(upsert(&mut c, old_export.clone()).await.accepted, 3);
+    // Nobody with that id: nothing erased, and nothing remembered.
+    assert_eq!(
+        erase(&mut op, Identifier::LocalCaseId("NOPE".into())).await,
+        0
+    );
+    assert_eq!(agent.agent.store().erased_len(), 0);
+    assert_eq!(
+        erase(&mut op, Identifier::NhsNumber(alice.clone())).await,
+        1
+    );
+    assert_eq!(
+        erase(&mut op, Identifier::LocalCaseId("L-1".into())).await,
+        1
+    );
+    assert!(agent.agent.store().erased_len() > 0);
+
+    // The old export again: the erased are refused, naming the field; the rest is unchanged.
+    let mut back = old_export.clone();
+    back.push(rec("A-2", &alice, "2025-02-10")); // the same person under a new case id
+    let reply = upsert(&mut c, back.clone()).await;
+    assert_eq!(
+        verdicts(&reply),
+        vec![
+            Verdict::Rejected,
+            Verdict::Rejected,
+            Verdict::AcceptedUnchanged,
+            Verdict::Rejected
+        ]
+    );
+    assert_eq!(
+        refused_fields(&reply),
+        vec![
+            vec!["local_case_id", "nhs_number"],
+            vec!["local_case_id"],
+            vec![],
+            vec!["nhs_number"]
+        ]
+    );
+    assert!(reply.verdicts[0].violations[0].reason.contains("erased"));
+    assert_eq!(status(&mut op).await.record_count, 1);
+    drop(agent.stop().await);
+
+    // Still refused after the key is rotated (matched under the older key).
+    let agent = TestAgent::start(
+        &pki,
+        options(&pki, &data, ring(&[("k2", &k2), ("k1", &k1)])),
+    )
+    .await;
+    let mut c = agent.client(&pki.council).await;
+    let reply = upsert(&mut c, vec![back[1].clone(), back[3].clone()]).await;
+    assert_eq!(reply.rejected, 2, "{:?}", refused_fields(&reply));
+
+    // Re-admitted on purpose, the person comes back and stays without the flag.
+    let mut readmit = back[1].clone();
+    readmit.readmit_erased = true;
+    assert_eq!(
+        verdicts(&upsert(&mut c, vec![readmit]).await),
+        vec![Verdict::AcceptedNew]
+    );
+    assert_eq!(
+        verdicts(&upsert(&mut c, vec![back[1].clone()]).await),
+        vec![Verdict::AcceptedUnchanged]
+    );
+    // Alice is still erased: re-admitting L-1 forgot only L-1.
+    assert_eq!(upsert(&mut c, vec![back[3].clone()]).await.rejected, 1);
     agent.stop().await;
 }
 

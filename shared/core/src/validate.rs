@@ -309,6 +309,38 @@ pub fn nhs_number_is_valid(ten_digits: &str) -> bool {
     }
 }
 
+/// Why a number that passes modulus 11 is still not one the NHS issues to a
+/// person, or `None` when it may be real.
+///
+/// NHS numbers for England, Wales and the Isle of Man are issued from
+/// 300 000 000–399 999 999 (England; 320 000 001 upwards is Northern
+/// Ireland's), 400 000 000–499 999 999 and 600 000 000–799 999 999; Scotland's
+/// CHI numbers start at 010 100 0000, being a date of birth (DDMMYY) and four
+/// digits. Numbers below that are in no UK scheme. Every all-same-digit
+/// number passes modulus 11 (each digit d weighs 54d, and 54 = 11·5 − 1), so
+/// `0000000000` and `1111111111` are placeholders, not people. Sources: the
+/// NHS number article (<https://en.wikipedia.org/wiki/NHS_number>, "Format,
+/// number ranges") and the `nhs-number` crate's range notes
+/// (<https://docs.rs/nhs-number>).
+///
+/// Two ranges stay accepted on purpose: 999 000 0000–999 999 9999 is reserved
+/// for test data and never issued, which is why `lacnet generate` and the
+/// demo use it; and numbers outside today's ranges (such as the textbook
+/// example 943 476 5919) may yet be issued.
+pub fn nhs_number_never_issued(ten_digits: &str) -> Option<&'static str> {
+    let bytes = ten_digits.as_bytes();
+    if bytes.len() != 10 {
+        return None;
+    }
+    if bytes.iter().all(|b| *b == bytes[0]) {
+        return Some("is a placeholder the NHS never issues (all ten digits the same)");
+    }
+    if ten_digits < "0101000000" {
+        return Some("is in no issued range (NHS and CHI numbers start at 010 100 0000)");
+    }
+    None
+}
+
 /// An NHS number as councils write it, with spaces or hyphens between the
 /// digits, reduced to its digits if it is valid.
 pub fn normalise_nhs_number(raw: &str) -> Option<String> {
@@ -330,7 +362,10 @@ pub fn synthetic_nhs_number(mut prefix: u64) -> String {
             .ok()
             .and_then(nhs_check_digit);
         if let Some(check) = check {
-            return format!("{first_nine}{check}");
+            let n = format!("{first_nine}{check}");
+            if nhs_number_never_issued(&n).is_none() {
+                return n;
+            }
         }
         prefix += 1;
     }
@@ -636,6 +671,10 @@ fn check_nhs_number(raw: Option<&str>, v: &mut Vec<FieldViolation>) -> Option<St
         ));
         return None;
     }
+    if let Some(reason) = nhs_number_never_issued(&digits) {
+        v.push(FieldViolation::new(RecordField::NhsNumber, reason));
+        return None;
+    }
     Some(digits)
 }
 
@@ -935,6 +974,51 @@ mod tests {
         assert_eq!(
             violations(&r)[0].to_string(),
             "nhs_number: fails the modulus-11 check"
+        );
+    }
+
+    #[test]
+    fn numbers_the_nhs_never_issues_are_refused() {
+        let mut r = input();
+        // Every all-same-digit number passes modulus 11, and none is a person's.
+        for d in '0'..='9' {
+            let n: String = std::iter::repeat_n(d, 10).collect();
+            assert!(nhs_number_is_valid(&n), "{n}");
+            r.nhs_number = Some(n.clone());
+            let v = violations(&r);
+            assert_eq!(v.len(), 1, "{n}");
+            assert_eq!(v[0].field, "nhs_number");
+            assert!(v[0].reason.contains("never issues"), "{}", v[0]);
+            assert!(!v[0].reason.contains(&n), "{}", v[0]);
+        }
+        // Below the lowest CHI number, in no scheme at all.
+        let low = with_check_digit("000000001").unwrap();
+        r.nhs_number = Some(low.clone());
+        assert!(
+            violations(&r)[0].reason.contains("no issued range"),
+            "{low}"
+        );
+        // The textbook example, issued ranges, CHI numbers and the test range stay valid.
+        for ok in [
+            "943 476 5919",
+            "401023213",
+            "612100000",
+            "010101000",
+            "999123456",
+        ] {
+            let n = if ok.len() == 9 {
+                synthetic_nhs_number(ok.parse().unwrap())
+            } else {
+                ok.to_owned()
+            };
+            r.nhs_number = Some(n.clone());
+            assert!(validate(&r, today()).is_ok(), "{n}");
+        }
+        // Synthetic numbers skip placeholders.
+        assert_eq!(nhs_number_never_issued(&synthetic_nhs_number(0)), None);
+        assert_eq!(
+            nhs_number_never_issued(&synthetic_nhs_number(111_111_111)),
+            None
         );
     }
 

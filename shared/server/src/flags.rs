@@ -1,5 +1,5 @@
 //! The server flags every lacnet service takes, written once: listen and
-//! admin addresses, request timeout, message size and transport limits.
+//! admin addresses, request and drain timeouts, message size and transport limits.
 //!
 //! A service flattens [`ServerArgs`] into its clap config
 //! (`#[command(flatten)] server: ServerArgs<HubFlags>`). The flag names are
@@ -31,6 +31,8 @@ pub trait ServiceFlags {
     const REQUEST_TIMEOUT_SECS: u64;
     /// Default largest gRPC message accepted, in bytes.
     const MAX_MESSAGE_BYTES: usize;
+    /// Default time in-flight calls get to finish on SIGTERM, in seconds.
+    const DRAIN_TIMEOUT_SECS: u64;
 }
 
 /// The shared flags themselves. Use [`ServerArgs`] in a service's config:
@@ -49,6 +51,10 @@ pub struct ServerFlags {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long)]
     pub max_message_bytes: usize,
+    /// On SIGTERM, how long in-flight calls may take to finish before they are
+    /// cut off, in seconds (keep it under Kubernetes' termination grace period).
+    #[arg(long)]
+    pub drain_timeout_secs: u64,
     /// Connections served at once; further clients wait in the accept queue.
     #[arg(long, default_value_t = TransportLimits::default().max_connections)]
     pub max_connections: usize,
@@ -70,6 +76,11 @@ impl ServerFlags {
     /// The request timeout (at least a second: zero would refuse every call).
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_secs.max(1))
+    }
+
+    /// How long in-flight calls may run once shutdown begins.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
     }
 
     /// The transport limits. Zeroes are raised to one, since a limit of
@@ -131,6 +142,7 @@ fn for_service<S: ServiceFlags>(mut cmd: Command) -> Command {
         ("admin_listen", S::ADMIN_LISTEN.to_owned()),
         ("request_timeout_secs", S::REQUEST_TIMEOUT_SECS.to_string()),
         ("max_message_bytes", S::MAX_MESSAGE_BYTES.to_string()),
+        ("drain_timeout_secs", S::DRAIN_TIMEOUT_SECS.to_string()),
     ];
     for (id, default) in defaults {
         cmd = cmd.mut_arg(id, |a| a.required(false).default_value(default));
@@ -177,6 +189,7 @@ mod tests {
         const ADMIN_LISTEN: &'static str = "127.0.0.1:1090";
         const REQUEST_TIMEOUT_SECS: u64 = 7;
         const MAX_MESSAGE_BYTES: usize = 1234;
+        const DRAIN_TIMEOUT_SECS: u64 = 9;
     }
 
     #[derive(Parser)]
@@ -194,6 +207,7 @@ mod tests {
         assert_eq!(cli.server.admin_listen, "127.0.0.1:1090".parse().unwrap());
         assert_eq!(cli.server.request_timeout(), Duration::from_secs(7));
         assert_eq!(cli.server.max_message_bytes, 1234);
+        assert_eq!(cli.server.drain_timeout(), Duration::from_secs(9));
         assert_eq!(cli.server.transport(), TransportLimits::default());
     }
 
@@ -229,6 +243,7 @@ mod tests {
             "LACNET_FLAGS_TEST_ADMIN_LISTEN",
             "LACNET_FLAGS_TEST_REQUEST_TIMEOUT_SECS",
             "LACNET_FLAGS_TEST_MAX_MESSAGE_BYTES",
+            "LACNET_FLAGS_TEST_DRAIN_TIMEOUT_SECS",
             "LACNET_FLAGS_TEST_MAX_CONNECTIONS",
             "LACNET_FLAGS_TEST_IDLE_TIMEOUT_SECS",
             "LACNET_FLAGS_TEST_KEEPALIVE_INTERVAL_SECS",

@@ -153,6 +153,7 @@ pub fn rec(case: &str, nhs_number: &str, introduced_on: &str) -> site::Record {
         ward_code: "E05002035".into(),
         last_contact_on: String::new(),
         dated_outcomes: vec![],
+        readmit_erased: false,
     }
 }
 
