@@ -283,6 +283,23 @@ async fn utility_report() {
             .collect();
         println!("{:<28} releases: {}", "", kinds.join(", "));
     }
+    // The utility the release design promises (issue 19): few withheld
+    // cells at real council sizes, and what is large, published.
+    for (name, t) in &rows {
+        let (n, p) = t
+            .headlines
+            .values()
+            .fold((0, 0), |(n, p), (a, b)| (n + a, p + b));
+        println!(
+            "{name}: headline figures with a true count of 8 or more published in {:.1}% of {n}",
+            Tally::pct(p, n)
+        );
+        assert!(Tally::pct(t.large_published, t.large) >= 95.0, "{name}");
+        assert!(Tally::pct(p, n) >= 95.0, "{name}");
+    }
+    let withheld = |k: usize| Tally::pct(rows[k].1.withheld, rows[k].1.cells);
+    assert!(withheld(0) <= 40.0, "demo network: {:.1}%", withheld(0));
+    assert!(withheld(2) <= 60.0, "Thurrock: {:.1}%", withheld(2));
     println!("\nheadline figures published, of releases where the true count is 8 or more:\n");
     print!("{:<38}", "figure");
     for (name, _) in &rows {
