@@ -281,7 +281,11 @@ impl Hub {
         let unit_costs = registry.unit_costs();
         self.store().with_latest(|index| {
             let latest = index.get(&period);
+            // Only the figures this kind of period carries: the rest are
+            // published for other periods (`lacnet_core::release`).
+            let carried = lacnet_core::release::carried(period.granularity());
             let metrics = (0..catalogue().metrics().len())
+                .filter(|m| carried[*m])
                 .map(|m| hub::MetricSnapshot {
                     metric: Some(metric_info(m, registry)),
                     comparison: Some(period_comparison(m, period, &sites, latest)),
@@ -289,10 +293,17 @@ impl Hub {
                 .collect();
             let mut cost_avoided = Vec::new();
             let mut network = 0u64;
+            let mut submitted = 0u32;
+            // Cost avoided follows the outcomes: a month carries none.
+            let costed = carried[metrics::outcome(lacnet_core::vocab::Outcome::ALL[0])];
             for site in sites.iter().filter(|s| s.in_use_during(period)) {
                 let Some(l) = latest.and_then(|m| m.get(&site.code)) else {
                     continue;
                 };
+                submitted += 1;
+                if !costed {
+                    continue;
+                }
                 // Outcome counts are people who achieved the outcome in the
                 // period (once each over a span), so each person's outcome is
                 // charged once.
@@ -321,7 +332,7 @@ impl Hub {
             Ok(hub::NetworkSummaryResponse {
                 period: Some(period_to_proto(period)),
                 metrics,
-                sites_submitted: cost_avoided.len() as u32,
+                sites_submitted: submitted,
                 cost_avoided,
                 network_cost_avoided_pence: network,
             })

@@ -461,6 +461,27 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
             let store = &a.inner().store;
             let (view, truth) = released(&a, &[period])?;
             let counts = truth.get(&period).cloned().unwrap_or_default();
+            // What the hub holds stays when the gate holds the period: the
+            // agent would send nothing, so the preview shows the release as
+            // it is, not one protected afresh among today's linked releases.
+            let o = a.options();
+            let last_truth = store.published_truth(period)?;
+            let early = decide_early(
+                period,
+                a.today(),
+                o.embargo_days,
+                &o.policy,
+                &counts,
+                last_truth.as_deref(),
+            );
+            if let (Some(decision @ (Decision::Unchanged | Decision::Held { .. })), Some(last)) =
+                (early, store.last_submission(period)?)
+            {
+                return Ok(Preview {
+                    submission: last,
+                    decision,
+                });
+            }
             let published = view.protect(period, &counts)?;
             let o = a.options();
             let digest = submission::digest(&o.site_code, period, &o.policy, &published);

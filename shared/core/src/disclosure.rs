@@ -509,8 +509,13 @@ fn protect_joint(
                     // outcome included: the derived relations tie people
                     // figures to each other and to nothing in a table, and
                     // a narrowed cell is never left as it is.
+                    // Then outcomes, then figures by level, then any table
+                    // cell.
                     let related: Vec<usize> = parts.iter().chain(&others).copied().collect();
-                    vec![tabled(&parts), tabled(&others), related, all.clone()]
+                    let mut tiers = vec![tabled(&parts), tabled(&others)];
+                    tiers.extend(by_prominence(&related));
+                    tiers.push(all.clone());
+                    tiers
                 }
                 Candidates::Linked(tiers) => {
                     if tiers
@@ -522,12 +527,11 @@ fn protect_joint(
                     // Beyond the nearest cells, cells of tables first (as
                     // for the new release's own cells); last, any cell of the
                     // new release the relations reach, headlines included.
-                    let last = tiers.len().saturating_sub(1);
                     tiers
                         .iter()
                         .enumerate()
                         .map(|(k, t)| {
-                            if k == 0 || k == last {
+                            if k == 0 || k >= 3 {
                                 t.clone()
                             } else {
                                 tabled(t)
@@ -546,6 +550,24 @@ fn protect_joint(
             return out;
         }
     }
+}
+
+/// `cells` in two tiers by what withholding them costs readers: outcomes
+/// and other figures first, then figures by support level. The overall
+/// headlines (people supported and newly introduced, new introductions,
+/// closures) are never among them: they are withheld for another cell's
+/// sake only as its nearest cell.
+fn by_prominence(cells: &[usize]) -> Vec<Vec<usize>> {
+    let group = |x: usize| catalogue().metrics()[x % METRIC_COUNT].group;
+    let mut tiers = vec![Vec::new(), Vec::new()];
+    for &x in cells {
+        match group(x) {
+            "headline" => {}
+            g if g.ends_with(".headline") => tiers[1].push(x),
+            _ => tiers[0].push(x),
+        }
+    }
+    tiers
 }
 
 /// The published cell of the new release among `candidates` whose
@@ -701,8 +723,11 @@ fn linked_tiers(c: usize, relations: &[Relation], new_cells: usize) -> Vec<Vec<u
         .into_iter()
         .filter(|x| !near.contains(x))
         .collect();
-    // Headlines last, and only once nothing else widens the cell.
-    vec![first, near, further, reached]
+    // Outcomes, then figures by level; the overall headlines only ever as
+    // the nearest cell.
+    let mut tiers = vec![first, near, further];
+    tiers.extend(by_prominence(&reached));
+    tiers
 }
 
 /// Cells whose withholding could widen `c`'s range: the parts of the tables
