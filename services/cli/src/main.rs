@@ -79,6 +79,12 @@ enum Command {
         /// Never draw the progress bar.
         #[arg(long)]
         quiet: bool,
+        /// The file is the council's latest full export, re-imported after
+        /// the agent lost state (`lacnet status` lists lost periods): once
+        /// every row is accepted, tell the agent, which then publishes those
+        /// periods again over the hub's releases.
+        #[arg(long)]
+        full_export: bool,
     },
     /// Pull a report from the hub (needs an analyst certificate).
     Report {
@@ -249,6 +255,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rejects,
             chunk_rows,
             quiet,
+            full_export,
         } => {
             let endpoint = ep.agent()?;
             let mut opts = import::ImportOptions::new(&file);
@@ -261,7 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.chunk_rows = chunk_rows;
             opts.progress = !quiet;
             let c = client::agent(&endpoint).await?;
-            let r = import::import(c, &endpoint.url, &opts).await?;
+            let r = import::import(c.clone(), &endpoint.url, &opts).await?;
             println!(
                 "{} rows: {} accepted, {} rejected ({} here, {} by the agent) in {:.1} s, {:.0} rows/s",
                 r.rows,
@@ -277,7 +284,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "rejected rows (line, column, field, reason): {}",
                     path.display()
                 );
+                if full_export {
+                    println!(
+                        "not confirmed as a full export: fix the rejected rows and import the file again"
+                    );
+                }
                 return Ok(ExitCode::from(EXIT_REJECTED));
+            }
+            if full_export {
+                let released = site_ops::confirm_full_import(&mut c.clone(), &endpoint.url).await?;
+                if released.is_empty() {
+                    println!("full export confirmed: no period was held back");
+                } else {
+                    println!(
+                        "full export confirmed: {} publish again from the re-imported records",
+                        released.join(", ")
+                    );
+                }
             }
         }
         Command::Report {
