@@ -1371,11 +1371,12 @@ async fn drill_hub_data_wiped_while_agents_ingest_heals_within_one_interval() {
     let mut net = drill_net(2);
     net.start_all();
     let data: Vec<Vec<CaseRecord>> = (0..2).map(|c| generate(c, 300)).collect();
-    for (i, records) in data.iter().enumerate() {
-        upsert_all(&mut net.agent_client(i, false).await, &records[..150]).await;
-    }
+    // Derby has sent everything before the fault; Thurrock keeps ingesting.
+    upsert_all(&mut net.agent_client(0, false).await, &data[0][..150]).await;
+    upsert_all(&mut net.agent_client(1, false).await, &data[1]).await;
     let reports = net.reports().await;
-    settle(&reports, &sites_of(&data, 150)).await;
+    let before = [(THURROCK, &data[0][..150]), (DERBY, &data[1][..])];
+    settle(&reports, &before).await;
     drop(reports);
     let resent_before = resent(&net);
 
@@ -1385,24 +1386,30 @@ async fn drill_hub_data_wiped_while_agents_ingest_heals_within_one_interval() {
     std::fs::remove_dir_all(&net.hub_dir).unwrap();
     net.start_hub();
     let restarted = Instant::now();
-    // The agents keep ingesting meanwhile.
-    for (i, records) in data.iter().enumerate() {
-        upsert_all(&mut net.agent_client(i, false).await, &records[150..]).await;
-    }
+    upsert_all(&mut net.agent_client(0, false).await, &data[0][150..]).await;
     let reports = net.reports().await;
+    // Derby pushes nothing new, so only its scheduled comparison can tell
+    // it the hub lost its releases: they must be back within one interval.
+    settle(&reports, &[(DERBY, &data[1][..])]).await;
+    let derby_took = restarted.elapsed();
     settle(&reports, &sites_of(&data, 300)).await;
     let took = restarted.elapsed();
     let resent = resent(&net) - resent_before;
     eprintln!(
-        "drill hub wiped: converged {:.1} s after the empty hub started (reconcile interval {RECONCILE_SECS} s), {resent} releases re-sent",
+        "drill hub wiped: an idle agent's releases back {:.1} s and every report equal to the no-fault counts {:.1} s after the empty hub started (reconcile interval {RECONCILE_SECS} s); {resent} releases re-sent",
+        derby_took.as_secs_f64(),
         took.as_secs_f64()
     );
-    // Nothing that only an earlier release carried came back by itself:
-    // releases of untouched periods were re-sent as published.
-    assert!(resent >= 1.0, "nothing was re-sent");
+    // Derby's six releases (four quarters, two financial years) at least.
+    assert!(resent >= 6.0, "{resent} re-sent");
+    let margin = Duration::from_secs(5);
+    assert!(
+        derby_took < Duration::from_secs(RECONCILE_SECS) + margin,
+        "the idle agent took {derby_took:?}: more than one reconcile interval (plus {margin:?} to start and settle)"
+    );
     assert!(
         took < Duration::from_secs(RECONCILE_SECS + 10),
-        "took {took:?}, more than one reconcile interval plus start-up"
+        "took {took:?}"
     );
 }
 

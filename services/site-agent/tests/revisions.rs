@@ -233,6 +233,20 @@ async fn a_data_directory_restored_from_an_older_copy_does_not_wedge() {
         hub.figure(&pki, INTROS, "2025-Q1").await.unwrap().1,
         lacnet_proto::convert::count_to_proto(lacnet_core::disclosure::Count::Value(50))
     );
+    // The preview says so too.
+    let preview = op
+        .preview_submission(site::PreviewSubmissionRequest {
+            period: Some(lacnet_proto::convert::period_to_proto(q1())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.decision, "held", "{}", preview.reason);
+    assert!(
+        preview.reason.contains("--full-export"),
+        "{}",
+        preview.reason
+    );
     // The full export (days 1 to 3) is re-imported and confirmed.
     upsert(&mut c, batch("B", 40)).await;
     upsert(&mut c, batch("D", 10)).await;
