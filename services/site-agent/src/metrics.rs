@@ -193,7 +193,7 @@ pub struct AgentMetrics {
     pub dead_letters: Gauge,
     /// Push attempts to the hub.
     pub push_attempts: Counter,
-    /// Submissions re-issued above the hub's current revision.
+    /// Submissions re-issued above a hub revision that re-imported records overrule.
     pub reissued: Counter,
     /// Push attempts that failed.
     pub push_failures: Counter,
@@ -248,7 +248,7 @@ impl AgentMetrics {
             ),
             reissued: registry.counter(
                 "lacnet_agent_push_reissued_total",
-                "Submissions re-sent with a higher revision because the hub kept another one current.",
+                "Submissions re-sent with a higher revision over a hub release that a confirmed full re-import overrules.",
             ),
             push_failures: registry.counter(
                 "lacnet_agent_push_failures_total",
