@@ -577,6 +577,8 @@ def check_flags(where, docs, bin_dir, scratch):
                     run_env[k] = str(data)
                 if k.endswith("_CONTROL_SOCKET"):
                     run_env[k] = str(data / "control.sock")
+                if k.endswith("_BACKUP_DIR"):
+                    run_env[k] = str(data / "backups")
             proc = subprocess.run([str(path), *args], env=run_env, capture_output=True, text=True, timeout=60)
             if proc.returncode == 2 or "error: invalid value" in proc.stderr or "unexpected argument" in proc.stderr:
                 problem(cw, f"{binary} refuses the manifest's settings: {proc.stderr.strip()[-400:]}")

@@ -14,7 +14,12 @@
 //! - SIGKILL of the hub during a burst of submissions;
 //! - duplicate and replayed submissions;
 //! - load: fifty site clients and twenty analysts for a bounded time;
-//! - attacks, each refused with the right status while others are served.
+//! - attacks, each refused with the right status while others are served;
+//! - restore drills (the network heals itself): the hub's data directory
+//!   wiped while agents ingest; the hub restored from a scheduled backup
+//!   taken under load; an agent restored from an older backup (it reports
+//!   the loss and never publishes over newer figures); a hub down for a
+//!   whole reconcile interval. Each prints what it measured.
 //!
 //! The records lie in 2016 and every introduction closes within 2016, so
 //! every period they touch closed long ago: the figures do not depend on the
@@ -278,6 +283,10 @@ struct Net {
     hub_port: u16,
     hub: Option<Service>,
     councils: Vec<Council>,
+    /// More environment for the hub (scheduled backups in the drills).
+    hub_extra: Vec<(String, String)>,
+    /// More environment for every agent (a short reconcile interval).
+    agent_extra: Vec<(String, String)>,
 }
 
 impl Net {
@@ -319,18 +328,21 @@ impl Net {
             hub_port: 0,
             hub: None,
             councils,
+            hub_extra: Vec::new(),
+            agent_extra: Vec::new(),
         }
     }
 
     /// Starts the hub (on the port it had before, if any).
     fn start_hub(&mut self) {
-        let env = hub_env(
+        let mut env = hub_env(
             &self.hub_dir,
             &self.registry,
             &self.hub_files,
             &self.crls,
             self.hub_port,
         );
+        env.extend(self.hub_extra.iter().cloned());
         let hub = Service::spawn("hub", &binary("lacnet-hub"), &env);
         self.hub_port = hub.grpc.port();
         self.hub = Some(hub);
@@ -348,7 +360,7 @@ impl Net {
     fn start_agent(&mut self, i: usize) {
         let url = self.hub_url();
         let c = &mut self.councils[i];
-        let env = agent_env(
+        let mut env = agent_env(
             c.code,
             &c.data,
             &c.key,
@@ -356,6 +368,7 @@ impl Net {
             &c.hub_files,
             &url,
         );
+        env.extend(self.agent_extra.iter().cloned());
         c.agent = Some(Service::spawn(c.code, &binary("lacnet-site-agent"), &env));
     }
 
@@ -1296,4 +1309,418 @@ async fn attacks_are_refused_while_others_are_served() {
     );
     let (code, _) = hub.admin_get("/readyz");
     assert_eq!(code, 200);
+}
+
+// ---------------------------------------------------------------- restore drills
+
+/// The reconcile interval the drills run agents with.
+const RECONCILE_SECS: u64 = 2;
+
+/// `name`'s value on a service's admin `/metrics` (summed over its label
+/// sets when `labels` is empty), or 0 when absent.
+fn metric(service: &Service, name: &str, labels: &str) -> f64 {
+    let (code, body) = service.admin_get("/metrics");
+    assert_eq!(code, 200, "{}: /metrics", service.name);
+    let text = String::from_utf8_lossy(&body).into_owned();
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = key.split_once('{').unwrap_or((key, ""));
+            (metric == name && (labels.is_empty() || rest.contains(labels)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Releases the agents re-sent, from their metrics.
+fn resent(net: &Net) -> f64 {
+    net.councils
+        .iter()
+        .filter_map(|c| c.agent.as_ref())
+        .map(|a| metric(a, "lacnet_agent_releases_resent_total", ""))
+        .sum()
+}
+
+/// A network of `agents` councils whose agents compare with the hub every
+/// [`RECONCILE_SECS`].
+fn drill_net(agents: usize) -> Net {
+    let mut net = Net::new(agents);
+    net.agent_extra.push((
+        "LACNET_AGENT_RECONCILE_INTERVAL_SECS".into(),
+        RECONCILE_SECS.to_string(),
+    ));
+    net
+}
+
+/// `(code, records)` for each council with data, `data[i][..upto]`.
+fn sites_of(data: &[Vec<CaseRecord>], upto: usize) -> Vec<(&'static str, &[CaseRecord])> {
+    COUNCILS
+        .iter()
+        .zip(data)
+        .map(|((code, _, _), r)| (*code, &r[..upto.min(r.len())]))
+        .collect()
+}
+
+/// Runs a maintenance command of a service binary (`restore --from ...`).
+fn run_command(binary_name: &str, env: &[(&str, String)], args: &[&str]) {
+    let mut cmd = std::process::Command::new(binary(binary_name));
+    cmd.env_clear().args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{binary_name} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The newest complete backup (with a manifest) in `dir`.
+fn newest_backup(dir: &std::path::Path) -> Option<PathBuf> {
+    let mut complete: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("MANIFEST").is_file())
+        .collect();
+    complete.sort();
+    complete.pop()
+}
+
+/// Copies a backup directory (flat files and one level of subdirectories).
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drill_hub_data_wiped_while_agents_ingest_heals_within_one_interval() {
+    let mut net = drill_net(2);
+    net.start_all();
+    let data: Vec<Vec<CaseRecord>> = (0..2).map(|c| generate(c, 300)).collect();
+    // Derby has sent everything before the fault; Thurrock keeps ingesting.
+    upsert_all(&mut net.agent_client(0, false).await, &data[0][..150]).await;
+    upsert_all(&mut net.agent_client(1, false).await, &data[1]).await;
+    let reports = net.reports().await;
+    let before = [(THURROCK, &data[0][..150]), (DERBY, &data[1][..])];
+    settle(&reports, &before).await;
+    drop(reports);
+    let resent_before = resent(&net);
+
+    // The hub's volume is lost; a new, empty hub comes up on the same address.
+    let (status, _) = net.hub.take().unwrap().terminate();
+    assert!(status.success(), "hub: {status}");
+    std::fs::remove_dir_all(&net.hub_dir).unwrap();
+    net.start_hub();
+    let restarted = Instant::now();
+    upsert_all(&mut net.agent_client(0, false).await, &data[0][150..]).await;
+    let reports = net.reports().await;
+    // Derby pushes nothing new, so only its scheduled comparison can tell
+    // it the hub lost its releases: they must be back within one interval.
+    settle(&reports, &[(DERBY, &data[1][..])]).await;
+    let derby_took = restarted.elapsed();
+    settle(&reports, &sites_of(&data, 300)).await;
+    let took = restarted.elapsed();
+    let resent = resent(&net) - resent_before;
+    eprintln!(
+        "drill hub wiped: an idle agent's releases back {:.1} s and every report equal to the no-fault counts {:.1} s after the empty hub started (reconcile interval {RECONCILE_SECS} s); {resent} releases re-sent",
+        derby_took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    // Derby's six releases (four quarters, two financial years) at least.
+    assert!(resent >= 6.0, "{resent} re-sent");
+    let margin = Duration::from_secs(5);
+    assert!(
+        derby_took < Duration::from_secs(RECONCILE_SECS) + margin,
+        "the idle agent took {derby_took:?}: more than one reconcile interval (plus {margin:?} to start and settle)"
+    );
+    assert!(
+        took < Duration::from_secs(RECONCILE_SECS + 10),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drill_hub_restored_from_a_scheduled_backup_under_load_heals_unattended() {
+    let mut net = drill_net(2);
+    let backups = net.root.path().join("hub-backups");
+    net.hub_extra = vec![
+        ("LACNET_HUB_BACKUP_EVERY".into(), "1s".into()),
+        ("LACNET_HUB_BACKUP_KEEP".into(), "3".into()),
+        (
+            "LACNET_HUB_BACKUP_DIR".into(),
+            backups.display().to_string(),
+        ),
+    ];
+    net.start_all();
+    let data: Vec<Vec<CaseRecord>> = (0..2).map(|c| generate(c, 500)).collect();
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[..100]).await;
+    }
+    let reports = net.reports().await;
+    settle(&reports, &sites_of(&data, 100)).await;
+    // Under load: the agents ingest and publish while the hub backs up.
+    let ok_before = metric(net.hub(), "lacnet_backups_total", "outcome=\"ok\"");
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[100..200]).await;
+    }
+    let started = Instant::now();
+    while metric(net.hub(), "lacnet_backups_total", "outcome=\"ok\"") < ok_before + 2.0 {
+        assert!(started.elapsed() < SETTLE_LIMIT, "no scheduled backup");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let size = metric(net.hub(), "lacnet_backup_last_size_bytes", "");
+    assert!(size > 0.0, "the last backup's size is {size}");
+    assert!(metric(net.hub(), "lacnet_backup_age_seconds", "") < 60.0);
+    let kept = std::fs::read_dir(&backups).unwrap().count();
+    assert!(kept <= 3, "{kept} backups kept, --backup-keep 3");
+    // More lands after the backup (batches of 150 move every quarter past
+    // the release gate); then the hub's disk dies.
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[200..350]).await;
+    }
+    settle(&reports, &sites_of(&data, 350)).await;
+    drop(reports);
+    let chosen = newest_backup(&backups).expect("a complete backup");
+    let saved = net.root.path().join("hub-backup-chosen");
+    net.hub.take().unwrap().kill();
+    copy_tree(&chosen, &saved);
+    std::fs::remove_dir_all(&net.hub_dir).unwrap();
+    run_command(
+        "lacnet-hub",
+        &[("LACNET_HUB_DATA_DIR", net.hub_dir.display().to_string())],
+        &["restore", "--from", &saved.display().to_string()],
+    );
+    let resent_before = resent(&net);
+    net.start_hub();
+    let restarted = Instant::now();
+    // Agents keep writing (enough for every quarter to pass the release
+    // gate); no operator step follows.
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[350..]).await;
+    }
+    let reports = net.reports().await;
+    settle(&reports, &sites_of(&data, 500)).await;
+    let took = restarted.elapsed();
+    let resent = resent(&net) - resent_before;
+    eprintln!(
+        "drill hub restored from a scheduled backup ({size} bytes): converged {:.1} s after restart, {resent} releases re-sent",
+        took.as_secs_f64()
+    );
+    assert!(
+        took < Duration::from_secs(RECONCILE_SECS + 10),
+        "took {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drill_agent_restored_from_an_older_backup_reports_the_loss_and_never_regresses() {
+    let mut net = drill_net(2);
+    let backups = net.root.path().join("agent-backups");
+    net.start_hub();
+    net.start_agent(1);
+    // Thurrock's agent backs itself up every second.
+    {
+        let url = net.hub_url();
+        let extra = net.agent_extra.clone();
+        let c = &mut net.councils[0];
+        let mut env = agent_env(
+            c.code,
+            &c.data,
+            &c.key,
+            &c.council_files,
+            &c.hub_files,
+            &url,
+        );
+        env.extend(extra);
+        env.push(("LACNET_AGENT_BACKUP_EVERY".into(), "1s".into()));
+        env.push((
+            "LACNET_AGENT_BACKUP_DIR".into(),
+            backups.display().to_string(),
+        ));
+        c.agent = Some(Service::spawn(c.code, &binary("lacnet-site-agent"), &env));
+    }
+    let data: Vec<Vec<CaseRecord>> = (0..2).map(|c| generate(c, 300)).collect();
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[..150]).await;
+    }
+    let reports = net.reports().await;
+    settle(&reports, &sites_of(&data, 150)).await;
+    // A backup taken wholly after the first half was published.
+    let agent = net.councils[0].agent.as_ref().unwrap();
+    let ok = metric(agent, "lacnet_backups_total", "outcome=\"ok\"");
+    let started = Instant::now();
+    while metric(
+        net.councils[0].agent.as_ref().unwrap(),
+        "lacnet_backups_total",
+        "outcome=\"ok\"",
+    ) < ok + 2.0
+    {
+        assert!(started.elapsed() < SETTLE_LIMIT, "no scheduled backup");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let older = net.root.path().join("agent-backup-older");
+    copy_tree(&newest_backup(&backups).expect("a backup"), &older);
+    // The second half is published; then the agent's disk dies and the older backup comes back.
+    upsert_all(&mut net.agent_client(0, false).await, &data[0][150..]).await;
+    upsert_all(&mut net.agent_client(1, false).await, &data[1][150..]).await;
+    settle(&reports, &sites_of(&data, 300)).await;
+    let (status, _) = net.councils[0].agent.take().unwrap().terminate();
+    assert!(status.success(), "agent: {status}");
+    let data_dir = net.councils[0].data.clone();
+    std::fs::remove_dir_all(&data_dir).unwrap();
+    run_command(
+        "lacnet-site-agent",
+        &[("LACNET_AGENT_DATA_DIR", data_dir.display().to_string())],
+        &["restore", "--from", &older.display().to_string()],
+    );
+    net.start_agent(0);
+    let restarted = Instant::now();
+    let s = loop {
+        let s = net.status(0).await;
+        if !s.lost_periods.is_empty() {
+            break s;
+        }
+        assert!(
+            restarted.elapsed() < SETTLE_LIMIT,
+            "the loss was never reported: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let detected = restarted.elapsed();
+    let lost: Vec<String> = s.lost_periods.iter().map(|l| l.period.clone()).collect();
+    assert!(s.lost_advice.contains("--full-export"), "{}", s.lost_advice);
+    // Every lost period is one the second half changed, and the hub's
+    // revision is above the agent's.
+    for l in &s.lost_periods {
+        assert!(l.hub_revision > l.agent_revision, "{l:?}");
+    }
+    assert!(lost.iter().any(|p| p.starts_with("2016-Q")), "{lost:?}");
+    let agent = net.councils[0].agent.as_ref().unwrap();
+    assert_eq!(
+        metric(agent, "lacnet_agent_lost_periods", "") as usize,
+        lost.len()
+    );
+    assert!(agent.logged("re-import the council's latest full export"));
+    for p in &lost {
+        assert!(agent.logged(p), "the ERROR line does not name {p}");
+    }
+    // No older figure replaces a newer one: the hub keeps showing the
+    // complete counts through a recomputation and another comparison.
+    net.agent_client(0, false).await; // serving
+    let held_from = Instant::now();
+    while held_from.elapsed() < Duration::from_secs(RECONCILE_SECS + 1) {
+        hub_matches(&reports, &sites_of(&data, 300)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(metric(agent, "lacnet_agent_reconciles_total", "outcome=\"ok\"") >= 2.0);
+    // The council re-imports its latest full export and says so.
+    let mut c = net.agent_client(0, false).await;
+    upsert_all(&mut c, &data[0]).await;
+    let released = c
+        .confirm_full_import(site::ConfirmFullImportRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .released_periods;
+    assert_eq!(released, lost);
+    settle(&reports, &sites_of(&data, 300)).await;
+    let s = net.status(0).await;
+    assert!(s.lost_periods.is_empty(), "{:?}", s.lost_periods);
+    eprintln!(
+        "drill agent restored from an older backup: loss reported {:.1} s after restart, periods {}; hub unchanged while held; released {} after the re-import",
+        detected.as_secs_f64(),
+        lost.join(", "),
+        released.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drill_a_hub_down_for_a_whole_interval_keeps_retries_bounded() {
+    let mut net = drill_net(2);
+    net.start_all();
+    let data: Vec<Vec<CaseRecord>> = (0..2).map(|c| generate(c, 200)).collect();
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[..100]).await;
+    }
+    let reports = net.reports().await;
+    settle(&reports, &sites_of(&data, 100)).await;
+    drop(reports);
+    let calls = |net: &Net| -> f64 {
+        net.councils
+            .iter()
+            .map(|c| {
+                let a = c.agent.as_ref().unwrap();
+                metric(a, "lacnet_agent_push_attempts_total", "")
+                    + metric(a, "lacnet_agent_reconciles_total", "")
+            })
+            .sum()
+    };
+    let (status, _) = net.hub.take().unwrap().terminate();
+    assert!(status.success(), "hub: {status}");
+    let before = calls(&net);
+    let down = Instant::now();
+    for (i, records) in data.iter().enumerate() {
+        upsert_all(&mut net.agent_client(i, false).await, &records[100..]).await;
+    }
+    // The outage spans a whole reconcile interval: each agent fails a
+    // comparison at least once, with its pushes queued.
+    let outage = Duration::from_millis(RECONCILE_SECS * 1000 + 500);
+    loop {
+        let failed: f64 = net
+            .councils
+            .iter()
+            .map(|c| {
+                metric(
+                    c.agent.as_ref().unwrap(),
+                    "lacnet_agent_reconciles_total",
+                    "outcome=\"failed\"",
+                )
+            })
+            .sum();
+        if down.elapsed() >= outage && failed >= 2.0 {
+            break;
+        }
+        assert!(
+            down.elapsed() < SETTLE_LIMIT,
+            "the agents never noticed the outage"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tried = calls(&net) - before;
+    let secs = down.elapsed().as_secs_f64();
+    // Full jitter up to the 500 ms cap averages one call per 250 ms per
+    // agent; four times that plus the ramp-up is far above what a bounded
+    // backoff makes, and far below a retry storm.
+    let bound = 2.0 * (secs / 0.25 * 4.0 + 20.0);
+    assert!(
+        tried <= bound,
+        "{tried} calls to a down hub in {secs:.1} s (bound {bound})"
+    );
+    net.start_hub();
+    let back = Instant::now();
+    let reports = net.reports().await;
+    settle(&reports, &sites_of(&data, 200)).await;
+    for i in 0..2 {
+        let started = Instant::now();
+        while net.status(i).await.outbox_depth != 0 {
+            assert!(started.elapsed() < SETTLE_LIMIT, "outbox never drained");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    eprintln!(
+        "drill hub down {secs:.1} s: {tried} calls from 2 agents ({:.1}/s each), converged {:.1} s after it returned",
+        tried / secs / 2.0,
+        back.elapsed().as_secs_f64()
+    );
 }

@@ -156,7 +156,7 @@ async fn standard_tools_see_exactly_what_each_server_serves() {
     let methods = &hub_json["methods"];
     assert_eq!(
         methods["lacnet.hub.v1.Submissions"],
-        serde_json::json!(["Submit"])
+        serde_json::json!(["Submit", "ListReleases"])
     );
     assert!(names(methods, "lacnet.hub.v1.Reports").contains(&"CompareMetric".to_owned()));
     assert_eq!(

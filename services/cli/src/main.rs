@@ -93,6 +93,12 @@ enum Command {
         /// (use only when a person has really returned, not to re-load an old export).
         #[arg(long)]
         readmit_erased: bool,
+        /// The file is the council's latest full export, re-imported after
+        /// the agent lost state (`lacnet status` lists lost periods): once
+        /// every row is accepted, tell the agent, which then publishes those
+        /// periods again over the hub's releases.
+        #[arg(long)]
+        full_export: bool,
         #[command(flatten)]
         conn: AgentFlags,
     },
@@ -284,6 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             chunk_rows,
             quiet,
             readmit_erased,
+            full_export,
             conn,
         } => {
             let Some(file) = file.filter(|_| !columns) else {
@@ -302,7 +309,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             opts.progress = !quiet;
             opts.readmit_erased = readmit_erased;
             let c = client::agent(&endpoint).await?;
-            let r = import::import(c, &endpoint.url, &opts).await?;
+            let r = import::import(c.clone(), &endpoint.url, &opts).await?;
             println!(
                 "{} rows: {} accepted, {} rejected ({} here, {} by the agent) in {:.1} s, {:.0} rows/s",
                 r.rows,
@@ -322,7 +329,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     path.display()
                 );
                 println!("fix them there and import that file alone (with the same --map, if any)");
+                if full_export {
+                    println!(
+                        "not confirmed as a full export: fix the rejected rows and import the file again"
+                    );
+                }
                 return Ok(ExitCode::from(EXIT_REJECTED));
+            }
+            if full_export {
+                let released = site_ops::confirm_full_import(&mut c.clone(), &endpoint.url).await?;
+                if released.is_empty() {
+                    println!("full export confirmed: no period was held back");
+                } else {
+                    println!(
+                        "full export confirmed: {} publish again from the re-imported records",
+                        released.join(", ")
+                    );
+                }
             }
         }
         Command::Report {

@@ -66,6 +66,36 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
     if !s.last_push_error.is_empty() {
         t.row(["last push error", s.last_push_error.as_str()]);
     }
+    if !s.lost_periods.is_empty() {
+        // The agent lost state: the hub keeps newer figures until the re-import.
+        let periods: Vec<String> = s
+            .lost_periods
+            .iter()
+            .map(|l| {
+                let ours = if l.agent_revision == 0 {
+                    "none".to_owned()
+                } else {
+                    l.agent_revision.to_string()
+                };
+                format!(
+                    "{} (hub revision {}, ours {ours})",
+                    l.period, l.hub_revision
+                )
+            })
+            .collect();
+        t.row(["LOST STATE", &periods.join("; ")]);
+        t.row(["what to do", s.lost_advice.as_str()]);
+    }
+    if s.last_reconcile_unix > 0 {
+        t.row([
+            "compared with hub",
+            &format!(
+                "{} ({} s ago)",
+                utc(s.last_reconcile_unix),
+                (now_unix - s.last_reconcile_unix).max(0)
+            ),
+        ]);
+    }
     if s.dead_letters > 0 {
         // Refused for good by the hub: an operator has to act (see the reason).
         t.row([
@@ -92,6 +122,20 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
     ]);
     t.row(["periods", granularity]);
     t.render_plain()
+}
+
+/// Tells the agent the council's full export is re-imported; returns the
+/// periods it released from hold.
+pub async fn confirm_full_import(
+    client: &mut SiteAgentClient<Channel>,
+    url: &str,
+) -> Result<Vec<String>, CliError> {
+    Ok(client
+        .confirm_full_import(lacnet_proto::site::v1::ConfirmFullImportRequest {})
+        .await
+        .map_err(|s| Service::Agent.status_error(url, s))?
+        .into_inner()
+        .released_periods)
 }
 
 /// What the agent would send for `period`, and whether and when.
@@ -320,6 +364,28 @@ mod tests {
             serde_json::from_str(&render_evaluation(&e, true).unwrap()).unwrap();
         assert_eq!(json["figures"]["primary_need.mental_health"], 69);
         assert_eq!(json["from"], "2013-06-01");
+    }
+
+    #[test]
+    fn status_names_lost_periods_and_what_to_do() {
+        let mut s = AgentStatus {
+            site_code: "E06000034".into(),
+            ..Default::default()
+        };
+        assert!(!render_status(&s, 100).contains("LOST"));
+        s.lost_periods.push(lacnet_proto::site::v1::LostPeriod {
+            period: "2025-Q1".into(),
+            hub_revision: 20,
+            agent_revision: 10,
+        });
+        s.lost_advice = "re-import the latest full export".into();
+        let text = render_status(&s, 100);
+        assert!(text.contains("LOST STATE"), "{text}");
+        assert!(
+            text.contains("2025-Q1 (hub revision 20, ours 10)"),
+            "{text}"
+        );
+        assert!(text.contains("re-import the latest full export"), "{text}");
     }
 
     #[test]

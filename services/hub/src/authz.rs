@@ -37,6 +37,20 @@ pub fn may_submit(peer: &Peer, site_code: &str) -> Result<(), HubError> {
     }
 }
 
+/// May `peer` list the releases the hub holds for `site_code`? Only the
+/// site itself: another site's revisions and digests are not its business.
+pub fn may_list_releases(peer: &Peer, site_code: &str) -> Result<(), HubError> {
+    match peer {
+        Peer::Site(own) if own == site_code => Ok(()),
+        Peer::Site(own) => Err(HubError::PermissionDenied(format!(
+            "site {own} may list only its own releases, not those of {site_code}"
+        ))),
+        _ => Err(HubError::PermissionDenied(
+            "only a site may list its releases (with its own site certificate)".into(),
+        )),
+    }
+}
+
 /// What `peer` may read from reports.
 pub fn read_scope(peer: &Peer, sites_see_network: bool) -> Result<ReadScope, HubError> {
     match peer {
@@ -76,5 +90,11 @@ mod tests {
         assert!(read_scope(&Peer::Council("c".into()), true).is_err());
         assert!(read_scope(&Peer::Operator("o".into()), true).is_err());
         assert!(may_submit(&Peer::Operator("o".into()), "E06000034").is_err());
+        assert!(may_list_releases(&thurrock, "E06000034").is_ok());
+        assert!(matches!(
+            may_list_releases(&thurrock, "E06000015"),
+            Err(HubError::PermissionDenied(_))
+        ));
+        assert!(may_list_releases(&Peer::Analyst("a".into()), "E06000034").is_err());
     }
 }

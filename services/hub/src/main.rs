@@ -69,6 +69,15 @@ async fn main() -> anyhow::Result<()> {
         lacnet_hub::backup::control_fn(hub.clone()),
         shutdown.clone().cancelled_owned(),
     ));
+    // Scheduled backups take the same path as the operator's `backup --to`.
+    if let Some(schedule) = lacnet_server::backups::schedule_of(&config.server, "lacnet-hub")? {
+        tokio::spawn(lacnet_server::backups::run(
+            schedule,
+            lacnet_hub::backup::control_fn(hub.clone()),
+            hub.metrics().backups.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     let listener = lacnet_hub::bind_nodelay(config.server.listen)
         .with_context(|| format!("binding the gRPC port {}", config.server.listen))?;
     // With port 0 (tests, several hubs on one host) this is how callers learn the ports.

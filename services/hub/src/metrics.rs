@@ -122,6 +122,10 @@ pub struct HubMetrics {
     pub submit_latency: Histogram,
     /// Internal errors.
     pub internal_errors: Counter,
+    /// `ListReleases` pages served (agents comparing themselves with the hub).
+    pub releases_listed: Counter,
+    /// Scheduled backups.
+    pub backups: lacnet_server::metrics::BackupMetrics,
 }
 
 impl HubMetrics {
@@ -148,6 +152,11 @@ impl HubMetrics {
             internal_errors: registry.counter(
                 "lacnet_hub_internal_errors_total",
                 "Requests that failed inside the hub",
+            ),
+            backups: lacnet_server::metrics::BackupMetrics::register(&registry),
+            releases_listed: registry.counter(
+                "lacnet_hub_releases_listed_total",
+                "ListReleases pages served to agents comparing themselves with the hub",
             ),
             registry,
         }

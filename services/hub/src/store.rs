@@ -20,6 +20,10 @@
 //!   → JSON record without its cells; one entry per site and period.
 //! - `releases/<hex of that key>.json`: the release's cells.
 //! - `audit`: a monotonic id from `generate_id` (big-endian) → one JSON line.
+//! - `meta`: `store_id` → a random id made when the tree is first created.
+//!   Not in backups, on purpose: a restored or new data directory gets a
+//!   new id, which tells the agents (through receipts and `ListReleases`)
+//!   that the hub may have lost releases, so they compare at once.
 //!
 //! (Stores written before this kept every revision, with its cells, and a
 //! `latest` index tree; [`Store::open`] deletes the superseded revisions,
@@ -124,12 +128,14 @@ impl StoreOutcome {
 }
 
 /// The result of [`Store::record`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// What happened.
     pub outcome: StoreOutcome,
     /// The revision reports use for this site and period afterwards.
     pub current_revision: u64,
+    /// The digest of that revision.
+    pub current_digest: String,
     /// When the hub first received this content.
     pub received_at_unix: i64,
 }
@@ -196,6 +202,8 @@ pub struct Store {
     submissions: sled::Tree,
     audit: sled::Tree,
     cache: RwLock<LatestIndex>,
+    /// See the `meta` tree above.
+    store_id: String,
     stripes: Vec<Mutex<()>>,
     /// The data directory.
     dir: PathBuf,
@@ -264,6 +272,36 @@ fn published(counts: &[Count]) -> Result<Published, HubError> {
     Ok(Published { counts })
 }
 
+/// The store's id from `meta`, made (and flushed) if the tree has none.
+fn store_id(meta: &sled::Tree) -> Result<String, HubError> {
+    if let Some(id) = meta.get(b"store_id")? {
+        return Ok(String::from_utf8_lossy(&id).into_owned());
+    }
+    use std::hash::BuildHasher;
+    // Random enough to tell two data directories apart; not a secret.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let id = format!(
+        "{:016x}",
+        std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
+    );
+    meta.insert(b"store_id", id.as_bytes())?;
+    meta.flush()?;
+    Ok(id)
+}
+
+/// One current release, as `ListReleases` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReleaseSummary {
+    /// The period.
+    pub period: Period,
+    /// The current revision.
+    pub revision: u64,
+    /// Its digest.
+    pub digest: String,
+}
+
 fn to_latest(s: &StoredSubmission) -> Result<Latest, HubError> {
     Ok(Latest {
         revision: s.revision,
@@ -299,7 +337,9 @@ impl Store {
         })?;
         let releases = dir.join(RELEASES_DIR);
         std::fs::create_dir_all(&releases).map_err(|e| io_error(&releases, e))?;
+        let store_id = store_id(&db.open_tree("meta")?)?;
         let store = Store {
+            store_id,
             submissions: db.open_tree("submissions")?,
             audit: db.open_tree("audit")?,
             db,
@@ -528,6 +568,7 @@ impl Store {
                 return Ok(Receipt {
                     outcome: StoreOutcome::Duplicate,
                     current_revision: cur.revision,
+                    current_digest: cur.digest.clone(),
                     received_at_unix: cur.received_at_unix,
                 });
             }
@@ -542,6 +583,7 @@ impl Store {
                 return Ok(Receipt {
                     outcome: StoreOutcome::Superseded,
                     current_revision: cur.revision,
+                    current_digest: cur.digest.clone(),
                     received_at_unix: sub.received_at_unix,
                 });
             }
@@ -585,6 +627,7 @@ impl Store {
         Ok(Receipt {
             outcome: StoreOutcome::New,
             current_revision: sub.revision,
+            current_digest: sub.digest.clone(),
             received_at_unix: sub.received_at_unix,
         })
     }
@@ -669,6 +712,37 @@ impl Store {
         revision: u64,
     ) -> Result<Option<StoredSubmission>, HubError> {
         self.get(&revision_key(site, period, revision))
+    }
+
+    /// The id of this data directory (see the `meta` tree above).
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// `site`'s current releases after `after` (all, with `None`), in period
+    /// order, at most `limit`; and whether more follow. From memory.
+    pub fn releases_of(
+        &self,
+        site: &str,
+        after: Option<Period>,
+        limit: usize,
+    ) -> (Vec<ReleaseSummary>, bool) {
+        let mut all: Vec<ReleaseSummary> = self.with_latest(|l| {
+            l.iter()
+                .filter(|(p, _)| after.is_none_or(|a| **p > a))
+                .filter_map(|(p, sites)| {
+                    sites.get(site).map(|x| ReleaseSummary {
+                        period: *p,
+                        revision: x.revision,
+                        digest: x.digest.clone(),
+                    })
+                })
+                .collect()
+        });
+        all.sort_by_key(|r| r.period);
+        let more = all.len() > limit;
+        all.truncate(limit);
+        (all, more)
     }
 
     /// Runs `f` over the in-memory latest tables, under a read lock.

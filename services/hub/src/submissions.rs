@@ -16,6 +16,9 @@
 //!    reported and re-sends them above `current_revision`.
 //!
 //! Every outcome, accepted or refused, goes to the audit log and the metrics.
+//!
+//! `ListReleases` answers an agent's anti-entropy question, "which of my
+//! releases do you hold?", one bounded page at a time, for the calling site only.
 
 use std::time::Instant;
 
@@ -25,7 +28,10 @@ use lacnet_core::submission;
 use lacnet_core::{Date, Period};
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::hub::v1::submissions_server::Submissions;
-use lacnet_proto::hub::v1::{ReceiptStatus, SubmitReceipt, SubmitRequest};
+use lacnet_proto::hub::v1::{
+    ListReleasesRequest, ListReleasesResponse, ReceiptStatus, ReleaseSummary, SubmitReceipt,
+    SubmitRequest,
+};
 use lacnet_tls::Peer;
 use tracing::instrument;
 
@@ -359,6 +365,41 @@ impl Hub {
             digest,
             current_revision: receipt.current_revision,
             received_at_unix: receipt.received_at_unix,
+            current_digest: receipt.current_digest,
+            store_id: self.store().store_id().to_owned(),
+        })
+    }
+
+    /// One page of the calling site's current releases.
+    fn list_releases(
+        &self,
+        peer: &Result<Peer, tonic::Status>,
+        req: &ListReleasesRequest,
+    ) -> Result<ListReleasesResponse, HubError> {
+        let peer = peer
+            .as_ref()
+            .map_err(|s| HubError::Unauthenticated(s.message().to_string()))?;
+        if !matches!(peer, Peer::Site(_)) {
+            authz::may_list_releases(peer, "")?;
+        }
+        let (size, after) = check_list_request(req)?;
+        authz::may_list_releases(peer, &req.site_code)?;
+        let (page, more) = self.store().releases_of(&req.site_code, after, size);
+        let next_page_token = match (more, page.last()) {
+            (true, Some(last)) => last.period.to_string(),
+            _ => String::new(),
+        };
+        Ok(ListReleasesResponse {
+            releases: page
+                .into_iter()
+                .map(|r| ReleaseSummary {
+                    period: Some(period_to_proto(r.period)),
+                    revision: r.revision,
+                    digest: r.digest,
+                })
+                .collect(),
+            next_page_token,
+            store_id: self.store().store_id().to_owned(),
         })
     }
 
@@ -415,6 +456,55 @@ impl Hub {
             received_at_unix: None,
         });
     }
+}
+
+/// Releases in a `ListReleases` page when the caller does not say.
+pub const DEFAULT_PAGE_SIZE: usize = 200;
+/// Most releases in one `ListReleases` page.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+/// Checks a `ListReleases` request's fields: the page size it asks for
+/// (0 for the default) and the period the page token names (the last one
+/// of the previous page).
+pub fn check_list_request(
+    req: &ListReleasesRequest,
+) -> Result<(usize, Option<lacnet_core::Period>), HubError> {
+    bounded::check(
+        "site_code",
+        &req.site_code,
+        bounded::MAX_SITE_CODE_LEN,
+        Alphabet::SiteCode,
+    )?;
+    if req.site_code.is_empty() {
+        return Err(HubError::invalid("site_code", "is required"));
+    }
+    let size = match req.page_size as usize {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n > MAX_PAGE_SIZE => {
+            return Err(HubError::invalid(
+                "page_size",
+                format!("{n} is above the largest page, {MAX_PAGE_SIZE}"),
+            ));
+        }
+        n => n,
+    };
+    let after = if req.page_token.is_empty() {
+        None
+    } else {
+        // A token is a period name (at most a dozen characters); anything
+        // longer is refused before it is parsed or echoed.
+        if req.page_token.len() > 16 {
+            return Err(HubError::invalid(
+                "page_token",
+                "is not a token this hub gave out",
+            ));
+        }
+        Some(
+            lacnet_core::Period::parse(&req.page_token)
+                .map_err(|_| HubError::invalid("page_token", "is not a token this hub gave out"))?,
+        )
+    };
+    Ok((size, after))
 }
 
 /// Refuses a period outside the site's registered series (FAILED_PRECONDITION):
@@ -505,6 +595,31 @@ impl Submissions for SubmissionsService {
             }
         }
     }
+
+    #[instrument(skip_all, fields(peer))]
+    async fn list_releases(
+        &self,
+        request: tonic::Request<ListReleasesRequest>,
+    ) -> Result<tonic::Response<ListReleasesResponse>, tonic::Status> {
+        let peer = lacnet_tls::peer_of(&request);
+        let label = peer_label(&peer);
+        tracing::Span::current().record("peer", label.as_str());
+        let req = request.into_inner();
+        match self.hub.list_releases(&peer, &req) {
+            Ok(page) => {
+                self.hub.metrics().releases_listed.inc();
+                tracing::debug!(peer = %label, releases = page.releases.len(), "releases listed");
+                Ok(tonic::Response::new(page))
+            }
+            Err(e) => {
+                // Only a bounded, well-formed site code reaches the audit log.
+                let site = Some(req.site_code.clone()).filter(|s| crate::registry::is_ons_code(s));
+                self.hub
+                    .refused("list_releases", &label, site, None, None, &e);
+                Err(e.into())
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -536,6 +651,35 @@ mod tests {
         }
         // A clock near the end of time neither wraps nor refuses everything.
         assert!(check_revision(u64::MAX, u64::MAX - 1).is_ok());
+    }
+
+    #[test]
+    fn list_requests_are_bounded_and_name_the_field() {
+        let req = |site: &str, size: u32, token: &str| ListReleasesRequest {
+            site_code: site.into(),
+            page_size: size,
+            page_token: token.into(),
+        };
+        assert_eq!(
+            check_list_request(&req("E06000034", 0, "")).unwrap(),
+            (DEFAULT_PAGE_SIZE, None)
+        );
+        let (n, after) = check_list_request(&req("E06000034", 5, "2025-Q1")).unwrap();
+        assert_eq!(
+            (n, after.map(|p| p.to_string())),
+            (5, Some("2025-Q1".into()))
+        );
+        for (bad, field) in [
+            (req("", 0, ""), "site_code"),
+            (req("E06 000034", 0, ""), "site_code"),
+            (req("E06000034", 1001, ""), "page_size"),
+            (req("E06000034", 0, "nonsense"), "page_token"),
+            (req("E06000034", 0, &"9".repeat(100)), "page_token"),
+        ] {
+            let e = check_list_request(&bad).unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument, "{e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
     }
 
     #[test]

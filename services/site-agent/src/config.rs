@@ -193,6 +193,16 @@ pub struct Config {
         default_value_t = 60_000
     )]
     pub push_backoff_cap_ms: u64,
+    /// How often to compare this agent's releases with the hub's, in seconds
+    /// (anti-entropy: re-send what the hub lacks, report what it holds newer).
+    /// Also done at start-up and when the hub's store changes.
+    #[arg(
+        long,
+        env = "LACNET_AGENT_RECONCILE_INTERVAL_SECS",
+        default_value_t = crate::DEFAULT_RECONCILE_INTERVAL.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub reconcile_interval_secs: u64,
     /// Most records in one UpsertRecords call.
     #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
@@ -322,6 +332,7 @@ impl Config {
         o.publish_interval = Duration::from_secs(self.publish_interval_secs.max(1));
         o.push_backoff_base = Duration::from_millis(self.push_backoff_base_ms.max(1));
         o.push_backoff_cap = Duration::from_millis(self.push_backoff_cap_ms.max(1));
+        o.reconcile_interval = Duration::from_secs(self.reconcile_interval_secs.max(1));
         o.max_message_bytes = self.server.max_message_bytes;
         o.max_batch = self.max_batch.max(1);
         o.request_timeout = self.server.request_timeout();

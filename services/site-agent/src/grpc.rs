@@ -18,10 +18,10 @@ use lacnet_core::pseudonym::Pseudonym;
 use lacnet_core::validate::{PersonId, RecordInput, normalise_nhs_number};
 use lacnet_proto::site::v1::site_agent_server::SiteAgent;
 use lacnet_proto::site::v1::{
-    AgentStatus, ErasePersonRequest, ErasePersonResponse, GetStatusRequest, IngestSummary,
-    LocalEvaluation, LocalEvaluationRequest, PreviewSubmissionRequest, PreviewSubmissionResponse,
-    Record, RecordVerdict, UpsertRecordsRequest, UpsertRecordsResponse, Verdict,
-    erase_person_request,
+    AgentStatus, ConfirmFullImportRequest, ConfirmFullImportResponse, ErasePersonRequest,
+    ErasePersonResponse, GetStatusRequest, IngestSummary, LocalEvaluation, LocalEvaluationRequest,
+    LostPeriod, PreviewSubmissionRequest, PreviewSubmissionResponse, Record, RecordVerdict,
+    UpsertRecordsRequest, UpsertRecordsResponse, Verdict, erase_person_request,
 };
 use lacnet_tls::Peer;
 use tonic::{Request, Response, Status, Streaming};
@@ -50,7 +50,8 @@ impl SiteAgentService {
 /// What a method does, and so which identity may call it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
-    /// Push records (`UpsertRecords`, `StreamRecords`): council case systems only.
+    /// Push records (`UpsertRecords`, `StreamRecords`) and confirm that a full
+    /// export was re-imported (`ConfirmFullImport`): council case systems only.
     Ingest,
     /// Run the agent (`GetStatus`, `PreviewSubmission`, `GetLocalEvaluation`,
     /// `ErasePerson`): operators only.
@@ -421,9 +422,23 @@ impl SiteAgent for SiteAgentService {
             publish::Decision::Embargoed { until } => until.to_string(),
             _ => String::new(),
         };
+        let mut reason = preview.decision.explain(&self.agent.options().policy);
+        let mut decision = preview.decision.name().to_owned();
+        // The publisher holds a lost period back whatever the data say.
+        let digest = &preview.submission.digest;
+        if let Some(mark) = self.agent.store().lost_periods()?.get(&period)
+            && (mark.hub.digest.is_empty() || mark.hub.digest != *digest)
+        {
+            decision = "held".to_owned();
+            reason = format!(
+                "held: the hub holds a newer release of this period (revision {}) than this agent; {}",
+                mark.hub.revision,
+                crate::reconcile::LOSS_ADVICE
+            );
+        }
         Ok(Response::new(PreviewSubmissionResponse {
-            reason: preview.decision.explain(&self.agent.options().policy),
-            decision: preview.decision.name().to_owned(),
+            reason,
+            decision,
             publishable_on,
             submission: Some(preview.submission),
         }))
@@ -476,7 +491,27 @@ impl SiteAgent for SiteAgentService {
         let dead = store.dead_letters()?;
         self.agent.metrics().dead_letters.set(dead.len() as i64);
         let latest_dead = dead.iter().max_by_key(|d| d.seq);
+        let lost = store.lost_periods()?;
+        self.agent.metrics().lost_periods.set(lost.len() as i64);
         Ok(Response::new(AgentStatus {
+            lost_advice: if lost.is_empty() {
+                String::new()
+            } else {
+                crate::reconcile::LOSS_ADVICE.to_owned()
+            },
+            lost_periods: lost
+                .into_iter()
+                .map(|(p, mark)| LostPeriod {
+                    period: p.to_string(),
+                    hub_revision: mark.hub.revision,
+                    agent_revision: mark.agent_revision.unwrap_or(0),
+                })
+                .collect(),
+            last_reconcile_unix: self
+                .agent
+                .inner()
+                .last_reconcile
+                .load(std::sync::atomic::Ordering::Relaxed),
             site_code: o.site_code.clone(),
             record_count: store.record_count()?,
             active_key_id: active_id.to_string(),
@@ -493,6 +528,20 @@ impl SiteAgent for SiteAgentService {
                 .and_then(|d| period_from_proto(d.submission.period.as_ref(), "period").ok())
                 .map(|p| p.to_string())
                 .unwrap_or_default(),
+        }))
+    }
+
+    #[instrument(skip_all, fields(site = %self.agent.options().site_code))]
+    async fn confirm_full_import(
+        &self,
+        request: Request<ConfirmFullImportRequest>,
+    ) -> Result<Response<ConfirmFullImportResponse>, Status> {
+        // The case system that sent the export is the one that knows it was full.
+        authorise(&request, "ConfirmFullImport", Role::Ingest)?;
+        let released = crate::reconcile::confirm_full_import(&self.agent).await?;
+        tracing::info!(released = released.len(), "full import confirmed");
+        Ok(Response::new(ConfirmFullImportResponse {
+            released_periods: released.iter().map(ToString::to_string).collect(),
         }))
     }
 }

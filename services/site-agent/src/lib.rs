@@ -6,6 +6,7 @@
 //!      ingest.rs: validate → pseudonymise (HMAC-SHA256, key ring) → match → store.rs (sled, durable ack)
 //!      publish.rs: dirty periods → aggregate → disclosure control → digest → outbox (store.rs)
 //!      outbox.rs: pusher ──Submissions.Submit (mTLS, site cert)──▶ hub
+//!      reconcile.rs: ──Submissions.ListReleases──▶ hub: re-send what it lacks, report what it holds newer
 //! ```
 //!
 //! Running the agent (as `main.rs` does, and the tests):
@@ -38,6 +39,7 @@ pub mod linked;
 pub mod metrics;
 pub mod outbox;
 pub mod publish;
+pub mod reconcile;
 pub mod segment;
 pub mod store;
 
@@ -114,6 +116,9 @@ pub struct AgentOptions {
     pub push_backoff_base: Duration,
     /// Longest retry delay.
     pub push_backoff_cap: Duration,
+    /// How often the agent compares its releases with the hub's (it also
+    /// does at start-up, and when a receipt names another hub store).
+    pub reconcile_interval: Duration,
     /// Largest gRPC message accepted.
     pub max_message_bytes: usize,
     /// Most records in one UpsertRecords call.
@@ -163,6 +168,7 @@ impl AgentOptions {
             publish_interval: Duration::from_secs(300),
             push_backoff_base: Duration::from_millis(500),
             push_backoff_cap: Duration::from_secs(60),
+            reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -174,6 +180,9 @@ impl AgentOptions {
         }
     }
 }
+
+/// Default time between comparisons with the hub.
+pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Default days between a period's close and its first publication.
 pub const DEFAULT_EMBARGO_DAYS: u32 = 14;
@@ -199,6 +208,8 @@ pub(crate) struct Inner {
     /// site's last submissions, which only a publishing round changes.
     pub(crate) publishing: tokio::sync::Mutex<()>,
     generation: AtomicU64,
+    /// When the last comparison with the hub completed (Unix seconds; 0: none yet).
+    pub(crate) last_reconcile: std::sync::atomic::AtomicI64,
     pub(crate) threads: usize,
     /// Blocking work (pseudonymising, scanning the store). It cannot be
     /// cancelled, so a call cut off at shutdown leaves it running with its
@@ -278,6 +289,16 @@ impl Agent {
         }
         metrics.outbox_depth.set(store.outbox_len() as i64);
         metrics.dead_letters.set(store.dead_len() as i64);
+        let lost = store.lost_periods()?;
+        metrics.lost_periods.set(lost.len() as i64);
+        if !lost.is_empty() {
+            let periods: Vec<Period> = lost.into_keys().collect();
+            tracing::error!(
+                periods = %reconcile::names(&periods),
+                advice = reconcile::LOSS_ADVICE,
+                "the hub holds newer releases of these periods than this agent; they are held back"
+            );
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         tracing::info!(
             site = %options.site_code,
@@ -296,6 +317,7 @@ impl Agent {
                 enqueued: Notify::new(),
                 publishing: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(seed + 1),
+                last_reconcile: std::sync::atomic::AtomicI64::new(0),
                 threads,
                 options,
                 blocking: tokio_util::task::TaskTracker::new(),

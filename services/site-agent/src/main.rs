@@ -90,6 +90,15 @@ async fn main() -> anyhow::Result<()> {
         lacnet_site_agent::backup::control_fn(agent.store().clone()),
         shutdown.clone().cancelled_owned(),
     ));
+    // Scheduled backups take the same path as the operator's `backup --to`.
+    if let Some(schedule) = lacnet_server::backups::schedule_of(&c.server, "lacnet-site-agent")? {
+        tokio::spawn(lacnet_server::backups::run(
+            schedule,
+            lacnet_site_agent::backup::control_fn(agent.store().clone()),
+            agent.metrics().backups.clone(),
+            shutdown.clone().cancelled_owned(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(c.server.listen)
         .await
         .with_context(|| format!("binding the gRPC port {}", c.server.listen))?;

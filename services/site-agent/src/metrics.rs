@@ -107,6 +107,8 @@ lacnet_server::closed_label! {
         RetireKey = "retire_key",
         /// A backup.
         Backup = "backup",
+        /// A comparison with the hub acted on (re-sends, lost periods).
+        Reconcile = "reconcile",
         /// A write this list does not name.
         Other = "other",
     }
@@ -145,6 +147,38 @@ impl From<StoreWrite> for WriteLabels {
     }
 }
 
+lacnet_server::closed_label! {
+    /// How a comparison with the hub ended.
+    pub enum ReconcileOutcome {
+        /// The hub answered and the agent acted on it.
+        Ok = "ok",
+        /// The hub could not be asked (retried with backoff).
+        Failed = "failed",
+    }
+}
+
+/// The labels of `lacnet_agent_reconciles_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// How it ended.
+    pub outcome: ReconcileOutcome,
+}
+
+impl ClosedLabelSet for ReconcileLabels {
+    fn all() -> Vec<Self> {
+        ReconcileOutcome::ALL
+            .iter()
+            .map(|&outcome| ReconcileLabels { outcome })
+            .collect()
+    }
+}
+
+impl From<ReconcileOutcome> for ReconcileLabels {
+    fn from(outcome: ReconcileOutcome) -> Self {
+        ReconcileLabels { outcome }
+    }
+}
+
 /// Every metric the agent exports.
 #[derive(Debug, Clone)]
 pub struct AgentMetrics {
@@ -159,7 +193,7 @@ pub struct AgentMetrics {
     pub dead_letters: Gauge,
     /// Push attempts to the hub.
     pub push_attempts: Counter,
-    /// Submissions re-issued above the hub's current revision.
+    /// Submissions re-issued above a hub revision that re-imported records overrule.
     pub reissued: Counter,
     /// Push attempts that failed.
     pub push_failures: Counter,
@@ -175,6 +209,16 @@ pub struct AgentMetrics {
     pub store_write_latency: Histogram,
     /// 1 while the store accepts writes, 0 after an I/O failure.
     pub store_healthy: Gauge,
+    /// Comparisons with the hub, by outcome.
+    pub reconciles: CounterVec<ReconcileLabels>,
+    /// Releases re-sent because the hub lacked them or held an older revision.
+    pub resent: Counter,
+    /// Periods the hub holds newer releases of than this agent (held back).
+    pub lost_periods: Gauge,
+    /// When the last comparison with the hub completed (Unix seconds; 0: never).
+    pub last_reconcile: Gauge,
+    /// Scheduled backups.
+    pub backups: lacnet_server::metrics::BackupMetrics,
 }
 
 impl AgentMetrics {
@@ -204,7 +248,7 @@ impl AgentMetrics {
             ),
             reissued: registry.counter(
                 "lacnet_agent_push_reissued_total",
-                "Submissions re-sent with a higher revision because the hub kept another one current.",
+                "Submissions re-sent with a higher revision over a hub release that a confirmed full re-import overrules.",
             ),
             push_failures: registry.counter(
                 "lacnet_agent_push_failures_total",
@@ -236,6 +280,23 @@ impl AgentMetrics {
                 "lacnet_agent_store_healthy",
                 "1 while the store accepts writes; 0 after an I/O error (the agent then restarts).",
             ),
+            reconciles: registry.counter_vec(
+                "lacnet_agent_reconciles_total",
+                "Comparisons of this agent's releases with the hub's, by outcome.",
+            ),
+            resent: registry.counter(
+                "lacnet_agent_releases_resent_total",
+                "Releases re-sent as published before, because the hub lacked them or held an older revision.",
+            ),
+            lost_periods: registry.gauge(
+                "lacnet_agent_lost_periods",
+                "Periods the hub holds newer releases of than this agent (it lost state); held back until the latest full export is re-imported.",
+            ),
+            last_reconcile: registry.gauge(
+                "lacnet_agent_last_reconcile_timestamp_seconds",
+                "When the last comparison with the hub completed (Unix seconds; 0: none since start).",
+            ),
+            backups: lacnet_server::metrics::BackupMetrics::register(&registry),
             registry,
         }
     }

@@ -5,12 +5,17 @@
 //! the hub answers DUPLICATE: nothing is counted twice.
 //!
 //! SUPERSEDED, or ALREADY_EXISTS (this revision number holds other content),
-//! means the hub reports some other revision for the period: one from before
-//! this agent lost or restored its data directory, or from a clock that ran
-//! ahead. The agent's records are the truth, so the same content is
-//! re-issued with a revision above the hub's (`current_revision` in the
-//! receipt) rather than counted as delivered; otherwise the hub would keep
-//! stale figures, or the outbox would wedge on a number it can never use.
+//! means the hub reports a release this agent does not hold: one from before
+//! it lost or restored its data directory. Its records may then be missing
+//! what that release counted, so it must not publish over it: the period is
+//! marked lost and held back (see `reconcile.rs`), the entry leaves the
+//! outbox, and `GetStatus` says what to do. Once the council confirms a
+//! re-import of its latest full export, the hub's release is overruled: the
+//! same content is then re-issued above the hub's revision (`current_revision`
+//! in the receipt), so the outbox never wedges on a number it cannot use.
+//!
+//! Before anything is sent, and then every reconcile interval, the pusher
+//! compares the agent's releases with the hub's (`reconcile.rs`).
 //!
 //! Transient failures (the hub down, a timeout) retry with exponential
 //! backoff and full jitter; refusals that will never succeed
@@ -30,9 +35,13 @@ use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use crate::metrics::ReconcileOutcome;
 use crate::publish::{next_revision, now_unix_ms};
+use crate::reconcile;
+use crate::store::HubRelease;
 use crate::{Agent, AgentError, now_unix};
 use lacnet_proto::convert::period_from_proto;
+use tokio::time::Instant;
 
 /// Longest wait for one Submit call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -66,10 +75,12 @@ pub fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
 /// How one Submit call ended.
 enum Attempt {
     /// NEW or DUPLICATE: the hub reports this content; the entry is done.
-    Acknowledged(ReceiptStatus),
-    /// The hub keeps another revision current (`hub_current`, when the receipt
-    /// said), so this content must go again above it.
-    Outranked { hub_current: u64, reason: String },
+    /// With the hub's store id.
+    Acknowledged(ReceiptStatus, String),
+    /// The hub keeps another release current (`hub`, as far as the answer
+    /// said): either one this agent's re-imported records overrule, or one
+    /// it never had (it lost state).
+    Outranked { hub: HubRelease, reason: String },
     /// Refused for good: dead-letter it.
     Permanent(String),
     /// Worth retrying after a backoff.
@@ -86,24 +97,31 @@ async fn send(client: &mut SubmissionsClient<Channel>, sub: pb::Submission) -> A
         Ok(Ok(reply)) => {
             let receipt = reply.into_inner();
             match receipt.status() {
-                s @ (ReceiptStatus::New | ReceiptStatus::Duplicate) => Attempt::Acknowledged(s),
+                s @ (ReceiptStatus::New | ReceiptStatus::Duplicate) => {
+                    Attempt::Acknowledged(s, receipt.store_id)
+                }
                 ReceiptStatus::Superseded => Attempt::Outranked {
-                    hub_current: receipt.current_revision,
                     reason: format!(
                         "the hub reports revision {} for this period, not {revision}",
                         receipt.current_revision
                     ),
+                    hub: HubRelease {
+                        revision: receipt.current_revision,
+                        digest: receipt.current_digest,
+                    },
                 },
                 ReceiptStatus::Unspecified => {
                     Attempt::Transient("the hub's receipt has no status".into())
                 }
             }
         }
-        // The hub holds this revision number with other content (our data
-        // directory was lost or restored); it does not say its current one,
-        // so go above ours and learn the rest from the next receipt.
+        // The hub holds this revision number with other content; it does
+        // not say which (the next comparison learns it).
         Ok(Err(status)) if status.code() == Code::AlreadyExists => Attempt::Outranked {
-            hub_current: revision,
+            hub: HubRelease {
+                revision,
+                digest: String::new(),
+            },
             reason: format!("AlreadyExists: {}", status.message()),
         },
         Ok(Err(status)) => {
@@ -164,7 +182,12 @@ async fn reissue(
         .await
 }
 
-/// The pusher task. Without a hub it does nothing: submissions wait in the outbox.
+/// The pusher task: compares with the hub (start-up, every reconcile
+/// interval, and at once when a receipt names another hub store), then
+/// sends the outbox. Nothing is sent before the first comparison, so an
+/// agent that lost state learns which periods the hub holds newer releases
+/// of before it could publish over them. Without a hub it does nothing:
+/// submissions wait in the outbox.
 pub async fn run(agent: Agent, stop: CancellationToken) {
     let o = agent.options().clone();
     let Some(hub) = o.hub.clone() else {
@@ -184,10 +207,42 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
     let m = &inner.metrics;
     let mut failures: u32 = 0;
     let mut reissues: u32 = 0;
+    let mut next_reconcile = Instant::now();
+    let mut hub_store: Option<String> = None;
     warn_about_dead_letters(&agent);
     loop {
         if stop.is_cancelled() {
             return;
+        }
+        if Instant::now() >= next_reconcile {
+            let started = std::time::Instant::now();
+            let outcome = tokio::select! {
+                () = stop.cancelled() => return,
+                o = reconcile::reconcile_once(&agent, &mut client) => o,
+            };
+            match outcome {
+                Ok(outcome) => {
+                    failures = 0;
+                    next_reconcile = Instant::now() + o.reconcile_interval;
+                    note_reconciled(&agent, &outcome, hub_store.as_deref(), started.elapsed());
+                    hub_store = Some(outcome.store_id);
+                }
+                Err(reason) => {
+                    m.reconciles.inc(ReconcileOutcome::Failed);
+                    failures = failures.saturating_add(1);
+                    let delay = backoff(o.push_backoff_base, o.push_backoff_cap, failures);
+                    next_reconcile = Instant::now() + delay;
+                    tracing::warn!(%reason, failures, retry_in_ms = delay.as_millis() as u64, "comparing with the hub failed; will retry");
+                    if let Err(e) = store.set_push_error(&reason).await {
+                        tracing::error!(error = %e, "cannot record the failure");
+                    }
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                    continue;
+                }
+            }
         }
         let entry = match store.outbox_first() {
             Ok(e) => e,
@@ -200,17 +255,37 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = inner.enqueued.notified() => continue,
+                () = tokio::time::sleep_until(next_reconcile) => continue,
             }
         };
         let period: Option<Period> = period_from_proto(sub.period.as_ref(), "period").ok();
         let revision = sub.revision;
+        // Queued before the loss was found: the hub's newer release stays.
+        if let Some(p) = period
+            && store.lost(p).is_ok_and(|l| l.is_some())
+        {
+            tracing::warn!(period = %p, revision, "not sent: the hub holds a newer release of this period than this agent");
+            if let Err(e) = store.outbox_drop(seq, p).await {
+                tracing::error!(error = %e, "cannot update the outbox");
+            }
+            continue;
+        }
         m.push_attempts.inc();
         let attempt = tokio::select! {
             () = stop.cancelled() => return,
             a = send(&mut client, sub.clone()) => a,
         };
+        // Only a release that re-imported records overrule is re-issued
+        // above the hub's; any other outranked release means this agent
+        // lost state, and its older figures must not replace newer ones.
+        let overruled = match (&attempt, period) {
+            (Attempt::Outranked { hub, .. }, Some(p)) => {
+                reconcile::overrules(&agent, p, hub.revision)
+            }
+            _ => false,
+        };
         let attempt = match (attempt, period) {
-            (Attempt::Outranked { reason, .. }, _) if reissues >= MAX_REISSUES => {
+            (Attempt::Outranked { reason, .. }, _) if overruled && reissues >= MAX_REISSUES => {
                 Attempt::Permanent(format!(
                     "{reason}, still after {MAX_REISSUES} re-issues above the hub's revision"
                 ))
@@ -221,18 +296,46 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
             (attempt, _) => attempt,
         };
         let result = match attempt {
-            Attempt::Acknowledged(status) => {
+            Attempt::Acknowledged(status, store_id) => {
                 failures = 0;
                 reissues = 0;
                 tracing::info!(period = %display_period(period), revision, receipt = ?status, "hub acknowledged a submission");
-                store.outbox_remove(seq, period, now_unix()).await
+                if hub_store.as_ref().is_some_and(|known| *known != store_id) {
+                    // A new or restored hub store may have lost releases:
+                    // compare now rather than at the next interval.
+                    tracing::warn!(
+                        "the hub answers from another store (new or restored); comparing releases now"
+                    );
+                    next_reconcile = Instant::now();
+                }
+                let acked = HubRelease {
+                    revision,
+                    digest: sub.digest.clone(),
+                };
+                store.outbox_remove(seq, period, acked, now_unix()).await
             }
-            Attempt::Outranked {
-                hub_current,
-                reason,
-            } => {
+            Attempt::Outranked { hub, reason } if !overruled => {
+                failures = 0;
+                let Some(p) = period else {
+                    continue;
+                };
+                let hub_revision = hub.revision;
+                match reconcile::lost_by_receipt(&agent, seq, p, &sub, hub).await {
+                    Ok(true) => {
+                        let lost = store.lost_periods().map(|l| l.len()).unwrap_or(0);
+                        m.lost_periods.set(lost as i64);
+                        tracing::error!(period = %p, revision, hub_revision, %reason, advice = reconcile::LOSS_ADVICE, "the hub holds a newer release of this period than this agent; held back, not re-issued");
+                        next_reconcile = Instant::now();
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
+            Attempt::Outranked { hub, reason } => {
                 failures = 0;
                 reissues += 1;
+                let hub_current = hub.revision;
                 let reissued = match period {
                     Some(p) => reissue(&agent, seq, p, &sub, hub_current)
                         .await
@@ -245,7 +348,7 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                 match reissued {
                     Ok(Some((p, new_revision))) => {
                         m.reissued.inc();
-                        tracing::warn!(period = %p, revision, hub_current, new_revision, %reason, "the hub reports another revision of this period; re-issued the same content above it");
+                        tracing::warn!(period = %p, revision, hub_current, new_revision, %reason, "re-imported records overrule the hub's release of this period; re-issued the same content above it");
                         Ok(())
                     }
                     Ok(None) => {
@@ -280,6 +383,51 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
         }
         m.outbox_depth.set(store.outbox_len() as i64);
         m.dead_letters.set(store.dead_len() as i64);
+    }
+}
+
+/// Metrics and log lines for a completed comparison. `known_store` is the
+/// hub store seen before, if any.
+fn note_reconciled(
+    agent: &Agent,
+    outcome: &reconcile::Outcome,
+    known_store: Option<&str>,
+    took: Duration,
+) {
+    let inner = agent.inner();
+    let m = &inner.metrics;
+    m.reconciles.inc(ReconcileOutcome::Ok);
+    m.resent.inc_by(outcome.resent as u64);
+    m.lost_periods.set(outcome.lost.len() as i64);
+    m.outbox_depth.set(inner.store.outbox_len() as i64);
+    let now = now_unix();
+    m.last_reconcile.set(now);
+    inner
+        .last_reconcile
+        .store(now, std::sync::atomic::Ordering::Relaxed);
+    if outcome.resent > 0 {
+        inner.enqueued.notify_one();
+    }
+    let store_changed = known_store.is_some_and(|k| k != outcome.store_id);
+    if outcome.resent > 0 || store_changed {
+        tracing::warn!(
+            resent = outcome.resent,
+            store_changed,
+            took_ms = took.as_millis() as u64,
+            "compared with the hub: re-sending the releases it lacks or holds older, as published before"
+        );
+    } else {
+        tracing::debug!(
+            took_ms = took.as_millis() as u64,
+            "compared with the hub: in step"
+        );
+    }
+    if !outcome.newly_lost.is_empty() {
+        tracing::error!(
+            periods = %reconcile::names(&outcome.lost),
+            advice = reconcile::LOSS_ADVICE,
+            "the hub holds newer releases of these periods than this agent; they are held back"
+        );
     }
 }
 

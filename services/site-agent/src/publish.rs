@@ -392,6 +392,15 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
                         continue;
                     }
                 }
+                // Never older figures over newer ones: a period whose newest
+                // release only the hub holds waits for the re-import.
+                let digest = d.published.as_ref().map(|(_, x)| x.as_str());
+                if w.held_by_loss(period, digest)? {
+                    if let Some(generation) = d.generation {
+                        w.clear_dirty(period, generation)?;
+                    }
+                    continue;
+                }
                 let last = w.last_submission(period)?;
                 let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
                 let Some((published, digest)) = d.published else {

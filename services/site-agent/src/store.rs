@@ -7,7 +7,7 @@
 //! |------------|----------------------------------|-------|
 //! | `outbox`   | big-endian sequence number       | encoded `lacnet.common.v1.Submission` |
 //! | `dead`     | big-endian sequence number       | reason length (u32 LE) ‖ reason ‖ encoded submission |
-//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status, erased people (pseudonyms) |
+//! | `meta`     | see the `META_*` constants       | schema version, the series (granularity), key ids written, dirty periods, last submission per period, push status, erased people (pseudonyms), periods lost to the hub and releases overruled |
 //!
 //! The records themselves are in segment files beside the sled database
 //! (`segments/`, see [`crate::segment`]).
@@ -66,6 +66,16 @@ const META_TRUTH_PREFIX: &str = "truth/";
 /// `erased/` ‖ a 32-byte record or person pseudonym (under each key of the
 /// ring at the time), with an empty value. Pseudonyms only, like everything here.
 const META_ERASED_PREFIX: &[u8] = b"erased/";
+/// A period the hub holds a newer release of than this agent (see
+/// [`LostMark`]): held back until the latest full export is re-imported.
+const META_LOST_PREFIX: &str = "lost/";
+/// The hub's release of a period that the operator let the agent's
+/// re-imported records overrule ([`HubRelease`]).
+const META_OVERRULED_PREFIX: &str = "overruled/";
+/// The last release of a period the hub acknowledged ([`HubRelease`]): a
+/// hub release at or below it is one the hub has fallen behind on, any
+/// other one the agent does not know.
+const META_ACKED_PREFIX: &str = "acked/";
 const META_LAST_PUSH: &[u8] = b"push/last_unix";
 const META_LAST_PUSH_ERROR: &[u8] = b"push/last_error";
 
@@ -259,6 +269,79 @@ fn commit_error(e: CommitError) -> AgentError {
         CommitError::Closed => AgentError::Unavailable("the store is closed".into()),
         other => AgentError::StoreFailed(other.to_string()),
     }
+}
+
+/// A release at the hub, as the agent knows it: its revision and digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HubRelease {
+    /// The hub's current revision.
+    pub revision: u64,
+    /// Its digest (empty when the hub did not say).
+    pub digest: String,
+}
+
+impl HubRelease {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.revision.to_be_bytes().to_vec();
+        v.extend_from_slice(self.digest.as_bytes());
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Result<HubRelease, AgentError> {
+        let revision = be_u64(
+            bytes
+                .get(..8)
+                .ok_or_else(|| AgentError::Corrupt("a stored hub release".into()))?,
+        )?;
+        Ok(HubRelease {
+            revision,
+            digest: String::from_utf8_lossy(&bytes[8..]).into_owned(),
+        })
+    }
+}
+
+/// A period whose newest release at the hub this agent does not hold: the
+/// agent was restored from an older backup, or lost its data directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostMark {
+    /// What the hub holds.
+    pub hub: HubRelease,
+    /// The agent's last revision of the period, if it has one.
+    pub agent_revision: Option<u64>,
+}
+
+impl LostMark {
+    fn encode(&self) -> Vec<u8> {
+        let mut v = self.agent_revision.unwrap_or(0).to_be_bytes().to_vec();
+        v.extend(self.hub.encode());
+        v
+    }
+
+    fn decode(bytes: &[u8]) -> Result<LostMark, AgentError> {
+        let bad = || AgentError::Corrupt("a stored lost-period mark".into());
+        let agent = be_u64(bytes.get(..8).ok_or_else(bad)?)?;
+        Ok(LostMark {
+            agent_revision: (agent != 0).then_some(agent),
+            hub: HubRelease::decode(bytes.get(8..).ok_or_else(bad)?)?,
+        })
+    }
+}
+
+/// Every `prefix<period>` key of `meta` with its value, decoded by `f`.
+fn scan_periods<T>(
+    meta: &Tree,
+    prefix: &str,
+    f: impl Fn(&[u8]) -> Result<T, AgentError>,
+) -> Result<BTreeMap<Period, T>, AgentError> {
+    meta.scan_prefix(prefix)
+        .map(|kv| {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            let period = Period::parse(&name)
+                .map_err(|e| AgentError::Corrupt(format!("a period under {prefix}: {e}")))?;
+            Ok((period, f(&v)?))
+        })
+        .collect()
 }
 
 /// A dead-lettered submission: the hub refused it for good.
@@ -516,7 +599,14 @@ impl Store {
             let other = |p: Period| p.granularity() != granularity;
             let mut meta = Batch::default();
             let mut forgotten = 0;
-            for prefix in [META_LAST_PREFIX, META_QUEUED_PREFIX, META_DIRTY_PREFIX] {
+            for prefix in [
+                META_LAST_PREFIX,
+                META_QUEUED_PREFIX,
+                META_DIRTY_PREFIX,
+                META_LOST_PREFIX,
+                META_OVERRULED_PREFIX,
+                META_ACKED_PREFIX,
+            ] {
                 for k in w.trees.meta.scan_prefix(prefix).keys() {
                     let k = k?;
                     let name = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
@@ -668,18 +758,50 @@ impl Store {
             .collect()
     }
 
-    /// Removes an entry the hub has acknowledged, and notes the push.
+    /// Removes an entry the hub has acknowledged (as `release` of
+    /// `period`), and notes the push.
     pub async fn outbox_remove(
         &self,
         seq: u64,
         period: Option<Period>,
+        release: HubRelease,
         now_unix: i64,
     ) -> Result<(), AgentError> {
         self.write("outbox_ack", Durability::Flush, move |w| {
             w.remove_from_outbox(seq, period, None)?;
+            if let Some(p) = period {
+                w.set_acked(p, &release)?;
+            }
             w.set_push_result(Some(now_unix), "")
         })
         .await
+    }
+
+    /// Drops an outbox entry unsent (its period is held back).
+    pub async fn outbox_drop(&self, seq: u64, period: Period) -> Result<(), AgentError> {
+        self.write("outbox_ack", Durability::Flush, move |w| {
+            w.remove_from_outbox(seq, Some(period), None)
+        })
+        .await
+    }
+
+    /// The lost mark of `period`, if any.
+    pub fn lost(&self, period: Period) -> Result<Option<LostMark>, AgentError> {
+        self.inner
+            .trees
+            .meta
+            .get(format!("{META_LOST_PREFIX}{period}"))?
+            .map(|v| LostMark::decode(&v))
+            .transpose()
+    }
+
+    /// The last release of each period the hub acknowledged.
+    pub fn acked(&self) -> Result<BTreeMap<Period, HubRelease>, AgentError> {
+        scan_periods(
+            &self.inner.trees.meta,
+            META_ACKED_PREFIX,
+            HubRelease::decode,
+        )
     }
 
     /// Moves an entry the hub refused for good to the dead-letter tree, and notes why.
@@ -729,6 +851,29 @@ impl Store {
     /// How many submissions are dead-lettered.
     pub fn dead_len(&self) -> usize {
         self.inner.trees.dead.len()
+    }
+
+    /// Periods the hub holds newer releases of than this agent.
+    pub fn lost_periods(&self) -> Result<BTreeMap<Period, LostMark>, AgentError> {
+        scan_periods(&self.inner.trees.meta, META_LOST_PREFIX, LostMark::decode)
+    }
+
+    /// The hub releases the operator let re-imported records overrule.
+    pub fn overruled(&self) -> Result<BTreeMap<Period, HubRelease>, AgentError> {
+        scan_periods(
+            &self.inner.trees.meta,
+            META_OVERRULED_PREFIX,
+            HubRelease::decode,
+        )
+    }
+
+    /// Periods with a submission waiting in the outbox.
+    pub fn queued_periods(&self) -> Result<BTreeSet<Period>, AgentError> {
+        Ok(
+            scan_periods(&self.inner.trees.meta, META_QUEUED_PREFIX, |_| Ok(()))?
+                .into_keys()
+                .collect(),
+        )
     }
 
     /// Records a failed push attempt's error.
@@ -1111,6 +1256,92 @@ impl Writer {
             self.trees.dead.insert(&key[..], entry)?;
         }
         Ok(())
+    }
+
+    /// Every lost period, with its mark.
+    pub fn lost_periods(&self) -> Result<BTreeMap<Period, LostMark>, AgentError> {
+        scan_periods(&self.trees.meta, META_LOST_PREFIX, LostMark::decode)
+    }
+
+    /// The lost mark of `period`, if the hub holds a newer release of it.
+    pub fn lost(&self, period: Period) -> Result<Option<LostMark>, AgentError> {
+        self.trees
+            .meta
+            .get(format!("{META_LOST_PREFIX}{period}"))?
+            .map(|v| LostMark::decode(&v))
+            .transpose()
+    }
+
+    /// Marks `period` lost: the publisher holds it back.
+    pub fn mark_lost(&self, period: Period, mark: &LostMark) -> Result<(), AgentError> {
+        self.trees.meta.insert(
+            format!("{META_LOST_PREFIX}{period}").as_bytes(),
+            mark.encode(),
+        )?;
+        Ok(())
+    }
+
+    /// Clears `period`'s lost mark, if any.
+    pub fn clear_lost(&self, period: Period) -> Result<(), AgentError> {
+        self.trees
+            .meta
+            .remove(format!("{META_LOST_PREFIX}{period}").as_bytes())?;
+        Ok(())
+    }
+
+    /// The hub release of `period` that re-imported records may overrule.
+    pub fn overruled(&self, period: Period) -> Result<Option<HubRelease>, AgentError> {
+        self.trees
+            .meta
+            .get(format!("{META_OVERRULED_PREFIX}{period}"))?
+            .map(|v| HubRelease::decode(&v))
+            .transpose()
+    }
+
+    /// Lets the agent's records overrule the hub's `release` of `period`.
+    pub fn overrule(&self, period: Period, release: &HubRelease) -> Result<(), AgentError> {
+        self.trees.meta.insert(
+            format!("{META_OVERRULED_PREFIX}{period}").as_bytes(),
+            release.encode(),
+        )?;
+        Ok(())
+    }
+
+    /// Notes `release` as the last of `period` the hub acknowledged.
+    pub fn set_acked(&self, period: Period, release: &HubRelease) -> Result<(), AgentError> {
+        self.trees.meta.insert(
+            format!("{META_ACKED_PREFIX}{period}").as_bytes(),
+            release.encode(),
+        )?;
+        Ok(())
+    }
+
+    /// Forgets `period`'s last submission (not its true counts, which the
+    /// release gate keeps comparing with), so its next recomputation is
+    /// published even if it equals a release that never reached the hub.
+    pub fn forget_last(&self, period: Period) -> Result<(), AgentError> {
+        self.trees
+            .meta
+            .remove(format!("{META_LAST_PREFIX}{period}").as_bytes())?;
+        Ok(())
+    }
+
+    /// Whether a newly computed release of `period` (with `digest`, when
+    /// it was protected) must be held back because the hub holds a newer
+    /// release than this agent. A release equal to the hub's (the agent has
+    /// its records back) clears the mark and may go: the hub answers
+    /// DUPLICATE. Anything else waits for the re-import.
+    pub fn held_by_loss(&self, period: Period, digest: Option<&str>) -> Result<bool, AgentError> {
+        let Some(mark) = self.lost(period)? else {
+            return Ok(false);
+        };
+        if digest.is_some_and(|d| !mark.hub.digest.is_empty() && d == mark.hub.digest) {
+            self.clear_lost(period)?;
+            tracing::info!(%period, "the records again give the hub's release of a lost period: no longer held");
+            return Ok(false);
+        }
+        tracing::warn!(%period, hub_revision = mark.hub.revision, "held back: the hub holds a newer release of this period than this agent (re-import the latest full export)");
+        Ok(true)
     }
 
     fn set_push_result(&self, ok_at_unix: Option<i64>, error: &str) -> Result<(), AgentError> {

@@ -71,9 +71,20 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
         .collect();
     assert_eq!(upsert(&mut c, records).await.accepted, 40);
 
-    // The hub is down: pushes fail and are retried; nothing leaves the outbox.
+    // The hub is down: the first comparison with it fails and is retried
+    // (nothing is pushed before one succeeds); nothing leaves the outbox.
     let m = agent.agent.metrics().clone();
-    poll("push failures", || m.push_failures.get() >= 3).await;
+    let failed = lacnet_site_agent::metrics::ReconcileOutcome::Failed;
+    let queue = agent.agent.store().clone();
+    poll("failed attempts and a queue", || {
+        m.reconciles.get(failed) >= 3 && queue.outbox_len() >= 2
+    })
+    .await;
+    assert_eq!(
+        m.push_attempts.get(),
+        0,
+        "pushed before comparing with the hub"
+    );
     let s = status(&mut op).await;
     assert!(!s.last_push_error.is_empty());
     assert_eq!(s.last_push_unix, 0);

@@ -1,7 +1,9 @@
 //! Revisions that survive losing the data directory, with the real hub and
 //! agent over mTLS: a wiped directory, a directory played back from an older
-//! copy, a hub that already holds a revision from a clock that ran ahead, and
-//! a refusal that becomes a visible dead letter.
+//! copy, a hub that already holds a revision this agent never made, and a
+//! refusal that becomes a visible dead letter. An agent that lost state
+//! never publishes over the hub's newer release: it holds the period back
+//! and says so until the council confirms a full re-import.
 //!
 //! Each agent runs the default disclosure policy (the hub refuses weaker
 //! ones) except where a refusal is the point.
@@ -66,6 +68,37 @@ fn all_settled(store: &Store, hub: &TestHub) -> bool {
         })
 }
 
+/// Waits until the agent reports `period` lost (held back), and returns its status.
+async fn wait_lost(
+    op: &mut lacnet_proto::site::v1::site_agent_client::SiteAgentClient<tonic::transport::Channel>,
+    period: &str,
+) -> site::AgentStatus {
+    let started = std::time::Instant::now();
+    loop {
+        let s = status(op).await;
+        if s.lost_periods.iter().any(|l| l.period == period) {
+            assert!(s.lost_advice.contains("--full-export"), "{}", s.lost_advice);
+            return s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{period} never reported lost: {s:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The council says its full export is re-imported; returns the periods released.
+async fn confirm(
+    c: &mut lacnet_proto::site::v1::site_agent_client::SiteAgentClient<tonic::transport::Channel>,
+) -> Vec<String> {
+    c.confirm_full_import(site::ConfirmFullImportRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .released_periods
+}
+
 /// Checks the analysts' view of Q1 against what the agent last built.
 async fn hub_shows_the_agents_figures(pki: &Pki, hub: &TestHub, store: &Store) {
     let last = store.last_submission(q1()).unwrap().unwrap();
@@ -92,13 +125,27 @@ async fn a_wiped_data_directory_publishes_above_the_hubs_revisions() {
     drop((c, store));
     drop(agent.stop().await);
 
-    // The data directory is lost; the council re-imports, and more has happened since.
+    // The data directory is lost. New records arrive before the re-import:
+    // the agent must not publish them over the hub's fuller release.
     std::fs::remove_dir_all(&data).unwrap();
     let agent = TestAgent::start(&pki, o).await;
     let mut c = agent.client(&pki.council).await;
     let mut op = agent.client(&pki.operator).await;
-    assert_eq!(upsert(&mut c, batch("W", 40)).await.accepted, 40);
     assert_eq!(upsert(&mut c, batch("X", 20)).await.accepted, 20);
+    let s = wait_lost(&mut op, "2025-Q1").await;
+    let q1_lost = s
+        .lost_periods
+        .iter()
+        .find(|l| l.period == "2025-Q1")
+        .unwrap();
+    assert_eq!((q1_lost.hub_revision, q1_lost.agent_revision), (before, 0));
+    assert!(agent.agent.metrics().lost_periods.get() >= 1);
+    agent.agent.publish_now().await.unwrap();
+    agent.agent.flush().await.unwrap();
+    assert_eq!(hub.hub.current_revision(THURROCK, q1()), Some(before));
+    // The council re-imports its full export and says so.
+    assert_eq!(upsert(&mut c, batch("W", 40)).await.accepted, 40);
+    assert!(confirm(&mut c).await.contains(&"2025-Q1".to_owned()));
     let store = agent.agent.store().clone();
     wait_until("the re-imported figures at the hub", || {
         all_settled(&store, &hub)
@@ -114,6 +161,7 @@ async fn a_wiped_data_directory_publishes_above_the_hubs_revisions() {
     let s = status(&mut op).await;
     assert_eq!((s.outbox_depth, s.dead_letters), (0, 0));
     assert!(s.last_push_error.is_empty(), "{}", s.last_push_error);
+    assert!(s.lost_periods.is_empty(), "{:?}", s.lost_periods);
 
     drop((c, store));
     drop(agent.stop().await);
@@ -167,6 +215,42 @@ async fn a_data_directory_restored_from_an_older_copy_does_not_wedge() {
         night1
     );
     upsert(&mut c, batch("E", 25)).await;
+    // Night 1 plus day 3 lacks day 2's people: the hub keeps day 2's figure.
+    let s = wait_lost(&mut op, "2025-Q1").await;
+    let q1_lost = s
+        .lost_periods
+        .iter()
+        .find(|l| l.period == "2025-Q1")
+        .unwrap();
+    assert_eq!(
+        (q1_lost.hub_revision, q1_lost.agent_revision),
+        (day2, night1)
+    );
+    agent.agent.publish_now().await.unwrap();
+    agent.agent.flush().await.unwrap();
+    assert_eq!(hub.hub.current_revision(THURROCK, q1()), Some(day2));
+    assert_eq!(
+        hub.figure(&pki, INTROS, "2025-Q1").await.unwrap().1,
+        lacnet_proto::convert::count_to_proto(lacnet_core::disclosure::Count::Value(50))
+    );
+    // The preview says so too.
+    let preview = op
+        .preview_submission(site::PreviewSubmissionRequest {
+            period: Some(lacnet_proto::convert::period_to_proto(q1())),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(preview.decision, "held", "{}", preview.reason);
+    assert!(
+        preview.reason.contains("--full-export"),
+        "{}",
+        preview.reason
+    );
+    // The full export (days 1 to 3) is re-imported and confirmed.
+    upsert(&mut c, batch("B", 40)).await;
+    upsert(&mut c, batch("D", 10)).await;
+    assert!(confirm(&mut c).await.contains(&"2025-Q1".to_owned()));
     wait_until("day 3 at the hub", || {
         all_settled(&store, &hub) && store.last_submission(q1()).unwrap().unwrap().revision > day2
     })
@@ -174,10 +258,11 @@ async fn a_data_directory_restored_from_an_older_copy_does_not_wedge() {
     hub_shows_the_agents_figures(&pki, &hub, &store).await;
     assert_eq!(
         hub.figure(&pki, INTROS, "2025-Q1").await.unwrap().1,
-        lacnet_proto::convert::count_to_proto(lacnet_core::disclosure::Count::Value(65))
+        lacnet_proto::convert::count_to_proto(lacnet_core::disclosure::Count::Value(75))
     );
     let s = status(&mut op).await;
     assert_eq!((s.outbox_depth, s.dead_letters), (0, 0));
+    assert!(s.lost_periods.is_empty(), "{:?}", s.lost_periods);
 
     drop((c, store));
     drop(agent.stop().await);
@@ -185,7 +270,7 @@ async fn a_data_directory_restored_from_an_older_copy_does_not_wedge() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn superseded_content_is_reissued_above_the_hubs_revision() {
+async fn confirmed_content_is_reissued_above_a_hub_revision_it_never_made() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let hub = TestHub::start(&pki, &dir.path().join("hub")).await;
@@ -214,9 +299,14 @@ async fn superseded_content_is_reissued_above_the_hubs_revision() {
     assert_eq!(r.status(), lacnet_proto::hub::v1::ReceiptStatus::New);
 
     // This agent's figures differ; its own clock gives a lower revision.
+    // It has never seen the hub's release, so it holds Q1 back until the
+    // council confirms its records are complete; then they overrule it.
     let agent = TestAgent::start(&pki, pushing(&pki, &dir.path().join("agent"), &k1, &hub)).await;
     let mut c = agent.client(&pki.council).await;
+    let mut op = agent.client(&pki.operator).await;
     upsert(&mut c, batch("S", 45)).await;
+    wait_lost(&mut op, "2025-Q1").await;
+    assert!(confirm(&mut c).await.contains(&"2025-Q1".to_owned()));
     let store = agent.agent.store().clone();
     wait_until("the agent's figures to become current", || {
         settled(&store, &hub, q1())
@@ -244,7 +334,7 @@ async fn superseded_content_is_reissued_above_the_hubs_revision() {
     let revs = hub.hub.revisions(THURROCK, q1()).unwrap();
     assert_eq!(revs, vec![last.revision]);
 
-    drop((c, store));
+    drop((c, op, store));
     drop(agent.stop().await);
     hub.stop().await;
 }

@@ -1,5 +1,6 @@
 //! The server flags every lacnet service takes, written once: listen and
-//! admin addresses, request and drain timeouts, message size and transport limits.
+//! admin addresses, request and drain timeouts, message size, transport
+//! limits, and scheduled backups.
 //!
 //! A service flattens [`ServerArgs`] into its clap config
 //! (`#[command(flatten)] server: ServerArgs<HubFlags>`). The flag names are
@@ -70,6 +71,44 @@ pub struct ServerFlags {
     /// Concurrent calls (HTTP/2 streams) one connection may have in flight.
     #[arg(long, default_value_t = TransportLimits::default().max_concurrent_streams)]
     pub max_concurrent_streams: u32,
+    /// Take a backup this often, through the same in-service path as the
+    /// `backup` command (e.g. `6h`, `30m`, `90s`, `1d`; a bare number is
+    /// seconds). The first is taken at start-up. Unset: no scheduled backups.
+    #[arg(long, value_parser = parse_every)]
+    pub backup_every: Option<Duration>,
+    /// Scheduled backups to keep in --backup-dir; older ones are deleted.
+    #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
+    /// Directory for scheduled backups (on Kubernetes, the backups volume);
+    /// each is a subdirectory named after the service and the time.
+    #[arg(long)]
+    pub backup_dir: Option<std::path::PathBuf>,
+}
+
+/// Parses `--backup-every`: a whole number with an optional unit (`s`, `m`,
+/// `h`, `d`), at least a minute apart in production but any non-zero span
+/// is accepted (tests back up every second).
+pub fn parse_every(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| {
+        format!("{text:?} is not a whole number with an optional unit (s, m, h, d)")
+    })?;
+    let secs = match unit {
+        "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        other => return Err(format!("unknown unit {other:?}: use s, m, h or d")),
+    }
+    .ok_or_else(|| format!("{text:?} is too long"))?;
+    if secs == 0 {
+        return Err("must be more than zero (leave it unset for no scheduled backups)".into());
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 impl ServerFlags {
@@ -201,6 +240,33 @@ mod tests {
     }
 
     #[test]
+    fn backup_every_takes_units_and_refuses_nonsense() {
+        assert_eq!(parse_every("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_every("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_every("6h"), Ok(Duration::from_secs(21_600)));
+        assert_eq!(parse_every("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "",
+            "0",
+            "0h",
+            "h",
+            "5w",
+            "-1",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_every(bad).is_err(), "{bad}");
+        }
+        let cli =
+            Cli::try_parse_from(["svc", "--backup-every", "2h", "--backup-keep", "3"]).unwrap();
+        assert_eq!(cli.server.backup_every, Some(Duration::from_secs(7200)));
+        assert_eq!(cli.server.backup_keep, 3);
+        assert!(Cli::try_parse_from(["svc", "--backup-keep", "0"]).is_err());
+        let cli = Cli::try_parse_from(["svc"]).unwrap();
+        assert_eq!((cli.server.backup_every, cli.server.backup_keep), (None, 7));
+    }
+
+    #[test]
     fn defaults_come_from_the_service_and_the_transport_limits() {
         let cli = Cli::try_parse_from(["svc"]).unwrap();
         assert_eq!(cli.server.listen, "127.0.0.1:1443".parse().unwrap());
@@ -249,6 +315,9 @@ mod tests {
             "LACNET_FLAGS_TEST_KEEPALIVE_INTERVAL_SECS",
             "LACNET_FLAGS_TEST_KEEPALIVE_TIMEOUT_SECS",
             "LACNET_FLAGS_TEST_MAX_CONCURRENT_STREAMS",
+            "LACNET_FLAGS_TEST_BACKUP_EVERY",
+            "LACNET_FLAGS_TEST_BACKUP_KEEP",
+            "LACNET_FLAGS_TEST_BACKUP_DIR",
         ] {
             assert!(envs.iter().any(|e| e == env), "{env} missing from {envs:?}");
         }

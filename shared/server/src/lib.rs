@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod admin;
+pub mod backups;
 pub mod drain;
 pub mod flags;
 pub mod grpc;

@@ -8,7 +8,8 @@
 //! into a label. [`Registry::render`] writes the OpenMetrics text, with the
 //! process metrics of [`crate::process`] collected at each scrape.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 
 pub use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::family::Family;
@@ -165,6 +166,119 @@ impl Registry {
     }
 }
 
+crate::closed_label! {
+    /// How a scheduled backup ended.
+    pub enum BackupOutcome {
+        /// Written, with its manifest.
+        Ok = "ok",
+        /// Not written (see the error log line).
+        Failed = "failed",
+    }
+}
+
+/// The labels of `lacnet_backups_total`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct BackupLabels {
+    /// How it ended.
+    pub outcome: BackupOutcome,
+}
+
+impl ClosedLabelSet for BackupLabels {
+    fn all() -> Vec<Self> {
+        BackupOutcome::ALL
+            .iter()
+            .map(|&outcome| BackupLabels { outcome })
+            .collect()
+    }
+}
+
+impl From<BackupOutcome> for BackupLabels {
+    fn from(outcome: BackupOutcome) -> Self {
+        BackupLabels { outcome }
+    }
+}
+
+/// The scheduled backups' metrics, the same in every service (the scrape
+/// target tells them apart). The age is worked out at each scrape, so an
+/// alert on it fires even when the scheduler itself has stopped.
+#[derive(Debug, Clone)]
+pub struct BackupMetrics {
+    /// Backups taken, by outcome.
+    pub backups: CounterVec<BackupLabels>,
+    /// Size of the last good backup, in bytes.
+    pub last_size: Gauge,
+    /// When the last good backup finished (Unix seconds; 0: none since start).
+    pub last_success: Gauge,
+    last_success_at: Arc<AtomicI64>,
+}
+
+impl BackupMetrics {
+    /// Registers the backup metrics in `registry`.
+    pub fn register(registry: &Registry) -> BackupMetrics {
+        let last_success_at = Arc::new(AtomicI64::new(0));
+        registry.with(|r| {
+            r.register_collector(Box::new(BackupAge {
+                at: last_success_at.clone(),
+            }))
+        });
+        BackupMetrics {
+            backups: registry.counter_vec("lacnet_backups_total", "Scheduled backups, by outcome."),
+            last_size: registry.gauge(
+                "lacnet_backup_last_size_bytes",
+                "Size of the last good scheduled backup, in bytes.",
+            ),
+            last_success: registry.gauge(
+                "lacnet_backup_last_success_timestamp_seconds",
+                "When the last good scheduled backup finished (Unix seconds; 0: none since start).",
+            ),
+            last_success_at,
+        }
+    }
+
+    /// Notes a good backup of `bytes`, finished at `at_unix`.
+    pub fn succeeded(&self, bytes: u64, at_unix: i64) {
+        self.backups.inc(BackupOutcome::Ok);
+        self.last_size.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        self.last_success.set(at_unix);
+        self.last_success_at.store(at_unix, Ordering::Relaxed);
+    }
+
+    /// Notes a failed backup.
+    pub fn failed(&self) {
+        self.backups.inc(BackupOutcome::Failed);
+    }
+}
+
+/// `lacnet_backup_age_seconds`, from the last good backup to the scrape;
+/// absent until there has been one (an alert on `absent()` covers that).
+#[derive(Debug)]
+struct BackupAge {
+    at: Arc<AtomicI64>,
+}
+
+impl prometheus_client::collector::Collector for BackupAge {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        let at = self.at.load(Ordering::Relaxed);
+        if at <= 0 {
+            return Ok(());
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let g = prometheus_client::metrics::gauge::ConstGauge::new(now.saturating_sub(at).max(0));
+        g.encode(encoder.encode_descriptor(
+            "lacnet_backup_age_seconds",
+            "Seconds since the last good scheduled backup finished.",
+            None,
+            g.metric_type(),
+        )?)
+    }
+}
+
 /// Default latency buckets in seconds, from 100 µs to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -241,5 +355,39 @@ mod tests {
         );
         assert!(!text.contains("_total_total"), "{text}");
         assert_eq!(v.get(Reason::BadDate), 1);
+    }
+
+    #[test]
+    fn backup_age_appears_after_the_first_good_backup() {
+        let r = Registry::new();
+        let b = BackupMetrics::register(&r);
+        let text = r.render();
+        assert!(!text.contains("lacnet_backup_age_seconds"), "{text}");
+        assert!(
+            text.contains("lacnet_backups_total{outcome=\"failed\"} 0\n"),
+            "{text}"
+        );
+        b.failed();
+        let an_hour_ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            - 3600;
+        b.succeeded(1234, an_hour_ago);
+        let text = r.render();
+        assert!(
+            text.contains("lacnet_backup_last_size_bytes 1234\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_backups_total{outcome=\"failed\"} 1\n"),
+            "{text}"
+        );
+        let age: i64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("lacnet_backup_age_seconds "))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("an age line");
+        assert!((3600..3700).contains(&age), "{age}");
     }
 }

@@ -25,6 +25,7 @@
 
 pub mod backup;
 pub mod control;
+pub mod schedule;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
