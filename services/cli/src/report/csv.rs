@@ -93,6 +93,7 @@ pub fn render(report: &Report) -> Result<String, CliError> {
     // Cost avoided in pounds, all levels and Level 2 alone ("at least" when partial).
     if let Some(s) = &report.summary {
         for c in &s.cost_avoided {
+            let kinds = if c.level_2_released { 2 } else { 1 };
             for (id, label, pounds, partial, level) in [
                 (
                     "cost_avoided",
@@ -108,7 +109,10 @@ pub fn render(report: &Report) -> Result<String, CliError> {
                     c.level_2_partial,
                     "level_2",
                 ),
-            ] {
+            ]
+            .into_iter()
+            .take(kinds)
+            {
                 let mut row = vec![String::new(); HEADER.len()];
                 row[0] = "cost_avoided".into();
                 row[1] = s.period.clone();

@@ -405,12 +405,19 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
         esc(&s
             .cost_avoided
             .iter()
-            .map(|c| format!(
-                "{} £{}{}",
-                c.site_name,
-                thousands(c.level_2_pounds.round() as u64),
-                if c.level_2_partial { " (at least)" } else { "" }
-            ))
+            .map(|c| if c.level_2_released {
+                format!(
+                    "{} £{}{}",
+                    c.site_name,
+                    thousands(c.level_2_pounds.round() as u64),
+                    if c.level_2_partial { " (at least)" } else { "" }
+                )
+            } else {
+                format!(
+                    "{} not released for this kind of period (published for financial years)",
+                    c.site_name
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "))
     );

@@ -349,6 +349,10 @@ pub struct CostView {
     pub level_2_pounds: f64,
     /// Level 2's figure is a lower bound.
     pub level_2_partial: bool,
+    /// Whether this kind of period carries the outcomes by level (months and
+    /// quarters do not: Level 2's cost avoided is published for financial
+    /// years and the programme to date).
+    pub level_2_released: bool,
 }
 
 /// The network summary for one period.
@@ -634,6 +638,15 @@ fn summary_view(r: &hub::NetworkSummaryResponse, sites: &[SiteView]) -> SummaryV
             .cost_avoided
             .iter()
             .map(|c| CostView {
+                level_2_released: period_from_proto(r.period.as_ref(), "period").is_ok_and(|p| {
+                    lacnet_core::release::carries(
+                        p.granularity(),
+                        lacnet_core::metrics::level_outcome(
+                            lacnet_core::vocab::SupportLevel::Level2,
+                            lacnet_core::vocab::Outcome::ALL[0],
+                        ),
+                    )
+                }),
                 site_name: name(&c.site_code),
                 site_code: c.site_code.clone(),
                 pounds: c.cost_avoided_pence as f64 / 100.0,

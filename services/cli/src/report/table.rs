@@ -180,6 +180,9 @@ pub fn summary_table(report: &Report, groups: Option<&[&str]>) -> String {
                 .map_or_else(
                     || "-".to_owned(),
                     |c| {
+                        if !c.level_2_released {
+                            return NOT_RELEASED.to_owned();
+                        }
                         format!(
                             "£{}{}",
                             thousands(c.level_2_pounds.round() as u64),
