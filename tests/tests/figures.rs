@@ -408,11 +408,14 @@ async fn synced_summary(
 }
 
 fn cell(s: &hub::NetworkSummaryResponse, code: &str, metric: &str) -> Count {
-    let snap = s
+    // The summary lists only the figures the period kind carries.
+    let Some(snap) = s
         .metrics
         .iter()
         .find(|m| m.metric.as_ref().unwrap().id == metric)
-        .unwrap_or_else(|| panic!("no metric {metric}"));
+    else {
+        return Count::NotReleased;
+    };
     let row = snap
         .comparison
         .as_ref()
