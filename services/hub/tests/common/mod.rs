@@ -171,13 +171,15 @@ pub fn submission_of(
 }
 
 /// A valid submission as a site agent builds it: aggregates → disclosure control → digest.
+/// It carries what its kind of period carries (`lacnet_core::release`).
 pub fn submission(site: &str, period: &str, revision: u64, agg: &Aggregates) -> pb::Submission {
     let policy = DisclosurePolicy::default();
+    let carried = lacnet_core::release::carried(Period::parse(period).unwrap().granularity());
     submission_of(
         site,
         period,
         revision,
-        &disclosure::apply(agg, &policy),
+        &disclosure::release_alone(agg, &carried, &policy),
         policy,
     )
 }
