@@ -40,9 +40,9 @@ pub fn publication_order(periods: &mut [Period]) {
 /// steps join a month to its year, the programmes to date around the year,
 /// and the year beside each of them, and a first programme to date to the
 /// year its months are in; the third takes in those years' own periods.
-/// The long red team run measured 25 cells narrowed to 6 values over the
-/// whole series with one step, 15 with two and 8 with three (each step
-/// doubles its publishing time); see `docs/disclosure.md`.
+/// Each step roughly doubles the publishing time of a monthly site; the long
+/// red team run still finds cells narrowed to 6 values over the whole
+/// series at three (see `docs/disclosure.md`, Measured).
 const REACH: usize = 3;
 
 /// The covers a release of `period` is protected with: every cover within
