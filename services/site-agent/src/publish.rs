@@ -166,26 +166,15 @@ pub fn decide_early(
     }
 }
 
-/// Whether a newly computed release of `period` is published, given the
-/// true counts behind the last release (if any) and the digests.
-#[allow(clippy::too_many_arguments)]
-pub fn decide(
-    period: Period,
-    today: Date,
-    embargo_days: u32,
-    policy: &DisclosurePolicy,
-    truth: &[u64],
-    last_truth: Option<&[u64]>,
-    digest: &str,
-    last_digest: Option<&str>,
-) -> Decision {
-    if let Some(early) = decide_early(period, today, embargo_days, policy, truth, last_truth) {
-        return early;
+/// Whether a newly computed release is published, given what
+/// [`decide_early`] said and the digests: it is unless it is the same as the
+/// last release.
+pub fn decide(early: Option<Decision>, digest: &str, last_digest: Option<&str>) -> Decision {
+    match early {
+        Some(early) => early,
+        None if last_digest == Some(digest) => Decision::Unchanged,
+        None => Decision::Publish,
     }
-    if last_digest == Some(digest) {
-        return Decision::Unchanged;
-    }
-    Decision::Publish
 }
 
 /// The spans whose figures depend on the dirty months or quarters `dirty`:
@@ -470,9 +459,6 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
             let store = &a.inner().store;
             let (view, truth) = released(&a, &[period])?;
             let counts = truth.get(&period).cloned().unwrap_or_default();
-            // What the hub holds stays when the gate holds the period: the
-            // agent would send nothing, so the preview shows the release as
-            // it is, not one protected afresh among today's linked releases.
             let o = a.options();
             let last_truth = store.published_truth(period)?;
             let early = decide_early(
@@ -483,29 +469,21 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
                 &counts,
                 last_truth.as_deref(),
             );
+            let last = store.last_submission(period)?;
+            // What the hub holds stays when the gate holds the period: the
+            // agent would send nothing, so the preview shows the release as
+            // it is, not one protected afresh among today's linked releases.
             if let (Some(decision @ (Decision::Unchanged | Decision::Held { .. })), Some(last)) =
-                (early, store.last_submission(period)?)
+                (&early, &last)
             {
                 return Ok(Preview {
-                    submission: last,
-                    decision,
+                    submission: last.clone(),
+                    decision: decision.clone(),
                 });
             }
             let published = view.protect(period, &counts)?;
-            let o = a.options();
             let digest = submission::digest(&o.site_code, period, &o.policy, &published);
-            let last = store.last_submission(period)?;
-            let last_truth = store.published_truth(period)?;
-            let decision = decide(
-                period,
-                a.today(),
-                o.embargo_days,
-                &o.policy,
-                &counts,
-                last_truth.as_deref(),
-                &digest,
-                last.as_ref().map(|l| l.digest.as_str()),
-            );
+            let decision = decide(early, &digest, last.as_ref().map(|l| l.digest.as_str()));
             let submission = match last {
                 Some(l) if l.digest == digest => l,
                 last => {
