@@ -512,6 +512,16 @@ impl SiteAgent for SiteAgentService {
                 .inner()
                 .last_reconcile
                 .load(std::sync::atomic::Ordering::Relaxed),
+            publish_rounds: self
+                .agent
+                .inner()
+                .publish_rounds.load(std::sync::atomic::Ordering::Relaxed),
+            releases_enqueued: self
+                .agent
+                .inner()
+                .releases_enqueued
+                .load(std::sync::atomic::Ordering::Relaxed),
+            periods_pending: store.dirty_periods()?.len() as u64,
             site_code: o.site_code.clone(),
             record_count: store.record_count()?,
             active_key_id: active_id.to_string(),

@@ -152,6 +152,14 @@ impl RecordMeta {
         }
     }
 
+    /// Whether a record with these dates may count in the days from
+    /// `start` to `end`: introduced by the end and not closed before the
+    /// start. (The inactivity rule can only narrow this.)
+    pub fn may_count_in(&self, start: Date, end: Date) -> bool {
+        self.introduced_on <= end.to_storage()
+            && (self.closed_on == OPEN || self.closed_on >= start.to_storage())
+    }
+
     /// The periods a record with these dates counts in (as
     /// `lacnet_core::aggregate::periods_touched`).
     pub fn periods(&self, granularity: Granularity, today: Date) -> impl Iterator<Item = Period> {
@@ -245,6 +253,15 @@ impl Index {
             .map(|id| self.entries[*id as usize].meta.introduced_on)
             .min()
             .map(Date::from_storage)
+    }
+
+    /// What the index remembers of every stored record.
+    pub fn metas(&self) -> impl Iterator<Item = RecordMeta> + '_ {
+        self.records
+            .slots
+            .iter()
+            .filter(|&&id| id != NONE)
+            .map(|id| self.entries[*id as usize].meta)
     }
 
     /// The id of a stored record.

@@ -210,6 +210,10 @@ pub(crate) struct Inner {
     generation: AtomicU64,
     /// When the last comparison with the hub completed (Unix seconds; 0: none yet).
     pub(crate) last_reconcile: std::sync::atomic::AtomicI64,
+    /// Publishing rounds completed since start, and the releases they
+    /// enqueued: what a restart over unchanged data costs is visible.
+    pub(crate) publish_rounds: AtomicU64,
+    pub(crate) releases_enqueued: AtomicU64,
     pub(crate) threads: usize,
     /// Blocking work (pseudonymising, scanning the store). It cannot be
     /// cancelled, so a call cut off at shutdown leaves it running with its
@@ -265,11 +269,15 @@ impl Agent {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
-        // Recompute every period once at start-up: a crash can lose a dirty
+        // After a crash, recompute every period once: it can lose a dirty
         // mark written after the records it was for, and a recomputation
-        // whose digest has not changed publishes nothing.
+        // whose counts have not changed publishes nothing. After a clean
+        // shutdown every mark is on disk, and a restart recomputes nothing.
         let first = store.index().earliest_introduction();
-        if let Some(first) = first {
+        if store.clean_start() {
+            tracing::info!("the last run shut down cleanly: no period to recompute at start");
+        } else if let Some(first) = first {
+            tracing::info!("the last run did not shut down cleanly: every period is recomputed once");
             let g = options.granularity;
             let today = options
                 .today
@@ -318,6 +326,8 @@ impl Agent {
                 publishing: tokio::sync::Mutex::new(()),
                 generation: AtomicU64::new(seed + 1),
                 last_reconcile: std::sync::atomic::AtomicI64::new(0),
+                publish_rounds: AtomicU64::new(0),
+                releases_enqueued: AtomicU64::new(0),
                 threads,
                 options,
                 blocking: tokio_util::task::TaskTracker::new(),
@@ -452,8 +462,10 @@ pub async fn serve(
     if let Some(reason) = agent.store().failure() {
         return Err(AgentError::StoreFailed(reason));
     }
-    // Flush even if serving failed, so nothing acknowledged is lost.
-    let flushed = agent.flush().await;
+    // Flush even if serving failed, so nothing acknowledged is lost. Nothing
+    // writes after this (calls, background tasks and their blocking work have
+    // ended), so the shutdown is recorded as clean.
+    let flushed = agent.store().shut_down_cleanly().await;
     tracing::info!("site agent stopped; store flushed");
     served?;
     flushed

@@ -37,6 +37,7 @@
 //! learns the hub's own latest revision from its receipts and re-issues above
 //! it (see `outbox.rs`), which covers a clock that went backwards.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use std::collections::{BTreeSet, HashMap};
@@ -44,6 +45,7 @@ use std::collections::{BTreeSet, HashMap};
 use lacnet_core::aggregate::{CountingRules, PeriodAggregator};
 use lacnet_core::disclosure::{DisclosurePolicy, Published};
 use lacnet_core::metrics::Aggregates;
+use lacnet_core::pseudonym::Pseudonym;
 use lacnet_core::{Date, Granularity, Period, submission};
 use lacnet_proto::common::v1 as pb;
 use lacnet_store::Durability;
@@ -130,6 +132,12 @@ impl Decision {
     }
 }
 
+/// The first day `period` may be published: the day after it closes and
+/// its embargo passes.
+pub fn embargo_ends(period: Period, embargo_days: u32) -> Date {
+    Date::from_days_since_epoch(period.end().days_since_epoch() + i64::from(embargo_days) + 1)
+}
+
 /// What can be decided before a release is protected, from the dates and
 /// the true counts alone: the embargo, and the release gate (no more than
 /// the threshold's worth of people changed since the last release).
@@ -143,8 +151,7 @@ pub fn decide_early(
     truth: &[u64],
     last_truth: Option<&[u64]>,
 ) -> Option<Decision> {
-    let until =
-        Date::from_days_since_epoch(period.end().days_since_epoch() + i64::from(embargo_days) + 1);
+    let until = embargo_ends(period, embargo_days);
     if today < until {
         return Some(Decision::Embargoed { until });
     }
@@ -209,31 +216,95 @@ pub fn spans_of(dirty: &[Period], programme_start: Option<Date>, today: Date) ->
     spans
 }
 
-/// True counts for each of `periods` under the agent's counting rules, from
-/// one scan over every record.
+/// What one person costs a period's aggregator: a 32-byte pseudonym, its
+/// flags and outcome bits, and the hash table's slack.
+const BYTES_PER_PERSON: usize = 64;
+
+/// The most the per-person tables of one scan may hold. A monthly council of
+/// a million records has some ten million (person, period) pairs over three
+/// years of months, years and programmes to date: held at once, they took
+/// 600 MB, above the pod's limit. Scanning in passes, each over a disjoint
+/// share of the people, bounds the peak at this, for a scan per pass.
+const SCAN_BUDGET_BYTES: usize = 48 << 20;
+
+/// How many passes the scans for `periods` need to stay within the budget,
+/// from an upper bound of their (person, period) pairs: a record counts in a
+/// period only if its dates overlap it, which the index knows without
+/// reading a record.
+fn passes_for(store: &Store, periods: &[Period], rules: CountingRules) -> usize {
+    let spans: Vec<(Date, Date)> = periods
+        .iter()
+        .map(|p| (p.start_for(rules.programme_start), p.end()))
+        .collect();
+    let pairs: usize = store
+        .index()
+        .metas()
+        .map(|m| spans.iter().filter(|(s, e)| m.may_count_in(*s, *e)).count())
+        .sum();
+    (pairs * BYTES_PER_PERSON).div_ceil(SCAN_BUDGET_BYTES).max(1)
+}
+
+/// Which pass counts a person: pseudonyms are HMAC output, so their leading
+/// bytes split people evenly.
+fn pass_of(person: &Pseudonym, passes: usize) -> usize {
+    let mut lead = [0u8; 8];
+    lead.copy_from_slice(&person.0[..8]);
+    (u64::from_le_bytes(lead) % passes as u64) as usize
+}
+
+/// True counts for each of `periods` under the agent's counting rules, in as
+/// few scans over every record as the memory budget allows.
 pub fn aggregate_periods(
     store: &Store,
     periods: &[Period],
     rules: CountingRules,
 ) -> Result<Vec<Aggregates>, AgentError> {
-    let mut aggs: Vec<PeriodAggregator> = periods
-        .iter()
-        .map(|p| PeriodAggregator::with_rules(*p, rules, 0))
-        .collect();
-    for r in store.records() {
-        let r = r?;
-        for a in &mut aggs {
-            a.add(&r);
-        }
-    }
-    Ok(aggs.into_iter().map(PeriodAggregator::finish).collect())
+    let passes = passes_for(store, periods, rules);
+    aggregate_periods_in(store, periods, rules, passes)
 }
 
-/// The current true counts of `periods` and of every release they are
-/// protected against, from one scan; and a view of the site's releases over them.
+/// [`aggregate_periods`] in `passes` scans. Every count is a sum over people
+/// (or over their records), so each pass counts a disjoint share of the
+/// people in full and the passes' tables add up to the whole.
+pub fn aggregate_periods_in(
+    store: &Store,
+    periods: &[Period],
+    rules: CountingRules,
+    passes: usize,
+) -> Result<Vec<Aggregates>, AgentError> {
+    let passes = passes.max(1);
+    let mut totals = vec![Aggregates::default(); periods.len()];
+    for pass in 0..passes {
+        let mut aggs: Vec<PeriodAggregator> = periods
+            .iter()
+            .map(|p| PeriodAggregator::with_rules(*p, rules, 0))
+            .collect();
+        for r in store.records() {
+            let r = r?;
+            if passes > 1 && pass_of(&r.person, passes) != pass {
+                continue;
+            }
+            for a in &mut aggs {
+                a.add(&r);
+            }
+        }
+        for (total, a) in totals.iter_mut().zip(aggs) {
+            total.add(&a.finish());
+        }
+    }
+    if passes > 1 {
+        tracing::debug!(periods = periods.len(), passes, "counted in passes");
+    }
+    Ok(totals)
+}
+
+/// The true counts of `periods` and of every release they are protected
+/// against, adding to those already `known`; and a view of the site's
+/// releases over them.
 fn released<'a>(
     agent: &'a Agent,
     periods: &[Period],
+    mut known: HashMap<Period, Vec<u64>>,
 ) -> Result<(Released<'a>, HashMap<Period, Vec<u64>>), AgentError> {
     let o = agent.options();
     let mut all: BTreeSet<Period> = periods.iter().copied().collect();
@@ -243,21 +314,22 @@ fn released<'a>(
         o.granularity,
         o.programme_start,
     )?);
-    let all: Vec<Period> = all.into_iter().collect();
-    let aggregates = aggregate_periods(agent.store(), &all, o.rules())?;
-    let truth: HashMap<Period, Vec<u64>> = all
-        .into_iter()
-        .zip(aggregates)
-        .map(|(p, a)| (p, a.counts.to_vec()))
-        .collect();
+    let missing: Vec<Period> = all.into_iter().filter(|p| !known.contains_key(p)).collect();
+    let aggregates = aggregate_periods(agent.store(), &missing, o.rules())?;
+    known.extend(
+        missing
+            .into_iter()
+            .zip(aggregates)
+            .map(|(p, a)| (p, a.counts.to_vec())),
+    );
     let view = Released::new(
         agent.store(),
         o.policy,
         o.granularity,
         o.programme_start,
-        truth.clone(),
+        known.clone(),
     );
-    Ok((view, truth))
+    Ok((view, known))
 }
 
 /// The wire submission for a protected table.
@@ -297,6 +369,16 @@ struct Decided {
 /// Returns how many submissions were enqueued.
 pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     let _round = agent.inner().publishing.lock().await;
+    let enqueued = publish_round(agent).await;
+    let inner = agent.inner();
+    inner.publish_rounds.fetch_add(1, Ordering::Relaxed);
+    if let Ok(n) = enqueued {
+        inner.releases_enqueued.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    enqueued
+}
+
+async fn publish_round(agent: &Agent) -> Result<usize, AgentError> {
     let store = agent.store().clone();
     let dirty = store.dirty_periods()?;
     if dirty.is_empty() {
@@ -317,20 +399,56 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
         }
         let mut periods: Vec<Period> = generations.keys().copied().collect();
         linked::publication_order(&mut periods);
-        let (mut view, truth) = released(&a, &periods)?;
-        let mut out = Vec::with_capacity(periods.len());
-        for period in periods {
-            let truth = truth.get(&period).cloned().unwrap_or_default();
-            let last_truth = a.store().published_truth(period)?;
-            let generation = generations.get(&period).copied().flatten();
-            let early = decide_early(
+        let today = a.today();
+        // The embargo first, from the dates alone: a period still under
+        // embargo (the current one, on every scheduled round) costs no scan,
+        // so a restart over unchanged data is cheap.
+        let (waiting, due): (Vec<Period>, Vec<Period>) = periods
+            .into_iter()
+            .partition(|p| embargo_ends(*p, o.embargo_days) > today);
+        let mut out = Vec::with_capacity(waiting.len() + due.len());
+        for period in waiting {
+            out.push(Decided {
                 period,
-                a.today(),
+                generation: generations.get(&period).copied().flatten(),
+                truth: Vec::new(),
+                published: None,
+                decision: Decision::Embargoed {
+                    until: embargo_ends(period, o.embargo_days),
+                },
+            });
+        }
+        // Then the gate, from each period's own counts; only what passes both
+        // is protected, and only that needs its linked releases' counts.
+        let own = aggregate_periods(a.store(), &due, o.rules())?;
+        let own: HashMap<Period, Vec<u64>> = due
+            .iter()
+            .copied()
+            .zip(own.into_iter().map(|x| x.counts.to_vec()))
+            .collect();
+        let mut early = HashMap::with_capacity(due.len());
+        for period in &due {
+            let last_truth = a.store().published_truth(*period)?;
+            let decision = decide_early(
+                *period,
+                today,
                 o.embargo_days,
                 &o.policy,
-                &truth,
+                &own[period],
                 last_truth.as_deref(),
             );
+            early.insert(*period, decision);
+        }
+        let protect: Vec<Period> = due
+            .iter()
+            .copied()
+            .filter(|p| early[p].is_none())
+            .collect();
+        let (mut view, truth) = released(&a, &protect, own)?;
+        for period in due {
+            let truth = truth.get(&period).cloned().unwrap_or_default();
+            let generation = generations.get(&period).copied().flatten();
+            let early = early.remove(&period).flatten();
             // Only a release the embargo and the gate let through is
             // protected; what is left to decide is whether it differs.
             let (decision, published) = match early {
@@ -457,7 +575,7 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
     agent
         .spawn_blocking(move || {
             let store = &a.inner().store;
-            let (view, truth) = released(&a, &[period])?;
+            let (view, truth) = released(&a, &[period], HashMap::new())?;
             let counts = truth.get(&period).cloned().unwrap_or_default();
             let o = a.options();
             let last_truth = store.published_truth(period)?;

@@ -77,6 +77,13 @@ const META_OVERRULED_PREFIX: &str = "overruled/";
 /// other one the agent does not know.
 const META_ACKED_PREFIX: &str = "acked/";
 const META_LAST_PUSH: &[u8] = b"push/last_unix";
+/// Present only while the agent is stopped after a clean shutdown. Dirty
+/// marks live in sled and records in segment files, written in that order
+/// but flushed segments first, so a crash between the two can leave records
+/// whose periods are not marked; after a crash every period is recomputed
+/// once. Removed (durably) at open, before any write, so its presence means
+/// every write's marks were flushed.
+const META_CLEAN_SHUTDOWN: &[u8] = b"shutdown/clean";
 const META_LAST_PUSH_ERROR: &[u8] = b"push/last_error";
 
 /// A new write joins the newest segment while it holds fewer entries than this.
@@ -102,6 +109,8 @@ impl std::fmt::Debug for Store {
 
 struct StoreInner {
     dir: PathBuf,
+    /// Whether the last run ended with [`Store::shut_down_cleanly`].
+    clean_start: bool,
     segments: SegmentDir,
     trees: Trees,
     index: Arc<RwLock<Index>>,
@@ -399,6 +408,10 @@ impl Store {
                 });
             }
         }
+        let clean_start = trees.meta.remove(META_CLEAN_SHUTDOWN)?.is_some();
+        if clean_start {
+            db.flush().map_err(|e| at("cannot write", e))?;
+        }
         let segments = SegmentDir(dir.join("segments"));
         std::fs::create_dir_all(&segments.0).map_err(|e| AgentError::DataDir {
             path: segments.0.clone(),
@@ -437,6 +450,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(StoreInner {
                 dir: dir.to_path_buf(),
+                clean_start,
                 segments,
                 trees,
                 index,
@@ -536,6 +550,23 @@ impl Store {
     /// Completes when the store fails.
     pub async fn failed(&self) {
         self.inner.committer.failed().await;
+    }
+
+    /// Whether the previous run shut down cleanly, so every record's periods
+    /// were marked dirty durably (see `META_CLEAN_SHUTDOWN`).
+    pub fn clean_start(&self) -> bool {
+        self.inner.clean_start
+    }
+
+    /// The last write of a clean shutdown, once nothing else writes: flushes
+    /// everything and records that it did, so the next start need not
+    /// recompute every period.
+    pub async fn shut_down_cleanly(&self) -> Result<(), AgentError> {
+        self.write("clean_shutdown", Durability::Flush, |w| {
+            w.trees.meta.insert(META_CLEAN_SHUTDOWN, &[1u8][..])?;
+            Ok(())
+        })
+        .await
     }
 
     /// Finishes queued writes, flushes, and stops the writer thread, releasing

@@ -589,6 +589,14 @@ impl Default for Aggregates {
 }
 
 impl Aggregates {
+    /// Adds another table's counts: the counts of two disjoint sets of
+    /// people (every count is a sum over people or over their records).
+    pub fn add(&mut self, other: &Aggregates) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *a += b;
+        }
+    }
+
     /// The count of a metric by id, if the id exists.
     pub fn get(&self, id: &str) -> Option<u64> {
         catalogue().index_of(id).map(|i| self.counts[i])
