@@ -515,7 +515,8 @@ impl SiteAgent for SiteAgentService {
             publish_rounds: self
                 .agent
                 .inner()
-                .publish_rounds.load(std::sync::atomic::Ordering::Relaxed),
+                .publish_rounds
+                .load(std::sync::atomic::Ordering::Relaxed),
             releases_enqueued: self
                 .agent
                 .inner()

@@ -277,7 +277,9 @@ impl Agent {
         if store.clean_start() {
             tracing::info!("the last run shut down cleanly: no period to recompute at start");
         } else if let Some(first) = first {
-            tracing::info!("the last run did not shut down cleanly: every period is recomputed once");
+            tracing::info!(
+                "the last run did not shut down cleanly: every period is recomputed once"
+            );
             let g = options.granularity;
             let today = options
                 .today

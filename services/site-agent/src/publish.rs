@@ -33,9 +33,15 @@
 //! milliseconds, strictly above the last revision the agent knows for the
 //! period. A counter from 1 would start again at 1 after the data directory
 //! is lost or restored from a backup, and the hub, which keeps the highest
-//! revision current, would then ignore the agent for good. The outbox also
-//! learns the hub's own latest revision from its receipts and re-issues above
-//! it (see `outbox.rs`), which covers a clock that went backwards.
+//! revision current, would then ignore the agent for good. A release the hub
+//! outranks is re-issued above the hub's revision only once the council has
+//! confirmed a re-import of its full export (see `outbox.rs` and
+//! `reconcile.rs`): otherwise the agent lost state and holds the period back.
+//!
+//! A round costs bounded memory whatever the council's size: the embargo is
+//! decided from dates before anything is counted, and the periods are counted
+//! in as many scans as keep the per-person tables within a fixed budget
+//! ([`aggregate_periods`]), each scan counting a disjoint share of the people.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -241,7 +247,9 @@ fn passes_for(store: &Store, periods: &[Period], rules: CountingRules) -> usize 
         .metas()
         .map(|m| spans.iter().filter(|(s, e)| m.may_count_in(*s, *e)).count())
         .sum();
-    (pairs * BYTES_PER_PERSON).div_ceil(SCAN_BUDGET_BYTES).max(1)
+    (pairs * BYTES_PER_PERSON)
+        .div_ceil(SCAN_BUDGET_BYTES)
+        .max(1)
 }
 
 /// Which pass counts a person: pseudonyms are HMAC output, so their leading
@@ -373,7 +381,9 @@ pub async fn publish_once(agent: &Agent) -> Result<usize, AgentError> {
     let inner = agent.inner();
     inner.publish_rounds.fetch_add(1, Ordering::Relaxed);
     if let Ok(n) = enqueued {
-        inner.releases_enqueued.fetch_add(n as u64, Ordering::Relaxed);
+        inner
+            .releases_enqueued
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
     enqueued
 }

@@ -80,7 +80,11 @@ async fn counting_in_passes_split_by_person_gives_the_same_counts() {
     assert_eq!(ptd.get("people_active"), Some(people.len() as u64));
     assert!(people.len() > 200);
     assert!(
-        whole.iter().filter(|a| a.get("outcome.community_connection") > Some(0)).count() > 3
+        whole
+            .iter()
+            .filter(|a| a.get("outcome.community_connection") > Some(0))
+            .count()
+            > 3
     );
 }
 
@@ -173,7 +177,10 @@ async fn only_a_crash_makes_the_next_start_recompute_every_period() {
     agent.kill();
     let agent = AgentProcess::spawn(dir.path(), &data, &settings);
     ready(&agent).await;
-    assert!(agent.logged(UNCLEAN), "a start after SIGKILL trusted the marks");
+    assert!(
+        agent.logged(UNCLEAN),
+        "a start after SIGKILL trusted the marks"
+    );
     // SIGTERM: a clean shutdown, and a start that recomputes nothing.
     agent.terminate();
     let mut agent = agent;
@@ -187,5 +194,8 @@ async fn only_a_crash_makes_the_next_start_recompute_every_period() {
     agent.kill();
     let agent = AgentProcess::spawn(dir.path(), &data, &settings);
     ready(&agent).await;
-    assert!(agent.logged(UNCLEAN), "a crash after a clean start was taken as clean");
+    assert!(
+        agent.logged(UNCLEAN),
+        "a crash after a clean start was taken as clean"
+    );
 }
