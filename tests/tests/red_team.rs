@@ -625,13 +625,17 @@ impl SolvedSeries {
     }
 }
 
-/// Every release an analyst can read for one site: each month from April
-/// 2000 to the end of the last financial year with data (`None` where the
-/// hub holds none: no activity), each financial year, and each programme
-/// to date (published at financial-year ends).
+/// Every release an analyst can read for one site: each month (or quarter,
+/// for a quarterly site) from April 2000 to the end of the last financial
+/// year with data (`None` where the hub holds none: no activity), each
+/// financial year, and each programme to date (published at financial-year
+/// ends).
 struct WholeSeries {
     site: String,
-    /// Month slots; slot 0 is April 2000, month index -9.
+    /// Months or quarters in a year: 12 or 4.
+    per_year: i64,
+    /// Month or quarter slots; slot 0 is April 2000 (month index -9,
+    /// quarter index -3, counting from January 2001).
     months: Vec<Option<Vec<Count>>>,
     /// (year, release) of FY`year`.
     years: Vec<(i32, Option<Vec<Count>>)>,
@@ -639,21 +643,33 @@ struct WholeSeries {
     ptds: Vec<(i32, Option<Vec<Count>>)>,
 }
 
-/// Month index (0 = January 2001) of slot 0 of a [`WholeSeries`].
-const FIRST_SLOT_MONTH: i64 = -9;
+/// The month (`per_year` 12) or quarter (4) `i` counted from January 2001.
+fn unit_pb(per_year: i64, i: usize) -> pb::Period {
+    if per_year == 12 {
+        return month_pb(i);
+    }
+    span_pb(
+        pb::Granularity::Quarter,
+        2001 + (i / 4) as i32,
+        (i % 4 + 1) as u32,
+    )
+}
 
+/// `units` months or quarters of releases from January 2001 (`first`, keyed
+/// by site and unit), and the site's years and programmes to date.
 async fn whole_series(
     hub: &TestHub,
     net: &NetworkPki,
     site: &str,
-    months: usize,
+    (units, per_year): (usize, i64),
     first: &HashMap<(String, usize), Published>,
 ) -> WholeSeries {
-    let last_year = 2001 + (months as i32 - 1) / 12;
-    let slots = ((last_year - 2000 + 1) * 12) as usize;
+    let last_year = 2001 + (units as i64 - 1) / per_year;
+    let slots = ((last_year - 2000 + 1) * per_year) as usize;
+    let first_slot = -(per_year * 3 / 4);
     let month_slots = (0..slots)
         .map(|k| {
-            let m = k as i64 + FIRST_SLOT_MONTH;
+            let m = k as i64 + first_slot;
             usize::try_from(m)
                 .ok()
                 .and_then(|m| first.get(&(site.to_owned(), m)))
@@ -661,6 +677,7 @@ async fn whole_series(
         })
         .collect();
     let mut years = Vec::new();
+    let last_year = last_year as i32;
     for y in 2000..=last_year {
         let fy = span_snapshot(hub, net, span_pb(pb::Granularity::FinancialYear, y, 1)).await;
         years.push((y, fy.get(site).map(|t| t.counts.to_vec())));
@@ -672,6 +689,7 @@ async fn whole_series(
     }
     WholeSeries {
         site: site.to_owned(),
+        per_year,
         months: month_slots,
         years,
         ptds,
@@ -679,9 +697,14 @@ async fn whole_series(
 }
 
 impl WholeSeries {
-    /// The slot of month index `m` (0 = January 2001).
-    fn slot(m: i64) -> usize {
-        (m - FIRST_SLOT_MONTH) as usize
+    /// The slot of month or quarter index `m` (0 = January 2001).
+    fn slot(&self, m: i64) -> usize {
+        (m + self.per_year * 3 / 4) as usize
+    }
+
+    /// The slot of April of `year`, where its financial year starts.
+    fn april(&self, year: i32) -> usize {
+        self.slot(i64::from(year - 2001) * self.per_year + self.per_year / 4)
     }
 
     /// The difference-constraint system of one metric over the whole series.
@@ -696,17 +719,17 @@ impl WholeSeries {
                 s.figure(format!("month slot {k}"), k, k + 1, c);
             }
         }
+        let per_year = self.per_year as usize;
         for (y, release) in &self.years {
-            // April of year y is month (y - 2001) * 12 + 3.
-            let a = Self::slot(i64::from(y - 2001) * 12 + 3);
-            let b = (a + 12).min(self.months.len());
+            let a = self.april(*y);
+            let b = (a + per_year).min(self.months.len());
             let c = release.as_ref().map_or(Count::Value(0), |r| r[metric]);
             s.figure(format!("FY{y}"), a, b, c);
         }
         for (y, release) in &self.ptds {
-            let b = Self::slot(i64::from(y - 2001) * 12 + 3).min(self.months.len());
+            let b = self.april(*y).min(self.months.len());
             if let Some(r) = release {
-                s.figure(format!("PTD{y}-03"), Self::slot(0), b, r[metric]);
+                s.figure(format!("PTD{y}-03"), self.slot(0), b, r[metric]);
             }
         }
         s
@@ -727,10 +750,10 @@ impl WholeSeries {
             releases.push(release.clone());
             always.push(true);
             year_slot.insert(*y, slot);
-            let a = Self::slot(i64::from(y - 2001) * 12 + 3);
+            let a = self.april(*y);
             covers.push(CoverSlots {
                 span: slot,
-                members: (a..(a + 12).min(n_months)).collect(),
+                members: (a..(a + self.per_year as usize).min(n_months)).collect(),
                 first_partial: false,
             });
         }
@@ -742,7 +765,7 @@ impl WholeSeries {
             let members = match before {
                 // The programme started in January 2001: the first programme
                 // to date is January to March 2001.
-                None => (Self::slot(0)..Self::slot(3)).collect(),
+                None => (self.slot(0)..self.april(2001)).collect(),
                 Some(prev) => {
                     let year = *year_slot.entry(y - 1).or_insert_with(|| {
                         releases.push(None);
@@ -983,6 +1006,7 @@ async fn start_site(
     code: &'static str,
     name: &str,
     root: &Path,
+    granularity: Granularity,
 ) -> Site {
     let pki = CouncilPki::new(name);
     let key_path = root.join(format!("{name}.key"));
@@ -994,7 +1018,7 @@ async fn start_site(
         server_name: HUB_NAME.into(),
         tls: net.site(code),
     });
-    o.granularity = Granularity::Month;
+    o.granularity = granularity;
     o.publish_debounce = Duration::from_millis(50);
     o.push_backoff_base = Duration::from_millis(20);
     o.push_backoff_cap = Duration::from_millis(200);
@@ -1049,18 +1073,19 @@ impl Site {
     }
 }
 
-/// Every site's published table for `months`, as an analyst reads them.
+/// Every site's published table for `units` months (`per_year` 12) or
+/// quarters (4) from January 2001, as an analyst reads them.
 async fn snapshot(
     hub: &TestHub,
     net: &NetworkPki,
-    months: usize,
+    (units, per_year): (usize, i64),
 ) -> HashMap<(String, usize), Published> {
     let mut reports = hub.reports(&net.analyst).await;
     let mut out = HashMap::new();
-    for m in 0..months {
+    for m in 0..units {
         let summary = reports
             .network_summary(hub::NetworkSummaryRequest {
-                period: Some(month_pb(m)),
+                period: Some(unit_pb(per_year, m)),
             })
             .await
             .unwrap()
@@ -1090,67 +1115,40 @@ async fn span_snapshot(
     published_by_site(&summary)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_totals() {
-    let months = months_per_site();
-    let root = tempfile::tempdir().unwrap();
-    let net = NetworkPki::new();
-    let registry = root.path().join("registry.toml");
-    // Monthly series: one data set per site-month. The long run adds six
-    // more councils to Derby and Thurrock.
-    let mut monthly =
-        registry_toml().replace("granularity = \"quarter\"", "granularity = \"month\"");
-    assert!(monthly.contains("granularity = \"month\""));
-    let extra: &[(&'static str, &str)] = if months > 24 { &MORE_SITES } else { &[] };
-    for (code, name) in extra {
-        monthly.push_str(&format!(
-            "\n[[sites]]\ncode = \"{code}\"\nname = \"{name}\"\nadult_population = 150000\ngranularity = \"month\"\n"
-        ));
-    }
-    std::fs::write(&registry, monthly).unwrap();
-    let hub = TestHub::start(&net, &root.path().join("hub"), &registry).await;
-    let mut sites = vec![
-        start_site(&net, &hub, DERBY, "derby", root.path()).await,
-        start_site(&net, &hub, THURROCK, "thurrock", root.path()).await,
-    ];
-    for (code, name) in extra {
-        sites.push(
-            start_site(
-                &net,
-                &hub,
-                code,
-                &name.to_lowercase().replace(' ', "-"),
-                root.path(),
-            )
-            .await,
-        );
-    }
-    let mut rng = StdRng::seed_from_u64(0x5eed_f7ea);
-    let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
-    for s in &mut sites {
-        let mut records = Vec::new();
-        for m in 0..months {
-            let people = data_set(&mut rng, s.code, m);
-            records.extend(people.iter().map(|p| p.record.to_proto()));
-            data.insert((s.code.to_owned(), m), people);
-        }
-        s.upsert(records).await;
-        s.settle().await;
-    }
-    let first = snapshot(&hub, &net, months).await;
-    assert_eq!(
-        first.len(),
-        sites.len() * months,
-        "every site-month was published"
-    );
+/// The true counts of one month or quarter: the data sets of `months`,
+/// counted from `start` to `end`.
+fn unit_truth(
+    data: &BTreeMap<(String, usize), Vec<Person>>,
+    site: &str,
+    months: std::ops::Range<usize>,
+    start: &str,
+    end: &str,
+) -> lacnet_core::metrics::Aggregates {
+    let records: Vec<CaseRecord> = months
+        .flat_map(|m| data[&(site.to_owned(), m)].iter().map(|p| p.record.clone()))
+        .collect();
+    true_counts(&records, start, end)
+}
 
-    // Every release an analyst can read, per site.
-    let mut wholes = Vec::new();
-    for s in &sites {
-        wholes.push(whole_series(&hub, &net, s.code, months, &first).await);
-    }
-
-    // ---- single releases: the protection interval, for every month,
+/// Every attack on every release an analyst holds of each site (`truths`:
+/// each site's true counts by month or quarter, for the attacker's
+/// soundness): single releases, the whole series one `Sum` metric at a time
+/// by difference constraints, and the whole series in one integer program
+/// per site (`full`: every cell; otherwise a sample of the months'). Asserts
+/// that none narrows a withheld cell that could be small.
+fn attack_every_way(
+    wholes: &[WholeSeries],
+    truths: &[Vec<lacnet_core::metrics::Aggregates>],
+    months: usize,
+    full: bool,
+    rng: &mut StdRng,
+) {
+    let kind = if wholes[0].per_year == 12 {
+        "months"
+    } else {
+        "quarters"
+    };
+    // ---- single releases: the protection interval, for every month or quarter,
     // financial year and programme to date on its own.
     let (mut releases, mut attacked, mut narrowed, mut narrowest, mut known_large) =
         (0usize, 0usize, 0usize, i64::MAX, 0usize);
@@ -1195,9 +1193,9 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         }
     }
     println!(
-        "single releases: {releases} releases (months, financial years, programmes to date), {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest}), {known_large} known to be above the threshold"
+        "single releases: {releases} releases ({kind}, financial years, programmes to date), {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest}), {known_large} known to be above the threshold"
     );
-    assert!(attacked > 0 && releases > 2 * months);
+    assert!(attacked > 0 && releases > wholes.len() * months);
     assert_eq!(
         narrowed, 0,
         "withheld cells narrowed below the protection interval"
@@ -1208,21 +1206,7 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
     // attacker's soundness is asserted: it never excludes a month's truth.
     let (mut attacked, mut narrowed, mut narrowest, mut metrics_attacked) =
         (0usize, 0usize, i64::MAX, 0usize);
-    for (s, whole) in sites.iter().zip(&wholes) {
-        let truths: Vec<lacnet_core::metrics::Aggregates> = (0..months)
-            .map(|m| {
-                let records: Vec<CaseRecord> = data[&(s.code.to_owned(), m)]
-                    .iter()
-                    .map(|p| p.record.clone())
-                    .collect();
-                let (y, mo) = (2001 + m / 12, m % 12 + 1);
-                true_counts(
-                    &records,
-                    &format!("{y}-{mo:02}-01"),
-                    &format!("{y}-{mo:02}-31"),
-                )
-            })
-            .collect();
+    for (whole, truths) in wholes.iter().zip(truths) {
         for (i, def) in catalogue().metrics().iter().enumerate() {
             if def.across_periods != lacnet_core::metrics::Additivity::Sum {
                 continue;
@@ -1230,21 +1214,21 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
             let solved = whole.series(i).solve().unwrap_or_else(|| {
                 panic!(
                     "{} {}: the published series has no consistent truth",
-                    s.code, def.id
+                    whole.site, def.id
                 )
             });
             for (m, truth) in truths.iter().enumerate() {
-                let k = WholeSeries::slot(m as i64);
+                let k = whole.slot(m as i64);
                 let (lo, hi) = solved.range(k, k + 1);
                 let t = truth.counts[i] as i64;
                 assert!(
                     lo <= t && t <= hi,
-                    "{} {} month {m}: the attacker excluded the truth {t} from {lo}..={hi}",
-                    s.code,
+                    "{} {} slot {m}: the attacker excluded the truth {t} from {lo}..={hi}",
+                    whole.site,
                     def.id
                 );
             }
-            let (a, n, w) = solved.attack(s.code, &def.id);
+            let (a, n, w) = solved.attack(&whole.site, &def.id);
             metrics_attacked += 1;
             attacked += a;
             narrowed += n;
@@ -1252,7 +1236,7 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         }
     }
     println!(
-        "whole series, Sum metrics by difference constraints ({metrics_attacked} site-metric series, every month, financial year and programme to date): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
+        "whole series, Sum metrics by difference constraints ({metrics_attacked} site-metric series, every one of the {kind}, financial years and programmes to date): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})"
     );
     assert!(attacked > 0 && metrics_attacked > 0);
     assert_eq!(narrowed, 0, "the whole series narrows withheld cells");
@@ -1262,21 +1246,109 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
     // year with its months, every programme to date with the one before and
     // the year since. Every withheld cell of a year or programme to date is
     // attacked; the short run samples the months' cells.
-    let full = months > 24;
     let (mut attacked, mut narrowed, mut narrowest) = (0usize, 0usize, i64::MAX);
-    for whole in &wholes {
+    for whole in wholes {
         let system = whole.system();
-        let (a, n, w) = system.attack((!full).then_some(24), &mut rng);
+        let (a, n, w) = system.attack((!full).then_some(24), rng);
         attacked += a;
         narrowed += n;
         narrowest = narrowest.min(w);
     }
     println!(
-        "whole series, one integer program per site ({} sites, {months} months each, with financial years and programmes to date): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})",
+        "whole series, one integer program per site ({} sites, {months} {kind} each, with financial years and programmes to date): {attacked} withheld cells attacked, {narrowed} that could be small narrowed below {PROTECTION} values (narrowest {narrowest})",
         wholes.len()
     );
     assert!(attacked > 0);
     assert_eq!(narrowed, 0, "the whole series narrows withheld cells");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_totals() {
+    let months = months_per_site();
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkPki::new();
+    let registry = root.path().join("registry.toml");
+    // Monthly series: one data set per site-month. The long run adds six
+    // more councils to Derby and Thurrock.
+    let mut monthly =
+        registry_toml().replace("granularity = \"quarter\"", "granularity = \"month\"");
+    assert!(monthly.contains("granularity = \"month\""));
+    let extra: &[(&'static str, &str)] = if months > 24 { &MORE_SITES } else { &[] };
+    for (code, name) in extra {
+        monthly.push_str(&format!(
+            "\n[[sites]]\ncode = \"{code}\"\nname = \"{name}\"\nadult_population = 150000\ngranularity = \"month\"\n"
+        ));
+    }
+    std::fs::write(&registry, monthly).unwrap();
+    let hub = TestHub::start(&net, &root.path().join("hub"), &registry).await;
+    let mut sites = vec![
+        start_site(&net, &hub, DERBY, "derby", root.path(), Granularity::Month).await,
+        start_site(
+            &net,
+            &hub,
+            THURROCK,
+            "thurrock",
+            root.path(),
+            Granularity::Month,
+        )
+        .await,
+    ];
+    for (code, name) in extra {
+        sites.push(
+            start_site(
+                &net,
+                &hub,
+                code,
+                &name.to_lowercase().replace(' ', "-"),
+                root.path(),
+                Granularity::Month,
+            )
+            .await,
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(0x5eed_f7ea);
+    let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
+    for s in &mut sites {
+        let mut records = Vec::new();
+        for m in 0..months {
+            let people = data_set(&mut rng, s.code, m);
+            records.extend(people.iter().map(|p| p.record.to_proto()));
+            data.insert((s.code.to_owned(), m), people);
+        }
+        s.upsert(records).await;
+        s.settle().await;
+    }
+    let first = snapshot(&hub, &net, (months, 12)).await;
+    assert_eq!(
+        first.len(),
+        sites.len() * months,
+        "every site-month was published"
+    );
+
+    // Every release an analyst can read, per site.
+    let mut wholes = Vec::new();
+    for s in &sites {
+        wholes.push(whole_series(&hub, &net, s.code, (months, 12), &first).await);
+    }
+
+    let truths: Vec<Vec<lacnet_core::metrics::Aggregates>> = sites
+        .iter()
+        .map(|s| {
+            (0..months)
+                .map(|m| {
+                    let (y, mo) = (2001 + m / 12, m % 12 + 1);
+                    unit_truth(
+                        &data,
+                        s.code,
+                        m..m + 1,
+                        &format!("{y}-{mo:02}-01"),
+                        &format!("{y}-{mo:02}-31"),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    attack_every_way(&wholes, &truths, months, months > 24, &mut rng);
 
     // ---- differencing: one change per site-month.
     let kinds = [
@@ -1335,7 +1407,7 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         s.upsert(upserts).await;
         s.settle().await;
     }
-    let second = snapshot(&hub, &net, months).await;
+    let second = snapshot(&hub, &net, (months, 12)).await;
 
     let (mut guesses, mut hits, mut baseline_hits, mut changed) = (0usize, 0usize, 0usize, 0usize);
     for (site, m, change, r, outcome) in &trials {
@@ -1400,6 +1472,79 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         "change of series: the agent refused ({refused}); the hub refused a quarter: {}",
         status.message()
     );
+    drop(sites);
+    hub.stop().await;
+}
+
+/// Quarterly sites, attacked the same ways over their whole series:
+/// quarters carry more figures than months (new introductions by level, the
+/// two age groups and every outcome), about three months' people each. The
+/// short run has Derby and Thurrock over 8 quarters; the long run adds two
+/// councils, over 12.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quarterly_sites_whole_series_gives_nothing_away() {
+    let months = months_per_site();
+    let quarters = months / 3;
+    let root = tempfile::tempdir().unwrap();
+    let net = NetworkPki::new();
+    let registry = root.path().join("registry.toml");
+    let mut text = registry_toml();
+    let extra: &[(&'static str, &str)] = if months > 24 { &MORE_SITES[..2] } else { &[] };
+    for (code, name) in extra {
+        text.push_str(&format!(
+            "\n[[sites]]\ncode = \"{code}\"\nname = \"{name}\"\nadult_population = 150000\ngranularity = \"quarter\"\n"
+        ));
+    }
+    std::fs::write(&registry, text).unwrap();
+    let hub = TestHub::start(&net, &root.path().join("hub"), &registry).await;
+    let mut sites = Vec::new();
+    for (code, name) in [(DERBY, "Derby"), (THURROCK, "Thurrock")]
+        .iter()
+        .chain(extra)
+    {
+        let name = name.to_lowercase().replace(' ', "-");
+        sites.push(start_site(&net, &hub, code, &name, root.path(), Granularity::Quarter).await);
+    }
+    let mut rng = StdRng::seed_from_u64(0x9a7_7e71);
+    let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
+    for s in &mut sites {
+        let mut records = Vec::new();
+        for m in 0..months {
+            let people = data_set(&mut rng, s.code, m);
+            records.extend(people.iter().map(|p| p.record.to_proto()));
+            data.insert((s.code.to_owned(), m), people);
+        }
+        s.upsert(records).await;
+        s.settle().await;
+    }
+    let first = snapshot(&hub, &net, (quarters, 4)).await;
+    assert_eq!(
+        first.len(),
+        sites.len() * quarters,
+        "every site-quarter was published"
+    );
+    let mut wholes = Vec::new();
+    for s in &sites {
+        wholes.push(whole_series(&hub, &net, s.code, (quarters, 4), &first).await);
+    }
+    let truths: Vec<Vec<lacnet_core::metrics::Aggregates>> = sites
+        .iter()
+        .map(|s| {
+            (0..quarters)
+                .map(|q| {
+                    let (y, first_month) = (2001 + q / 4, 3 * (q % 4) + 1);
+                    unit_truth(
+                        &data,
+                        s.code,
+                        3 * q..3 * q + 3,
+                        &format!("{y}-{first_month:02}-01"),
+                        &format!("{y}-{:02}-31", first_month + 2),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    attack_every_way(&wholes, &truths, quarters, true, &mut rng);
     drop(sites);
     hub.stop().await;
 }
