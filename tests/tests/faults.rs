@@ -714,6 +714,7 @@ fn submission_for(site: &str, period: &str, rev: u64) -> pb::Submission {
     let policy = DisclosurePolicy::default();
     let published = disclosure::apply(&table(figure(rev)), &policy);
     pb::Submission {
+        structural_zeros: Vec::new(),
         site_code: site.into(),
         period: Some(period_to_proto(p)),
         revision: rev,

@@ -116,6 +116,7 @@ fn wire(site: &str, period: Period, agg: &Aggregates) -> pb::Submission {
     let policy = DisclosurePolicy::default();
     let published = disclosure::apply(agg, &policy);
     pb::Submission {
+        structural_zeros: Vec::new(),
         site_code: site.into(),
         period: Some(period_to_proto(period)),
         revision: 1,

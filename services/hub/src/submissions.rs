@@ -104,6 +104,42 @@ pub(crate) fn peer_label(peer: &Result<Peer, tonic::Status>) -> String {
     }
 }
 
+/// The figures a submission declares structural zeros (the site never
+/// serves their people, and refuses their records), by catalogue index. Each
+/// must name a metric and be published as 0.
+fn structural_zeros(
+    declared: &[String],
+    published: &Published,
+) -> Result<[bool; METRIC_COUNT], HubError> {
+    let mut zero = [false; METRIC_COUNT];
+    if declared.len() > METRIC_COUNT {
+        return Err(HubError::invalid(
+            "submission.structural_zeros",
+            format!(
+                "names {} figures; the catalogue has {METRIC_COUNT}",
+                declared.len()
+            ),
+        ));
+    }
+    for (i, id) in declared.iter().enumerate() {
+        let field = format!("submission.structural_zeros[{i}]");
+        let Some(c) = catalogue().index_of(id) else {
+            return Err(HubError::invalid(
+                field,
+                "is not a metric id of the catalogue",
+            ));
+        };
+        if published.counts[c] != Count::Value(0) {
+            return Err(HubError::invalid(
+                field,
+                format!("{id} is declared a structural zero but is not published as 0"),
+            ));
+        }
+        zero[c] = true;
+    }
+    Ok(zero)
+}
+
 /// The published table from wire cells: every catalogue metric exactly once.
 pub fn cells_to_published(cells: &[pb::Cell]) -> Result<Published, HubError> {
     let cat = catalogue();
@@ -298,7 +334,8 @@ pub fn check_submission(
     }
     // The site's own (at least as strict) policy is the one the attacker's
     // view depends on, so that is what the cells are audited against.
-    disclosure::check_policy(&published, &policy)
+    let zero = structural_zeros(&sub.structural_zeros, &published)?;
+    disclosure::check_policy_with_zeros(&published, &policy, &zero)
         .map_err(|v| HubError::PolicyViolation(v.iter().map(ToString::to_string).collect()))?;
     disclosure::check_consistency(&published, &policy).map_err(|v| {
         let all: Vec<String> = v.iter().map(ToString::to_string).collect();

@@ -354,6 +354,48 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
         Code::InvalidArgument,
         "won_the_lottery",
     );
+    // A 0 shown where the threshold withholds it is refused, unless the site
+    // declares it a structural zero (a category it never serves); a
+    // declaration must name a metric published as 0.
+    let fy = "FY2023";
+    let mut zero = disclosure::apply(&agg, &policy);
+    let under_18 = lacnet_core::structural::NeverServed::parse(&["age_band.under_18"]).unwrap();
+    let ids: Vec<String> = (0..metrics::METRIC_COUNT)
+        .filter(|i| under_18.zero_cells()[*i])
+        .map(|i| {
+            zero.counts[i] = Count::Value(0);
+            catalogue().def(i).id.clone()
+        })
+        .collect();
+    assert_code(
+        hub.submit(&pki.thurrock, submission_of(THURROCK, fy, 1, &zero, policy))
+            .await,
+        Code::FailedPrecondition,
+        "age_band.under_18",
+    );
+    let mut declared = submission_of(THURROCK, fy, 1, &zero, policy);
+    declared.structural_zeros = vec!["outcome.won_the_lottery".into()];
+    assert_code(
+        hub.submit(&pki.thurrock, declared.clone()).await,
+        Code::InvalidArgument,
+        "structural_zeros[0]",
+    );
+    declared.structural_zeros = vec!["age_band.18_24".into()];
+    assert_code(
+        hub.submit(&pki.thurrock, declared.clone()).await,
+        Code::InvalidArgument,
+        "not published as 0",
+    );
+    // Declaring the band alone leaves its zero by level withheld, which the
+    // published 0 pins: every figure of the category is declared.
+    declared.structural_zeros = vec!["age_band.under_18".into()];
+    assert_code(
+        hub.submit(&pki.thurrock, declared.clone()).await,
+        Code::FailedPrecondition,
+        "level_1.age_group.under_18",
+    );
+    declared.structural_zeros = ids;
+    hub.submit(&pki.thurrock, declared).await.unwrap();
     // A part larger than its total (digest correct, cells rounded and unsuppressed).
     let mut published = disclosure::apply(&agg, &policy);
     published.counts[metrics::support_level(SupportLevel::Level1)] = Count::Value(500);
@@ -409,7 +451,7 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
     assert!(hub.hub.revisions(THURROCK, q1).unwrap().is_empty());
     let log = hub.hub.audit_log().unwrap();
     let refusals: Vec<_> = log.iter().filter(|e| e.outcome == "refused").collect();
-    assert_eq!(refusals.len(), 9, "{refusals:#?}");
+    assert_eq!(refusals.len(), 13, "{refusals:#?}");
     assert!(refusals.iter().any(|e| {
         e.reason
             .as_deref()
@@ -423,7 +465,7 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
             .metrics()
             .submissions
             .get(SubmissionOutcome::RejectedPolicyViolation),
-        3
+        5
     );
     hub.stop().await;
 }

@@ -106,6 +106,7 @@ fn honest(agg: &Aggregates, period: Period, revision: u64) -> pb::Submission {
     let carried = lacnet_core::release::carried(period.granularity());
     let published = disclosure::release_alone(agg, &carried, &policy);
     pb::Submission {
+        structural_zeros: Vec::new(),
         site_code: THURROCK.into(),
         period: Some(period_to_proto(period)),
         revision,

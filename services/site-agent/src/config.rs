@@ -169,6 +169,12 @@ pub struct Config {
     /// programme-to-date figures are published.
     #[arg(long, env = "LACNET_AGENT_PROGRAMME_START")]
     pub programme_start: Option<String>,
+    /// Categories the site never serves, named like their figures (e.g.
+    /// age_band.under_18, primary_need.carer, source.police_fire): records in
+    /// them are refused, and their figures are published as 0 by policy
+    /// instead of being withheld.
+    #[arg(long, env = "LACNET_AGENT_NEVER_SERVES", value_delimiter = ',')]
+    pub never_serves: Vec<String>,
     /// Months without contact after which an open case stops counting as
     /// active (and counts as gone quiet); 0 keeps open cases active for ever.
     #[arg(long, env = "LACNET_AGENT_INACTIVITY_MONTHS", default_value_t = 12)]
@@ -327,6 +333,8 @@ impl Config {
                 lacnet_core::Period::MIN_YEAR
             )));
         }
+        o.never_served = lacnet_core::structural::NeverServed::parse(&self.never_serves)
+            .map_err(|e| AgentError::Config(format!("--never-serves: {e}")))?;
         o.inactivity_months = self.inactivity_months;
         o.publish_debounce = Duration::from_millis(self.publish_debounce_ms);
         o.publish_interval = Duration::from_secs(self.publish_interval_secs.max(1));

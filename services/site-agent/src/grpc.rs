@@ -107,7 +107,13 @@ fn prepare_chunk(
     let a = agent.clone();
     let today = agent.today();
     agent.spawn_blocking(move || {
-        let mut items = ingest::prepare(&inputs, &a.options().keys, today, threads);
+        let mut items = ingest::prepare(
+            &inputs,
+            &a.options().keys,
+            &a.options().never_served,
+            today,
+            threads,
+        );
         for i in readmit {
             if let Some(Item::Valid(p)) = items.get_mut(i) {
                 p.readmit_erased = true;

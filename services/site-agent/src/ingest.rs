@@ -19,6 +19,7 @@ use std::collections::BTreeSet;
 
 use lacnet_core::pseudonym::{KeyRing, Pseudonym};
 use lacnet_core::record::PseudonymRecord;
+use lacnet_core::structural::NeverServed;
 use lacnet_core::validate::{FieldViolation, PersonId, RecordField, RecordInput, validate};
 use lacnet_core::{Date, Granularity, Period};
 
@@ -65,12 +66,16 @@ pub enum Outcome {
     Rejected(Vec<FieldViolation>),
 }
 
-/// Validates and pseudonymises one record.
-pub fn prepare_one(input: &RecordInput, ring: &KeyRing, today: Date) -> Item {
+/// Validates one record against the rules and the site's categories it
+/// never serves, and pseudonymises it.
+pub fn prepare_one(input: &RecordInput, ring: &KeyRing, never: &NeverServed, today: Date) -> Item {
     let valid = match validate(input, today) {
         Ok(v) => v,
         Err(violations) => return Item::Rejected(violations),
     };
+    if let Some(refused) = never.refuses(&valid) {
+        return Item::Rejected(vec![refused]);
+    }
     let (key_id, active) = ring.active();
     let record = valid.pseudonymise(key_id, active);
     let bytes = record.encode();
@@ -92,11 +97,20 @@ pub fn prepare_one(input: &RecordInput, ring: &KeyRing, today: Date) -> Item {
 
 /// Validates and pseudonymises a chunk, spreading it over `threads` OS threads
 /// when it is large enough to be worth it. Blocking: call from the blocking pool.
-pub fn prepare(inputs: &[RecordInput], ring: &KeyRing, today: Date, threads: usize) -> Vec<Item> {
+pub fn prepare(
+    inputs: &[RecordInput],
+    ring: &KeyRing,
+    never: &NeverServed,
+    today: Date,
+    threads: usize,
+) -> Vec<Item> {
     const MIN_PER_THREAD: usize = 512;
     let threads = threads.clamp(1, inputs.len().div_ceil(MIN_PER_THREAD).max(1));
     if threads == 1 {
-        return inputs.iter().map(|i| prepare_one(i, ring, today)).collect();
+        return inputs
+            .iter()
+            .map(|i| prepare_one(i, ring, never, today))
+            .collect();
     }
     let per = inputs.len().div_ceil(threads);
     std::thread::scope(|s| {
@@ -105,7 +119,7 @@ pub fn prepare(inputs: &[RecordInput], ring: &KeyRing, today: Date, threads: usi
             .map(|part| {
                 s.spawn(move || {
                     part.iter()
-                        .map(|i| prepare_one(i, ring, today))
+                        .map(|i| prepare_one(i, ring, never, today))
                         .collect::<Vec<_>>()
                 })
             })

@@ -106,6 +106,8 @@ pub struct AgentOptions {
     /// The day the programme started: where the programme to date begins.
     /// `None` publishes no programme-to-date figures.
     pub programme_start: Option<Date>,
+    /// Categories the site never serves: refused at ingest, published as 0.
+    pub never_served: lacnet_core::structural::NeverServed,
     /// Months without contact after which an open case stops counting as active (0: never).
     pub inactivity_months: u32,
     /// Quiet time after ingest before re-aggregating.
@@ -163,6 +165,7 @@ impl AgentOptions {
             policy: DisclosurePolicy::default(),
             granularity: Granularity::Quarter,
             programme_start: None,
+            never_served: Default::default(),
             inactivity_months: lacnet_core::aggregate::CountingRules::DEFAULT_INACTIVITY_MONTHS,
             publish_debounce: Duration::from_secs(2),
             publish_interval: Duration::from_secs(300),
@@ -266,6 +269,7 @@ impl Agent {
             )));
         }
         metrics.store_healthy.set(1);
+        check_never_served(&store, &options.never_served)?;
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_nanos() as u64);
@@ -471,6 +475,31 @@ pub async fn serve(
     tracing::info!("site agent stopped; store flushed");
     served?;
     flushed
+}
+
+/// Refuses to start when stored records are in a category the site now
+/// says it never serves: their figures could not honestly be published as 0.
+fn check_never_served(
+    store: &Store,
+    never: &lacnet_core::structural::NeverServed,
+) -> Result<(), AgentError> {
+    if never.is_empty() {
+        return Ok(());
+    }
+    let mut found: std::collections::BTreeMap<String, u64> = Default::default();
+    for r in store.records() {
+        if let Some(c) = never.category_of(&r?) {
+            *found.entry(c.id()).or_default() += 1;
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = found.iter().map(|(c, n)| format!("{n} in {c}")).collect();
+    Err(AgentError::Config(format!(
+        "--never-serves: the store holds records in categories the site says it never serves ({}); their figures cannot be published as 0. Start without those categories, correct or erase the records, then set --never-serves again",
+        list.join(", ")
+    )))
 }
 
 /// Checks the configured granularity against the series recorded in the

@@ -111,6 +111,8 @@ pub struct Released<'a> {
     truth: HashMap<Period, Vec<u64>>,
     /// Releases decided for publication in this round, which supersede the store's.
     this_round: HashMap<Period, Vec<Count>>,
+    /// The site's structural zeros ([`lacnet_core::structural`]).
+    zero: [bool; METRIC_COUNT],
 }
 
 impl<'a> Released<'a> {
@@ -122,6 +124,7 @@ impl<'a> Released<'a> {
         granularity: Granularity,
         programme_start: Option<Date>,
         truth: HashMap<Period, Vec<u64>>,
+        zero: [bool; METRIC_COUNT],
     ) -> Self {
         Released {
             store,
@@ -130,6 +133,7 @@ impl<'a> Released<'a> {
             programme_start,
             truth,
             this_round: HashMap::new(),
+            zero,
         }
     }
 
@@ -191,7 +195,14 @@ impl<'a> Released<'a> {
             .map(|p| self.known(*p))
             .collect::<Result<Vec<_>, _>>()?;
         let carried = lacnet_core::release::carried(period.granularity());
-        let out = disclosure::protect_covered(values, &carried, &linked, &covers, &self.policy);
+        let out = disclosure::protect_covered(
+            values,
+            &carried,
+            &self.zero,
+            &linked,
+            &covers,
+            &self.policy,
+        );
         let mut counts = [Count::Suppressed; METRIC_COUNT];
         counts.copy_from_slice(&out);
         Ok(Published { counts })

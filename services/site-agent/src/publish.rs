@@ -49,8 +49,9 @@ use std::time::Duration;
 use std::collections::{BTreeSet, HashMap};
 
 use lacnet_core::aggregate::{CountingRules, PeriodAggregator};
-use lacnet_core::disclosure::{DisclosurePolicy, Published};
+use lacnet_core::disclosure::{Count, DisclosurePolicy, Published};
 use lacnet_core::metrics::Aggregates;
+use lacnet_core::metrics::catalogue;
 use lacnet_core::pseudonym::Pseudonym;
 use lacnet_core::{Date, Granularity, Period, submission};
 use lacnet_proto::common::v1 as pb;
@@ -336,6 +337,7 @@ fn released<'a>(
         o.granularity,
         o.programme_start,
         known.clone(),
+        o.never_served.zero_cells(),
     );
     Ok((view, known))
 }
@@ -357,6 +359,14 @@ fn build(
         policy: Some(policy_to_proto(&o.policy)),
         cells: cells(published),
         generated_at_unix: now_unix(),
+        structural_zeros: o
+            .never_served
+            .zero_cells()
+            .iter()
+            .enumerate()
+            .filter(|(i, z)| **z && published.counts[*i] == Count::Value(0))
+            .map(|(i, _)| catalogue().def(i).id.clone())
+            .collect(),
     }
 }
 

@@ -1544,6 +1544,7 @@ mod tests {
 
     fn sub(rev: u64) -> pb::Submission {
         pb::Submission {
+            structural_zeros: Vec::new(),
             site_code: "E06000034".into(),
             revision: rev,
             digest: format!("d{rev}"),

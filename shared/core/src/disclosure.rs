@@ -340,9 +340,15 @@ pub fn as_known(published: &[Count], truth: &[u64], policy: &DisclosurePolicy) -
 /// Protects a new release (slot 0 of the joint layout) jointly with the
 /// `linked` releases (slots 1, 2, …, each a full catalogue release, fixed)
 /// and the spans that tie them together.
+///
+/// `zero` marks the site's structural zeros ([`crate::structural`]): figures
+/// that are 0 in every release by the site's published policy. Every
+/// release's system knows them as 0, as an attacker does; the new release
+/// publishes them as 0 and never withholds them.
 pub fn protect_covered(
     values: &[u64],
     carried: &[bool],
+    zero: &[bool],
     linked: &[Vec<Count>],
     covers: &[Cover],
     policy: &DisclosurePolicy,
@@ -357,7 +363,24 @@ pub fn protect_covered(
     for cover in covers {
         links.extend(cover_relations(cover));
     }
-    protect_linked(values, carried, &flat, &links, policy)
+    let is_zero = |i: usize| zero.get(i).copied().unwrap_or(false);
+    for slot in 0..=linked.len() {
+        for c in (0..METRIC_COUNT).filter(|c| is_zero(*c)) {
+            links.push(Relation::sum(slot * METRIC_COUNT + c, &[]));
+        }
+    }
+    let open: Vec<bool> = carried
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| c && !is_zero(i))
+        .collect();
+    let mut out = protect_linked(values, &open, &flat, &links, policy);
+    for (i, cell) in out.iter_mut().enumerate().take(carried.len()) {
+        if carried[i] && is_zero(i) {
+            *cell = Count::Value(0);
+        }
+    }
+    out
 }
 
 /// Protects arbitrary cells related by `tables`.
@@ -1011,10 +1034,25 @@ pub fn check_policy(
     published: &Published,
     policy: &DisclosurePolicy,
 ) -> Result<(), Vec<PolicyViolation>> {
+    check_policy_with_zeros(published, policy, &[])
+}
+
+/// [`check_policy`] for a site that declares structural zeros (`zero`, by
+/// catalogue index; see [`crate::structural`]): a 0 published there is the
+/// site's policy, not a small count shown.
+pub fn check_policy_with_zeros(
+    published: &Published,
+    policy: &DisclosurePolicy,
+    zero: &[bool],
+) -> Result<(), Vec<PolicyViolation>> {
     let metrics = catalogue().metrics();
-    check_with_names(&published.counts, catalogue().tables(), policy, |i| {
-        metrics[i].id.clone()
-    })
+    check_with_names(
+        &published.counts,
+        catalogue().tables(),
+        policy,
+        |i| metrics[i].id.clone(),
+        zero,
+    )
 }
 
 /// Audits arbitrary cells related by `tables`; violations name cells `cell[i]`.
@@ -1023,7 +1061,7 @@ pub fn check_cells(
     tables: &[TableSpec],
     policy: &DisclosurePolicy,
 ) -> Result<(), Vec<PolicyViolation>> {
-    check_with_names(counts, tables, policy, |i| format!("cell[{i}]"))
+    check_with_names(counts, tables, policy, |i| format!("cell[{i}]"), &[])
 }
 
 fn check_with_names(
@@ -1031,12 +1069,17 @@ fn check_with_names(
     tables: &[TableSpec],
     policy: &DisclosurePolicy,
     name: impl Fn(usize) -> String,
+    zero: &[bool],
 ) -> Result<(), Vec<PolicyViolation>> {
     let mut violations = Vec::new();
     for (i, count) in counts.iter().enumerate() {
         let Count::Value(value) = *count else {
             continue;
         };
+        let structural = value == 0 && zero.get(i).copied().unwrap_or(false);
+        if structural {
+            continue;
+        }
         if value <= u64::from(policy.threshold) && (value >= 1 || policy.zero_is_small()) {
             let rule = PolicyRule::MustBeSuppressed {
                 value,

@@ -27,6 +27,7 @@ pub mod pseudonym;
 pub mod record;
 pub mod relations;
 pub mod release;
+pub mod structural;
 pub mod submission;
 pub mod validate;
 pub mod vocab;

@@ -160,6 +160,7 @@ pub fn submission_of(
 ) -> pb::Submission {
     let p = Period::parse(period).unwrap();
     pb::Submission {
+        structural_zeros: Vec::new(),
         site_code: site.into(),
         period: Some(period_to_proto(p)),
         revision,
