@@ -253,7 +253,8 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum CertsAdd {
     /// A hub client certificate for a new site (network CA): site-CODE.pem and .key.
-    AddSite {
+    #[command(name = "add-site")]
+    Site {
         /// The site's ONS code, e.g. E06000046.
         code: String,
         /// Replace an existing certificate (renewal).
@@ -261,7 +262,8 @@ enum CertsAdd {
         force: bool,
     },
     /// A client certificate for a new analyst (network CA): analyst-NAME.pem and .key.
-    AddAnalyst {
+    #[command(name = "add-analyst")]
+    Analyst {
         /// The analyst's name (a-z 0-9 . _ -).
         name: String,
         /// Replace an existing certificate (renewal).
@@ -269,7 +271,8 @@ enum CertsAdd {
         force: bool,
     },
     /// A client certificate for a new council operator (council CA): operator-NAME.pem and .key.
-    AddOperator {
+    #[command(name = "add-operator")]
+    Operator {
         /// The operator's name (a-z 0-9 . _ -).
         name: String,
         /// Replace an existing certificate (renewal).
@@ -469,11 +472,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ..
         } => {
             let (addition, force, what) = match add {
-                CertsAdd::AddSite { code, force } => (certs::Addition::Site(code), force, "site"),
-                CertsAdd::AddAnalyst { name, force } => {
+                CertsAdd::Site { code, force } => (certs::Addition::Site(code), force, "site"),
+                CertsAdd::Analyst { name, force } => {
                     (certs::Addition::Analyst(name), force, "analyst")
                 }
-                CertsAdd::AddOperator { name, force } => {
+                CertsAdd::Operator { name, force } => {
                     (certs::Addition::Operator(name), force, "operator")
                 }
             };

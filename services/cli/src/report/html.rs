@@ -55,6 +55,7 @@ h2 { font-size: 1.25rem; margin: 2rem 0 0.5rem; border-bottom: 2px solid var(--r
 h3 { font-size: 1rem; margin: 0 0 0.25rem; }
 p.lead, .muted { color: var(--muted); }
 .note { background: var(--panel); border-left: 4px solid #0072b2; padding: 0.5rem 0.75rem; margin: 0.75rem 0; }
+.note ul { margin: 0.25rem 0 0; padding-left: 1.25rem; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 1rem; }
 figure.wide { max-width: 720px; }
 figure { margin: 0; padding: 0.75rem; background: var(--panel); border-radius: 6px; break-inside: avoid; page-break-inside: avoid; }
@@ -194,12 +195,12 @@ pub fn render(report: &Report) -> String {
     data_table(&mut h, report);
     if !report.glossary.is_empty() {
         h.push_str("<h2 id=\"glossary\">What each figure counts</h2>\n<dl class=\"glossary\">\n");
-        for g in &report.glossary {
+        for (labels, description) in report.glossary_grouped() {
             let _ = writeln!(
                 h,
                 "<dt>{}</dt><dd>{}</dd>",
-                esc(&g.label),
-                esc(&g.description)
+                esc(&labels.join("; ")),
+                esc(description)
             );
         }
         h.push_str("</dl>\n");
@@ -451,11 +452,13 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
             .join("; "))
     );
     if !s.cost_exclusions.is_empty() {
-        h.push_str("<p class=\"note\">Not costed:</p>\n<ul class=\"note\">\n");
+        // One box, the list inside it: a heading box and a list box read as
+        // two notes, and the bullets fell outside the border.
+        h.push_str("<div class=\"note\"><strong>Not costed:</strong>\n<ul>\n");
         for (label, reason) in &s.cost_exclusions {
             let _ = writeln!(h, "<li>{}: {}</li>", esc(label), esc(reason));
         }
-        h.push_str("</ul>\n");
+        h.push_str("</ul></div>\n");
     }
 }
 
@@ -787,6 +790,66 @@ fn data_table(h: &mut String, report: &Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_funnel_with_no_published_point_says_why_instead_of_an_empty_box() {
+        use super::super::model::{MetricInfoView, SiteValue};
+        let site = |value| SiteValue {
+            site_code: "E06000034".into(),
+            site_name: "Thurrock".into(),
+            value,
+            denominator: Some(CountView::Value(40)),
+            rate_per_10k: None,
+            share: None,
+            rank: None,
+            funnel: None,
+            limits: None,
+            adult_population: 134_700,
+            population_year: Some(2022),
+            population_approximate: true,
+            population_note: None,
+        };
+        let metric = |sites| MetricPeriod {
+            metric: MetricInfoView {
+                id: "outcome.volunteering".into(),
+                label: "Volunteering".into(),
+                group: "outcome".into(),
+                proportion: true,
+                denominator: Some("people_active".into()),
+                unit_cost_pence: None,
+                unit_cost_excluded_reason: None,
+                across_periods: "distinct".into(),
+                support_level: None,
+            },
+            comparison: PeriodView {
+                period: "2016-Q1".into(),
+                sites,
+                median_value: None,
+                median_rate: None,
+                median_share: None,
+                funnel_target: None,
+                sites_known: 0,
+                sites_suppressed: 1,
+            },
+        };
+        let colour = |_: &str| "#000000";
+        for (sites, why) in [
+            (
+                vec![site(CountView::Suppressed)],
+                "withheld by disclosure control (it may be zero)",
+            ),
+            (
+                vec![site(CountView::NotReleased)],
+                "does not carry this figure",
+            ),
+            (Vec::new(), "No site published this period"),
+        ] {
+            let mut h = String::new();
+            funnel_plot(&mut h, &metric(sites), &colour);
+            assert!(h.contains("No funnel plot: ") && h.contains(why), "{h}");
+            assert!(!h.contains("<svg"), "no empty box: {h}");
+        }
+    }
 
     #[test]
     fn text_is_escaped_and_axes_are_nice() {

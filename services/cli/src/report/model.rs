@@ -490,6 +490,19 @@ pub struct GlossaryEntry {
 }
 
 impl Report {
+    /// The glossary with the figures that share a definition (every outcome,
+    /// say) listed together, in the order they first appear.
+    pub fn glossary_grouped(&self) -> Vec<(Vec<&str>, &str)> {
+        let mut out: Vec<(Vec<&str>, &str)> = Vec::new();
+        for g in &self.glossary {
+            match out.iter_mut().find(|(_, d)| *d == g.description) {
+                Some((labels, _)) => labels.push(&g.label),
+                None => out.push((vec![&g.label], &g.description)),
+            }
+        }
+        out
+    }
+
     /// Whether the hub had nothing for what was asked: no site's figure in
     /// the summary's period (its trend lines do not count: they end there),
     /// or, for one metric over a range, in any period of it.

@@ -319,8 +319,8 @@ pub fn render(report: &Report) -> String {
     }
     if !report.glossary.is_empty() {
         out.push_str("\nWhat each figure counts:\n");
-        for g in &report.glossary {
-            out.push_str(&format!("  {}: {}\n", g.label, g.description));
+        for (labels, description) in report.glossary_grouped() {
+            out.push_str(&format!("  {}: {description}\n", labels.join("; ")));
         }
     }
     out
