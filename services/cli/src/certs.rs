@@ -105,8 +105,19 @@ fn save(dir: &Path, stem: &str, cert: &IssuedCert) -> Result<Pair, CliError> {
     Ok(pair)
 }
 
-/// Issues the whole development PKI into `dir` (created if missing).
+/// Issues the whole development PKI into `dir` (created if missing); refuses
+/// a directory that already holds one.
 pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
+    // A new CA over an old one orphans every certificate already deployed:
+    // exactly the re-issue-everything that keeping the CA keys avoids.
+    if dir.join(NETWORK_CA).exists() || dir.join(NETWORK_CA_KEY).exists() {
+        return Err(CliError::Invalid(format!(
+            "{} already holds a PKI: add to it with `lacnet certs add-site CODE --out {}` (add-analyst, \
+             add-operator), or pass another --out (a new PKI's certificates do not chain to this one's)",
+            dir.display(),
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| CliError::io("cannot create", dir, e))?;
     for code in &spec.sites {
         if Peer::from_spiffe(&Peer::Site(code.clone()).spiffe_id()).is_none() {

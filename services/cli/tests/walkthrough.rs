@@ -371,6 +371,18 @@ fn a_new_user_runs_the_readme_commands_and_every_report_has_figures() {
         );
         assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     }
+    let over = run(
+        dir,
+        &lacnet(),
+        &args(&["certs", "--out", "dev-pki", "--site", "E06000046"]),
+        &env,
+    );
+    assert_ne!(over.code, 0, "a second PKI over the first is refused");
+    assert!(
+        over.stderr.contains("already holds a PKI"),
+        "{}",
+        over.stderr
+    );
     let again = run(
         dir,
         &lacnet(),
