@@ -506,9 +506,19 @@ async fn run_in(
             "  lacnet report --metric outcome.volunteering --from 2015-Q1 --to {shown} --format csv"
         );
         println!("\nImport into each site's agent (re-importing the same rows changes nothing):\n");
+        // The same span, seed and size as the demo's own import, so the file
+        // is the rows the agent already holds.
+        let (y, m, d) = DEMO_UNTIL;
+        let rows = opts
+            .rows
+            .map(|n| format!(" --rows {n}"))
+            .unwrap_or_default();
         for a in &agents {
             let key = a.profile.key;
-            println!("  lacnet generate --site {key} --out {key}.csv");
+            println!(
+                "  lacnet generate --site {key} --until {y:04}-{m:02}-{d:02} --seed {}{rows} --out {key}.csv",
+                opts.seed
+            );
             println!(
                 "  lacnet import {key}.csv --agent-url {} --agent-ca {} --agent-cert {} --agent-key {}",
                 a.endpoint.url,

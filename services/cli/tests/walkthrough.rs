@@ -427,3 +427,88 @@ fn env_with(env: &BTreeMap<String, String>, dir: &Path) -> BTreeMap<String, Stri
     }
     e
 }
+
+/// `lacnet demo --keep` prints, for every demo site, a generate and an import
+/// command that run as printed against the network it leaves running, and
+/// the file is the rows the agent already holds.
+#[test]
+fn demo_keep_prints_an_import_for_every_site_that_runs_as_printed() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(lacnet())
+        .args(["demo", "--keep", "--rows", "200", "--report"])
+        .arg(tmp.path().join("demo.html"))
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let done = line.contains("if it is not installed");
+        printed.push(line);
+        if done {
+            break;
+        }
+    }
+    let commands = |verb: &str| -> Vec<Vec<String>> {
+        printed
+            .iter()
+            .filter_map(|l| l.trim().strip_prefix(&format!("lacnet {verb} ")))
+            .map(|rest| {
+                let mut words = vec![verb.to_owned()];
+                words.extend(rest.split_whitespace().map(str::to_owned));
+                words
+            })
+            .collect()
+    };
+    let generates = commands("generate");
+    let imports = commands("import");
+    assert_eq!(generates.len(), 3, "{printed:#?}");
+    assert_eq!(imports.len(), 3, "{printed:#?}");
+    let env = BTreeMap::new();
+    for (generate, import) in generates.iter().zip(&imports) {
+        let g = run(tmp.path(), &lacnet(), generate, &env);
+        assert_eq!(g.code, 0, "{generate:?}: {}", g.stderr);
+        let i = run(tmp.path(), &lacnet(), import, &env);
+        assert_eq!(i.code, 0, "{import:?}: {}{}", i.stdout, i.stderr);
+        assert!(
+            i.stdout.contains("200 rows: 200 accepted, 0 rejected"),
+            "{}",
+            i.stdout
+        );
+    }
+    // The same rows as the demo's own import: each agent still holds 200.
+    let statuses: Vec<Vec<String>> = commands("status")
+        .into_iter()
+        .map(|mut w| {
+            w.truncate(w.iter().position(|x| x == "#").unwrap_or(w.len()));
+            w
+        })
+        .filter(|w| w.len() > 1)
+        .collect();
+    assert_eq!(statuses.len(), 2, "{printed:#?}");
+    for status in &statuses {
+        let s = run(tmp.path(), &lacnet(), status, &env);
+        assert!(
+            s.stdout
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["records", "200"]),
+            "{}{}",
+            s.stdout,
+            s.stderr
+        );
+    }
+    let stopped = Command::new("kill")
+        .args(["-INT", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(demo.wait().unwrap().success());
+    if let Some(kept) = rest.iter().find_map(|l| l.strip_prefix("Kept ")) {
+        let _ = std::fs::remove_dir_all(kept);
+    }
+}
