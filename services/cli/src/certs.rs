@@ -1,6 +1,8 @@
 //! `lacnet certs`: a development PKI on disk, made with rcgen (through
-//! `lacnet_tls::dev`). Not for production keys: the CA private keys are never
-//! written, so a run issues everything it will ever sign.
+//! `lacnet_tls::dev`). Not for production keys. The CA private keys are kept
+//! beside the certificates (mode 0600) so that a trial network can grow:
+//! `lacnet certs add-site`, `add-analyst` and `add-operator` issue from them,
+//! and nothing already deployed has to be issued again.
 //!
 //! Two trust roots, as in a real deployment:
 //! - the **network CA** signs the hub's server certificate, each site's client
@@ -50,6 +52,8 @@ pub struct Pair {
 pub struct Issued {
     /// The network CA certificate.
     pub network_ca: PathBuf,
+    /// The network CA's private key (mode 0600).
+    pub network_ca_key: PathBuf,
     /// The hub's server certificate.
     pub hub: Pair,
     /// Each site's client certificate for the hub, by ONS code.
@@ -58,6 +62,8 @@ pub struct Issued {
     pub analyst: Pair,
     /// The council CA certificate.
     pub council_ca: PathBuf,
+    /// The council CA's private key (mode 0600).
+    pub council_ca_key: PathBuf,
     /// The site agent's server certificate.
     pub agent: Pair,
     /// The council case system's client certificate.
@@ -99,8 +105,19 @@ fn save(dir: &Path, stem: &str, cert: &IssuedCert) -> Result<Pair, CliError> {
     Ok(pair)
 }
 
-/// Issues the whole development PKI into `dir` (created if missing).
+/// Issues the whole development PKI into `dir` (created if missing); refuses
+/// a directory that already holds one.
 pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
+    // A new CA over an old one orphans every certificate already deployed:
+    // exactly the re-issue-everything that keeping the CA keys avoids.
+    if dir.join(NETWORK_CA).exists() || dir.join(NETWORK_CA_KEY).exists() {
+        return Err(CliError::Invalid(format!(
+            "{} already holds a PKI: add to it with `lacnet certs add-site CODE --out {}` (add-analyst, \
+             add-operator), or pass another --out (a new PKI's certificates do not chain to this one's)",
+            dir.display(),
+            dir.display()
+        )));
+    }
     std::fs::create_dir_all(dir).map_err(|e| CliError::io("cannot create", dir, e))?;
     for code in &spec.sites {
         if Peer::from_spiffe(&Peer::Site(code.clone()).spiffe_id()).is_none() {
@@ -121,8 +138,10 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
         }
     }
     let network = DevCa::new("lacnet development network CA").map_err(gen_err)?;
-    let network_ca = dir.join("network-ca.pem");
+    let network_ca = dir.join(NETWORK_CA);
     write_file(&network_ca, &network.ca_pem(), false)?;
+    let network_ca_key = dir.join(NETWORK_CA_KEY);
+    write_file(&network_ca_key, &network.key_pem(), true)?;
     let hub = save(
         dir,
         "hub",
@@ -142,8 +161,10 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
 
     let council_ca_dev =
         DevCa::new(&format!("{} council CA (development)", spec.council)).map_err(gen_err)?;
-    let council_ca = dir.join("council-ca.pem");
+    let council_ca = dir.join(COUNCIL_CA);
     write_file(&council_ca, &council_ca_dev.ca_pem(), false)?;
+    let council_ca_key = dir.join(COUNCIL_CA_KEY);
+    write_file(&council_ca_key, &council_ca_dev.key_pem(), true)?;
     let agent = save(
         dir,
         "agent",
@@ -192,13 +213,91 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
     )?;
     Ok(Issued {
         network_ca,
+        network_ca_key,
         hub,
         sites,
         analyst,
         council_ca,
+        council_ca_key,
         agent,
         council,
         operator,
         config,
     })
+}
+
+const NETWORK_CA: &str = "network-ca.pem";
+const NETWORK_CA_KEY: &str = "network-ca.key";
+const COUNCIL_CA: &str = "council-ca.pem";
+const COUNCIL_CA_KEY: &str = "council-ca.key";
+
+/// What to add to an existing development PKI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addition {
+    /// A site's hub client certificate (network CA).
+    Site(String),
+    /// An analyst's client certificate (network CA).
+    Analyst(String),
+    /// A council operator's client certificate (council CA).
+    Operator(String),
+}
+
+fn load_ca(dir: &Path, cert: &str, key: &str) -> Result<DevCa, CliError> {
+    let read = |name: &str| {
+        let path = dir.join(name);
+        std::fs::read_to_string(&path).map_err(|e| {
+            CliError::io(
+                "cannot read (run `lacnet certs --out DIR` first; it keeps the CA keys there)",
+                &path,
+                e,
+            )
+        })
+    };
+    DevCa::load(&read(cert)?, &read(key)?).map_err(gen_err)
+}
+
+/// Issues one more certificate from the CA keys kept in `dir` by [`issue`],
+/// so a council or analyst joins without re-issuing anyone else's. Refuses
+/// to replace an existing certificate unless `force` (renewal).
+pub fn add(dir: &Path, addition: &Addition, force: bool) -> Result<Pair, CliError> {
+    let (peer, ca, ca_key, stem) = match addition {
+        Addition::Site(code) => (
+            Peer::Site(code.clone()),
+            NETWORK_CA,
+            NETWORK_CA_KEY,
+            format!("site-{code}"),
+        ),
+        Addition::Analyst(name) => (
+            Peer::Analyst(name.clone()),
+            NETWORK_CA,
+            NETWORK_CA_KEY,
+            format!("analyst-{name}"),
+        ),
+        Addition::Operator(name) => (
+            Peer::Operator(name.clone()),
+            COUNCIL_CA,
+            COUNCIL_CA_KEY,
+            format!("operator-{name}"),
+        ),
+    };
+    if Peer::from_spiffe(&peer.spiffe_id()).is_none() {
+        return Err(CliError::Invalid(match addition {
+            Addition::Site(code) => format!(
+                "{code:?} is not an ONS code (a letter E, W, S or N and eight digits, e.g. E06000034)"
+            ),
+            Addition::Analyst(n) | Addition::Operator(n) => {
+                format!("name {n:?}: use 1 to 64 of a-z 0-9 . _ -")
+            }
+        }));
+    }
+    let cert_path = dir.join(format!("{stem}.pem"));
+    if cert_path.exists() && !force {
+        return Err(CliError::Invalid(format!(
+            "{} exists: pass --force to issue a new certificate in its place (renewal)",
+            cert_path.display()
+        )));
+    }
+    let ca = load_ca(dir, ca, ca_key)?;
+    let cert = ca.issue(&peer, &[]).map_err(gen_err)?;
+    save(dir, &stem, &cert)
 }

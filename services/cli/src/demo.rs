@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use lacnet_core::Date;
 use lacnet_core::pseudonym::KeyRing;
-use lacnet_core::{Date, Period};
 use lacnet_hub::{Hub, HubOptions, Registry};
 use lacnet_site_agent::{Agent, AgentOptions, HubTarget};
 use lacnet_tls::dev::{DevCa, IssuedCert};
@@ -429,19 +429,23 @@ async fn run_in(
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
+    // `publish_now` counts only what it queued itself: when the debounce
+    // fired during a slow import it finds nothing new, so the count alone
+    // could read "0" while every release arrived.
     println!(
-        "      {submissions} quarterly submissions acknowledged by the hub in {:.1} s",
+        "      every outbox drained: the hub acknowledged every submission ({submissions} queued at this step) in {:.1} s",
         t.elapsed().as_secs_f64()
     );
 
     let t = steps.start("Pulling the network report as an analyst");
     let mut reports = crate::client::reports(&hub_endpoint).await?;
-    let period = Period::parse(DEMO_PERIOD).map_err(|e| CliError::Invalid(e.to_string()))?;
+    // The same rule as a plain `lacnet report`, so the summary and the site
+    // table (each site's latest quarter) cannot disagree.
     let report = model::fetch(
         &mut reports,
         &hub_url,
         &Request::Summary {
-            period: Some(period),
+            period: None,
             trend_periods: DEMO_TREND_PERIODS,
             level_2: false,
         },
@@ -449,6 +453,16 @@ async fn run_in(
     )
     .await?;
     println!("      done in {:.1} s\n", t.elapsed().as_secs_f64());
+    if let Some(rule) = &report.period_rule {
+        println!("{rule}\n");
+    }
+    for note in &report.notes {
+        println!("Note: {note}\n");
+    }
+    let shown = report
+        .summary
+        .as_ref()
+        .map_or_else(|| DEMO_PERIOD.to_owned(), |s| s.period.clone());
     println!(
         "{} (count, then rate per 10,000 adults or, for proportions, share of the denominator):\n",
         report.title
@@ -486,11 +500,34 @@ async fn run_in(
             "  lacnet status                       # the {} agent",
             agents[0].profile.name
         );
-        println!("  lacnet preview --period {DEMO_PERIOD}      # what it sends the hub");
-        println!("  lacnet report --period {DEMO_PERIOD}       # the network summary");
+        println!("  lacnet preview --period {shown}      # what it sends the hub");
+        println!("  lacnet report                       # the network summary ({shown})");
         println!(
-            "  lacnet report --metric outcome.volunteering --from 2015-Q1 --to {DEMO_PERIOD} --format csv"
+            "  lacnet report --metric outcome.volunteering --from 2015-Q1 --to {shown} --format csv"
         );
+        println!("\nImport into each site's agent (re-importing the same rows changes nothing):\n");
+        // The same span, seed and size as the demo's own import, so the file
+        // is the rows the agent already holds.
+        let (y, m, d) = DEMO_UNTIL;
+        let rows = opts
+            .rows
+            .map(|n| format!(" --rows {n}"))
+            .unwrap_or_default();
+        for a in &agents {
+            let key = a.profile.key;
+            println!(
+                "  lacnet generate --site {key} --until {y:04}-{m:02}-{d:02} --seed {}{rows} --out {key}.csv",
+                opts.seed
+            );
+            println!(
+                "  lacnet import {key}.csv --agent-url {} --agent-ca {} --agent-cert {} --agent-key {}",
+                a.endpoint.url,
+                a.endpoint.tls.ca.display(),
+                a.endpoint.tls.cert.display(),
+                a.endpoint.tls.key.display(),
+            );
+        }
+        println!();
         for a in &agents[1..] {
             println!(
                 "  lacnet status --agent-url {} --agent-ca {} --operator-cert {} --operator-key {}   # {}",

@@ -1,6 +1,6 @@
 //! `lacnet`: parse the command line and run one command. Exit codes: 0 done,
 //! 1 error, 2 usage error, 3 import finished but rows were rejected, 4 erase
-//! found nobody with that id.
+//! found nobody with that id, 5 a report found no published figure at all.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +16,8 @@ use lacnet_core::{Date, Period};
 const EXIT_REJECTED: u8 = 3;
 /// Exit code when `lacnet erase` found no record with the id it was given.
 const EXIT_NOT_FOUND: u8 = 4;
+/// Exit code when a report found no published figure for what was asked.
+const EXIT_NOTHING_PUBLISHED: u8 = 5;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -103,15 +105,28 @@ enum Command {
         conn: AgentFlags,
     },
     /// Pull a report from the hub (needs an analyst certificate).
+    #[command(
+        after_help = "The report's first lines say which period it shows and why, and, when a period has no \
+                      figures, why not (not published yet, not a kind of period the network publishes, or a \
+                      council that did not exist then).\n\n\
+                      Exit codes: 0 figures found, 5 no site had published anything for what was asked \
+                      (the report still says why), 1 error."
+    )]
     Report {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
         /// The network summary for this period: a quarter (YYYY-Qn), month
         /// (YYYY-MM), financial year (FY2024 = April 2024 to March 2025) or
-        /// programme to date (PTD2024-09) [default: the latest submitted].
+        /// programme to date at a financial-year end (PTD2025-03) [default:
+        /// the latest month or quarter that at least half of the sites have
+        /// published].
         #[arg(long, conflicts_with = "metric")]
         period: Option<String>,
+        /// Wait up to this many seconds for figures to arrive when there are
+        /// none yet (an agent publishes a few seconds after an import settles).
+        #[arg(long, value_name = "SECS")]
+        wait: Option<u64>,
         /// Show Level 2 alone (longer-term support: the like-for-like figure sites quote).
         #[arg(long, conflicts_with = "metric")]
         level_2: bool,
@@ -146,9 +161,17 @@ enum Command {
         force: bool,
     },
     /// Issue a development PKI: network CA, hub, site and analyst certificates; council CA, agent, council (case system) and operator certificates.
+    #[command(
+        args_conflicts_with_subcommands = true,
+        after_help = "The CA keys (network-ca.key, council-ca.key) are kept in the directory, mode 0600: \
+                      `lacnet certs add-site CODE` (add-analyst, add-operator) issues from them later. \
+                      Anyone holding them can issue any identity: never commit them, and keep real CAs offline."
+    )]
     Certs {
-        /// Directory to write into.
-        #[arg(long, short, default_value = "lacnet-dev-pki")]
+        #[command(subcommand)]
+        add: Option<CertsAdd>,
+        /// Directory to write into (and, with add-*, the PKI to issue from).
+        #[arg(long, short, default_value = "lacnet-dev-pki", global = true)]
         out: PathBuf,
         /// ONS code of a site to issue a hub client certificate for (repeat).
         #[arg(long = "site", default_values_t = ["E06000034".to_owned()])]
@@ -223,6 +246,38 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+/// Certificates issued later from the CA keys `lacnet certs` kept.
+#[derive(Debug, Subcommand)]
+enum CertsAdd {
+    /// A hub client certificate for a new site (network CA): site-CODE.pem and .key.
+    #[command(name = "add-site")]
+    Site {
+        /// The site's ONS code, e.g. E06000046.
+        code: String,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A client certificate for a new analyst (network CA): analyst-NAME.pem and .key.
+    #[command(name = "add-analyst")]
+    Analyst {
+        /// The analyst's name (a-z 0-9 . _ -).
+        name: String,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A client certificate for a new council operator (council CA): operator-NAME.pem and .key.
+    #[command(name = "add-operator")]
+    Operator {
+        /// The operator's name (a-z 0-9 . _ -).
+        name: String,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -356,6 +411,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             from,
             to,
             trend_periods,
+            wait,
             out,
             conn,
         } => {
@@ -373,14 +429,32 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 },
             };
             let mut c = client::reports(&endpoint).await?;
-            let r = model::fetch(&mut c, &endpoint.url, &request, demo::now_unix()).await?;
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs(wait.unwrap_or(0));
+            let r = loop {
+                let r = model::fetch(&mut c, &endpoint.url, &request, demo::now_unix()).await?;
+                if !r.nothing_found() || std::time::Instant::now() >= deadline {
+                    break r;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            };
             let text = report::render(&r, format)?;
+            if format != Format::Table || out.is_some() {
+                // The table prints them first; other formats carry them in
+                // their data, and a reader of the terminal still sees why.
+                for note in r.period_rule.iter().chain(&r.notes) {
+                    eprintln!("{note}");
+                }
+            }
             match out {
                 Some(path) => {
                     certs::write_file(&path, &text, false)?;
                     eprintln!("wrote {}", path.display());
                 }
                 None => print!("{text}"),
+            }
+            if r.nothing_found() {
+                return Ok(ExitCode::from(EXIT_NOTHING_PUBLISHED));
             }
         }
         Command::Keygen { id, out, force } => {
@@ -393,6 +467,28 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("start the agent with --key-file {}={}", k.id, out.display());
         }
         Command::Certs {
+            add: Some(add),
+            out,
+            ..
+        } => {
+            let (addition, force, what) = match add {
+                CertsAdd::Site { code, force } => (certs::Addition::Site(code), force, "site"),
+                CertsAdd::Analyst { name, force } => {
+                    (certs::Addition::Analyst(name), force, "analyst")
+                }
+                CertsAdd::Operator { name, force } => {
+                    (certs::Addition::Operator(name), force, "operator")
+                }
+            };
+            let pair = certs::add(&out, &addition, force)?;
+            println!(
+                "{what} certificate {} (+ .key), issued from the CA kept in {}",
+                pair.cert.display(),
+                out.display()
+            );
+        }
+        Command::Certs {
+            add: None,
             out,
             sites,
             analyst,
@@ -439,6 +535,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  CLI settings   {}  (export LACNET_CONFIG={})",
                 issued.config.display(),
                 issued.config.display()
+            );
+            println!(
+                "warning: the CA keys {} and {} (mode 0600) can issue any identity in this network. \
+                 Keep them private and never commit them; `lacnet certs add-site CODE --out {}` \
+                 (add-analyst, add-operator) issues from them.",
+                issued.network_ca_key.display(),
+                issued.council_ca_key.display(),
+                out.display()
             );
         }
         Command::Status { conn } => {

@@ -720,6 +720,13 @@ fn demo_runs_end_to_end_and_cleans_up() {
     assert!(!pki.exists(), "{} was left behind", pki.display());
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.matches("class=\"bar\"").count() > 20);
+    // The summary's period is the one its site table gives for every site,
+    // and the report says how it was chosen.
+    assert!(
+        html.matches("<td>2016-Q1</td>").count() == 3
+            && html.contains("Period 2016-Q1: the latest month or quarter"),
+        "the demo's summary and its site table disagree"
+    );
 
     // The browser check: headless Chromium renders the report with its charts.
     browser_renders(&report);

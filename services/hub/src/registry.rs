@@ -50,6 +50,12 @@ pub struct Site {
     pub adult_population: u64,
     /// Adult population by year (`(year, adults)`, ascending), if listed.
     pub populations: Vec<(i32, u64)>,
+    /// The mid-year the one `adult_population` estimates, when the registry
+    /// says (`population_year`): reports show it beside every rate.
+    pub population_year: Option<i32>,
+    /// The registry marks `adult_population` as approximate (rounded, or
+    /// not yet the published ONS figure): reports say so beside every rate.
+    pub population_approximate: bool,
     /// The first day the code was in use, if it was created during the network's life.
     pub valid_from: Option<Date>,
     /// The last day the code was in use, if it has been retired.
@@ -84,6 +90,8 @@ impl Site {
             name: name.to_owned(),
             adult_population,
             populations: Vec::new(),
+            population_year: None,
+            population_approximate: false,
             valid_from: None,
             valid_until: None,
             granularity: Granularity::Quarter,
@@ -103,7 +111,8 @@ impl Site {
     }
 
     /// The adult population that `period`'s rates divide by, and the year of
-    /// the estimate (0 for the site's one undated figure): the estimate for
+    /// the estimate (0 for the site's one figure when the registry gives it no
+    /// `population_year`): the estimate for
     /// the period's year, else the latest earlier one. `None` when the site
     /// did not exist during the period, or lists only later years.
     pub fn population_for(&self, period: Period) -> Option<(u64, i32)> {
@@ -111,7 +120,7 @@ impl Site {
             return None;
         }
         if self.populations.is_empty() {
-            return Some((self.adult_population, 0));
+            return Some((self.adult_population, self.population_year.unwrap_or(0)));
         }
         let year = period.population_year();
         self.populations
@@ -203,6 +212,10 @@ struct RawSite {
     valid_from: Option<String>,
     #[serde(default)]
     populations: Vec<RawPopulation>,
+    #[serde(default)]
+    population_year: Option<i32>,
+    #[serde(default)]
+    population_approximate: bool,
 }
 
 #[derive(Deserialize)]
@@ -310,11 +323,22 @@ impl Registry {
                 populations.push((p.year, p.adults));
             }
             populations.sort_unstable();
+            if let Some(y) = s.population_year
+                && !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&y)
+            {
+                return Err(format!(
+                    "{at}.population_year {y} must be between {} and {}",
+                    Period::MIN_YEAR,
+                    Period::MAX_YEAR
+                ));
+            }
             sites.push(Site {
                 code: s.code,
                 name: s.name,
                 adult_population: s.adult_population,
                 populations,
+                population_year: s.population_year,
+                population_approximate: s.population_approximate,
                 valid_from,
                 valid_until,
                 granularity,
@@ -527,8 +551,10 @@ mod tests {
         assert!(!cumberland.in_use_during(p("2023-Q1")) && cumberland.in_use_during(p("2023-Q2")));
         assert!(cumbria.in_use_during(p("FY2022")) && !cumbria.in_use_during(p("FY2023")));
         assert!(cumberland.population_for(p("2023-Q1")).is_none());
-        // No yearly list yet: the one figure, marked undated (year 0).
-        assert_eq!(thurrock.population_for(p("FY2022")), Some((134_700, 0)));
+        // No yearly list yet: the one figure, with the year it approximates,
+        // marked approximate so reports can say so.
+        assert_eq!(thurrock.population_for(p("FY2015")), Some((134_700, 2022)));
+        assert!(thurrock.population_approximate);
     }
 
     #[test]

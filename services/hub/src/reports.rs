@@ -108,6 +108,9 @@ fn period_comparison(
             policy: Some(policy_to_proto(&l.policy)),
             adult_population: *population,
             population_year: *year,
+            // Only the one undated figure can be marked approximate; a
+            // yearly list is the published estimates.
+            population_approximate: site.population_approximate && site.populations.is_empty(),
             published_on: published_on(l),
             revised: l.revised,
         })
@@ -142,10 +145,19 @@ impl Hub {
         let sites = visible_sites(registry.sites(), scope);
         // The most recently received latest table of each site.
         let mut last: HashMap<&str, (Period, Arc<Latest>)> = HashMap::new();
+        let mut series: HashMap<&str, Period> = HashMap::new();
         self.store().with_latest(|index| {
             for (period, by_site) in index {
                 for site in &sites {
                     if let Some(l) = by_site.get(&site.code) {
+                        if !period.is_span() {
+                            let later = series
+                                .get(site.code.as_str())
+                                .is_none_or(|p| (period.end(), *period) > (p.end(), *p));
+                            if later {
+                                series.insert(site.code.as_str(), *period);
+                            }
+                        }
                         let newer = last.get(site.code.as_str()).is_none_or(|(p, cur)| {
                             (l.received_at_unix, *period) > (cur.received_at_unix, *p)
                         });
@@ -173,6 +185,9 @@ impl Hub {
                             published_on: published_on(l),
                             revised: l.revised,
                         }),
+                        latest_series_period: series
+                            .get(s.code.as_str())
+                            .map(|p| period_to_proto(*p)),
                     }
                 })
                 .collect(),

@@ -183,6 +183,55 @@ pub struct MetricDef {
     pub across_periods: Additivity,
 }
 
+impl MetricDef {
+    /// What the figure counts, in a sentence or two for a report's glossary:
+    /// written from the same facts the catalogue is built from (its group,
+    /// kind and how it behaves over a span), so a new metric is described
+    /// the day it is added.
+    pub fn description(&self) -> String {
+        let base = self
+            .support_level
+            .and_then(|l| self.id.strip_prefix(&format!("{}.", l.id())))
+            .unwrap_or(&self.id);
+        let group = base.split('.').next().unwrap_or(base);
+        let of_intros = match self.support_level {
+            Some(_) => "the period's new introductions at this level",
+            None => "the period's new introductions",
+        };
+        let mut text = match group {
+            "people_active" => "Distinct people with an introduction open at any time in the period, \
+                                leaving out open cases gone quiet. Over a financial year or the programme \
+                                to date each person counts once, so quarters never add up to it."
+                .to_owned(),
+            "people_new" => "Distinct people introduced in the period: a person introduced twice counts \
+                             once (compare New introductions, which counts both)."
+                .to_owned(),
+            "introductions_new" => "Introductions made in the period, so a person introduced twice \
+                                    counts twice; a financial year's figure is the sum of its quarters'."
+                .to_owned(),
+            "closures" => "Introductions closed in the period.".to_owned(),
+            "cases_stale" => "Open introductions with no contact, outcome or new introduction within \
+                              the site's inactivity limit by the period's last day; they are not \
+                              counted as people supported."
+                .to_owned(),
+            "support_level" => format!("Share of {of_intros} made at this support level."),
+            "age_band" | "age_group" => {
+                format!("Share of {of_intros} whose person was in this age group when introduced.")
+            }
+            "primary_need" => format!("Share of {of_intros} with this primary need."),
+            "source" => format!("Share of {of_intros} that came from this source."),
+            "outcome" => "People who achieved this outcome in the period (each person once over a \
+                          span), as a share of the people supported."
+                .to_owned(),
+            _ => String::new(),
+        };
+        if let Some(l) = self.support_level {
+            text.push_str(&format!(" {} introductions only.", l.label()));
+        }
+        text
+    }
+}
+
 /// A set of cells whose parts add up exactly to a total cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSpec {
@@ -699,5 +748,22 @@ mod tests {
                 assert!(!t.parts.contains(&t.total));
             }
         }
+    }
+
+    #[test]
+    fn every_metric_has_a_description_and_the_two_people_counts_differ() {
+        let c = catalogue();
+        for m in c.metrics() {
+            assert!(m.description().len() > 20, "{} has no description", m.id);
+        }
+        let d = |id: &str| c.def(c.index_of(id).unwrap()).description();
+        assert_ne!(d("people_new"), d("introductions_new"));
+        assert!(d("people_new").contains("counts once"));
+        assert!(
+            d("level_2.people_active")
+                .ends_with("Level 2 (longer-term support) introductions only."),
+            "{}",
+            d("level_2.people_active")
+        );
     }
 }

@@ -114,7 +114,23 @@ impl Service {
     /// Starts `binary` with exactly `env` (nothing inherited but `PATH`) and
     /// waits for its `listening` line.
     pub fn spawn(name: &str, binary: &Path, env: &[(String, String)]) -> Service {
+        Service::spawn_in(name, binary, &[], env, None)
+    }
+
+    /// [`Service::spawn`] with command-line `args`, run in `dir` (as a
+    /// person types a README's command in a directory).
+    pub fn spawn_in(
+        name: &str,
+        binary: &Path,
+        args: &[String],
+        env: &[(String, String)],
+        dir: Option<&Path>,
+    ) -> Service {
         let mut cmd = Command::new(binary);
+        cmd.args(args);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         cmd.env_clear();
         if let Some(path) = std::env::var_os("PATH") {
             cmd.env("PATH", path);

@@ -2,9 +2,9 @@
 //! certificates carrying lacnet SPIFFE identities, and CRLs. Not for production keys.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, CertifiedIssuer, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SanType, SerialNumber, date_time_ymd,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    RevokedCertParams, SanType, SerialNumber, date_time_ymd,
 };
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
@@ -17,7 +17,8 @@ fn gen_err(e: impl std::fmt::Display) -> TlsError {
 
 /// A self-signed CA held in memory.
 pub struct DevCa {
-    issuer: CertifiedIssuer<'static, KeyPair>,
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
 }
 
 impl std::fmt::Debug for DevCa {
@@ -58,13 +59,34 @@ impl DevCa {
             KeyUsagePurpose::DigitalSignature,
         ];
         let key = KeyPair::generate().map_err(gen_err)?;
-        let issuer = CertifiedIssuer::self_signed(params, key).map_err(gen_err)?;
-        Ok(DevCa { issuer })
+        let ca_pem = params.self_signed(&key).map_err(gen_err)?.pem();
+        Ok(DevCa {
+            issuer: Issuer::new(params, key),
+            ca_pem,
+        })
+    }
+
+    /// A CA written earlier by [`DevCa::ca_pem`] and [`DevCa::key_pem`], so
+    /// a trial network can grow: certificates it issues now chain to the
+    /// same root as the ones already deployed.
+    pub fn load(ca_pem: &str, key_pem: &str) -> Result<DevCa, TlsError> {
+        let key = KeyPair::from_pem(key_pem).map_err(gen_err)?;
+        let issuer = Issuer::from_ca_cert_pem(ca_pem, key).map_err(gen_err)?;
+        Ok(DevCa {
+            issuer,
+            ca_pem: ca_pem.to_owned(),
+        })
     }
 
     /// The CA certificate, PEM.
     pub fn ca_pem(&self) -> String {
-        self.issuer.pem()
+        self.ca_pem.clone()
+    }
+
+    /// The CA's private key (PKCS#8 PEM): whoever holds it can issue any
+    /// identity in the network, so it is written with mode 0600 or not at all.
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
     }
 
     /// Issues a certificate for `peer` (its SPIFFE ID as a URI SAN) that also names

@@ -27,6 +27,7 @@ const HEADER: &[&str] = &[
     "across_periods",
     "adult_population",
     "population_year",
+    "population_note",
 ];
 
 fn opt(v: Option<f64>, places: usize) -> String {
@@ -75,6 +76,7 @@ pub fn render(report: &Report) -> Result<String, CliError> {
                 &m.across_periods,
                 &s.adult_population.to_string(),
                 &s.population_year.map(|y| y.to_string()).unwrap_or_default(),
+                s.population_note.as_deref().unwrap_or_default(),
             ])
             .map_err(fail)?;
         }

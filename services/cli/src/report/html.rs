@@ -55,6 +55,7 @@ h2 { font-size: 1.25rem; margin: 2rem 0 0.5rem; border-bottom: 2px solid var(--r
 h3 { font-size: 1rem; margin: 0 0 0.25rem; }
 p.lead, .muted { color: var(--muted); }
 .note { background: var(--panel); border-left: 4px solid #0072b2; padding: 0.5rem 0.75rem; margin: 0.75rem 0; }
+.note ul { margin: 0.25rem 0 0; padding-left: 1.25rem; }
 .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 1rem; }
 figure.wide { max-width: 720px; }
 figure { margin: 0; padding: 0.75rem; background: var(--panel); border-radius: 6px; break-inside: avoid; page-break-inside: avoid; }
@@ -71,6 +72,9 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 .key span { display: inline-block; margin-right: 1rem; white-space: nowrap; }
 .swatch { display: inline-block; width: 0.8em; height: 0.8em; border-radius: 2px; margin-right: 0.3em; vertical-align: -0.05em; }
 details summary { cursor: pointer; font-weight: 600; }
+dl.glossary dt { font-weight: 600; margin-top: 0.5rem; }
+dl.glossary dd { margin: 0 0 0 1rem; color: var(--muted); }
+figure .empty { padding: 2rem 0.5rem; color: var(--muted); }
 @media (max-width: 600px) { body { font-size: 15px; } main { padding: 0.5rem; } .grid { grid-template-columns: 1fr; } }
 @media print {
   body { font-size: 11pt; }
@@ -110,6 +114,16 @@ pub fn render(report: &Report) -> String {
         esc(&report.title),
         esc(&report.pulled_on)
     );
+    if let Some(rule) = &report.period_rule {
+        let _ = writeln!(h, "<p>{}</p>", esc(rule));
+    }
+    for note in &report.notes {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\"><strong>Note:</strong> {}</p>",
+            esc(note)
+        );
+    }
     let key: String = sites
         .iter()
         .map(|(code, name)| {
@@ -179,6 +193,18 @@ pub fn render(report: &Report) -> String {
         h.push_str("</div>\n");
     }
     data_table(&mut h, report);
+    if !report.glossary.is_empty() {
+        h.push_str("<h2 id=\"glossary\">What each figure counts</h2>\n<dl class=\"glossary\">\n");
+        for (labels, description) in report.glossary_grouped() {
+            let _ = writeln!(
+                h,
+                "<dt>{}</dt><dd>{}</dd>",
+                esc(&labels.join("; ")),
+                esc(description)
+            );
+        }
+        h.push_str("</dl>\n");
+    }
     h.push_str(
         "<p class=\"muted\">Made by <code>lacnet report --format html</code>. This page loads nothing from the network.</p>\n\
          </main>\n</body>\n</html>\n",
@@ -197,7 +223,7 @@ fn policies(h: &mut String, report: &Report) {
     }
     h.push_str(
         "<div class=\"table-wrap\"><table><thead><tr><th>Site</th><th>ONS code</th><th class=\"num\">Adults (18+)</th>\
-         <th>Disclosure policy applied</th><th>Latest period submitted</th></tr></thead><tbody>\n",
+         <th>Disclosure policy applied</th><th>Latest period with new people</th><th>Latest release</th></tr></thead><tbody>\n",
     );
     let shown = sites_in(report);
     for s in report
@@ -207,13 +233,14 @@ fn policies(h: &mut String, report: &Report) {
     {
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&s.name),
             esc(&s.code),
             thousands(s.adult_population),
             s.policy
                 .as_ref()
                 .map_or_else(|| "no submission yet".into(), |p| esc(&p.text)),
+            esc(s.latest_with_figures.as_deref().unwrap_or("-")),
             esc(&last_release(s)),
         );
     }
@@ -223,7 +250,10 @@ fn policies(h: &mut String, report: &Report) {
 /// "2014-Q1 (published 2026-11-30, revised)": the period, the day, and
 /// whether it was revised; never a revision number or a time.
 fn last_release(s: &super::model::SiteView) -> String {
-    let Some(period) = &s.last_period else {
+    // The latest month or quarter published (often one with every figure
+    // withheld: agents publish up to the present); a financial year sent
+    // beside its quarter is not "latest" in that sense.
+    let Some(period) = s.latest_period.as_ref().or(s.last_period.as_ref()) else {
         return "-".into();
     };
     let revised = if s.last_revised { ", revised" } else { "" };
@@ -422,16 +452,37 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
             .join("; "))
     );
     if !s.cost_exclusions.is_empty() {
-        h.push_str("<p class=\"note\">Not costed:</p>\n<ul class=\"note\">\n");
+        // One box, the list inside it: a heading box and a list box read as
+        // two notes, and the bullets fell outside the border.
+        h.push_str("<div class=\"note\"><strong>Not costed:</strong>\n<ul>\n");
         for (label, reason) in &s.cost_exclusions {
             let _ = writeln!(h, "<li>{}: {}</li>", esc(label), esc(reason));
         }
-        h.push_str("</ul>\n");
+        h.push_str("</ul></div>\n");
     }
 }
 
 fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static str) {
     let p = &m.comparison;
+    if p.sites.iter().all(|s| s.share.is_none()) {
+        // An empty box reads as "no difference"; say what is missing instead.
+        let why = if p.sites.is_empty() {
+            "No site published this period.".to_owned()
+        } else if p.sites.iter().all(|s| s.value == CountView::NotReleased) {
+            "This kind of period does not carry this figure.".to_owned()
+        } else {
+            "No site's share can be plotted: each count or its denominator was withheld by disclosure \
+             control (it may be zero) or is not carried by this kind of period."
+                .to_owned()
+        };
+        let _ = writeln!(
+            h,
+            "<figure><h3>{}</h3><p class=\"empty\">No funnel plot: {}</p></figure>",
+            esc(&m.metric.label),
+            esc(&why)
+        );
+        return;
+    }
     let (left, right, top, bottom) = (38.0, 350.0, 14.0, 206.0);
     let known: Vec<(&super::model::SiteValue, f64, u64)> = p
         .sites
@@ -658,13 +709,7 @@ fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'st
     let trends: Vec<String> = c
         .trends
         .iter()
-        .map(|t| {
-            let name = codes
-                .iter()
-                .find(|(code, _)| code == &t.site_code)
-                .map_or(t.site_code.as_str(), |(_, n)| n.as_str());
-            format!("{} {}", esc(name), esc(&t.direction))
-        })
+        .map(|t| format!("{} {}", esc(&t.site_name), esc(&t.direction)))
         .collect();
     let _ = writeln!(
         h,
@@ -714,12 +759,97 @@ fn data_table(h: &mut String, report: &Report) {
         }
         h.push_str("</tr>\n");
     }
-    h.push_str("</tbody></table></div></details>\n");
+    // Every rate's denominator, with its year and caveat, under the figures it divides.
+    h.push_str("<tr><td>Adults (18+) the rates divide by</td>");
+    for (code, _) in &sites {
+        let v = s
+            .metrics
+            .iter()
+            .flat_map(|m| m.comparison.sites.iter())
+            .find(|v| &v.site_code == code);
+        match v {
+            Some(v) => {
+                let _ = write!(
+                    h,
+                    "<td class=\"num\">{}{}</td>",
+                    thousands(v.adult_population),
+                    v.population_note.as_deref().map_or_else(
+                        || v.population_year
+                            .map(|y| format!(" (mid-{y})"))
+                            .unwrap_or_default(),
+                        |n| format!(" ({})", esc(n))
+                    )
+                );
+            }
+            None => h.push_str("<td class=\"num\">-</td>"),
+        }
+    }
+    h.push_str("</tr>\n</tbody></table></div></details>\n");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_funnel_with_no_published_point_says_why_instead_of_an_empty_box() {
+        use super::super::model::{MetricInfoView, SiteValue};
+        let site = |value| SiteValue {
+            site_code: "E06000034".into(),
+            site_name: "Thurrock".into(),
+            value,
+            denominator: Some(CountView::Value(40)),
+            rate_per_10k: None,
+            share: None,
+            rank: None,
+            funnel: None,
+            limits: None,
+            adult_population: 134_700,
+            population_year: Some(2022),
+            population_approximate: true,
+            population_note: None,
+        };
+        let metric = |sites| MetricPeriod {
+            metric: MetricInfoView {
+                id: "outcome.volunteering".into(),
+                label: "Volunteering".into(),
+                group: "outcome".into(),
+                proportion: true,
+                denominator: Some("people_active".into()),
+                unit_cost_pence: None,
+                unit_cost_excluded_reason: None,
+                across_periods: "distinct".into(),
+                support_level: None,
+            },
+            comparison: PeriodView {
+                period: "2016-Q1".into(),
+                sites,
+                median_value: None,
+                median_rate: None,
+                median_share: None,
+                funnel_target: None,
+                sites_known: 0,
+                sites_suppressed: 1,
+            },
+        };
+        let colour = |_: &str| "#000000";
+        for (sites, why) in [
+            (
+                vec![site(CountView::Suppressed)],
+                "withheld by disclosure control (it may be zero)",
+            ),
+            (
+                vec![site(CountView::NotReleased)],
+                "does not carry this figure",
+            ),
+            (Vec::new(), "No site published this period"),
+        ] {
+            let mut h = String::new();
+            funnel_plot(&mut h, &metric(sites), &colour);
+            assert!(h.contains("No funnel plot: ") && h.contains(why), "{h}");
+            assert!(!h.contains("<svg"), "no empty box: {h}");
+        }
+    }
 
     #[test]
     fn text_is_escaped_and_axes_are_nice() {

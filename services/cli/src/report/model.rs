@@ -153,6 +153,17 @@ pub struct SiteView {
     pub policy: Option<PolicyView>,
     /// The period of its latest submission.
     pub last_period: Option<String>,
+    /// The latest month or quarter (its series) it has published: the
+    /// period a comparison is drawn for, and what the default period is
+    /// chosen from.
+    pub latest_period: Option<String>,
+    /// The latest month or quarter in which it published a count of people
+    /// newly introduced (above zero): the default period is chosen from these.
+    pub latest_with_figures: Option<String>,
+    /// The first day its code was in use, when the registry limits it.
+    pub valid_from: Option<String>,
+    /// The last day its code was in use, when the registry limits it.
+    pub valid_until: Option<String>,
     /// The day (YYYY-MM-DD) that submission was published at the hub: the
     /// only timing an analyst sees (no revision numbers, no times).
     pub last_published_on: Option<String>,
@@ -241,6 +252,40 @@ pub struct SiteValue {
     pub adult_population: u64,
     /// The year of that population estimate; absent for an undated figure.
     pub population_year: Option<i32>,
+    /// The registry marks the population as approximate.
+    pub population_approximate: bool,
+    /// What a reader must know about the denominator, e.g. "mid-2022
+    /// estimate, approximate; the period is in 2015"; absent when it is the
+    /// published estimate for the period's own year.
+    pub population_note: Option<String>,
+}
+
+/// The caveat on a rate's denominator, if any: undated, approximate, or an
+/// estimate for another year than the period's.
+pub fn population_note(
+    period: Option<Period>,
+    year: Option<i32>,
+    approximate: bool,
+) -> Option<String> {
+    let other_year = match (period, year) {
+        (Some(p), Some(y)) if y != p.population_year() => Some(p.population_year()),
+        _ => None,
+    };
+    let mut note = match year {
+        Some(_) if !approximate && other_year.is_none() => return None,
+        Some(y) => format!(
+            "{}mid-{y} estimate",
+            if approximate { "approximate " } else { "" }
+        ),
+        None => format!(
+            "{}undated registry figure",
+            if approximate { "approximate " } else { "" }
+        ),
+    };
+    if let Some(py) = other_year {
+        note.push_str(&format!(", for a {py} period"));
+    }
+    Some(note)
 }
 
 /// One metric across sites in one period.
@@ -283,6 +328,7 @@ fn period_name(p: Option<&pb::Period>) -> String {
 impl PeriodView {
     fn from_proto(c: &hub::PeriodComparison) -> PeriodView {
         let summary = |s: &Option<hub::Summary>| s.as_ref().and_then(|s| s.median);
+        let period = period_from_proto(c.period.as_ref(), "period").ok();
         PeriodView {
             period: period_name(c.period.as_ref()),
             sites: c
@@ -312,6 +358,12 @@ impl PeriodView {
                             }),
                         adult_population: s.adult_population,
                         population_year: (s.population_year != 0).then_some(s.population_year),
+                        population_approximate: s.population_approximate,
+                        population_note: population_note(
+                            period,
+                            (s.population_year != 0).then_some(s.population_year),
+                            s.population_approximate,
+                        ),
                     }
                 })
                 .collect(),
@@ -381,6 +433,8 @@ pub struct SummaryView {
 pub struct TrendView {
     /// ONS code.
     pub site_code: String,
+    /// Name.
+    pub site_name: String,
     /// rising, falling, flat or insufficient.
     pub direction: String,
     /// Least-squares slope of the rate per 10,000, per period.
@@ -415,6 +469,52 @@ pub struct Report {
     pub summary: Option<SummaryView>,
     /// Metrics over a range of periods.
     pub comparisons: Vec<ComparisonView>,
+    /// How the period was chosen when none was asked for, in words.
+    pub period_rule: Option<String>,
+    /// What a reader must know before reading the figures: why a period has
+    /// no data, and the caveats of the denominators.
+    pub notes: Vec<String>,
+    /// Every figure the report shows, defined.
+    pub glossary: Vec<GlossaryEntry>,
+}
+
+/// One figure in the glossary, from the metric catalogue.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlossaryEntry {
+    /// Stable id, e.g. `people_new`.
+    pub id: String,
+    /// Its label in the report.
+    pub label: String,
+    /// What it counts.
+    pub description: String,
+}
+
+impl Report {
+    /// The glossary with the figures that share a definition (every outcome,
+    /// say) listed together, in the order they first appear.
+    pub fn glossary_grouped(&self) -> Vec<(Vec<&str>, &str)> {
+        let mut out: Vec<(Vec<&str>, &str)> = Vec::new();
+        for g in &self.glossary {
+            match out.iter_mut().find(|(_, d)| *d == g.description) {
+                Some((labels, _)) => labels.push(&g.label),
+                None => out.push((vec![&g.label], &g.description)),
+            }
+        }
+        out
+    }
+
+    /// Whether the hub had nothing for what was asked: no site's figure in
+    /// the summary's period (its trend lines do not count: they end there),
+    /// or, for one metric over a range, in any period of it.
+    pub fn nothing_found(&self) -> bool {
+        match &self.summary {
+            Some(s) => s.sites_submitted == 0,
+            None => self
+                .comparisons
+                .iter()
+                .all(|c| c.periods.iter().all(|p| p.sites.is_empty())),
+        }
+    }
 }
 
 /// What to pull.
@@ -485,8 +585,18 @@ pub async fn fetch(
                 .map(|r| r.published_on.clone())
                 .filter(|d| !d.is_empty()),
             last_revised: s.last_submission.as_ref().is_some_and(|r| r.revised),
+            latest_period: s
+                .latest_series_period
+                .as_ref()
+                .map(|p| period_name(Some(p))),
+            latest_with_figures: None,
+            valid_from: (!s.valid_from.is_empty()).then(|| s.valid_from.clone()),
+            valid_until: (!s.valid_until.is_empty()).then(|| s.valid_until.clone()),
         })
         .collect();
+    let today = lacnet_core::Date::from_unix_seconds(now_unix);
+    let mut site_views = site_views;
+    fill_latest_with_figures(client, url, &mut site_views).await?;
     let mut report = Report {
         title: String::new(),
         pulled_on: lacnet_core::Date::from_unix_seconds(now_unix).to_string(),
@@ -494,6 +604,9 @@ pub async fn fetch(
         sites: site_views,
         summary: None,
         comparisons: Vec::new(),
+        period_rule: None,
+        notes: Vec::new(),
+        glossary: Vec::new(),
     };
     match request {
         Request::Summary {
@@ -503,7 +616,22 @@ pub async fn fetch(
         } => {
             let period = match period {
                 Some(p) => *p,
-                None => latest_period(&sites)?,
+                None => match default_period(&report.sites) {
+                    Some((p, rule)) => {
+                        report.period_rule = Some(rule);
+                        p
+                    }
+                    None => {
+                        report.title = "LAC Network summary: nothing published yet".into();
+                        report.notes.push(
+                            "No site has published anything to the hub yet. A site agent publishes a period once it \
+                             has closed and its embargo (14 days by default) has passed, a few seconds after an \
+                             import settles; `lacnet report --wait 60` waits for it."
+                                .into(),
+                        );
+                        return Ok(report);
+                    }
+                },
             };
             let reply = client
                 .network_summary(hub::NetworkSummaryRequest {
@@ -513,6 +641,12 @@ pub async fn fetch(
                 .map_err(fail)?
                 .into_inner();
             let mut summary = summary_view(&reply, &report.sites);
+            if summary.sites_submitted == 0 {
+                report
+                    .notes
+                    .extend(explain_empty(period, &report.sites, today));
+            }
+            report.notes.extend(denominator_note(&summary));
             let trend_metrics = if *level_2 {
                 // Level 2 alone: the per-level figures, and Level 2's share of introductions.
                 summary.metrics.retain(|m| {
@@ -534,16 +668,265 @@ pub async fn fetch(
             for metric in trend_metrics {
                 report
                     .comparisons
-                    .push(compare(client, url, metric, from, period).await?);
+                    .push(compare(client, url, metric, from, period, &report.sites).await?);
             }
         }
         Request::Metric { metric, from, to } => {
-            let c = compare(client, url, metric, *from, *to).await?;
+            let c = compare(client, url, metric, *from, *to, &report.sites).await?;
             report.title = format!("{}, {from} to {to}", c.metric.label);
+            if c.periods.iter().all(|p| p.sites.is_empty()) {
+                for p in [*from, *to] {
+                    report.notes.extend(explain_empty(p, &report.sites, today));
+                }
+                report.notes.dedup();
+            }
             report.comparisons.push(c);
         }
     }
+    report.glossary = glossary(&report);
     Ok(report)
+}
+
+/// One line naming each site's denominator and its caveat, when any rate in
+/// the summary divides by an approximate, undated or other year's figure.
+fn denominator_note(summary: &SummaryView) -> Option<String> {
+    // (site, population, caveat), each site once.
+    let mut seen: Vec<(&str, u64, Option<&str>)> = Vec::new();
+    for s in summary
+        .metrics
+        .iter()
+        .flat_map(|m| m.comparison.sites.iter())
+    {
+        if !seen.iter().any(|(name, _, _)| *name == s.site_name) {
+            seen.push((
+                &s.site_name,
+                s.adult_population,
+                s.population_note.as_deref(),
+            ));
+        }
+    }
+    if seen.iter().all(|(_, _, note)| note.is_none()) {
+        return None;
+    }
+    let figure = |(name, n, _): &(&str, u64, Option<&str>)| {
+        format!("{name} {}", crate::report::table::thousands(*n))
+    };
+    let first = seen[0].2;
+    let listed = if seen.iter().all(|(_, _, note)| *note == first) {
+        format!(
+            "each an {}: {}",
+            first.unwrap_or_default(),
+            seen.iter().map(figure).collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        seen.iter()
+            .map(|x| {
+                format!(
+                    "{} ({})",
+                    figure(x),
+                    x.2.unwrap_or("the estimate for the period's year")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    Some(format!(
+        "Rates per 10,000 divide by the adult (18+) populations in the hub's registry, {listed}. \
+         Compare rates with care: an approximate population, or another year's, moves every rate."
+    ))
+}
+
+/// Every figure the report shows, defined from the metric catalogue.
+fn glossary(report: &Report) -> Vec<GlossaryEntry> {
+    let catalogue = lacnet_core::metrics::catalogue();
+    let mut ids: Vec<&str> = Vec::new();
+    if let Some(s) = &report.summary {
+        ids.extend(s.metrics.iter().map(|m| m.metric.id.as_str()));
+    }
+    ids.extend(report.comparisons.iter().map(|c| c.metric.id.as_str()));
+    let mut out: Vec<GlossaryEntry> = Vec::new();
+    for id in ids {
+        if out.iter().any(|g| g.id == id) {
+            continue;
+        }
+        if let Some(i) = catalogue.index_of(id) {
+            let def = catalogue.def(i);
+            out.push(GlossaryEntry {
+                id: def.id.clone(),
+                label: def.label.clone(),
+                description: def.description(),
+            });
+        }
+    }
+    out
+}
+
+/// The period a summary shows when none is asked for: the latest month or
+/// quarter for which at least half of the sites with figures have published
+/// people newly introduced ([`SiteView::latest_with_figures`]). One site
+/// that is ahead of the others does not turn the network comparison into a
+/// comparison of one, and a period whose every figure is withheld is not
+/// chosen. Returns the period and the rule in words.
+pub fn default_period(sites: &[SiteView]) -> Option<(Period, String)> {
+    let mut latest: Vec<Period> = sites
+        .iter()
+        .filter_map(|s| s.latest_with_figures.as_deref())
+        .filter_map(|p| Period::parse(p).ok())
+        .collect();
+    if latest.is_empty() {
+        return None;
+    }
+    latest.sort_by_key(|p| std::cmp::Reverse((p.end(), *p)));
+    let needed = latest.len().div_ceil(2);
+    let period = latest[needed - 1];
+    let reached = latest.iter().filter(|p| p.end() >= period.end()).count();
+    let rule = format!(
+        "Period {period}: the latest month or quarter for which at least half of the sites with figures \
+         ({reached} of {}) have published people newly introduced (each site's latest is in the site table). \
+         Ask for another with --period.",
+        latest.len()
+    );
+    Some((period, rule))
+}
+
+/// Fills each site's [`SiteView::latest_with_figures`] from one comparison
+/// of people newly introduced per kind of series, over the [`LOOK_BACK`]
+/// periods up to the latest one published.
+async fn fill_latest_with_figures(
+    client: &mut ReportsClient<Channel>,
+    url: &str,
+    sites: &mut [SiteView],
+) -> Result<(), CliError> {
+    let latest: Vec<Period> = sites
+        .iter()
+        .filter_map(|s| s.latest_period.as_deref())
+        .filter_map(|p| Period::parse(p).ok())
+        .collect();
+    for kind in [Granularity::Quarter, Granularity::Month] {
+        let Some(to) = latest
+            .iter()
+            .filter(|p| p.granularity() == kind)
+            .max_by_key(|p| (p.end(), **p))
+            .copied()
+        else {
+            continue;
+        };
+        let from = (0..=LOOK_BACK)
+            .rev()
+            .map(|k| periods_before(to, k))
+            .find(|f| *f != to)
+            .unwrap_or(to);
+        let c = compare(client, url, LIVE_METRIC, from, to, sites).await?;
+        for s in sites.iter_mut() {
+            if let Some(p) = latest_with_figures(&c.periods, &s.code) {
+                s.latest_with_figures = Some(p.to_string());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The figure that says a period is live at a site: people newly introduced.
+/// Agents publish every quarter up to the present (open cases, cases gone
+/// quiet), so the latest period published is often one whose figures are
+/// all withheld; the latest with new people is where the data is.
+const LIVE_METRIC: &str = "people_new";
+
+/// How far back, in periods, the latest period with figures is looked for.
+const LOOK_BACK: u32 = 119;
+
+/// The latest period in which `site` published a count above zero.
+pub fn latest_with_figures(periods: &[PeriodView], site: &str) -> Option<Period> {
+    periods.iter().rev().find_map(|p| {
+        let s = p.sites.iter().find(|s| s.site_code == site)?;
+        s.value
+            .value()
+            .filter(|v| *v > 0)
+            .and_then(|_| Period::parse(&p.period).ok())
+    })
+}
+
+/// Why a period has no published figures, in words an analyst can act on:
+/// not a kind of period this network publishes, not published yet (with
+/// when to expect it), or sites that did not exist then.
+pub fn explain_empty(period: Period, sites: &[SiteView], today: lacnet_core::Date) -> Vec<String> {
+    let mut notes = Vec::new();
+    let series: Vec<Period> = sites
+        .iter()
+        .filter_map(|s| s.latest_period.as_deref())
+        .filter_map(|p| Period::parse(p).ok())
+        .collect();
+    match period.granularity() {
+        Granularity::ProgrammeToDate if period.index() != 3 => notes.push(format!(
+            "No site publishes {period}: the programme to date is published only at financial-year ends \
+             (31 March), e.g. PTD{}-03.",
+            if period.index() > 3 { period.year() + 1 } else { period.year() }
+        )),
+        g @ (Granularity::Month | Granularity::Quarter)
+            if !series.is_empty() && series.iter().all(|p| p.granularity() != g) =>
+        {
+            let (asked, publish) = match g {
+                Granularity::Month => ("months", "quarters (YYYY-Qn)"),
+                _ => ("quarters", "months (YYYY-MM)"),
+            };
+            notes.push(format!(
+                "No site publishes {asked}: every site that has published uses {publish}, with financial \
+                 years (FY2024) and the programme to date at financial-year ends (PTD2025-03). Months carry \
+                 only the headline figures."
+            ));
+        }
+        _ => {}
+    }
+    if notes.is_empty() {
+        // The default embargo: the agent publishes a period 14 days after it ends.
+        let expected =
+            lacnet_core::Date::from_days_since_epoch(period.end().days_since_epoch() + 15);
+        if today < expected {
+            notes.push(format!(
+                "{period} is not published yet: a site publishes a period once it has ended ({}) and its \
+                 embargo has passed (14 days by default), so expect it from {expected}.",
+                period.end()
+            ));
+        } else if series.is_empty() {
+            notes.push(
+                "No site has published anything to the hub yet: an agent publishes a few seconds after an \
+                 import settles; `--wait 60` waits for it."
+                    .into(),
+            );
+        } else {
+            let latest: Vec<String> = sites
+                .iter()
+                .filter_map(|s| Some(format!("{} {}", s.name, s.latest_period.as_deref()?)))
+                .collect();
+            notes.push(format!(
+                "No site has published {period}. The latest each site has published: {}. A recent import \
+                 reaches the hub a few seconds after it settles (`--wait 60` waits for it).",
+                latest.join(", ")
+            ));
+        }
+    }
+    let absent: Vec<&str> = sites
+        .iter()
+        .filter(|s| {
+            let from = s
+                .valid_from
+                .as_deref()
+                .and_then(|d| lacnet_core::Date::parse(d).ok());
+            let until = s
+                .valid_until
+                .as_deref()
+                .and_then(|d| lacnet_core::Date::parse(d).ok());
+            from.is_some_and(|f| period.end() < f) || until.is_some_and(|u| period.start() > u)
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    if !absent.is_empty() {
+        notes.push(format!(
+            "Not in this period because the council did not exist then (its code was not in use): {}.",
+            absent.join(", ")
+        ));
+    }
+    notes
 }
 
 async fn compare(
@@ -552,6 +935,7 @@ async fn compare(
     metric: &str,
     from: Period,
     to: Period,
+    sites: &[SiteView],
 ) -> Result<ComparisonView, CliError> {
     let c = client
         .compare_metric(hub::CompareMetricRequest {
@@ -562,13 +946,24 @@ async fn compare(
         .await
         .map_err(|s| Service::Hub.status_error(url, s))?
         .into_inner();
+    let periods: Vec<PeriodView> = c.periods.iter().map(PeriodView::from_proto).collect();
+    let appears = |code: &str| {
+        periods
+            .iter()
+            .any(|p| p.sites.iter().any(|s| s.site_code == code))
+    };
     Ok(ComparisonView {
         metric: MetricInfoView::from_proto(c.metric.as_ref()),
-        periods: c.periods.iter().map(PeriodView::from_proto).collect(),
+        // A registry site with no release in the range has no trend to tell.
         trends: c
             .trends
             .iter()
+            .filter(|t| appears(&t.site_code))
             .map(|t| TrendView {
+                site_name: sites
+                    .iter()
+                    .find(|s| s.code == t.site_code)
+                    .map_or_else(|| t.site_code.clone(), |s| s.name.clone()),
                 site_code: t.site_code.clone(),
                 direction: match hub::TrendDirection::try_from(t.direction) {
                     Ok(hub::TrendDirection::Rising) => "rising",
@@ -581,24 +976,8 @@ async fn compare(
                 points_known: t.points_known,
             })
             .collect(),
+        periods,
     })
-}
-
-fn latest_period(sites: &hub::ListSitesResponse) -> Result<Period, CliError> {
-    sites
-        .sites
-        .iter()
-        .filter_map(|s| s.last_submission.as_ref())
-        .filter_map(|r| period_from_proto(r.period.as_ref(), "period").ok())
-        // The latest month or quarter: sites publish their financial year and
-        // programme to date alongside it, and those are asked for by name.
-        .max_by_key(|p| (!p.is_span(), p.end(), p.ordinal()))
-        .ok_or_else(|| {
-            CliError::Invalid(
-                "no site has submitted anything yet, so there is no latest period: pass --period"
-                    .into(),
-            )
-        })
 }
 
 fn summary_view(r: &hub::NetworkSummaryResponse, sites: &[SiteView]) -> SummaryView {
@@ -672,7 +1051,7 @@ mod tests {
     }
 
     #[test]
-    fn spans_read_as_analysts_say_them_and_never_win_the_latest_period() {
+    fn spans_read_as_analysts_say_them_and_the_default_period_is_what_most_sites_reached() {
         let p = |s: &str| Period::parse(s).unwrap();
         assert_eq!(
             describe_period(p("FY2024")),
@@ -680,23 +1059,130 @@ mod tests {
         );
         assert!(describe_period(p("PTD2024-07")).contains("programme to date"));
         assert_eq!(periods_before(p("FY2024"), 2).to_string(), "FY2022");
-        let site = |period: &str| hub::SiteInfo {
-            last_submission: Some(hub::SubmissionRef {
-                period: Some(period_to_proto(p(period))),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let site = |name: &str, latest: Option<&str>| SiteView {
+            code: name.into(),
+            name: name.into(),
+            adult_population: 1,
+            policy: None,
+            last_period: Some("FY2017".into()),
+            last_published_on: None,
+            last_revised: false,
+            latest_period: Some("2026-Q3".into()),
+            latest_with_figures: latest.map(Into::into),
+            valid_from: None,
+            valid_until: None,
         };
-        let sites = hub::ListSitesResponse {
-            sites: vec![
-                site("PTD2025-03"),
-                site("2025-Q1"),
-                site("FY2024"),
-                site("2024-Q4"),
-            ],
-            ..Default::default()
+        // One site ahead of the others does not make a comparison of one.
+        let sites = vec![
+            site("a", Some("2017-Q1")),
+            site("b", Some("2016-Q1")),
+            site("c", Some("2016-Q1")),
+            site("d", None),
+        ];
+        let (period, rule) = default_period(&sites).unwrap();
+        assert_eq!(period, p("2016-Q1"));
+        assert!(rule.contains("(3 of 3)"), "{rule}");
+        let sites = vec![site("a", Some("2017-Q1")), site("b", Some("2016-Q4"))];
+        assert_eq!(default_period(&sites).unwrap().0, p("2017-Q1"));
+        assert!(default_period(&[site("d", None)]).is_none());
+    }
+
+    #[test]
+    fn the_default_is_the_latest_period_with_figures_not_a_withheld_one() {
+        let value = |code: &str, v: CountView| SiteValue {
+            site_code: code.into(),
+            site_name: code.into(),
+            value: v,
+            denominator: None,
+            rate_per_10k: None,
+            share: None,
+            rank: None,
+            funnel: None,
+            limits: None,
+            adult_population: 1,
+            population_year: None,
+            population_approximate: false,
+            population_note: None,
         };
-        assert_eq!(latest_period(&sites).unwrap(), p("2025-Q1"));
+        let period = |p: &str, sites: Vec<SiteValue>| PeriodView {
+            period: p.into(),
+            sites,
+            median_value: None,
+            median_rate: None,
+            median_share: None,
+            funnel_target: None,
+            sites_known: 0,
+            sites_suppressed: 0,
+        };
+        let periods = vec![
+            period(
+                "2016-Q1",
+                vec![
+                    value("a", CountView::Value(40)),
+                    value("b", CountView::Value(25)),
+                ],
+            ),
+            period(
+                "2016-Q2",
+                vec![
+                    value("a", CountView::Value(40)),
+                    value("b", CountView::Suppressed),
+                ],
+            ),
+            period(
+                "2016-Q3",
+                vec![
+                    value("a", CountView::Suppressed),
+                    value("b", CountView::Suppressed),
+                ],
+            ),
+        ];
+        let p = |s: &str| Period::parse(s).unwrap();
+        assert_eq!(latest_with_figures(&periods, "a"), Some(p("2016-Q2")));
+        assert_eq!(latest_with_figures(&periods, "b"), Some(p("2016-Q1")));
+        assert_eq!(latest_with_figures(&periods, "c"), None);
+        let zero = vec![period("2016-Q4", vec![value("a", CountView::Value(0))])];
+        assert_eq!(
+            latest_with_figures(&zero, "a"),
+            None,
+            "no new people: not live"
+        );
+    }
+
+    #[test]
+    fn an_empty_period_says_why() {
+        let p = |s: &str| Period::parse(s).unwrap();
+        let today = lacnet_core::Date::parse("2026-12-07").unwrap();
+        let site = |latest: &str| SiteView {
+            code: "E06000034".into(),
+            name: "Thurrock".into(),
+            adult_population: 1,
+            policy: None,
+            last_period: None,
+            last_published_on: None,
+            last_revised: false,
+            latest_period: Some(latest.into()),
+            latest_with_figures: None,
+            valid_from: None,
+            valid_until: Some("2015-03-31".into()),
+        };
+        let sites = [site("2014-Q4")];
+        let said = explain_empty(p("PTD2025-02"), &sites, today).join(" ");
+        assert!(
+            said.contains("only at financial-year ends") && said.contains("PTD2025-03"),
+            "{said}"
+        );
+        let said = explain_empty(p("2014-05"), &sites, today).join(" ");
+        assert!(said.contains("No site publishes months"), "{said}");
+        let said = explain_empty(p("2026-Q4"), &sites, today).join(" ");
+        assert!(said.contains("expect it from 2027-01-15"), "{said}");
+        let said = explain_empty(p("2014-Q3"), &sites, today).join(" ");
+        assert!(said.contains("Thurrock 2014-Q4"), "{said}");
+        let said = explain_empty(p("2016-Q1"), &sites, today).join(" ");
+        assert!(
+            said.contains("did not exist then (its code was not in use): Thurrock"),
+            "{said}"
+        );
     }
 
     #[test]

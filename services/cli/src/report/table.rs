@@ -224,7 +224,16 @@ pub fn thousands(n: u64) -> String {
 
 /// The whole report as text.
 pub fn render(report: &Report) -> String {
-    let mut out = format!("{}\n(pulled {})\n\n", report.title, report.pulled_on);
+    let mut out = format!("{}\n(pulled {})\n", report.title, report.pulled_on);
+    // What was chosen and what is missing come first: a reader who stops
+    // after three lines must not take an empty report for a quiet period.
+    if let Some(rule) = &report.period_rule {
+        out.push_str(&format!("{rule}\n"));
+    }
+    for note in &report.notes {
+        out.push_str(&format!("Note: {note}\n"));
+    }
+    out.push('\n');
     if let Some(p) = &report.network_policy {
         out.push_str(&format!("Network disclosure policy: {}\n", p.text));
     }
@@ -234,7 +243,13 @@ pub fn render(report: &Report) -> String {
          financial years carry every breakdown, and the programme to date (published at financial-year ends) counts people.\n\n"
     ));
     let sites = sites_in(report);
-    let mut t = Table::new(["site", "ONS code", "adults", "disclosure policy"]);
+    let mut t = Table::new([
+        "site",
+        "ONS code",
+        "adults",
+        "latest with new people",
+        "disclosure policy",
+    ]);
     for s in report
         .sites
         .iter()
@@ -244,6 +259,7 @@ pub fn render(report: &Report) -> String {
             s.name.clone(),
             s.code.clone(),
             thousands(s.adult_population),
+            s.latest_with_figures.clone().unwrap_or_else(|| "-".into()),
             s.policy
                 .as_ref()
                 .map_or_else(|| "no submission yet".into(), |p| p.text.clone()),
@@ -295,16 +311,16 @@ pub fn render(report: &Report) -> String {
         let trends: Vec<String> = c
             .trends
             .iter()
-            .map(|t| {
-                let name = sites
-                    .iter()
-                    .find(|(code, _)| code == &t.site_code)
-                    .map_or(t.site_code.as_str(), |(_, n)| n.as_str());
-                format!("{name} {}", t.direction)
-            })
+            .map(|t| format!("{} {}", t.site_name, t.direction))
             .collect();
         if !trends.is_empty() {
             out.push_str(&format!("trend: {}\n", trends.join("; ")));
+        }
+    }
+    if !report.glossary.is_empty() {
+        out.push_str("\nWhat each figure counts:\n");
+        for (labels, description) in report.glossary_grouped() {
+            out.push_str(&format!("  {}: {description}\n", labels.join("; ")));
         }
     }
     out
