@@ -228,6 +228,35 @@ impl<S: Send + 'static> Committer<S> {
         result
     }
 
+    /// Queues `f` to run on the writer thread, like [`Committer::run`], but
+    /// waits only for room in the queue, not for the job: for writes nobody
+    /// answers for (an audit entry), which must not hold their caller for a
+    /// flush. A failure is logged and reported to the observer.
+    pub async fn enqueue(
+        &self,
+        name: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&mut S) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), CommitError> {
+        if let Some(reason) = self.failure() {
+            return Err(CommitError::Failed(reason));
+        }
+        let started = Instant::now();
+        let observer = self.observer.clone();
+        let job = job(durability, f, move |r| {
+            let ok = matches!(r, Ok(Ok(())));
+            if let Some(observe) = &observer {
+                observe(name, started.elapsed(), ok);
+            }
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(write = name, error = %e, "store write failed"),
+                Err(e) => tracing::error!(write = name, error = %e, "store write failed"),
+            }
+        });
+        self.send(job).await
+    }
+
     async fn send(&self, mut job: Job<S>) -> Result<(), CommitError> {
         // A full queue is back-pressure: wait for room without blocking a runtime thread.
         loop {
