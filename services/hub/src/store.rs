@@ -1465,4 +1465,56 @@ mod tests {
             "every acknowledged submission is audited"
         );
     }
+
+    /// What a crash can leave in `releases/` (a pack no entry names, an
+    /// unfinished `.tmp`, removed cells not yet zeroed) is cleaned on open,
+    /// and the current release still reads back.
+    #[tokio::test]
+    async fn open_sweeps_what_a_crash_left_in_the_release_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let releases = dir.path().join(RELEASES_DIR);
+        let p = Period::parse("2024-Q1").unwrap();
+        {
+            let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+            store.record(sub(1, 10), audit()).await.unwrap();
+            store.record(sub(2, 20), audit()).await.unwrap();
+        }
+        let packs: Vec<PathBuf> = std::fs::read_dir(&releases)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        assert_eq!(packs.len(), 1, "both groups appended to one pack");
+        let pack = &packs[0];
+        let bytes = std::fs::read(pack).unwrap();
+        let first_cells = serde_json::to_vec(&sub(1, 10).counts).unwrap();
+        assert!(
+            bytes[..first_cells.len()].iter().all(|b| *b == 0),
+            "the superseded release's cells are zeroed"
+        );
+        // As if the process died before zeroing, and mid-way through new packs.
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(pack)
+            .unwrap()
+            .write_all_at(&first_cells, 0)
+            .unwrap();
+        std::fs::write(pack_file(&releases, 99), b"[orphan]").unwrap();
+        std::fs::write(releases.join("pack-0000000000000100.tmp"), b"[torn").unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+        let left: Vec<PathBuf> = std::fs::read_dir(&releases)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        assert_eq!(&left, &packs, "the orphan pack and the .tmp are gone");
+        let bytes = std::fs::read(pack).unwrap();
+        assert!(bytes[..first_cells.len()].iter().all(|b| *b == 0));
+        let current = store.submission("E06000034", p, 2).unwrap().unwrap();
+        assert_eq!(current.counts, sub(2, 20).counts);
+        // New writes go to a new pack, after the highest id seen.
+        let mut other = sub(1, 30);
+        other.period = Period::parse("2024-Q2").unwrap();
+        store.record(other, audit()).await.unwrap();
+        assert!(pack_file(&releases, 100).exists());
+    }
 }
