@@ -148,7 +148,12 @@ impl Hub {
     /// certificates or an unusable data directory fail here, at startup.
     pub fn open(options: HubOptions) -> Result<Hub, HubError> {
         let tls = lacnet_tls::server_config(&options.tls)?;
-        let store = store::Store::open(&options.data_dir, options.cache_bytes)?;
+        let metrics = HubMetrics::new();
+        let store = store::Store::open_with(
+            &options.data_dir,
+            options.cache_bytes,
+            Some(metrics.store_observer()),
+        )?;
         withdraw_other_series(&store, &options.registry)?;
         Ok(Hub {
             inner: Arc::new(Inner {
@@ -161,7 +166,7 @@ impl Hub {
                 tls,
                 transport: options.transport,
                 clock: options.clock,
-                metrics: HubMetrics::new(),
+                metrics,
                 store_failure: std::sync::OnceLock::new(),
                 store_failed: tokio_util::sync::CancellationToken::new(),
             }),
@@ -282,7 +287,8 @@ fn withdraw_other_series(store: &store::Store, registry: &Registry) -> Result<()
             "the registry now fixes the site's series as {}: releases of other period kinds are withdrawn",
             registry::granularity_name(site.granularity)
         );
-        let n = store.withdraw_series(&site.code, |p| site.accepts(p), &reason)?;
+        let accepts = site.clone();
+        let n = store.withdraw_series(&site.code, move |p| accepts.accepts(p), &reason)?;
         if n > 0 {
             tracing::warn!(
                 site = %site.code,

@@ -108,6 +108,59 @@ impl From<ErrorKind> for RefusalLabels {
     }
 }
 
+lacnet_server::closed_label! {
+    /// The store's named writes (`lacnet_store::Committer` jobs).
+    pub enum StoreWrite {
+        /// A submission recorded (durable before it is acknowledged).
+        Submit = "submit",
+        /// An audit log entry.
+        Audit = "audit",
+        /// Releases of a series the registry no longer names, withdrawn.
+        Withdraw = "withdraw",
+        /// A backup.
+        Backup = "backup",
+        /// A flush.
+        Flush = "flush",
+        /// A read waiting for the writes queued before it (the audit log).
+        Barrier = "barrier",
+        /// A write this list does not name.
+        Other = "other",
+    }
+}
+
+impl StoreWrite {
+    /// The write a store job's name stands for.
+    pub fn named(name: &str) -> StoreWrite {
+        StoreWrite::ALL
+            .iter()
+            .copied()
+            .find(|w| w.as_str() == name)
+            .unwrap_or(StoreWrite::Other)
+    }
+}
+
+/// The labels of the store write metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// Which write.
+    pub write: StoreWrite,
+}
+
+impl ClosedLabelSet for WriteLabels {
+    fn all() -> Vec<Self> {
+        StoreWrite::ALL
+            .iter()
+            .map(|&write| WriteLabels { write })
+            .collect()
+    }
+}
+
+impl From<StoreWrite> for WriteLabels {
+    fn from(write: StoreWrite) -> Self {
+        WriteLabels { write }
+    }
+}
+
 /// Handles to every hub metric.
 #[derive(Debug, Clone)]
 pub struct HubMetrics {
@@ -126,6 +179,13 @@ pub struct HubMetrics {
     pub releases_listed: Counter,
     /// Scheduled backups.
     pub backups: lacnet_server::metrics::BackupMetrics,
+    /// Store writes by name.
+    pub store_writes: CounterVec<WriteLabels>,
+    /// Store writes that failed, by name.
+    pub store_write_failures: CounterVec<WriteLabels>,
+    /// Time for a store write to run on the writer thread and, if it must
+    /// be durable, be flushed.
+    pub store_write_latency: Histogram,
 }
 
 impl HubMetrics {
@@ -154,12 +214,38 @@ impl HubMetrics {
                 "Requests that failed inside the hub",
             ),
             backups: lacnet_server::metrics::BackupMetrics::register(&registry),
+            store_writes: registry.counter_vec(
+                "lacnet_hub_store_writes_total",
+                "Writes to the store, by name.",
+            ),
+            store_write_failures: registry.counter_vec(
+                "lacnet_hub_store_write_failures_total",
+                "Writes to the store that failed, by name.",
+            ),
+            store_write_latency: registry.histogram(
+                "lacnet_hub_store_write_seconds",
+                "Time for a write to run on the writer thread and, if it must be durable, be flushed.",
+                LATENCY_BUCKETS,
+            ),
             releases_listed: registry.counter(
                 "lacnet_hub_releases_listed_total",
                 "ListReleases pages served to agents comparing themselves with the hub",
             ),
             registry,
         }
+    }
+
+    /// The store's observer: counts and times every named write.
+    pub fn store_observer(&self) -> lacnet_store::Observer {
+        let m = self.clone();
+        Arc::new(move |name, took, ok| {
+            let write = StoreWrite::named(name);
+            m.store_writes.inc(write);
+            if !ok {
+                m.store_write_failures.inc(write);
+            }
+            m.store_write_latency.observe(took.as_secs_f64());
+        })
     }
 
     /// The registry, for the admin port.
@@ -198,5 +284,20 @@ mod tests {
         );
         assert!(!text.contains("reason=\"internal\""), "{text}");
         assert_eq!(m.submissions.get(SubmissionOutcome::Error), 0);
+        (m.store_observer())("submit", std::time::Duration::from_millis(1), false);
+        (m.store_observer())("no_such_write", std::time::Duration::from_millis(1), true);
+        let text = m.registry().render();
+        assert!(
+            text.contains("lacnet_hub_store_writes_total{write=\"submit\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_hub_store_write_failures_total{write=\"submit\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("lacnet_hub_store_writes_total{write=\"other\"} 1\n"),
+            "{text}"
+        );
     }
 }

@@ -355,7 +355,7 @@ impl Hub {
     }
 
     /// Authorises, times, counts and audits one report call.
-    fn report<T>(
+    async fn report<T>(
         &self,
         event: &'static str,
         peer: &Result<Peer, tonic::Status>,
@@ -381,11 +381,13 @@ impl Hub {
                     digest: None,
                     generated_at_unix: None,
                     received_at_unix: None,
-                });
+                })
+                .await;
                 Ok(tonic::Response::new(body))
             }
             Err(e) => {
-                self.refused(event, &peer_label(peer), None, None, None, &e);
+                self.refused(event, &peer_label(peer), None, None, None, &e)
+                    .await;
                 Err(e.into())
             }
         }
@@ -403,6 +405,7 @@ impl Reports for ReportsService {
         tracing::Span::current().record("peer", peer_label(&peer).as_str());
         self.hub
             .report("list_sites", &peer, |scope| Ok(self.hub.list_sites(scope)))
+            .await
     }
 
     #[instrument(skip_all, fields(peer))]
@@ -414,6 +417,7 @@ impl Reports for ReportsService {
         tracing::Span::current().record("peer", peer_label(&peer).as_str());
         self.hub
             .report("list_metrics", &peer, |_| Ok(self.hub.list_metrics()))
+            .await
     }
 
     #[instrument(skip_all, fields(peer, metric))]
@@ -428,9 +432,11 @@ impl Reports for ReportsService {
         if catalogue().index_of(&body.metric).is_some() {
             span.record("metric", body.metric.as_str());
         }
-        self.hub.report("compare_metric", &peer, |scope| {
-            self.hub.compare_metric(scope, &body)
-        })
+        self.hub
+            .report("compare_metric", &peer, |scope| {
+                self.hub.compare_metric(scope, &body)
+            })
+            .await
     }
 
     #[instrument(skip_all, fields(peer))]
@@ -441,9 +447,11 @@ impl Reports for ReportsService {
         let peer = lacnet_tls::peer_of(&request);
         tracing::Span::current().record("peer", peer_label(&peer).as_str());
         let body = request.into_inner();
-        self.hub.report("network_summary", &peer, |scope| {
-            self.hub.network_summary(scope, &body)
-        })
+        self.hub
+            .report("network_summary", &peer, |scope| {
+                self.hub.network_summary(scope, &body)
+            })
+            .await
     }
 }
 

@@ -8,17 +8,21 @@
 //! (written first, so nothing is deleted unrecorded). A late, older revision
 //! is refused without being stored (SUPERSEDED).
 //!
-//! sled is log-structured: a removed value's bytes stay in its log until the
-//! segment happens to be cleaned. So the cells of each release are not in
-//! sled but in a file of their own under `releases/`, named after the
-//! release's key, written (synced, renamed) before the sled entry that names
-//! it, and deleted once the batch that removed its entry is flushed. On open,
-//! any file no entry names (a crash between the two) is deleted.
+//! sled is log-structured: a removed value's bytes stay in its log until
+//! the segment happens to be cleaned (see `lacnet_store::sled_quirks`). So
+//! the cells of each release are not in sled but in a pack file under
+//! `releases/`, one per group of writes, written and synced before the sled
+//! entries that name it; once a removal is durable its cells are zeroed in
+//! place, and a pack with nothing live left is deleted. On open, files and
+//! ranges no entry names (a crash between the two) are deleted or zeroed.
 //!
 //! Trees and files:
 //! - `submissions`: `site | granularity | period ordinal | revision` (big-endian)
-//!   → JSON record without its cells; one entry per site and period.
-//! - `releases/<hex of that key>.json`: the release's cells.
+//!   → JSON record without its cells, with where they are (pack, offset,
+//!   length); one entry per site and period.
+//! - `releases/pack-<id>.cells`: the cells (JSON) of the releases one group
+//!   wrote, side by side; `releases/<hex of a key>.json`: the cells of one
+//!   release, as older hubs wrote them (still read, and deleted once superseded).
 //! - `audit`: a monotonic id from `generate_id` (big-endian) → one JSON line.
 //! - `meta`: `store_id` → a random id made when the tree is first created.
 //!   Not in backups, on purpose: a restored or new data directory gets a
@@ -29,21 +33,25 @@
 //! `latest` index tree; [`Store::open`] deletes the superseded revisions,
 //! auditing each, moves the cells into files and drops `latest`.)
 //!
-//! Reports read only the current releases, so those are also held in memory
-//! (rebuilt from `submissions` on open) and a report never touches the disk.
-//! Writes to one site and period are serialised by a striped lock, so the
-//! "is this newer than the current one?" decision and the write are atomic
-//! under many concurrent submitters; different sites write in parallel.
+//! Every write is a named job on `lacnet-store`'s one writer thread (the
+//! door the site agent uses too), metered by name: submissions, audit
+//! entries, withdrawals, backups and flushes. Because one thread decides
+//! and writes, "is this newer than the current one?" and the write are
+//! atomic under any number of concurrent submitters, and a submission is
+//! acknowledged only once its group's pack and sled's flush are on disk.
+//! Reports read only the current releases, so those are also held in
+//! memory (rebuilt from `submissions` on open) and a report never touches
+//! the disk.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use lacnet_core::disclosure::{Count, DisclosurePolicy, Published};
 use lacnet_core::metrics::METRIC_COUNT;
 use lacnet_core::period::Period;
 use lacnet_store::backup::{BackupError, Spec as BackupSpec, Summary as BackupSummary};
+use lacnet_store::{CommitError, Committer, Durability, Observer};
 use serde::{Deserialize, Serialize};
 
 use crate::HubError;
@@ -58,8 +66,12 @@ pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
 /// The directory (in the data dir) of the files holding each release's cells.
 pub const RELEASES_DIR: &str = "releases";
 
-/// Stripes of the per-(site, period) write lock.
-const STRIPES: usize = 64;
+/// How a pack file's name ends (`pack-<id as 16 hex digits>.cells`).
+const PACK_SUFFIX: &str = ".cells";
+
+/// Groups append to the newest pack until it holds this many bytes: an
+/// append costs one `fdatasync`, a new file two syncs and an inode.
+const PACK_BYTES: u64 = 8 * 1024 * 1024;
 
 /// One revision of one site's submission for one period, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,27 +207,56 @@ impl AuditEvent {
 /// Latest tables by period, then by site code.
 pub type LatestIndex = HashMap<Period, HashMap<String, Arc<Latest>>>;
 
-/// The hub's storage.
-#[derive(Debug)]
+/// The hub's storage. Reads are served here from any thread; every write is
+/// a named job on the store's one writer thread (see [`Writer`]).
 pub struct Store {
-    db: sled::Db,
     submissions: sled::Tree,
     audit: sled::Tree,
-    cache: RwLock<LatestIndex>,
+    cache: Arc<RwLock<LatestIndex>>,
     /// See the `meta` tree above.
     store_id: String,
-    stripes: Vec<Mutex<()>>,
     /// The data directory.
     dir: PathBuf,
     /// `dir/releases`.
     releases: PathBuf,
-    /// Release files whose entries are removed, deleted at the next flush.
-    doomed: Mutex<Vec<PathBuf>>,
-    /// Held while release files are deleted, and by a backup while it
-    /// copies them, so a backup never lists a file that then vanishes.
-    files: Mutex<()>,
-    /// Group commit through the writer thread shared with the site agent.
-    committer: lacnet_store::Committer<()>,
+    /// The one door for writes, shared with the site agent.
+    committer: Committer<Writer>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a release's cells are on disk: a range of a pack file. An entry
+/// without one (written by an older hub) has a file of its own,
+/// `releases/<hex of its key>.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct CellsAt {
+    pack: u64,
+    offset: u64,
+    len: u64,
+}
+
+/// A `submissions` value: the record without its cells, and where they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    sub: StoredSubmission,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cells_at: Option<CellsAt>,
+}
+
+/// Cells to remove from disk once the removal of their entry is durable.
+#[derive(Debug)]
+enum Doomed {
+    /// A range of a pack: zeroed, or the whole pack deleted when nothing in it is live.
+    Packed(CellsAt),
+    /// A file of its own (an older hub's).
+    File(PathBuf),
 }
 
 fn corrupt(what: impl std::fmt::Display) -> HubError {
@@ -313,257 +354,157 @@ fn to_latest(s: &StoredSubmission) -> Result<Latest, HubError> {
     })
 }
 
-impl Store {
-    /// Opens (or creates) the database in `dir` and rebuilds the in-memory latest index.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, HubError> {
-        std::fs::create_dir_all(dir).map_err(|source| HubError::DataDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let db = lacnet_store::open_sled(
-            &sled::Config::new().path(dir).cache_capacity(cache_bytes),
-            lacnet_store::OPEN_LOCK_WAIT,
-        )?;
-        let committer = lacnet_store::Committer::start(
-            "hub-store",
-            db.clone(),
-            (),
-            lacnet_store::DEFAULT_MAX_GROUP,
-            None,
-        )
-        .map_err(|source| HubError::DataDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        let releases = dir.join(RELEASES_DIR);
-        std::fs::create_dir_all(&releases).map_err(|e| io_error(&releases, e))?;
-        let store_id = store_id(&db.open_tree("meta")?)?;
-        let store = Store {
-            store_id,
-            submissions: db.open_tree("submissions")?,
-            audit: db.open_tree("audit")?,
-            db,
-            cache: RwLock::new(HashMap::new()),
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
-            dir: dir.to_owned(),
-            releases,
-            doomed: Mutex::new(Vec::new()),
-            files: Mutex::new(()),
-            committer,
-        };
-        store.purge_superseded()?;
-        store.move_cells_to_files()?;
-        // The index of older stores: the submissions tree now says it all.
-        store.db.drop_tree("latest")?;
-        store.db.flush()?;
-        store.sweep_release_files()?;
-        let mut cache: LatestIndex = HashMap::new();
-        for entry in store.submissions.iter() {
-            let (key, value) = entry?;
-            let stored = store.decode(&key, &value)?;
-            let latest = to_latest(&stored)?;
-            cache
-                .entry(stored.period)
-                .or_default()
-                .insert(stored.site_code, Arc::new(latest));
-        }
-        *store.cache.write().unwrap_or_else(|e| e.into_inner()) = cache;
-        Ok(store)
-    }
+/// The file of pack `id`.
+fn pack_file(releases: &Path, id: u64) -> PathBuf {
+    releases.join(format!("pack-{id:016x}{PACK_SUFFIX}"))
+}
 
-    /// Deletes every revision but the newest of each site and period (left
-    /// by stores written before the hub kept only its current releases),
-    /// auditing each, and marks the kept one revised.
-    fn purge_superseded(&self) -> Result<(), HubError> {
-        let mut newest: HashMap<Vec<u8>, (Vec<u8>, StoredSubmission)> = HashMap::new();
-        let mut older = Vec::new();
-        for entry in self.submissions.iter() {
-            let (key, value) = entry?;
-            let stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
-            let pkey = key[..key.len().saturating_sub(8)].to_vec();
-            // Keys come in ascending revision order within a prefix.
-            if let Some(prev) = newest.insert(pkey, (key.to_vec(), stored)) {
-                older.push(prev);
-            }
-        }
-        if older.is_empty() {
-            return Ok(());
-        }
-        let now = now_unix();
-        let mut batch = sled::Batch::default();
-        for (key, old) in &older {
-            let pkey = &key[..key.len() - 8];
-            let reason = "superseded (deleted when the hub started keeping only current releases)"
-                .to_owned();
-            self.audit(&AuditEvent::removal(old, "deleted", reason, now))?;
-            batch.remove(key.as_slice());
-            if let Some((nkey, newer)) = newest.get_mut(pkey) {
-                if !newer.revised {
-                    newer.revised = true;
-                    batch.insert(nkey.as_slice(), serde_json::to_vec(newer).map_err(corrupt)?);
-                }
-            }
-        }
-        self.submissions.apply_batch(batch)?;
-        tracing::info!(
-            deleted = older.len(),
-            "deleted superseded revisions kept by an older hub"
-        );
-        Ok(())
-    }
+/// The id of a pack file's name.
+fn pack_id(name: &str) -> Option<u64> {
+    let hex = name.strip_prefix("pack-")?.strip_suffix(PACK_SUFFIX)?;
+    u64::from_str_radix(hex, 16).ok()
+}
 
-    /// Moves the cells of entries written by an older hub (inside the sled
-    /// value) into release files.
-    fn move_cells_to_files(&self) -> Result<(), HubError> {
-        for entry in self.submissions.iter() {
-            let (key, value) = entry?;
-            let mut stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
-            if stored.counts.is_empty() {
-                continue;
-            }
-            self.write_cells(&key, &stored.counts)?;
-            stored.counts.clear();
-            self.submissions
-                .insert(key, serde_json::to_vec(&stored).map_err(corrupt)?)?;
+/// The file of a release stored (by an older hub) in a file of its own.
+fn own_file(releases: &Path, key: &[u8]) -> PathBuf {
+    releases.join(format!("{}.json", hex(key)))
+}
+
+/// Writes `bytes` to `path` durably: a temporary file, synced, renamed into
+/// place, and the directory synced.
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error(dir, e))
+}
+
+/// Reads an entry's cells from its pack or its own file.
+fn read_cells(releases: &Path, key: &[u8], entry: &Entry) -> Result<Vec<Count>, HubError> {
+    let bytes = match entry.cells_at {
+        Some(at) => {
+            use std::os::unix::fs::FileExt;
+            let path = pack_file(releases, at.pack);
+            let len = usize::try_from(at.len).map_err(corrupt)?;
+            let mut buf = vec![0; len];
+            std::fs::File::open(&path)
+                .and_then(|f| f.read_exact_at(&mut buf, at.offset))
+                .map_err(|e| {
+                    corrupt(format!(
+                        "the cells of a stored release ({}): {e}",
+                        path.display()
+                    ))
+                })?;
+            buf
         }
-        Ok(())
-    }
-
-    /// Deletes release files (and unfinished `.tmp` ones) that no entry names.
-    fn sweep_release_files(&self) -> Result<(), HubError> {
-        let dir = std::fs::read_dir(&self.releases).map_err(|e| io_error(&self.releases, e))?;
-        for entry in dir {
-            let path = entry.map_err(|e| io_error(&self.releases, e))?.path();
-            let named = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".json"))
-                .and_then(|h| {
-                    (0..h.len() / 2)
-                        .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
-                        .collect::<Option<Vec<u8>>>()
-                })
-                .map(|key| self.submissions.contains_key(key))
-                .transpose()?
-                .unwrap_or(false);
-            if !named {
-                std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// The file holding the cells of the release stored under `key`.
-    fn release_file(&self, key: &[u8]) -> PathBuf {
-        self.releases.join(format!("{}.json", hex(key)))
-    }
-
-    /// Writes the cells of the release under `key` durably: a temporary
-    /// file, synced, renamed into place, and the directory synced.
-    fn write_cells(&self, key: &[u8], counts: &[Count]) -> Result<(), HubError> {
-        use std::io::Write;
-        let path = self.release_file(key);
-        let tmp = path.with_extension("tmp");
-        let bytes = serde_json::to_vec(counts).map_err(corrupt)?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-        f.write_all(&bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io_error(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| io_error(&path, e))?;
-        std::fs::File::open(&self.releases)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error(&self.releases, e))
-    }
-
-    /// A stored entry with its cells (from its file, or from the value as
-    /// an older hub wrote it).
-    fn decode(&self, key: &[u8], value: &[u8]) -> Result<StoredSubmission, HubError> {
-        let mut stored: StoredSubmission = serde_json::from_slice(value).map_err(corrupt)?;
-        if stored.counts.is_empty() {
-            let path = self.release_file(key);
-            let bytes = std::fs::read(&path).map_err(|e| {
+        None => {
+            let path = own_file(releases, key);
+            std::fs::read(&path).map_err(|e| {
                 corrupt(format!(
                     "the cells of a stored release ({}): {e}",
                     path.display()
                 ))
-            })?;
-            stored.counts = serde_json::from_slice(&bytes).map_err(corrupt)?;
+            })?
         }
-        Ok(stored)
-    }
+    };
+    serde_json::from_slice(&bytes).map_err(corrupt)
+}
 
-    /// Deletes the files of releases whose removal is durable.
-    fn delete_files(&self, doomed: Vec<PathBuf>) {
-        if doomed.is_empty() {
-            return;
-        }
-        // Never wait for a backup on the async path: leave them for the next flush.
-        let _files = match self.files.try_lock() {
-            Ok(guard) => guard,
-            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => {
-                self.doomed
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .extend(doomed);
-                return;
-            }
-        };
-        for path in doomed {
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                // Left for the sweep on the next open.
-                Err(e) => {
-                    tracing::error!(error = %e, "deleting a superseded release's file failed")
-                }
-            }
-        }
-    }
+/// What one group of jobs stages before its persist step makes it durable.
+#[derive(Default)]
+struct Group {
+    /// The pack of the cells of this group's new releases, if it has any.
+    pack: Option<u64>,
+    /// Where in that pack they start (its length before the group).
+    base: u64,
+    cells: Vec<u8>,
+    /// Every `submissions` change of the group, applied as one batch.
+    batch: sled::Batch,
+    /// The current entry of each site and period the group changed
+    /// (`None`: removed), so later jobs of the group decide on it.
+    staged: HashMap<Vec<u8>, Option<(Vec<u8>, Entry)>>,
+    /// Cache changes, in order: the new latest table, or `None` for a removal.
+    cache: Vec<(Period, String, Option<Arc<Latest>>)>,
+    doomed: Vec<Doomed>,
+}
 
-    /// The current release of one site and period, with its key.
-    fn current(&self, pkey: &[u8]) -> Result<Option<(sled::IVec, StoredSubmission)>, HubError> {
+/// The write side, owned by the writer thread: every job gets `&mut Writer`.
+///
+/// A group of submissions is made durable with one data sync and one sled
+/// flush, not two fsyncs per submission: the cells of all its new releases
+/// are appended to the newest pack file (a new one, synced with its
+/// directory, when it is full), which is synced before the one sled batch
+/// naming them is applied, and then sled flushes once. So no crash
+/// leaves an entry naming cells that are not on disk. The cells of a
+/// removed release are zeroed in their pack (and a pack with nothing live
+/// deleted) once the removal is durable.
+pub struct Writer {
+    db: sled::Db,
+    submissions: sled::Tree,
+    audit: sled::Tree,
+    releases: PathBuf,
+    cache: Arc<RwLock<LatestIndex>>,
+    next_pack: u64,
+    /// Live releases in each pack.
+    live: HashMap<u64, usize>,
+    /// The pack groups append to, and its length.
+    open_pack: Option<(u64, std::fs::File, u64)>,
+    group: Group,
+    /// Removed by applied batches, not yet known to be durable.
+    doomed: Vec<Doomed>,
+    /// Why a job that nobody waits for (an audit entry) failed: the next
+    /// persist step fails the store with it.
+    poisoned: Option<String>,
+}
+
+impl Writer {
+    /// The current release of one site and period, with its key: as this
+    /// group left it, else as sled holds it.
+    fn current(&self, pkey: &[u8]) -> Result<Option<(Vec<u8>, Entry)>, HubError> {
+        if let Some(staged) = self.group.staged.get(pkey) {
+            return Ok(staged.clone());
+        }
         // One entry per prefix; the last is the newest should a crash ever leave two.
         match self.submissions.scan_prefix(pkey).next_back() {
             Some(entry) => {
                 let (key, value) = entry?;
-                let stored = serde_json::from_slice(&value).map_err(corrupt)?;
-                Ok(Some((key, stored)))
+                let entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
+                Ok(Some((key.to_vec(), entry)))
             }
             None => Ok(None),
         }
     }
 
-    fn get(&self, key: &[u8]) -> Result<Option<StoredSubmission>, HubError> {
-        self.submissions
-            .get(key)?
-            .map(|v| self.decode(key, &v))
-            .transpose()
+    fn doom(&mut self, key: &[u8], entry: &Entry) {
+        self.group.doomed.push(match entry.cells_at {
+            Some(at) => Doomed::Packed(at),
+            None => Doomed::File(own_file(&self.releases, key)),
+        });
     }
 
-    fn stripe(&self, site: &str, period: Period) -> &Mutex<()> {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (site, period).hash(&mut h);
-        &self.stripes[(h.finish() as usize) % STRIPES]
+    /// Appends to the audit log (durable with the group's flush).
+    fn audit(&mut self, event: &AuditEvent) -> Result<(), HubError> {
+        let line = serde_json::to_vec(event).map_err(corrupt)?;
+        let id = self.db.generate_id()?;
+        self.audit.insert(id.to_be_bytes(), line)?;
+        Ok(())
     }
 
-    /// Stores a validated submission. The same content as the current release
-    /// (under any revision number) is a duplicate, acknowledged without a
-    /// write; a higher revision with other content replaces the current
-    /// release (one batch: insert the new, delete the old, after auditing the
-    /// old one's digest and dates); a lower one is SUPERSEDED and not stored.
-    /// The current revision with other content is a [`HubError::Conflict`].
-    /// Not durable until [`Store::flush`].
-    pub fn record(&self, mut sub: StoredSubmission) -> Result<Receipt, HubError> {
+    /// See [`Store::record`]. Everything fallible happens before the group
+    /// is touched, so a failed job stages nothing.
+    fn record(&mut self, mut sub: StoredSubmission) -> Result<Receipt, HubError> {
         let pkey = period_key(&sub.site_code, sub.period);
         let rkey = revision_key(&sub.site_code, sub.period, sub.revision);
-        let _guard = self
-            .stripe(&sub.site_code, sub.period)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-
         let current = self.current(&pkey)?;
         if let Some((_, cur)) = &current {
+            let cur = &cur.sub;
             if cur.digest == sub.digest {
                 return Ok(Receipt {
                     outcome: StoreOutcome::Duplicate,
@@ -589,106 +530,396 @@ impl Store {
             }
         }
         sub.revised = current.is_some();
-        let latest_value = to_latest(&sub)?;
-        self.write_cells(&rkey, &sub.counts)?;
-        let meta = StoredSubmission {
-            counts: Vec::new(),
-            ..sub.clone()
+        let latest = Arc::new(to_latest(&sub)?);
+        let cells = serde_json::to_vec(&sub.counts).map_err(corrupt)?;
+        let (pack, base) = match (self.group.pack, &self.open_pack) {
+            (Some(pack), _) => (pack, self.group.base),
+            (None, Some((id, _, len))) if *len < PACK_BYTES => (*id, *len),
+            (None, _) => (self.next_pack, 0),
         };
-        let value = serde_json::to_vec(&meta).map_err(corrupt)?;
-        let mut batch = sled::Batch::default();
+        let at = CellsAt {
+            pack,
+            offset: base + self.group.cells.len() as u64,
+            len: cells.len() as u64,
+        };
+        let entry = Entry {
+            sub: StoredSubmission {
+                counts: Vec::new(),
+                ..sub.clone()
+            },
+            cells_at: Some(at),
+        };
+        let value = serde_json::to_vec(&entry).map_err(corrupt)?;
         if let Some((old_key, old)) = &current {
+            // Audited first, so nothing is deleted unrecorded.
             let reason = format!("superseded by revision {}", sub.revision);
             self.audit(&AuditEvent::removal(
-                old,
+                &old.sub,
                 "deleted",
                 reason,
                 sub.received_at_unix,
             ))?;
-            batch.remove(old_key);
+            self.group.batch.remove(old_key.as_slice());
+            self.doom(old_key, old);
         }
-        batch.insert(rkey, value);
-        // A batch on one tree is applied atomically: no reader or crash sees
-        // both releases, or neither.
-        self.submissions.apply_batch(batch)?;
-        if let Some((old_key, _)) = &current {
-            // Its file goes once the removal is durable (the next flush).
-            self.doomed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(self.release_file(old_key));
-        }
-        self.cache
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(sub.period)
-            .or_default()
-            .insert(sub.site_code.clone(), Arc::new(latest_value));
+        self.group.pack = Some(pack);
+        self.group.base = base;
+        self.group.cells.extend_from_slice(&cells);
+        self.group.batch.insert(rkey.as_slice(), value);
+        self.group.staged.insert(pkey, Some((rkey, entry)));
+        self.group
+            .cache
+            .push((sub.period, sub.site_code.clone(), Some(latest)));
         Ok(Receipt {
             outcome: StoreOutcome::New,
             current_revision: sub.revision,
-            current_digest: sub.digest.clone(),
+            current_digest: sub.digest,
             received_at_unix: sub.received_at_unix,
         })
     }
 
-    /// Deletes `site`'s releases whose period kind `keep` refuses (the
-    /// registry changed the site's series), auditing each as withdrawn.
-    /// Returns how many were withdrawn.
-    pub fn withdraw_series(
-        &self,
+    /// See [`Store::withdraw_series`].
+    fn withdraw_series(
+        &mut self,
         site: &str,
         keep: impl Fn(Period) -> bool,
         reason: &str,
     ) -> Result<usize, HubError> {
-        let _all: Vec<_> = self
-            .stripes
-            .iter()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
         let mut gone = Vec::new();
-        for entry in self.submissions.scan_prefix(site.as_bytes()) {
-            let (key, value) = entry?;
-            let stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
-            if stored.site_code == site && !keep(stored.period) {
-                gone.push((key, stored));
+        for item in self.submissions.scan_prefix(site.as_bytes()) {
+            let (key, value) = item?;
+            let entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
+            if entry.sub.site_code == site && !keep(entry.sub.period) {
+                gone.push((key.to_vec(), entry));
             }
         }
-        if gone.is_empty() {
-            return Ok(0);
-        }
         let now = now_unix();
-        let mut batch = sled::Batch::default();
-        for (key, old) in &gone {
+        for (_, old) in &gone {
             self.audit(&AuditEvent::removal(
-                old,
+                &old.sub,
                 "withdrawn",
                 reason.to_owned(),
                 now,
             ))?;
-            batch.remove(key);
         }
-        self.submissions.apply_batch(batch)?;
-        self.db.flush()?;
-        for (key, _) in &gone {
-            let path = self.release_file(key);
-            match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(io_error(&path, e));
-                }
-                _ => {}
+        for (key, old) in &gone {
+            self.group.batch.remove(key.as_slice());
+            self.doom(key, old);
+            self.group
+                .staged
+                .insert(period_key(site, old.sub.period), None);
+            self.group
+                .cache
+                .push((old.sub.period, site.to_owned(), None));
+        }
+        Ok(gone.len())
+    }
+
+    /// The persist step of a group: the pack (synced) before the batch that
+    /// names it, then the in-memory index. sled's flush follows.
+    fn persist(&mut self) -> Result<(), HubError> {
+        if let Some(reason) = &self.poisoned {
+            return Err(HubError::Unavailable(reason.clone()));
+        }
+        let group = std::mem::take(&mut self.group);
+        // Cells this group wrote: never counted live, so not uncounted when doomed.
+        let fresh = |at: &CellsAt| Some(at.pack) == group.pack && at.offset >= group.base;
+        if let Some(pack) = group.pack {
+            self.write_pack(pack, group.base, &group.cells)?;
+            let live = group
+                .staged
+                .values()
+                .flatten()
+                .filter(|(_, e)| e.cells_at.as_ref().is_some_and(fresh))
+                .count();
+            *self.live.entry(pack).or_default() += live;
+        }
+        if group.cache.is_empty() {
+            return Ok(());
+        }
+        self.submissions.apply_batch(group.batch)?;
+        for doomed in &group.doomed {
+            if let Doomed::Packed(at) = doomed
+                && !fresh(at)
+                && let Some(n) = self.live.get_mut(&at.pack)
+            {
+                *n = n.saturating_sub(1);
             }
         }
         let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        for (_, old) in &gone {
-            if let Some(sites) = cache.get_mut(&old.period) {
-                sites.remove(site);
-                if sites.is_empty() {
-                    cache.remove(&old.period);
+        for (period, site, latest) in group.cache {
+            match latest {
+                Some(latest) => {
+                    cache.entry(period).or_default().insert(site, latest);
+                }
+                None => {
+                    if let Some(sites) = cache.get_mut(&period) {
+                        sites.remove(&site);
+                        if sites.is_empty() {
+                            cache.remove(&period);
+                        }
+                    }
                 }
             }
         }
-        Ok(gone.len())
+        drop(cache);
+        self.doomed.extend(group.doomed);
+        Ok(())
+    }
+
+    /// Makes a group's `cells` durable at `base` in `pack`: appended to the
+    /// open pack (one data sync), or a new pack file.
+    fn write_pack(&mut self, pack: u64, base: u64, cells: &[u8]) -> Result<(), HubError> {
+        use std::os::unix::fs::FileExt;
+        let path = pack_file(&self.releases, pack);
+        match &mut self.open_pack {
+            Some((id, file, len)) if *id == pack && *len == base => {
+                file.write_all_at(cells, base)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| io_error(&path, e))?;
+                *len += cells.len() as u64;
+            }
+            _ => {
+                write_durably(&path, cells)?;
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_error(&path, e))?;
+                self.open_pack = Some((pack, file, cells.len() as u64));
+                self.next_pack = pack + 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// After a durable flush: removes the cells whose entries are gone.
+    /// Not synced: a crash before the kernel writes it back is repaired by
+    /// the sweep on the next open.
+    fn settle(&mut self) {
+        for doomed in std::mem::take(&mut self.doomed) {
+            let done = match doomed {
+                Doomed::File(path) => remove_if_present(&path),
+                Doomed::Packed(at) if self.live.get(&at.pack).is_none_or(|n| *n == 0) => {
+                    self.live.remove(&at.pack);
+                    if self
+                        .open_pack
+                        .as_ref()
+                        .is_some_and(|(id, ..)| *id == at.pack)
+                    {
+                        self.open_pack = None;
+                    }
+                    remove_if_present(&pack_file(&self.releases, at.pack))
+                }
+                Doomed::Packed(at) => zero(&pack_file(&self.releases, at.pack), at.offset, at.len),
+            };
+            if let Err(e) = done {
+                tracing::error!(error = %e, "removing a superseded release's cells failed (the next start retries)");
+            }
+        }
+    }
+}
+
+fn remove_if_present(path: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Overwrites `len` bytes of `path` at `offset` with zeros, in place.
+fn zero(path: &Path, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let f = match std::fs::OpenOptions::new().write(true).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        other => other?,
+    };
+    let len = usize::try_from(len).map_err(std::io::Error::other)?;
+    f.write_all_at(&vec![0; len], offset)
+}
+
+fn commit_error(e: CommitError) -> HubError {
+    HubError::Unavailable(e.to_string())
+}
+
+impl Store {
+    /// Opens (or creates) the database in `dir`, brings an older hub's layout
+    /// up to date, rebuilds the in-memory latest index and starts the writer
+    /// thread.
+    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, HubError> {
+        Store::open_with(dir, cache_bytes, None)
+    }
+
+    /// [`Store::open`], with an observer told of every named write (metrics).
+    pub fn open_with(
+        dir: &Path,
+        cache_bytes: u64,
+        observer: Option<Observer>,
+    ) -> Result<Store, HubError> {
+        std::fs::create_dir_all(dir).map_err(|source| HubError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let db = lacnet_store::open_sled(
+            &sled::Config::new().path(dir).cache_capacity(cache_bytes),
+            lacnet_store::OPEN_LOCK_WAIT,
+        )?;
+        let releases = dir.join(RELEASES_DIR);
+        std::fs::create_dir_all(&releases).map_err(|e| io_error(&releases, e))?;
+        let store_id = store_id(&db.open_tree("meta")?)?;
+        let submissions = db.open_tree("submissions")?;
+        let audit = db.open_tree("audit")?;
+        // No writer thread yet: open-time repairs write directly.
+        purge_superseded(&db, &submissions, &audit)?;
+        move_cells_to_files(&submissions, &releases)?;
+        // The index of older stores: the submissions tree now says it all.
+        db.drop_tree("latest")?;
+        db.flush()?;
+        let (live, next_pack) = sweep_release_files(&submissions, &releases)?;
+        let mut cache: LatestIndex = HashMap::new();
+        for item in submissions.iter() {
+            let (key, value) = item?;
+            let mut entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
+            entry.sub.counts = read_cells(&releases, &key, &entry)?;
+            let latest = to_latest(&entry.sub)?;
+            cache
+                .entry(entry.sub.period)
+                .or_default()
+                .insert(entry.sub.site_code, Arc::new(latest));
+        }
+        let cache = Arc::new(RwLock::new(cache));
+        let writer = Writer {
+            db: db.clone(),
+            submissions: submissions.clone(),
+            audit: audit.clone(),
+            releases: releases.clone(),
+            cache: cache.clone(),
+            next_pack,
+            live,
+            // A new process starts a new pack: the last one's tail may be torn.
+            open_pack: None,
+            group: Group::default(),
+            doomed: Vec::new(),
+            poisoned: None,
+        };
+        let committer = Committer::start_with_hooks(
+            "hub-store",
+            db,
+            writer,
+            lacnet_store::DEFAULT_MAX_GROUP,
+            observer,
+            Some(Box::new(|w: &mut Writer, _sync| {
+                w.persist().map_err(|e| e.to_string())
+            })),
+            Some(Box::new(Writer::settle)),
+        )
+        .map_err(|source| HubError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        Ok(Store {
+            submissions,
+            audit,
+            cache,
+            store_id,
+            dir: dir.to_owned(),
+            releases,
+            committer,
+        })
+    }
+
+    /// Runs a named write job on the writer thread and answers once it is
+    /// durable (`durability`). A job that fails other than on its input
+    /// leaves memory and disk in doubt, so it fails the store: the hub then
+    /// restarts and reads what is on disk.
+    async fn write<R: Send + 'static>(
+        &self,
+        name: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&mut Writer) -> Result<R, HubError> + Send + 'static,
+    ) -> Result<R, HubError> {
+        let out = self
+            .committer
+            .run(name, durability, f)
+            .await
+            .map_err(commit_error)?;
+        self.failed_unless_input(name, out)
+    }
+
+    fn failed_unless_input<R>(
+        &self,
+        name: &'static str,
+        out: Result<R, HubError>,
+    ) -> Result<R, HubError> {
+        match out {
+            Err(e) if !matches!(e, HubError::Conflict(_)) => {
+                self.committer.fail(&format!("{name}: {e}"));
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    /// Stores a validated submission and answers once it is durable;
+    /// concurrent submitters share one pack file and one flush (group
+    /// commit). The same content as the current release (under any revision
+    /// number) is a duplicate, acknowledged without a write; a higher
+    /// revision with other content replaces the current release (one batch:
+    /// insert the new, delete the old, after auditing the old one's digest
+    /// and dates); a lower one is SUPERSEDED and not stored. The current
+    /// revision with other content is a [`HubError::Conflict`].
+    ///
+    /// `audit` is the submission's own audit entry, written in the same job
+    /// with the outcome filled in (unless the submission is a conflict,
+    /// which its caller audits as refused).
+    pub async fn record(
+        &self,
+        sub: StoredSubmission,
+        audit: AuditEvent,
+    ) -> Result<Receipt, HubError> {
+        self.write("submit", Durability::Flush, move |w| {
+            let receipt = w.record(sub)?;
+            w.audit(&AuditEvent {
+                outcome: receipt.outcome.name().into(),
+                ..audit
+            })?;
+            Ok(receipt)
+        })
+        .await
+    }
+
+    /// Deletes `site`'s releases whose period kind `keep` refuses (the
+    /// registry changed the site's series), auditing each as withdrawn.
+    /// Returns how many were withdrawn. Blocks: for start-up.
+    pub fn withdraw_series(
+        &self,
+        site: &str,
+        keep: impl Fn(Period) -> bool + Send + 'static,
+        reason: &str,
+    ) -> Result<usize, HubError> {
+        let (site, reason) = (site.to_owned(), reason.to_owned());
+        let out = self
+            .committer
+            .run_blocking("withdraw", Durability::Flush, move |w| {
+                w.withdraw_series(&site, keep, &reason)
+            })
+            .map_err(commit_error)?;
+        self.failed_unless_input("withdraw", out)
+    }
+
+    /// Appends to the audit log without waiting for the writer: the entry
+    /// is written in arrival order and becomes durable with the next flush
+    /// (every submission's). A failure to write it fails the store.
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), HubError> {
+        self.committer
+            .enqueue("audit", Durability::Deferred, move |w: &mut Writer| {
+                w.audit(&event).map_err(|e| {
+                    let reason = format!("audit: {e}");
+                    w.poisoned.get_or_insert(reason.clone());
+                    reason
+                })
+            })
+            .await
+            .map_err(commit_error)
     }
 
     /// Every stored revision number for one site and period, ascending: at
@@ -697,8 +928,8 @@ impl Store {
         let prefix = period_key(site, period);
         self.submissions
             .scan_prefix(&prefix)
-            .map(|entry| {
-                let (key, _) = entry?;
+            .map(|item| {
+                let (key, _) = item?;
                 read_u64(&key[prefix.len()..])
             })
             .collect()
@@ -711,7 +942,13 @@ impl Store {
         period: Period,
         revision: u64,
     ) -> Result<Option<StoredSubmission>, HubError> {
-        self.get(&revision_key(site, period, revision))
+        let key = revision_key(site, period, revision);
+        let Some(value) = self.submissions.get(&key)? else {
+            return Ok(None);
+        };
+        let mut entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
+        entry.sub.counts = read_cells(&self.releases, &key, &entry)?;
+        Ok(Some(entry.sub))
     }
 
     /// The id of this data directory (see the `meta` tree above).
@@ -751,66 +988,42 @@ impl Store {
         f(&guard)
     }
 
-    /// Appends to the audit log.
-    pub fn audit(&self, event: &AuditEvent) -> Result<(), HubError> {
-        let id = self.db.generate_id()?;
-        let line = serde_json::to_vec(event).map_err(corrupt)?;
-        self.audit.insert(id.to_be_bytes(), line)?;
-        Ok(())
-    }
-
-    /// The whole audit log, oldest first.
+    /// The whole audit log, oldest first, with every entry queued before
+    /// the call. Blocks until the writer has run them.
     pub fn audit_log(&self) -> Result<Vec<AuditEvent>, HubError> {
+        self.committer
+            .run_blocking("barrier", Durability::Deferred, |_| ())
+            .map_err(commit_error)?;
         self.audit
             .iter()
-            .map(|entry| {
-                let (_, v) = entry?;
+            .map(|item| {
+                let (_, v) = item?;
                 serde_json::from_slice(&v).map_err(corrupt)
             })
             .collect()
     }
 
     /// Writes a consistent backup into `dest` (new or empty) while the hub
-    /// serves. It holds every write stripe, so no submission is half recorded
-    /// (a revision stored but its `latest` entry not yet moved) in the copy;
-    /// submissions wait meanwhile. The audit log is append-only and is copied
-    /// as far as it has got.
+    /// serves. It runs as a job on the writer thread, so no write interleaves
+    /// (submissions wait meanwhile); it first makes the group so far durable
+    /// and removes the cells it made obsolete, so the copy holds no release
+    /// that is already gone. Blocks: call it off the async runtime.
     pub fn backup(&self, dest: &Path) -> Result<BackupSummary, BackupError> {
-        let _all: Vec<_> = self
-            .stripes
-            .iter()
-            .map(|m| m.lock().unwrap_or_else(|e| e.into_inner()))
-            .collect();
-        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        lacnet_store::backup::write(&self.db, &BACKUP_SPEC, &self.dir, dest)
+        let (dir, dest) = (self.dir.clone(), dest.to_owned());
+        self.committer
+            .run_blocking("backup", Durability::Flush, move |w| {
+                w.persist().map_err(|e| BackupError::Store(e.to_string()))?;
+                w.db.flush()?;
+                w.settle();
+                lacnet_store::backup::write(&w.db, &BACKUP_SPEC, &dir, &dest)
+            })
+            .map_err(|e| BackupError::Store(e.to_string()))?
     }
 
     /// Makes everything written so far durable. Concurrent callers share one
-    /// fsync (group commit): the flush runs on the store's writer thread
-    /// (`lacnet_store::Committer`), which takes every caller waiting when it
-    /// starts. One flush at a time, never `flush_async`: sled 0.34's
-    /// `flush_async` from many tasks at once can fill sled's own I/O pool
-    /// with waiting flushes and deadlock.
-    ///
-    /// The files of releases removed before the flush started are deleted
-    /// after it (removals made meanwhile wait for the next flush).
+    /// flush (group commit) on the writer thread.
     pub async fn flush(&self) -> Result<(), HubError> {
-        let doomed = std::mem::take(&mut *self.doomed.lock().unwrap_or_else(|e| e.into_inner()));
-        let flushed = self
-            .committer
-            .run("flush", lacnet_store::Durability::Flush, |_: &mut ()| ())
-            .await
-            .map_err(|e| HubError::Unavailable(e.to_string()));
-        match flushed {
-            Ok(()) => self.delete_files(doomed),
-            // Not durable: keep them for a later flush (or the sweep on open).
-            Err(_) => self
-                .doomed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(doomed),
-        }
-        flushed
+        self.write("flush", Durability::Flush, |_| Ok(())).await
     }
 
     /// Whether the disk has failed (a flush returned an I/O error or hung).
@@ -818,10 +1031,149 @@ impl Store {
         self.committer.health()
     }
 
-    /// Finishes pending flushes and stops the writer thread.
+    /// Finishes pending writes with a last flush and stops the writer thread.
     pub fn close(&self) {
         self.committer.close();
     }
+}
+
+/// Deletes every revision but the newest of each site and period (left by
+/// stores written before the hub kept only its current releases), auditing
+/// each, and marks the kept one revised.
+fn purge_superseded(
+    db: &sled::Db,
+    submissions: &sled::Tree,
+    audit: &sled::Tree,
+) -> Result<(), HubError> {
+    let mut newest: HashMap<Vec<u8>, (Vec<u8>, StoredSubmission)> = HashMap::new();
+    let mut older = Vec::new();
+    for item in submissions.iter() {
+        let (key, value) = item?;
+        let stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
+        let pkey = key[..key.len().saturating_sub(8)].to_vec();
+        // Keys come in ascending revision order within a prefix.
+        if let Some(prev) = newest.insert(pkey, (key.to_vec(), stored)) {
+            older.push(prev);
+        }
+    }
+    if older.is_empty() {
+        return Ok(());
+    }
+    let now = now_unix();
+    let mut batch = sled::Batch::default();
+    for (key, old) in &older {
+        let pkey = &key[..key.len() - 8];
+        let reason =
+            "superseded (deleted when the hub started keeping only current releases)".to_owned();
+        let line = serde_json::to_vec(&AuditEvent::removal(old, "deleted", reason, now))
+            .map_err(corrupt)?;
+        audit.insert(db.generate_id()?.to_be_bytes(), line)?;
+        batch.remove(key.as_slice());
+        if let Some((nkey, newer)) = newest.get_mut(pkey) {
+            if !newer.revised {
+                newer.revised = true;
+                batch.insert(nkey.as_slice(), serde_json::to_vec(newer).map_err(corrupt)?);
+            }
+        }
+    }
+    submissions.apply_batch(batch)?;
+    tracing::info!(
+        deleted = older.len(),
+        "deleted superseded revisions kept by an older hub"
+    );
+    Ok(())
+}
+
+/// Moves the cells of entries written by an older hub (inside the sled
+/// value) into files of their own.
+fn move_cells_to_files(submissions: &sled::Tree, releases: &Path) -> Result<(), HubError> {
+    for item in submissions.iter() {
+        let (key, value) = item?;
+        let mut stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
+        if stored.counts.is_empty() {
+            continue;
+        }
+        let cells = serde_json::to_vec(&stored.counts).map_err(corrupt)?;
+        write_durably(&own_file(releases, &key), &cells)?;
+        stored.counts.clear();
+        submissions.insert(key, serde_json::to_vec(&stored).map_err(corrupt)?)?;
+    }
+    Ok(())
+}
+
+/// Brings `releases/` in line with the entries after a crash: deletes
+/// unfinished `.tmp` files, files and packs no entry names, and zeroes the
+/// ranges of live packs that no entry names (cells removed just before a
+/// crash). Returns the live releases per pack and the next pack's id.
+fn sweep_release_files(
+    submissions: &sled::Tree,
+    releases: &Path,
+) -> Result<(HashMap<u64, usize>, u64), HubError> {
+    let mut ranges: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
+    for item in submissions.iter() {
+        let (_, value) = item?;
+        let entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
+        if let Some(at) = entry.cells_at {
+            ranges
+                .entry(at.pack)
+                .or_default()
+                .push((at.offset, at.offset + at.len));
+        }
+    }
+    let mut next_pack = 0;
+    let dir = std::fs::read_dir(releases).map_err(|e| io_error(releases, e))?;
+    for item in dir {
+        let path = item.map_err(|e| io_error(releases, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(id) = pack_id(name) {
+            next_pack = next_pack.max(id + 1);
+            match ranges.get_mut(&id) {
+                Some(live) => zero_gaps(&path, live)?,
+                None => std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?,
+            }
+            continue;
+        }
+        let named = name
+            .strip_suffix(".json")
+            .and_then(|h| {
+                (0..h.len() / 2)
+                    .map(|i| u8::from_str_radix(h.get(2 * i..2 * i + 2)?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()
+            })
+            .map(|key| submissions.contains_key(key))
+            .transpose()?
+            .unwrap_or(false);
+        if !named {
+            std::fs::remove_file(&path).map_err(|e| io_error(&path, e))?;
+        }
+    }
+    let live = ranges.into_iter().map(|(id, r)| (id, r.len())).collect();
+    Ok((live, next_pack))
+}
+
+/// Zeroes every byte of the pack at `path` outside the `live` ranges that
+/// is not zero already.
+fn zero_gaps(path: &Path, live: &mut [(u64, u64)]) -> Result<(), HubError> {
+    let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    live.sort_unstable();
+    let mut gaps = Vec::new();
+    let mut at = 0u64;
+    for &(start, end) in live.iter() {
+        if start > at {
+            gaps.push((at, start));
+        }
+        at = at.max(end);
+    }
+    gaps.push((at, bytes.len() as u64));
+    for (start, end) in gaps {
+        let range = bytes
+            .get(start as usize..(end as usize).min(bytes.len()))
+            .unwrap_or(&[]);
+        if range.iter().any(|b| *b != 0) {
+            zero(path, start, end - start).map_err(|e| io_error(path, e))?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -842,6 +1194,22 @@ mod tests {
         }
     }
 
+    fn audit() -> AuditEvent {
+        AuditEvent {
+            at_unix: 3,
+            event: "submit".into(),
+            peer: "site:E06000034".into(),
+            site: None,
+            period: None,
+            revision: None,
+            outcome: String::new(),
+            reason: None,
+            digest: None,
+            generated_at_unix: None,
+            received_at_unix: None,
+        }
+    }
+
     fn current(store: &Store) -> Option<u64> {
         let p = Period::parse("2024-Q1").unwrap();
         store.with_latest(|l| {
@@ -851,12 +1219,15 @@ mod tests {
         })
     }
 
-    #[test]
-    fn only_the_current_release_is_kept_and_late_ones_are_refused() {
+    #[tokio::test]
+    async fn only_the_current_release_is_kept_and_late_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         let p = Period::parse("2024-Q1").unwrap();
-        assert_eq!(store.record(sub(2, 10)).unwrap().outcome, StoreOutcome::New);
+        assert_eq!(
+            store.record(sub(2, 10), audit()).await.unwrap().outcome,
+            StoreOutcome::New
+        );
         assert!(
             !store
                 .submission("E06000034", p, 2)
@@ -865,15 +1236,15 @@ mod tests {
                 .revised
         );
         assert_eq!(
-            store.record(sub(2, 10)).unwrap().outcome,
+            store.record(sub(2, 10), audit()).await.unwrap().outcome,
             StoreOutcome::Duplicate
         );
         // Same content, another revision number: a duplicate too.
         assert_eq!(
-            store.record(sub(3, 10)).unwrap().outcome,
+            store.record(sub(3, 10), audit()).await.unwrap().outcome,
             StoreOutcome::Duplicate
         );
-        let late = store.record(sub(1, 5)).unwrap();
+        let late = store.record(sub(1, 5), audit()).await.unwrap();
         assert_eq!(
             (late.outcome, late.current_revision),
             (StoreOutcome::Superseded, 2)
@@ -885,10 +1256,13 @@ mod tests {
         );
         assert_eq!(current(&store), Some(2));
         assert!(matches!(
-            store.record(sub(2, 15)),
+            store.record(sub(2, 15), audit()).await,
             Err(HubError::Conflict(_))
         ));
-        assert_eq!(store.record(sub(4, 20)).unwrap().outcome, StoreOutcome::New);
+        assert_eq!(
+            store.record(sub(4, 20), audit()).await.unwrap().outcome,
+            StoreOutcome::New
+        );
         assert_eq!(
             store.revisions("E06000034", p).unwrap(),
             vec![4],
@@ -922,8 +1296,8 @@ mod tests {
         assert!(store.with_latest(|l| l[&p]["E06000034"].revised));
     }
 
-    #[test]
-    fn superseded_revisions_of_an_older_store_are_purged_on_open() {
+    #[tokio::test]
+    async fn superseded_revisions_of_an_older_store_are_purged_on_open() {
         let dir = tempfile::tempdir().unwrap();
         {
             // What an older hub left: every revision, and a `latest` tree.
@@ -946,13 +1320,6 @@ mod tests {
         let p = Period::parse("2024-Q1").unwrap();
         assert_eq!(store.revisions("E06000034", p).unwrap(), vec![2]);
         assert!(store.with_latest(|l| l[&p]["E06000034"].revised));
-        assert!(
-            !store
-                .db
-                .tree_names()
-                .iter()
-                .any(|n| n.as_ref() == b"latest")
-        );
         let log = store.audit_log().unwrap();
         assert_eq!(log.len(), 1);
         assert_eq!(
@@ -960,17 +1327,24 @@ mod tests {
             ("deleted", Some(1))
         );
         assert_eq!(log[0].digest.as_deref(), Some("digest-5"));
+        drop(store);
+        let db = lacnet_store::open_sled(
+            &sled::Config::new().path(dir.path()),
+            lacnet_store::OPEN_LOCK_WAIT,
+        )
+        .unwrap();
+        assert!(!db.tree_names().iter().any(|n| n.as_ref() == b"latest"));
     }
 
-    #[test]
-    fn withdrawing_a_series_deletes_only_its_periods() {
+    #[tokio::test]
+    async fn withdrawing_a_series_deletes_only_its_periods() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         let month = Period::parse("2024-01").unwrap();
         let mut m = sub(1, 7);
         m.period = month;
-        store.record(m).unwrap();
-        store.record(sub(1, 10)).unwrap();
+        store.record(m, audit()).await.unwrap();
+        store.record(sub(1, 10), audit()).await.unwrap();
         let quarterly = |p: Period| p.granularity() == lacnet_core::period::Granularity::Quarter;
         assert_eq!(
             store
@@ -991,13 +1365,13 @@ mod tests {
         );
     }
 
-    #[test]
-    fn audit_log_is_ordered_and_survives_reopen() {
+    #[tokio::test]
+    async fn audit_log_is_ordered_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
         for i in 0..3 {
             store
-                .audit(&AuditEvent {
+                .audit(AuditEvent {
                     at_unix: i,
                     event: "submit".into(),
                     peer: "site:E06000034".into(),
@@ -1010,6 +1384,7 @@ mod tests {
                     generated_at_unix: None,
                     received_at_unix: None,
                 })
+                .await
                 .unwrap();
         }
         drop(store);
@@ -1019,5 +1394,127 @@ mod tests {
             log.iter().map(|e| e.at_unix).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
+    }
+
+    /// Many tasks submit at once (new periods and revisions of shared ones):
+    /// every acknowledged release is there after a reopen, and only the
+    /// current release of each period has cells on disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_submitters_all_acknowledged_releases_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let periods: Vec<Period> =
+            std::iter::successors(Some(Period::parse("2020-Q1").unwrap()), |p| Some(p.next()))
+                .take(8)
+                .collect();
+        let acked = {
+            let store = Arc::new(Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap());
+            let mut tasks = Vec::new();
+            for task in 0..32u64 {
+                let (store, periods) = (store.clone(), periods.clone());
+                tasks.push(tokio::spawn(async move {
+                    let mut acked = Vec::new();
+                    for (i, period) in periods.iter().enumerate() {
+                        // Four tasks share each site, so they race on its periods.
+                        let mut s = sub(1 + task % 4, 1000 * task + i as u64);
+                        s.site_code = format!("E0600{:04}", task / 4);
+                        s.period = *period;
+                        let r = store.record(s.clone(), audit()).await.unwrap();
+                        if r.outcome == StoreOutcome::New {
+                            acked.push((s.site_code, s.period, s.revision));
+                        }
+                    }
+                    acked
+                }));
+            }
+            let mut acked = Vec::new();
+            for t in tasks {
+                acked.extend(t.await.unwrap());
+            }
+            store.close();
+            acked
+        };
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+        let mut newest: HashMap<(String, Period), u64> = HashMap::new();
+        for (site, period, rev) in &acked {
+            let n = newest.entry((site.clone(), *period)).or_default();
+            *n = (*n).max(*rev);
+        }
+        assert_eq!(newest.len(), 8 * 8, "every site and period was stored");
+        for ((site, period), rev) in &newest {
+            assert_eq!(store.revisions(site, *period).unwrap(), vec![*rev]);
+            let stored = store.submission(site, *period, *rev).unwrap().unwrap();
+            assert_eq!(stored.counts.len(), METRIC_COUNT);
+        }
+        // Each release's cells are a distinct JSON array; a superseded one's
+        // bytes are zeroed, so the packs hold exactly the current ones.
+        let mut on_disk = 0;
+        for f in std::fs::read_dir(dir.path().join(RELEASES_DIR)).unwrap() {
+            let bytes = std::fs::read(f.unwrap().path()).unwrap();
+            on_disk += bytes.windows(2).filter(|w| w == b"[{").count();
+        }
+        assert_eq!(on_disk, newest.len());
+        let submits = store
+            .audit_log()
+            .unwrap()
+            .iter()
+            .filter(|e| e.outcome == "new")
+            .count();
+        assert_eq!(
+            submits,
+            acked.len(),
+            "every acknowledged submission is audited"
+        );
+    }
+
+    /// What a crash can leave in `releases/` (a pack no entry names, an
+    /// unfinished `.tmp`, removed cells not yet zeroed) is cleaned on open,
+    /// and the current release still reads back.
+    #[tokio::test]
+    async fn open_sweeps_what_a_crash_left_in_the_release_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let releases = dir.path().join(RELEASES_DIR);
+        let p = Period::parse("2024-Q1").unwrap();
+        {
+            let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+            store.record(sub(1, 10), audit()).await.unwrap();
+            store.record(sub(2, 20), audit()).await.unwrap();
+        }
+        let packs: Vec<PathBuf> = std::fs::read_dir(&releases)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        assert_eq!(packs.len(), 1, "both groups appended to one pack");
+        let pack = &packs[0];
+        let bytes = std::fs::read(pack).unwrap();
+        let first_cells = serde_json::to_vec(&sub(1, 10).counts).unwrap();
+        assert!(
+            bytes[..first_cells.len()].iter().all(|b| *b == 0),
+            "the superseded release's cells are zeroed"
+        );
+        // As if the process died before zeroing, and mid-way through new packs.
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(pack)
+            .unwrap()
+            .write_all_at(&first_cells, 0)
+            .unwrap();
+        std::fs::write(pack_file(&releases, 99), b"[orphan]").unwrap();
+        std::fs::write(releases.join("pack-0000000000000100.tmp"), b"[torn").unwrap();
+        let store = Store::open(dir.path(), crate::DEFAULT_CACHE_BYTES).unwrap();
+        let left: Vec<PathBuf> = std::fs::read_dir(&releases)
+            .unwrap()
+            .map(|f| f.unwrap().path())
+            .collect();
+        assert_eq!(&left, &packs, "the orphan pack and the .tmp are gone");
+        let bytes = std::fs::read(pack).unwrap();
+        assert!(bytes[..first_cells.len()].iter().all(|b| *b == 0));
+        let current = store.submission("E06000034", p, 2).unwrap().unwrap();
+        assert_eq!(current.counts, sub(2, 20).counts);
+        // New writes go to a new pack, after the highest id seen.
+        let mut other = sub(1, 30);
+        other.period = Period::parse("2024-Q2").unwrap();
+        store.record(other, audit()).await.unwrap();
+        assert!(pack_file(&releases, 100).exists());
     }
 }

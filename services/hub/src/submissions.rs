@@ -383,12 +383,26 @@ impl Hub {
         let digest = stored.digest.clone();
         let stored_site = stored.site_code.clone();
         self.check_store()?;
+        // Audited in the same job, so the entry is durable with the submission.
+        let audit = AuditEvent {
+            at_unix: self.clock().now_unix(),
+            event: "submit".into(),
+            peer: peer.to_string(),
+            site: Some(stored_site.clone()),
+            period: Some(period.to_string()),
+            revision: Some(sub.revision),
+            outcome: String::new(),
+            reason: None,
+            digest: Some(digest.clone()),
+            generated_at_unix: None,
+            received_at_unix: None,
+        };
+        // Answered once on disk; concurrent submitters share the fsync.
         let receipt = self
             .store()
-            .record(stored)
+            .record(stored, audit)
+            .await
             .map_err(|e| self.store_error(e))?;
-        // Acknowledge only what is on disk; concurrent submitters share the fsync.
-        self.flush().await?;
         let status = match receipt.outcome {
             StoreOutcome::New => ReceiptStatus::New,
             StoreOutcome::Duplicate => ReceiptStatus::Duplicate,
@@ -441,12 +455,12 @@ impl Hub {
     }
 
     /// Writes an audit entry; a failure to audit is logged, never hidden.
-    pub(crate) fn audit(&self, event: AuditEvent) {
+    pub(crate) async fn audit(&self, event: AuditEvent) {
         if self.check_store().is_err() {
             // Already failed and logged; the hub is draining for a restart.
             return;
         }
-        if let Err(e) = self.store().audit(&event) {
+        if let Err(e) = self.store().audit(event).await {
             let e = self.store_error(e);
             tracing::error!(error = %e, "writing the audit log failed");
             self.metrics().internal_errors.inc();
@@ -454,7 +468,7 @@ impl Hub {
     }
 
     /// Counts, logs and audits a refused or failed request.
-    pub(crate) fn refused(
+    pub(crate) async fn refused(
         &self,
         event: &str,
         peer: &str,
@@ -491,7 +505,8 @@ impl Hub {
             digest: None,
             generated_at_unix: None,
             received_at_unix: None,
-        });
+        })
+        .await;
     }
 }
 
@@ -603,31 +618,20 @@ impl Submissions for SubmissionsService {
                     current_revision = receipt.current_revision,
                     "submission accepted"
                 );
-                self.hub.audit(AuditEvent {
-                    at_unix: self.hub.clock().now_unix(),
-                    event: "submit".into(),
-                    peer: label,
-                    site: Some(receipt.site_code.clone()),
-                    period: described.period,
-                    revision: Some(receipt.revision),
-                    outcome: outcome.name().into(),
-                    reason: None,
-                    digest: Some(receipt.digest.clone()),
-                    generated_at_unix: None,
-                    received_at_unix: None,
-                });
                 Ok(tonic::Response::new(receipt))
             }
             Err(e) => {
                 metrics.submissions.inc(e.kind());
-                self.hub.refused(
-                    "submit",
-                    &label,
-                    described.site,
-                    described.period,
-                    described.revision,
-                    &e,
-                );
+                self.hub
+                    .refused(
+                        "submit",
+                        &label,
+                        described.site,
+                        described.period,
+                        described.revision,
+                        &e,
+                    )
+                    .await;
                 Err(e.into())
             }
         }
@@ -652,7 +656,8 @@ impl Submissions for SubmissionsService {
                 // Only a bounded, well-formed site code reaches the audit log.
                 let site = Some(req.site_code.clone()).filter(|s| crate::registry::is_ons_code(s));
                 self.hub
-                    .refused("list_releases", &label, site, None, None, &e);
+                    .refused("list_releases", &label, site, None, None, &e)
+                    .await;
                 Err(e.into())
             }
         }

@@ -32,8 +32,6 @@ use sha2::{Digest, Sha256};
 pub const FORMAT: &str = "lacnet-backup v1";
 /// Name of the file written last, which marks a backup complete.
 pub const MANIFEST: &str = "MANIFEST";
-/// sled's default `idgen_persist_interval`, which the hub and the agent use.
-const SLED_IDGEN_INTERVAL: u64 = 1_000_000;
 /// A directory a fresh filesystem may hold at its root (ext4); a data
 /// directory that is a volume's mount point is still "empty" with it.
 const LOST_FOUND: &str = "lost+found";
@@ -519,21 +517,9 @@ pub fn restore(src: &Path, spec: &Spec<'_>, dest: &Path) -> Result<Summary, Back
         summary.files += 1;
         summary.bytes += size;
     }
-    // sled's id generator is not part of any tree. A new database starts it
-    // at 0; when sled reopens a database it resumes at the last persisted
-    // value plus twice the persist interval. Opening with an interval of at
-    // least half the backed-up high-water mark therefore moves the generator
-    // past every id the old database handed out, without generating them one
-    // by one. The value sled then persists (twice the interval) must be a
-    // multiple of the interval the services open with (sled's default), or
-    // sled's own consistency check fails on their next persist.
-    let interval = (manifest.id_floor / SLED_IDGEN_INTERVAL + 1) * (SLED_IDGEN_INTERVAL / 2);
-    let open = || {
-        sled::Config::new()
-            .path(dest)
-            .idgen_persist_interval(interval)
-            .open()
-    };
+    // Past every id the backed-up database handed out (a sled quirk).
+    let config = crate::sled_quirks::config_with_ids_past(dest, manifest.id_floor);
+    let open = || config.open();
     {
         let db = open()?;
         for f in manifest.files.iter().filter(|f| f.kind == "tree") {

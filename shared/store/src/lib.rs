@@ -2,8 +2,7 @@
 //! sled writes durable.
 //!
 //! sled 0.34 deadlocks when `flush_async` races `apply_batch` or a
-//! transaction: the flusher waits for the writer's reservation while the
-//! writer waits for log space the flusher holds. The cure here is Janus's
+//! transaction (see [`sled_quirks`], where every sled workaround lives). The cure here is Janus's
 //! `ReportWriteBatcher` shape: every write is a named job sent to **one
 //! writer thread**, which runs the jobs of a group in arrival order, then
 //! flushes once for the whole group (group commit), then answers each caller.
@@ -26,6 +25,9 @@
 pub mod backup;
 pub mod control;
 pub mod schedule;
+pub mod sled_quirks;
+
+pub use sled_quirks::{FLUSH_WATCHDOG, OPEN_LOCK_WAIT, open_sled, retry_while_locked};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -34,38 +36,6 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, oneshot};
-
-/// Opens a sled database, waiting up to `wait` while its directory lock is
-/// still held. sled releases the lock only when its last background I/O task
-/// lets go of the file, a moment after the `Db` is dropped, and gives no
-/// signal for it; a service (or test) that reopens its own store right after
-/// closing it would otherwise fail now and then. sled reports the refusal
-/// only as text, hence the match on it.
-pub fn open_sled(config: &sled::Config, wait: Duration) -> sled::Result<sled::Db> {
-    retry_while_locked(wait, || config.open())
-}
-
-/// Runs `open` until it stops failing on sled's directory lock, for at most `wait`.
-pub fn retry_while_locked<T>(
-    wait: Duration,
-    open: impl Fn() -> sled::Result<T>,
-) -> sled::Result<T> {
-    let deadline = Instant::now() + wait;
-    loop {
-        match open() {
-            Err(sled::Error::Io(e))
-                if e.to_string().contains("could not acquire lock")
-                    && Instant::now() < deadline =>
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// How long a store's open waits for the directory lock of its own previous `Db`.
-pub const OPEN_LOCK_WAIT: Duration = Duration::from_secs(2);
 
 /// Most jobs one flush covers: bounds how long the first caller of a group waits.
 pub const DEFAULT_MAX_GROUP: usize = 256;
@@ -118,9 +88,10 @@ type Job<S> = Box<dyn FnOnce(&mut S) -> (Durability, Completion) + Send>;
 /// sled (files) writes, and when asked, syncs it.
 pub type Persist<S> = Box<dyn FnMut(&mut S, bool) -> Result<(), String> + Send>;
 
-/// A flush that has not returned after this long is a failed disk: sled
-/// 0.34 can block for ever when its log cannot grow.
-pub const FLUSH_WATCHDOG: Duration = Duration::from_secs(30);
+/// Runs after a group's flush has made it durable, before its callers hear
+/// back: where a state deletes what the group's durable writes made
+/// obsolete (a file must outlive the entry naming it on disk, not in memory).
+pub type Settled<S> = Box<dyn FnMut(&mut S) + Send>;
 
 struct Shared {
     health: AtomicU8,
@@ -169,6 +140,20 @@ impl<S: Send + 'static> Committer<S> {
         observer: Option<Observer>,
         persist: Option<Persist<S>>,
     ) -> std::io::Result<Committer<S>> {
+        Committer::start_with_hooks(name, db, state, max_group, observer, persist, None)
+    }
+
+    /// [`Committer::start_with_persist`], with a [`Settled`] step run after
+    /// every durable group.
+    pub fn start_with_hooks(
+        name: &str,
+        db: sled::Db,
+        state: S,
+        max_group: usize,
+        observer: Option<Observer>,
+        persist: Option<Persist<S>>,
+        settled: Option<Settled<S>>,
+    ) -> std::io::Result<Committer<S>> {
         let (tx, rx) = sync_channel::<Job<S>>(QUEUE_DEPTH);
         let shared = Arc::new(Shared {
             health: AtomicU8::new(0),
@@ -179,7 +164,10 @@ impl<S: Send + 'static> Committer<S> {
         let thread_shared = shared.clone();
         let thread = std::thread::Builder::new()
             .name(format!("{name}-writer"))
-            .spawn(move || writer_loop(rx, db, state, max_group.max(1), persist, &thread_shared))?;
+            .spawn(move || {
+                let hooks = Hooks { persist, settled };
+                writer_loop(rx, db, state, max_group.max(1), hooks, &thread_shared)
+            })?;
         let watched = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name(format!("{name}-watchdog"))
@@ -238,6 +226,35 @@ impl<S: Send + 'static> Committer<S> {
             tracing::error!(write = name, error = %e, "store write failed");
         }
         result
+    }
+
+    /// Queues `f` to run on the writer thread, like [`Committer::run`], but
+    /// waits only for room in the queue, not for the job: for writes nobody
+    /// answers for (an audit entry), which must not hold their caller for a
+    /// flush. A failure is logged and reported to the observer.
+    pub async fn enqueue(
+        &self,
+        name: &'static str,
+        durability: Durability,
+        f: impl FnOnce(&mut S) -> Result<(), String> + Send + 'static,
+    ) -> Result<(), CommitError> {
+        if let Some(reason) = self.failure() {
+            return Err(CommitError::Failed(reason));
+        }
+        let started = Instant::now();
+        let observer = self.observer.clone();
+        let job = job(durability, f, move |r| {
+            let ok = matches!(r, Ok(Ok(())));
+            if let Some(observe) = &observer {
+                observe(name, started.elapsed(), ok);
+            }
+            match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(write = name, error = %e, "store write failed"),
+                Err(e) => tracing::error!(write = name, error = %e, "store write failed"),
+            }
+        });
+        self.send(job).await
     }
 
     async fn send(&self, mut job: Job<S>) -> Result<(), CommitError> {
@@ -369,14 +386,23 @@ fn job<S, R: Send + 'static>(
     })
 }
 
+struct Hooks<S> {
+    persist: Option<Persist<S>>,
+    settled: Option<Settled<S>>,
+}
+
 fn writer_loop<S>(
     rx: Receiver<Job<S>>,
     db: sled::Db,
     mut state: S,
     max_group: usize,
-    mut persist: Option<Persist<S>>,
+    hooks: Hooks<S>,
     shared: &Shared,
 ) {
+    let Hooks {
+        mut persist,
+        mut settled,
+    } = hooks;
     let mut pending: Vec<(Durability, Completion)> = Vec::with_capacity(max_group);
     while let Ok(first) = rx.recv() {
         pending.push(first(&mut state));
@@ -406,6 +432,12 @@ fn writer_loop<S>(
                 other => other,
             };
             set_flushing(shared, None);
+            if flushed.is_ok()
+                && must_flush
+                && let Some(settle) = settled.as_mut()
+            {
+                settle(&mut state);
+            }
             flushed.map_err(|reason| {
                 fail(shared, &reason);
                 CommitError::Io(reason)
@@ -422,8 +454,13 @@ fn writer_loop<S>(
             Some(p) => p(&mut state, true),
             None => Ok(()),
         };
-        if let Err(e) = persisted.and_then(|()| db.flush().map(|_| ()).map_err(|e| e.to_string())) {
-            fail(shared, &e);
+        match persisted.and_then(|()| db.flush().map(|_| ()).map_err(|e| e.to_string())) {
+            Ok(()) => {
+                if let Some(settle) = settled.as_mut() {
+                    settle(&mut state);
+                }
+            }
+            Err(e) => fail(shared, &e),
         }
     }
 }
