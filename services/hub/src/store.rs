@@ -1152,7 +1152,7 @@ fn sweep_release_files(
 }
 
 /// Zeroes every byte of the pack at `path` outside the `live` ranges that
-/// is not zero already.
+/// still holds data.
 fn zero_gaps(path: &Path, live: &mut [(u64, u64)]) -> Result<(), HubError> {
     let bytes = std::fs::read(path).map_err(|e| io_error(path, e))?;
     live.sort_unstable();
