@@ -1115,6 +1115,27 @@ async fn span_snapshot(
     published_by_site(&summary)
 }
 
+/// One data set per site-month for `months` months, sent to each site's
+/// agent and published to the hub; returns them keyed by site and month.
+async fn load_sites(
+    sites: &mut [Site],
+    months: usize,
+    rng: &mut StdRng,
+) -> BTreeMap<(String, usize), Vec<Person>> {
+    let mut data = BTreeMap::new();
+    for s in sites {
+        let mut records = Vec::new();
+        for m in 0..months {
+            let people = data_set(rng, s.code, m);
+            records.extend(people.iter().map(|p| p.record.to_proto()));
+            data.insert((s.code.to_owned(), m), people);
+        }
+        s.upsert(records).await;
+        s.settle().await;
+    }
+    data
+}
+
 /// The true counts of one month or quarter: the data sets of `months`,
 /// counted from `start` to `end`.
 fn unit_truth(
@@ -1307,17 +1328,7 @@ async fn an_attacker_with_every_release_and_a_solver_learns_nothing_beyond_the_t
         );
     }
     let mut rng = StdRng::seed_from_u64(0x5eed_f7ea);
-    let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
-    for s in &mut sites {
-        let mut records = Vec::new();
-        for m in 0..months {
-            let people = data_set(&mut rng, s.code, m);
-            records.extend(people.iter().map(|p| p.record.to_proto()));
-            data.insert((s.code.to_owned(), m), people);
-        }
-        s.upsert(records).await;
-        s.settle().await;
-    }
+    let data = load_sites(&mut sites, months, &mut rng).await;
     let first = snapshot(&hub, &net, (months, 12)).await;
     assert_eq!(
         first.len(),
@@ -1506,17 +1517,7 @@ async fn quarterly_sites_whole_series_gives_nothing_away() {
         sites.push(start_site(&net, &hub, code, &name, root.path(), Granularity::Quarter).await);
     }
     let mut rng = StdRng::seed_from_u64(0x9a7_7e71);
-    let mut data: BTreeMap<(String, usize), Vec<Person>> = BTreeMap::new();
-    for s in &mut sites {
-        let mut records = Vec::new();
-        for m in 0..months {
-            let people = data_set(&mut rng, s.code, m);
-            records.extend(people.iter().map(|p| p.record.to_proto()));
-            data.insert((s.code.to_owned(), m), people);
-        }
-        s.upsert(records).await;
-        s.settle().await;
-    }
+    let data = load_sites(&mut sites, months, &mut rng).await;
     let first = snapshot(&hub, &net, (quarters, 4)).await;
     assert_eq!(
         first.len(),
