@@ -48,13 +48,8 @@ pub fn render_status(s: &AgentStatus, now_unix: i64) -> String {
             (now_unix - s.last_push_unix).max(0)
         )
     };
-    let granularity = match pb::Granularity::try_from(s.granularity) {
-        Ok(pb::Granularity::Month) => "month",
-        Ok(pb::Granularity::Quarter) => "quarter",
-        Ok(pb::Granularity::FinancialYear) => "financial year",
-        Ok(pb::Granularity::ProgrammeToDate) => "programme to date",
-        _ => "unknown",
-    };
+    let granularity =
+        lacnet_core::Granularity::from_code(s.granularity).map_or("unknown", |g| g.label());
     let mut t = Table::new(["", ""]);
     t.row(["site", s.site_code.as_str()]);
     t.row(["records", &s.record_count.to_string()]);

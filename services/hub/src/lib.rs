@@ -285,7 +285,7 @@ fn withdraw_other_series(store: &store::Store, registry: &Registry) -> Result<()
     for site in registry.sites() {
         let reason = format!(
             "the registry now fixes the site's series as {}: releases of other period kinds are withdrawn",
-            registry::granularity_name(site.granularity)
+            site.granularity.label()
         );
         let accepts = site.clone();
         let n = store.withdraw_series(&site.code, move |p| accepts.accepts(p), &reason)?;
@@ -293,7 +293,7 @@ fn withdraw_other_series(store: &store::Store, registry: &Registry) -> Result<()
             tracing::warn!(
                 site = %site.code,
                 withdrawn = n,
-                granularity = registry::granularity_name(site.granularity),
+                granularity = site.granularity.label(),
                 "withdrew the releases of the site's old series"
             );
         }

@@ -64,16 +64,6 @@ pub struct Site {
     pub granularity: Granularity,
 }
 
-/// How the registry (and its error messages) spell a granularity.
-pub fn granularity_name(g: Granularity) -> &'static str {
-    match g {
-        Granularity::Month => "month",
-        Granularity::Quarter => "quarter",
-        Granularity::FinancialYear => "financial year",
-        Granularity::ProgrammeToDate => "programme to date",
-    }
-}
-
 impl Site {
     /// Whether the site may publish `period`: periods of its series, and the
     /// fixed spans every site publishes beside it.

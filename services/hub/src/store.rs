@@ -293,10 +293,6 @@ fn io_error(path: &Path, source: std::io::Error) -> HubError {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -367,7 +363,7 @@ fn pack_id(name: &str) -> Option<u64> {
 
 /// The file of a release stored (by an older hub) in a file of its own.
 fn own_file(releases: &Path, key: &[u8]) -> PathBuf {
-    releases.join(format!("{}.json", hex(key)))
+    releases.join(format!("{}.json", lacnet_core::hex::encode(key)))
 }
 
 /// Writes `bytes` to `path` durably: a temporary file, synced, renamed into

@@ -571,8 +571,8 @@ pub fn check_series(site: &crate::Site, period: lacnet_core::Period) -> Result<(
          not a {} ({period}); changing a site's series is an explicit operation \
          (see the README, \"Changing a site's series\")",
         site.code,
-        crate::registry::granularity_name(site.granularity),
-        crate::registry::granularity_name(period.granularity()),
+        site.granularity.label(),
+        period.granularity().label(),
     )))
 }
 

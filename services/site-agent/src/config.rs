@@ -138,10 +138,10 @@ pub struct Config {
     #[arg(long, env = "LACNET_AGENT_HUB_KEY")]
     pub hub_key: Option<PathBuf>,
     /// Disclosure control: counts from 1 to this are suppressed.
-    #[arg(long, env = "LACNET_AGENT_POLICY_THRESHOLD", default_value_t = 7)]
+    #[arg(long, env = "LACNET_AGENT_POLICY_THRESHOLD", default_value_t = lacnet_core::DisclosurePolicy::DEFAULT.threshold)]
     pub policy_threshold: u32,
     /// Disclosure control: other counts are rounded to a multiple of this.
-    #[arg(long, env = "LACNET_AGENT_POLICY_ROUNDING_BASE", default_value_t = 5)]
+    #[arg(long, env = "LACNET_AGENT_POLICY_ROUNDING_BASE", default_value_t = lacnet_core::DisclosurePolicy::DEFAULT.rounding_base)]
     pub policy_rounding_base: u32,
     /// Disclosure control: complementary suppression in tables.
     #[arg(
@@ -177,26 +177,26 @@ pub struct Config {
     pub never_serves: Vec<String>,
     /// Months without contact after which an open case stops counting as
     /// active (and counts as gone quiet); 0 keeps open cases active for ever.
-    #[arg(long, env = "LACNET_AGENT_INACTIVITY_MONTHS", default_value_t = 12)]
+    #[arg(long, env = "LACNET_AGENT_INACTIVITY_MONTHS", default_value_t = lacnet_core::aggregate::CountingRules::DEFAULT_INACTIVITY_MONTHS)]
     pub inactivity_months: u32,
     /// Quiet time after ingest before aggregates are recomputed, in milliseconds.
-    #[arg(long, env = "LACNET_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = 2000)]
+    #[arg(long, env = "LACNET_AGENT_PUBLISH_DEBOUNCE_MS", default_value_t = crate::DEFAULT_PUBLISH_DEBOUNCE.as_millis() as u64)]
     pub publish_debounce_ms: u64,
     /// Scheduled recomputation interval, in seconds.
     #[arg(
         long,
         env = "LACNET_AGENT_PUBLISH_INTERVAL_SECS",
-        default_value_t = 300
+        default_value_t = crate::DEFAULT_PUBLISH_INTERVAL.as_secs()
     )]
     pub publish_interval_secs: u64,
     /// First retry delay after a failed push, in milliseconds.
-    #[arg(long, env = "LACNET_AGENT_PUSH_BACKOFF_BASE_MS", default_value_t = 500)]
+    #[arg(long, env = "LACNET_AGENT_PUSH_BACKOFF_BASE_MS", default_value_t = crate::DEFAULT_PUSH_BACKOFF_BASE.as_millis() as u64)]
     pub push_backoff_base_ms: u64,
     /// Longest retry delay after failed pushes, in milliseconds.
     #[arg(
         long,
         env = "LACNET_AGENT_PUSH_BACKOFF_CAP_MS",
-        default_value_t = 60_000
+        default_value_t = crate::DEFAULT_PUSH_BACKOFF_CAP.as_millis() as u64
     )]
     pub push_backoff_cap_ms: u64,
     /// How often to compare this agent's releases with the hub's, in seconds
@@ -213,7 +213,7 @@ pub struct Config {
     #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
     /// sled page cache, in MiB (bounds resident memory).
-    #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = 64)]
+    #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = crate::DEFAULT_CACHE_MB)]
     pub cache_mb: u64,
     /// Unix socket on which the running agent takes backups (`backup --to`);
     /// mode 0600, so only the agent's own user can use it. Default: `control.sock`

@@ -167,15 +167,15 @@ impl AgentOptions {
             programme_start: None,
             never_served: Default::default(),
             inactivity_months: lacnet_core::aggregate::CountingRules::DEFAULT_INACTIVITY_MONTHS,
-            publish_debounce: Duration::from_secs(2),
-            publish_interval: Duration::from_secs(300),
-            push_backoff_base: Duration::from_millis(500),
-            push_backoff_cap: Duration::from_secs(60),
+            publish_debounce: DEFAULT_PUBLISH_DEBOUNCE,
+            publish_interval: DEFAULT_PUBLISH_INTERVAL,
+            push_backoff_base: DEFAULT_PUSH_BACKOFF_BASE,
+            push_backoff_cap: DEFAULT_PUSH_BACKOFF_CAP,
             reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             max_batch: DEFAULT_MAX_BATCH,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
-            cache_bytes: 64 * 1024 * 1024,
+            cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
             transport: lacnet_tls::TransportLimits::default(),
             today: None,
@@ -189,6 +189,20 @@ pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Default days between a period's close and its first publication.
 pub const DEFAULT_EMBARGO_DAYS: u32 = 14;
+
+/// Default quiet time after ingest before aggregates are recomputed.
+pub const DEFAULT_PUBLISH_DEBOUNCE: Duration = Duration::from_secs(2);
+
+/// Default time between scheduled recomputations.
+pub const DEFAULT_PUBLISH_INTERVAL: Duration = Duration::from_secs(300);
+
+/// Default first and longest delays between push retries.
+pub const DEFAULT_PUSH_BACKOFF_BASE: Duration = Duration::from_millis(500);
+/// See [`DEFAULT_PUSH_BACKOFF_BASE`].
+pub const DEFAULT_PUSH_BACKOFF_CAP: Duration = Duration::from_secs(60);
+
+/// Default sled page cache, in MiB.
+pub const DEFAULT_CACHE_MB: u64 = 64;
 
 /// An open agent: store, keys, TLS config, metrics. Cheap to clone; the sled
 /// directory stays locked until every clone is dropped.
@@ -533,10 +547,7 @@ fn check_series(store: &Store, data_dir: &Path, configured: Granularity) -> Resu
     if recorded == configured {
         return Ok(());
     }
-    let (was, now) = (
-        store::granularity_name(recorded),
-        store::granularity_name(configured),
-    );
+    let (was, now) = (recorded.id(), configured.id());
     Err(AgentError::DataDir {
         path: data_dir.to_owned(),
         reason: format!(

@@ -51,7 +51,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
         Some(Command::ResetSeries { to }) => {
-            let name = lacnet_site_agent::store::granularity_name(*to);
+            let name = to.id();
             match lacnet_site_agent::reset_series(&c.data_dir, *to, c.cache_bytes())
                 .context("changing the series (is the agent stopped?)")?
             {
@@ -61,7 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 SeriesOutcome::Changed { from, forgotten } => println!(
                     "series changed from {} to {name}: forgot {forgotten} published period(s) of the old series; \
                      start the agent with --granularity {name} (the hub's registry must say {name:?} too)",
-                    from.map_or("unrecorded", lacnet_site_agent::store::granularity_name)
+                    from.map_or("unrecorded", lacnet_core::Granularity::id)
                 ),
             }
             return Ok(());

@@ -657,7 +657,7 @@ impl Store {
                     outbox.remove(k);
                 }
             }
-            meta.insert(META_GRANULARITY, granularity_name(granularity).as_bytes());
+            meta.insert(META_GRANULARITY, granularity.id().as_bytes());
             w.trees.outbox.apply_batch(outbox)?;
             w.trees.meta.apply_batch(meta)?;
             Ok(forgotten)
@@ -1452,16 +1452,6 @@ impl Writer {
         }
         self.clear_dirty(period, generation)?;
         Ok(seq)
-    }
-}
-
-/// How the data directory (and the `--granularity` flag) spell a granularity.
-pub fn granularity_name(g: Granularity) -> &'static str {
-    match g {
-        Granularity::Month => "month",
-        Granularity::Quarter => "quarter",
-        Granularity::FinancialYear => "financial_year",
-        Granularity::ProgrammeToDate => "programme_to_date",
     }
 }
 

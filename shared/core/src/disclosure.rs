@@ -77,13 +77,19 @@ pub struct DisclosurePolicy {
     pub secondary_suppression: bool,
 }
 
+impl DisclosurePolicy {
+    /// The network's default: counts 1 to 7 withheld, the rest rounded to
+    /// 5, secondary suppression on. Configuration defaults read it from here.
+    pub const DEFAULT: DisclosurePolicy = DisclosurePolicy {
+        threshold: 7,
+        rounding_base: 5,
+        secondary_suppression: true,
+    };
+}
+
 impl Default for DisclosurePolicy {
     fn default() -> Self {
-        DisclosurePolicy {
-            threshold: 7,
-            rounding_base: 5,
-            secondary_suppression: true,
-        }
+        DisclosurePolicy::DEFAULT
     }
 }
 

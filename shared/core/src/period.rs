@@ -72,6 +72,17 @@ impl Granularity {
         )
     }
 
+    /// The name configuration and data directories spell, e.g.
+    /// "financial_year" (what [`str::parse`] reads back).
+    pub fn id(self) -> &'static str {
+        match self {
+            Granularity::Month => "month",
+            Granularity::Quarter => "quarter",
+            Granularity::FinancialYear => "financial_year",
+            Granularity::ProgrammeToDate => "programme_to_date",
+        }
+    }
+
     /// The name an analyst reads, e.g. "financial year".
     pub fn label(self) -> &'static str {
         match self {

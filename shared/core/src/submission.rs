@@ -24,6 +24,8 @@ pub fn digest(
     published: &Published,
 ) -> String {
     let mut canonical = String::with_capacity(2048);
+    // Spelled out here, not taken from `Granularity::id`: this string is part
+    // of the digest, so renaming an id must not change every digest.
     let granularity = match period.granularity() {
         Granularity::Month => "month",
         Granularity::Quarter => "quarter",
