@@ -380,6 +380,21 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
         Code::InvalidArgument,
         "structural_zeros[0]",
     );
+    // Hostile sizes: more declarations than the catalogue has figures, and
+    // a 1 MiB name, are refused without echoing the name.
+    declared.structural_zeros = vec!["age_band.under_18".into(); metrics::METRIC_COUNT + 1];
+    assert_code(
+        hub.submit(&pki.thurrock, declared.clone()).await,
+        Code::InvalidArgument,
+        "submission.structural_zeros",
+    );
+    declared.structural_zeros = vec!["x".repeat(1 << 20)];
+    let huge = hub
+        .submit(&pki.thurrock, declared.clone())
+        .await
+        .unwrap_err();
+    assert_eq!(huge.code(), Code::InvalidArgument);
+    assert!(huge.message().len() < 200, "{}", huge.message().len());
     declared.structural_zeros = vec!["age_band.18_24".into()];
     assert_code(
         hub.submit(&pki.thurrock, declared.clone()).await,
@@ -451,7 +466,7 @@ async fn invalid_and_non_disclosive_submissions_are_refused() {
     assert!(hub.hub.revisions(THURROCK, q1).unwrap().is_empty());
     let log = hub.hub.audit_log().unwrap();
     let refusals: Vec<_> = log.iter().filter(|e| e.outcome == "refused").collect();
-    assert_eq!(refusals.len(), 13, "{refusals:#?}");
+    assert_eq!(refusals.len(), 15, "{refusals:#?}");
     assert!(refusals.iter().any(|e| {
         e.reason
             .as_deref()
