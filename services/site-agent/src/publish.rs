@@ -268,6 +268,9 @@ pub fn aggregate_periods(
     periods: &[Period],
     rules: CountingRules,
 ) -> Result<Vec<Aggregates>, AgentError> {
+    if periods.is_empty() {
+        return Ok(Vec::new());
+    }
     let passes = passes_for(store, periods, rules);
     aggregate_periods_in(store, periods, rules, passes)
 }
@@ -281,6 +284,10 @@ pub fn aggregate_periods_in(
     rules: CountingRules,
     passes: usize,
 ) -> Result<Vec<Aggregates>, AgentError> {
+    // Nothing to count costs no scan (a round with nothing past its gate).
+    if periods.is_empty() {
+        return Ok(Vec::new());
+    }
     let passes = passes.max(1);
     let mut totals = vec![Aggregates::default(); periods.len()];
     for pass in 0..passes {
