@@ -35,7 +35,7 @@
 pub mod authz;
 pub mod backup;
 pub mod bounded;
-pub mod clock;
+pub use lacnet_clock as clock;
 pub mod config;
 pub mod convert;
 mod error;
