@@ -11,6 +11,7 @@
 //! records the test sends, with plain dates and sets, not with lacnet-core's
 //! aggregation.
 
+use lacnet_clock::MockClock;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -323,7 +324,7 @@ async fn council(
     o.push_backoff_base = Duration::from_millis(20);
     o.push_backoff_cap = Duration::from_millis(200);
     o.cache_bytes = 8 * 1024 * 1024;
-    o.today = Some(day(TODAY));
+    o.clock = std::sync::Arc::new(MockClock::at_date(TODAY).unwrap());
     let agent = TestAgent::start(&pki, o).await;
     let client = agent.client(&pki.council).await;
     let operator = agent.client(&pki.operator).await;

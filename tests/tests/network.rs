@@ -13,6 +13,7 @@
 //! byte the hub and the agents stored, the audit log and the process logs for
 //! raw identifiers, their unkeyed SHA-256, and (at the hub) their HMAC pseudonyms.
 
+use lacnet_clock::MockClock;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use lacnet_core::disclosure::{self, Count, DisclosurePolicy};
 use lacnet_core::metrics::{METRIC_COUNT, catalogue};
 use lacnet_core::pseudonym::{Pseudonymiser, Secret};
 use lacnet_core::validate::PersonId;
-use lacnet_core::{Date, Granularity, Period};
+use lacnet_core::{Granularity, Period};
 use lacnet_e2e::*;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::convert::{period_from_proto, period_to_proto};
@@ -200,7 +201,7 @@ impl Council {
         o.push_backoff_base = Duration::from_millis(20);
         o.push_backoff_cap = Duration::from_millis(200);
         o.cache_bytes = 8 * 1024 * 1024;
-        o.today = Some(Date::parse(TODAY).unwrap());
+        o.clock = std::sync::Arc::new(MockClock::at_date(TODAY).unwrap());
         let agent = TestAgent::start(&pki, o).await;
         let client = agent.client(&pki.council).await;
         let operator = agent.client(&pki.operator).await;

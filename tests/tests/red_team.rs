@@ -39,6 +39,7 @@
 //! LACNET_RED_TEAM=full cargo test --release -p lacnet-e2e --test red_team -- --nocapture
 //! ```
 
+use lacnet_clock::MockClock;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Duration;
@@ -1022,7 +1023,7 @@ async fn start_site(
     o.publish_debounce = Duration::from_millis(50);
     o.push_backoff_base = Duration::from_millis(20);
     o.push_backoff_cap = Duration::from_millis(200);
-    o.today = Some(Date::parse(TODAY).unwrap());
+    o.clock = std::sync::Arc::new(MockClock::at_date(TODAY).unwrap());
     // The agent publishes the programme to date monthly from here: month 0
     // in the long run, the last six months in the short one (each is one
     // more linked release to protect, and debug builds are slow).

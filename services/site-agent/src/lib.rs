@@ -49,6 +49,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use lacnet_clock::{Clock, SystemClock};
 use lacnet_core::pseudonym::KeyRing;
 use lacnet_core::{Date, DisclosurePolicy, Granularity, Period};
 use lacnet_proto::site::v1::site_agent_server::SiteAgentServer;
@@ -133,8 +134,9 @@ pub struct AgentOptions {
     pub drain_timeout: Duration,
     /// Connection limit, idle timeout and HTTP/2 keepalive and stream limits.
     pub transport: lacnet_tls::TransportLimits,
-    /// A fixed "today" for tests; `None` uses the system clock (UTC).
-    pub today: Option<Date>,
+    /// What "now" is: the system clock; tests set a
+    /// [`lacnet_clock::MockClock`] to fix "today" (UTC).
+    pub clock: Arc<dyn Clock>,
     /// Days after a period closes before it is first published, so that its
     /// first release already holds the late records of its last days.
     pub embargo_days: u32,
@@ -178,7 +180,7 @@ impl AgentOptions {
             cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
             drain_timeout: Duration::from_secs(20),
             transport: lacnet_tls::TransportLimits::default(),
-            today: None,
+            clock: Arc::new(SystemClock),
             embargo_days: DEFAULT_EMBARGO_DAYS,
         }
     }
@@ -238,13 +240,6 @@ pub(crate) struct Inner {
     blocking: tokio_util::task::TaskTracker,
 }
 
-/// Seconds since the Unix epoch, now.
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 impl Agent {
     /// Opens (or creates) the store and builds the TLS config, so an unusable
     /// data directory, bad certificates or a key ring that cannot read the
@@ -284,9 +279,7 @@ impl Agent {
         }
         metrics.store_healthy.set(1);
         check_never_served(&store, &options.never_served)?;
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_nanos() as u64);
+        let seed = options.clock.now_nanos() as u64;
         // After a crash, recompute every period once: it can lose a dirty
         // mark written after the records it was for, and a recomputation
         // whose counts have not changed publishes nothing. After a clean
@@ -299,9 +292,7 @@ impl Agent {
                 "the last run did not shut down cleanly: every period is recomputed once"
             );
             let g = options.granularity;
-            let today = options
-                .today
-                .unwrap_or_else(|| Date::from_unix_seconds(now_unix()));
+            let today = options.clock.today();
             let last = Period::containing(g, today);
             let periods: Vec<Period> =
                 std::iter::successors(Some(Period::containing(g, first)), |p| {
@@ -376,12 +367,14 @@ impl Agent {
         &self.inner.options
     }
 
-    /// Today, by the system clock (UTC) unless the options fix it.
+    /// Today (UTC), by the agent's clock.
     pub fn today(&self) -> Date {
-        self.inner
-            .options
-            .today
-            .unwrap_or_else(|| Date::from_unix_seconds(now_unix()))
+        self.inner.options.clock.today()
+    }
+
+    /// The agent's clock: the one source of "now".
+    pub fn clock(&self) -> &dyn Clock {
+        self.inner.options.clock.as_ref()
     }
 
     /// Makes every write durable.
@@ -621,7 +614,7 @@ pub fn retire_key(
     if n > 0 {
         return Ok(RetireOutcome::StillInUse(n));
     }
-    store.retire_key(key_id, now_unix())?;
+    store.retire_key(key_id, SystemClock.now_unix())?;
     store.close();
     Ok(RetireOutcome::Retired)
 }

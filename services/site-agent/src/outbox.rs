@@ -36,10 +36,10 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::metrics::ReconcileOutcome;
-use crate::publish::{next_revision, now_unix_ms};
+use crate::publish::next_revision;
 use crate::reconcile;
 use crate::store::HubRelease;
-use crate::{Agent, AgentError, now_unix};
+use crate::{Agent, AgentError};
 use lacnet_proto::convert::period_from_proto;
 use tokio::time::Instant;
 
@@ -150,6 +150,7 @@ async fn reissue(
 ) -> Result<Option<u64>, AgentError> {
     let generation = agent.inner().next_generation();
     let sub = sub.clone();
+    let (now_ms, now_unix) = (agent.clock().now_ms(), agent.clock().now_unix());
     // On the writer thread, where the publisher decides too, so "is this
     // still our last submission?" cannot change between the check and the enqueue.
     agent
@@ -163,11 +164,10 @@ async fn reissue(
                 w.remove_from_outbox(seq, Some(period), None)?;
                 return Ok(None);
             }
-            let revision =
-                next_revision(period, Some(sub.revision.max(hub_current)), now_unix_ms())?;
+            let revision = next_revision(period, Some(sub.revision.max(hub_current)), now_ms)?;
             let again = pb::Submission {
                 revision,
-                generated_at_unix: now_unix(),
+                generated_at_unix: now_unix,
                 ..sub
             };
             // `enqueue` replaces the period's queued entry (this one) and records
@@ -312,7 +312,9 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
                     revision,
                     digest: sub.digest.clone(),
                 };
-                store.outbox_remove(seq, period, acked, now_unix()).await
+                store
+                    .outbox_remove(seq, period, acked, agent.clock().now_unix())
+                    .await
             }
             Attempt::Outranked { hub, reason } if !overruled => {
                 failures = 0;
@@ -400,7 +402,7 @@ fn note_reconciled(
     m.resent.inc_by(outcome.resent as u64);
     m.lost_periods.set(outcome.lost.len() as i64);
     m.outbox_depth.set(inner.store.outbox_len() as i64);
-    let now = now_unix();
+    let now = agent.clock().now_unix();
     m.last_reconcile.set(now);
     inner
         .last_reconcile

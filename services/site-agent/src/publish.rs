@@ -60,16 +60,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::linked::{self, Released};
 use crate::store::Store;
-use crate::{Agent, AgentError, now_unix};
+use crate::{Agent, AgentError};
 use lacnet_core::linked::publishes_programme_to_date;
 use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
-
-/// Milliseconds since the Unix epoch, now (0 if the clock is before 1970).
-pub(crate) fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
 
 /// The revision to send for `period` after `last` (the highest revision known
 /// for it, if any): `max(now_ms, last + 1)`, never wrapping. An error when
@@ -365,7 +358,7 @@ fn build(
         digest,
         policy: Some(policy_to_proto(&o.policy)),
         cells: cells(published),
-        generated_at_unix: now_unix(),
+        generated_at_unix: agent.clock().now_unix(),
         structural_zeros: o
             .never_served
             .zero_cells()
@@ -507,6 +500,7 @@ async fn publish_round(agent: &Agent) -> Result<usize, AgentError> {
     })
     .await??;
     let a = agent.clone();
+    let now_ms = agent.clock().now_ms();
     let enqueued = store
         .write("publish", Durability::Flush, move |w| {
             let mut n = 0;
@@ -536,7 +530,7 @@ async fn publish_round(agent: &Agent) -> Result<usize, AgentError> {
                     continue;
                 }
                 let last = w.last_submission(period)?;
-                let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
+                let revision = next_revision(period, last.map(|l| l.revision), now_ms)?;
                 let Some((published, digest)) = d.published else {
                     continue;
                 };
@@ -632,7 +626,8 @@ pub async fn preview(agent: &Agent, period: Period) -> Result<Preview, AgentErro
             let submission = match last {
                 Some(l) if l.digest == digest => l,
                 last => {
-                    let revision = next_revision(period, last.map(|l| l.revision), now_unix_ms())?;
+                    let revision =
+                        next_revision(period, last.map(|l| l.revision), a.clock().now_ms())?;
                     build(&a, period, &published, digest, revision)
                 }
             };

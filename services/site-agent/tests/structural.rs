@@ -6,7 +6,7 @@
 mod common;
 
 use common::*;
-use lacnet_core::Date;
+use lacnet_clock::MockClock;
 use lacnet_core::disclosure::{Count, DisclosurePolicy};
 use lacnet_core::structural::NeverServed;
 use lacnet_proto::convert::count_from_proto;
@@ -56,7 +56,7 @@ async fn a_site_that_never_serves_under_18s_refuses_them_and_publishes_0() {
     let opts = |data: &str, never: bool| -> AgentOptions {
         let mut o = options(&pki, &dir.path().join(data), ring(&[("k1", &key)]));
         o.policy = DisclosurePolicy::default();
-        o.today = Date::parse("2025-06-01").ok();
+        o.clock = std::sync::Arc::new(MockClock::at_date("2025-06-01").unwrap());
         // Only the second agent pushes: a hub holding another data
         // directory's releases of the site would have it hold them back.
         if never {
