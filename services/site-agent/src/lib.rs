@@ -38,6 +38,7 @@ pub mod keys;
 pub mod linked;
 pub mod metrics;
 pub mod outbox;
+pub mod plan;
 pub mod publish;
 pub mod reconcile;
 pub mod segment;

@@ -12,13 +12,11 @@ use std::collections::{BTreeSet, HashMap};
 
 use lacnet_core::disclosure::{self, Count, Cover, DisclosurePolicy, Published};
 use lacnet_core::linked::{PeriodCover, covers_touching};
-use lacnet_core::metrics::{METRIC_COUNT, catalogue};
+use lacnet_core::metrics::METRIC_COUNT;
 use lacnet_core::{Date, Granularity, Period};
-use lacnet_proto::common::v1 as pb;
-use lacnet_proto::convert::count_from_proto;
 
 use crate::AgentError;
-use crate::store::Store;
+use crate::plan::Snapshot;
 
 /// Releases a new release is protected against, in the order they are
 /// decided: months or quarters first, then financial years, then the
@@ -83,7 +81,7 @@ fn block(
 /// members of every cover in their blocks whose span is among `periods` or
 /// was published before (a cover without its span tells nothing).
 pub fn neighbours(
-    store: &Store,
+    snapshot: &dyn Snapshot,
     periods: &[Period],
     granularity: Granularity,
     programme_start: Option<Date>,
@@ -91,7 +89,7 @@ pub fn neighbours(
     let mut out = BTreeSet::new();
     for p in periods {
         let exists =
-            |span: Period| Ok(periods.contains(&span) || store.last_submission(span)?.is_some());
+            |span: Period| Ok(periods.contains(&span) || snapshot.last_release(span)?.is_some());
         for c in block(*p, granularity, programme_start, exists)? {
             out.insert(c.span);
             out.extend(c.members);
@@ -103,7 +101,7 @@ pub fn neighbours(
 /// The site's releases as an attacker holds them, during one round of
 /// publishing (or one preview).
 pub struct Released<'a> {
-    store: &'a Store,
+    snapshot: &'a dyn Snapshot,
     policy: DisclosurePolicy,
     granularity: Granularity,
     programme_start: Option<Date>,
@@ -116,10 +114,10 @@ pub struct Released<'a> {
 }
 
 impl<'a> Released<'a> {
-    /// A view over `store`'s last submissions, with the current `truth` of
+    /// A view over `snapshot`'s last releases, with the current `truth` of
     /// every period that [`neighbours`] named.
     pub fn new(
-        store: &'a Store,
+        snapshot: &'a dyn Snapshot,
         policy: DisclosurePolicy,
         granularity: Granularity,
         programme_start: Option<Date>,
@@ -127,7 +125,7 @@ impl<'a> Released<'a> {
         zero: [bool; METRIC_COUNT],
     ) -> Self {
         Released {
-            store,
+            snapshot,
             policy,
             granularity,
             programme_start,
@@ -144,7 +142,7 @@ impl<'a> Released<'a> {
 
     /// Whether any release of `period` exists or is about to.
     fn exists(&self, period: Period) -> Result<bool, AgentError> {
-        Ok(self.this_round.contains_key(&period) || self.store.last_submission(period)?.is_some())
+        Ok(self.this_round.contains_key(&period) || self.snapshot.last_release(period)?.is_some())
     }
 
     /// What an attacker holds of `period`'s release that the truth still
@@ -159,8 +157,8 @@ impl<'a> Released<'a> {
         let Some(truth) = truth.filter(|t| t.len() == METRIC_COUNT) else {
             return Ok(vec![Count::Suppressed; METRIC_COUNT]);
         };
-        Ok(match self.store.last_submission(period)? {
-            Some(sub) => disclosure::as_known(&counts_of(&sub), truth, &self.policy),
+        Ok(match self.snapshot.last_release(period)? {
+            Some(last) => disclosure::as_known(&last.counts, truth, &self.policy),
             None if truth.iter().all(|&v| v == 0) => vec![Count::Value(0); METRIC_COUNT],
             None => vec![Count::Suppressed; METRIC_COUNT],
         })
@@ -207,18 +205,4 @@ impl<'a> Released<'a> {
         counts.copy_from_slice(&out);
         Ok(Published { counts })
     }
-}
-
-/// A submission's cells by catalogue index; a metric it lacks is unknown.
-fn counts_of(sub: &pb::Submission) -> Vec<Count> {
-    let mut counts = vec![Count::Suppressed; METRIC_COUNT];
-    for cell in &sub.cells {
-        if let (Some(i), Ok(c)) = (
-            catalogue().index_of(&cell.metric),
-            count_from_proto(cell.count.as_ref(), "cell"),
-        ) {
-            counts[i] = c;
-        }
-    }
-    counts
 }
