@@ -20,10 +20,12 @@ use std::time::{Duration, Instant};
 use lacnet_cli::generate::{self, Plan, Profile};
 use lacnet_cli::import::{self, ImportOptions};
 use lacnet_core::Date;
-use lacnet_e2e::process::{BundleFiles, Service, agent_env, binary, hub_env, write_bundle};
-use lacnet_e2e::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::network::process::{
+    BundleFiles, Service, agent_env, binary, hub_env, write_bundle,
+};
+use lacnet_testkit::network::*;
 use tonic::transport::Channel;
 
 /// What one phase cost.

@@ -35,8 +35,6 @@ use lacnet_core::disclosure::{self, Count, DisclosurePolicy};
 use lacnet_core::metrics::{self, Aggregates, catalogue};
 use lacnet_core::vocab::{AgeBand, AgeGroup, IntroductionSource, PrimaryNeed, SupportLevel};
 use lacnet_core::{Period, submission};
-use lacnet_e2e::process::{BundleFiles, Service, agent_env, binary, hub_env, write_bundle};
-use lacnet_e2e::*;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
 use lacnet_proto::hub::v1 as hub;
@@ -44,6 +42,10 @@ use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::network::process::{
+    BundleFiles, Service, agent_env, binary, hub_env, write_bundle,
+};
+use lacnet_testkit::network::*;
 use lacnet_tls::dev::{DevCa, bundle};
 use lacnet_tls::{Peer, PemBundle};
 use rand::{Rng, SeedableRng};

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use lacnet_core::disclosure::Count;
 use lacnet_core::{Date, Granularity, Period};
-use lacnet_e2e::*;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::convert::period_to_proto;
 use lacnet_proto::hub::v1 as hub;
@@ -25,6 +24,7 @@ use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_site_agent::{AgentOptions, HubTarget};
+use lacnet_testkit::network::*;
 use tonic::transport::Channel;
 
 /// A month after FY2024 closed: every period the test reads is past its embargo.

@@ -23,7 +23,6 @@ use lacnet_core::metrics::{METRIC_COUNT, catalogue};
 use lacnet_core::pseudonym::{Pseudonymiser, Secret};
 use lacnet_core::validate::PersonId;
 use lacnet_core::{Granularity, Period};
-use lacnet_e2e::*;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::convert::{period_from_proto, period_to_proto};
 use lacnet_proto::hub::v1 as hub;
@@ -31,6 +30,7 @@ use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_site_agent::{AgentOptions, HubTarget};
+use lacnet_testkit::network::*;
 use tonic::transport::Channel;
 
 /// The agents' fixed "today": a month after 2026-Q3 closed, so both periods

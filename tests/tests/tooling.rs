@@ -12,8 +12,8 @@ use std::path::Path;
 use std::process::Command;
 
 use lacnet_core::period::Granularity;
-use lacnet_e2e::*;
 use lacnet_site_agent::AgentOptions;
+use lacnet_testkit::network::*;
 use lacnet_tls::PemBundle;
 
 /// Writes a bundle's PEM files into `dir` as `<stem>-ca.pem`, `<stem>.pem`, `<stem>.key`.

@@ -27,10 +27,10 @@ use lacnet_core::Date;
 use lacnet_core::disclosure::Count;
 use lacnet_core::metrics::{METRIC_COUNT, catalogue};
 use lacnet_core::period::{Granularity, Period};
-use lacnet_e2e::*;
 use lacnet_proto::convert::period_from_proto;
 use lacnet_proto::site::v1 as site;
 use lacnet_site_agent::AgentOptions;
+use lacnet_testkit::network::*;
 
 /// The headline figures whose publication rate the report gives.
 const HEADLINES: &[&str] = &[

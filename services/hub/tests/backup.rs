@@ -4,14 +4,12 @@
 //! from it, which reports exactly what the network had at the backup and
 //! keeps appending to the audit log without overwriting it.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::*;
 use lacnet_hub::backup::Taken;
 use lacnet_proto::hub::v1 as hub;
 use lacnet_store::control::Control;
+use lacnet_testkit::hub::*;
 use tokio_util::sync::CancellationToken;
 
 async fn report(h: &TestHub, pki: &Pki) -> hub::MetricComparison {

@@ -3,12 +3,10 @@
 //! tens of megabytes of log and audit data, because each refusal repeated it
 //! in the status, the log line and the audit record.
 
-mod common;
-
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use common::*;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 
 /// Every byte the hub logs in this test binary.

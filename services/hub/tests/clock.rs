@@ -2,14 +2,12 @@
 //! clock's today, and it becomes acceptable when the test advances the
 //! clock, not by waiting for a calendar year or writing 2999-Q1.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
 use lacnet_hub::clock::{Clock, MockClock};
 use lacnet_proto::hub::v1 as hub;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 
 #[tokio::test]

@@ -9,12 +9,10 @@
 //! Needs root to mount the tmpfs (CI runs as root). Without root it says so
 //! on stderr and passes without checking anything.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use lacnet_hub::HubError;
+use lacnet_testkit::hub::*;
 use lacnet_testkit::tmpfs::{Tmpfs, fill_up, is_root};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;

@@ -1,11 +1,9 @@
 //! Hostile bytes at the real hub: a Submit whose string fields are not UTF-8
 //! is the caller's fault (INVALID_ARGUMENT), not the hub's (INTERNAL).
 
-mod common;
-
-use common::*;
 use lacnet_proto::codec::LacnetCodec;
 use lacnet_proto::hub::v1 as hub;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 

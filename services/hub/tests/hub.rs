@@ -1,11 +1,8 @@
 //! The real hub over mTLS on 127.0.0.1:0: authorisation, revisions,
 //! refusals, report numbers checked by hand, and a restart.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
 use lacnet_core::disclosure::{self, Count, DisclosurePolicy};
 use lacnet_core::metrics::{self, catalogue};
 use lacnet_core::period::Period;
@@ -13,6 +10,7 @@ use lacnet_core::vocab::{Outcome, SupportLevel};
 use lacnet_hub::clock::MockClock;
 use lacnet_hub::metrics::SubmissionOutcome;
 use lacnet_proto::hub::v1 as hub;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 
 const DAY: &str = "outcome.alternative_to_day_services";

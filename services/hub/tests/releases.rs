@@ -3,13 +3,11 @@
 //! that together list each current release once, and the store id changes
 //! exactly when the data directory is new or restored from a backup.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
 use lacnet_proto::convert::period_from_proto;
 use lacnet_proto::hub::v1 as hub;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 
 fn list(site: &str, page_size: u32, page_token: &str) -> hub::ListReleasesRequest {

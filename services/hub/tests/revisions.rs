@@ -4,12 +4,10 @@
 //! current is answered SUPERSEDED, so the sender learns it is not reported.
 //! The hub keeps only the current release: a superseded one leaves its files.
 
-mod common;
-
-use common::*;
 use lacnet_core::Period;
 use lacnet_hub::submissions::MAX_REVISION_SKEW_MS;
 use lacnet_proto::hub::v1::ReceiptStatus;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 
 fn now_ms() -> u64 {

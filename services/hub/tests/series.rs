@@ -2,12 +2,10 @@
 //! refuses any other period kind with FAILED_PRECONDITION, and changing the
 //! registry's granularity withdraws the site's old series at start-up.
 
-mod common;
-
-use common::*;
 use lacnet_core::Period;
 use lacnet_hub::Registry;
 use lacnet_proto::hub::v1::ReceiptStatus;
+use lacnet_testkit::hub::*;
 use tonic::Code;
 
 /// The shipped registry with Thurrock publishing months instead of quarters.

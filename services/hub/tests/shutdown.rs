@@ -3,11 +3,9 @@
 //! with clients that keep their connections open and calls that were in
 //! flight, so the data directory reopens at once with no retry.
 
-mod common;
-
-use common::*;
 use lacnet_hub::{Hub, HubOptions};
 use lacnet_proto::hub::v1 as hub;
+use lacnet_testkit::hub::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_returns_after_every_connection_has_dropped_the_hub() {

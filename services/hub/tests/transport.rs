@@ -2,11 +2,9 @@
 //! handshake and then sends nothing is closed after the idle timeout, and
 //! clients beyond the connection limit wait until a connection closes.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use lacnet_testkit::hub::*;
 use lacnet_tls::{PemBundle, TransportLimits};
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncReadExt;

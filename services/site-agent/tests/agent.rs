@@ -2,14 +2,12 @@
 //! over mTLS: per-record verdicts, idempotency, updates, erasure, limits,
 //! streaming and key rotation.
 
-mod common;
-
-use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_site_agent::RetireOutcome;
 use lacnet_site_agent::metrics::RejectionReason;
+use lacnet_testkit::agent::*;
 use tonic::transport::Channel;
 
 #[tokio::test]

@@ -5,15 +5,13 @@
 //! status of the moment of the backup. A second backup taken in the middle of
 //! concurrent ingest holds whole batches only.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::process::AgentProcess;
-use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::process::AgentProcess;
+use lacnet_testkit::agent::*;
 use tonic::transport::Channel;
 
 /// Exact counts, so a single extra record changes the preview.

@@ -5,16 +5,14 @@
 //! its drain timeout. (sled 0.34's `flush_async` racing `apply_batch` used to
 //! hang every call from about 8 callers on.)
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::AgentProcess;
-use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::process::AgentProcess;
+use lacnet_testkit::agent::*;
 use tonic::transport::Channel;
 
 const CALLERS: usize = 64;

@@ -6,17 +6,15 @@
 //! no record may exist twice (once under each key), which is what a crash
 //! between writing the new copy and rewriting the old segment would leave.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::AgentProcess;
-use common::*;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::process::AgentProcess;
+use lacnet_testkit::agent::*;
 use tonic::transport::Channel;
 
 const BATCHES: usize = 60;

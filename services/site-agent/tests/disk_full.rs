@@ -9,15 +9,13 @@
 //! Needs root to mount the tmpfs (CI runs as root). Without root it says so
 //! on stderr and passes without checking anything.
 
-mod common;
-
 use std::time::Duration;
 
-use common::process::AgentProcess;
-use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::process::AgentProcess;
+use lacnet_testkit::agent::*;
 use lacnet_testkit::tmpfs::{Tmpfs, is_root};
 
 fn batch(b: usize) -> Vec<site::Record> {

@@ -2,16 +2,14 @@
 //! SIGKILL mid-ingest, restart it on the same data directory, and check that
 //! every acknowledged record is there (re-sending it is UNCHANGED, not NEW).
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::process::AgentProcess;
-use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::Verdict;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::process::AgentProcess;
+use lacnet_testkit::agent::*;
 
 fn batch(b: usize) -> Vec<site::Record> {
     (0..200)

@@ -2,12 +2,10 @@
 //! the caller's fault (INVALID_ARGUMENT, not INTERNAL), and one record that
 //! repeats an outcome a million times gets a short, bounded answer.
 
-mod common;
-
-use common::*;
 use lacnet_core::validate::{MAX_ITEM_VIOLATIONS, MAX_VIOLATIONS_PER_RECORD};
 use lacnet_proto::codec::LacnetCodec;
 use lacnet_proto::site::v1 as site;
+use lacnet_testkit::agent::*;
 use tonic::Code;
 use tonic::codegen::http::uri::PathAndQuery;
 

@@ -3,11 +3,9 @@
 //! (`council`) pushes records; the operator reads status, previews and
 //! erases. Anything else is refused before the request is looked at.
 
-mod common;
-
-use common::*;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::*;
 use lacnet_tls::PemBundle;
 use lacnet_tls::dev::bundle;
 use tonic::Code;

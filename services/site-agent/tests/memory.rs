@@ -2,13 +2,11 @@
 //! stays within 100 MiB of its idle baseline. Measured on the real binary
 //! (VmHWM, the kernel's record of the process's peak resident set).
 
-mod common;
-
-use common::process::AgentProcess;
-use common::*;
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
+use lacnet_testkit::agent::process::AgentProcess;
+use lacnet_testkit::agent::*;
 
 const LIMIT_KIB: u64 = 100 * 1024;
 

@@ -9,15 +9,13 @@
 //! failing fast the way a down hub does. Another process grabbing the port in
 //! between is possible but very unlikely, and would fail the bind loudly.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use lacnet_core::Period;
 use lacnet_hub::{Hub, HubOptions, Registry};
 use lacnet_proto::convert::period_from_proto;
 use lacnet_site_agent::HubTarget;
+use lacnet_testkit::agent::*;
 
 async fn poll<F: FnMut() -> bool>(what: &str, mut done: F) {
     for _ in 0..3000 {

@@ -3,15 +3,13 @@
 //! the sled directory and the logs for each identifier, in plain text and as
 //! unkeyed SHA-256 (hex and raw). Nothing may be found.
 
-mod common;
-
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use common::*;
 use lacnet_proto::site::v1 as site;
+use lacnet_testkit::agent::*;
 use sha2::{Digest, Sha256};
 
 #[derive(Clone, Default)]

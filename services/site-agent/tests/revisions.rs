@@ -8,15 +8,13 @@
 //! Each agent runs the default disclosure policy (the hub refuses weaker
 //! ones) except where a refusal is the point.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::*;
 use lacnet_core::Period;
 use lacnet_proto::site::v1 as site;
 use lacnet_site_agent::{AgentOptions, Store};
+use lacnet_testkit::agent::*;
 
 /// The metric the tests read back through the hub's reports.
 const INTROS: &str = "introductions_new";

@@ -5,13 +5,11 @@
 //! (`tests/benches/publish_scale.rs` measures it). Split or not, the counts
 //! must be the same; and a restart over unchanged data must enqueue nothing.
 
-mod common;
-
-use common::*;
 use lacnet_core::{Date, Period};
 use lacnet_proto::common::v1 as pb;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_site_agent::publish::aggregate_periods_in;
+use lacnet_testkit::agent::*;
 use lacnet_testkit::poll;
 
 /// 400 records of some 250 people over three years: some people come back, some
@@ -151,7 +149,7 @@ const UNCLEAN: &str = "did not shut down cleanly: every period is recomputed";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_crash_makes_the_next_start_recompute_every_period() {
-    use common::process::AgentProcess;
+    use lacnet_testkit::agent::process::AgentProcess;
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     pki.write_files(dir.path());

@@ -3,14 +3,12 @@
 //! changes it, and with the hub's registry change the old series is
 //! withdrawn at the hub and the new one published.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
 use lacnet_core::{Granularity, Period};
 use lacnet_site_agent::{Agent, AgentOptions, SeriesOutcome};
+use lacnet_testkit::agent::*;
 use tokio_util::sync::CancellationToken;
 
 /// Opening `options` fails; the error's text.

@@ -3,12 +3,10 @@
 //! client that keeps its connection open and a call still in flight, so the
 //! data directory reopens at once with no retry.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use lacnet_proto::site::v1 as site;
+use lacnet_testkit::agent::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_returns_after_every_call_and_connection_has_dropped_the_agent() {

@@ -3,9 +3,6 @@
 //! withheld, and the hub accepts those zeros; a store that already holds such
 //! records cannot take the policy on.
 
-mod common;
-
-use common::*;
 use lacnet_clock::MockClock;
 use lacnet_core::disclosure::{Count, DisclosurePolicy};
 use lacnet_core::structural::NeverServed;
@@ -13,6 +10,7 @@ use lacnet_proto::convert::count_from_proto;
 use lacnet_proto::site::v1 as site;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_site_agent::{Agent, AgentOptions};
+use lacnet_testkit::agent::*;
 use lacnet_testkit::poll;
 
 const UNDER_18: &str = "age_band.under_18";

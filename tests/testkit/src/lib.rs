@@ -11,9 +11,19 @@
 //! - [`process`]: the real binaries as child processes, every byte they log kept.
 //! - [`copy_dir`]: copies a closed data directory.
 //!
-//! Certificates come from `lacnet_tls::dev` (rcgen); each suite keeps the set
-//! of identities it needs.
+//! - [`agent`], [`hub`], [`network`]: each suite's certificates (from
+//!   `lacnet_tls::dev`, rcgen), options and builders: the site agent's
+//!   tests, the hub's tests, and the whole-network tests with their
+//!   independent reference model.
 
+// Each suite starts the services its own way through a small trait of its
+// module (`agent::StartAgent`, `hub::StartHub`, `network::StartAgent`);
+// only our tests call them, and none needs their futures to be `Send`.
+#![allow(async_fn_in_trait)]
+
+pub mod agent;
+pub mod hub;
+pub mod network;
 pub mod process;
 pub mod tmpfs;
 
@@ -25,7 +35,7 @@ use std::time::Duration;
 
 use lacnet_hub::{Hub, HubError, HubOptions};
 use lacnet_proto::common::v1 as pb;
-use lacnet_proto::hub::v1 as hub;
+use lacnet_proto::hub::v1 as hub_pb;
 use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
@@ -168,12 +178,12 @@ impl TestHub {
         &self,
         pem: &PemBundle,
         sub: pb::Submission,
-    ) -> Result<hub::SubmitReceipt, tonic::Status> {
+    ) -> Result<hub_pb::SubmitReceipt, tonic::Status> {
         let channel = lacnet_tls::connect(&self.url(), pem, &self.server_name)
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         SubmissionsClient::new(channel)
-            .submit(hub::SubmitRequest {
+            .submit(hub_pb::SubmitRequest {
                 submission: Some(sub),
             })
             .await

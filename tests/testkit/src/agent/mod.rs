@@ -35,6 +35,12 @@ pub struct Pki {
     pub analyst: PemBundle,
 }
 
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         let ca = DevCa::new("lacnet test CA").unwrap();
@@ -106,8 +112,8 @@ pub fn options(pki: &Pki, data: &Path, keys: KeyRing) -> AgentOptions {
     o
 }
 
-pub use lacnet_testkit::wait_serving as wait_serving_named;
-pub use lacnet_testkit::{TestAgent, TestHub, copy_dir, wait_until};
+pub use crate::wait_serving as wait_serving_named;
+pub use crate::{TestAgent, TestHub, copy_dir, wait_until};
 
 /// Starting the agent the way these tests do: ready once a council
 /// certificate sees it SERVING.
@@ -130,7 +136,7 @@ pub async fn open(options: AgentOptions) -> Agent {
 
 /// Polls gRPC health on an agent until `service` is SERVING (bounded).
 pub async fn wait_serving(url: &str, pem: &PemBundle, service: &str) {
-    lacnet_testkit::wait_serving(url, pem, lacnet_testkit::AGENT_NAME, service).await;
+    crate::wait_serving(url, pem, crate::AGENT_NAME, service).await;
 }
 
 /// A valid NHS number from a 9-digit prefix (or the next prefix that has one).
@@ -232,17 +238,17 @@ impl HubForAgents for TestHub {
     async fn start(pki: &Pki, dir: &Path) -> TestHub {
         let registry = lacnet_hub::Registry::load(Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../hub/registry.toml"
+            "/../../services/hub/registry.toml"
         )))
         .unwrap();
         let options = lacnet_hub::HubOptions::new(dir, registry, pki.hub_bundle());
-        TestHub::serve(options, &pki.site, lacnet_testkit::HUB_NAME).await
+        TestHub::serve(options, &pki.site, crate::HUB_NAME).await
     }
 
     fn target(&self, pki: &Pki) -> lacnet_site_agent::HubTarget {
         lacnet_site_agent::HubTarget {
             url: self.url(),
-            server_name: lacnet_testkit::HUB_NAME.into(),
+            server_name: crate::HUB_NAME.into(),
             tls: pki.site.clone(),
         }
     }

@@ -1,13 +1,13 @@
 //! The real `lacnet-site-agent` binary as a child process, configured through
 //! its environment variables, for tests that need SIGKILL, SIGTERM or a
 //! process's own memory and exit status. Spawning, log capture and signals
-//! are `lacnet_testkit::process`'s; this adds the agent's settings.
+//! are `crate::process`'s; this adds the agent's settings.
 
 use std::path::Path;
 use std::process::ExitStatus;
 use std::time::Duration;
 
-use lacnet_testkit::process::Service;
+use crate::process::Service;
 
 use super::THURROCK;
 
@@ -50,11 +50,7 @@ impl AgentProcess {
             env.retain(|(key, _)| key != k);
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
-        let service = Service::spawn(
-            "agent",
-            Path::new(env!("CARGO_BIN_EXE_lacnet-site-agent")),
-            &env,
-        );
+        let service = Service::spawn("agent", &crate::process::binary("lacnet-site-agent"), &env);
         AgentProcess {
             url: service.url(),
             admin: service.admin.to_string(),

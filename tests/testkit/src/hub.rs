@@ -44,6 +44,12 @@ pub struct Pki {
     pub rogue: PemBundle,
 }
 
+impl Default for Pki {
+    fn default() -> Pki {
+        Pki::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         let ca = DevCa::new("lacnet test network CA").unwrap();
@@ -79,12 +85,12 @@ impl Pki {
 pub fn shipped_registry() -> Registry {
     Registry::load(Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/registry.toml"
+        "/../../services/hub/registry.toml"
     )))
     .unwrap()
 }
 
-pub use lacnet_testkit::TestHub;
+pub use crate::TestHub;
 
 /// Starting the hub the way these tests do: the shipped registry and the
 /// test PKI, with `tweak` applied to the options.
