@@ -189,8 +189,7 @@ async fn reissue(
 /// of before it could publish over them. Without a hub it does nothing:
 /// submissions wait in the outbox.
 pub async fn run(agent: Agent, stop: CancellationToken) {
-    let o = agent.options().clone();
-    let Some(hub) = o.hub.clone() else {
+    let Some(hub) = agent.options().hub.clone() else {
         tracing::info!("no hub configured: submissions stay in the outbox");
         return;
     };
@@ -201,50 +200,51 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
             return;
         }
     };
-    let mut client = SubmissionsClient::new(channel);
-    let inner = agent.inner();
-    let store = &inner.store;
-    let m = &inner.metrics;
-    let mut failures: u32 = 0;
-    let mut reissues: u32 = 0;
-    let mut next_reconcile = Instant::now();
-    let mut hub_store: Option<String> = None;
     warn_about_dead_letters(&agent);
-    loop {
-        if stop.is_cancelled() {
-            return;
+    let mut pusher = Pusher {
+        agent,
+        client: SubmissionsClient::new(channel),
+        stop,
+        failures: 0,
+        reissues: 0,
+        next_reconcile: Instant::now(),
+        hub_store: None,
+    };
+    while pusher.step().await == Flow::Go {}
+}
+
+/// Whether the pusher goes on.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Go,
+    Stop,
+}
+
+/// The pusher's state between steps.
+struct Pusher {
+    agent: Agent,
+    client: SubmissionsClient<Channel>,
+    stop: CancellationToken,
+    /// Failed calls in a row, for the backoff.
+    failures: u32,
+    /// Re-issues in a row with no acknowledgement ([`MAX_REISSUES`]).
+    reissues: u32,
+    next_reconcile: Instant,
+    /// The hub store last seen, to notice a new or restored hub.
+    hub_store: Option<String>,
+}
+
+impl Pusher {
+    /// One turn: compare with the hub if due, then send the oldest entry
+    /// (or wait for one).
+    async fn step(&mut self) -> Flow {
+        if self.stop.is_cancelled() {
+            return Flow::Stop;
         }
-        if Instant::now() >= next_reconcile {
-            let started = std::time::Instant::now();
-            let outcome = tokio::select! {
-                () = stop.cancelled() => return,
-                o = reconcile::reconcile_once(&agent, &mut client) => o,
-            };
-            match outcome {
-                Ok(outcome) => {
-                    failures = 0;
-                    next_reconcile = Instant::now() + o.reconcile_interval;
-                    note_reconciled(&agent, &outcome, hub_store.as_deref(), started.elapsed());
-                    hub_store = Some(outcome.store_id);
-                }
-                Err(reason) => {
-                    m.reconciles.inc(ReconcileOutcome::Failed);
-                    failures = failures.saturating_add(1);
-                    let delay = backoff(o.push_backoff_base, o.push_backoff_cap, failures);
-                    next_reconcile = Instant::now() + delay;
-                    tracing::warn!(%reason, failures, retry_in_ms = delay.as_millis() as u64, "comparing with the hub failed; will retry");
-                    if let Err(e) = store.set_push_error(&reason).await {
-                        tracing::error!(error = %e, "cannot record the failure");
-                    }
-                    tokio::select! {
-                        () = stop.cancelled() => return,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                    continue;
-                }
-            }
+        if Instant::now() >= self.next_reconcile && !self.reconcile().await {
+            return self.wait(self.next_reconcile).await;
         }
-        let entry = match store.outbox_first() {
+        let entry = match self.agent.store().outbox_first() {
             Ok(e) => e,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the outbox");
@@ -252,40 +252,129 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
             }
         };
         let Some((seq, sub)) = entry else {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = inner.enqueued.notified() => continue,
-                () = tokio::time::sleep_until(next_reconcile) => continue,
-            }
+            let enqueued = self.agent.inner().enqueued.notified();
+            return tokio::select! {
+                () = self.stop.cancelled() => Flow::Stop,
+                () = enqueued => Flow::Go,
+                () = tokio::time::sleep_until(self.next_reconcile) => Flow::Go,
+            };
         };
+        self.push(seq, sub).await
+    }
+
+    /// Sleeps until `until` unless stopped first.
+    async fn wait(&self, until: Instant) -> Flow {
+        tokio::select! {
+            () = self.stop.cancelled() => Flow::Stop,
+            () = tokio::time::sleep_until(until) => Flow::Go,
+        }
+    }
+
+    /// Compares with the hub; false (with the retry scheduled) when the
+    /// comparison failed.
+    async fn reconcile(&mut self) -> bool {
+        let started = std::time::Instant::now();
+        let outcome = tokio::select! {
+            () = self.stop.cancelled() => return false,
+            o = reconcile::reconcile_once(&self.agent, &mut self.client) => o,
+        };
+        let o = self.agent.options();
+        match outcome {
+            Ok(outcome) => {
+                self.failures = 0;
+                self.next_reconcile = Instant::now() + o.reconcile_interval;
+                note_reconciled(
+                    &self.agent,
+                    &outcome,
+                    self.hub_store.as_deref(),
+                    started.elapsed(),
+                );
+                self.hub_store = Some(outcome.store_id);
+                true
+            }
+            Err(reason) => {
+                self.agent
+                    .inner()
+                    .metrics
+                    .reconciles
+                    .inc(ReconcileOutcome::Failed);
+                self.failures = self.failures.saturating_add(1);
+                let delay = backoff(o.push_backoff_base, o.push_backoff_cap, self.failures);
+                self.next_reconcile = Instant::now() + delay;
+                tracing::warn!(%reason, failures = self.failures, retry_in_ms = delay.as_millis() as u64, "comparing with the hub failed; will retry");
+                if let Err(e) = self.agent.store().set_push_error(&reason).await {
+                    tracing::error!(error = %e, "cannot record the failure");
+                }
+                false
+            }
+        }
+    }
+
+    /// Sends one outbox entry and settles it by the hub's answer.
+    async fn push(&mut self, seq: u64, sub: pb::Submission) -> Flow {
+        let store = self.agent.store().clone();
         let period: Option<Period> = period_from_proto(sub.period.as_ref(), "period").ok();
-        let revision = sub.revision;
         // Queued before the loss was found: the hub's newer release stays.
         if let Some(p) = period
             && store.lost(p).is_ok_and(|l| l.is_some())
         {
-            tracing::warn!(period = %p, revision, "not sent: the hub holds a newer release of this period than this agent");
+            tracing::warn!(period = %p, revision = sub.revision, "not sent: the hub holds a newer release of this period than this agent");
             if let Err(e) = store.outbox_drop(seq, p).await {
                 tracing::error!(error = %e, "cannot update the outbox");
             }
-            continue;
+            return Flow::Go;
         }
-        m.push_attempts.inc();
+        self.agent.inner().metrics.push_attempts.inc();
         let attempt = tokio::select! {
-            () = stop.cancelled() => return,
-            a = send(&mut client, sub.clone()) => a,
+            () = self.stop.cancelled() => return Flow::Stop,
+            a = send(&mut self.client, sub.clone()) => a,
         };
-        // Only a release that re-imported records overrule is re-issued
-        // above the hub's; any other outranked release means this agent
-        // lost state, and its older figures must not replace newer ones.
+        let (attempt, overruled) = self.judge(attempt, period);
+        let result = match attempt {
+            Attempt::Acknowledged(status, store_id) => {
+                self.acknowledged(seq, period, &sub, status, store_id).await
+            }
+            Attempt::Outranked { hub, reason } if !overruled => {
+                self.failures = 0;
+                let Some(p) = period else {
+                    return Flow::Go;
+                };
+                self.lost(seq, p, &sub, hub, &reason).await
+            }
+            Attempt::Outranked { hub, reason } => {
+                self.reissue(seq, period, &sub, hub.revision, &reason).await
+            }
+            Attempt::Permanent(reason) => {
+                self.agent.inner().metrics.push_failures.inc();
+                tracing::error!(period = %display_period(period), revision = sub.revision, %reason, advice = DEAD_LETTER_ADVICE, "hub refused a submission for good; dead-lettered");
+                store.dead_letter(seq, period, &sub, &reason).await
+            }
+            Attempt::Transient(reason) => return self.transient(period, &sub, &reason).await,
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "cannot update the outbox");
+        }
+        let m = &self.agent.inner().metrics;
+        m.outbox_depth.set(store.outbox_len() as i64);
+        m.dead_letters.set(store.dead_len() as i64);
+        Flow::Go
+    }
+
+    /// Whether an outranked release is overruled (only a release that
+    /// re-imported records overrule is re-issued above the hub's; any other
+    /// outranked release means this agent lost state, and its older figures
+    /// must not replace newer ones), and what gives up for good instead.
+    fn judge(&self, attempt: Attempt, period: Option<Period>) -> (Attempt, bool) {
         let overruled = match (&attempt, period) {
             (Attempt::Outranked { hub, .. }, Some(p)) => {
-                reconcile::overrules(&agent, p, hub.revision)
+                reconcile::overrules(&self.agent, p, hub.revision)
             }
             _ => false,
         };
         let attempt = match (attempt, period) {
-            (Attempt::Outranked { reason, .. }, _) if overruled && reissues >= MAX_REISSUES => {
+            (Attempt::Outranked { reason, .. }, _)
+                if overruled && self.reissues >= MAX_REISSUES =>
+            {
                 Attempt::Permanent(format!(
                     "{reason}, still after {MAX_REISSUES} re-issues above the hub's revision"
                 ))
@@ -295,96 +384,114 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
             )),
             (attempt, _) => attempt,
         };
-        let result = match attempt {
-            Attempt::Acknowledged(status, store_id) => {
-                failures = 0;
-                reissues = 0;
-                tracing::info!(period = %display_period(period), revision, receipt = ?status, "hub acknowledged a submission");
-                if hub_store.as_ref().is_some_and(|known| *known != store_id) {
-                    // A new or restored hub store may have lost releases:
-                    // compare now rather than at the next interval.
-                    tracing::warn!(
-                        "the hub answers from another store (new or restored); comparing releases now"
-                    );
-                    next_reconcile = Instant::now();
-                }
-                let acked = HubRelease {
-                    revision,
-                    digest: sub.digest.clone(),
-                };
-                store
-                    .outbox_remove(seq, period, acked, agent.clock().now_unix())
-                    .await
-            }
-            Attempt::Outranked { hub, reason } if !overruled => {
-                failures = 0;
-                let Some(p) = period else {
-                    continue;
-                };
-                let hub_revision = hub.revision;
-                match reconcile::lost_by_receipt(&agent, seq, p, &sub, hub).await {
-                    Ok(true) => {
-                        let lost = store.lost_periods().map(|l| l.len()).unwrap_or(0);
-                        m.lost_periods.set(lost as i64);
-                        tracing::error!(period = %p, revision, hub_revision, %reason, advice = reconcile::LOSS_ADVICE, "the hub holds a newer release of this period than this agent; held back, not re-issued");
-                        next_reconcile = Instant::now();
-                        Ok(())
-                    }
-                    Ok(false) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-            Attempt::Outranked { hub, reason } => {
-                failures = 0;
-                reissues += 1;
-                let hub_current = hub.revision;
-                let reissued = match period {
-                    Some(p) => reissue(&agent, seq, p, &sub, hub_current)
-                        .await
-                        .map(|r| r.map(|rev| (p, rev))),
-                    // Outranked entries without a period became dead letters above.
-                    None => Err(AgentError::Corrupt(
-                        "an outbox entry has no readable period".into(),
-                    )),
-                };
-                match reissued {
-                    Ok(Some((p, new_revision))) => {
-                        m.reissued.inc();
-                        tracing::warn!(period = %p, revision, hub_current, new_revision, %reason, "re-imported records overrule the hub's release of this period; re-issued the same content above it");
-                        Ok(())
-                    }
-                    Ok(None) => {
-                        tracing::info!(period = %display_period(period), revision, hub_current, "the hub reports another revision; newer content is already queued");
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-            Attempt::Permanent(reason) => {
-                m.push_failures.inc();
-                tracing::error!(period = %display_period(period), revision, %reason, advice = DEAD_LETTER_ADVICE, "hub refused a submission for good; dead-lettered");
-                store.dead_letter(seq, period, &sub, &reason).await
-            }
-            Attempt::Transient(reason) => {
-                m.push_failures.inc();
-                failures = failures.saturating_add(1);
-                let delay = backoff(o.push_backoff_base, o.push_backoff_cap, failures);
-                tracing::warn!(period = %display_period(period), revision, %reason, failures, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
-                if let Err(e) = store.set_push_error(&reason).await {
-                    tracing::error!(error = %e, "cannot record the push failure");
-                }
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = tokio::time::sleep(delay) => {}
-                }
-                continue;
-            }
-        };
-        if let Err(e) = result {
-            tracing::error!(error = %e, "cannot update the outbox");
+        (attempt, overruled)
+    }
+
+    async fn acknowledged(
+        &mut self,
+        seq: u64,
+        period: Option<Period>,
+        sub: &pb::Submission,
+        status: ReceiptStatus,
+        store_id: String,
+    ) -> Result<(), AgentError> {
+        self.failures = 0;
+        self.reissues = 0;
+        tracing::info!(period = %display_period(period), revision = sub.revision, receipt = ?status, "hub acknowledged a submission");
+        if self
+            .hub_store
+            .as_ref()
+            .is_some_and(|known| *known != store_id)
+        {
+            // A new or restored hub store may have lost releases: compare
+            // now rather than at the next interval.
+            tracing::warn!(
+                "the hub answers from another store (new or restored); comparing releases now"
+            );
+            self.next_reconcile = Instant::now();
         }
-        m.outbox_depth.set(store.outbox_len() as i64);
-        m.dead_letters.set(store.dead_len() as i64);
+        let acked = HubRelease {
+            revision: sub.revision,
+            digest: sub.digest.clone(),
+        };
+        let now = self.agent.clock().now_unix();
+        self.agent
+            .store()
+            .outbox_remove(seq, period, acked, now)
+            .await
+    }
+
+    /// The hub holds a release this agent does not: the period is held back.
+    async fn lost(
+        &mut self,
+        seq: u64,
+        p: Period,
+        sub: &pb::Submission,
+        hub: HubRelease,
+        reason: &str,
+    ) -> Result<(), AgentError> {
+        let hub_revision = hub.revision;
+        if reconcile::lost_by_receipt(&self.agent, seq, p, sub, hub).await? {
+            let lost = self
+                .agent
+                .store()
+                .lost_periods()
+                .map(|l| l.len())
+                .unwrap_or(0);
+            self.agent.inner().metrics.lost_periods.set(lost as i64);
+            tracing::error!(period = %p, revision = sub.revision, hub_revision, %reason, advice = reconcile::LOSS_ADVICE, "the hub holds a newer release of this period than this agent; held back, not re-issued");
+            self.next_reconcile = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Re-imported records overrule the hub's release: the same content goes
+    /// again above the hub's revision.
+    async fn reissue(
+        &mut self,
+        seq: u64,
+        period: Option<Period>,
+        sub: &pb::Submission,
+        hub_current: u64,
+        reason: &str,
+    ) -> Result<(), AgentError> {
+        self.failures = 0;
+        self.reissues += 1;
+        // Outranked entries without a period became dead letters in `judge`.
+        let Some(p) = period else {
+            return Err(AgentError::Corrupt(
+                "an outbox entry has no readable period".into(),
+            ));
+        };
+        let revision = sub.revision;
+        match reissue(&self.agent, seq, p, sub, hub_current).await? {
+            Some(new_revision) => {
+                self.agent.inner().metrics.reissued.inc();
+                tracing::warn!(period = %p, revision, hub_current, new_revision, %reason, "re-imported records overrule the hub's release of this period; re-issued the same content above it");
+            }
+            None => {
+                tracing::info!(period = %p, revision, hub_current, "the hub reports another revision; newer content is already queued");
+            }
+        }
+        Ok(())
+    }
+
+    /// A failure that may pass: back off, then try again.
+    async fn transient(
+        &mut self,
+        period: Option<Period>,
+        sub: &pb::Submission,
+        reason: &str,
+    ) -> Flow {
+        self.agent.inner().metrics.push_failures.inc();
+        self.failures = self.failures.saturating_add(1);
+        let o = self.agent.options();
+        let delay = backoff(o.push_backoff_base, o.push_backoff_cap, self.failures);
+        tracing::warn!(period = %display_period(period), revision = sub.revision, %reason, failures = self.failures, retry_in_ms = delay.as_millis() as u64, "push failed; will retry");
+        if let Err(e) = self.agent.store().set_push_error(reason).await {
+            tracing::error!(error = %e, "cannot record the push failure");
+        }
+        self.wait(Instant::now() + delay).await
     }
 }
 
