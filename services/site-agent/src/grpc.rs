@@ -165,6 +165,99 @@ async fn apply_chunk(
     Ok(outcomes)
 }
 
+/// A chunk of a stream being prepared: the index of its first record, and
+/// the pseudonymising task.
+type PreparedChunk = (u64, tokio::task::JoinHandle<Vec<Item>>);
+
+/// Writes a stream's prepared chunks in order and tallies the verdicts.
+/// The summary is the stream's only acknowledgement: one flush at the end
+/// covers every chunk (sled also flushes in the background), so the disk
+/// never stalls the pipeline.
+async fn write_chunks(
+    agent: &Agent,
+    mut rx: tokio::sync::mpsc::Receiver<PreparedChunk>,
+) -> Result<IngestSummary, AgentError> {
+    let mut summary = IngestSummary::default();
+    while let Some((base, handle)) = rx.recv().await {
+        let started = Instant::now();
+        let items = handle.await?;
+        let outcomes = apply_chunk(agent, items, false).await?;
+        agent
+            .metrics()
+            .ingest_latency
+            .observe(started.elapsed().as_secs_f64());
+        tally(&mut summary, base, outcomes);
+    }
+    agent.flush().await?;
+    Ok(summary)
+}
+
+/// Adds a chunk's verdicts, starting at record `base`, to the summary.
+fn tally(summary: &mut IngestSummary, base: u64, outcomes: Vec<Outcome>) {
+    for (i, o) in outcomes.into_iter().enumerate() {
+        summary.received += 1;
+        if !matches!(o, Outcome::Rejected(_)) {
+            summary.accepted += 1;
+            continue;
+        }
+        summary.rejected += 1;
+        if summary.rejections.len() < MAX_STREAM_REJECTIONS {
+            let index = u32::try_from(base + i as u64).unwrap_or(u32::MAX);
+            summary.rejections.push(verdict(index, o));
+        } else {
+            summary.rejections_truncated = true;
+        }
+    }
+}
+
+/// Reads the stream into chunks, bounded by records and by bytes (a stream
+/// of huge records must not pile up thousands of them in memory), and hands
+/// each to be prepared. Returns the stream's error, if it broke, and how
+/// many records were handed on.
+async fn read_chunks(
+    agent: &Agent,
+    mut stream: Streaming<Record>,
+    tx: tokio::sync::mpsc::Sender<PreparedChunk>,
+) -> (Option<Status>, u64) {
+    let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
+    let mut readmit: Vec<usize> = Vec::new();
+    let mut chunk_bytes: usize = 0;
+    let mut next: u64 = 0;
+    let failed = loop {
+        let r = match stream.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => break None,
+            Err(status) => break Some(status),
+        };
+        chunk_bytes += approx_bytes(&r);
+        if r.readmit_erased {
+            readmit.push(chunk.len());
+        }
+        chunk.push(record_input(r));
+        if chunk.len() < STREAM_CHUNK && chunk_bytes < STREAM_CHUNK_BYTES {
+            continue;
+        }
+        chunk_bytes = 0;
+        let full = std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
+        let n = full.len() as u64;
+        let marks = std::mem::take(&mut readmit);
+        if tx
+            .send((next, prepare_chunk(agent, full, marks, 1)))
+            .await
+            .is_err()
+        {
+            break None; // the writer failed; its error is reported by the caller
+        }
+        next += n;
+    };
+    if failed.is_none() && !chunk.is_empty() {
+        let _ = tx
+            .send((next, prepare_chunk(agent, chunk, readmit, 1)))
+            .await;
+    }
+    (failed, next)
+}
+
 /// Roughly how much memory a decoded record holds: enough to bound a chunk.
 fn approx_bytes(r: &Record) -> usize {
     64 + r.local_case_id.len()
@@ -248,91 +341,13 @@ impl SiteAgent for SiteAgentService {
         request: Request<Streaming<Record>>,
     ) -> Result<Response<IngestSummary>, Status> {
         authorise(&request, "StreamRecords", Role::Ingest)?;
-        let mut stream = request.into_inner();
+        let stream = request.into_inner();
         // Up to two chunks being prepared while one is written: flat memory, both cores busy.
-        let (tx, mut rx) =
-            tokio::sync::mpsc::channel::<(u64, tokio::task::JoinHandle<Vec<Item>>)>(2);
-        let agent = self.agent.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<PreparedChunk>(2);
         // Not spawned: a call cut off at shutdown drops the writer with it,
         // so no task outlives the call holding the agent (and its store).
-        let writer = async move {
-            let mut summary = IngestSummary::default();
-            while let Some((base, handle)) = rx.recv().await {
-                let started = Instant::now();
-                let items = handle.await?;
-                // The summary is the stream's only acknowledgement: one flush
-                // at the end covers every chunk (sled also flushes in the
-                // background), so the disk never stalls the pipeline.
-                let outcomes = apply_chunk(&agent, items, false).await?;
-                agent
-                    .metrics()
-                    .ingest_latency
-                    .observe(started.elapsed().as_secs_f64());
-                for (i, o) in outcomes.into_iter().enumerate() {
-                    summary.received += 1;
-                    if matches!(o, Outcome::Rejected(_)) {
-                        summary.rejected += 1;
-                        if summary.rejections.len() < MAX_STREAM_REJECTIONS {
-                            let index = u32::try_from(base + i as u64).unwrap_or(u32::MAX);
-                            summary.rejections.push(verdict(index, o));
-                        } else {
-                            summary.rejections_truncated = true;
-                        }
-                    } else {
-                        summary.accepted += 1;
-                    }
-                }
-            }
-            agent.flush().await?;
-            Ok::<_, AgentError>(summary)
-        };
-        let reader = async move {
-            let mut chunk: Vec<RecordInput> = Vec::with_capacity(STREAM_CHUNK);
-            let mut readmit: Vec<usize> = Vec::new();
-            let mut chunk_bytes: usize = 0;
-            let mut next: u64 = 0;
-            let mut failed: Option<Status> = None;
-            loop {
-                match stream.message().await {
-                    Ok(Some(r)) => {
-                        chunk_bytes += approx_bytes(&r);
-                        if r.readmit_erased {
-                            readmit.push(chunk.len());
-                        }
-                        chunk.push(record_input(r));
-                        // Bounded by bytes as well as records: a stream of huge
-                        // records must not pile up thousands of them in memory.
-                        if chunk.len() == STREAM_CHUNK || chunk_bytes >= STREAM_CHUNK_BYTES {
-                            chunk_bytes = 0;
-                            let full =
-                                std::mem::replace(&mut chunk, Vec::with_capacity(STREAM_CHUNK));
-                            let n = full.len() as u64;
-                            let marks = std::mem::take(&mut readmit);
-                            if tx
-                                .send((next, prepare_chunk(&self.agent, full, marks, 1)))
-                                .await
-                                .is_err()
-                            {
-                                break; // the writer failed; its error is reported below
-                            }
-                            next += n;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        failed = Some(status);
-                        break;
-                    }
-                }
-            }
-            if failed.is_none() && !chunk.is_empty() {
-                let _ = tx
-                    .send((next, prepare_chunk(&self.agent, chunk, readmit, 1)))
-                    .await;
-            }
-            drop(tx);
-            (failed, next)
-        };
+        let writer = write_chunks(&self.agent, rx);
+        let reader = read_chunks(&self.agent, stream, tx);
         let (summary, (failed, next)) = tokio::join!(writer, reader);
         if let Some(status) = failed {
             // Chunks before the error are stored (each record is idempotent, so

@@ -241,6 +241,75 @@ pub(crate) struct Inner {
     blocking: tokio_util::task::TaskTracker,
 }
 
+/// Refuses a key ring that lacks a key stored records were written with:
+/// they could not be matched or erased.
+fn check_keys(store: &Store, keys: &KeyRing) -> Result<(), AgentError> {
+    let in_ring: Vec<&str> = keys.iter().map(|(id, _)| id.as_str()).collect();
+    let missing: Vec<String> = store
+        .keys_written()?
+        .into_iter()
+        .filter(|id| !in_ring.contains(&id.as_str()))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(AgentError::KeyRing(format!(
+        "stored records were written with key(s) {} that are not in the key ring: \
+         add their key files back (after the newest), or run `retire-key` once no record uses them",
+        missing.join(", ")
+    )))
+}
+
+/// After a crash, marks every period dirty once: a crash can lose a dirty
+/// mark written after the records it was for, and a recomputation whose
+/// counts have not changed publishes nothing. After a clean shutdown every
+/// mark is on disk, and a restart recomputes nothing.
+fn recompute_after_crash(
+    store: &Store,
+    options: &AgentOptions,
+    generation: u64,
+) -> Result<(), AgentError> {
+    let first = store.index().earliest_introduction();
+    if store.clean_start() {
+        tracing::info!("the last run shut down cleanly: no period to recompute at start");
+        return Ok(());
+    }
+    let Some(first) = first else {
+        return Ok(());
+    };
+    tracing::info!("the last run did not shut down cleanly: every period is recomputed once");
+    let g = options.granularity;
+    let last = Period::containing(g, options.clock.today());
+    let periods: Vec<Period> = std::iter::successors(Some(Period::containing(g, first)), |p| {
+        (*p < last).then(|| p.next())
+    })
+    .collect();
+    store.write_blocking("mark_dirty", move |w| {
+        for p in periods {
+            w.mark_dirty(p, generation)?;
+        }
+        Ok(())
+    })
+}
+
+/// Sets the outbox gauges from the store, and says at startup which periods
+/// are held back because the hub holds newer releases of them.
+fn report_outbox(store: &Store, metrics: &AgentMetrics) -> Result<(), AgentError> {
+    metrics.outbox_depth.set(store.outbox_len() as i64);
+    metrics.dead_letters.set(store.dead_len() as i64);
+    let lost = store.lost_periods()?;
+    metrics.lost_periods.set(lost.len() as i64);
+    if !lost.is_empty() {
+        let periods: Vec<Period> = lost.into_keys().collect();
+        tracing::error!(
+            periods = %reconcile::names(&periods),
+            advice = reconcile::LOSS_ADVICE,
+            "the hub holds newer releases of these periods than this agent; they are held back"
+        );
+    }
+    Ok(())
+}
+
 impl Agent {
     /// Opens (or creates) the store and builds the TLS config, so an unusable
     /// data directory, bad certificates or a key ring that cannot read the
@@ -265,60 +334,12 @@ impl Agent {
             Some(metrics.store_observer()),
         )?;
         check_series(&store, &options.data_dir, options.granularity)?;
-        let in_ring: Vec<&str> = options.keys.iter().map(|(id, _)| id.as_str()).collect();
-        let missing: Vec<String> = store
-            .keys_written()?
-            .into_iter()
-            .filter(|id| !in_ring.contains(&id.as_str()))
-            .collect();
-        if !missing.is_empty() {
-            return Err(AgentError::KeyRing(format!(
-                "stored records were written with key(s) {} that are not in the key ring: \
-                 add their key files back (after the newest), or run `retire-key` once no record uses them",
-                missing.join(", ")
-            )));
-        }
+        check_keys(&store, &options.keys)?;
         metrics.store_healthy.set(1);
         check_never_served(&store, &options.never_served)?;
         let seed = options.clock.now_nanos() as u64;
-        // After a crash, recompute every period once: it can lose a dirty
-        // mark written after the records it was for, and a recomputation
-        // whose counts have not changed publishes nothing. After a clean
-        // shutdown every mark is on disk, and a restart recomputes nothing.
-        let first = store.index().earliest_introduction();
-        if store.clean_start() {
-            tracing::info!("the last run shut down cleanly: no period to recompute at start");
-        } else if let Some(first) = first {
-            tracing::info!(
-                "the last run did not shut down cleanly: every period is recomputed once"
-            );
-            let g = options.granularity;
-            let today = options.clock.today();
-            let last = Period::containing(g, today);
-            let periods: Vec<Period> =
-                std::iter::successors(Some(Period::containing(g, first)), |p| {
-                    (*p < last).then(|| p.next())
-                })
-                .collect();
-            store.write_blocking("mark_dirty", move |w| {
-                for p in periods {
-                    w.mark_dirty(p, seed)?;
-                }
-                Ok(())
-            })?;
-        }
-        metrics.outbox_depth.set(store.outbox_len() as i64);
-        metrics.dead_letters.set(store.dead_len() as i64);
-        let lost = store.lost_periods()?;
-        metrics.lost_periods.set(lost.len() as i64);
-        if !lost.is_empty() {
-            let periods: Vec<Period> = lost.into_keys().collect();
-            tracing::error!(
-                periods = %reconcile::names(&periods),
-                advice = reconcile::LOSS_ADVICE,
-                "the hub holds newer releases of these periods than this agent; they are held back"
-            );
-        }
+        recompute_after_crash(&store, &options, seed)?;
+        report_outbox(&store, &metrics)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         tracing::info!(
             site = %options.site_code,
