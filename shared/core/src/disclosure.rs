@@ -419,17 +419,7 @@ fn protect_joint(
     policy: &DisclosurePolicy,
 ) -> Vec<Count> {
     let n = values.len();
-    let mut out: Vec<Count> = values
-        .iter()
-        .zip(carried.iter().chain(std::iter::repeat(&true)))
-        .map(|(&v, &carried)| {
-            if carried {
-                primary(v, policy)
-            } else {
-                Count::NotReleased
-            }
-        })
-        .collect();
+    let mut out = primary_release(values, carried, policy);
     if !policy.secondary_suppression {
         return out;
     }
@@ -440,59 +430,29 @@ fn protect_joint(
     let mut certified = vec![false; n + linked.len()];
     let mut prover = exact::Prover::new(n + linked.len());
     let mut in_tables = vec![false; n];
-    for t in tables {
-        for c in cells(t) {
-            if c < n {
-                in_tables[c] = true;
-            }
-        }
+    for c in tables.iter().flat_map(|t| cells(t)).filter(|&c| c < n) {
+        in_tables[c] = true;
     }
+    // Only cells of tables can widen what tables narrow: a headline or
+    // outcome count (tied to others only by "at most") is never withheld
+    // for another cell's sake.
+    let tabled = |c: &[usize]| -> Vec<usize> {
+        c.iter()
+            .copied()
+            .filter(|&x| x < n && in_tables[x])
+            .collect()
+    };
+    let all: Vec<usize> = (0..n).filter(|&c| in_tables[c]).collect();
     // Each round suppresses one more cell of the new release or stops, so
     // this ends within `n` rounds.
     loop {
         let mut joint = out.clone();
         joint.extend_from_slice(linked);
         let view = AttackerView::build(&joint, tables, policy);
-        // Fast: propagation already narrows a suppressed cell. The table
-        // that narrowed it last is the one to widen (withholding parts of
-        // another table the cell is in would not help).
+        // Fast: propagation already narrows a suppressed cell.
         let quick = (0..joint.len())
             .find(|&c| joint[c] == Count::Suppressed && view.narrow(c, required, policy.threshold))
-            .map(|c| {
-                let t = view.by_table[c]
-                    .and_then(|t| tables.get(t))
-                    .or_else(|| tables.iter().find(|t| cells(t).any(|x| x == c)));
-                match t {
-                    Some(t) => {
-                        // Withheld parts that other tables pin (a group whose
-                        // bands are published) widen nothing until a part of
-                        // that other table is withheld too: those come
-                        // before the total, which many tables share.
-                        let mut parts = t.parts.clone();
-                        for &p in &t.parts {
-                            let pinned = p != c
-                                && out.get(p) == Some(&Count::Suppressed)
-                                && view.hi[p] - view.lo[p] + 1 < i128::from(required);
-                            if let Some(other) = view.by_table[p].and_then(|o| tables.get(o)) {
-                                if pinned && !std::ptr::eq(*other, *t) {
-                                    parts.extend(other.parts.iter().copied());
-                                }
-                            }
-                        }
-                        // Then the parts of every table sharing a cell with
-                        // this one, before its total.
-                        let mut near: Vec<usize> = tables
-                            .iter()
-                            .filter(|o| cells(o).any(|x| cells(t).any(|y| y == x)))
-                            .flat_map(|o| o.parts.iter().copied())
-                            .filter(|&x| x != t.total)
-                            .collect();
-                        near.push(t.total);
-                        (parts, near)
-                    }
-                    None => candidates_near(c, relations),
-                }
-            });
+            .map(|c| widen_near(c, &out, &view, tables, relations, required));
         let exposures = match quick {
             Some((parts, others)) => vec![Candidates::Near { parts, others }],
             None => exact_exposure(
@@ -506,68 +466,13 @@ fn protect_joint(
                 n,
             ),
         };
-        // Parts first (the old rule: the smallest part, failing that the
-        // total); when nothing near is left to withhold, the whole release:
-        // with everything withheld it reveals nothing beyond what was
-        // already published.
-        // Only cells of tables can widen what tables narrow: a headline or
-        // outcome count (tied to others only by "at most") is never withheld
-        // for another cell's sake.
-        let all: Vec<usize> = (0..n).filter(|&c| in_tables[c]).collect();
-        let tabled = |c: &Vec<usize>| {
-            c.iter()
-                .copied()
-                .filter(|&x| x < n && in_tables[x])
-                .collect::<Vec<_>>()
-        };
         // One more cell for each narrowed cell, unless a cell withheld this
         // round is already among its candidates (it may be widened now: the
         // next round tells).
         let mut withheld_now: Vec<usize> = Vec::new();
         for exposure in exposures {
-            let tiers = match exposure {
-                Candidates::Near { parts, others } => {
-                    if parts
-                        .iter()
-                        .chain(&others)
-                        .any(|c| withheld_now.contains(c))
-                    {
-                        continue;
-                    }
-                    // Then any published cell related to it, a headline or
-                    // outcome included: the derived relations tie people
-                    // figures to each other and to nothing in a table, and
-                    // a narrowed cell is never left as it is.
-                    // Then outcomes, then figures by level, then any table
-                    // cell.
-                    let related: Vec<usize> = parts.iter().chain(&others).copied().collect();
-                    let mut tiers = vec![tabled(&parts), tabled(&others)];
-                    tiers.extend(by_prominence(&related));
-                    tiers.push(all.clone());
-                    tiers
-                }
-                Candidates::Linked(tiers) => {
-                    if tiers
-                        .first()
-                        .is_some_and(|t| t.iter().any(|c| withheld_now.contains(c)))
-                    {
-                        continue;
-                    }
-                    // Beyond the nearest cells, cells of tables first (as
-                    // for the new release's own cells); last, any cell of the
-                    // new release the relations reach, headlines included.
-                    tiers
-                        .iter()
-                        .enumerate()
-                        .map(|(k, t)| {
-                            if k == 0 || k >= 3 {
-                                t.clone()
-                            } else {
-                                tabled(t)
-                            }
-                        })
-                        .collect()
-                }
+            let Some(tiers) = tiers_of(exposure, &withheld_now, &tabled, &all) else {
+                continue;
             };
             let cell = tiers.iter().find_map(|c| cheapest(values, &out, c, policy));
             if let Some(cell) = cell {
@@ -577,6 +482,126 @@ fn protect_joint(
         }
         if withheld_now.is_empty() {
             return out;
+        }
+    }
+}
+
+/// Each cell suppressed or rounded on its own (primary suppression); a
+/// figure the period does not carry is not released.
+fn primary_release(values: &[u64], carried: &[bool], policy: &DisclosurePolicy) -> Vec<Count> {
+    values
+        .iter()
+        .zip(carried.iter().chain(std::iter::repeat(&true)))
+        .map(|(&v, &carried)| {
+            if carried {
+                primary(v, policy)
+            } else {
+                Count::NotReleased
+            }
+        })
+        .collect()
+}
+
+/// The cells to try for a withheld cell `c` that propagation narrows: the
+/// parts of the table that narrowed it last (withholding parts of another
+/// table the cell is in would not help), then the parts of every table
+/// sharing a cell with it, its total last.
+fn widen_near(
+    c: usize,
+    out: &[Count],
+    view: &AttackerView,
+    tables: &[&TableSpec],
+    relations: &[Relation],
+    required: u64,
+) -> (Vec<usize>, Vec<usize>) {
+    let t = view.by_table[c]
+        .and_then(|t| tables.get(t))
+        .or_else(|| tables.iter().find(|t| cells(t).any(|x| x == c)));
+    let Some(t) = t else {
+        return candidates_near(c, relations);
+    };
+    // Withheld parts that other tables pin (a group whose bands are
+    // published) widen nothing until a part of that other table is withheld
+    // too: those come before the total, which many tables share.
+    let mut parts = t.parts.clone();
+    for &p in &t.parts {
+        let pinned = p != c
+            && out.get(p) == Some(&Count::Suppressed)
+            && view.hi[p] - view.lo[p] + 1 < i128::from(required);
+        if let Some(other) = view.by_table[p].and_then(|o| tables.get(o)) {
+            if pinned && !std::ptr::eq(*other, *t) {
+                parts.extend(other.parts.iter().copied());
+            }
+        }
+    }
+    // Then the parts of every table sharing a cell with this one, before
+    // its total.
+    let mut near: Vec<usize> = tables
+        .iter()
+        .filter(|o| cells(o).any(|x| cells(t).any(|y| y == x)))
+        .flat_map(|o| o.parts.iter().copied())
+        .filter(|&x| x != t.total)
+        .collect();
+    near.push(t.total);
+    (parts, near)
+}
+
+/// The tiers of cells to withhold for one narrowed cell, nearest first;
+/// `None` when a cell withheld this round is already among the nearest.
+///
+/// Parts first (the old rule: the smallest part, failing that the total);
+/// when nothing near is left to withhold, the whole release (`all`): with
+/// everything withheld it reveals nothing beyond what was already
+/// published.
+fn tiers_of(
+    exposure: Candidates,
+    withheld_now: &[usize],
+    tabled: &dyn Fn(&[usize]) -> Vec<usize>,
+    all: &[usize],
+) -> Option<Vec<Vec<usize>>> {
+    match exposure {
+        Candidates::Near { parts, others } => {
+            if parts
+                .iter()
+                .chain(&others)
+                .any(|c| withheld_now.contains(c))
+            {
+                return None;
+            }
+            // Then any published cell related to it, a headline or outcome
+            // included: the derived relations tie people figures to each
+            // other and to nothing in a table, and a narrowed cell is never
+            // left as it is. Then outcomes, then figures by level, then any
+            // table cell.
+            let related: Vec<usize> = parts.iter().chain(&others).copied().collect();
+            let mut tiers = vec![tabled(&parts), tabled(&others)];
+            tiers.extend(by_prominence(&related));
+            tiers.push(all.to_vec());
+            Some(tiers)
+        }
+        Candidates::Linked(tiers) => {
+            if tiers
+                .first()
+                .is_some_and(|t| t.iter().any(|c| withheld_now.contains(c)))
+            {
+                return None;
+            }
+            // Beyond the nearest cells, cells of tables first (as for the
+            // new release's own cells); last, any cell of the new release
+            // the relations reach, headlines included.
+            Some(
+                tiers
+                    .iter()
+                    .enumerate()
+                    .map(|(k, t)| {
+                        if k == 0 || k >= 3 {
+                            t.clone()
+                        } else {
+                            tabled(t)
+                        }
+                    })
+                    .collect(),
+            )
         }
     }
 }
