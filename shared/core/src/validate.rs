@@ -379,39 +379,14 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
     let local_case_id = check_local_case_id(&input.local_case_id, &mut v);
     let nhs = check_nhs_number(input.nhs_number.as_deref(), &mut v);
 
-    let introduced_on = match parse_date(
-        &input.introduced_on,
-        (RecordField::IntroducedOn, RecordField::IntroducedOn.name()),
+    let introduced_on = check_introduced_on(&input.introduced_on, today, &mut v);
+    let closed_on = check_optional_date(
+        input.closed_on.as_deref(),
+        RecordField::ClosedOn,
         today,
         &mut v,
-    ) {
-        Some(d) => Some(d),
-        None if input.introduced_on.is_empty() => {
-            v.push(FieldViolation::new(
-                RecordField::IntroducedOn,
-                "is required",
-            ));
-            None
-        }
-        None => None,
-    };
-    let closed_on = match input.closed_on.as_deref() {
-        None | Some("") => None,
-        Some(s) => parse_date(
-            s,
-            (RecordField::ClosedOn, RecordField::ClosedOn.name()),
-            today,
-            &mut v,
-        ),
-    };
-    if let (Some(i), Some(c)) = (introduced_on, closed_on)
-        && c < i
-    {
-        v.push(FieldViolation::new(
-            RecordField::ClosedOn,
-            "must not be before introduced_on",
-        ));
-    }
+    );
+    check_not_before(introduced_on, closed_on, RecordField::ClosedOn, &mut v);
 
     let age_band = check_age(input.age, introduced_on, &mut v);
     let support_level = check_enum(
@@ -441,67 +416,102 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
         today,
         &mut v,
     );
-    let last_contact_on = match input.last_contact_on.as_deref() {
-        None | Some("") => None,
-        Some(s) => parse_date(
-            s,
-            (
-                RecordField::LastContactOn,
-                RecordField::LastContactOn.name(),
-            ),
-            today,
-            &mut v,
-        ),
-    };
-    if let (Some(i), Some(c)) = (introduced_on, last_contact_on)
-        && c < i
-    {
-        v.push(FieldViolation::new(
-            RecordField::LastContactOn,
-            "must not be before introduced_on",
-        ));
-    }
+    let last_contact_on = check_optional_date(
+        input.last_contact_on.as_deref(),
+        RecordField::LastContactOn,
+        today,
+        &mut v,
+    );
+    check_not_before(
+        introduced_on,
+        last_contact_on,
+        RecordField::LastContactOn,
+        &mut v,
+    );
 
     let ward_code = check_ward_code(input.ward_code.as_deref(), &mut v);
 
     cap_violations(&mut v);
 
-    match (
+    let (
+        Some(local_case_id),
+        Some(introduced_on),
+        Some(age_band),
+        Some(support_level),
+        Some(primary_need),
+        Some(source),
+    ) = (
         local_case_id,
         introduced_on,
         age_band,
         support_level,
         primary_need,
         source,
-    ) {
-        (
-            Some(local_case_id),
-            Some(introduced_on),
-            Some(age_band),
-            Some(support_level),
-            Some(primary_need),
-            Some(source),
-        ) if v.is_empty() => {
-            let person = match nhs {
-                Some(n) => PersonId::Nhs(n),
-                None => PersonId::LocalCase(local_case_id.clone()),
-            };
-            Ok(ValidRecord {
-                local_case_id,
-                person,
-                introduced_on,
-                closed_on,
-                support_level,
-                age_band,
-                primary_need,
-                source,
-                outcomes,
-                outcome_dates,
-                last_contact_on,
-                ward_code,
-            })
-        }
-        _ => Err(v),
+    )
+    else {
+        return Err(v);
+    };
+    if !v.is_empty() {
+        return Err(v);
+    }
+    let person = match nhs {
+        Some(n) => PersonId::Nhs(n),
+        None => PersonId::LocalCase(local_case_id.clone()),
+    };
+    Ok(ValidRecord {
+        local_case_id,
+        person,
+        introduced_on,
+        closed_on,
+        support_level,
+        age_band,
+        primary_need,
+        source,
+        outcomes,
+        outcome_dates,
+        last_contact_on,
+        ward_code,
+    })
+}
+
+/// The introduction date, which every record needs.
+fn check_introduced_on(s: &str, today: Date, v: &mut Vec<FieldViolation>) -> Option<Date> {
+    let field = RecordField::IntroducedOn;
+    let date = parse_date(s, (field, field.name()), today, v);
+    if date.is_none() && s.is_empty() {
+        v.push(FieldViolation::new(field, "is required"));
+    }
+    date
+}
+
+/// A date that may be left out (absent or empty).
+fn check_optional_date(
+    s: Option<&str>,
+    field: RecordField,
+    today: Date,
+    v: &mut Vec<FieldViolation>,
+) -> Option<Date> {
+    match s {
+        None | Some("") => None,
+        Some(s) => parse_date(s, (field, field.name()), today, v),
+    }
+}
+
+/// A date of the introduction (`field`, when given) must not come before
+/// the introduction itself.
+fn check_not_before(
+    introduced_on: Option<Date>,
+    date: Option<Date>,
+    field: RecordField,
+    v: &mut Vec<FieldViolation>,
+) {
+    if let (Some(i), Some(d)) = (introduced_on, date)
+        && d < i
+    {
+        v.push(FieldViolation::new(
+            field,
+            "must not be before introduced_on",
+        ));
     }
 }
 
