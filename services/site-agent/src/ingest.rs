@@ -25,7 +25,7 @@ use lacnet_core::{Date, Granularity, Period};
 
 use crate::AgentError;
 use crate::index::RecordMeta;
-use crate::store::Writer;
+use crate::store::{RecordsTxn, Writer};
 
 /// A record after validation and pseudonymisation, ready to store.
 #[derive(Debug, Clone)]
@@ -162,15 +162,10 @@ pub fn apply(
 ) -> Result<(Vec<Outcome>, bool), AgentError> {
     // One cheap look before the chunk: most sites never erase anyone.
     let guard = w.any_erased();
-    let mut sw = w.begin()?;
-    let mut periods: BTreeSet<Period> = BTreeSet::new();
-    let mut outcomes = Vec::with_capacity(items.len());
-    let mut wrote = false;
-    {
-        let mut index = w.index_mut();
-        let touch = |m: &RecordMeta, periods: &mut BTreeSet<Period>| {
-            periods.extend(m.periods(cx.granularity, cx.today));
-        };
+    w.records_job(|tx| {
+        let mut periods: BTreeSet<Period> = BTreeSet::new();
+        let mut outcomes = Vec::with_capacity(items.len());
+        let mut wrote = false;
         for item in items {
             let p = match item {
                 Item::Rejected(v) => {
@@ -180,97 +175,113 @@ pub fn apply(
                 Item::Valid(p) => *p,
             };
             if guard {
-                let refused = erased_guard(w, &mut sw, &p);
+                let refused = erased_guard(tx, &p);
                 if !refused.is_empty() {
                     outcomes.push(Outcome::Rejected(refused));
                     continue;
                 }
             }
-            let rk = p.record.record;
-            let outcome = match index.get(&rk) {
-                Some(id) if index.meta(id).digest == p.meta.digest => Outcome::Unchanged,
-                Some(id) => {
-                    touch(&index.meta(id), &mut periods);
-                    sw.touched(index.loc(id).seg);
-                    let loc = sw.push(&p.bytes, None)?;
-                    index.relocate(id, &p.record.person, loc, p.meta);
-                    Outcome::Updated
-                }
-                None => {
-                    // Not under the active key: was it written under an older one?
-                    let older = p
-                        .older
-                        .iter()
-                        .find_map(|(old_rk, _)| index.get(old_rk).map(|id| (*old_rk, id)));
-                    let loc = sw.push(&p.bytes, older.as_ref().map(|(old_rk, _)| old_rk))?;
-                    match older {
-                        Some((old_rk, id)) => {
-                            touch(&index.meta(id), &mut periods);
-                            // The copy under the old key must go in this same
-                            // batch: on a restart it would be another record.
-                            sw.compact(index.loc(id).seg);
-                            index.rename(id, &old_rk, &rk);
-                            index.relocate(id, &p.record.person, loc, p.meta);
-                            Outcome::Updated
-                        }
-                        None => {
-                            index.insert(&rk, &p.record.person, loc, p.meta);
-                            Outcome::New
-                        }
-                    }
-                }
-            };
+            let outcome = place(tx, &p, cx, &mut periods)?;
             if outcome != Outcome::Unchanged {
-                touch(&p.meta, &mut periods);
+                periods.extend(p.meta.periods(cx.granularity, cx.today));
                 wrote = true;
             }
-            // The same person known under an older key: move their other records'
-            // person pseudonym to the newest key so they count as one person.
-            for (_, old_person) in &p.older {
-                for other in index.person_records(old_person) {
-                    let old_loc = index.loc(other);
-                    let mut rec = decode(&w.read(&mut sw, old_loc)?)?;
-                    touch(&index.meta(other), &mut periods);
-                    rec.person = p.record.person;
-                    let bytes = rec.encode();
-                    let meta = RecordMeta::of(&rec, &bytes);
-                    sw.touched(old_loc.seg);
-                    let loc = sw.push(&bytes, None)?;
-                    index.relocate(other, &rec.person, loc, meta);
-                    wrote = true;
-                }
-            }
+            wrote |= rekey_person(tx, &p, cx, &mut periods)?;
             outcomes.push(outcome);
         }
+        if wrote {
+            tx.write.key_written(active_key);
+        }
+        for period in periods {
+            tx.write.dirty(period, cx.generation);
+        }
+        Ok((outcomes, wrote))
+    })
+}
+
+/// Writes one prepared record: new, an update of the stored one, or the
+/// same record re-keyed from an older key; unchanged writes nothing. Adds
+/// the periods a replaced version counted in to `periods`.
+fn place(
+    tx: &mut RecordsTxn<'_>,
+    p: &Prepared,
+    cx: ApplyContext,
+    periods: &mut BTreeSet<Period>,
+) -> Result<Outcome, AgentError> {
+    let rk = p.record.record;
+    let index = &mut tx.index;
+    if let Some(id) = index.get(&rk) {
+        if index.meta(id).digest == p.meta.digest {
+            return Ok(Outcome::Unchanged);
+        }
+        periods.extend(index.meta(id).periods(cx.granularity, cx.today));
+        tx.write.touched(index.loc(id).seg);
+        let loc = tx.write.push(&p.bytes, None)?;
+        index.relocate(id, &p.record.person, loc, p.meta);
+        return Ok(Outcome::Updated);
     }
-    if wrote {
-        sw.key_written(active_key);
+    // Not under the active key: was it written under an older one?
+    let older = p
+        .older
+        .iter()
+        .find_map(|(old_rk, _)| index.get(old_rk).map(|id| (*old_rk, id)));
+    let loc = tx
+        .write
+        .push(&p.bytes, older.as_ref().map(|(old_rk, _)| old_rk))?;
+    let Some((old_rk, id)) = older else {
+        index.insert(&rk, &p.record.person, loc, p.meta);
+        return Ok(Outcome::New);
+    };
+    periods.extend(index.meta(id).periods(cx.granularity, cx.today));
+    // The copy under the old key must go in this same batch: on a restart
+    // it would be another record.
+    tx.write.compact(index.loc(id).seg);
+    index.rename(id, &old_rk, &rk);
+    index.relocate(id, &p.record.person, loc, p.meta);
+    Ok(Outcome::Updated)
+}
+
+/// The same person known under an older key: moves their other records'
+/// person pseudonym to the newest key so they count as one person. Returns
+/// whether it rewrote any.
+fn rekey_person(
+    tx: &mut RecordsTxn<'_>,
+    p: &Prepared,
+    cx: ApplyContext,
+    periods: &mut BTreeSet<Period>,
+) -> Result<bool, AgentError> {
+    let mut wrote = false;
+    for (_, old_person) in &p.older {
+        for other in tx.index.person_records(old_person) {
+            let old_loc = tx.index.loc(other);
+            let mut rec = decode(&tx.read(old_loc)?)?;
+            periods.extend(tx.index.meta(other).periods(cx.granularity, cx.today));
+            rec.person = p.record.person;
+            let bytes = rec.encode();
+            let meta = RecordMeta::of(&rec, &bytes);
+            tx.write.touched(old_loc.seg);
+            let loc = tx.write.push(&bytes, None)?;
+            tx.index.relocate(other, &rec.person, loc, meta);
+            wrote = true;
+        }
     }
-    for period in periods {
-        sw.dirty(period, cx.generation);
-    }
-    w.commit(sw)?;
-    Ok((outcomes, wrote))
+    Ok(wrote)
 }
 
 /// Why a record of an erased person is refused, one violation per field that
 /// matches (its case id, its NHS number), or nothing to go on. When the
 /// caller re-admits the person, their erasure is forgotten in this batch.
-fn erased_guard(
-    w: &Writer,
-    sw: &mut crate::store::SegmentWrite,
-    p: &Prepared,
-) -> Vec<FieldViolation> {
+fn erased_guard(tx: &mut RecordsTxn<'_>, p: &Prepared) -> Vec<FieldViolation> {
     let records = std::iter::once(p.record.record).chain(p.older.iter().map(|(r, _)| *r));
     let persons = std::iter::once(p.record.person).chain(p.older.iter().map(|(_, q)| *q));
-    let case_hit = records.clone().any(|r| w.was_erased(&r));
-    let person_hit = persons.clone().any(|q| w.was_erased(&q));
+    let case_hit = records.clone().any(|r| tx.was_erased(&r));
+    let person_hit = persons.clone().any(|q| tx.was_erased(&q));
     if !case_hit && !person_hit {
         return Vec::new();
     }
     if p.readmit_erased {
         for x in records.chain(persons) {
-            sw.forget_erased(&x);
+            tx.write.forget_erased(&x);
         }
         return Vec::new();
     }
@@ -310,46 +321,43 @@ pub fn erase(
     records: &[Pseudonym],
     cx: ApplyContext,
 ) -> Result<u32, AgentError> {
-    let mut sw = w.begin()?;
-    let mut n: u32 = 0;
-    let mut periods = BTreeSet::new();
-    {
-        let mut index = w.index_mut();
+    w.records_job(|tx| {
+        let mut n: u32 = 0;
+        let mut periods = BTreeSet::new();
         let mut ids: Vec<_> = persons
             .iter()
-            .flat_map(|p| index.person_records(p))
+            .flat_map(|p| tx.index.person_records(p))
             .collect();
         for r in records {
-            if let Some(id) = index.get(r) {
-                ids.extend(index.same_person(id));
+            if let Some(id) = tx.index.get(r) {
+                ids.extend(tx.index.same_person(id));
             }
         }
         ids.sort_unstable();
         ids.dedup();
         // Dead copies of the same records may sit in older segments until
         // compaction: rewrite every segment that has any, as well.
-        for seg in index.fragmented() {
-            sw.compact(seg);
+        for seg in tx.index.fragmented() {
+            tx.write.compact(seg);
         }
         for id in ids {
-            let loc = index.loc(id);
-            let rec = decode(&w.read(&mut sw, loc)?)?;
-            periods.extend(index.meta(id).periods(cx.granularity, cx.today));
-            index.remove(id, &rec.record);
-            sw.compact(loc.seg);
-            sw.remember_erased(&rec.record);
-            sw.remember_erased(&rec.person);
+            let loc = tx.index.loc(id);
+            let rec = decode(&tx.read(loc)?)?;
+            periods.extend(tx.index.meta(id).periods(cx.granularity, cx.today));
+            tx.index.remove(id, &rec.record);
+            tx.write.compact(loc.seg);
+            tx.write.remember_erased(&rec.record);
+            tx.write.remember_erased(&rec.person);
             n = n.saturating_add(1);
         }
-    }
-    if n > 0 {
-        for p in persons.iter().chain(records) {
-            sw.remember_erased(p);
+        if n > 0 {
+            for p in persons.iter().chain(records) {
+                tx.write.remember_erased(p);
+            }
         }
-    }
-    for period in periods {
-        sw.dirty(period, cx.generation);
-    }
-    w.commit(sw)?;
-    Ok(n)
+        for period in periods {
+            tx.write.dirty(period, cx.generation);
+        }
+        Ok(n)
+    })
 }
