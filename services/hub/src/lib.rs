@@ -341,16 +341,9 @@ pub async fn serve(
     // on, stop serving and exit non-zero so the supervisor restarts the hub,
     // which then reads what is on disk.
     let store_failed = async move { failed.store_failed().await };
-    let served = lacnet_server::grpc::serve(
-        listener,
-        server,
-        services,
-        // Hub::open has opened the store and checked the registry: ready.
-        std::future::ready(()),
-        store_failed,
-        shutdown,
-    )
-    .await;
+    // Hub::open has opened the store and checked the registry: ready.
+    let served =
+        lacnet_server::grpc::serve(listener, server, services, store_failed, shutdown).await;
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;

@@ -461,17 +461,10 @@ pub async fn serve(
         );
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
-    let served = lacnet_server::grpc::serve(
-        listener,
-        server,
-        services,
-        // Agent::open has loaded the keys and opened the store, and the
-        // background tasks are spawned: ready.
-        std::future::ready(()),
-        store_failed,
-        shutdown,
-    )
-    .await;
+    // Agent::open has loaded the keys and opened the store, and the
+    // background tasks are spawned: ready.
+    let served =
+        lacnet_server::grpc::serve(listener, server, services, store_failed, shutdown).await;
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;
