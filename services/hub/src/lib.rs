@@ -350,18 +350,3 @@ pub async fn serve(
     flushed?;
     hub.check_store()
 }
-
-/// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port
-/// back at once, and `TCP_NODELAY` (which `lacnet_tls::incoming` also sets on
-/// every accepted connection: small HTTP/2 frames must not wait on Nagle).
-pub fn bind_nodelay(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
-}
