@@ -13,6 +13,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 
+use lacnet_clock::{Clock, SystemClock};
 use lacnet_store::backup::{BackupError, Spec, Summary};
 use lacnet_store::control::BackupFn;
 use lacnet_store::schedule::{self, Schedule};
@@ -163,10 +164,7 @@ pub async fn run(
     let report = move |taken: &Result<schedule::Taken, lacnet_store::backup::BackupError>| {
         match taken {
             Ok(t) => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs() as i64);
-                metrics.succeeded(t.summary.bytes, now);
+                metrics.succeeded(t.summary.bytes, SystemClock.now_unix());
                 tracing::info!(backup = %t.summary, pruned = t.pruned, "scheduled backup written");
             }
             Err(e) => {

@@ -284,9 +284,7 @@ impl prometheus_client::collector::Collector for BackupAge {
         if at <= 0 {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = lacnet_clock::Clock::now_unix(&lacnet_clock::SystemClock);
         let g = prometheus_client::metrics::gauge::ConstGauge::new(now.saturating_sub(at).max(0));
         g.encode(encoder.encode_descriptor(
             "lacnet_backup_age_seconds",
@@ -510,11 +508,7 @@ mod tests {
             "{text}"
         );
         b.failed();
-        let an_hour_ago = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-            - 3600;
+        let an_hour_ago = lacnet_clock::Clock::now_unix(&lacnet_clock::SystemClock) - 3600;
         b.succeeded(1234, an_hour_ago);
         let text = r.render();
         assert!(
