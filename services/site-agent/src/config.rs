@@ -65,7 +65,7 @@ impl ServiceFlags for AgentFlags {
     const ADMIN_LISTEN: &'static str = "127.0.0.1:9091";
     const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
     const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
-    const DRAIN_TIMEOUT_SECS: u64 = 20;
+    const DRAIN_TIMEOUT_SECS: u64 = crate::DEFAULT_DRAIN_TIMEOUT.as_secs();
     const DATA_DIR: &'static str = "./lacnet-agent-data";
     const CACHE_MB: u64 = crate::DEFAULT_CACHE_MB;
 }
@@ -119,13 +119,13 @@ pub struct Config {
     #[arg(
         long,
         env = "LACNET_AGENT_POLICY_SECONDARY",
-        default_value_t = true,
+        default_value_t = lacnet_core::DisclosurePolicy::DEFAULT.secondary_suppression,
         action = clap::ArgAction::Set
     )]
     pub policy_secondary: bool,
     /// Reporting period: month or quarter. (The financial year and, with
     /// `--programme-start`, the programme to date are published as well.)
-    #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = "quarter")]
+    #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = crate::DEFAULT_GRANULARITY.id())]
     pub granularity: Granularity,
     /// Days after a period closes before it is first published (late records
     /// of its last days land in its first release).
@@ -337,6 +337,53 @@ mod tests {
         assert_eq!(keys[1].0, "k1");
         assert!(parse_key_file("nokey").is_err());
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let c = Cli::try_parse_from(BASE).unwrap().config;
+        use lacnet_core::pseudonym::{KeyId, KeyRing, Secret};
+        let key = (KeyId::new("k1").unwrap(), Secret::new(vec![7; 32]).unwrap());
+        let keys = KeyRing::new(vec![key]).unwrap();
+        let pem = lacnet_tls::PemBundle {
+            ca: Vec::new(),
+            cert: Vec::new(),
+            key: Vec::new(),
+            crls: Vec::new(),
+        };
+        let o = AgentOptions::new(&c.server.data_dir, "E06000034", keys, pem);
+        assert_eq!(c.policy().unwrap(), o.policy);
+        assert_eq!(c.granularity, o.granularity);
+        assert_eq!(c.server.drain_timeout(), o.drain_timeout);
+        assert_eq!(c.server.request_timeout(), o.request_timeout);
+        assert_eq!(c.server.max_message_bytes, o.max_message_bytes);
+        assert_eq!(c.server.cache_bytes(), o.cache_bytes);
+        assert_eq!(c.server.transport(), o.transport);
+        assert_eq!(
+            (c.embargo_days, c.inactivity_months),
+            (o.embargo_days, o.inactivity_months)
+        );
+        assert_eq!(c.max_batch, o.max_batch);
+        assert_eq!(
+            Duration::from_millis(c.publish_debounce_ms),
+            o.publish_debounce
+        );
+        assert_eq!(
+            Duration::from_secs(c.publish_interval_secs),
+            o.publish_interval
+        );
+        assert_eq!(
+            Duration::from_millis(c.push_backoff_base_ms),
+            o.push_backoff_base
+        );
+        assert_eq!(
+            Duration::from_millis(c.push_backoff_cap_ms),
+            o.push_backoff_cap
+        );
+        assert_eq!(
+            Duration::from_secs(c.reconcile_interval_secs),
+            o.reconcile_interval
+        );
     }
 
     #[test]
