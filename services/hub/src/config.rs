@@ -55,7 +55,7 @@ pub struct Config {
     #[arg(
         long,
         env = "LACNET_HUB_SITES_SEE_NETWORK",
-        default_value_t = true,
+        default_value_t = crate::DEFAULT_SITES_SEE_NETWORK,
         action = clap::ArgAction::Set
     )]
     pub sites_see_network: bool,
@@ -91,6 +91,26 @@ mod tests {
         let c = Cli::try_parse_from(args).unwrap().config;
         assert!(!c.sites_see_network);
         assert_eq!(c.server.tls_paths().unwrap().crls.len(), 2);
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let c = Cli::try_parse_from(["lacnet-hub"]).unwrap().config;
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/registry.toml");
+        let registry = crate::Registry::load(path.as_ref()).unwrap();
+        let pem = lacnet_tls::PemBundle {
+            ca: Vec::new(),
+            cert: Vec::new(),
+            key: Vec::new(),
+            crls: Vec::new(),
+        };
+        let o = crate::HubOptions::new(&c.server.data_dir, registry, pem);
+        assert_eq!(c.sites_see_network, o.sites_see_network);
+        assert_eq!(c.server.max_message_bytes, o.max_message_bytes);
+        assert_eq!(c.server.request_timeout(), o.request_timeout);
+        assert_eq!(c.server.drain_timeout(), o.drain_timeout);
+        assert_eq!(c.server.cache_bytes(), o.cache_bytes);
+        assert_eq!(c.server.transport(), o.transport);
     }
 
     #[test]

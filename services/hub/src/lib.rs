@@ -98,6 +98,8 @@ pub struct HubOptions {
 /// Default sled page cache: the hub's working set (latest revisions) is small and
 /// kept in memory anyway, so a modest cache fits a 512 MiB container.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// Whether sites see the network comparison by default (otherwise only their own rows).
+pub const DEFAULT_SITES_SEE_NETWORK: bool = true;
 
 impl HubOptions {
     /// Options with defaults: sites see the network, 4 MiB messages, 30 s timeout.
@@ -106,7 +108,7 @@ impl HubOptions {
             data_dir: data_dir.into(),
             registry,
             tls,
-            sites_see_network: true,
+            sites_see_network: DEFAULT_SITES_SEE_NETWORK,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
