@@ -198,7 +198,7 @@ async fn run() {
 
     let dir = tempfile::tempdir().unwrap();
     let hub = Hub::open(HubOptions::new(dir.path(), registry, server)).unwrap();
-    let listener = lacnet_hub::bind_nodelay("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = lacnet_server::bind_nodelay("127.0.0.1:0".parse().unwrap()).unwrap();
     let url = format!("https://{}", listener.local_addr().unwrap());
     let stop = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(lacnet_hub::serve(

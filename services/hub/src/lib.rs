@@ -98,6 +98,8 @@ pub struct HubOptions {
 /// Default sled page cache: the hub's working set (latest revisions) is small and
 /// kept in memory anyway, so a modest cache fits a 512 MiB container.
 pub const DEFAULT_CACHE_BYTES: u64 = 128 * 1024 * 1024;
+/// Whether sites see the network comparison by default (otherwise only their own rows).
+pub const DEFAULT_SITES_SEE_NETWORK: bool = true;
 
 impl HubOptions {
     /// Options with defaults: sites see the network, 4 MiB messages, 30 s timeout.
@@ -106,7 +108,7 @@ impl HubOptions {
             data_dir: data_dir.into(),
             registry,
             tls,
-            sites_see_network: true,
+            sites_see_network: DEFAULT_SITES_SEE_NETWORK,
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
@@ -341,34 +343,12 @@ pub async fn serve(
     // on, stop serving and exit non-zero so the supervisor restarts the hub,
     // which then reads what is on disk.
     let store_failed = async move { failed.store_failed().await };
-    let served = lacnet_server::grpc::serve(
-        listener,
-        server,
-        services,
-        // Hub::open has opened the store and checked the registry: ready.
-        std::future::ready(()),
-        store_failed,
-        shutdown,
-    )
-    .await;
+    // Hub::open has opened the store and checked the registry: ready.
+    let served =
+        lacnet_server::grpc::serve(listener, server, services, store_failed, shutdown).await;
     // Flush even if serving failed, so nothing acknowledged is lost.
     let flushed = hub.flush().await;
     served?;
     flushed?;
     hub.check_store()
-}
-
-/// Binds a listener with `SO_REUSEADDR`, so a restarted hub can take its port
-/// back at once, and `TCP_NODELAY` (which `lacnet_tls::incoming` also sets on
-/// every accepted connection: small HTTP/2 frames must not wait on Nagle).
-pub fn bind_nodelay(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use lacnet_server::metrics::{
     ClosedLabelSet, Counter, CounterVec, EncodeLabelSet, Histogram, LATENCY_BUCKETS, Registry,
+    StoreWriteMetrics, StoreWriteName,
 };
 
 use crate::error::ErrorKind;
@@ -128,37 +129,8 @@ lacnet_server::closed_label! {
     }
 }
 
-impl StoreWrite {
-    /// The write a store job's name stands for.
-    pub fn named(name: &str) -> StoreWrite {
-        StoreWrite::ALL
-            .iter()
-            .copied()
-            .find(|w| w.as_str() == name)
-            .unwrap_or(StoreWrite::Other)
-    }
-}
-
-/// The labels of the store write metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct WriteLabels {
-    /// Which write.
-    pub write: StoreWrite,
-}
-
-impl ClosedLabelSet for WriteLabels {
-    fn all() -> Vec<Self> {
-        StoreWrite::ALL
-            .iter()
-            .map(|&write| WriteLabels { write })
-            .collect()
-    }
-}
-
-impl From<StoreWrite> for WriteLabels {
-    fn from(write: StoreWrite) -> Self {
-        WriteLabels { write }
-    }
+impl StoreWriteName for StoreWrite {
+    const OTHER: StoreWrite = StoreWrite::Other;
 }
 
 /// Handles to every hub metric.
@@ -179,13 +151,8 @@ pub struct HubMetrics {
     pub releases_listed: Counter,
     /// Scheduled backups.
     pub backups: lacnet_server::metrics::BackupMetrics,
-    /// Store writes by name.
-    pub store_writes: CounterVec<WriteLabels>,
-    /// Store writes that failed, by name.
-    pub store_write_failures: CounterVec<WriteLabels>,
-    /// Time for a store write to run on the writer thread and, if it must
-    /// be durable, be flushed.
-    pub store_write_latency: Histogram,
+    /// Store writes by name: counts, failures and latency.
+    pub store_writes: StoreWriteMetrics<StoreWrite>,
 }
 
 impl HubMetrics {
@@ -214,19 +181,7 @@ impl HubMetrics {
                 "Requests that failed inside the hub",
             ),
             backups: lacnet_server::metrics::BackupMetrics::register(&registry),
-            store_writes: registry.counter_vec(
-                "lacnet_hub_store_writes_total",
-                "Writes to the store, by name.",
-            ),
-            store_write_failures: registry.counter_vec(
-                "lacnet_hub_store_write_failures_total",
-                "Writes to the store that failed, by name.",
-            ),
-            store_write_latency: registry.histogram(
-                "lacnet_hub_store_write_seconds",
-                "Time for a write to run on the writer thread and, if it must be durable, be flushed.",
-                LATENCY_BUCKETS,
-            ),
+            store_writes: StoreWriteMetrics::register(&registry, "lacnet_hub"),
             releases_listed: registry.counter(
                 "lacnet_hub_releases_listed_total",
                 "ListReleases pages served to agents comparing themselves with the hub",
@@ -237,15 +192,7 @@ impl HubMetrics {
 
     /// The store's observer: counts and times every named write.
     pub fn store_observer(&self) -> lacnet_store::Observer {
-        let m = self.clone();
-        Arc::new(move |name, took, ok| {
-            let write = StoreWrite::named(name);
-            m.store_writes.inc(write);
-            if !ok {
-                m.store_write_failures.inc(write);
-            }
-            m.store_write_latency.observe(took.as_secs_f64());
-        })
+        self.store_writes.observer()
     }
 
     /// The registry, for the admin port.

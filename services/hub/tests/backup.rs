@@ -6,8 +6,9 @@
 
 use std::path::PathBuf;
 
-use lacnet_hub::backup::Taken;
 use lacnet_proto::hub::v1 as hub;
+use lacnet_server::backups::Taken;
+use lacnet_store::backup::BackupError;
 use lacnet_store::control::Control;
 use lacnet_testkit::hub::*;
 use tokio_util::sync::CancellationToken;
@@ -27,7 +28,7 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let h = TestHub::start(&pki, &data, |_| {}).await;
-    let socket = lacnet_hub::backup::default_socket(&data);
+    let socket = lacnet_server::backups::default_socket(&data);
     let control = Control::bind(&socket).await.unwrap();
     let stop_control = CancellationToken::new();
     let control_task = tokio::spawn(control.serve(
@@ -49,9 +50,10 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
     let audit_before = h.hub.audit_log().unwrap();
 
     let b1: PathBuf = dir.path().join("backups/b1");
-    let (taken, summary) = lacnet_hub::backup::backup(&socket, &data, 8 << 20, &b1)
-        .await
-        .unwrap();
+    let (taken, summary) =
+        lacnet_server::backups::backup(&socket, &b1, lacnet_hub::backup::offline(&data, 8 << 20))
+            .await
+            .unwrap();
     assert_eq!(taken, Taken::Online, "the running hub must take it");
     // Two trees (submissions, audit), and the pack file both releases' cells
     // were appended to.
@@ -88,7 +90,7 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
         "the trees and the pack of release cells"
     );
     let err = lacnet_hub::backup::restore(&b1, &restored).unwrap_err();
-    assert!(err.to_string().contains("not empty"), "{err}");
+    assert!(matches!(err, BackupError::Destination { .. }), "{err}");
     let h = TestHub::start(&pki, &restored, |_| {}).await;
     assert_eq!(report(&h, &pki).await, before);
     assert_eq!(
@@ -118,11 +120,10 @@ async fn backup_while_serving_restores_the_network_at_the_backup() {
 
     // Offline: with no hub running, the same command opens the directory itself.
     let b2 = dir.path().join("backups/b2");
-    let (taken, _) = lacnet_hub::backup::backup(
-        &lacnet_hub::backup::default_socket(&restored),
-        &restored,
-        8 << 20,
+    let (taken, _) = lacnet_server::backups::backup(
+        &lacnet_server::backups::default_socket(&restored),
         &b2,
+        lacnet_hub::backup::offline(&restored, 8 << 20),
     )
     .await
     .unwrap();

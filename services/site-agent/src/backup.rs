@@ -1,28 +1,18 @@
 //! Backup and restore of the agent's data directory (the sled trees and the
 //! `segments/` files), for `lacnet-site-agent backup` and `restore`.
 //!
-//! A running agent holds sled's lock, so it takes the snapshot itself, as a
-//! job on its writer thread ([`Store::backup`]), when asked on its control
-//! socket ([`lacnet_store::control`]). The `backup` command asks there first;
-//! only if no agent answers does it open the data directory itself. The
-//! format is [`lacnet_store::backup`]'s.
+//! The front end is `lacnet-server`'s ([`lacnet_server::backups`]), the same
+//! for every service: a running agent takes the snapshot itself, as a job on
+//! its writer thread ([`Store::backup`]), when asked on its control socket,
+//! and only if no agent answers is the data directory opened here
+//! ([`offline`]). The format is [`lacnet_store::backup`]'s.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use lacnet_store::backup::{BackupError, Summary};
 use lacnet_store::control::BackupFn;
 
 use crate::Store;
-use crate::store::BACKUP_SPEC;
-
-/// The control socket's name inside the data directory, unless configured.
-pub const SOCKET_NAME: &str = "control.sock";
-
-/// The control socket for a data directory when none is configured.
-pub fn default_socket(data_dir: &Path) -> PathBuf {
-    data_dir.join(SOCKET_NAME)
-}
 
 /// What the control socket runs: a backup on `store`'s writer thread.
 pub fn control_fn(store: Store) -> BackupFn {
@@ -32,44 +22,15 @@ pub fn control_fn(store: Store) -> BackupFn {
     })
 }
 
-/// Where a backup came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Taken {
-    /// By the running agent, on its writer thread.
-    Online,
-    /// From the data directory, with no agent running.
-    Offline,
-}
-
-/// Backs up into `dest`: through the running agent's control `socket` if one
-/// answers, otherwise by opening `data_dir` directly (which fails while
-/// another process holds it).
-pub async fn backup(
-    socket: &Path,
-    data_dir: &Path,
-    cache_bytes: u64,
-    dest: &Path,
-) -> Result<(Taken, String), BackupError> {
-    if let Some(summary) = lacnet_store::control::request_backup(socket, dest).await? {
-        return Ok((Taken::Online, summary));
-    }
-    let (data_dir, dest) = (data_dir.to_path_buf(), dest.to_path_buf());
-    let summary = tokio::task::spawn_blocking(move || -> Result<Summary, BackupError> {
-        let store = Store::open(&data_dir, cache_bytes, None).map_err(|e| {
-            BackupError::Store(format!(
-                "no agent answered on the control socket, and opening the data directory failed: {e}"
-            ))
-        })?;
+/// A backup with no agent running, of the store in `data_dir`: taken on the
+/// store's writer thread, which is then closed again.
+pub fn offline(data_dir: &Path, cache_bytes: u64) -> lacnet_server::backups::Offline {
+    let data_dir = data_dir.to_path_buf();
+    Box::new(move |dest| {
+        let store =
+            Store::open(&data_dir, cache_bytes, None).map_err(lacnet_server::backups::unopened)?;
         let out = store.backup_blocking(dest);
         store.close();
         out
     })
-    .await
-    .map_err(|e| BackupError::Store(format!("the backup task failed: {e}")))??;
-    Ok((Taken::Offline, summary.to_string()))
-}
-
-/// Restores the backup in `src` into `data_dir`, which must be new or empty.
-pub fn restore(src: &Path, data_dir: &Path) -> Result<Summary, BackupError> {
-    lacnet_store::backup::restore(src, &BACKUP_SPEC, data_dir)
 }

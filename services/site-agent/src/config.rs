@@ -49,21 +49,9 @@ pub enum Command {
         #[arg(long)]
         to: Granularity,
     },
-    /// Write a consistent backup into a new or empty directory. A running
-    /// agent (found through its control socket) takes it without stopping;
-    /// otherwise the data directory is opened directly.
-    Backup {
-        /// The directory to write the backup into (absolute; new or empty).
-        #[arg(long)]
-        to: PathBuf,
-    },
-    /// Restore a backup into the data directory, which must be new or empty
-    /// (run it with the agent stopped, then start the agent on it).
-    Restore {
-        /// The backup directory (one `backup` wrote).
-        #[arg(long)]
-        from: PathBuf,
-    },
+    /// `backup` and `restore`, the same in every service.
+    #[command(flatten)]
+    Data(lacnet_server::backups::BackupCommand),
 }
 
 /// The agent's environment prefix and server defaults. A StreamRecords
@@ -77,22 +65,18 @@ impl ServiceFlags for AgentFlags {
     const ADMIN_LISTEN: &'static str = "127.0.0.1:9091";
     const REQUEST_TIMEOUT_SECS: u64 = crate::DEFAULT_REQUEST_TIMEOUT.as_secs();
     const MAX_MESSAGE_BYTES: usize = crate::DEFAULT_MAX_MESSAGE_BYTES;
-    const DRAIN_TIMEOUT_SECS: u64 = 20;
+    const DRAIN_TIMEOUT_SECS: u64 = crate::DEFAULT_DRAIN_TIMEOUT.as_secs();
+    const DATA_DIR: &'static str = "./lacnet-agent-data";
+    const CACHE_MB: u64 = crate::DEFAULT_CACHE_MB;
 }
 
 /// Every setting, each with a `LACNET_AGENT_*` environment variable.
 #[derive(Debug, Clone, Parser)]
 pub struct Config {
-    /// Listen addresses, request timeout, message size and transport limits.
+    /// Listen addresses, limits, data directory, control socket, backups,
+    /// the agent's own TLS files and log format.
     #[command(flatten)]
     pub server: ServerArgs<AgentFlags>,
-    /// Directory for the sled database.
-    #[arg(
-        long,
-        env = "LACNET_AGENT_DATA_DIR",
-        default_value = "./lacnet-agent-data"
-    )]
-    pub data_dir: PathBuf,
     /// Pseudonymisation key as `id=path`, where the file is one `lacnet keygen` wrote
     /// (`lacnet-key v1`, the same id, and 32 random bytes as 64 hex digits; raw bytes and
     /// passphrases are refused). Repeat, or comma-separate in the env var, newest first:
@@ -106,18 +90,6 @@ pub struct Config {
     /// ONS code of this site, e.g. E06000034.
     #[arg(long, env = "LACNET_AGENT_SITE_CODE")]
     pub site_code: Option<String>,
-    /// PEM file with the CA(s) of the council systems allowed to call this agent.
-    #[arg(long, env = "LACNET_AGENT_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// PEM file with the agent's server certificate chain.
-    #[arg(long, env = "LACNET_AGENT_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM file with the agent's server private key.
-    #[arg(long, env = "LACNET_AGENT_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM files with CRLs from the council CA (comma-separated).
-    #[arg(long, env = "LACNET_AGENT_TLS_CRLS", value_delimiter = ',')]
-    pub tls_crls: Vec<PathBuf>,
     /// Hub URL (https://...). Without it the agent aggregates and queues but does not push.
     #[arg(long, env = "LACNET_AGENT_HUB_URL")]
     pub hub_url: Option<String>,
@@ -147,13 +119,13 @@ pub struct Config {
     #[arg(
         long,
         env = "LACNET_AGENT_POLICY_SECONDARY",
-        default_value_t = true,
+        default_value_t = lacnet_core::DisclosurePolicy::DEFAULT.secondary_suppression,
         action = clap::ArgAction::Set
     )]
     pub policy_secondary: bool,
     /// Reporting period: month or quarter. (The financial year and, with
     /// `--programme-start`, the programme to date are published as well.)
-    #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = "quarter")]
+    #[arg(long, env = "LACNET_AGENT_GRANULARITY", default_value = crate::DEFAULT_GRANULARITY.id())]
     pub granularity: Granularity,
     /// Days after a period closes before it is first published (late records
     /// of its last days land in its first release).
@@ -212,17 +184,6 @@ pub struct Config {
     /// Most records in one UpsertRecords call.
     #[arg(long, env = "LACNET_AGENT_MAX_BATCH", default_value_t = crate::DEFAULT_MAX_BATCH)]
     pub max_batch: usize,
-    /// sled page cache, in MiB (bounds resident memory).
-    #[arg(long, env = "LACNET_AGENT_CACHE_MB", default_value_t = crate::DEFAULT_CACHE_MB)]
-    pub cache_mb: u64,
-    /// Unix socket on which the running agent takes backups (`backup --to`);
-    /// mode 0600, so only the agent's own user can use it. Default: `control.sock`
-    /// in the data directory.
-    #[arg(long, env = "LACNET_AGENT_CONTROL_SOCKET")]
-    pub control_socket: Option<PathBuf>,
-    /// Log JSON lines (for Kubernetes) instead of human-readable text.
-    #[arg(long, env = "LACNET_AGENT_JSON_LOGS")]
-    pub json_logs: bool,
 }
 
 /// Splits `id=path`; the message names the argument's position, not its text.
@@ -238,18 +199,6 @@ pub fn parse_key_file(spec: &str) -> Result<(String, PathBuf), AgentError> {
 }
 
 impl Config {
-    /// The control socket's path.
-    pub fn control_socket(&self) -> PathBuf {
-        self.control_socket
-            .clone()
-            .unwrap_or_else(|| crate::backup::default_socket(&self.data_dir))
-    }
-
-    /// The sled page cache in bytes.
-    pub fn cache_bytes(&self) -> u64 {
-        self.cache_mb.saturating_mul(1024 * 1024)
-    }
-
     /// The key files as (id, path), newest first.
     pub fn key_files(&self) -> Result<Vec<(String, PathBuf)>, AgentError> {
         if self.key_files.is_empty() {
@@ -284,12 +233,11 @@ impl Config {
     pub fn options(&self) -> Result<AgentOptions, AgentError> {
         let site_code = required(&self.site_code, "--site-code", "LACNET_AGENT_SITE_CODE")?;
         let keys = crate::keys::load_ring(&self.key_files()?)?;
-        let tls = lacnet_tls::PemBundle::load(&lacnet_tls::TlsPaths {
-            ca: required(&self.tls_ca, "--tls-ca", "LACNET_AGENT_TLS_CA")?,
-            cert: required(&self.tls_cert, "--tls-cert", "LACNET_AGENT_TLS_CERT")?,
-            key: required(&self.tls_key, "--tls-key", "LACNET_AGENT_TLS_KEY")?,
-            crls: self.tls_crls.clone(),
-        })?;
+        let paths = self
+            .server
+            .tls_paths()
+            .map_err(|e| AgentError::Config(e.to_string()))?;
+        let tls = lacnet_tls::PemBundle::load(&paths)?;
         let hub = match &self.hub_url {
             None => None,
             Some(url) => {
@@ -306,7 +254,7 @@ impl Config {
                 })
             }
         };
-        let mut o = AgentOptions::new(&self.data_dir, &site_code, keys, tls);
+        let mut o = AgentOptions::new(&self.server.data_dir, &site_code, keys, tls);
         o.hub = hub;
         o.policy = self.policy()?;
         if self.granularity.is_span() {
@@ -345,7 +293,7 @@ impl Config {
         o.max_batch = self.max_batch.max(1);
         o.request_timeout = self.server.request_timeout();
         o.transport = self.server.transport();
-        o.cache_bytes = self.cache_mb.saturating_mul(1024 * 1024);
+        o.cache_bytes = self.server.cache_bytes();
         o.drain_timeout = self.server.drain_timeout();
         Ok(o)
     }
@@ -361,6 +309,7 @@ fn required<T: Clone>(value: &Option<T>, flag: &str, env: &str) -> Result<T, Age
 #[cfg(test)]
 mod tests {
     use super::*;
+    use lacnet_server::backups::BackupCommand;
     use std::path::Path;
 
     const BASE: &[&str] = &[
@@ -388,6 +337,53 @@ mod tests {
         assert_eq!(keys[1].0, "k1");
         assert!(parse_key_file("nokey").is_err());
         assert!(cli.command.is_none());
+    }
+
+    #[test]
+    fn flag_defaults_are_the_library_defaults() {
+        let c = Cli::try_parse_from(BASE).unwrap().config;
+        use lacnet_core::pseudonym::{KeyId, KeyRing, Secret};
+        let key = (KeyId::new("k1").unwrap(), Secret::new(vec![7; 32]).unwrap());
+        let keys = KeyRing::new(vec![key]).unwrap();
+        let pem = lacnet_tls::PemBundle {
+            ca: Vec::new(),
+            cert: Vec::new(),
+            key: Vec::new(),
+            crls: Vec::new(),
+        };
+        let o = AgentOptions::new(&c.server.data_dir, "E06000034", keys, pem);
+        assert_eq!(c.policy().unwrap(), o.policy);
+        assert_eq!(c.granularity, o.granularity);
+        assert_eq!(c.server.drain_timeout(), o.drain_timeout);
+        assert_eq!(c.server.request_timeout(), o.request_timeout);
+        assert_eq!(c.server.max_message_bytes, o.max_message_bytes);
+        assert_eq!(c.server.cache_bytes(), o.cache_bytes);
+        assert_eq!(c.server.transport(), o.transport);
+        assert_eq!(
+            (c.embargo_days, c.inactivity_months),
+            (o.embargo_days, o.inactivity_months)
+        );
+        assert_eq!(c.max_batch, o.max_batch);
+        assert_eq!(
+            Duration::from_millis(c.publish_debounce_ms),
+            o.publish_debounce
+        );
+        assert_eq!(
+            Duration::from_secs(c.publish_interval_secs),
+            o.publish_interval
+        );
+        assert_eq!(
+            Duration::from_millis(c.push_backoff_base_ms),
+            o.push_backoff_base
+        );
+        assert_eq!(
+            Duration::from_millis(c.push_backoff_cap_ms),
+            o.push_backoff_cap
+        );
+        assert_eq!(
+            Duration::from_secs(c.reconcile_interval_secs),
+            o.reconcile_interval
+        );
     }
 
     #[test]
@@ -448,9 +444,12 @@ mod tests {
         ])
         .unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Backup { ref to }) if to == Path::new("/backups/b1"))
+            matches!(cli.command, Some(Command::Data(BackupCommand::Backup { ref to })) if to == Path::new("/backups/b1"))
         );
-        assert_eq!(cli.config.control_socket(), Path::new("/data/control.sock"));
+        assert_eq!(
+            cli.config.server.control_socket(),
+            Path::new("/data/control.sock")
+        );
         let cli = Cli::try_parse_from([
             "lacnet-site-agent",
             "--control-socket",
@@ -461,9 +460,12 @@ mod tests {
         ])
         .unwrap();
         assert!(
-            matches!(cli.command, Some(Command::Restore { ref from }) if from == Path::new("/backups/b1"))
+            matches!(cli.command, Some(Command::Data(BackupCommand::Restore { ref from })) if from == Path::new("/backups/b1"))
         );
-        assert_eq!(cli.config.control_socket(), Path::new("/run/agent.sock"));
+        assert_eq!(
+            cli.config.server.control_socket(),
+            Path::new("/run/agent.sock")
+        );
         assert!(Cli::try_parse_from(["lacnet-site-agent", "backup"]).is_err());
     }
 

@@ -69,6 +69,11 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 pub const DEFAULT_MAX_BATCH: usize = 10_000;
 /// Default per-call timeout: a StreamRecords import must finish within it.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default time in-flight calls get to finish once shutdown begins (under
+/// Kubernetes' default termination grace period of 30 s).
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+/// Default reporting series.
+pub const DEFAULT_GRANULARITY: Granularity = Granularity::Quarter;
 /// Records per durable chunk in StreamRecords.
 pub const STREAM_CHUNK: usize = 4096;
 /// Most bytes of decoded records per StreamRecords chunk (with two chunks in
@@ -166,7 +171,7 @@ impl AgentOptions {
             tls,
             hub: None,
             policy: DisclosurePolicy::default(),
-            granularity: Granularity::Quarter,
+            granularity: DEFAULT_GRANULARITY,
             programme_start: None,
             never_served: Default::default(),
             inactivity_months: lacnet_core::aggregate::CountingRules::DEFAULT_INACTIVITY_MONTHS,
@@ -179,7 +184,7 @@ impl AgentOptions {
             max_batch: DEFAULT_MAX_BATCH,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             cache_bytes: DEFAULT_CACHE_MB * 1024 * 1024,
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             transport: lacnet_tls::TransportLimits::default(),
             clock: Arc::new(SystemClock),
             embargo_days: DEFAULT_EMBARGO_DAYS,
@@ -476,17 +481,10 @@ pub async fn serve(
         );
     };
     tracing::info!(site = %opts.site_code, "site agent serving gRPC over mTLS");
-    let served = lacnet_server::grpc::serve(
-        listener,
-        server,
-        services,
-        // Agent::open has loaded the keys and opened the store, and the
-        // background tasks are spawned: ready.
-        std::future::ready(()),
-        store_failed,
-        shutdown,
-    )
-    .await;
+    // Agent::open has loaded the keys and opened the store, and the
+    // background tasks are spawned: ready.
+    let served =
+        lacnet_server::grpc::serve(listener, server, services, store_failed, shutdown).await;
     background.cancel();
     let _ = publisher.await;
     let _ = pusher.await;

@@ -9,7 +9,7 @@ use lacnet_core::validate::RecordField;
 
 use lacnet_server::metrics::{
     ClosedLabelSet, Counter, CounterVec, EncodeLabelSet, Gauge, Histogram, LATENCY_BUCKETS,
-    Registry,
+    Registry, StoreWriteMetrics, StoreWriteName,
 };
 
 lacnet_server::closed_label! {
@@ -114,37 +114,8 @@ lacnet_server::closed_label! {
     }
 }
 
-impl StoreWrite {
-    /// The write a store job's name stands for.
-    pub fn named(name: &str) -> StoreWrite {
-        StoreWrite::ALL
-            .iter()
-            .copied()
-            .find(|w| w.as_str() == name)
-            .unwrap_or(StoreWrite::Other)
-    }
-}
-
-/// The labels of the store write metrics.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-pub struct WriteLabels {
-    /// Which write.
-    pub write: StoreWrite,
-}
-
-impl ClosedLabelSet for WriteLabels {
-    fn all() -> Vec<Self> {
-        StoreWrite::ALL
-            .iter()
-            .map(|&write| WriteLabels { write })
-            .collect()
-    }
-}
-
-impl From<StoreWrite> for WriteLabels {
-    fn from(write: StoreWrite) -> Self {
-        WriteLabels { write }
-    }
+impl StoreWriteName for StoreWrite {
+    const OTHER: StoreWrite = StoreWrite::Other;
 }
 
 lacnet_server::closed_label! {
@@ -201,12 +172,8 @@ pub struct AgentMetrics {
     pub ingest_latency: Histogram,
     /// Records erased on request.
     pub erased: Counter,
-    /// Store writes by name.
-    pub store_writes: CounterVec<WriteLabels>,
-    /// Store writes that failed, by name.
-    pub store_write_failures: CounterVec<WriteLabels>,
-    /// Time for a store write to become durable.
-    pub store_write_latency: Histogram,
+    /// Store writes by name: counts, failures and latency.
+    pub store_writes: StoreWriteMetrics<StoreWrite>,
     /// 1 while the store accepts writes, 0 after an I/O failure.
     pub store_healthy: Gauge,
     /// Comparisons with the hub, by outcome.
@@ -263,19 +230,7 @@ impl AgentMetrics {
                 "lacnet_agent_records_erased_total",
                 "Records erased on request.",
             ),
-            store_writes: registry.counter_vec(
-                "lacnet_agent_store_writes_total",
-                "Writes to the store, by name.",
-            ),
-            store_write_failures: registry.counter_vec(
-                "lacnet_agent_store_write_failures_total",
-                "Writes to the store that failed, by name.",
-            ),
-            store_write_latency: registry.histogram(
-                "lacnet_agent_store_write_seconds",
-                "Time for a write to run on the writer thread and, if it must be durable, be flushed.",
-                LATENCY_BUCKETS,
-            ),
+            store_writes: StoreWriteMetrics::register(&registry, "lacnet_agent"),
             store_healthy: registry.gauge(
                 "lacnet_agent_store_healthy",
                 "1 while the store accepts writes; 0 after an I/O error (the agent then restarts).",
@@ -303,15 +258,7 @@ impl AgentMetrics {
 
     /// The store's observer: counts and times every named write.
     pub fn store_observer(&self) -> lacnet_store::Observer {
-        let m = self.clone();
-        std::sync::Arc::new(move |name, took, ok| {
-            let write = StoreWrite::named(name);
-            m.store_writes.inc(write);
-            if !ok {
-                m.store_write_failures.inc(write);
-            }
-            m.store_write_latency.observe(took.as_secs_f64());
-        })
+        self.store_writes.observer()
     }
 
     /// The registry, for the admin port.

@@ -1,6 +1,7 @@
 //! The server flags every lacnet service takes, written once: listen and
 //! admin addresses, request and drain timeouts, message size, transport
-//! limits, and scheduled backups.
+//! limits, the data directory and its cache, the control socket, scheduled
+//! backups, the server's TLS files and the log format.
 //!
 //! A service flattens [`ServerArgs`] into its clap config
 //! (`#[command(flatten)] server: ServerArgs<HubFlags>`). The flag names are
@@ -8,12 +9,14 @@
 //! environment variable is the service's prefix plus the flag's name in
 //! capitals (`LACNET_HUB_LISTEN`, `LACNET_AGENT_KEEPALIVE_INTERVAL_SECS`), so
 //! the names Kubernetes manifests use stay as they were. Defaults that differ
-//! between services (ports, timeouts, message size) come from the service's
-//! [`ServiceFlags`]; the transport defaults are [`TransportLimits::default`].
+//! between services (ports, timeouts, message size, data directory, cache)
+//! come from the service's [`ServiceFlags`]; the transport defaults are
+//! [`TransportLimits::default`].
 
 use std::marker::PhantomData;
 use std::net::SocketAddr;
 use std::ops::Deref;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgMatches, Args, Command, FromArgMatches};
@@ -34,6 +37,20 @@ pub trait ServiceFlags {
     const MAX_MESSAGE_BYTES: usize;
     /// Default time in-flight calls get to finish on SIGTERM, in seconds.
     const DRAIN_TIMEOUT_SECS: u64;
+    /// Default data directory.
+    const DATA_DIR: &'static str;
+    /// Default sled page cache, in MiB.
+    const CACHE_MB: u64;
+}
+
+/// A setting that serving needs but the maintenance commands do not.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{flag} (or {env}) is required to serve")]
+pub struct MissingSetting {
+    /// The command-line flag.
+    pub flag: &'static str,
+    /// The environment variable.
+    pub env: String,
 }
 
 /// The shared flags themselves. Use [`ServerArgs`] in a service's config:
@@ -82,7 +99,33 @@ pub struct ServerFlags {
     /// Directory for scheduled backups (on Kubernetes, the backups volume);
     /// each is a subdirectory named after the service and the time.
     #[arg(long)]
-    pub backup_dir: Option<std::path::PathBuf>,
+    pub backup_dir: Option<PathBuf>,
+    /// Directory for the sled database and the files kept beside it.
+    #[arg(long)]
+    pub data_dir: PathBuf,
+    /// sled page cache, in MiB (bounds resident memory).
+    #[arg(long)]
+    pub cache_mb: u64,
+    /// Unix socket on which the running service takes backups (`backup --to`);
+    /// mode 0600, so only the service's own user can use it. Default:
+    /// `control.sock` in the data directory.
+    #[arg(long)]
+    pub control_socket: Option<PathBuf>,
+    /// PEM file with the CA(s) that every client certificate must chain to.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM file with the server's certificate chain.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM file with the server's private key.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+    /// PEM files with certificate revocation lists from that CA (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub tls_crls: Vec<PathBuf>,
+    /// Log JSON lines (for Kubernetes) instead of human-readable text.
+    #[arg(long)]
+    pub json_logs: bool,
 }
 
 /// Parses `--backup-every`: a whole number with an optional unit (`s`, `m`,
@@ -133,6 +176,38 @@ impl ServerFlags {
             max_concurrent_streams: self.max_concurrent_streams.max(1),
         }
     }
+
+    /// The control socket's path.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| crate::backups::default_socket(&self.data_dir))
+    }
+
+    /// The sled page cache in bytes.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache_mb.saturating_mul(1024 * 1024)
+    }
+}
+
+impl<S: ServiceFlags> ServerArgs<S> {
+    /// Where the server's TLS files are. Optional to clap (so the
+    /// maintenance commands run with just the data directory) and checked
+    /// here instead, naming the flag and `S`'s environment variable.
+    pub fn tls_paths(&self) -> Result<lacnet_tls::TlsPaths, MissingSetting> {
+        let required = |v: &Option<PathBuf>, flag: &'static str, id: &str| {
+            v.clone().ok_or_else(|| MissingSetting {
+                flag,
+                env: format!("{}{id}", S::ENV_PREFIX),
+            })
+        };
+        Ok(lacnet_tls::TlsPaths {
+            ca: required(&self.tls_ca, "--tls-ca", "TLS_CA")?,
+            cert: required(&self.tls_cert, "--tls-cert", "TLS_CERT")?,
+            key: required(&self.tls_key, "--tls-key", "TLS_KEY")?,
+            crls: self.tls_crls.clone(),
+        })
+    }
 }
 
 /// [`ServerFlags`] with the environment variables and defaults of service `S`.
@@ -182,6 +257,8 @@ fn for_service<S: ServiceFlags>(mut cmd: Command) -> Command {
         ("request_timeout_secs", S::REQUEST_TIMEOUT_SECS.to_string()),
         ("max_message_bytes", S::MAX_MESSAGE_BYTES.to_string()),
         ("drain_timeout_secs", S::DRAIN_TIMEOUT_SECS.to_string()),
+        ("data_dir", S::DATA_DIR.to_owned()),
+        ("cache_mb", S::CACHE_MB.to_string()),
     ];
     for (id, default) in defaults {
         cmd = cmd.mut_arg(id, |a| a.required(false).default_value(default));
@@ -229,6 +306,8 @@ mod tests {
         const REQUEST_TIMEOUT_SECS: u64 = 7;
         const MAX_MESSAGE_BYTES: usize = 1234;
         const DRAIN_TIMEOUT_SECS: u64 = 9;
+        const DATA_DIR: &'static str = "./svc-data";
+        const CACHE_MB: u64 = 3;
     }
 
     #[derive(Parser)]
@@ -275,6 +354,43 @@ mod tests {
         assert_eq!(cli.server.max_message_bytes, 1234);
         assert_eq!(cli.server.drain_timeout(), Duration::from_secs(9));
         assert_eq!(cli.server.transport(), TransportLimits::default());
+        assert_eq!(cli.server.data_dir, PathBuf::from("./svc-data"));
+        assert_eq!(cli.server.cache_bytes(), 3 * 1024 * 1024);
+        assert_eq!(
+            cli.server.control_socket(),
+            PathBuf::from("./svc-data/control.sock")
+        );
+        assert!(!cli.server.json_logs);
+    }
+
+    #[test]
+    fn tls_files_are_checked_only_when_asked_for_and_name_the_env_var() {
+        let cli = Cli::try_parse_from(["svc", "--tls-ca", "ca.pem"]).unwrap();
+        assert_eq!(
+            cli.server.tls_paths(),
+            Err(MissingSetting {
+                flag: "--tls-cert",
+                env: "LACNET_FLAGS_TEST_TLS_CERT".into()
+            })
+        );
+        let cli = Cli::try_parse_from([
+            "svc",
+            "--tls-ca",
+            "ca.pem",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-crls",
+            "a.pem,b.pem",
+            "--control-socket",
+            "/run/svc.sock",
+        ])
+        .unwrap();
+        let paths = cli.server.tls_paths().unwrap();
+        assert_eq!(paths.key, PathBuf::from("k.pem"));
+        assert_eq!(paths.crls.len(), 2);
+        assert_eq!(cli.server.control_socket(), PathBuf::from("/run/svc.sock"));
     }
 
     #[test]
@@ -318,6 +434,14 @@ mod tests {
             "LACNET_FLAGS_TEST_BACKUP_EVERY",
             "LACNET_FLAGS_TEST_BACKUP_KEEP",
             "LACNET_FLAGS_TEST_BACKUP_DIR",
+            "LACNET_FLAGS_TEST_DATA_DIR",
+            "LACNET_FLAGS_TEST_CACHE_MB",
+            "LACNET_FLAGS_TEST_CONTROL_SOCKET",
+            "LACNET_FLAGS_TEST_TLS_CA",
+            "LACNET_FLAGS_TEST_TLS_CERT",
+            "LACNET_FLAGS_TEST_TLS_KEY",
+            "LACNET_FLAGS_TEST_TLS_CRLS",
+            "LACNET_FLAGS_TEST_JSON_LOGS",
         ] {
             assert!(envs.iter().any(|e| e == env), "{env} missing from {envs:?}");
         }

@@ -3,8 +3,9 @@
 //! reflection, and a shutdown that waits for its users.
 //!
 //! The hub and the agent each build their tonic services into [`Services`]
-//! and call [`serve`]; what stays with them is which services, when they are
-//! ready, and what to flush once `serve` has returned.
+//! and call [`serve`] once they are ready (their `open` has loaded what they
+//! need); what stays with them is which services, and what to flush once
+//! `serve` has returned.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -49,8 +50,8 @@ impl Services {
         Services::default()
     }
 
-    /// Adds a generated tonic server; its name is reported by health
-    /// (`NOT_SERVING` until ready) and listed by reflection.
+    /// Adds a generated tonic server; its name is reported by health and
+    /// listed by reflection.
     pub fn add_service<S>(mut self, service: S) -> Services
     where
         S: tower_service::Service<
@@ -84,9 +85,9 @@ pub enum ServeError {
 /// Serves `services` over mTLS on `listener` until `shutdown` or
 /// `store_failed` completes.
 ///
-/// gRPC health says `NOT_SERVING` for every service (and the server as a
-/// whole, `""`) until `ready` completes, `SERVING` from then, and
-/// `NOT_SERVING` again once shutdown begins. Then the server stops
+/// The caller is ready to serve: gRPC health says `SERVING` for every
+/// service (and the server as a whole, `""`) from the start, and
+/// `NOT_SERVING` once shutdown begins. Then the server stops
 /// accepting and drains in-flight calls, cutting off those still running
 /// after the drain timeout. It returns only once every connection task and
 /// every call has dropped the services (and so the state they hold), as
@@ -96,7 +97,6 @@ pub async fn serve(
     listener: TcpListener,
     server: GrpcServer,
     services: Services,
-    ready: impl Future<Output = ()> + Send + 'static,
     store_failed: impl Future<Output = ()> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
@@ -104,7 +104,7 @@ pub async fn serve(
     let names: Vec<&'static str> = std::iter::once("").chain(services.names.clone()).collect();
     for name in &names {
         reporter
-            .set_service_status(name, ServingStatus::NotServing)
+            .set_service_status(name, ServingStatus::Serving)
             .await;
     }
     let (reflection, reflection_v1alpha) =
@@ -127,22 +127,12 @@ pub async fn serve(
             }
         };
         async move {
-            let stop = async {
-                tokio::select! {
-                    () = shutdown => {
-                        tracing::info!("shutting down: no new calls, draining in-flight ones");
-                    }
-                    // The caller logs why its store failed; here it only stops serving.
-                    () = store_failed => {}
-                }
-            };
-            tokio::pin!(stop);
             tokio::select! {
-                () = &mut stop => {}
-                () = ready => {
-                    set(ServingStatus::Serving).await;
-                    stop.await;
+                () = shutdown => {
+                    tracing::info!("shutting down: no new calls, draining in-flight ones");
                 }
+                // The caller logs why its store failed; here it only stops serving.
+                () = store_failed => {}
             }
             set(ServingStatus::NotServing).await;
             drain_begun.cancel();

@@ -15,6 +15,9 @@
 //! - [`shutdown`]: a `CancellationToken` fired by SIGTERM or Ctrl-C.
 //! - [`drain`]: shutdown waits for its users: `serve` returns only once every
 //!   connection task has dropped the service state it held.
+//! - [`run`]: the one bootstrap, [`run_service`]: admin port, control
+//!   socket, scheduled backups, the service's `serve`, and one shutdown path.
+//! - [`backups`]: the `backup` and `restore` commands and scheduled backups.
 
 #![warn(missing_docs)]
 
@@ -26,7 +29,9 @@ pub mod grpc;
 pub mod metrics;
 pub mod process;
 pub mod reflection;
+pub mod run;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use run::{RunError, ServiceParts, bind_nodelay, run_service};
 pub use tokio_util::sync::CancellationToken;

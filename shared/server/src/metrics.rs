@@ -11,7 +11,9 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+pub use prometheus_client::encoding::{
+    EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::family::Family;
 pub use prometheus_client::metrics::{counter::Counter, gauge::Gauge, histogram::Histogram};
 
@@ -47,6 +49,14 @@ macro_rules! closed_label {
             }
         }
 
+        impl $crate::metrics::ClosedLabel for $name {
+            const ALL: &'static [$name] = $name::ALL;
+
+            fn as_str(self) -> &'static str {
+                $name::as_str(self)
+            }
+        }
+
         impl $crate::metrics::EncodeLabelValue for $name {
             fn encode(
                 &self,
@@ -56,6 +66,18 @@ macro_rules! closed_label {
             }
         }
     };
+}
+
+/// A closed set of label values; [`closed_label!`](crate::closed_label)
+/// implements it.
+pub trait ClosedLabel:
+    EncodeLabelValue + Copy + std::hash::Hash + Eq + std::fmt::Debug + Send + Sync + 'static
+{
+    /// Every value, in declaration order.
+    const ALL: &'static [Self];
+
+    /// The label value Prometheus sees.
+    fn as_str(self) -> &'static str;
 }
 
 /// A label set every value of which is known in advance.
@@ -122,25 +144,21 @@ impl Registry {
     }
 
     /// Registers a counter (`name` ends in `_total`, as Prometheus shows it).
-    pub fn counter(&self, name: &'static str, help: &'static str) -> Counter {
+    pub fn counter(&self, name: &str, help: &str) -> Counter {
         let c = Counter::default();
         self.with(|r| r.register(counter_name(name), help, c.clone()));
         c
     }
 
     /// Registers a gauge.
-    pub fn gauge(&self, name: &'static str, help: &'static str) -> Gauge {
+    pub fn gauge(&self, name: &str, help: &str) -> Gauge {
         let g = Gauge::default();
         self.with(|r| r.register(name, help, g.clone()));
         g
     }
 
     /// Registers counters keyed by the closed label set `L`, each at zero.
-    pub fn counter_vec<L: ClosedLabelSet>(
-        &self,
-        name: &'static str,
-        help: &'static str,
-    ) -> CounterVec<L> {
+    pub fn counter_vec<L: ClosedLabelSet>(&self, name: &str, help: &str) -> CounterVec<L> {
         let family = Family::<L, Counter>::default();
         for labels in L::all() {
             drop(family.get_or_create(&labels));
@@ -150,7 +168,7 @@ impl Registry {
     }
 
     /// Registers a histogram with upper bucket bounds in ascending order.
-    pub fn histogram(&self, name: &'static str, help: &'static str, bounds: &[f64]) -> Histogram {
+    pub fn histogram(&self, name: &str, help: &str, bounds: &[f64]) -> Histogram {
         let h = Histogram::new(bounds.iter().copied());
         self.with(|r| r.register(name, help, h.clone()));
         h
@@ -266,9 +284,7 @@ impl prometheus_client::collector::Collector for BackupAge {
         if at <= 0 {
             return Ok(());
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64);
+        let now = lacnet_clock::Clock::now_unix(&lacnet_clock::SystemClock);
         let g = prometheus_client::metrics::gauge::ConstGauge::new(now.saturating_sub(at).max(0));
         g.encode(encoder.encode_descriptor(
             "lacnet_backup_age_seconds",
@@ -276,6 +292,95 @@ impl prometheus_client::collector::Collector for BackupAge {
             None,
             g.metric_type(),
         )?)
+    }
+}
+
+/// A service's named store writes (the names of its `lacnet_store::Committer`
+/// jobs): a closed set, with the value that stands for any name it lacks.
+pub trait StoreWriteName: ClosedLabel {
+    /// The value for a job name the set does not list.
+    const OTHER: Self;
+
+    /// The write a store job's name stands for.
+    fn named(name: &str) -> Self {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|w| w.as_str() == name)
+            .unwrap_or(Self::OTHER)
+    }
+}
+
+/// The labels of the store write metrics: `{write="<job name>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WriteLabels<W> {
+    /// Which write.
+    pub write: W,
+}
+
+impl<W: ClosedLabel> EncodeLabelSet for WriteLabels<W> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        [("write", self.write)].encode(encoder)
+    }
+}
+
+impl<W: ClosedLabel> ClosedLabelSet for WriteLabels<W> {
+    fn all() -> Vec<Self> {
+        W::ALL.iter().map(|&write| WriteLabels { write }).collect()
+    }
+}
+
+impl<W: ClosedLabel> From<W> for WriteLabels<W> {
+    fn from(write: W) -> Self {
+        WriteLabels { write }
+    }
+}
+
+/// Every named store write counted and timed, the same in every service
+/// (only the metric names' prefix differs).
+#[derive(Debug, Clone)]
+pub struct StoreWriteMetrics<W: StoreWriteName> {
+    /// Store writes by name.
+    pub writes: CounterVec<WriteLabels<W>>,
+    /// Store writes that failed, by name.
+    pub failures: CounterVec<WriteLabels<W>>,
+    /// Time for a store write to run on the writer thread and, if it must
+    /// be durable, be flushed.
+    pub latency: Histogram,
+}
+
+impl<W: StoreWriteName> StoreWriteMetrics<W> {
+    /// Registers `<prefix>_store_writes_total`,
+    /// `<prefix>_store_write_failures_total` and `<prefix>_store_write_seconds`.
+    pub fn register(registry: &Registry, prefix: &str) -> StoreWriteMetrics<W> {
+        StoreWriteMetrics {
+            writes: registry.counter_vec(
+                &format!("{prefix}_store_writes_total"),
+                "Writes to the store, by name.",
+            ),
+            failures: registry.counter_vec(
+                &format!("{prefix}_store_write_failures_total"),
+                "Writes to the store that failed, by name.",
+            ),
+            latency: registry.histogram(
+                &format!("{prefix}_store_write_seconds"),
+                "Time for a write to run on the writer thread and, if it must be durable, be flushed.",
+                LATENCY_BUCKETS,
+            ),
+        }
+    }
+
+    /// The store's observer: counts and times every named write.
+    pub fn observer(&self) -> lacnet_store::Observer {
+        let m = self.clone();
+        Arc::new(move |name, took, ok| {
+            let write = W::named(name);
+            m.writes.inc(write);
+            if !ok {
+                m.failures.inc(write);
+            }
+            m.latency.observe(took.as_secs_f64());
+        })
     }
 }
 
@@ -357,6 +462,41 @@ mod tests {
         assert_eq!(v.get(Reason::BadDate), 1);
     }
 
+    crate::closed_label! {
+        enum Write {
+            Ingest = "ingest",
+            Other = "other",
+        }
+    }
+
+    impl StoreWriteName for Write {
+        const OTHER: Write = Write::Other;
+    }
+
+    #[test]
+    fn store_writes_are_counted_by_name_and_unknown_names_are_other() {
+        let r = Registry::new();
+        let m = StoreWriteMetrics::<Write>::register(&r, "lacnet_svc");
+        let observe = m.observer();
+        observe("ingest", std::time::Duration::from_millis(1), false);
+        observe(
+            "a_name_not_listed",
+            std::time::Duration::from_millis(1),
+            true,
+        );
+        let text = r.render();
+        for line in [
+            "lacnet_svc_store_writes_total{write=\"ingest\"} 1\n",
+            "lacnet_svc_store_write_failures_total{write=\"ingest\"} 1\n",
+            "lacnet_svc_store_writes_total{write=\"other\"} 1\n",
+            "lacnet_svc_store_write_failures_total{write=\"other\"} 0\n",
+            "lacnet_svc_store_write_seconds_count 2\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in {text}");
+        }
+        assert_eq!(Write::named("ingest"), Write::Ingest);
+    }
+
     #[test]
     fn backup_age_appears_after_the_first_good_backup() {
         let r = Registry::new();
@@ -368,11 +508,7 @@ mod tests {
             "{text}"
         );
         b.failed();
-        let an_hour_ago = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64
-            - 3600;
+        let an_hour_ago = lacnet_clock::Clock::now_unix(&lacnet_clock::SystemClock) - 3600;
         b.succeeded(1234, an_hour_ago);
         let text = r.render();
         assert!(

@@ -7,6 +7,10 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The filter every service logs with unless `RUST_LOG` says otherwise:
+/// its own info lines, and only warnings from the libraries beneath it.
+pub const DEFAULT_FILTER: &str = "info,sled=warn,h2=warn,tower=warn";
+
 /// Installs the global `tracing` subscriber, writing to stderr.
 ///
 /// `RUST_LOG` overrides `default_filter` (e.g. `"info,sled=warn"`). JSON output
