@@ -17,8 +17,9 @@
 //! | `ward_code` | no | ONS ward code; stays at the site |
 //! | `last_contact_on` | no | `YYYY-MM-DD`; an open case with no contact for the site's inactivity limit stops counting as active |
 //!
-//! `lacnet import --columns` prints this table from [`COLUMNS`] and the
-//! vocabularies, so the format is documented where users look.
+//! `lacnet import --columns` prints this table from
+//! [`crate::columns::COLUMNS`] and the vocabularies, so the format is
+//! documented where users look.
 //!
 //! This module turns one CSV row into a wire record, or into the problems
 //! that stop it (the CLI's own, local rejections). Everything the site agent
@@ -27,219 +28,11 @@
 
 use csv::StringRecord;
 use lacnet_core::Date;
-use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed, SupportLevel};
+use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed};
 use lacnet_proto::site::v1::{Record, record::Age};
 
+use crate::columns::{COLUMNS, Field, echo, parse_level};
 use crate::mapping::{DateFormat, Mapping};
-
-/// A lacnet CSV column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// `local_case_id`.
-    LocalCaseId,
-    /// `nhs_number`.
-    NhsNumber,
-    /// `introduced_on`.
-    IntroducedOn,
-    /// `closed_on`.
-    ClosedOn,
-    /// `support_level`.
-    SupportLevel,
-    /// `age_years`.
-    AgeYears,
-    /// `year_of_birth`.
-    YearOfBirth,
-    /// `primary_need`.
-    PrimaryNeed,
-    /// `introduction_source`.
-    IntroductionSource,
-    /// `outcomes`.
-    Outcomes,
-    /// `ward_code`.
-    WardCode,
-    /// `last_contact_on`.
-    LastContactOn,
-}
-
-/// One column of the format.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    /// The header name.
-    pub name: &'static str,
-    /// Which field it fills.
-    pub field: Field,
-    /// Whether the header must be present.
-    pub required: bool,
-    /// What goes in it, for `lacnet import --columns`.
-    pub about: &'static str,
-}
-
-/// Every column, in the order `generate` writes them.
-pub const COLUMNS: &[Column] = &[
-    col(
-        "local_case_id",
-        Field::LocalCaseId,
-        true,
-        "the council's case id for this introduction, at most 64 characters; once per file",
-    ),
-    col(
-        "nhs_number",
-        Field::NhsNumber,
-        false,
-        "10 digits (spaces or hyphens allowed) that pass the modulus-11 check and are not a placeholder such as 0000000000; empty if unknown",
-    ),
-    col(
-        "introduced_on",
-        Field::IntroducedOn,
-        true,
-        "date of the introduction, YYYY-MM-DD (or the mapping's [format] date)",
-    ),
-    col(
-        "closed_on",
-        Field::ClosedOn,
-        false,
-        "date the case closed; empty while open",
-    ),
-    col(
-        "support_level",
-        Field::SupportLevel,
-        true,
-        "1 (information and advice) or 2 (a longer-term relationship)",
-    ),
-    col(
-        "age_years",
-        Field::AgeYears,
-        false,
-        "whole years at introduction (this or year_of_birth is required)",
-    ),
-    col(
-        "year_of_birth",
-        Field::YearOfBirth,
-        false,
-        "e.g. 1950 (this or age_years is required)",
-    ),
-    col("primary_need", Field::PrimaryNeed, true, "one code"),
-    col(
-        "introduction_source",
-        Field::IntroductionSource,
-        true,
-        "one code",
-    ),
-    col(
-        "outcomes",
-        Field::Outcomes,
-        false,
-        "codes separated by ; (or the mapping's outcomes_separator), each optionally with the day achieved: volunteering@2024-03-02",
-    ),
-    col(
-        "ward_code",
-        Field::WardCode,
-        false,
-        "ONS ward code; stays at the site",
-    ),
-    col(
-        "last_contact_on",
-        Field::LastContactOn,
-        false,
-        "date of the last contact; empty if unknown",
-    ),
-];
-
-const fn col(name: &'static str, field: Field, required: bool, about: &'static str) -> Column {
-    Column {
-        name,
-        field,
-        required,
-        about,
-    }
-}
-
-/// `lacnet import --columns`: every column, whether it is required, and
-/// the codes each coded column accepts, as a council's IT person needs them
-/// to write an export or a mapping file.
-pub fn columns_help() -> String {
-    let mut out = String::from(
-        "lacnet CSV: one row per introduction, with a header row. Columns (any order; others are ignored):\n\n",
-    );
-    for c in COLUMNS {
-        let need = if c.required { "required" } else { "optional" };
-        out.push_str(&format!("  {:<20} {need:<9} {}\n", c.name, c.about));
-        let codes = c.field.codes();
-        if !codes.is_empty() {
-            out.push_str(&format!(
-                "  {:<20} {:<9} codes: {}\n",
-                "",
-                "",
-                codes.join(", ")
-            ));
-        }
-    }
-    out.push_str(
-        "\nA case system's own export: `lacnet import --map mapping.toml` renames its columns ([columns]),\n\
-         reads its dates ([format] date = \"dd/mm/yyyy\") and translates its codes ([codes.<column>]);\n\
-         the codes above pass through a [codes.*] table unchanged. Example: services/cli/examples/casesys-mapping.toml.\n",
-    );
-    out
-}
-
-/// The header line `generate` writes.
-pub fn header() -> Vec<&'static str> {
-    COLUMNS.iter().map(|c| c.name).collect()
-}
-
-impl Field {
-    /// The column name.
-    pub fn name(self) -> &'static str {
-        COLUMNS
-            .iter()
-            .find(|c| c.field == self)
-            .map_or("?", |c| c.name)
-    }
-
-    /// The codes a coded column accepts (empty for free-text columns).
-    pub fn codes(self) -> Vec<&'static str> {
-        match self {
-            Field::SupportLevel => vec!["1", "2"],
-            Field::PrimaryNeed => PrimaryNeed::ALL.iter().map(|v| v.id()).collect(),
-            Field::IntroductionSource => IntroductionSource::ALL.iter().map(|v| v.id()).collect(),
-            Field::Outcomes => Outcome::ALL.iter().map(|v| v.id()).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Whether `value` is one of this coded field's own codes, which pass
-    /// through a mapping's `[codes.*]` table without an entry.
-    pub fn is_canonical_code(self, value: &str) -> bool {
-        !self.codes().is_empty() && !value.is_empty() && self.check_value(value).is_ok()
-    }
-
-    /// Whether `value` (after mapping) is acceptable for this field's code table.
-    pub fn check_value(self, value: &str) -> Result<(), String> {
-        let ok = match self {
-            Field::SupportLevel => parse_level(value).is_some(),
-            Field::PrimaryNeed => PrimaryNeed::from_id(value).is_some(),
-            Field::IntroductionSource => IntroductionSource::from_id(value).is_some(),
-            Field::Outcomes => {
-                let id = value.split('@').next().unwrap_or(value);
-                id.is_empty() || Outcome::from_id(id).is_some()
-            }
-            _ => true,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("not a lacnet {} value", self.name()))
-        }
-    }
-}
-
-fn parse_level(v: &str) -> Option<SupportLevel> {
-    match v {
-        "1" => Some(SupportLevel::Level1),
-        "2" => Some(SupportLevel::Level2),
-        other => SupportLevel::from_id(other),
-    }
-}
 
 /// Why one cell of one row cannot be sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -425,23 +218,6 @@ impl Layout {
     }
 }
 
-/// Longest value quoted back in a message, in characters.
-pub const MAX_ECHO_CHARS: usize = 80;
-
-/// A value from the file as it may be quoted back in a message: at most
-/// [`MAX_ECHO_CHARS`] characters, so a 10 MB cell costs a line, not 10 MB.
-pub fn echo(value: &str) -> String {
-    bounded(value, MAX_ECHO_CHARS)
-}
-
-/// `value` cut to at most `max` characters, saying how long it was.
-pub fn bounded(value: &str, max: usize) -> String {
-    match value.char_indices().nth(max) {
-        None => value.to_owned(),
-        Some((cut, _)) => format!("{}... ({} bytes in all)", &value[..cut], value.len()),
-    }
-}
-
 /// A name folded for near matching: lower case, no spaces, `_` or `-`.
 fn loose(name: &str) -> String {
     name.chars()
@@ -566,6 +342,7 @@ fn date(value: String, format: DateFormat) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::columns::header;
 
     fn row(cells: &[&str]) -> StringRecord {
         StringRecord::from(cells.to_vec())

@@ -31,7 +31,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::csv_format::{COLUMNS, Field};
+use crate::columns::{COLUMNS, Field, echo};
 use crate::error::CliError;
 
 /// How dates are written in the export.
@@ -142,7 +142,7 @@ impl Mapping {
             None if field.is_canonical_code(value) => Ok(Some(value.to_owned())),
             None => Err(format!(
                 "unmapped code {:?}: add it under [codes.{}] in the mapping file",
-                crate::csv_format::echo(value),
+                echo(value),
                 field.name()
             )),
         }
