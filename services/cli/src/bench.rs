@@ -210,7 +210,10 @@ fn parse_all(csv: &std::path::Path) -> Result<Vec<Record>, CliError> {
     let mut reader = csv::Reader::from_path(csv).map_err(unreadable)?;
     let header = reader.headers().map_err(unreadable)?.clone();
     let mapping = Mapping::default();
-    let layout = Layout::from_header(&header, &mapping).map_err(|e| bad(1, e))?;
+    let layout = Layout::from_header(&header, &mapping).map_err(|source| CliError::Header {
+        path: csv.to_owned(),
+        source,
+    })?;
     let mut out = Vec::new();
     for row in reader.records() {
         let row = row.map_err(unreadable)?;

@@ -128,34 +128,6 @@ const fn col(name: &'static str, field: Field, required: bool, about: &'static s
     }
 }
 
-/// `lacnet import --columns`: every column, whether it is required, and
-/// the codes each coded column accepts, as a council's IT person needs them
-/// to write an export or a mapping file.
-pub fn columns_help() -> String {
-    let mut out = String::from(
-        "lacnet CSV: one row per introduction, with a header row. Columns (any order; others are ignored):\n\n",
-    );
-    for c in COLUMNS {
-        let need = if c.required { "required" } else { "optional" };
-        out.push_str(&format!("  {:<20} {need:<9} {}\n", c.name, c.about));
-        let codes = c.field.codes();
-        if !codes.is_empty() {
-            out.push_str(&format!(
-                "  {:<20} {:<9} codes: {}\n",
-                "",
-                "",
-                codes.join(", ")
-            ));
-        }
-    }
-    out.push_str(
-        "\nA case system's own export: `lacnet import --map mapping.toml` renames its columns ([columns]),\n\
-         reads its dates ([format] date = \"dd/mm/yyyy\") and translates its codes ([codes.<column>]);\n\
-         the codes above pass through a [codes.*] table unchanged. Example: services/cli/examples/casesys-mapping.toml.\n",
-    );
-    out
-}
-
 /// The header line `generate` writes.
 pub fn header() -> Vec<&'static str> {
     COLUMNS.iter().map(|c| c.name).collect()
@@ -184,12 +156,12 @@ impl Field {
     /// Whether `value` is one of this coded field's own codes, which pass
     /// through a mapping's `[codes.*]` table without an entry.
     pub fn is_canonical_code(self, value: &str) -> bool {
-        !self.codes().is_empty() && !value.is_empty() && self.check_value(value).is_ok()
+        !self.codes().is_empty() && !value.is_empty() && self.accepts(value)
     }
 
     /// Whether `value` (after mapping) is acceptable for this field's code table.
-    pub fn check_value(self, value: &str) -> Result<(), String> {
-        let ok = match self {
+    pub fn accepts(self, value: &str) -> bool {
+        match self {
             Field::SupportLevel => parse_level(value).is_some(),
             Field::PrimaryNeed => PrimaryNeed::from_id(value).is_some(),
             Field::IntroductionSource => IntroductionSource::from_id(value).is_some(),
@@ -198,11 +170,6 @@ impl Field {
                 id.is_empty() || Outcome::from_id(id).is_some()
             }
             _ => true,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("not a lacnet {} value", self.name()))
         }
     }
 }

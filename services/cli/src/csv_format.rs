@@ -45,6 +45,98 @@ pub struct Problem {
     pub reason: String,
 }
 
+/// `lacnet import --columns`: every column, whether it is required, and
+/// the codes each coded column accepts, as a council's IT person needs them
+/// to write an export or a mapping file.
+pub fn columns_help() -> String {
+    let mut out = String::from(
+        "lacnet CSV: one row per introduction, with a header row. Columns (any order; others are ignored):\n\n",
+    );
+    for c in COLUMNS {
+        let need = if c.required { "required" } else { "optional" };
+        out.push_str(&format!("  {:<20} {need:<9} {}\n", c.name, c.about));
+        let codes = c.field.codes();
+        if !codes.is_empty() {
+            out.push_str(&format!(
+                "  {:<20} {:<9} codes: {}\n",
+                "",
+                "",
+                codes.join(", ")
+            ));
+        }
+    }
+    out.push_str(
+        "\nA case system's own export: `lacnet import --map mapping.toml` renames its columns ([columns]),\n\
+         reads its dates ([format] date = \"dd/mm/yyyy\") and translates its codes ([codes.<column>]);\n\
+         the codes above pass through a [codes.*] table unchanged. Example: services/cli/examples/casesys-mapping.toml.\n",
+    );
+    out
+}
+
+/// Why a file's header is refused: every column it lacks, and its own
+/// columns (each quoted at most [`crate::columns::MAX_ECHO_CHARS`] long).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the header lacks {}. The header's columns are: {}", join(missing, "; "), header.join(", "))]
+pub struct HeaderError {
+    /// What is missing, in the format's column order.
+    pub missing: Vec<Missing>,
+    /// The header's columns, as read.
+    pub header: Vec<String>,
+}
+
+/// One thing a header lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// A required column, or one the mapping names, is not there.
+    #[error("{name:?}{}{}", match mapped_from {
+        Some(ours) => format!(" (mapped from {ours} in [columns])"),
+        None => " (required)".to_owned(),
+    }, did_you_mean(near))]
+    Column {
+        /// The column's name in the file.
+        name: String,
+        /// The lacnet column a mapping renamed it from, if one did.
+        mapped_from: Option<&'static str>,
+        /// The header's columns that nearly match it.
+        near: Vec<String>,
+    },
+    /// An optional lacnet column is there in other case or spacing: the
+    /// same typo, unmapped.
+    #[error(
+        "{ours:?}: the header has {found:?}; rename it, or map it with `{ours} = {found:?}` under [columns]"
+    )]
+    OtherCase {
+        /// The lacnet column.
+        ours: &'static str,
+        /// What the header has.
+        found: String,
+    },
+    /// Neither an age nor a year of birth.
+    #[error("{age_years:?} or {year_of_birth:?} (one is required)")]
+    Age {
+        /// The age column's name in the file.
+        age_years: String,
+        /// The year-of-birth column's name in the file.
+        year_of_birth: String,
+    },
+}
+
+fn join(missing: &[Missing], sep: &str) -> String {
+    missing
+        .iter()
+        .map(Missing::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
+}
+
+fn did_you_mean(near: &[String]) -> String {
+    if near.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = near.iter().map(|n| format!("{n:?}")).collect();
+    format!(" (did you mean {}?)", quoted.join(" or "))
+}
+
 /// Where each lacnet field is in a particular file.
 #[derive(Debug, Clone)]
 pub struct Layout {
@@ -59,7 +151,7 @@ impl Layout {
     /// (a typo there would silently drop that field from every row), or when
     /// a header column is an optional lacnet column in all but case or
     /// spacing. The error lists the header's columns and near matches.
-    pub fn from_header(header: &StringRecord, mapping: &Mapping) -> Result<Layout, String> {
+    pub fn from_header(header: &StringRecord, mapping: &Mapping) -> Result<Layout, HeaderError> {
         let names: Vec<&str> = header.iter().map(str::trim).collect();
         let mut positions = Vec::new();
         let mut missing = Vec::new();
@@ -68,23 +160,18 @@ impl Layout {
             let mapped = mapping.columns.contains_key(c.name);
             match names.iter().position(|h| *h == source) {
                 Some(i) => positions.push((c.field, i)),
-                None if c.required || mapped => {
-                    let why = if mapped {
-                        format!("{source:?} (mapped from {} in [columns])", c.name)
-                    } else {
-                        format!("{source:?} (required)")
-                    };
-                    missing.push(with_suggestion(why, source, &names));
-                }
+                None if c.required || mapped => missing.push(Missing::Column {
+                    name: source.to_owned(),
+                    mapped_from: mapped.then_some(c.name),
+                    near: near_matches(source, &names),
+                }),
                 None => {
                     // lacnet's own name in other case or spacing: the same typo, unmapped.
                     if let Some(h) = names.iter().find(|h| loose(h) == loose(source)) {
-                        missing.push(format!(
-                            "{source:?}: the header has {:?}; rename it, or map it with `{} = {:?}` under [columns]",
-                            echo(h),
-                            c.name,
-                            echo(h)
-                        ));
+                        missing.push(Missing::OtherCase {
+                            ours: c.name,
+                            found: echo(h),
+                        });
                     }
                 }
             }
@@ -93,18 +180,16 @@ impl Layout {
             .iter()
             .any(|(f, _)| matches!(f, Field::AgeYears | Field::YearOfBirth))
         {
-            missing.push(format!(
-                "{:?} or {:?} (one is required)",
-                mapping.source_column("age_years"),
-                mapping.source_column("year_of_birth")
-            ));
+            missing.push(Missing::Age {
+                age_years: mapping.source_column("age_years").to_owned(),
+                year_of_birth: mapping.source_column("year_of_birth").to_owned(),
+            });
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "the header lacks {}. The header's columns are: {}",
-                missing.join("; "),
-                names.iter().map(|h| echo(h)).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(HeaderError {
+                missing,
+                header: names.iter().map(|h| echo(h)).collect(),
+            });
         }
         Ok(Layout {
             positions,
@@ -170,7 +255,7 @@ impl Layout {
                         Ok(Some(v)) => v,
                         Ok(None) => item.to_owned(),
                         Err(e) => {
-                            bad(e);
+                            bad(e.to_string());
                             continue;
                         }
                     };
@@ -201,7 +286,7 @@ impl Layout {
                     Ok(Some(v)) => v,
                     Ok(None) => raw.to_owned(),
                     Err(e) => {
-                        bad(e);
+                        bad(e.to_string());
                         continue;
                     }
                 }
@@ -242,23 +327,18 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// `what`, and the header's columns that nearly match `wanted`: the same but
-/// for case and spacing, or within a couple of edits.
-fn with_suggestion(what: String, wanted: &str, header: &[&str]) -> String {
+/// The header's columns that nearly match `wanted`: the same but for case
+/// and spacing, or within a couple of edits.
+fn near_matches(wanted: &str, header: &[&str]) -> Vec<String> {
     let want = loose(wanted);
-    let near: Vec<String> = header
+    header
         .iter()
         .filter(|h| {
             let h = loose(h);
             h == want || distance(&h, &want) <= (want.chars().count() / 4).clamp(1, 2)
         })
-        .map(|h| format!("{:?}", echo(h)))
-        .collect();
-    if near.is_empty() {
-        what
-    } else {
-        format!("{what} (did you mean {}?)", near.join(" or "))
-    }
+        .map(|h| echo(h))
+        .collect()
 }
 
 /// Puts one (translated) value into the record.
@@ -450,7 +530,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("support_level") && err.contains("\"age_years\" or \"year_of_birth\""),
+            err.missing.iter().any(|m| matches!(
+                m,
+                Missing::Column { name, mapped_from: None, .. } if name == "support_level"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.missing.contains(&Missing::Age {
+                age_years: "age_years".into(),
+                year_of_birth: "year_of_birth".into()
+            }),
             "{err}"
         );
     }
@@ -476,11 +566,22 @@ mod tests {
         )
         .unwrap();
         let err = Layout::from_header(&casesys_header(), &m).unwrap_err();
-        assert!(err.contains("\"End date\" (mapped from closed_on"), "{err}");
-        assert!(err.contains("did you mean \"End Date\"?"), "{err}");
+        assert_eq!(
+            err.missing,
+            vec![Missing::Column {
+                name: "End date".into(),
+                mapped_from: Some("closed_on"),
+                near: vec!["End Date".into()],
+            }]
+        );
+        assert_eq!(err.header[..3], ["Case Ref", "Referral Date", "End Date"]);
+        // What a user reads names the column, the near match and the header.
+        let text = err.to_string();
         assert!(
-            err.contains("The header's columns are: Case Ref, Referral Date, End Date"),
-            "{err}"
+            text.contains(
+                "\"End date\" (mapped from closed_on in [columns]) (did you mean \"End Date\"?)"
+            ) && text.contains("The header's columns are: Case Ref, Referral Date, End Date"),
+            "{text}"
         );
         // Spelled as the header spells it, the file is fine and closures arrive.
         let fixed = Mapping {
@@ -500,9 +601,12 @@ mod tests {
         let mut h: Vec<&str> = header();
         h[3] = "Closed_On";
         let err = Layout::from_header(&row(&h), &Mapping::default()).unwrap_err();
-        assert!(
-            err.contains("\"closed_on\": the header has \"Closed_On\""),
-            "{err}"
+        assert_eq!(
+            err.missing,
+            vec![Missing::OtherCase {
+                ours: "closed_on",
+                found: "Closed_On".into()
+            }]
         );
         // Left out altogether, an optional column is simply absent.
         h.remove(3);

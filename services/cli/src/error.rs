@@ -33,13 +33,29 @@ pub enum CliError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// A TOML file (the config or a mapping) does not parse.
+    /// The config file does not parse.
     #[error("{path}: {detail}")]
     Toml {
         /// The file.
         path: PathBuf,
         /// What the parser said.
         detail: String,
+    },
+    /// A mapping file (`lacnet import --map`) is refused.
+    #[error("{path}: {source}")]
+    Mapping {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: crate::mapping::MappingError,
+    },
+    /// The CSV file's header lacks columns lacnet needs.
+    #[error("{path}: line 1: {source}")]
+    Header {
+        /// The CSV file.
+        path: PathBuf,
+        /// What the header lacks.
+        source: crate::csv_format::HeaderError,
     },
     /// The CSV cannot be read at all (as opposed to one bad row, which is rejected).
     #[error("{path}: line {line}: {detail}")]

@@ -92,7 +92,7 @@ pub struct ImportArgs {
 /// `--columns`, prints the format instead.
 pub async fn command(args: ImportArgs, clock: &dyn Clock) -> Result<Outcome, CliError> {
     let Some(file) = args.file.filter(|_| !args.columns) else {
-        print!("{}", crate::columns::columns_help());
+        print!("{}", crate::csv_format::columns_help());
         return Ok(Outcome::Done);
     };
     let endpoint = EndpointFlags::from(args.conn).agent()?;
@@ -374,11 +374,11 @@ fn start_reader(opts: &ImportOptions) -> Result<(Layout, StringRecord, Batches, 
             detail: e.to_string(),
         })?
         .clone();
-    let layout = Layout::from_header(&header, &opts.mapping).map_err(|detail| CliError::Csv {
-        path: opts.csv.clone(),
-        line: 1,
-        detail,
-    })?;
+    let layout =
+        Layout::from_header(&header, &opts.mapping).map_err(|source| CliError::Header {
+            path: opts.csv.clone(),
+            source,
+        })?;
     let (tx, rx) = mpsc::channel::<Result<Batch, CliError>>(16);
     let thread_layout = layout.clone();
     let mapping = opts.mapping.clone();
