@@ -152,4 +152,38 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn load_tls_judges_the_certificate_by_the_clock_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = lacnet_tls::dev::DevCa::new("t").unwrap();
+        let leaf = ca
+            .issue(&lacnet_tls::Peer::Analyst("a".into()), &[])
+            .unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let ep = Endpoint {
+            service: crate::error::Service::Hub,
+            url: "https://127.0.0.1:1".into(),
+            server_name: "hub.lacnet".into(),
+            tls: lacnet_tls::TlsPaths {
+                ca: file("ca.pem", &ca.ca_pem()),
+                cert: file("analyst.pem", &leaf.cert_pem),
+                key: file("analyst.key", &leaf.key_pem),
+                crls: Vec::new(),
+            },
+        };
+        let today = lacnet_clock::MockClock::at_date("2025-06-30").unwrap();
+        load_tls(&ep, &today).unwrap();
+        // The same files, the day after rcgen's default validity ends.
+        let later = lacnet_clock::MockClock::at_date("4096-01-02").unwrap();
+        let err = load_tls(&ep, &later).unwrap_err();
+        assert!(
+            matches!(&err, CliError::Certificate { path, problem: CertificateProblem::Expired(_) } if path == &ep.tls.cert),
+            "{err}"
+        );
+    }
 }

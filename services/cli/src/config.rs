@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CliError, Service};
+use crate::error::{CliError, Service, TomlProblem};
 
 /// Default agent URL: the site agent's default listen address.
 pub const DEFAULT_AGENT_URL: &str = "https://127.0.0.1:7443";
@@ -79,7 +79,7 @@ impl ConfigFile {
             .map_err(|e| CliError::io("cannot read the config file", path, e))?;
         let mut file: ConfigFile = toml::from_str(&text).map_err(|e| CliError::Toml {
             path: path.to_owned(),
-            detail: e.message().to_owned(),
+            problem: TomlProblem::new(&text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for ep in [&mut file.agent, &mut file.hub] {
@@ -513,7 +513,8 @@ mod tests {
         std::fs::write(&path, "[agent]\nurll = \"x\"\n").unwrap();
         let err = ConfigFile::load(&path).unwrap_err();
         assert!(
-            matches!(&err, CliError::Toml { path: p, detail } if p == &path && detail.contains("urll")),
+            matches!(&err, CliError::Toml { path: p, problem } if p == &path
+                && problem.position == Some((2, 1)) && problem.message.contains("urll")),
             "{err}"
         );
     }

@@ -34,12 +34,12 @@ pub enum CliError {
         source: std::io::Error,
     },
     /// The config file does not parse.
-    #[error("{path}: {detail}")]
+    #[error("{path}: {problem}")]
     Toml {
         /// The file.
         path: PathBuf,
-        /// What the parser said.
-        detail: String,
+        /// Where and what.
+        problem: TomlProblem,
     },
     /// A mapping file (`lacnet import --map`) is refused.
     #[error("{path}: {source}")]
@@ -250,6 +250,32 @@ pub enum CliError {
         /// The chunk's first line in the file.
         first_line: u64,
     },
+}
+
+/// Where a TOML file stops parsing, and what the parser said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", position.map(|(l, c)| format!("line {l}, column {c}: ")).unwrap_or_default())]
+pub struct TomlProblem {
+    /// 1-based line and column, when the parser knows them.
+    pub position: Option<(usize, usize)>,
+    /// What the parser said.
+    pub message: String,
+}
+
+impl TomlProblem {
+    /// The problem `e` found in `text`.
+    pub fn new(text: &str, e: &toml::de::Error) -> TomlProblem {
+        let position = e.span().map(|span| {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            (line, column)
+        });
+        TomlProblem {
+            position,
+            message: e.message().to_owned(),
+        }
+    }
 }
 
 /// Why a certificate file cannot be used.

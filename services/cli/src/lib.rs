@@ -11,8 +11,9 @@
 //! (`lacnet-hub`, `lacnet-site-agent`) in this process; they are behind the
 //! default `demo` feature, and nothing else links a server. Formats shared
 //! with the servers (the key file, periods, records) live in `lacnet-core`.
-//! The wall clock is read once, in `main.rs`, and passed down as a
-//! `lacnet_clock::Clock`.
+//! No CLI code reads the wall clock itself: `main.rs` passes a
+//! `lacnet_clock::Clock` down, so a test can set the date (the servers that
+//! `demo` runs keep their own clocks).
 
 #[cfg(feature = "demo")]
 pub mod bench;

@@ -32,17 +32,14 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::columns::{COLUMNS, Field, echo};
-use crate::error::CliError;
+use crate::error::{CliError, TomlProblem};
 
 /// Why a mapping file is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MappingError {
     /// The file is not TOML of the mapping's shape.
-    #[error("{message}")]
-    Toml {
-        /// What the TOML parser said.
-        message: String,
-    },
+    #[error(transparent)]
+    Toml(TomlProblem),
     /// `[columns]` names a column lacnet does not have.
     #[error(
         "[columns]: `{name}` is not a lacnet column (they are: {})",
@@ -148,9 +145,8 @@ impl Mapping {
 
     /// Parses mapping text and checks every name and target value in it.
     pub fn parse(text: &str) -> Result<Mapping, MappingError> {
-        let m: Mapping = toml::from_str(text).map_err(|e| MappingError::Toml {
-            message: e.message().to_owned(),
-        })?;
+        let m: Mapping =
+            toml::from_str(text).map_err(|e| MappingError::Toml(TomlProblem::new(text, &e)))?;
         let known = |name: &str| COLUMNS.iter().any(|c| c.name == name);
         if let Some(name) = m.columns.keys().find(|ours| !known(ours)) {
             return Err(MappingError::NotAColumn { name: name.clone() });
@@ -264,7 +260,10 @@ mod tests {
             "{err}"
         );
         let err = Mapping::parse("[format]\ndate = \"mm/dd/yy\"\n").unwrap_err();
-        assert!(matches!(err, MappingError::Toml { .. }), "{err}");
+        assert!(
+            matches!(&err, MappingError::Toml(p) if p.position.is_some_and(|(line, _)| line == 2)),
+            "{err}"
+        );
         let err = Mapping::parse("[format]\noutcomes_separator = \"\"\n").unwrap_err();
         assert_eq!(err, MappingError::EmptySeparator);
     }
