@@ -200,13 +200,11 @@ async fn connect(url: &str, pem: &PemBundle) -> Result<tonic::transport::Channel
 }
 
 fn parse_all(csv: &std::path::Path) -> Result<Vec<Record>, CliError> {
-    let bad = |line: u64, detail: String| CliError::Csv {
+    let unreadable = |source: csv::Error| CliError::Csv {
         path: csv.to_owned(),
-        line,
-        detail,
+        line: source.position().map_or(1, csv::Position::line),
+        source,
     };
-    let unreadable =
-        |e: csv::Error| bad(e.position().map_or(1, csv::Position::line), e.to_string());
     let mut reader = csv::Reader::from_path(csv).map_err(unreadable)?;
     let header = reader.headers().map_err(unreadable)?.clone();
     let mapping = Mapping::default();
@@ -219,11 +217,11 @@ fn parse_all(csv: &std::path::Path) -> Result<Vec<Record>, CliError> {
         let row = row.map_err(unreadable)?;
         let line = row.position().map_or(0, csv::Position::line);
         out.push(layout.parse(&row, &mapping).map_err(|problems| {
-            let reasons: Vec<String> = problems
-                .iter()
-                .map(|p| format!("{}: {}", p.field, p.reason))
-                .collect();
-            bad(line, reasons.join("; "))
+            CliError::GeneratedRowUnreadable {
+                path: csv.to_owned(),
+                line,
+                problems,
+            }
         })?);
     }
     Ok(out)

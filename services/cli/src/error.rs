@@ -58,14 +58,24 @@ pub enum CliError {
         source: crate::csv_format::HeaderError,
     },
     /// The CSV cannot be read at all (as opposed to one bad row, which is rejected).
-    #[error("{path}: line {line}: {detail}")]
+    #[error("{path}: line {line}: {source}")]
     Csv {
         /// The CSV file.
         path: PathBuf,
         /// 1-based line number.
         line: u64,
-        /// What is wrong.
-        detail: String,
+        /// What the reader said.
+        source: csv::Error,
+    },
+    /// A row the CLI generated itself does not read back (bench): a bug.
+    #[error("{path}: line {line}: {}", problems.iter().map(|p| format!("{}: {}", p.field, p.reason)).collect::<Vec<_>>().join("; "))]
+    GeneratedRowUnreadable {
+        /// The generated file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with the row.
+        problems: Vec<crate::csv_format::Problem>,
     },
     /// CSV output could not be written.
     #[error("cannot write CSV: {0}")]

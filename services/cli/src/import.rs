@@ -368,10 +368,10 @@ fn start_reader(opts: &ImportOptions) -> Result<(Layout, StringRecord, Batches, 
         .from_reader(BufReader::with_capacity(1 << 20, file));
     let header = reader
         .headers()
-        .map_err(|e| CliError::Csv {
+        .map_err(|source| CliError::Csv {
             path: opts.csv.clone(),
             line: 1,
-            detail: e.to_string(),
+            source,
         })?
         .clone();
     let layout =
@@ -413,7 +413,7 @@ fn read_rows(
                 let _ = tx.blocking_send(Err(CliError::Csv {
                     path,
                     line,
-                    detail: e.to_string(),
+                    source: e,
                 }));
                 return;
             }
