@@ -8,6 +8,7 @@
 
 use std::time::{Duration, Instant};
 
+use lacnet_clock::Clock;
 use lacnet_core::Date;
 use lacnet_proto::site::v1::Record;
 use lacnet_site_agent::{Agent, AgentOptions};
@@ -15,11 +16,39 @@ use lacnet_tls::dev::{DevCa, bundle};
 use lacnet_tls::{Peer, PemBundle};
 use tokio_util::sync::CancellationToken;
 
+use crate::Outcome;
 use crate::csv_format::Layout;
 use crate::error::{CliError, Service};
 use crate::generate::{self, Plan};
 use crate::import::{self, ImportOptions};
 use crate::mapping::Mapping;
+
+/// `lacnet bench-import`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Rows to import.
+    #[arg(long, default_value_t = 100_000)]
+    pub rows: usize,
+    /// Random seed.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+/// `lacnet bench-import`: runs the bench and prints both rates and their ratio.
+pub async fn command(args: BenchArgs, clock: &dyn Clock) -> Result<Outcome, CliError> {
+    let r = run(args.rows, args.seed, clock).await?;
+    println!("rows                                 {}", r.rows);
+    println!(
+        "agent's own ingest (StreamRecords)   {:.0} records/s",
+        r.agent_rate
+    );
+    println!(
+        "lacnet import from CSV               {:.0} rows/s",
+        r.import_rate
+    );
+    println!("ratio import / agent                 {:.2}", r.ratio());
+    Ok(Outcome::Done)
+}
 
 /// What the bench measured.
 #[derive(Debug, Clone)]
@@ -39,10 +68,6 @@ impl BenchResult {
     }
 }
 
-fn gen_err(e: lacnet_tls::TlsError) -> CliError {
-    CliError::Generate(e.to_string())
-}
-
 struct Running {
     url: String,
     stop: CancellationToken,
@@ -56,22 +81,14 @@ async fn start_agent(
     key_path: &std::path::Path,
 ) -> Result<Running, CliError> {
     let ring = lacnet_site_agent::keys::load_ring(&[("k1".into(), key_path.to_owned())])
-        .map_err(|e| CliError::Service(e.to_string()))?;
+        .map_err(|e| CliError::in_process("loading the key", e))?;
     let mut o = AgentOptions::new(dir.join(name), generate::DERBY.code, ring, server);
     o.cache_bytes = 64 * 1024 * 1024;
     // The bench measures ingest alone: no re-aggregation while it runs.
     o.publish_debounce = Duration::from_secs(3600);
     o.publish_interval = Duration::from_secs(3600);
-    let agent = Agent::open(o).map_err(|e| CliError::Service(e.to_string()))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| CliError::Service(e.to_string()))?;
-    let url = format!(
-        "https://{}",
-        listener
-            .local_addr()
-            .map_err(|e| CliError::Service(e.to_string()))?
-    );
+    let agent = Agent::open(o).map_err(|e| CliError::in_process("opening the site agent", e))?;
+    let (listener, url) = crate::demo::loopback("the site agent").await?;
     let stop = CancellationToken::new();
     let task = tokio::spawn(lacnet_site_agent::serve(
         listener,
@@ -86,13 +103,16 @@ impl Running {
         self.stop.cancel();
         self.task
             .await
-            .map_err(|e| CliError::Service(e.to_string()))?
-            .map_err(|e| CliError::Service(e.to_string()))
+            .map_err(|source| CliError::Task {
+                what: "the site agent's task failed",
+                source,
+            })?
+            .map_err(|e| CliError::in_process("the site agent stopped with an error", e))
     }
 }
 
-/// Runs the bench with `rows` synthetic Derby rows.
-pub async fn run(rows: usize, seed: u64) -> Result<BenchResult, CliError> {
+/// Runs the bench with `rows` synthetic Derby rows, generated as of `clock`'s today.
+pub async fn run(rows: usize, seed: u64, clock: &dyn Clock) -> Result<BenchResult, CliError> {
     let tmp = tempfile::tempdir().map_err(|e| {
         CliError::io(
             "cannot create a temporary directory in",
@@ -101,12 +121,16 @@ pub async fn run(rows: usize, seed: u64) -> Result<BenchResult, CliError> {
         )
     })?;
     let dir = tmp.path();
-    let ca = DevCa::new("bench council CA").map_err(gen_err)?;
-    let server = bundle(&ca, &ca.issue_server(&["agent.lacnet"]).map_err(gen_err)?);
+    let ca = DevCa::new("bench council CA").map_err(CliError::Generate)?;
+    let server = bundle(
+        &ca,
+        &ca.issue_server(&["agent.lacnet"])
+            .map_err(CliError::Generate)?,
+    );
     let council = bundle(
         &ca,
         &ca.issue(&Peer::Council("bench".into()), &[])
-            .map_err(gen_err)?,
+            .map_err(CliError::Generate)?,
     );
     let key_path = dir.join("k1");
     crate::keygen::write_key("k1", &key_path, false)?;
@@ -120,7 +144,7 @@ pub async fn run(rows: usize, seed: u64) -> Result<BenchResult, CliError> {
         until: Date::new(2016, 3, 31).ok(),
         rows: Some(rows),
     };
-    let today = Date::from_unix_seconds(crate::demo::now_unix());
+    let today = clock.today();
     generate::write_csv(&plan, std::io::BufWriter::new(file), today)?;
 
     // The agent's own rate: the records parsed beforehand, streamed from memory.
@@ -141,10 +165,11 @@ pub async fn run(rows: usize, seed: u64) -> Result<BenchResult, CliError> {
     let agent_secs = started.elapsed().as_secs_f64();
     a.stop().await?;
     if summary.rejected > 0 {
-        return Err(CliError::Service(format!(
-            "agent A rejected {} generated rows",
-            summary.rejected
-        )));
+        return Err(CliError::GeneratedRowsRejected {
+            agent: "A".into(),
+            rejected: summary.rejected,
+            rejects: None,
+        });
     }
 
     // The same rows through `lacnet import`, into a second fresh agent.
@@ -155,10 +180,11 @@ pub async fn run(rows: usize, seed: u64) -> Result<BenchResult, CliError> {
     let report = import::import(client, &b.url, &ImportOptions::new(&csv)).await?;
     b.stop().await?;
     if report.rejected > 0 {
-        return Err(CliError::Service(format!(
-            "agent B rejected {} generated rows",
-            report.rejected
-        )));
+        return Err(CliError::GeneratedRowsRejected {
+            agent: "B".into(),
+            rejected: report.rejected,
+            rejects: report.rejects,
+        });
     }
     Ok(BenchResult {
         rows: report.rows,
@@ -174,21 +200,29 @@ async fn connect(url: &str, pem: &PemBundle) -> Result<tonic::transport::Channel
 }
 
 fn parse_all(csv: &std::path::Path) -> Result<Vec<Record>, CliError> {
-    let mut reader = csv::Reader::from_path(csv).map_err(|e| CliError::Invalid(e.to_string()))?;
-    let header = reader
-        .headers()
-        .map_err(|e| CliError::Invalid(e.to_string()))?
-        .clone();
+    let unreadable = |source: csv::Error| CliError::Csv {
+        path: csv.to_owned(),
+        line: source.position().map_or(1, csv::Position::line),
+        source,
+    };
+    let mut reader = csv::Reader::from_path(csv).map_err(unreadable)?;
+    let header = reader.headers().map_err(unreadable)?.clone();
     let mapping = Mapping::default();
-    let layout = Layout::from_header(&header, &mapping).map_err(CliError::Invalid)?;
+    let layout = Layout::from_header(&header, &mapping).map_err(|source| CliError::Header {
+        path: csv.to_owned(),
+        source,
+    })?;
     let mut out = Vec::new();
     for row in reader.records() {
-        let row = row.map_err(|e| CliError::Invalid(e.to_string()))?;
-        out.push(
-            layout
-                .parse(&row, &mapping)
-                .map_err(|p| CliError::Invalid(format!("{p:?}")))?,
-        );
+        let row = row.map_err(unreadable)?;
+        let line = row.position().map_or(0, csv::Position::line);
+        out.push(layout.parse(&row, &mapping).map_err(|problems| {
+            CliError::GeneratedRowUnreadable {
+                path: csv.to_owned(),
+                line,
+                problems,
+            }
+        })?);
     }
     Ok(out)
 }

@@ -18,8 +18,133 @@ use std::path::{Path, PathBuf};
 use lacnet_tls::Peer;
 use lacnet_tls::dev::{DevCa, IssuedCert};
 
+use crate::Outcome;
 use crate::config::{ConfigFile, EndpointFile};
 use crate::error::CliError;
+
+/// `lacnet certs`'s flags: a whole PKI, or with `add-*` one more certificate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub add: Option<CertsAdd>,
+    /// Directory to write into (and, with add-*, the PKI to issue from).
+    #[arg(long, short, default_value = "lacnet-dev-pki", global = true)]
+    pub out: PathBuf,
+    /// ONS code of a site to issue a hub client certificate for (repeat).
+    #[arg(long = "site", default_values_t = ["E06000034".to_owned()])]
+    pub sites: Vec<String>,
+    /// Analyst name.
+    #[arg(long, default_value = "analyst")]
+    pub analyst: String,
+    /// Council (case system) name.
+    #[arg(long, default_value = "council")]
+    pub council: String,
+    /// Operator name (status, preview and erase use the operator's certificate).
+    #[arg(long, default_value = "operator")]
+    pub operator: String,
+    /// DNS name on the hub's certificate.
+    #[arg(long, default_value = "hub.lacnet")]
+    pub hub_name: String,
+    /// DNS name on the site agent's certificate.
+    #[arg(long, default_value = "agent.lacnet")]
+    pub agent_name: String,
+}
+
+/// Certificates issued later from the CA keys `lacnet certs` kept.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum CertsAdd {
+    /// A hub client certificate for a new site (network CA): site-CODE.pem and .key.
+    #[command(name = "add-site")]
+    Site {
+        /// The site's ONS code, e.g. E06000046.
+        code: String,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A client certificate for a new analyst (network CA): analyst-NAME.pem and .key.
+    #[command(name = "add-analyst")]
+    Analyst {
+        /// The analyst's name (a-z 0-9 . _ -).
+        name: String,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
+    },
+    /// A client certificate for a new council operator (council CA): operator-NAME.pem and .key.
+    #[command(name = "add-operator")]
+    Operator {
+        /// The operator's name (a-z 0-9 . _ -).
+        name: String,
+        /// Replace an existing certificate (renewal).
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `lacnet certs`: issues the PKI (or one more certificate) and lists what it wrote.
+pub fn command(args: CertsArgs) -> Result<Outcome, CliError> {
+    let out = &args.out;
+    if let Some(add) = args.add {
+        let (addition, force, what) = match add {
+            CertsAdd::Site { code, force } => (Addition::Site(code), force, "site"),
+            CertsAdd::Analyst { name, force } => (Addition::Analyst(name), force, "analyst"),
+            CertsAdd::Operator { name, force } => (Addition::Operator(name), force, "operator"),
+        };
+        let pair = self::add(out, &addition, force)?;
+        println!(
+            "{what} certificate {} (+ .key), issued from the CA kept in {}",
+            pair.cert.display(),
+            out.display()
+        );
+        return Ok(Outcome::Done);
+    }
+    let issued = issue(
+        out,
+        &CertSpec {
+            sites: args.sites,
+            analyst: args.analyst,
+            council: args.council,
+            operator: args.operator,
+            hub_name: args.hub_name,
+            agent_name: args.agent_name,
+        },
+    )?;
+    print_issued(&issued, out);
+    Ok(Outcome::Done)
+}
+
+/// Lists every file [`issue`] wrote, and warns about the CA keys.
+fn print_issued(issued: &Issued, out: &Path) {
+    println!(
+        "development PKI written to {} (not for production keys):",
+        out.display()
+    );
+    println!("  network CA     {}", issued.network_ca.display());
+    let pair = |what: &str, p: &Pair| println!("  {what:<14} {} (+ .key)", p.cert.display());
+    pair("hub", &issued.hub);
+    for (code, p) in &issued.sites {
+        println!("  site {code} {} (+ .key)", p.cert.display());
+    }
+    pair("analyst", &issued.analyst);
+    println!("  council CA     {}", issued.council_ca.display());
+    pair("site agent", &issued.agent);
+    pair("council client", &issued.council);
+    pair("operator", &issued.operator);
+    println!(
+        "  CLI settings   {}  (export LACNET_CONFIG={})",
+        issued.config.display(),
+        issued.config.display()
+    );
+    println!(
+        "warning: the CA keys {} and {} (mode 0600) can issue any identity in this network. \
+         Keep them private and never commit them; `lacnet certs add-site CODE --out {}` \
+         (add-analyst, add-operator) issues from them.",
+        issued.network_ca_key.display(),
+        issued.council_ca_key.display(),
+        out.display()
+    );
+}
 
 /// What to issue.
 #[derive(Debug, Clone)]
@@ -74,10 +199,6 @@ pub struct Issued {
     pub config: PathBuf,
 }
 
-fn gen_err(e: lacnet_tls::TlsError) -> CliError {
-    CliError::Generate(e.to_string())
-}
-
 /// Writes `text` to `path`, private keys with mode 0600.
 pub fn write_file(path: &Path, text: &str, private: bool) -> Result<(), CliError> {
     let mut opts = std::fs::OpenOptions::new();
@@ -95,7 +216,8 @@ pub fn write_file(path: &Path, text: &str, private: bool) -> Result<(), CliError
         .map_err(|e| CliError::io("cannot write", path, e))
 }
 
-fn save(dir: &Path, stem: &str, cert: &IssuedCert) -> Result<Pair, CliError> {
+/// Writes a certificate and its key as `<stem>.pem` and `<stem>.key` (mode 0600) in `dir`.
+pub(crate) fn save(dir: &Path, stem: &str, cert: &IssuedCert) -> Result<Pair, CliError> {
     let pair = Pair {
         cert: dir.join(format!("{stem}.pem")),
         key: dir.join(format!("{stem}.key")),
@@ -111,107 +233,34 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
     // A new CA over an old one orphans every certificate already deployed:
     // exactly the re-issue-everything that keeping the CA keys avoids.
     if dir.join(NETWORK_CA).exists() || dir.join(NETWORK_CA_KEY).exists() {
-        return Err(CliError::Invalid(format!(
-            "{} already holds a PKI: add to it with `lacnet certs add-site CODE --out {}` (add-analyst, \
-             add-operator), or pass another --out (a new PKI's certificates do not chain to this one's)",
-            dir.display(),
-            dir.display()
-        )));
+        return Err(CliError::PkiExists {
+            dir: dir.to_owned(),
+        });
     }
     std::fs::create_dir_all(dir).map_err(|e| CliError::io("cannot create", dir, e))?;
     for code in &spec.sites {
-        if Peer::from_spiffe(&Peer::Site(code.clone()).spiffe_id()).is_none() {
-            return Err(CliError::Invalid(format!(
-                "{code:?} is not an ONS code (a letter E, W, S or N and eight digits, e.g. E06000034)"
-            )));
-        }
+        check_identity(&Peer::Site(code.clone()))?;
     }
-    for (what, name) in [
-        ("analyst", &spec.analyst),
-        ("council", &spec.council),
-        ("operator", &spec.operator),
-    ] {
-        if Peer::from_spiffe(&format!("spiffe://lacnet/{what}/{name}")).is_none() {
-            return Err(CliError::Invalid(format!(
-                "{what} name {name:?}: use 1 to 64 of a-z 0-9 . _ -"
-            )));
-        }
-    }
-    let network = DevCa::new("lacnet development network CA").map_err(gen_err)?;
-    let network_ca = dir.join(NETWORK_CA);
-    write_file(&network_ca, &network.ca_pem(), false)?;
-    let network_ca_key = dir.join(NETWORK_CA_KEY);
-    write_file(&network_ca_key, &network.key_pem(), true)?;
-    let hub = save(
-        dir,
-        "hub",
-        &network.issue_server(&[&spec.hub_name]).map_err(gen_err)?,
-    )?;
+    check_identity(&Peer::Analyst(spec.analyst.clone()))?;
+    check_identity(&Peer::Council(spec.council.clone()))?;
+    check_identity(&Peer::Operator(spec.operator.clone()))?;
+    let network = DevCa::new("lacnet development network CA").map_err(CliError::Generate)?;
+    let (network_ca, network_ca_key) = keep_ca(dir, &network, NETWORK_CA, NETWORK_CA_KEY)?;
+    let hub = issue_server(dir, &network, "hub", &spec.hub_name)?;
     let mut sites = Vec::new();
     for code in &spec.sites {
-        let cert = network
-            .issue(&Peer::Site(code.clone()), &[])
-            .map_err(gen_err)?;
-        sites.push((code.clone(), save(dir, &format!("site-{code}"), &cert)?));
+        let pair = issue_client(dir, &network, Peer::Site(code.clone()))?;
+        sites.push((code.clone(), pair));
     }
-    let analyst_cert = network
-        .issue(&Peer::Analyst(spec.analyst.clone()), &[])
-        .map_err(gen_err)?;
-    let analyst = save(dir, &format!("analyst-{}", spec.analyst), &analyst_cert)?;
+    let analyst = issue_client(dir, &network, Peer::Analyst(spec.analyst.clone()))?;
 
-    let council_ca_dev =
-        DevCa::new(&format!("{} council CA (development)", spec.council)).map_err(gen_err)?;
-    let council_ca = dir.join(COUNCIL_CA);
-    write_file(&council_ca, &council_ca_dev.ca_pem(), false)?;
-    let council_ca_key = dir.join(COUNCIL_CA_KEY);
-    write_file(&council_ca_key, &council_ca_dev.key_pem(), true)?;
-    let agent = save(
-        dir,
-        "agent",
-        &council_ca_dev
-            .issue_server(&[&spec.agent_name])
-            .map_err(gen_err)?,
-    )?;
-    let council_cert = council_ca_dev
-        .issue(&Peer::Council(spec.council.clone()), &[])
-        .map_err(gen_err)?;
-    let council = save(dir, &format!("council-{}", spec.council), &council_cert)?;
-    let operator_cert = council_ca_dev
-        .issue(&Peer::Operator(spec.operator.clone()), &[])
-        .map_err(gen_err)?;
-    let operator = save(dir, &format!("operator-{}", spec.operator), &operator_cert)?;
-
-    // Paths in lacnet.toml are relative to the file, so the directory can move.
-    let rel = |p: &Path| p.file_name().map(PathBuf::from);
-    let file = ConfigFile {
-        agent: EndpointFile {
-            url: Some(crate::config::DEFAULT_AGENT_URL.into()),
-            server_name: Some(spec.agent_name.clone()),
-            ca: rel(&council_ca),
-            cert: rel(&council.cert),
-            key: rel(&council.key),
-            operator_cert: rel(&operator.cert),
-            operator_key: rel(&operator.key),
-        },
-        hub: EndpointFile {
-            url: Some(crate::config::DEFAULT_HUB_URL.into()),
-            server_name: Some(spec.hub_name.clone()),
-            ca: rel(&network_ca),
-            cert: rel(&analyst.cert),
-            key: rel(&analyst.key),
-            ..EndpointFile::default()
-        },
-    };
-    let config = dir.join("lacnet.toml");
-    write_file(
-        &config,
-        &format!(
-            "# lacnet CLI settings: written by `lacnet certs`. Use with --config or LACNET_CONFIG.\n{}",
-            file.to_toml()
-        ),
-        false,
-    )?;
-    Ok(Issued {
+    let council_ca_dev = DevCa::new(&format!("{} council CA (development)", spec.council))
+        .map_err(CliError::Generate)?;
+    let (council_ca, council_ca_key) = keep_ca(dir, &council_ca_dev, COUNCIL_CA, COUNCIL_CA_KEY)?;
+    let agent = issue_server(dir, &council_ca_dev, "agent", &spec.agent_name)?;
+    let council = issue_client(dir, &council_ca_dev, Peer::Council(spec.council.clone()))?;
+    let operator = issue_client(dir, &council_ca_dev, Peer::Operator(spec.operator.clone()))?;
+    let issued = Issued {
         network_ca,
         network_ca_key,
         hub,
@@ -222,7 +271,96 @@ pub fn issue(dir: &Path, spec: &CertSpec) -> Result<Issued, CliError> {
         agent,
         council,
         operator,
-        config,
+        config: dir.join("lacnet.toml"),
+    };
+    write_config(&issued, spec)?;
+    Ok(issued)
+}
+
+/// Writes a CA's certificate and (mode 0600) private key into `dir`.
+fn keep_ca(dir: &Path, ca: &DevCa, cert: &str, key: &str) -> Result<(PathBuf, PathBuf), CliError> {
+    let (cert, key) = (dir.join(cert), dir.join(key));
+    write_file(&cert, &ca.ca_pem(), false)?;
+    write_file(&key, &ca.key_pem(), true)?;
+    Ok((cert, key))
+}
+
+/// A server certificate for `name`, saved as `<stem>.pem` and `.key`.
+fn issue_server(dir: &Path, ca: &DevCa, stem: &str, name: &str) -> Result<Pair, CliError> {
+    let cert = ca.issue_server(&[name]).map_err(CliError::Generate)?;
+    save(dir, stem, &cert)
+}
+
+/// A client certificate for `peer`, saved under the peer's file stem
+/// (`site-CODE`, `analyst-NAME`, ...).
+fn issue_client(dir: &Path, ca: &DevCa, peer: Peer) -> Result<Pair, CliError> {
+    let cert = ca.issue(&peer, &[]).map_err(CliError::Generate)?;
+    save(dir, &stem(&peer), &cert)
+}
+
+/// The file stem of a peer's certificate and key.
+fn stem(peer: &Peer) -> String {
+    match peer {
+        Peer::Site(code) => format!("site-{code}"),
+        Peer::Analyst(name) => format!("analyst-{name}"),
+        Peer::Council(name) => format!("council-{name}"),
+        Peer::Operator(name) => format!("operator-{name}"),
+    }
+}
+
+/// The `lacnet.toml` naming the council, operator and analyst certificates.
+fn write_config(issued: &Issued, spec: &CertSpec) -> Result<(), CliError> {
+    // Paths in lacnet.toml are relative to the file, so the directory can move.
+    let rel = |p: &Path| p.file_name().map(PathBuf::from);
+    let file = ConfigFile {
+        agent: EndpointFile {
+            url: Some(crate::config::DEFAULT_AGENT_URL.into()),
+            server_name: Some(spec.agent_name.clone()),
+            ca: rel(&issued.council_ca),
+            cert: rel(&issued.council.cert),
+            key: rel(&issued.council.key),
+            operator_cert: rel(&issued.operator.cert),
+            operator_key: rel(&issued.operator.key),
+        },
+        hub: EndpointFile {
+            url: Some(crate::config::DEFAULT_HUB_URL.into()),
+            server_name: Some(spec.hub_name.clone()),
+            ca: rel(&issued.network_ca),
+            cert: rel(&issued.analyst.cert),
+            key: rel(&issued.analyst.key),
+            ..EndpointFile::default()
+        },
+    };
+    write_file(
+        &issued.config,
+        &format!(
+            "# lacnet CLI settings: written by `lacnet certs`. Use with --config or LACNET_CONFIG.\n{}",
+            file.to_toml()
+        ),
+        false,
+    )
+}
+
+/// Refuses an identity that would not survive its own SPIFFE URI: a site
+/// code that is not an ONS code, or a name with characters lacnet does not allow.
+fn check_identity(peer: &Peer) -> Result<(), CliError> {
+    if Peer::from_spiffe(&peer.spiffe_id()).is_some() {
+        return Ok(());
+    }
+    Err(match peer {
+        Peer::Site(code) => CliError::NotAnOnsCode { code: code.clone() },
+        Peer::Analyst(name) => CliError::BadName {
+            role: "analyst",
+            name: name.clone(),
+        },
+        Peer::Council(name) => CliError::BadName {
+            role: "council",
+            name: name.clone(),
+        },
+        Peer::Operator(name) => CliError::BadName {
+            role: "operator",
+            name: name.clone(),
+        },
     })
 }
 
@@ -253,51 +391,22 @@ fn load_ca(dir: &Path, cert: &str, key: &str) -> Result<DevCa, CliError> {
             )
         })
     };
-    DevCa::load(&read(cert)?, &read(key)?).map_err(gen_err)
+    DevCa::load(&read(cert)?, &read(key)?).map_err(CliError::Generate)
 }
 
 /// Issues one more certificate from the CA keys kept in `dir` by [`issue`],
 /// so a council or analyst joins without re-issuing anyone else's. Refuses
 /// to replace an existing certificate unless `force` (renewal).
 pub fn add(dir: &Path, addition: &Addition, force: bool) -> Result<Pair, CliError> {
-    let (peer, ca, ca_key, stem) = match addition {
-        Addition::Site(code) => (
-            Peer::Site(code.clone()),
-            NETWORK_CA,
-            NETWORK_CA_KEY,
-            format!("site-{code}"),
-        ),
-        Addition::Analyst(name) => (
-            Peer::Analyst(name.clone()),
-            NETWORK_CA,
-            NETWORK_CA_KEY,
-            format!("analyst-{name}"),
-        ),
-        Addition::Operator(name) => (
-            Peer::Operator(name.clone()),
-            COUNCIL_CA,
-            COUNCIL_CA_KEY,
-            format!("operator-{name}"),
-        ),
+    let (peer, ca, ca_key) = match addition {
+        Addition::Site(code) => (Peer::Site(code.clone()), NETWORK_CA, NETWORK_CA_KEY),
+        Addition::Analyst(name) => (Peer::Analyst(name.clone()), NETWORK_CA, NETWORK_CA_KEY),
+        Addition::Operator(name) => (Peer::Operator(name.clone()), COUNCIL_CA, COUNCIL_CA_KEY),
     };
-    if Peer::from_spiffe(&peer.spiffe_id()).is_none() {
-        return Err(CliError::Invalid(match addition {
-            Addition::Site(code) => format!(
-                "{code:?} is not an ONS code (a letter E, W, S or N and eight digits, e.g. E06000034)"
-            ),
-            Addition::Analyst(n) | Addition::Operator(n) => {
-                format!("name {n:?}: use 1 to 64 of a-z 0-9 . _ -")
-            }
-        }));
-    }
-    let cert_path = dir.join(format!("{stem}.pem"));
+    check_identity(&peer)?;
+    let cert_path = dir.join(format!("{}.pem", stem(&peer)));
     if cert_path.exists() && !force {
-        return Err(CliError::Invalid(format!(
-            "{} exists: pass --force to issue a new certificate in its place (renewal)",
-            cert_path.display()
-        )));
+        return Err(CliError::CertificateExists { path: cert_path });
     }
-    let ca = load_ca(dir, ca, ca_key)?;
-    let cert = ca.issue(&peer, &[]).map_err(gen_err)?;
-    save(dir, &stem, &cert)
+    issue_client(dir, &load_ca(dir, ca, ca_key)?, peer)
 }

@@ -3,8 +3,8 @@
 //! there, or a server certificate from another CA.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use lacnet_clock::Clock;
 use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_tls::{PemBundle, TlsError};
@@ -13,64 +13,61 @@ use rustls_pki_types::pem::PemObject;
 use tonic::transport::Channel;
 
 use crate::config::Endpoint;
-use crate::error::{CliError, short};
+use crate::error::{CertificateProblem, CliError, short};
 
 /// Largest reply accepted (a network summary over many sites is a few MB at most).
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
-/// Reads the endpoint's TLS files and checks the client certificate's dates.
-pub fn load_tls(ep: &Endpoint) -> Result<PemBundle, CliError> {
+/// Reads the endpoint's TLS files and checks the client certificate's dates
+/// against `clock`.
+pub fn load_tls(ep: &Endpoint, clock: &dyn Clock) -> Result<PemBundle, CliError> {
     let pem = PemBundle::load(&ep.tls)?;
-    check_dates(&ep.tls.cert, &pem.cert, SystemTime::now())?;
+    check_dates(&ep.tls.cert, &pem.cert, clock.now_unix())?;
     Ok(pem)
 }
 
 /// Refuses a certificate that has expired or is not valid yet, before any
-/// handshake (where the server would only say "bad certificate").
-pub fn check_dates(path: &Path, pem: &[u8], now: SystemTime) -> Result<(), CliError> {
-    let bad = |detail: String| CliError::Certificate {
+/// handshake (where the server would only say "bad certificate"). `now` is
+/// in seconds since the Unix epoch.
+pub fn check_dates(path: &Path, pem: &[u8], now: i64) -> Result<(), CliError> {
+    let bad = |problem: CertificateProblem| CliError::Certificate {
         path: path.to_owned(),
-        detail,
+        problem,
     };
     let der = CertificateDer::from_pem_slice(pem)
-        .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+        .map_err(|e| bad(CertificateProblem::NotPem(e.to_string())))?;
     let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
-        .map_err(|e| bad(format!("does not parse as X.509: {e}")))?;
-    let now = now
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        .map_err(|e| bad(CertificateProblem::NotX509(e.to_string())))?;
     let validity = cert.validity();
     if now > validity.not_after.timestamp() {
-        return Err(bad(format!(
-            "the certificate expired on {}: issue a new one (`lacnet certs` for development)",
-            validity.not_after
+        return Err(bad(CertificateProblem::Expired(
+            validity.not_after.to_string(),
         )));
     }
     if now < validity.not_before.timestamp() {
-        return Err(bad(format!(
-            "the certificate is not valid until {}: check this machine's clock",
-            validity.not_before
+        return Err(bad(CertificateProblem::NotYetValid(
+            validity.not_before.to_string(),
         )));
     }
     Ok(())
 }
 
 /// Connects to the endpoint now.
-pub async fn channel(ep: &Endpoint) -> Result<Channel, CliError> {
-    let pem = load_tls(ep)?;
+pub async fn channel(ep: &Endpoint, clock: &dyn Clock) -> Result<Channel, CliError> {
+    let pem = load_tls(ep, clock)?;
     lacnet_tls::connect(&ep.url, &pem, &ep.server_name)
         .await
         .map_err(|e| connect_error(ep, e))
 }
 
 /// A site agent client.
-pub async fn agent(ep: &Endpoint) -> Result<SiteAgentClient<Channel>, CliError> {
-    Ok(SiteAgentClient::new(channel(ep).await?).max_decoding_message_size(MAX_REPLY_BYTES))
+pub async fn agent(ep: &Endpoint, clock: &dyn Clock) -> Result<SiteAgentClient<Channel>, CliError> {
+    Ok(SiteAgentClient::new(channel(ep, clock).await?).max_decoding_message_size(MAX_REPLY_BYTES))
 }
 
 /// A hub Reports client.
-pub async fn reports(ep: &Endpoint) -> Result<ReportsClient<Channel>, CliError> {
-    Ok(ReportsClient::new(channel(ep).await?).max_decoding_message_size(MAX_REPLY_BYTES))
+pub async fn reports(ep: &Endpoint, clock: &dyn Clock) -> Result<ReportsClient<Channel>, CliError> {
+    Ok(ReportsClient::new(channel(ep, clock).await?).max_decoding_message_size(MAX_REPLY_BYTES))
 }
 
 /// Whether `e` is rustls refusing the server's certificate, found by type:
@@ -128,26 +125,65 @@ mod tests {
         assert!(!certificate_error(&text));
         assert!(!certificate_error(&rustls::Error::DecryptError));
     }
-    use std::time::Duration;
 
     #[test]
     fn expired_and_future_certificates_are_named() {
         let ca = lacnet_tls::dev::DevCa::new("t").unwrap();
         let leaf = ca.issue_server(&["x"]).unwrap();
         let p = Path::new("client.pem");
-        check_dates(p, leaf.cert_pem.as_bytes(), SystemTime::now()).unwrap();
+        let today = lacnet_clock::MockClock::at_date("2025-06-30").unwrap();
+        check_dates(p, leaf.cert_pem.as_bytes(), today.now_unix()).unwrap();
         // rcgen's default validity ends in 4096.
-        let far = UNIX_EPOCH + Duration::from_secs(2_200 * 365 * 86_400);
-        let err = check_dates(p, leaf.cert_pem.as_bytes(), far)
-            .unwrap_err()
-            .to_string();
+        let far = 2_200 * 365 * 86_400;
+        let err = check_dates(p, leaf.cert_pem.as_bytes(), far).unwrap_err();
         assert!(
-            err.contains("expired") && err.contains("client.pem"),
+            matches!(&err, CliError::Certificate { path, problem: CertificateProblem::Expired(_) } if path == p),
             "{err}"
         );
-        let err = check_dates(p, leaf.cert_pem.as_bytes(), UNIX_EPOCH)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not valid until"), "{err}");
+        let err = check_dates(p, leaf.cert_pem.as_bytes(), 0).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CliError::Certificate {
+                    problem: CertificateProblem::NotYetValid(_),
+                    ..
+                }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_tls_judges_the_certificate_by_the_clock_it_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = lacnet_tls::dev::DevCa::new("t").unwrap();
+        let leaf = ca
+            .issue(&lacnet_tls::Peer::Analyst("a".into()), &[])
+            .unwrap();
+        let file = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let ep = Endpoint {
+            service: crate::error::Service::Hub,
+            url: "https://127.0.0.1:1".into(),
+            server_name: "hub.lacnet".into(),
+            tls: lacnet_tls::TlsPaths {
+                ca: file("ca.pem", &ca.ca_pem()),
+                cert: file("analyst.pem", &leaf.cert_pem),
+                key: file("analyst.key", &leaf.key_pem),
+                crls: Vec::new(),
+            },
+        };
+        let today = lacnet_clock::MockClock::at_date("2025-06-30").unwrap();
+        load_tls(&ep, &today).unwrap();
+        // The same files, the day after rcgen's default validity ends.
+        let later = lacnet_clock::MockClock::at_date("4096-01-02").unwrap();
+        let err = load_tls(&ep, &later).unwrap_err();
+        assert!(
+            matches!(&err, CliError::Certificate { path, problem: CertificateProblem::Expired(_) } if path == &ep.tls.cert),
+            "{err}"
+        );
     }
 }

@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{CliError, Service};
+use crate::error::{CliError, Service, TomlProblem};
 
 /// Default agent URL: the site agent's default listen address.
 pub const DEFAULT_AGENT_URL: &str = "https://127.0.0.1:7443";
@@ -79,7 +79,7 @@ impl ConfigFile {
             .map_err(|e| CliError::io("cannot read the config file", path, e))?;
         let mut file: ConfigFile = toml::from_str(&text).map_err(|e| CliError::Toml {
             path: path.to_owned(),
-            detail: e.message().to_owned(),
+            problem: TomlProblem::new(&text, &e),
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
         for ep in [&mut file.agent, &mut file.hub] {
@@ -145,10 +145,11 @@ pub struct EndpointFlags {
 /// The help heading of every command's connection flags.
 const CONNECTION: &str = "Connection (each overrides lacnet.toml; LACNET_* variables too)";
 
-/// Connection flags of a command that pushes records as the case system (`import`).
+/// Where the site agent is and how to know it: the connection flags that
+/// the case system's and the operator's commands share.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = CONNECTION)]
-pub struct AgentFlags {
+pub struct AgentTarget {
     /// Config file [default: ./lacnet.toml if present].
     #[arg(long, env = "LACNET_CONFIG")]
     pub config: Option<PathBuf>,
@@ -161,6 +162,14 @@ pub struct AgentFlags {
     /// Council CA the agent's certificate chains to (PEM).
     #[arg(long, env = "LACNET_AGENT_CA")]
     pub agent_ca: Option<PathBuf>,
+}
+
+/// Connection flags of a command that pushes records as the case system (`import`).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = CONNECTION)]
+pub struct AgentFlags {
+    #[command(flatten)]
+    pub target: AgentTarget,
     /// Council client certificate (PEM, spiffe://lacnet/council/<name>).
     #[arg(long, env = "LACNET_AGENT_CERT")]
     pub agent_cert: Option<PathBuf>,
@@ -174,18 +183,8 @@ pub struct AgentFlags {
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = CONNECTION)]
 pub struct OperatorFlags {
-    /// Config file [default: ./lacnet.toml if present].
-    #[arg(long, env = "LACNET_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Site agent URL [default: https://127.0.0.1:7443].
-    #[arg(long, env = "LACNET_AGENT_URL")]
-    pub agent_url: Option<String>,
-    /// Name on the site agent's certificate [default: agent.lacnet].
-    #[arg(long, env = "LACNET_AGENT_SERVER_NAME")]
-    pub agent_server_name: Option<String>,
-    /// Council CA the agent's certificate chains to (PEM).
-    #[arg(long, env = "LACNET_AGENT_CA")]
-    pub agent_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub target: AgentTarget,
     /// Operator certificate (PEM, spiffe://lacnet/operator/<name>).
     #[arg(long, env = "LACNET_OPERATOR_CERT")]
     pub operator_cert: Option<PathBuf>,
@@ -218,16 +217,24 @@ pub struct HubFlags {
     pub hub_key: Option<PathBuf>,
 }
 
-impl From<AgentFlags> for EndpointFlags {
-    fn from(f: AgentFlags) -> EndpointFlags {
+impl From<AgentTarget> for EndpointFlags {
+    fn from(f: AgentTarget) -> EndpointFlags {
         EndpointFlags {
             config: f.config,
             agent_url: f.agent_url,
             agent_server_name: f.agent_server_name,
             agent_ca: f.agent_ca,
+            ..EndpointFlags::default()
+        }
+    }
+}
+
+impl From<AgentFlags> for EndpointFlags {
+    fn from(f: AgentFlags) -> EndpointFlags {
+        EndpointFlags {
             agent_cert: f.agent_cert,
             agent_key: f.agent_key,
-            ..EndpointFlags::default()
+            ..EndpointFlags::from(f.target)
         }
     }
 }
@@ -235,13 +242,9 @@ impl From<AgentFlags> for EndpointFlags {
 impl From<OperatorFlags> for EndpointFlags {
     fn from(f: OperatorFlags) -> EndpointFlags {
         EndpointFlags {
-            config: f.config,
-            agent_url: f.agent_url,
-            agent_server_name: f.agent_server_name,
-            agent_ca: f.agent_ca,
             operator_cert: f.operator_cert,
             operator_key: f.operator_key,
-            ..EndpointFlags::default()
+            ..EndpointFlags::from(f.target)
         }
     }
 }
@@ -414,23 +417,19 @@ fn resolve(
         .clone()
         .or_else(|| names[1].1.clone())
         .unwrap_or_else(|| default_name.to_owned());
-    let mut found = Vec::with_capacity(3);
-    for (flag, file, flag_name, env, key) in paths {
-        match flag.clone().or_else(|| file.clone()) {
-            Some(p) => found.push(p),
-            None => {
-                return Err(CliError::Config(format!(
-                    "no {} {key} file: pass {flag_name}, set {env}, or put `{key} = \"...\"` under [{section}] in lacnet.toml (`lacnet certs` writes one)",
-                    service.name()
-                )));
-            }
-        }
-    }
-    let mut it = found.into_iter();
-    let (ca, cert, key) = match (it.next(), it.next(), it.next()) {
-        (Some(a), Some(b), Some(c)) => (a, b, c),
-        _ => return Err(CliError::Config("incomplete TLS settings".into())),
+    let pick = |(flag, file, flag_name, env, key): PathSource<'_>| {
+        flag.clone()
+            .or_else(|| file.clone())
+            .ok_or(CliError::MissingSetting {
+                service: service.name(),
+                key,
+                flag: flag_name,
+                env,
+                section,
+            })
     };
+    let [ca, cert, key] = paths;
+    let (ca, cert, key) = (pick(ca)?, pick(cert)?, pick(key)?);
     Ok(Endpoint {
         service,
         url,
@@ -470,15 +469,29 @@ mod tests {
         let ep = flags.agent().unwrap();
         assert_eq!(ep.url, "https://127.0.0.1:1");
         assert_eq!(ep.tls.key, PathBuf::from("/abs/k.key"));
-        let err = flags.hub().unwrap_err().to_string();
+        let err = flags.hub().unwrap_err();
         assert!(
-            err.contains("--hub-ca") && err.contains("LACNET_HUB_CA"),
+            matches!(
+                err,
+                CliError::MissingSetting {
+                    flag: "--hub-ca",
+                    env: "LACNET_HUB_CA",
+                    ..
+                }
+            ),
             "{err}"
         );
         // Status, preview and erase need the operator's certificate, never the case system's.
-        let err = flags.operator().unwrap_err().to_string();
+        let err = flags.operator().unwrap_err();
         assert!(
-            err.contains("--operator-cert") && err.contains("operator_cert"),
+            matches!(
+                err,
+                CliError::MissingSetting {
+                    flag: "--operator-cert",
+                    key: "operator_cert",
+                    ..
+                }
+            ),
             "{err}"
         );
         std::fs::write(
@@ -498,7 +511,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("lacnet.toml");
         std::fs::write(&path, "[agent]\nurll = \"x\"\n").unwrap();
-        let err = ConfigFile::load(&path).unwrap_err().to_string();
-        assert!(err.contains("urll"), "{err}");
+        let err = ConfigFile::load(&path).unwrap_err();
+        assert!(
+            matches!(&err, CliError::Toml { path: p, problem } if p == &path
+                && problem.position == Some((2, 1)) && problem.message.contains("urll")),
+            "{err}"
+        );
     }
 }

@@ -17,8 +17,9 @@
 //! | `ward_code` | no | ONS ward code; stays at the site |
 //! | `last_contact_on` | no | `YYYY-MM-DD`; an open case with no contact for the site's inactivity limit stops counting as active |
 //!
-//! `lacnet import --columns` prints this table from [`COLUMNS`] and the
-//! vocabularies, so the format is documented where users look.
+//! `lacnet import --columns` prints this table from
+//! [`crate::columns::COLUMNS`] and the vocabularies, so the format is
+//! documented where users look.
 //!
 //! This module turns one CSV row into a wire record, or into the problems
 //! that stop it (the CLI's own, local rejections). Everything the site agent
@@ -27,131 +28,21 @@
 
 use csv::StringRecord;
 use lacnet_core::Date;
-use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed, SupportLevel};
+use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed};
 use lacnet_proto::site::v1::{Record, record::Age};
 
+use crate::columns::{COLUMNS, Field, echo, parse_level};
 use crate::mapping::{DateFormat, Mapping};
 
-/// A lacnet CSV column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Field {
-    /// `local_case_id`.
-    LocalCaseId,
-    /// `nhs_number`.
-    NhsNumber,
-    /// `introduced_on`.
-    IntroducedOn,
-    /// `closed_on`.
-    ClosedOn,
-    /// `support_level`.
-    SupportLevel,
-    /// `age_years`.
-    AgeYears,
-    /// `year_of_birth`.
-    YearOfBirth,
-    /// `primary_need`.
-    PrimaryNeed,
-    /// `introduction_source`.
-    IntroductionSource,
-    /// `outcomes`.
-    Outcomes,
-    /// `ward_code`.
-    WardCode,
-    /// `last_contact_on`.
-    LastContactOn,
-}
-
-/// One column of the format.
-#[derive(Debug, Clone, Copy)]
-pub struct Column {
-    /// The header name.
-    pub name: &'static str,
-    /// Which field it fills.
-    pub field: Field,
-    /// Whether the header must be present.
-    pub required: bool,
-    /// What goes in it, for `lacnet import --columns`.
-    pub about: &'static str,
-}
-
-/// Every column, in the order `generate` writes them.
-pub const COLUMNS: &[Column] = &[
-    col(
-        "local_case_id",
-        Field::LocalCaseId,
-        true,
-        "the council's case id for this introduction, at most 64 characters; once per file",
-    ),
-    col(
-        "nhs_number",
-        Field::NhsNumber,
-        false,
-        "10 digits (spaces or hyphens allowed) that pass the modulus-11 check and are not a placeholder such as 0000000000; empty if unknown",
-    ),
-    col(
-        "introduced_on",
-        Field::IntroducedOn,
-        true,
-        "date of the introduction, YYYY-MM-DD (or the mapping's [format] date)",
-    ),
-    col(
-        "closed_on",
-        Field::ClosedOn,
-        false,
-        "date the case closed; empty while open",
-    ),
-    col(
-        "support_level",
-        Field::SupportLevel,
-        true,
-        "1 (information and advice) or 2 (a longer-term relationship)",
-    ),
-    col(
-        "age_years",
-        Field::AgeYears,
-        false,
-        "whole years at introduction (this or year_of_birth is required)",
-    ),
-    col(
-        "year_of_birth",
-        Field::YearOfBirth,
-        false,
-        "e.g. 1950 (this or age_years is required)",
-    ),
-    col("primary_need", Field::PrimaryNeed, true, "one code"),
-    col(
-        "introduction_source",
-        Field::IntroductionSource,
-        true,
-        "one code",
-    ),
-    col(
-        "outcomes",
-        Field::Outcomes,
-        false,
-        "codes separated by ; (or the mapping's outcomes_separator), each optionally with the day achieved: volunteering@2024-03-02",
-    ),
-    col(
-        "ward_code",
-        Field::WardCode,
-        false,
-        "ONS ward code; stays at the site",
-    ),
-    col(
-        "last_contact_on",
-        Field::LastContactOn,
-        false,
-        "date of the last contact; empty if unknown",
-    ),
-];
-
-const fn col(name: &'static str, field: Field, required: bool, about: &'static str) -> Column {
-    Column {
-        name,
-        field,
-        required,
-        about,
-    }
+/// Why one cell of one row cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based column in the file; 0 when the problem is not one cell's.
+    pub column: usize,
+    /// The lacnet field name.
+    pub field: String,
+    /// What is wrong, and how to fix it.
+    pub reason: String,
 }
 
 /// `lacnet import --columns`: every column, whether it is required, and
@@ -182,74 +73,68 @@ pub fn columns_help() -> String {
     out
 }
 
-/// The header line `generate` writes.
-pub fn header() -> Vec<&'static str> {
-    COLUMNS.iter().map(|c| c.name).collect()
+/// Why a file's header is refused: every column it lacks, and its own
+/// columns (each quoted at most [`crate::columns::MAX_ECHO_CHARS`] long).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the header lacks {}. The header's columns are: {}", join(missing, "; "), header.join(", "))]
+pub struct HeaderError {
+    /// What is missing, in the format's column order.
+    pub missing: Vec<Missing>,
+    /// The header's columns, as read.
+    pub header: Vec<String>,
 }
 
-impl Field {
-    /// The column name.
-    pub fn name(self) -> &'static str {
-        COLUMNS
-            .iter()
-            .find(|c| c.field == self)
-            .map_or("?", |c| c.name)
-    }
-
-    /// The codes a coded column accepts (empty for free-text columns).
-    pub fn codes(self) -> Vec<&'static str> {
-        match self {
-            Field::SupportLevel => vec!["1", "2"],
-            Field::PrimaryNeed => PrimaryNeed::ALL.iter().map(|v| v.id()).collect(),
-            Field::IntroductionSource => IntroductionSource::ALL.iter().map(|v| v.id()).collect(),
-            Field::Outcomes => Outcome::ALL.iter().map(|v| v.id()).collect(),
-            _ => Vec::new(),
-        }
-    }
-
-    /// Whether `value` is one of this coded field's own codes, which pass
-    /// through a mapping's `[codes.*]` table without an entry.
-    pub fn is_canonical_code(self, value: &str) -> bool {
-        !self.codes().is_empty() && !value.is_empty() && self.check_value(value).is_ok()
-    }
-
-    /// Whether `value` (after mapping) is acceptable for this field's code table.
-    pub fn check_value(self, value: &str) -> Result<(), String> {
-        let ok = match self {
-            Field::SupportLevel => parse_level(value).is_some(),
-            Field::PrimaryNeed => PrimaryNeed::from_id(value).is_some(),
-            Field::IntroductionSource => IntroductionSource::from_id(value).is_some(),
-            Field::Outcomes => {
-                let id = value.split('@').next().unwrap_or(value);
-                id.is_empty() || Outcome::from_id(id).is_some()
-            }
-            _ => true,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(format!("not a lacnet {} value", self.name()))
-        }
-    }
+/// One thing a header lacks.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Missing {
+    /// A required column, or one the mapping names, is not there.
+    #[error("{name:?}{}{}", match mapped_from {
+        Some(ours) => format!(" (mapped from {ours} in [columns])"),
+        None => " (required)".to_owned(),
+    }, did_you_mean(near))]
+    Column {
+        /// The column's name in the file.
+        name: String,
+        /// The lacnet column a mapping renamed it from, if one did.
+        mapped_from: Option<&'static str>,
+        /// The header's columns that nearly match it.
+        near: Vec<String>,
+    },
+    /// An optional lacnet column is there in other case or spacing: the
+    /// same typo, unmapped.
+    #[error(
+        "{ours:?}: the header has {found:?}; rename it, or map it with `{ours} = {found:?}` under [columns]"
+    )]
+    OtherCase {
+        /// The lacnet column.
+        ours: &'static str,
+        /// What the header has.
+        found: String,
+    },
+    /// Neither an age nor a year of birth.
+    #[error("{age_years:?} or {year_of_birth:?} (one is required)")]
+    Age {
+        /// The age column's name in the file.
+        age_years: String,
+        /// The year-of-birth column's name in the file.
+        year_of_birth: String,
+    },
 }
 
-fn parse_level(v: &str) -> Option<SupportLevel> {
-    match v {
-        "1" => Some(SupportLevel::Level1),
-        "2" => Some(SupportLevel::Level2),
-        other => SupportLevel::from_id(other),
-    }
+fn join(missing: &[Missing], sep: &str) -> String {
+    missing
+        .iter()
+        .map(Missing::to_string)
+        .collect::<Vec<_>>()
+        .join(sep)
 }
 
-/// Why one cell of one row cannot be sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// 1-based column in the file; 0 when the problem is not one cell's.
-    pub column: usize,
-    /// The lacnet field name.
-    pub field: String,
-    /// What is wrong, and how to fix it.
-    pub reason: String,
+fn did_you_mean(near: &[String]) -> String {
+    if near.is_empty() {
+        return String::new();
+    }
+    let quoted: Vec<String> = near.iter().map(|n| format!("{n:?}")).collect();
+    format!(" (did you mean {}?)", quoted.join(" or "))
 }
 
 /// Where each lacnet field is in a particular file.
@@ -266,7 +151,7 @@ impl Layout {
     /// (a typo there would silently drop that field from every row), or when
     /// a header column is an optional lacnet column in all but case or
     /// spacing. The error lists the header's columns and near matches.
-    pub fn from_header(header: &StringRecord, mapping: &Mapping) -> Result<Layout, String> {
+    pub fn from_header(header: &StringRecord, mapping: &Mapping) -> Result<Layout, HeaderError> {
         let names: Vec<&str> = header.iter().map(str::trim).collect();
         let mut positions = Vec::new();
         let mut missing = Vec::new();
@@ -275,23 +160,18 @@ impl Layout {
             let mapped = mapping.columns.contains_key(c.name);
             match names.iter().position(|h| *h == source) {
                 Some(i) => positions.push((c.field, i)),
-                None if c.required || mapped => {
-                    let why = if mapped {
-                        format!("{source:?} (mapped from {} in [columns])", c.name)
-                    } else {
-                        format!("{source:?} (required)")
-                    };
-                    missing.push(with_suggestion(why, source, &names));
-                }
+                None if c.required || mapped => missing.push(Missing::Column {
+                    name: source.to_owned(),
+                    mapped_from: mapped.then_some(c.name),
+                    near: near_matches(source, &names),
+                }),
                 None => {
                     // lacnet's own name in other case or spacing: the same typo, unmapped.
                     if let Some(h) = names.iter().find(|h| loose(h) == loose(source)) {
-                        missing.push(format!(
-                            "{source:?}: the header has {:?}; rename it, or map it with `{} = {:?}` under [columns]",
-                            echo(h),
-                            c.name,
-                            echo(h)
-                        ));
+                        missing.push(Missing::OtherCase {
+                            ours: c.name,
+                            found: echo(h),
+                        });
                     }
                 }
             }
@@ -300,18 +180,16 @@ impl Layout {
             .iter()
             .any(|(f, _)| matches!(f, Field::AgeYears | Field::YearOfBirth))
         {
-            missing.push(format!(
-                "{:?} or {:?} (one is required)",
-                mapping.source_column("age_years"),
-                mapping.source_column("year_of_birth")
-            ));
+            missing.push(Missing::Age {
+                age_years: mapping.source_column("age_years").to_owned(),
+                year_of_birth: mapping.source_column("year_of_birth").to_owned(),
+            });
         }
         if !missing.is_empty() {
-            return Err(format!(
-                "the header lacks {}. The header's columns are: {}",
-                missing.join("; "),
-                names.iter().map(|h| echo(h)).collect::<Vec<_>>().join(", ")
-            ));
+            return Err(HeaderError {
+                missing,
+                header: names.iter().map(|h| echo(h)).collect(),
+            });
         }
         Ok(Layout {
             positions,
@@ -377,7 +255,7 @@ impl Layout {
                         Ok(Some(v)) => v,
                         Ok(None) => item.to_owned(),
                         Err(e) => {
-                            bad(e);
+                            bad(e.to_string());
                             continue;
                         }
                     };
@@ -408,7 +286,7 @@ impl Layout {
                     Ok(Some(v)) => v,
                     Ok(None) => raw.to_owned(),
                     Err(e) => {
-                        bad(e);
+                        bad(e.to_string());
                         continue;
                     }
                 }
@@ -422,23 +300,6 @@ impl Layout {
         } else {
             Err(problems)
         }
-    }
-}
-
-/// Longest value quoted back in a message, in characters.
-pub const MAX_ECHO_CHARS: usize = 80;
-
-/// A value from the file as it may be quoted back in a message: at most
-/// [`MAX_ECHO_CHARS`] characters, so a 10 MB cell costs a line, not 10 MB.
-pub fn echo(value: &str) -> String {
-    bounded(value, MAX_ECHO_CHARS)
-}
-
-/// `value` cut to at most `max` characters, saying how long it was.
-pub fn bounded(value: &str, max: usize) -> String {
-    match value.char_indices().nth(max) {
-        None => value.to_owned(),
-        Some((cut, _)) => format!("{}... ({} bytes in all)", &value[..cut], value.len()),
     }
 }
 
@@ -466,23 +327,18 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// `what`, and the header's columns that nearly match `wanted`: the same but
-/// for case and spacing, or within a couple of edits.
-fn with_suggestion(what: String, wanted: &str, header: &[&str]) -> String {
+/// The header's columns that nearly match `wanted`: the same but for case
+/// and spacing, or within a couple of edits.
+fn near_matches(wanted: &str, header: &[&str]) -> Vec<String> {
     let want = loose(wanted);
-    let near: Vec<String> = header
+    header
         .iter()
         .filter(|h| {
             let h = loose(h);
             h == want || distance(&h, &want) <= (want.chars().count() / 4).clamp(1, 2)
         })
-        .map(|h| format!("{:?}", echo(h)))
-        .collect();
-    if near.is_empty() {
-        what
-    } else {
-        format!("{what} (did you mean {}?)", near.join(" or "))
-    }
+        .map(|h| echo(h))
+        .collect()
 }
 
 /// Puts one (translated) value into the record.
@@ -566,6 +422,7 @@ fn date(value: String, format: DateFormat) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::columns::header;
 
     fn row(cells: &[&str]) -> StringRecord {
         StringRecord::from(cells.to_vec())
@@ -673,7 +530,17 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            err.contains("support_level") && err.contains("\"age_years\" or \"year_of_birth\""),
+            err.missing.iter().any(|m| matches!(
+                m,
+                Missing::Column { name, mapped_from: None, .. } if name == "support_level"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.missing.contains(&Missing::Age {
+                age_years: "age_years".into(),
+                year_of_birth: "year_of_birth".into()
+            }),
             "{err}"
         );
     }
@@ -699,11 +566,22 @@ mod tests {
         )
         .unwrap();
         let err = Layout::from_header(&casesys_header(), &m).unwrap_err();
-        assert!(err.contains("\"End date\" (mapped from closed_on"), "{err}");
-        assert!(err.contains("did you mean \"End Date\"?"), "{err}");
+        assert_eq!(
+            err.missing,
+            vec![Missing::Column {
+                name: "End date".into(),
+                mapped_from: Some("closed_on"),
+                near: vec!["End Date".into()],
+            }]
+        );
+        assert_eq!(err.header[..3], ["Case Ref", "Referral Date", "End Date"]);
+        // What a user reads names the column, the near match and the header.
+        let text = err.to_string();
         assert!(
-            err.contains("The header's columns are: Case Ref, Referral Date, End Date"),
-            "{err}"
+            text.contains(
+                "\"End date\" (mapped from closed_on in [columns]) (did you mean \"End Date\"?)"
+            ) && text.contains("The header's columns are: Case Ref, Referral Date, End Date"),
+            "{text}"
         );
         // Spelled as the header spells it, the file is fine and closures arrive.
         let fixed = Mapping {
@@ -723,9 +601,12 @@ mod tests {
         let mut h: Vec<&str> = header();
         h[3] = "Closed_On";
         let err = Layout::from_header(&row(&h), &Mapping::default()).unwrap_err();
-        assert!(
-            err.contains("\"closed_on\": the header has \"Closed_On\""),
-            "{err}"
+        assert_eq!(
+            err.missing,
+            vec![Missing::OtherCase {
+                ours: "closed_on",
+                found: "Closed_On".into()
+            }]
         );
         // Left out altogether, an optional column is simply absent.
         h.remove(3);

@@ -17,6 +17,7 @@
 //! `999` test range, which the NHS never issues to patients.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use lacnet_core::Date;
 use lacnet_core::validate::synthetic_nhs_number;
@@ -25,8 +26,62 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use crate::csv_format::header;
+use crate::Outcome;
+use crate::columns::header;
 use crate::error::CliError;
+
+/// `lacnet generate`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenerateArgs {
+    /// Site profile: derby, thurrock or swansea (or its ONS code).
+    #[arg(long)]
+    pub site: String,
+    /// Random seed: the same seed gives the same file.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Last introduction date (YYYY-MM-DD) [default: the end of the profile's published first window].
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Exactly this many rows over the same span (e.g. 1000000 for a load test).
+    #[arg(long)]
+    pub rows: Option<usize>,
+    /// Output file [default: standard output].
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+}
+
+/// `lacnet generate`: writes the plan's rows to `--out` or standard output,
+/// with no date later than `today`.
+pub fn command(args: GenerateArgs, today: Date) -> Result<Outcome, CliError> {
+    let until = args
+        .until
+        .map(|u| {
+            Date::parse(&u).map_err(|source| CliError::Date {
+                what: "--until",
+                value: u,
+                source,
+            })
+        })
+        .transpose()?;
+    let plan = Plan {
+        profile: profile(&args.site)?,
+        seed: args.seed,
+        until,
+        rows: args.rows,
+    };
+    let Some(path) = args.out else {
+        write_csv(&plan, std::io::stdout().lock(), today)?;
+        return Ok(Outcome::Done);
+    };
+    let f = std::fs::File::create(&path).map_err(|e| CliError::io("cannot create", &path, e))?;
+    let n = write_csv(&plan, std::io::BufWriter::new(f), today)?;
+    eprintln!(
+        "wrote {n} rows for {} to {}",
+        plan.profile.name,
+        path.display()
+    );
+    Ok(Outcome::Done)
+}
 
 /// A site's synthetic population.
 #[derive(Debug, Clone)]
@@ -227,15 +282,13 @@ pub fn profile(name: &str) -> Result<&'static Profile, CliError> {
         .iter()
         .copied()
         .find(|p| p.key == want || p.code.eq_ignore_ascii_case(name))
-        .ok_or_else(|| {
-            CliError::Invalid(format!(
-                "no site profile {name:?}; profiles: {}",
-                PROFILES
-                    .iter()
-                    .map(|p| p.key)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+        .ok_or_else(|| CliError::UnknownProfile {
+            name: name.to_owned(),
+            known: PROFILES
+                .iter()
+                .map(|p| p.key)
+                .collect::<Vec<_>>()
+                .join(", "),
         })
 }
 
@@ -391,8 +444,7 @@ pub fn write_csv(plan: &Plan, out: impl Write, today: Date) -> Result<u64, CliEr
     let p = plan.profile;
     let mut rng = StdRng::seed_from_u64(plan.seed ^ fnv(p.code));
     let mut w = csv::Writer::from_writer(out);
-    let werr = |e: csv::Error| CliError::Invalid(format!("cannot write the CSV: {e}"));
-    w.write_record(header()).map_err(werr)?;
+    w.write_record(header())?;
     // Site-specific starting points keep two sites' synthetic people apart.
     let mut next_prefix: u64 = 990_000_000 + fnv(p.code) % 9_000_000;
     let mut known_nhs: Vec<String> = Vec::new();
@@ -477,12 +529,11 @@ pub fn write_csv(plan: &Plan, out: impl Write, today: Date) -> Result<u64, CliEr
                 achieved: achieved.min(closed),
                 ward: format!("E05{ward_no:06}"),
             };
-            write_row(&mut w, &row).map_err(werr)?;
+            write_row(&mut w, &row)?;
             rows += 1;
         }
     }
-    w.flush()
-        .map_err(|e| CliError::Invalid(format!("cannot write the CSV: {e}")))?;
+    w.flush().map_err(csv::Error::from)?;
     Ok(rows)
 }
 

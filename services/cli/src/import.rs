@@ -33,12 +33,16 @@ use std::time::{Duration, Instant};
 
 use csv::StringRecord;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use lacnet_clock::Clock;
 use lacnet_proto::site::v1::site_agent_client::SiteAgentClient;
 use lacnet_proto::site::v1::{Record, UpsertRecordsRequest, Verdict};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::csv_format::{COLUMNS, Field, Layout, Problem, bounded, echo};
+use crate::Outcome;
+use crate::columns::{COLUMNS, Field, bounded, echo};
+use crate::config::{AgentFlags, EndpointFlags};
+use crate::csv_format::{Layout, Problem};
 use crate::error::{CliError, Service};
 use crate::mapping::Mapping;
 
@@ -48,6 +52,101 @@ pub const DEFAULT_CHUNK_ROWS: usize = 50_000;
 const UPSERT_BATCH: usize = 1_000;
 /// Rows the reader thread hands over at a time.
 const READ_BATCH: usize = 512;
+
+/// `lacnet import`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportArgs {
+    /// The CSV file (lacnet's format, or a case system's export with --map).
+    #[arg(required_unless_present = "columns")]
+    pub file: Option<PathBuf>,
+    /// Print the CSV columns and the accepted codes, then exit.
+    #[arg(long, conflicts_with_all = ["map", "rejects"])]
+    pub columns: bool,
+    /// Mapping file (TOML) from a case system's columns and codes onto lacnet's.
+    #[arg(long)]
+    pub map: Option<PathBuf>,
+    /// Where rejected rows go [default: <file>.rejects.csv beside the input].
+    #[arg(long)]
+    pub rejects: Option<PathBuf>,
+    /// Rows per StreamRecords call.
+    #[arg(long, default_value_t = DEFAULT_CHUNK_ROWS)]
+    pub chunk_rows: usize,
+    /// Never draw the progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Re-admit people erased at the agent, who are otherwise refused
+    /// (use only when a person has really returned, not to re-load an old export).
+    #[arg(long)]
+    pub readmit_erased: bool,
+    /// The file is the council's latest full export, re-imported after
+    /// the agent lost state (`lacnet status` lists lost periods): once
+    /// every row is accepted, tell the agent, which then publishes those
+    /// periods again over the hub's releases.
+    #[arg(long)]
+    pub full_export: bool,
+    #[command(flatten)]
+    pub conn: AgentFlags,
+}
+
+/// `lacnet import`: imports the file and prints what happened; with
+/// `--columns`, prints the format instead.
+pub async fn command(args: ImportArgs, clock: &dyn Clock) -> Result<Outcome, CliError> {
+    let Some(file) = args.file.filter(|_| !args.columns) else {
+        print!("{}", crate::csv_format::columns_help());
+        return Ok(Outcome::Done);
+    };
+    let endpoint = EndpointFlags::from(args.conn).agent()?;
+    let mut opts = ImportOptions::new(&file);
+    if let Some(m) = args.map {
+        opts.mapping = Mapping::load(&m)?;
+    }
+    if let Some(r) = args.rejects {
+        opts.rejects = r;
+    }
+    opts.chunk_rows = args.chunk_rows;
+    opts.progress = !args.quiet;
+    opts.readmit_erased = args.readmit_erased;
+    let c = crate::client::agent(&endpoint, clock).await?;
+    let r = import(c.clone(), &endpoint.url, &opts).await?;
+    println!(
+        "{} rows: {} accepted, {} rejected ({} here, {} by the agent) in {:.1} s, {:.0} rows/s",
+        r.rows,
+        r.accepted,
+        r.rejected,
+        r.rejected_locally,
+        r.rejected - r.rejected_locally,
+        r.elapsed.as_secs_f64(),
+        r.rate()
+    );
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if let Some(path) = r.rejects {
+        println!(
+            "rejected rows (line, column, field, reason, then the row as it was): {}",
+            path.display()
+        );
+        println!("fix them there and import that file alone (with the same --map, if any)");
+        if args.full_export {
+            println!(
+                "not confirmed as a full export: fix the rejected rows and import the file again"
+            );
+        }
+        return Ok(Outcome::RowsRejected);
+    }
+    if args.full_export {
+        let released = crate::site_ops::confirm_full_import(&mut c.clone(), &endpoint.url).await?;
+        if released.is_empty() {
+            println!("full export confirmed: no period was held back");
+        } else {
+            println!(
+                "full export confirmed: {} publish again from the re-imported records",
+                released.join(", ")
+            );
+        }
+    }
+    Ok(Outcome::Done)
+}
 
 /// What to import and how.
 #[derive(Debug, Clone)]
@@ -90,7 +189,7 @@ pub fn default_rejects_path(csv: &Path) -> PathBuf {
 }
 
 /// What an import did.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImportReport {
     /// Data rows read.
     pub rows: u64,
@@ -269,17 +368,17 @@ fn start_reader(opts: &ImportOptions) -> Result<(Layout, StringRecord, Batches, 
         .from_reader(BufReader::with_capacity(1 << 20, file));
     let header = reader
         .headers()
-        .map_err(|e| CliError::Csv {
+        .map_err(|source| CliError::Csv {
             path: opts.csv.clone(),
             line: 1,
-            detail: e.to_string(),
+            source,
         })?
         .clone();
-    let layout = Layout::from_header(&header, &opts.mapping).map_err(|detail| CliError::Csv {
-        path: opts.csv.clone(),
-        line: 1,
-        detail,
-    })?;
+    let layout =
+        Layout::from_header(&header, &opts.mapping).map_err(|source| CliError::Header {
+            path: opts.csv.clone(),
+            source,
+        })?;
     let (tx, rx) = mpsc::channel::<Result<Batch, CliError>>(16);
     let thread_layout = layout.clone();
     let mapping = opts.mapping.clone();
@@ -299,81 +398,22 @@ fn read_rows(
 ) {
     let mut row = StringRecord::new();
     let mut items = Vec::with_capacity(READ_BATCH);
-    let mut filled = vec![false; layout.width()];
-    // Case id fingerprint → the line it was first sent from. A random key:
-    // collisions (about 1 in 10^7 for a million rows) cannot be aimed at.
-    let hasher = std::collections::hash_map::RandomState::new();
-    let mut seen: HashMap<u64, u64> = HashMap::new();
-    let case_column = layout
-        .fields()
-        .find(|(f, _)| *f == Field::LocalCaseId)
-        .map_or(0, |(_, c)| c);
+    let mut rows = RowReader::new(layout, mapping, readmit_erased);
     loop {
         let line = reader.position().line();
         match reader.read_record(&mut row) {
             Ok(false) => break,
-            Ok(true) => {
-                let at = row.position().cloned().unwrap_or_else(csv::Position::new);
-                let line = at.line().max(line);
-                if row.len() == filled.len() {
-                    for (f, cell) in filled.iter_mut().zip(row.iter()) {
-                        *f |= !cell.trim().is_empty();
-                    }
-                }
-                items.push(match layout.parse(&row, &mapping) {
-                    Ok(mut record) => {
-                        let id = hasher.hash_one(record.local_case_id.trim());
-                        match seen.get(&id) {
-                            Some(&first) => Item::Bad {
-                                line,
-                                problems: vec![Problem {
-                                    column: case_column,
-                                    field: "local_case_id".into(),
-                                    reason: format!(
-                                        "the same case id as line {first}, which was sent: \
-                                         each introduction needs its own case id"
-                                    ),
-                                }],
-                                row: Some(row.clone()),
-                            },
-                            None => {
-                                seen.insert(id, line);
-                                record.readmit_erased = readmit_erased;
-                                Item::Row { line, record, at }
-                            }
-                        }
-                    }
-                    Err(problems) => Item::Bad {
-                        line,
-                        problems,
-                        row: Some(row.clone()),
-                    },
-                });
-            }
+            Ok(true) => items.push(rows.item(line, &row)),
             // A row that is not valid UTF-8 is one bad row; the reader carries on after it.
             Err(e) if matches!(e.kind(), csv::ErrorKind::Utf8 { .. }) => {
-                let (line, column) = match e.kind() {
-                    csv::ErrorKind::Utf8 { pos, err } => {
-                        (pos.as_ref().map_or(line, |p| p.line()), err.field() + 1)
-                    }
-                    _ => (line, 0),
-                };
-                items.push(Item::Bad {
-                    line,
-                    problems: vec![Problem {
-                        column,
-                        field: "row".into(),
-                        reason: "is not valid UTF-8 (save the export as UTF-8)".into(),
-                    }],
-                    row: None,
-                });
+                items.push(not_utf8(&e, line));
             }
             Err(e) => {
                 let line = e.position().map_or(line, |p| p.line());
                 let _ = tx.blocking_send(Err(CliError::Csv {
                     path,
                     line,
-                    detail: e.to_string(),
+                    source: e,
                 }));
                 return;
             }
@@ -393,8 +433,99 @@ fn read_rows(
     let _ = tx.blocking_send(Ok(Batch {
         items,
         bytes_read,
-        filled: Some(filled),
+        filled: Some(rows.filled),
     }));
+}
+
+/// Turns rows into items on the reader thread, remembering what it has seen.
+struct RowReader {
+    layout: Layout,
+    mapping: Mapping,
+    readmit_erased: bool,
+    /// Which columns held a value in some row.
+    filled: Vec<bool>,
+    /// Case id fingerprint → the line it was first sent from. A random key:
+    /// collisions (about 1 in 10^7 for a million rows) cannot be aimed at.
+    hasher: std::collections::hash_map::RandomState,
+    seen: HashMap<u64, u64>,
+    /// The 1-based column of `local_case_id`, for duplicate rejections.
+    case_column: usize,
+}
+
+impl RowReader {
+    fn new(layout: Layout, mapping: Mapping, readmit_erased: bool) -> RowReader {
+        let case_column = layout
+            .fields()
+            .find(|(f, _)| *f == Field::LocalCaseId)
+            .map_or(0, |(_, c)| c);
+        RowReader {
+            filled: vec![false; layout.width()],
+            layout,
+            mapping,
+            readmit_erased,
+            hasher: std::collections::hash_map::RandomState::new(),
+            seen: HashMap::new(),
+            case_column,
+        }
+    }
+
+    /// One row read at `line` (or later, for a row that spans lines).
+    fn item(&mut self, line: u64, row: &StringRecord) -> Item {
+        let at = row.position().cloned().unwrap_or_else(csv::Position::new);
+        let line = at.line().max(line);
+        if row.len() == self.filled.len() {
+            for (f, cell) in self.filled.iter_mut().zip(row.iter()) {
+                *f |= !cell.trim().is_empty();
+            }
+        }
+        let mut record = match self.layout.parse(row, &self.mapping) {
+            Ok(record) => record,
+            Err(problems) => {
+                return Item::Bad {
+                    line,
+                    problems,
+                    row: Some(row.clone()),
+                };
+            }
+        };
+        let id = self.hasher.hash_one(record.local_case_id.trim());
+        if let Some(&first) = self.seen.get(&id) {
+            return Item::Bad {
+                line,
+                problems: vec![Problem {
+                    column: self.case_column,
+                    field: "local_case_id".into(),
+                    reason: format!(
+                        "the same case id as line {first}, which was sent: \
+                         each introduction needs its own case id"
+                    ),
+                }],
+                row: Some(row.clone()),
+            };
+        }
+        self.seen.insert(id, line);
+        record.readmit_erased = self.readmit_erased;
+        Item::Row { line, record, at }
+    }
+}
+
+/// A row that is not valid UTF-8, as a rejection naming its line and column.
+fn not_utf8(e: &csv::Error, line: u64) -> Item {
+    let (line, column) = match e.kind() {
+        csv::ErrorKind::Utf8 { pos, err } => {
+            (pos.as_ref().map_or(line, |p| p.line()), err.field() + 1)
+        }
+        _ => (line, 0),
+    };
+    Item::Bad {
+        line,
+        problems: vec![Problem {
+            column,
+            field: "row".into(),
+            reason: "is not valid UTF-8 (save the export as UTF-8)".into(),
+        }],
+        row: None,
+    }
 }
 
 fn progress_bar(size: u64, show: bool) -> ProgressBar {
@@ -421,46 +552,28 @@ pub async fn import(
     opts: &ImportOptions,
 ) -> Result<ImportReport, CliError> {
     let started = Instant::now();
-    let (layout, header, mut rx, size) = start_reader(opts)?;
+    let (layout, header, rx, size) = start_reader(opts)?;
     let pb = progress_bar(size, opts.progress);
-    let mut rejects = Rejects::new(opts.rejects.clone(), header.clone());
-    let mut rows = Rows::new(&opts.csv);
-    let mut filled: Option<Vec<bool>> = None;
-    let mut report = ImportReport {
-        rows: 0,
-        accepted: 0,
-        rejected: 0,
-        rejected_locally: 0,
-        elapsed: Duration::ZERO,
-        rejects: None,
-        warnings: Vec::new(),
+    let mut items = Items {
+        rx,
+        pending: Vec::new().into_iter(),
+        filled: None,
     };
-    let mut pending: std::vec::IntoIter<Item> = Vec::new().into_iter();
+    let mut out = Verdicts {
+        layout: &layout,
+        rejects: Rejects::new(opts.rejects.clone(), header.clone()),
+        rows: Rows::new(&opts.csv),
+    };
+    let mut report = ImportReport::default();
     let mut input_done = false;
     let chunk_rows = opts.chunk_rows.max(1);
     while !input_done {
-        // One StreamRecords call per chunk, opened on its first record.
         let mut chunk: Vec<(u64, Record, csv::Position)> = Vec::new();
-        let mut sender: Option<mpsc::Sender<Record>> = None;
-        let mut call = None;
+        let mut call: Option<Call> = None;
         while chunk.len() < chunk_rows {
-            let item = match pending.next() {
-                Some(item) => item,
-                None => match rx.recv().await {
-                    Some(Ok(batch)) => {
-                        pb.set_position(batch.bytes_read);
-                        if batch.filled.is_some() {
-                            filled = batch.filled;
-                        }
-                        pending = batch.items.into_iter();
-                        continue;
-                    }
-                    Some(Err(e)) => return Err(e),
-                    None => {
-                        input_done = true;
-                        break;
-                    }
-                },
+            let Some(item) = items.next(&pb).await? else {
+                input_done = true;
+                break;
             };
             report.rows += 1;
             match item {
@@ -471,22 +584,11 @@ pub async fn import(
                 } => {
                     report.rejected += 1;
                     report.rejected_locally += 1;
-                    rejects.write(line, &problems, row.as_ref())?;
+                    out.rejects.write(line, &problems, row.as_ref())?;
                 }
                 Item::Row { line, record, at } => {
-                    if sender.is_none() {
-                        let (tx, rx) = mpsc::channel::<Record>(1024);
-                        let mut c = client.clone();
-                        call = Some(tokio::spawn(async move {
-                            c.stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
-                                .await
-                        }));
-                        sender = Some(tx);
-                    }
-                    let sent = match &sender {
-                        Some(tx) => tx.send(record.clone()).await.is_ok(),
-                        None => false,
-                    };
+                    let call = call.get_or_insert_with(|| Call::open(&client));
+                    let sent = call.tx.send(record.clone()).await.is_ok();
                     chunk.push((line, record, at));
                     // A closed stream means the call failed; its error is read below.
                     if !sent {
@@ -498,40 +600,134 @@ pub async fn import(
                 pb.set_message(progress_message(&report, started));
             }
         }
-        drop(sender);
         let Some(call) = call else { continue };
-        let summary = call
-            .await
-            .map_err(|e| CliError::Service(format!("the import task failed: {e}")))?
-            .map_err(|s| Service::Agent.status_error(url, s))?
-            .into_inner();
+        let summary = call.finish(url).await?;
         if summary.received != chunk.len() as u64 {
-            return Err(CliError::Service(format!(
-                "the site agent received {} of {} records in a chunk; nothing after line {} was confirmed",
-                summary.received,
-                chunk.len(),
-                chunk.first().map_or(0, |(l, _, _)| *l)
-            )));
+            return Err(CliError::ShortChunk {
+                received: summary.received,
+                sent: chunk.len() as u64,
+                first_line: chunk.first().map_or(0, |(l, _, _)| *l),
+            });
         }
         report.accepted += summary.accepted;
         report.rejected += summary.rejected;
         if summary.rejections_truncated {
-            upsert_for_verdicts(&client, url, &chunk, &layout, &mut rejects, &mut rows).await?;
+            upsert_for_verdicts(&client, url, &chunk, &mut out).await?;
         } else {
             for v in &summary.rejections {
                 if let Some((line, _, at)) = chunk.get(v.index as usize) {
-                    let row = rows.fetch(at);
-                    write_violations(&mut rejects, &layout, *line, row, &v.violations)?;
+                    out.write(*line, at, &v.violations)?;
                 }
             }
         }
         pb.set_message(progress_message(&report, started));
     }
     pb.finish_and_clear();
-    report.warnings = empty_columns(&layout, &header, filled.as_deref(), report.rows);
+    report.warnings = empty_columns(&layout, &header, items.filled.as_deref(), report.rows);
     report.elapsed = started.elapsed();
-    report.rejects = rejects.finish()?;
+    report.rejects = out.rejects.finish()?;
     Ok(report)
+}
+
+/// The reader thread's batches, one item at a time.
+struct Items {
+    rx: Batches,
+    pending: std::vec::IntoIter<Item>,
+    /// From the last batch: which columns held a value in some row.
+    filled: Option<Vec<bool>>,
+}
+
+impl Items {
+    /// The next item, or `None` at the end of the file; moves `pb` on by
+    /// each batch the reader finishes.
+    async fn next(&mut self, pb: &ProgressBar) -> Result<Option<Item>, CliError> {
+        loop {
+            if let Some(item) = self.pending.next() {
+                return Ok(Some(item));
+            }
+            match self.rx.recv().await {
+                Some(Ok(batch)) => {
+                    pb.set_position(batch.bytes_read);
+                    if batch.filled.is_some() {
+                        self.filled = batch.filled;
+                    }
+                    self.pending = batch.items.into_iter();
+                }
+                Some(Err(e)) => return Err(e),
+                None => return Ok(None),
+            }
+        }
+    }
+}
+
+/// The `StreamRecords` call of one chunk, opened on its first record.
+struct Call {
+    tx: mpsc::Sender<Record>,
+    task: tokio::task::JoinHandle<
+        Result<tonic::Response<lacnet_proto::site::v1::IngestSummary>, tonic::Status>,
+    >,
+}
+
+impl Call {
+    fn open(client: &SiteAgentClient<Channel>) -> Call {
+        let (tx, rx) = mpsc::channel::<Record>(1024);
+        let mut c = client.clone();
+        let task = tokio::spawn(async move {
+            c.stream_records(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        });
+        Call { tx, task }
+    }
+
+    /// Ends the stream and waits for the agent's summary of it.
+    async fn finish(self, url: &str) -> Result<lacnet_proto::site::v1::IngestSummary, CliError> {
+        drop(self.tx);
+        Ok(self
+            .task
+            .await
+            .map_err(|source| CliError::Task {
+                what: "the import task failed",
+                source,
+            })?
+            .map_err(|s| Service::Agent.status_error(url, s))?
+            .into_inner())
+    }
+}
+
+/// Where the agent's rejections go: the rejects file, with each rejected
+/// row read again from the file.
+struct Verdicts<'a> {
+    layout: &'a Layout,
+    rejects: Rejects,
+    rows: Rows,
+}
+
+impl Verdicts<'_> {
+    /// One row the agent rejected, with its field violations.
+    fn write(
+        &mut self,
+        line: u64,
+        at: &csv::Position,
+        violations: &[lacnet_proto::common::v1::FieldViolation],
+    ) -> Result<(), CliError> {
+        let mut problems: Vec<Problem> = violations
+            .iter()
+            .map(|fv| Problem {
+                column: self.layout.column_of(&fv.field).unwrap_or(0),
+                field: fv.field.clone(),
+                reason: fv.reason.clone(),
+            })
+            .collect();
+        if problems.is_empty() {
+            problems.push(Problem {
+                column: 0,
+                field: String::new(),
+                reason: "rejected by the site agent".into(),
+            });
+        }
+        let row = self.rows.fetch(at);
+        self.rejects.write(line, &problems, row)
+    }
 }
 
 /// Warnings for optional lacnet columns that are in the header but empty in
@@ -608,39 +804,12 @@ impl Rows {
     }
 }
 
-fn write_violations(
-    rejects: &mut Rejects,
-    layout: &Layout,
-    line: u64,
-    row: Option<&StringRecord>,
-    violations: &[lacnet_proto::common::v1::FieldViolation],
-) -> Result<(), CliError> {
-    let mut problems: Vec<Problem> = violations
-        .iter()
-        .map(|fv| Problem {
-            column: layout.column_of(&fv.field).unwrap_or(0),
-            field: fv.field.clone(),
-            reason: fv.reason.clone(),
-        })
-        .collect();
-    if problems.is_empty() {
-        problems.push(Problem {
-            column: 0,
-            field: String::new(),
-            reason: "rejected by the site agent".into(),
-        });
-    }
-    rejects.write(line, &problems, row)
-}
-
 /// Sends a chunk again through `UpsertRecords` to learn every rejection in it.
 async fn upsert_for_verdicts(
     client: &SiteAgentClient<Channel>,
     url: &str,
     chunk: &[(u64, Record, csv::Position)],
-    layout: &Layout,
-    rejects: &mut Rejects,
-    rows: &mut Rows,
+    out: &mut Verdicts<'_>,
 ) -> Result<(), CliError> {
     let mut c = client.clone();
     for part in chunk.chunks(UPSERT_BATCH) {
@@ -655,8 +824,7 @@ async fn upsert_for_verdicts(
             if v.verdict == Verdict::Rejected as i32
                 && let Some((line, _, at)) = part.get(v.index as usize)
             {
-                let row = rows.fetch(at);
-                write_violations(rejects, layout, *line, row, &v.violations)?;
+                out.write(*line, at, &v.violations)?;
             }
         }
     }

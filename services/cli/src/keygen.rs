@@ -1,15 +1,44 @@
 //! `lacnet keygen`: a new pseudonymisation (HMAC) key for a site agent, in the
-//! agent's versioned key-file format (`lacnet-key v1`, 32 random bytes as hex),
-//! written with mode 0600 so only its owner can read it.
+//! versioned key-file format the agent reads (`lacnet_core::keyfile`:
+//! `lacnet-key v1`, 32 random bytes as hex), written with mode 0600 so only
+//! its owner can read it.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use lacnet_core::keyfile::{SECRET_BYTES, encode_key_file};
 use lacnet_core::pseudonym::{KeyId, Pseudonymiser, Secret};
-use lacnet_site_agent::keys::{SECRET_BYTES, encode_key_file};
 use rand::RngCore;
 
+use crate::Outcome;
 use crate::error::CliError;
+
+/// `lacnet keygen`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeygenArgs {
+    /// Key id, e.g. k2025 (what the agent's --key-file id=path names it).
+    #[arg(long)]
+    pub id: String,
+    /// The key file to write.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Replace an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `lacnet keygen`: writes the key and says how to start the agent with it.
+pub fn command(args: &KeygenArgs) -> Result<Outcome, CliError> {
+    let k = write_key(&args.id, &args.out, args.force)?;
+    let out = args.out.display();
+    println!("wrote key {} to {out} (mode 0600)", k.id);
+    println!(
+        "fingerprint {} (safe to share; `lacnet status` shows it for the active key)",
+        k.fingerprint
+    );
+    println!("start the agent with --key-file {}={out}", k.id);
+    Ok(Outcome::Done)
+}
 
 /// What was written: the id and the fingerprint, which is safe to share (two
 /// parties compare fingerprints to check they hash alike).
@@ -23,10 +52,13 @@ pub struct NewKey {
 
 /// Writes a fresh key `id` to `path`; refuses to overwrite unless `force`.
 pub fn write_key(id: &str, path: &Path, force: bool) -> Result<NewKey, CliError> {
-    KeyId::new(id).map_err(|e| CliError::Invalid(format!("key id {id:?}: {e}")))?;
+    KeyId::new(id).map_err(|source| CliError::KeyId {
+        id: id.to_owned(),
+        source,
+    })?;
     let mut raw = zeroize::Zeroizing::new([0u8; SECRET_BYTES]);
     rand::rng().fill_bytes(&mut *raw);
-    let secret = Secret::new(raw.to_vec()).map_err(|e| CliError::Generate(e.to_string()))?;
+    let secret = Secret::new(raw.to_vec())?;
     let fingerprint = Pseudonymiser::new(&secret).fingerprint();
     let start = format!(
         "readable only by the site agent. Start the agent with --key-file {id}=<this file>."
@@ -57,10 +89,9 @@ pub fn write_key(id: &str, path: &Path, force: bool) -> Result<NewKey, CliError>
     }
     let mut f = opts.open(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            CliError::Invalid(format!(
-                "{} already exists: a key is never overwritten by accident (pass --force)",
-                path.display()
-            ))
+            CliError::KeyExists {
+                path: path.to_owned(),
+            }
         } else {
             CliError::io("cannot create the key file", path, e)
         }
@@ -93,7 +124,7 @@ mod tests {
         let ring = lacnet_site_agent::keys::load_ring(&[("k1".into(), path.clone())]).unwrap();
         assert_eq!(ring.active().1.fingerprint(), key.fingerprint);
         assert!(
-            write_key("k1", &path, false).is_err(),
+            matches!(write_key("k1", &path, false), Err(CliError::KeyExists { path: p }) if p == path),
             "no silent overwrite"
         );
         #[cfg(unix)]
@@ -102,6 +133,9 @@ mod tests {
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600);
         }
-        assert!(write_key("bad id!", &dir.path().join("x"), false).is_err());
+        assert!(matches!(
+            write_key("bad id!", &dir.path().join("x"), false),
+            Err(CliError::KeyId { id, .. }) if id == "bad id!"
+        ));
     }
 }

@@ -31,8 +31,54 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::csv_format::{COLUMNS, Field};
-use crate::error::CliError;
+use crate::columns::{COLUMNS, Field, echo};
+use crate::error::{CliError, TomlProblem};
+
+/// Why a mapping file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MappingError {
+    /// The file is not TOML of the mapping's shape.
+    #[error(transparent)]
+    Toml(TomlProblem),
+    /// `[columns]` names a column lacnet does not have.
+    #[error(
+        "[columns]: `{name}` is not a lacnet column (they are: {})",
+        column_names()
+    )]
+    NotAColumn {
+        /// The name given.
+        name: String,
+    },
+    /// A `[codes.<field>]` table for a column lacnet does not have.
+    #[error("[codes.{field}]: `{field}` is not a lacnet column")]
+    NotACodedColumn {
+        /// The field named.
+        field: String,
+    },
+    /// A code maps onto a value the field does not accept.
+    #[error("[codes.{}]: {theirs:?} maps to {ours:?}: not a lacnet {} value", field.name(), field.name())]
+    BadTarget {
+        /// The field.
+        field: Field,
+        /// The export's code.
+        theirs: String,
+        /// The value it maps to.
+        ours: String,
+    },
+    /// `outcomes_separator = ""`.
+    #[error("[format]: outcomes_separator must not be empty")]
+    EmptySeparator,
+}
+
+/// A code in a file that a field's `[codes.*]` table does not map.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unmapped code {:?}: add it under [codes.{}] in the mapping file", echo(code), field.name())]
+pub struct UnmappedCode {
+    /// The field.
+    pub field: Field,
+    /// The code as it stands in the file.
+    pub code: String,
+}
 
 /// How dates are written in the export.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -91,38 +137,36 @@ impl Mapping {
     pub fn load(path: &Path) -> Result<Mapping, CliError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| CliError::io("cannot read the mapping file", path, e))?;
-        Mapping::parse(&text).map_err(|detail| CliError::Toml {
+        Mapping::parse(&text).map_err(|source| CliError::Mapping {
             path: path.to_owned(),
-            detail,
+            source,
         })
     }
 
     /// Parses mapping text and checks every name and target value in it.
-    pub fn parse(text: &str) -> Result<Mapping, String> {
-        let m: Mapping = toml::from_str(text).map_err(|e| e.message().to_owned())?;
+    pub fn parse(text: &str) -> Result<Mapping, MappingError> {
+        let m: Mapping =
+            toml::from_str(text).map_err(|e| MappingError::Toml(TomlProblem::new(text, &e)))?;
         let known = |name: &str| COLUMNS.iter().any(|c| c.name == name);
-        for ours in m.columns.keys() {
-            if !known(ours) {
-                return Err(format!(
-                    "[columns]: `{ours}` is not a lacnet column (they are: {})",
-                    column_names()
-                ));
-            }
+        if let Some(name) = m.columns.keys().find(|ours| !known(ours)) {
+            return Err(MappingError::NotAColumn { name: name.clone() });
         }
         for (field, table) in &m.codes {
             let Some(col) = COLUMNS.iter().find(|c| c.name == field) else {
-                return Err(format!("[codes.{field}]: `{field}` is not a lacnet column"));
+                return Err(MappingError::NotACodedColumn {
+                    field: field.clone(),
+                });
             };
-            for (theirs, ours) in table {
-                if let Err(reason) = col.field.check_value(ours) {
-                    return Err(format!(
-                        "[codes.{field}]: {theirs:?} maps to {ours:?}: {reason}"
-                    ));
-                }
+            if let Some((theirs, ours)) = table.iter().find(|(_, ours)| !col.field.accepts(ours)) {
+                return Err(MappingError::BadTarget {
+                    field: col.field,
+                    theirs: theirs.clone(),
+                    ours: ours.clone(),
+                });
             }
         }
         if m.format.outcomes_separator.is_empty() {
-            return Err("[format]: outcomes_separator must not be empty".into());
+            return Err(MappingError::EmptySeparator);
         }
         Ok(m)
     }
@@ -133,18 +177,17 @@ impl Mapping {
     }
 
     /// Translates one code of `field`. `Ok(None)` when the field has no code table.
-    pub fn translate(&self, field: Field, value: &str) -> Result<Option<String>, String> {
+    pub fn translate(&self, field: Field, value: &str) -> Result<Option<String>, UnmappedCode> {
         let Some(table) = self.codes.get(field.name()) else {
             return Ok(None);
         };
         match table.get(value) {
             Some(v) => Ok(Some(v.clone())),
             None if field.is_canonical_code(value) => Ok(Some(value.to_owned())),
-            None => Err(format!(
-                "unmapped code {:?}: add it under [codes.{}] in the mapping file",
-                crate::csv_format::echo(value),
-                field.name()
-            )),
+            None => Err(UnmappedCode {
+                field,
+                code: value.to_owned(),
+            }),
         }
     }
 }
@@ -170,9 +213,12 @@ mod tests {
             Some("mental_health")
         );
         let err = m.translate(Field::PrimaryNeed, "ZZ").unwrap_err();
-        assert!(
-            err.contains("\"ZZ\"") && err.contains("[codes.primary_need]"),
-            "{err}"
+        assert_eq!(
+            err,
+            UnmappedCode {
+                field: Field::PrimaryNeed,
+                code: "ZZ".into()
+            }
         );
         assert_eq!(m.translate(Field::WardCode, "x").unwrap(), None);
     }
@@ -197,16 +243,28 @@ mod tests {
         // Anything else is still refused by name, and quoted bounded.
         assert!(t(Field::PrimaryNeed, "Mental Health").is_err());
         let long = "x".repeat(100_000);
-        let err = t(Field::PrimaryNeed, &long).unwrap_err();
+        let err = t(Field::PrimaryNeed, &long).unwrap_err().to_string();
         assert!(err.len() < 300, "{}", err.len());
     }
 
     #[test]
     fn bad_targets_and_names_are_refused() {
         let err = Mapping::parse("[codes.primary_need]\nMH = \"mental\"\n").unwrap_err();
-        assert!(err.contains("\"mental\""), "{err}");
+        assert!(
+            matches!(&err, MappingError::BadTarget { field: Field::PrimaryNeed, theirs, ours } if theirs == "MH" && ours == "mental"),
+            "{err}"
+        );
         let err = Mapping::parse("[columns]\nneed = \"Need\"\n").unwrap_err();
-        assert!(err.contains("`need`"), "{err}");
-        assert!(Mapping::parse("[format]\ndate = \"mm/dd/yy\"\n").is_err());
+        assert!(
+            matches!(&err, MappingError::NotAColumn { name } if name == "need"),
+            "{err}"
+        );
+        let err = Mapping::parse("[format]\ndate = \"mm/dd/yy\"\n").unwrap_err();
+        assert!(
+            matches!(&err, MappingError::Toml(p) if p.position.is_some_and(|(line, _)| line == 2)),
+            "{err}"
+        );
+        let err = Mapping::parse("[format]\noutcomes_separator = \"\"\n").unwrap_err();
+        assert_eq!(err, MappingError::EmptySeparator);
     }
 }

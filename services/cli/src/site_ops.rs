@@ -3,6 +3,7 @@
 //! a table) and `lacnet erase` (forget one person). Output carries counts,
 //! pseudonymous key fingerprints and aggregates only: never an identifier.
 
+use lacnet_clock::Clock;
 use lacnet_core::metrics::catalogue;
 use lacnet_core::{Date, Period};
 use lacnet_proto::common::v1 as pb;
@@ -14,9 +15,118 @@ use lacnet_proto::site::v1::{
 };
 use tonic::transport::Channel;
 
+use crate::Outcome;
+use crate::config::{EndpointFlags, OperatorFlags};
 use crate::error::{CliError, Service};
-use crate::report::model::policy_text;
+use crate::report::model::{parse_period, policy_text};
 use crate::report::table::Table;
+
+/// `lacnet status`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: OperatorFlags,
+}
+
+/// `lacnet preview`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PreviewArgs {
+    /// The period, e.g. 2016-Q1 or 2016-03.
+    #[arg(long)]
+    pub period: String,
+    #[command(flatten)]
+    pub conn: OperatorFlags,
+}
+
+/// `lacnet evaluation`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EvaluationArgs {
+    /// The span: a financial year (FY2024 = April 2024 to March 2025) or
+    /// the programme to date (PTD2024-09, from the programme start to the
+    /// end of September 2024).
+    #[arg(long)]
+    pub span: String,
+    /// Write JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub conn: OperatorFlags,
+}
+
+/// `lacnet erase`'s flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EraseArgs {
+    /// The person's NHS number.
+    #[arg(long, conflicts_with = "case_id", required_unless_present = "case_id")]
+    pub nhs_number: Option<String>,
+    /// A local case id of the person.
+    #[arg(long)]
+    pub case_id: Option<String>,
+    #[command(flatten)]
+    pub conn: OperatorFlags,
+}
+
+/// A site agent client as its operator, from the operator's flags.
+async fn operator_client(
+    conn: OperatorFlags,
+    clock: &dyn Clock,
+) -> Result<(SiteAgentClient<Channel>, String), CliError> {
+    let endpoint = EndpointFlags::from(conn).operator()?;
+    let c = crate::client::agent(&endpoint, clock).await?;
+    Ok((c, endpoint.url))
+}
+
+/// `lacnet status`.
+pub async fn status_command(args: StatusArgs, clock: &dyn Clock) -> Result<Outcome, CliError> {
+    let (mut c, url) = operator_client(args.conn, clock).await?;
+    let s = status(&mut c, &url).await?;
+    print!("{}", render_status(&s, clock.now_unix()));
+    Ok(Outcome::Done)
+}
+
+/// `lacnet preview`.
+pub async fn preview_command(args: PreviewArgs, clock: &dyn Clock) -> Result<Outcome, CliError> {
+    let (mut c, url) = operator_client(args.conn, clock).await?;
+    let s = preview(&mut c, &url, parse_period(&args.period)?).await?;
+    print!("{}", render_preview(&s));
+    Ok(Outcome::Done)
+}
+
+/// `lacnet evaluation`.
+pub async fn evaluation_command(
+    args: EvaluationArgs,
+    clock: &dyn Clock,
+) -> Result<Outcome, CliError> {
+    let (mut c, url) = operator_client(args.conn, clock).await?;
+    let e = evaluation(&mut c, &url, parse_period(&args.span)?).await?;
+    print!("{}", render_evaluation(&e, args.json)?);
+    Ok(Outcome::Done)
+}
+
+/// `lacnet erase`: [`Outcome::NotFound`] when no record has the id.
+pub async fn erase_command(args: EraseArgs, clock: &dyn Clock) -> Result<Outcome, CliError> {
+    let endpoint = EndpointFlags::from(args.conn).operator()?;
+    let (who, what) = match (args.nhs_number, args.case_id) {
+        (Some(n), _) => (Who::Nhs(n), "that NHS number"),
+        (None, Some(c)) => (Who::Case(c), "that case id"),
+        (None, None) => return Err(CliError::NoPersonId),
+    };
+    let mut c = crate::client::agent(&endpoint, clock).await?;
+    let n = erase(&mut c, &endpoint.url, who).await?;
+    if n == 0 {
+        eprintln!(
+            "error: no record at this site agent has {what}: nothing was erased. \
+             Check the id (a case id must match exactly, and the person may already be erased)."
+        );
+        return Ok(Outcome::NotFound);
+    }
+    println!("erased {n} record(s); the affected periods are re-aggregated and sent again");
+    println!(
+        "the agent now refuses this person's rows if an old export is imported again \
+         (`lacnet import --readmit-erased` lets them back if they return)"
+    );
+    Ok(Outcome::Done)
+}
 
 /// Fetches the agent's status.
 pub async fn status(
@@ -187,9 +297,7 @@ pub fn render_evaluation(e: &LocalEvaluation, json: bool) -> Result<String, CliE
             "oldest_age_band": e.oldest_band,
             "figures": cells,
         });
-        return serde_json::to_string_pretty(&v)
-            .map(|s| s + "\n")
-            .map_err(|err| CliError::Invalid(format!("cannot write JSON: {err}")));
+        return Ok(serde_json::to_string_pretty(&v)? + "\n");
     }
     let people = get("people_new");
     let introductions = get("introductions_new");

@@ -8,7 +8,8 @@
 //! record written as lacnet CSV reads back as the same wire record.
 
 use csv::StringRecord;
-use lacnet_cli::csv_format::{Layout, header};
+use lacnet_cli::columns::header;
+use lacnet_cli::csv_format::Layout;
 use lacnet_cli::mapping::Mapping;
 use lacnet_core::vocab::{IntroductionSource, Outcome, PrimaryNeed, SupportLevel};
 use lacnet_proto::site::v1 as site;

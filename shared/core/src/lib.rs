@@ -20,6 +20,7 @@ pub mod date;
 pub mod disclosure;
 pub mod exact;
 pub mod hex;
+pub mod keyfile;
 pub mod linked;
 pub mod metrics;
 pub mod period;

@@ -4,7 +4,7 @@
 //! counts leave `value` empty and say `suppressed` in their own column, so a
 //! sum never treats them as zero.
 
-use super::model::{CountView, MetricInfoView, PeriodView, Report};
+use super::model::{CountView, MetricInfoView, PeriodView, Report, SummaryView};
 use crate::error::CliError;
 
 const HEADER: &[&str] = &[
@@ -37,8 +37,7 @@ fn opt(v: Option<f64>, places: usize) -> String {
 /// Renders the report.
 pub fn render(report: &Report) -> Result<String, CliError> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    let fail = |e: csv::Error| CliError::Invalid(format!("cannot write CSV: {e}"));
-    w.write_record(HEADER).map_err(fail)?;
+    w.write_record(HEADER)?;
     let policy = |code: &str| {
         report
             .sites
@@ -77,8 +76,7 @@ pub fn render(report: &Report) -> Result<String, CliError> {
                 &s.adult_population.to_string(),
                 &s.population_year.map(|y| y.to_string()).unwrap_or_default(),
                 s.population_note.as_deref().unwrap_or_default(),
-            ])
-            .map_err(fail)?;
+            ])?;
         }
         Ok(())
     };
@@ -92,52 +90,57 @@ pub fn render(report: &Report) -> Result<String, CliError> {
             rows("trend", &c.metric, p)?;
         }
     }
-    // Cost avoided in pounds, all levels and Level 2 alone ("at least" when partial).
     if let Some(s) = &report.summary {
-        for c in &s.cost_avoided {
-            let kinds = if c.level_2_released { 2 } else { 1 };
-            for (id, label, pounds, partial, level) in [
-                (
-                    "cost_avoided",
-                    "Estimated cost avoided (£)",
-                    c.pounds,
-                    c.partial,
-                    "all",
-                ),
-                (
-                    "level_2.cost_avoided",
-                    "Level 2: estimated cost avoided (£)",
-                    c.level_2_pounds,
-                    c.level_2_partial,
-                    "level_2",
-                ),
-            ]
-            .into_iter()
-            .take(kinds)
-            {
-                let mut row = vec![String::new(); HEADER.len()];
-                row[0] = "cost_avoided".into();
-                row[1] = s.period.clone();
-                row[2] = id.into();
-                row[3] = if partial {
-                    format!("{label}, at least")
-                } else {
-                    label.into()
-                };
-                row[4] = c.site_code.clone();
-                row[5] = c.site_name.clone();
-                row[6] = format!("{pounds:.0}");
-                row[7] = "no".into();
-                row[15] = level.into();
-                row[16] = "distinct".into();
-                w.write_record(&row).map_err(fail)?;
-            }
-        }
+        cost_rows(&mut w, s)?;
     }
     let bytes = w
         .into_inner()
-        .map_err(|e| CliError::Invalid(format!("cannot write CSV: {e}")))?;
+        .map_err(|e| csv::Error::from(e.into_error()))?;
     let mut out = String::from('\u{feff}');
     out.push_str(&String::from_utf8_lossy(&bytes));
     Ok(out)
+}
+
+/// Cost avoided in pounds per site, all levels and Level 2 alone ("at least" when partial).
+fn cost_rows(w: &mut csv::Writer<Vec<u8>>, s: &SummaryView) -> Result<(), CliError> {
+    for c in &s.cost_avoided {
+        let kinds = if c.level_2_released { 2 } else { 1 };
+        for (id, label, pounds, partial, level) in [
+            (
+                "cost_avoided",
+                "Estimated cost avoided (£)",
+                c.pounds,
+                c.partial,
+                "all",
+            ),
+            (
+                "level_2.cost_avoided",
+                "Level 2: estimated cost avoided (£)",
+                c.level_2_pounds,
+                c.level_2_partial,
+                "level_2",
+            ),
+        ]
+        .into_iter()
+        .take(kinds)
+        {
+            let mut row = vec![String::new(); HEADER.len()];
+            row[0] = "cost_avoided".into();
+            row[1] = s.period.clone();
+            row[2] = id.into();
+            row[3] = if partial {
+                format!("{label}, at least")
+            } else {
+                label.into()
+            };
+            row[4] = c.site_code.clone();
+            row[5] = c.site_name.clone();
+            row[6] = format!("{pounds:.0}");
+            row[7] = "no".into();
+            row[15] = level.into();
+            row[16] = "distinct".into();
+            w.write_record(&row)?;
+        }
+    }
+    Ok(())
 }

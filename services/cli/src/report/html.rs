@@ -94,6 +94,46 @@ pub fn render(report: &Report) -> String {
         PALETTE[i % PALETTE.len()]
     };
     let mut h = String::new();
+    head(&mut h, report, &sites, &colour);
+    policies(&mut h, report);
+    if let Some(summary) = &report.summary {
+        summary_sections(&mut h, report, summary, &colour);
+    }
+    if !report.comparisons.is_empty() {
+        h.push_str("<h2 id=\"trends\">Trends across periods</h2>\n<div class=\"grid\">\n");
+        for c in &report.comparisons {
+            trend_chart(&mut h, c, &colour);
+        }
+        h.push_str("</div>\n");
+    }
+    data_table(&mut h, report);
+    if !report.glossary.is_empty() {
+        h.push_str("<h2 id=\"glossary\">What each figure counts</h2>\n<dl class=\"glossary\">\n");
+        for (labels, description) in report.glossary_grouped() {
+            let _ = writeln!(
+                h,
+                "<dt>{}</dt><dd>{}</dd>",
+                esc(&labels.join("; ")),
+                esc(description)
+            );
+        }
+        h.push_str("</dl>\n");
+    }
+    h.push_str(
+        "<p class=\"muted\">Made by <code>lacnet report --format html</code>. This page loads nothing from the network.</p>\n\
+         </main>\n</body>\n</html>\n",
+    );
+    h
+}
+
+/// The document's head, title, period rule, notes, the sites' colour key
+/// and what "suppressed" means.
+fn head(
+    h: &mut String,
+    report: &Report,
+    sites: &[(String, String)],
+    colour: &dyn Fn(&str) -> &'static str,
+) {
     let _ = writeln!(
         h,
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -141,75 +181,56 @@ pub fn render(report: &Report) -> String {
          small one cannot be worked out. It may be zero, and it is never drawn as a value: bars show a hatched \
          band, and trend lines break.</p>\n",
     );
-    policies(&mut h, report);
-    if let Some(summary) = &report.summary {
-        let _ = writeln!(
-            h,
-            "<h2 id=\"cost\">Estimated cost avoided, {}{}</h2>",
-            esc(&summary.period_description),
-            if summary.level_2_only {
-                ", Level 2 alone"
-            } else {
-                ""
-            }
-        );
-        cost_chart(&mut h, report, &colour);
-        let _ = writeln!(
-            h,
-            "<h2 id=\"metrics\">Each metric across sites, {}</h2>\n<p class=\"muted\">Counts are compared as rates per \
-             10,000 adult residents; proportions as the share of their denominator. The dashed line is the network median.</p>\n<div class=\"grid\">",
-            esc(&summary.period)
-        );
-        for m in summary
-            .metrics
-            .iter()
-            .filter(|m| BAR_GROUPS.contains(&m.metric.group.as_str()))
-        {
-            bar_chart(&mut h, m, &colour);
+}
+
+/// The summary's sections: cost avoided, each metric across sites, and funnel plots.
+fn summary_sections(
+    h: &mut String,
+    report: &Report,
+    summary: &super::model::SummaryView,
+    colour: &dyn Fn(&str) -> &'static str,
+) {
+    let _ = writeln!(
+        h,
+        "<h2 id=\"cost\">Estimated cost avoided, {}{}</h2>",
+        esc(&summary.period_description),
+        if summary.level_2_only {
+            ", Level 2 alone"
+        } else {
+            ""
         }
-        h.push_str("</div>\n");
-        let funnels: Vec<&MetricPeriod> = summary
-            .metrics
-            .iter()
-            .filter(|m| FUNNEL_METRICS.contains(&m.metric.id.as_str()))
-            .collect();
-        if !funnels.is_empty() {
-            h.push_str(
-                "<h2 id=\"funnel\">Funnel plots</h2>\n<p class=\"muted\">Each site's share against the size of its \
-                 denominator. Inside the inner funnel (95%) a difference from the network is within chance; outside the \
-                 outer funnel (99.8%) it is unlikely to be chance.</p>\n<div class=\"grid\">\n",
-            );
-            for m in funnels {
-                funnel_plot(&mut h, m, &colour);
-            }
-            h.push_str("</div>\n");
-        }
-    }
-    if !report.comparisons.is_empty() {
-        h.push_str("<h2 id=\"trends\">Trends across periods</h2>\n<div class=\"grid\">\n");
-        for c in &report.comparisons {
-            trend_chart(&mut h, c, &colour);
-        }
-        h.push_str("</div>\n");
-    }
-    data_table(&mut h, report);
-    if !report.glossary.is_empty() {
-        h.push_str("<h2 id=\"glossary\">What each figure counts</h2>\n<dl class=\"glossary\">\n");
-        for (labels, description) in report.glossary_grouped() {
-            let _ = writeln!(
-                h,
-                "<dt>{}</dt><dd>{}</dd>",
-                esc(&labels.join("; ")),
-                esc(description)
-            );
-        }
-        h.push_str("</dl>\n");
-    }
-    h.push_str(
-        "<p class=\"muted\">Made by <code>lacnet report --format html</code>. This page loads nothing from the network.</p>\n\
-         </main>\n</body>\n</html>\n",
     );
-    h
+    cost_chart(h, report, colour);
+    let _ = writeln!(
+        h,
+        "<h2 id=\"metrics\">Each metric across sites, {}</h2>\n<p class=\"muted\">Counts are compared as rates per \
+         10,000 adult residents; proportions as the share of their denominator. The dashed line is the network median.</p>\n<div class=\"grid\">",
+        esc(&summary.period)
+    );
+    for m in summary
+        .metrics
+        .iter()
+        .filter(|m| BAR_GROUPS.contains(&m.metric.group.as_str()))
+    {
+        bar_chart(h, m, colour);
+    }
+    h.push_str("</div>\n");
+    let funnels: Vec<&MetricPeriod> = summary
+        .metrics
+        .iter()
+        .filter(|m| FUNNEL_METRICS.contains(&m.metric.id.as_str()))
+        .collect();
+    if !funnels.is_empty() {
+        h.push_str(
+            "<h2 id=\"funnel\">Funnel plots</h2>\n<p class=\"muted\">Each site's share against the size of its \
+             denominator. Inside the inner funnel (95%) a difference from the network is within chance; outside the \
+             outer funnel (99.8%) it is unlikely to be chance.</p>\n<div class=\"grid\">\n",
+        );
+        for m in funnels {
+            funnel_plot(h, m, colour);
+        }
+        h.push_str("</div>\n");
+    }
 }
 
 fn policies(h: &mut String, report: &Report) {
@@ -319,6 +340,13 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
         h,
         "<text x=\"{left}\" y=\"14\" class=\"small\">{unit}</text>"
     );
+    let scale = BarScale {
+        left,
+        width,
+        row,
+        max,
+        proportion,
+    };
     for (i, s) in p.sites.iter().enumerate() {
         let y = top + row * i as f64;
         let _ = write!(
@@ -328,48 +356,7 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
             y + row * 0.55,
             esc(&s.site_name)
         );
-        match (s.value, metric_of(s)) {
-            (CountView::Value(n), Some(x)) => {
-                let w = (x / max * width).max(1.0);
-                let _ = write!(
-                    h,
-                    "<rect class=\"bar\" x=\"{left}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
-                     <text x=\"{:.1}\" y=\"{}\" class=\"small\">{} ({n})</text>",
-                    y + 4.0,
-                    row - 8.0,
-                    colour(&s.site_code),
-                    left + w + 4.0,
-                    y + row * 0.55,
-                    fmt_value(proportion, x),
-                );
-            }
-            (CountView::Value(n), None) => {
-                let _ = write!(
-                    h,
-                    "<text x=\"{left}\" y=\"{}\" class=\"small\">{n} (no rate)</text>",
-                    y + row * 0.55
-                );
-            }
-            (CountView::NotReleased, _) => {
-                let _ = write!(
-                    h,
-                    "<text x=\"{}\" y=\"{}\" class=\"small\">not released for this kind of period</text>",
-                    left + 6.0,
-                    y + row * 0.55,
-                );
-            }
-            (CountView::Suppressed, _) => {
-                let _ = write!(
-                    h,
-                    "<rect class=\"suppressed-band\" x=\"{left}\" y=\"{}\" width=\"{width}\" height=\"{}\" fill=\"url(#hatch)\" opacity=\"0.8\"/>\
-                     <text x=\"{}\" y=\"{}\" class=\"supp\">withheld (may be 0)</text>",
-                    y + 4.0,
-                    row - 8.0,
-                    left + 6.0,
-                    y + row * 0.55,
-                );
-            }
-        }
+        bar_row(h, &scale, y, s, metric_of(s), colour);
     }
     if let Some(md) = median {
         let x = left + md / max * width;
@@ -390,6 +377,76 @@ fn bar_chart(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static
         p.sites_suppressed,
         fmt_value(proportion, max)
     );
+}
+
+/// Where a bar chart's bars go: from `left`, `width` wide for `max`, one `row` per site.
+#[derive(Clone, Copy)]
+struct BarScale {
+    left: f64,
+    width: f64,
+    row: f64,
+    max: f64,
+    proportion: bool,
+}
+
+/// One site's bar (or why there is none) at height `y`; `x` is its rate or share.
+fn bar_row(
+    h: &mut String,
+    scale: &BarScale,
+    y: f64,
+    s: &super::model::SiteValue,
+    x: Option<f64>,
+    colour: &dyn Fn(&str) -> &'static str,
+) {
+    let BarScale {
+        left,
+        width,
+        row,
+        max,
+        proportion,
+    } = *scale;
+    match (s.value, x) {
+        (CountView::Value(n), Some(x)) => {
+            let w = (x / max * width).max(1.0);
+            let _ = write!(
+                h,
+                "<rect class=\"bar\" x=\"{left}\" y=\"{}\" width=\"{w:.1}\" height=\"{}\" fill=\"{}\"/>\
+                 <text x=\"{:.1}\" y=\"{}\" class=\"small\">{} ({n})</text>",
+                y + 4.0,
+                row - 8.0,
+                colour(&s.site_code),
+                left + w + 4.0,
+                y + row * 0.55,
+                fmt_value(proportion, x),
+            );
+        }
+        (CountView::Value(n), None) => {
+            let _ = write!(
+                h,
+                "<text x=\"{left}\" y=\"{}\" class=\"small\">{n} (no rate)</text>",
+                y + row * 0.55
+            );
+        }
+        (CountView::NotReleased, _) => {
+            let _ = write!(
+                h,
+                "<text x=\"{}\" y=\"{}\" class=\"small\">not released for this kind of period</text>",
+                left + 6.0,
+                y + row * 0.55,
+            );
+        }
+        (CountView::Suppressed, _) => {
+            let _ = write!(
+                h,
+                "<rect class=\"suppressed-band\" x=\"{left}\" y=\"{}\" width=\"{width}\" height=\"{}\" fill=\"url(#hatch)\" opacity=\"0.8\"/>\
+                 <text x=\"{}\" y=\"{}\" class=\"supp\">withheld (may be 0)</text>",
+                y + 4.0,
+                row - 8.0,
+                left + 6.0,
+                y + row * 0.55,
+            );
+        }
+    }
 }
 
 fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static str) {
@@ -464,22 +521,13 @@ fn cost_chart(h: &mut String, report: &Report, colour: &dyn Fn(&str) -> &'static
 
 fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'static str) {
     let p = &m.comparison;
-    if p.sites.iter().all(|s| s.share.is_none()) {
+    if let Some(why) = no_funnel(p) {
         // An empty box reads as "no difference"; say what is missing instead.
-        let why = if p.sites.is_empty() {
-            "No site published this period.".to_owned()
-        } else if p.sites.iter().all(|s| s.value == CountView::NotReleased) {
-            "This kind of period does not carry this figure.".to_owned()
-        } else {
-            "No site's share can be plotted: each count or its denominator was withheld by disclosure \
-             control (it may be zero) or is not carried by this kind of period."
-                .to_owned()
-        };
         let _ = writeln!(
             h,
             "<figure><h3>{}</h3><p class=\"empty\">No funnel plot: {}</p></figure>",
             esc(&m.metric.label),
-            esc(&why)
+            esc(why)
         );
         return;
     }
@@ -499,8 +547,14 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
             .min(1.0),
     )
     .min(1.0);
-    let sx = |n: f64| left + n / n_max * (right - left);
-    let sy = |v: f64| bottom - v / y_max * (bottom - top);
+    let plot = Funnel {
+        left,
+        right,
+        top,
+        bottom,
+        n_max,
+        y_max,
+    };
     let _ = write!(
         h,
         "<figure><h3>{}</h3><svg viewBox=\"0 0 360 240\" role=\"img\" aria-label=\"Funnel plot of {}\">",
@@ -525,56 +579,18 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
         esc(m.metric.denominator.as_deref().unwrap_or("?")),
     );
     if let Some(target) = p.funnel_target {
-        let _ = write!(
-            h,
-            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>\
-             <text x=\"{}\" y=\"{:.1}\" class=\"small\">network {}</text>",
-            left + 4.0,
-            sy(target) - 4.0,
-            fmt_value(true, target),
-            y = sy(target)
-        );
-        // Control limits drawn from the same formula the hub uses.
-        let steps = 60;
-        let mut paths = [String::new(), String::new(), String::new(), String::new()];
-        for i in 1..=steps {
-            let n = (n_max * i as f64 / steps as f64).max(1.0);
-            let l = funnel_limits(target, n.round() as u64);
-            for (k, v) in [l.lower_95, l.upper_95, l.lower_998, l.upper_998]
-                .into_iter()
-                .enumerate()
-            {
-                let _ = write!(
-                    paths[k],
-                    "{}{:.1},{:.1} ",
-                    if i == 1 { "M" } else { "L" },
-                    sx(n),
-                    sy(v.min(y_max))
-                );
-            }
-        }
-        for (k, d) in paths.iter().enumerate() {
-            let (stroke, dash) = if k < 2 {
-                ("#777", "")
-            } else {
-                ("#bbb", " stroke-dasharray=\"2 2\"")
-            };
-            let _ = write!(
-                h,
-                "<path d=\"{d}\" fill=\"none\" stroke=\"{stroke}\"{dash}/>"
-            );
-        }
+        plot.target_and_limits(h, target);
     }
     for (s, share, n) in &known {
         let _ = write!(
             h,
             "<circle class=\"point\" cx=\"{:.1}\" cy=\"{:.1}\" r=\"5\" fill=\"{}\" stroke=\"#fff\"/>\
              <text x=\"{:.1}\" y=\"{:.1}\" class=\"small\">{}</text>",
-            sx(*n as f64),
-            sy(*share),
+            plot.sx(*n as f64),
+            plot.sy(*share),
             colour(&s.site_code),
-            sx(*n as f64) + 8.0,
-            sy(*share) - 6.0,
+            plot.sx(*n as f64) + 8.0,
+            plot.sy(*share) - 6.0,
             esc(&s.site_name)
         );
     }
@@ -593,6 +609,140 @@ fn funnel_plot(h: &mut String, m: &MetricPeriod, colour: &dyn Fn(&str) -> &'stat
             format!(" Not plotted (suppressed): {}.", missing.join(", "))
         }
     );
+}
+
+/// Why a funnel plot has no point to draw, or `None` when it has one.
+fn no_funnel(p: &super::model::PeriodView) -> Option<&'static str> {
+    if p.sites.iter().any(|s| s.share.is_some()) {
+        return None;
+    }
+    Some(if p.sites.is_empty() {
+        "No site published this period."
+    } else if p.sites.iter().all(|s| s.value == CountView::NotReleased) {
+        "This kind of period does not carry this figure."
+    } else {
+        "No site's share can be plotted: each count or its denominator was withheld by disclosure \
+         control (it may be zero) or is not carried by this kind of period."
+    })
+}
+
+/// A funnel plot's frame: denominators 0..`n_max` across, shares 0..`y_max` up.
+struct Funnel {
+    left: f64,
+    right: f64,
+    top: f64,
+    bottom: f64,
+    n_max: f64,
+    y_max: f64,
+}
+
+impl Funnel {
+    fn sx(&self, n: f64) -> f64 {
+        self.left + n / self.n_max * (self.right - self.left)
+    }
+
+    fn sy(&self, v: f64) -> f64 {
+        self.bottom - v / self.y_max * (self.bottom - self.top)
+    }
+
+    /// The network's share as a dashed line, and the 95% and 99.8% control
+    /// limits around it.
+    fn target_and_limits(&self, h: &mut String, target: f64) {
+        let (left, right) = (self.left, self.right);
+        let _ = write!(
+            h,
+            "<line x1=\"{left}\" x2=\"{right}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#333\" stroke-dasharray=\"4 3\"/>\
+             <text x=\"{}\" y=\"{:.1}\" class=\"small\">network {}</text>",
+            left + 4.0,
+            self.sy(target) - 4.0,
+            fmt_value(true, target),
+            y = self.sy(target)
+        );
+        // Control limits drawn from the same formula the hub uses.
+        let steps = 60;
+        let mut paths = [String::new(), String::new(), String::new(), String::new()];
+        for i in 1..=steps {
+            let n = (self.n_max * i as f64 / steps as f64).max(1.0);
+            let l = funnel_limits(target, n.round() as u64);
+            for (k, v) in [l.lower_95, l.upper_95, l.lower_998, l.upper_998]
+                .into_iter()
+                .enumerate()
+            {
+                let _ = write!(
+                    paths[k],
+                    "{}{:.1},{:.1} ",
+                    if i == 1 { "M" } else { "L" },
+                    self.sx(n),
+                    self.sy(v.min(self.y_max))
+                );
+            }
+        }
+        for (k, d) in paths.iter().enumerate() {
+            let (stroke, dash) = if k < 2 {
+                ("#777", "")
+            } else {
+                ("#bbb", " stroke-dasharray=\"2 2\"")
+            };
+            let _ = write!(
+                h,
+                "<path d=\"{d}\" fill=\"none\" stroke=\"{stroke}\"{dash}/>"
+            );
+        }
+    }
+}
+
+/// One site's trend line through `values` (per period: a value, suppressed,
+/// or not published), drawn with `(sx, sy)`; returns how many suppressed
+/// periods it marked under the axis at `bottom`.
+fn trend_line(
+    h: &mut String,
+    values: &[Option<Option<f64>>],
+    (sx, sy): (&dyn Fn(usize) -> f64, &dyn Fn(f64) -> f64),
+    bottom: f64,
+    col: &str,
+) -> usize {
+    let mut suppressed_marks = 0;
+    let mut d = String::new();
+    let mut pen_down = false;
+    for (i, value) in values.iter().enumerate() {
+        match value {
+            Some(Some(v)) => {
+                let _ = write!(
+                    d,
+                    "{}{:.1},{:.1} ",
+                    if pen_down { "L" } else { "M" },
+                    sx(i),
+                    sy(*v)
+                );
+                pen_down = true;
+                let _ = write!(
+                    h,
+                    "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{col}\"/>",
+                    sx(i),
+                    sy(*v)
+                );
+            }
+            Some(None) => {
+                // Suppressed: the line breaks and a hollow marker sits in the band above the axis.
+                pen_down = false;
+                suppressed_marks += 1;
+                let _ = write!(
+                    h,
+                    "<rect class=\"suppressed-mark\" x=\"{:.1}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"url(#hatch)\" stroke=\"{col}\"/>",
+                    sx(i) - 5.0,
+                    bottom + 22.0
+                );
+            }
+            None => pen_down = false,
+        }
+    }
+    if !d.is_empty() {
+        let _ = write!(
+            h,
+            "<path class=\"trend\" d=\"{d}\" fill=\"none\" stroke=\"{col}\" stroke-width=\"2\"/>"
+        );
+    }
+    suppressed_marks
 }
 
 fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'static str) {
@@ -664,47 +814,8 @@ fn trend_chart(h: &mut String, c: &ComparisonView, colour: &dyn Fn(&str) -> &'st
     }
     let mut suppressed_marks = 0;
     for (code, _) in &codes {
-        let col = colour(code);
-        let mut d = String::new();
-        let mut pen_down = false;
-        for (i, p) in c.periods.iter().enumerate() {
-            match value(p, code) {
-                Some(Some(v)) => {
-                    let _ = write!(
-                        d,
-                        "{}{:.1},{:.1} ",
-                        if pen_down { "L" } else { "M" },
-                        sx(i),
-                        sy(v)
-                    );
-                    pen_down = true;
-                    let _ = write!(
-                        h,
-                        "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"{col}\"/>",
-                        sx(i),
-                        sy(v)
-                    );
-                }
-                Some(None) => {
-                    // Suppressed: the line breaks and a hollow marker sits in the band above the axis.
-                    pen_down = false;
-                    suppressed_marks += 1;
-                    let _ = write!(
-                        h,
-                        "<rect class=\"suppressed-mark\" x=\"{:.1}\" y=\"{}\" width=\"10\" height=\"10\" fill=\"url(#hatch)\" stroke=\"{col}\"/>",
-                        sx(i) - 5.0,
-                        bottom + 22.0
-                    );
-                }
-                None => pen_down = false,
-            }
-        }
-        if !d.is_empty() {
-            let _ = write!(
-                h,
-                "<path class=\"trend\" d=\"{d}\" fill=\"none\" stroke=\"{col}\" stroke-width=\"2\"/>"
-            );
-        }
+        let values: Vec<Option<Option<f64>>> = c.periods.iter().map(|p| value(p, code)).collect();
+        suppressed_marks += trend_line(h, &values, (&sx, &sy), bottom, colour(code));
     }
     let trends: Vec<String> = c
         .trends

@@ -6,7 +6,5 @@ use crate::error::CliError;
 
 /// Renders the report.
 pub fn render(report: &Report) -> Result<String, CliError> {
-    serde_json::to_string_pretty(report)
-        .map(|s| s + "\n")
-        .map_err(|e| CliError::Invalid(format!("cannot write JSON: {e}")))
+    Ok(serde_json::to_string_pretty(report)? + "\n")
 }

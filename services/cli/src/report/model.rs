@@ -27,6 +27,14 @@ pub const LEVEL_2_TREND_METRICS: &[&str] = &[
     "level_2.outcome.alternative_to_day_services",
 ];
 
+/// A period as typed on the command line.
+pub fn parse_period(s: &str) -> Result<Period, CliError> {
+    Period::parse(s).map_err(|source| CliError::Period {
+        value: s.to_owned(),
+        source,
+    })
+}
+
 /// A period in an analyst's words: `FY2024` is "financial year 2024/25
 /// (1 April 2024 to 31 March 2025)", `PTD2024-07` "programme to date (from
 /// each site's start to 31 July 2024)".
@@ -561,45 +569,17 @@ pub async fn fetch(
     request: &Request,
     now_unix: i64,
 ) -> Result<Report, CliError> {
-    let fail = |s: tonic::Status| Service::Hub.status_error(url, s);
     let sites = client
         .list_sites(hub::ListSitesRequest {})
         .await
-        .map_err(fail)?
+        .map_err(|s| Service::Hub.status_error(url, s))?
         .into_inner();
-    let site_views: Vec<SiteView> = sites
-        .sites
-        .iter()
-        .map(|s| SiteView {
-            code: s.code.clone(),
-            name: s.name.clone(),
-            adult_population: s.adult_population,
-            policy: s.policy.as_ref().map(PolicyView::from_proto),
-            last_period: s
-                .last_submission
-                .as_ref()
-                .map(|r| period_name(r.period.as_ref())),
-            last_published_on: s
-                .last_submission
-                .as_ref()
-                .map(|r| r.published_on.clone())
-                .filter(|d| !d.is_empty()),
-            last_revised: s.last_submission.as_ref().is_some_and(|r| r.revised),
-            latest_period: s
-                .latest_series_period
-                .as_ref()
-                .map(|p| period_name(Some(p))),
-            latest_with_figures: None,
-            valid_from: (!s.valid_from.is_empty()).then(|| s.valid_from.clone()),
-            valid_until: (!s.valid_until.is_empty()).then(|| s.valid_until.clone()),
-        })
-        .collect();
+    let mut site_views: Vec<SiteView> = sites.sites.iter().map(SiteView::from_proto).collect();
     let today = lacnet_core::Date::from_unix_seconds(now_unix);
-    let mut site_views = site_views;
     fill_latest_with_figures(client, url, &mut site_views).await?;
     let mut report = Report {
         title: String::new(),
-        pulled_on: lacnet_core::Date::from_unix_seconds(now_unix).to_string(),
+        pulled_on: today.to_string(),
         network_policy: sites.network_policy.as_ref().map(PolicyView::from_proto),
         sites: site_views,
         summary: None,
@@ -633,43 +613,8 @@ pub async fn fetch(
                     }
                 },
             };
-            let reply = client
-                .network_summary(hub::NetworkSummaryRequest {
-                    period: Some(period_to_proto(period)),
-                })
-                .await
-                .map_err(fail)?
-                .into_inner();
-            let mut summary = summary_view(&reply, &report.sites);
-            if summary.sites_submitted == 0 {
-                report
-                    .notes
-                    .extend(explain_empty(period, &report.sites, today));
-            }
-            report.notes.extend(denominator_note(&summary));
-            let trend_metrics = if *level_2 {
-                // Level 2 alone: the per-level figures, and Level 2's share of introductions.
-                summary.metrics.retain(|m| {
-                    m.metric.support_level.as_deref() == Some("level_2")
-                        || m.metric.id == "support_level.level_2"
-                });
-                summary.level_2_only = true;
-                LEVEL_2_TREND_METRICS
-            } else {
-                TREND_METRICS
-            };
-            report.title = format!(
-                "LAC Network summary{}, {}",
-                if *level_2 { ", Level 2 alone" } else { "" },
-                summary.period_description
-            );
-            report.summary = Some(summary);
-            let from = periods_before(period, trend_periods.saturating_sub(1));
-            for metric in trend_metrics {
-                report
-                    .comparisons
-                    .push(compare(client, url, metric, from, period, &report.sites).await?);
-            }
+            let span = (period, *trend_periods, *level_2);
+            fill_summary(client, url, &mut report, span, today).await?;
         }
         Request::Metric { metric, from, to } => {
             let c = compare(client, url, metric, *from, *to, &report.sites).await?;
@@ -685,6 +630,83 @@ pub async fn fetch(
     }
     report.glossary = glossary(&report);
     Ok(report)
+}
+
+/// The network summary for `period` and the trend lines over the
+/// `trend_periods` up to it (Level 2 alone if asked), into `report`.
+async fn fill_summary(
+    client: &mut ReportsClient<Channel>,
+    url: &str,
+    report: &mut Report,
+    (period, trend_periods, level_2): (Period, u32, bool),
+    today: lacnet_core::Date,
+) -> Result<(), CliError> {
+    let reply = client
+        .network_summary(hub::NetworkSummaryRequest {
+            period: Some(period_to_proto(period)),
+        })
+        .await
+        .map_err(|s| Service::Hub.status_error(url, s))?
+        .into_inner();
+    let mut summary = summary_view(&reply, &report.sites);
+    if summary.sites_submitted == 0 {
+        report
+            .notes
+            .extend(explain_empty(period, &report.sites, today));
+    }
+    report.notes.extend(denominator_note(&summary));
+    let trend_metrics = if level_2 {
+        // Level 2 alone: the per-level figures, and Level 2's share of introductions.
+        summary.metrics.retain(|m| {
+            m.metric.support_level.as_deref() == Some("level_2")
+                || m.metric.id == "support_level.level_2"
+        });
+        summary.level_2_only = true;
+        LEVEL_2_TREND_METRICS
+    } else {
+        TREND_METRICS
+    };
+    report.title = format!(
+        "LAC Network summary{}, {}",
+        if level_2 { ", Level 2 alone" } else { "" },
+        summary.period_description
+    );
+    report.summary = Some(summary);
+    let from = periods_before(period, trend_periods.saturating_sub(1));
+    for metric in trend_metrics {
+        report
+            .comparisons
+            .push(compare(client, url, metric, from, period, &report.sites).await?);
+    }
+    Ok(())
+}
+
+impl SiteView {
+    fn from_proto(s: &hub::SiteInfo) -> SiteView {
+        SiteView {
+            code: s.code.clone(),
+            name: s.name.clone(),
+            adult_population: s.adult_population,
+            policy: s.policy.as_ref().map(PolicyView::from_proto),
+            last_period: s
+                .last_submission
+                .as_ref()
+                .map(|r| period_name(r.period.as_ref())),
+            last_published_on: s
+                .last_submission
+                .as_ref()
+                .map(|r| r.published_on.clone())
+                .filter(|d| !d.is_empty()),
+            last_revised: s.last_submission.as_ref().is_some_and(|r| r.revised),
+            latest_period: s
+                .latest_series_period
+                .as_ref()
+                .map(|p| period_name(Some(p))),
+            latest_with_figures: None,
+            valid_from: (!s.valid_from.is_empty()).then(|| s.valid_from.clone()),
+            valid_until: (!s.valid_until.is_empty()).then(|| s.valid_until.clone()),
+        }
+    }
 }
 
 /// One line naming each site's denominator and its caveat, when any rate in

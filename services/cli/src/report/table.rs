@@ -125,76 +125,97 @@ pub fn summary_table(report: &Report, groups: Option<&[&str]>) -> String {
         return String::new();
     };
     let sites = sites_in(report);
-    let mut header = vec!["metric".to_owned()];
-    header.extend(sites.iter().map(|(_, n)| n.clone()));
-    header.push("network median".into());
-    let mut t = Table::new(header);
+    let mut t = Table::new(site_header("metric", &sites));
     for m in &summary.metrics {
         if groups.is_some_and(|g| !g.contains(&m.metric.group.as_str())) {
             continue;
         }
-        let mut row = vec![m.metric.label.clone()];
-        for (code, _) in &sites {
-            row.push(
-                m.comparison
-                    .sites
-                    .iter()
-                    .find(|s| &s.site_code == code)
-                    .map_or_else(|| "-".to_owned(), |v| cell(v, m.metric.proportion)),
-            );
-        }
-        row.push(median_cell(&m.comparison, m.metric.proportion));
-        t.row(row);
+        t.row(period_row(
+            m.metric.label.clone(),
+            &sites,
+            &m.comparison,
+            m.metric.proportion,
+        ));
     }
-    let mut cost = vec!["Estimated cost avoided".to_owned()];
-    for (code, _) in &sites {
-        cost.push(
-            summary
-                .cost_avoided
-                .iter()
-                .find(|c| &c.site_code == code)
-                .map_or_else(
-                    || "-".to_owned(),
-                    |c| {
-                        format!(
-                            "£{}{}",
-                            thousands(c.pounds.round() as u64),
-                            if c.partial { " (at least)" } else { "" }
-                        )
-                    },
-                ),
-        );
-    }
+    let pounds = |p: f64, partial: bool| {
+        format!(
+            "£{}{}",
+            thousands(p.round() as u64),
+            if partial { " (at least)" } else { "" }
+        )
+    };
+    let mut cost = cost_row("Estimated cost avoided", &sites, summary, |c| {
+        pounds(c.pounds, c.partial)
+    });
     cost.push(format!(
         "total £{}",
         thousands(summary.network_cost_avoided_pounds.round() as u64)
     ));
     t.row(cost);
-    let mut level_2 = vec!["Estimated cost avoided, Level 2 alone".to_owned()];
-    for (code, _) in &sites {
-        level_2.push(
+    let mut level_2 = cost_row(
+        "Estimated cost avoided, Level 2 alone",
+        &sites,
+        summary,
+        |c| {
+            if c.level_2_released {
+                pounds(c.level_2_pounds, c.level_2_partial)
+            } else {
+                NOT_RELEASED.to_owned()
+            }
+        },
+    );
+    level_2.push(String::new());
+    t.row(level_2);
+    t.render()
+}
+
+/// A header: `first`, each site's name, then the network median.
+fn site_header(first: &str, sites: &[(String, String)]) -> Vec<String> {
+    let mut header = vec![first.to_owned()];
+    header.extend(sites.iter().map(|(_, n)| n.clone()));
+    header.push("network median".into());
+    header
+}
+
+/// One period's figures under [`site_header`]: `first`, each site's cell
+/// (`-` when it has none), then the network median.
+fn period_row(
+    first: String,
+    sites: &[(String, String)],
+    p: &PeriodView,
+    proportion: bool,
+) -> Vec<String> {
+    let mut row = vec![first];
+    for (code, _) in sites {
+        row.push(
+            p.sites
+                .iter()
+                .find(|s| &s.site_code == code)
+                .map_or_else(|| "-".to_owned(), |v| cell(v, proportion)),
+        );
+    }
+    row.push(median_cell(p, proportion));
+    row
+}
+
+/// `label`, then each site's cost avoided as `cost` writes it (`-` when it has none).
+fn cost_row(
+    label: &str,
+    sites: &[(String, String)],
+    summary: &super::model::SummaryView,
+    cost: impl Fn(&super::model::CostView) -> String,
+) -> Vec<String> {
+    let mut row = vec![label.to_owned()];
+    for (code, _) in sites {
+        row.push(
             summary
                 .cost_avoided
                 .iter()
                 .find(|c| &c.site_code == code)
-                .map_or_else(
-                    || "-".to_owned(),
-                    |c| {
-                        if !c.level_2_released {
-                            return NOT_RELEASED.to_owned();
-                        }
-                        format!(
-                            "£{}{}",
-                            thousands(c.level_2_pounds.round() as u64),
-                            if c.level_2_partial { " (at least)" } else { "" }
-                        )
-                    },
-                ),
+                .map_or_else(|| "-".to_owned(), &cost),
         );
     }
-    level_2.push(String::new());
-    t.row(level_2);
-    t.render()
+    row
 }
 
 /// What cost avoided counts and leaves out, in words.
@@ -290,22 +311,9 @@ pub fn render(report: &Report) -> String {
             "\n{} ({}), by period:\n\n",
             c.metric.label, c.metric.id
         ));
-        let mut header = vec!["period".to_owned()];
-        header.extend(sites.iter().map(|(_, n)| n.clone()));
-        header.push("network median".into());
-        let mut t = Table::new(header);
+        let mut t = Table::new(site_header("period", &sites));
         for p in &c.periods {
-            let mut row = vec![p.period.clone()];
-            for (code, _) in &sites {
-                row.push(
-                    p.sites
-                        .iter()
-                        .find(|s| &s.site_code == code)
-                        .map_or_else(|| "-".to_owned(), |v| cell(v, c.metric.proportion)),
-                );
-            }
-            row.push(median_cell(p, c.metric.proportion));
-            t.row(row);
+            t.row(period_row(p.period.clone(), &sites, p, c.metric.proportion));
         }
         out.push_str(&t.render());
         let trends: Vec<String> = c
