@@ -173,5 +173,5 @@ pub async fn run(
             }
         }
     };
-    schedule::run(schedule, backup, report, stop).await;
+    schedule::run(schedule, backup, &SystemClock, report, stop).await;
 }

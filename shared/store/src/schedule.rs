@@ -13,6 +13,8 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use lacnet_clock::Clock;
+
 use crate::backup::{BackupError, MANIFEST, Summary};
 use crate::control::BackupFn;
 
@@ -50,20 +52,18 @@ pub fn backup_name(service: &str, unix: i64) -> String {
     )
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Takes one backup now and prunes the old ones.
-pub async fn take(schedule: &Schedule, backup: &BackupFn) -> Result<Taken, BackupError> {
+/// Takes one backup, named for `now_unix`, and prunes the old ones.
+pub async fn take(
+    schedule: &Schedule,
+    backup: &BackupFn,
+    now_unix: i64,
+) -> Result<Taken, BackupError> {
     std::fs::create_dir_all(&schedule.dir).map_err(|source| BackupError::Io {
         path: schedule.dir.clone(),
         what: "creating the backup directory",
         source,
     })?;
-    let base = backup_name(schedule.service, now_unix());
+    let base = backup_name(schedule.service, now_unix);
     // Two in one second (a restart loop): the second gets a suffix.
     let mut dest = schedule.dir.join(&base);
     let mut n = 1;
@@ -119,10 +119,12 @@ pub fn prune(dir: &Path, service: &str, keep: usize, newest: &Path) -> Result<us
     Ok(n)
 }
 
-/// Backs up on `schedule` until `stop` completes, telling `report` how each went.
+/// Backs up on `schedule` until `stop` completes, telling `report` how each
+/// went; `clock` names the backups.
 pub async fn run(
     schedule: Schedule,
     backup: BackupFn,
+    clock: &dyn Clock,
     report: impl Fn(&Result<Taken, BackupError>),
     stop: impl Future<Output = ()>,
 ) {
@@ -138,7 +140,7 @@ pub async fn run(
         }
         let taken = tokio::select! {
             () = &mut stop => return,
-            t = take(&schedule, &backup) => t,
+            t = take(&schedule, &backup, clock.now_unix()) => t,
         };
         report(&taken);
     }
@@ -224,10 +226,11 @@ mod tests {
             keep: 1,
             service: "svc",
         };
-        let taken = take(&schedule, &backup).await.unwrap();
+        let now = lacnet_clock::MockClock::at_date("2030-01-01").unwrap();
+        let taken = take(&schedule, &backup, now.now_unix()).await.unwrap();
         assert_eq!((taken.summary.bytes, taken.pruned), (42, 1));
         // Twice in the same second: a second directory, not an overwrite.
-        let again = take(&schedule, &backup).await.unwrap();
+        let again = take(&schedule, &backup, now.now_unix()).await.unwrap();
         assert_ne!(again.summary.dir, taken.summary.dir);
         assert_eq!(calls.lock().unwrap().len(), 2);
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
