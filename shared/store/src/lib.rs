@@ -527,8 +527,14 @@ mod tests {
             c.close();
             assert_eq!(c.health(), Health::Ok);
         }
-        // close() released the lock: reopen at once.
-        let (_db, tree) = open(dir.path());
+        // close() let go of the store; sled's own background I/O lets go of
+        // the directory lock a moment later (sled_quirks), which open_sled waits out.
+        let db = sled_quirks::open_sled(
+            &sled::Config::new().path(dir.path()),
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+        let tree = db.open_tree("t").unwrap();
         assert_eq!(tree.len(), 64 * 50);
     }
 
