@@ -117,6 +117,19 @@ pub struct Summary {
     pub bytes: u64,
 }
 
+impl Summary {
+    /// Nothing copied yet, into `dir`.
+    fn empty(dir: &Path) -> Summary {
+        Summary {
+            dir: dir.to_path_buf(),
+            trees: 0,
+            entries: 0,
+            files: 0,
+            bytes: 0,
+        }
+    }
+}
+
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -322,13 +335,7 @@ pub fn write(
         id_floor: 0,
         files: Vec::new(),
     };
-    let mut summary = Summary {
-        dir: dest.to_path_buf(),
-        trees: 0,
-        entries: 0,
-        files: 0,
-        bytes: 0,
-    };
+    let mut summary = Summary::empty(dest);
     for name in spec.trees {
         let tree = db.open_tree(name)?;
         let rel = format!("tree-{name}.bin");
@@ -493,13 +500,7 @@ fn read_part(r: &mut impl Read, at_start: bool) -> std::io::Result<Option<Vec<u8
 pub fn restore(src: &Path, spec: &Spec<'_>, dest: &Path) -> Result<Summary, BackupError> {
     let manifest = verify(src, spec)?;
     prepare_empty_dir(dest)?;
-    let mut summary = Summary {
-        dir: dest.to_path_buf(),
-        trees: 0,
-        entries: 0,
-        files: 0,
-        bytes: 0,
-    };
+    let mut summary = Summary::empty(dest);
     for f in manifest.files.iter().filter(|f| f.kind == "file") {
         let to = dest.join(&f.path);
         if let Some(parent) = to.parent() {

@@ -209,9 +209,7 @@ impl<S: Send + 'static> Committer<S> {
         durability: Durability,
         f: impl FnOnce(&mut S) -> R + Send + 'static,
     ) -> Result<R, CommitError> {
-        if let Some(reason) = self.failure() {
-            return Err(CommitError::Failed(reason));
-        }
+        self.refuse_if_failed()?;
         let started = Instant::now();
         let (reply_tx, reply_rx) = oneshot::channel::<Result<R, CommitError>>();
         let job = job(durability, f, move |r| {
@@ -238,9 +236,7 @@ impl<S: Send + 'static> Committer<S> {
         durability: Durability,
         f: impl FnOnce(&mut S) -> Result<(), String> + Send + 'static,
     ) -> Result<(), CommitError> {
-        if let Some(reason) = self.failure() {
-            return Err(CommitError::Failed(reason));
-        }
+        self.refuse_if_failed()?;
         let started = Instant::now();
         let observer = self.observer.clone();
         let job = job(durability, f, move |r| {
@@ -257,16 +253,27 @@ impl<S: Send + 'static> Committer<S> {
         self.send(job).await
     }
 
+    /// A store that has failed takes no more jobs.
+    fn refuse_if_failed(&self) -> Result<(), CommitError> {
+        match self.failure() {
+            Some(reason) => Err(CommitError::Failed(reason)),
+            None => Ok(()),
+        }
+    }
+
+    /// The writer thread's queue, unless the store is closed.
+    fn sender(&self) -> Result<SyncSender<Job<S>>, CommitError> {
+        let tx = match self.tx.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        tx.ok_or(CommitError::Closed)
+    }
+
     async fn send(&self, mut job: Job<S>) -> Result<(), CommitError> {
         // A full queue is back-pressure: wait for room without blocking a runtime thread.
         loop {
-            let tx = match self.tx.lock() {
-                Ok(g) => g.clone(),
-                Err(p) => p.into_inner().clone(),
-            };
-            let Some(tx) = tx else {
-                return Err(CommitError::Closed);
-            };
+            let tx = self.sender()?;
             match tx.try_send(job) {
                 Ok(()) => return Ok(()),
                 Err(TrySendError::Disconnected(_)) => return Err(CommitError::Closed),
@@ -286,18 +293,12 @@ impl<S: Send + 'static> Committer<S> {
         durability: Durability,
         f: impl FnOnce(&mut S) -> R + Send + 'static,
     ) -> Result<R, CommitError> {
-        if let Some(reason) = self.failure() {
-            return Err(CommitError::Failed(reason));
-        }
+        self.refuse_if_failed()?;
         let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Result<R, CommitError>>();
         let job = job(durability, f, move |r| {
             let _ = reply_tx.send(r);
         });
-        let tx = match self.tx.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        let tx = tx.ok_or(CommitError::Closed)?;
+        let tx = self.sender()?;
         tx.send(job).map_err(|_| CommitError::Closed)?;
         let result = reply_rx.recv().unwrap_or(Err(CommitError::Closed));
         if let Err(e) = &result {

@@ -319,33 +319,17 @@ impl Store {
     /// the current group. Ingest waits while the backup copies.
     pub async fn backup(&self, dest: PathBuf) -> Result<BackupSummary, BackupError> {
         let dir = self.inner.dir.clone();
-        self.write("backup", Durability::Flush, move |w| {
-            w.persist(true)?;
-            Ok(lacnet_store::backup::write(
-                &w.db,
-                &BACKUP_SPEC,
-                &dir,
-                &dest,
-            ))
-        })
-        .await
-        .map_err(|e| BackupError::Store(e.to_string()))?
+        self.write("backup", Durability::Flush, move |w| w.backup(&dir, &dest))
+            .await
+            .map_err(|e| BackupError::Store(e.to_string()))?
     }
 
     /// The same, for callers outside the async runtime (the `backup` command
     /// when no agent is running).
     pub fn backup_blocking(&self, dest: PathBuf) -> Result<BackupSummary, BackupError> {
         let dir = self.inner.dir.clone();
-        self.write_blocking("backup", move |w| {
-            w.persist(true)?;
-            Ok(lacnet_store::backup::write(
-                &w.db,
-                &BACKUP_SPEC,
-                &dir,
-                &dest,
-            ))
-        })
-        .map_err(|e| BackupError::Store(e.to_string()))?
+        self.write_blocking("backup", move |w| w.backup(&dir, &dest))
+            .map_err(|e| BackupError::Store(e.to_string()))?
     }
 
     /// Makes every write so far durable.
@@ -403,6 +387,24 @@ impl Store {
 }
 
 impl Writer {}
+
+impl Writer {
+    /// Copies the store at `dir` to `dest` once the current group's segment
+    /// files are on disk (a job: nothing else writes meanwhile).
+    fn backup(
+        &mut self,
+        dir: &Path,
+        dest: &Path,
+    ) -> Result<Result<BackupSummary, BackupError>, AgentError> {
+        self.persist(true)?;
+        Ok(lacnet_store::backup::write(
+            &self.db,
+            &BACKUP_SPEC,
+            dir,
+            dest,
+        ))
+    }
+}
 
 #[cfg(test)]
 mod tests {
