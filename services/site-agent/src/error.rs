@@ -22,9 +22,37 @@ pub enum AgentError {
         /// Why it was refused (never the content).
         reason: String,
     },
-    /// Stored records use a key that is not in the ring, or a key cannot be retired yet.
+    /// The key ring itself is unusable (no key, or two keys with one id).
     #[error("key ring: {0}")]
     KeyRing(String),
+    /// Stored records were written with keys the ring lacks: they could not
+    /// be matched or erased, so the agent does not start.
+    #[error(
+        "key ring: stored records were written with key(s) {} that are not in the key ring: \
+         add their key files back (after the newest), or run `retire-key` once no record uses them",
+        ids.join(", ")
+    )]
+    KeysMissing {
+        /// The key ids the ring lacks.
+        ids: Vec<String>,
+    },
+    /// The data directory holds another series than the agent was started with.
+    #[error(
+        "data directory {dir}: it holds this site's {was} series, but the agent was started with \
+         --granularity {now}. A site publishes one series. Start with --granularity {was}, or change \
+         the series: set the site's granularity to {now:?} in the hub's registry and restart the hub \
+         (it withdraws the {was} releases), then run `lacnet-site-agent reset-series --to {now}` with \
+         the agent stopped (README, \"Changing a site's series\")",
+        dir = path.display(), was = recorded.id(), now = configured.id()
+    )]
+    SeriesMismatch {
+        /// The data directory.
+        path: PathBuf,
+        /// The series it holds.
+        recorded: lacnet_core::Granularity,
+        /// The series the agent was started with.
+        configured: lacnet_core::Granularity,
+    },
     /// TLS material is missing or unusable.
     #[error("TLS: {0}")]
     Tls(#[from] lacnet_tls::TlsError),
@@ -113,7 +141,9 @@ impl From<AgentError> for tonic::Status {
             AgentError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
             AgentError::NotFound(_) => tonic::Status::not_found(e.to_string()),
             AgentError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
-            AgentError::KeyRing(_) => tonic::Status::failed_precondition(e.to_string()),
+            AgentError::KeyRing(_) | AgentError::KeysMissing { .. } => {
+                tonic::Status::failed_precondition(e.to_string())
+            }
             AgentError::StoreFailed(reason) => {
                 tracing::error!(error = %reason, "write refused: the store has failed");
                 tonic::Status::unavailable(

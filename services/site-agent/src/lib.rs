@@ -258,11 +258,7 @@ fn check_keys(store: &Store, keys: &KeyRing) -> Result<(), AgentError> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(AgentError::KeyRing(format!(
-        "stored records were written with key(s) {} that are not in the key ring: \
-         add their key files back (after the newest), or run `retire-key` once no record uses them",
-        missing.join(", ")
-    )))
+    Err(AgentError::KeysMissing { ids: missing })
 }
 
 /// After a crash, marks every period dirty once: a crash can lose a dirty
@@ -560,16 +556,10 @@ fn check_series(store: &Store, data_dir: &Path, configured: Granularity) -> Resu
     if recorded == configured {
         return Ok(());
     }
-    let (was, now) = (recorded.id(), configured.id());
-    Err(AgentError::DataDir {
+    Err(AgentError::SeriesMismatch {
         path: data_dir.to_owned(),
-        reason: format!(
-            "it holds this site's {was} series, but the agent was started with --granularity {now}. \
-             A site publishes one series. Start with --granularity {was}, or change the series: \
-             set the site's granularity to {now:?} in the hub's registry and restart the hub \
-             (it withdraws the {was} releases), then run `lacnet-site-agent reset-series --to {now}` \
-             with the agent stopped (README, \"Changing a site's series\")"
-        ),
+        recorded,
+        configured,
     })
 }
 

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lacnet_core::{Granularity, Period};
-use lacnet_site_agent::{Agent, AgentOptions, SeriesOutcome};
+use lacnet_site_agent::{Agent, AgentError, AgentOptions, SeriesOutcome};
 use lacnet_testkit::agent::*;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +17,7 @@ async fn refused(options: AgentOptions) -> String {
     for _ in 0..300 {
         match Agent::open(options.clone()) {
             Ok(_) => panic!("the agent opened with another granularity"),
-            Err(e) if e.to_string().contains("granularity") => return e.to_string(),
+            Err(e @ AgentError::SeriesMismatch { .. }) => return e.to_string(),
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }

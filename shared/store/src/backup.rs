@@ -67,7 +67,7 @@ pub enum BackupError {
         /// The backup directory.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: Unusable,
     },
     /// The running service could not take the snapshot (its store failed or is closing).
     #[error("the service could not take the snapshot: {0}")]
@@ -115,6 +115,47 @@ pub struct Summary {
     pub files: usize,
     /// Bytes written.
     pub bytes: u64,
+}
+
+/// Why a backup cannot be restored.
+#[derive(Debug, thiserror::Error)]
+pub enum Unusable {
+    /// No manifest: not a backup, or one that did not finish.
+    #[error("no MANIFEST: not a backup, or one that did not finish")]
+    NoManifest,
+    /// The manifest cannot be read; says why.
+    #[error("{0}")]
+    Manifest(String),
+    /// A backup of another service.
+    #[error("it is a backup of {found}, not of {expected}")]
+    OtherService {
+        /// The service the backup is of.
+        found: String,
+        /// The service restoring it.
+        expected: String,
+    },
+    /// A file's size or checksum is not the manifest's.
+    #[error("{file} is damaged (checksum)")]
+    Damaged {
+        /// The file, relative to the backup.
+        file: String,
+    },
+    /// A tree dump stops inside an entry.
+    #[error("{file} ends inside an entry")]
+    Truncated {
+        /// The file, relative to the backup.
+        file: String,
+    },
+    /// A tree dump holds another number of entries than the manifest says.
+    #[error("tree {tree} has {found} entries, the manifest says {expected}")]
+    WrongCount {
+        /// The tree.
+        tree: String,
+        /// Entries in the dump.
+        found: u64,
+        /// Entries the manifest names.
+        expected: u64,
+    },
 }
 
 impl Summary {
@@ -428,10 +469,10 @@ fn reopen(open: impl Fn() -> sled::Result<sled::Db>) -> Result<sled::Db, BackupE
     )?)
 }
 
-fn invalid(path: &Path, reason: impl Into<String>) -> BackupError {
+fn invalid(path: &Path, reason: Unusable) -> BackupError {
     BackupError::Invalid {
         path: path.to_path_buf(),
-        reason: reason.into(),
+        reason,
     }
 }
 
@@ -441,21 +482,18 @@ fn verify(src: &Path, spec: &Spec<'_>) -> Result<Manifest, BackupError> {
     let text = match std::fs::read_to_string(src.join(MANIFEST)) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(invalid(
-                src,
-                "no MANIFEST: not a backup, or one that did not finish",
-            ));
+            return Err(invalid(src, Unusable::NoManifest));
         }
         Err(e) => return Err(io(src, "cannot read the manifest")(e)),
     };
-    let manifest = Manifest::parse(&text).map_err(|r| invalid(src, r))?;
+    let manifest = Manifest::parse(&text).map_err(|r| invalid(src, Unusable::Manifest(r)))?;
     if manifest.service != spec.service {
         return Err(invalid(
             src,
-            format!(
-                "it is a backup of {}, not of {}",
-                manifest.service, spec.service
-            ),
+            Unusable::OtherService {
+                found: manifest.service,
+                expected: spec.service.to_owned(),
+            },
         ));
     }
     for f in &manifest.files {
@@ -468,7 +506,8 @@ fn verify(src: &Path, spec: &Spec<'_>) -> Result<Manifest, BackupError> {
         };
         std::io::copy(&mut input, &mut sink).map_err(io(&path, "cannot read"))?;
         if sink.len != f.size || hex(&sink.hash.finalize()) != f.sha256 {
-            return Err(invalid(src, format!("{} is damaged (checksum)", f.path)));
+            let file = f.path.clone();
+            return Err(invalid(src, Unusable::Damaged { file }));
         }
     }
     Ok(manifest)
@@ -535,7 +574,14 @@ pub fn restore(src: &Path, spec: &Spec<'_>, dest: &Path) -> Result<Summary, Back
             while let Some(k) = read_part(&mut r, true).map_err(io(&path, "cannot read"))? {
                 let v = read_part(&mut r, false)
                     .map_err(io(&path, "cannot read"))?
-                    .ok_or_else(|| invalid(src, format!("{} ends inside an entry", f.path)))?;
+                    .ok_or_else(|| {
+                        invalid(
+                            src,
+                            Unusable::Truncated {
+                                file: f.path.clone(),
+                            },
+                        )
+                    })?;
                 batch.insert(k, v);
                 n += 1;
                 if n % 10_000 == 0 {
@@ -546,7 +592,11 @@ pub fn restore(src: &Path, spec: &Spec<'_>, dest: &Path) -> Result<Summary, Back
             if n != *expected {
                 return Err(invalid(
                     src,
-                    format!("tree {name} has {n} entries, the manifest says {expected}"),
+                    Unusable::WrongCount {
+                        tree: name.clone(),
+                        found: n,
+                        expected: *expected,
+                    },
                 ));
             }
             summary.trees += 1;
@@ -668,19 +718,34 @@ mod tests {
             ..SPEC
         };
         let err = restore(&backup, &other, &tmp.path().join("r1")).unwrap_err();
-        assert!(err.to_string().contains("not of other"), "{err}");
+        assert!(
+            matches!(&err, BackupError::Invalid { reason: Unusable::OtherService { found, .. }, .. } if found == "test-service"),
+            "{err}"
+        );
 
         // A damaged file, before anything is written.
         std::fs::write(backup.join("files/one"), b"segment 0ne").unwrap();
         let target = tmp.path().join("r2");
         let err = restore(&backup, &SPEC, &target).unwrap_err();
-        assert!(err.to_string().contains("damaged"), "{err}");
+        assert!(
+            matches!(&err, BackupError::Invalid { reason: Unusable::Damaged { file }, .. } if file == "files/one"),
+            "{err}"
+        );
         assert!(!target.exists());
 
         // No manifest: an unfinished backup.
         std::fs::remove_file(backup.join(MANIFEST)).unwrap();
         let err = restore(&backup, &SPEC, &tmp.path().join("r3")).unwrap_err();
-        assert!(err.to_string().contains("no MANIFEST"), "{err}");
+        assert!(
+            matches!(
+                err,
+                BackupError::Invalid {
+                    reason: Unusable::NoManifest,
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
