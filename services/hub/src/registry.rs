@@ -228,6 +228,96 @@ pub fn is_ons_code(s: &str) -> bool {
         && b[1..].iter().all(u8::is_ascii_digit)
 }
 
+/// A site's population estimates by year, checked and sorted.
+fn populations(at: &str, raw: &[RawPopulation]) -> Result<Vec<(i32, u64)>, String> {
+    let mut populations = Vec::with_capacity(raw.len());
+    for (j, p) in raw.iter().enumerate() {
+        let at = format!("{at}.populations[{j}]");
+        if !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&p.year) {
+            return Err(format!(
+                "{at}.year {} must be between {} and {}",
+                p.year,
+                Period::MIN_YEAR,
+                Period::MAX_YEAR
+            ));
+        }
+        if p.adults == 0 {
+            return Err(format!("{at}.adults must be above 0"));
+        }
+        if populations.iter().any(|(y, _)| *y == p.year) {
+            return Err(format!("{at}: a second estimate for {}", p.year));
+        }
+        populations.push((p.year, p.adults));
+    }
+    populations.sort_unstable();
+    Ok(populations)
+}
+
+/// One site of the registry, checked; `at` names it in errors.
+fn site(at: &str, s: RawSite) -> Result<Site, String> {
+    if !is_ons_code(&s.code) {
+        return Err(format!(
+            "{at}.code {:?} is not an ONS code (a letter E, W, S or N then 8 digits)",
+            s.code
+        ));
+    }
+    if s.name.trim().is_empty() {
+        return Err(format!("{at}.name is empty"));
+    }
+    if s.adult_population == 0 {
+        return Err(format!("{at}.adult_population must be above 0"));
+    }
+    let valid_until = s
+        .valid_until
+        .as_deref()
+        .map(Date::parse)
+        .transpose()
+        .map_err(|e| format!("{at}.valid_until: {e}"))?;
+    let granularity = s
+        .granularity
+        .parse::<Granularity>()
+        .ok()
+        .filter(|g| !g.is_span())
+        .ok_or_else(|| {
+            format!(
+                "{at}.granularity {:?} must be \"month\" or \"quarter\" (the site's one series)",
+                s.granularity
+            )
+        })?;
+    let valid_from = s
+        .valid_from
+        .as_deref()
+        .map(Date::parse)
+        .transpose()
+        .map_err(|e| format!("{at}.valid_from: {e}"))?;
+    if let (Some(f), Some(u)) = (valid_from, valid_until)
+        && u < f
+    {
+        return Err(format!("{at}.valid_until {u} is before valid_from {f}"));
+    }
+    let populations = populations(at, &s.populations)?;
+    if let Some(y) = s.population_year
+        && !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&y)
+    {
+        return Err(format!(
+            "{at}.population_year {y} must be between {} and {}",
+            Period::MIN_YEAR,
+            Period::MAX_YEAR
+        ));
+    }
+    Ok(Site {
+        code: s.code,
+        name: s.name,
+        adult_population: s.adult_population,
+        populations,
+        population_year: s.population_year,
+        population_approximate: s.population_approximate,
+        valid_from,
+        valid_until,
+        granularity,
+    })
+}
+
 impl Registry {
     /// Reads and validates a registry file.
     pub fn load(path: &Path) -> Result<Registry, HubError> {
@@ -250,158 +340,94 @@ impl Registry {
             secondary_suppression: raw.policy.secondary_suppression,
         };
         policy.validate().map_err(|e| format!("[policy]: {e}"))?;
-        let mut sites = Vec::with_capacity(raw.sites.len());
-        for (i, s) in raw.sites.into_iter().enumerate() {
-            let at = format!("sites[{i}]");
-            if !is_ons_code(&s.code) {
-                return Err(format!(
-                    "{at}.code {:?} is not an ONS code (a letter E, W, S or N then 8 digits)",
-                    s.code
-                ));
-            }
-            if s.name.trim().is_empty() {
-                return Err(format!("{at}.name is empty"));
-            }
-            if s.adult_population == 0 {
-                return Err(format!("{at}.adult_population must be above 0"));
-            }
-            let valid_until = s
-                .valid_until
-                .as_deref()
-                .map(Date::parse)
-                .transpose()
-                .map_err(|e| format!("{at}.valid_until: {e}"))?;
-            let granularity = s
-                .granularity
-                .parse::<Granularity>()
-                .ok()
-                .filter(|g| !g.is_span())
-                .ok_or_else(|| {
-                    format!(
-                        "{at}.granularity {:?} must be \"month\" or \"quarter\" (the site's one series)",
-                        s.granularity
-                    )
-                })?;
-            let valid_from = s
-                .valid_from
-                .as_deref()
-                .map(Date::parse)
-                .transpose()
-                .map_err(|e| format!("{at}.valid_from: {e}"))?;
-            if let (Some(f), Some(u)) = (valid_from, valid_until)
-                && u < f
-            {
-                return Err(format!("{at}.valid_until {u} is before valid_from {f}"));
-            }
-            let mut populations = Vec::with_capacity(s.populations.len());
-            for (j, p) in s.populations.iter().enumerate() {
-                let at = format!("{at}.populations[{j}]");
-                if !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&p.year) {
-                    return Err(format!(
-                        "{at}.year {} must be between {} and {}",
-                        p.year,
-                        Period::MIN_YEAR,
-                        Period::MAX_YEAR
-                    ));
-                }
-                if p.adults == 0 {
-                    return Err(format!("{at}.adults must be above 0"));
-                }
-                if populations.iter().any(|(y, _)| *y == p.year) {
-                    return Err(format!("{at}: a second estimate for {}", p.year));
-                }
-                populations.push((p.year, p.adults));
-            }
-            populations.sort_unstable();
-            if let Some(y) = s.population_year
-                && !(Period::MIN_YEAR..=Period::MAX_YEAR).contains(&y)
-            {
-                return Err(format!(
-                    "{at}.population_year {y} must be between {} and {}",
-                    Period::MIN_YEAR,
-                    Period::MAX_YEAR
-                ));
-            }
-            sites.push(Site {
-                code: s.code,
-                name: s.name,
-                adult_population: s.adult_population,
-                populations,
-                population_year: s.population_year,
-                population_approximate: s.population_approximate,
-                valid_from,
-                valid_until,
-                granularity,
-            });
+        let sites = raw
+            .sites
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| site(&format!("sites[{i}]"), s))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut reg = Registry::new(sites, policy, Vec::new())?;
+        for (i, u) in raw.unit_costs.into_iter().enumerate() {
+            reg.add_unit_cost(&format!("unit_costs[{i}]"), u)?;
         }
-        let exclusions = raw.unit_cost_exclusions;
-        Registry::new(sites, policy, Vec::new()).and_then(|mut reg| {
-            for (i, u) in raw.unit_costs.into_iter().enumerate() {
-                let at = format!("unit_costs[{i}]");
-                let outcome = Outcome::from_id(&u.outcome)
-                    .ok_or_else(|| format!("{at}.outcome {:?} is not an outcome id", u.outcome))?;
-                if u.source.trim().is_empty() {
-                    return Err(format!(
-                        "{at}.source is empty: every unit cost needs a source"
-                    ));
-                }
-                let cost = UnitCost {
-                    outcome,
-                    pence: u.pence,
-                    source: u.source,
-                };
-                if reg
-                    .unit_costs
-                    .insert(metrics::outcome(outcome), cost)
-                    .is_some()
-                {
-                    return Err(format!("{at}: a second unit cost for {}", outcome.id()));
-                }
-            }
-            for (i, x) in exclusions.into_iter().enumerate() {
-                let at = format!("unit_cost_exclusions[{i}]");
-                let outcome = Outcome::from_id(&x.outcome)
-                    .ok_or_else(|| format!("{at}.outcome {:?} is not an outcome id", x.outcome))?;
-                if x.reason.trim().is_empty() {
-                    return Err(format!(
-                        "{at}.reason is empty: say why {} is not costed",
-                        outcome.id()
-                    ));
-                }
-                if reg.unit_costs.contains_key(&metrics::outcome(outcome)) {
-                    return Err(format!(
-                        "{at}: {} has a unit cost and cannot also be excluded",
-                        outcome.id()
-                    ));
-                }
-                let ex = CostExclusion {
-                    outcome,
-                    reason: x.reason,
-                };
-                if reg.exclusions.insert(outcome, ex).is_some() {
-                    return Err(format!("{at}: {} is excluded twice", outcome.id()));
-                }
-            }
-            // Cost avoided must not silently leave an outcome out: once the
-            // network prices outcomes, each one is priced or excluded with a reason.
-            if !reg.unit_costs.is_empty() || !reg.exclusions.is_empty() {
-                let missing: Vec<&str> = Outcome::ALL
-                    .iter()
-                    .filter(|o| {
-                        !reg.unit_costs.contains_key(&metrics::outcome(**o))
-                            && !reg.exclusions.contains_key(o)
-                    })
-                    .map(|o| o.id())
-                    .collect();
-                if !missing.is_empty() {
-                    return Err(format!(
-                        "unit_costs: {} has neither a unit cost nor an entry in [[unit_cost_exclusions]] with a reason",
-                        missing.join(", ")
-                    ));
-                }
-            }
-            Ok(reg)
-        })
+        for (i, x) in raw.unit_cost_exclusions.into_iter().enumerate() {
+            reg.add_exclusion(&format!("unit_cost_exclusions[{i}]"), x)?;
+        }
+        reg.check_every_outcome_costed()?;
+        Ok(reg)
+    }
+
+    /// Adds the unit cost at `at`, refusing a second one for an outcome.
+    fn add_unit_cost(&mut self, at: &str, u: RawUnitCost) -> Result<(), String> {
+        let outcome = Outcome::from_id(&u.outcome)
+            .ok_or_else(|| format!("{at}.outcome {:?} is not an outcome id", u.outcome))?;
+        if u.source.trim().is_empty() {
+            return Err(format!(
+                "{at}.source is empty: every unit cost needs a source"
+            ));
+        }
+        let cost = UnitCost {
+            outcome,
+            pence: u.pence,
+            source: u.source,
+        };
+        if self
+            .unit_costs
+            .insert(metrics::outcome(outcome), cost)
+            .is_some()
+        {
+            return Err(format!("{at}: a second unit cost for {}", outcome.id()));
+        }
+        Ok(())
+    }
+
+    /// Adds the exclusion at `at`: an outcome not costed, with the reason.
+    fn add_exclusion(&mut self, at: &str, x: RawExclusion) -> Result<(), String> {
+        let outcome = Outcome::from_id(&x.outcome)
+            .ok_or_else(|| format!("{at}.outcome {:?} is not an outcome id", x.outcome))?;
+        if x.reason.trim().is_empty() {
+            return Err(format!(
+                "{at}.reason is empty: say why {} is not costed",
+                outcome.id()
+            ));
+        }
+        if self.unit_costs.contains_key(&metrics::outcome(outcome)) {
+            return Err(format!(
+                "{at}: {} has a unit cost and cannot also be excluded",
+                outcome.id()
+            ));
+        }
+        let ex = CostExclusion {
+            outcome,
+            reason: x.reason,
+        };
+        if self.exclusions.insert(outcome, ex).is_some() {
+            return Err(format!("{at}: {} is excluded twice", outcome.id()));
+        }
+        Ok(())
+    }
+
+    /// Cost avoided must not silently leave an outcome out: once the
+    /// network prices outcomes, each one is priced or excluded with a reason.
+    fn check_every_outcome_costed(&self) -> Result<(), String> {
+        if self.unit_costs.is_empty() && self.exclusions.is_empty() {
+            return Ok(());
+        }
+        let missing: Vec<&str> = Outcome::ALL
+            .iter()
+            .filter(|o| {
+                !self.unit_costs.contains_key(&metrics::outcome(**o))
+                    && !self.exclusions.contains_key(o)
+            })
+            .map(|o| o.id())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "unit_costs: {} has neither a unit cost nor an entry in [[unit_cost_exclusions]] with a reason",
+            missing.join(", ")
+        ))
     }
 
     /// Builds a registry from parts (used by tests and benchmarks); checks codes are unique.
