@@ -55,13 +55,6 @@ impl SubmissionsService {
     }
 }
 
-/// Seconds since the Unix epoch, now.
-pub(crate) fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// How far ahead of the hub's clock a revision may be, in milliseconds: one
 /// day. Agents number revisions with their own clock in milliseconds, so an
 /// honest revision is at most "now" plus the agents' clock skew. A revision
