@@ -61,27 +61,34 @@ impl Alphabet {
 /// The length is checked before anything reads the characters, and the error
 /// never contains more than a short, escaped excerpt of `value`.
 pub fn check(field: &str, value: &str, max: usize, alphabet: Alphabet) -> Result<(), HubError> {
+    match fault(value, max, alphabet) {
+        None => Ok(()),
+        Some(reason) => Err(HubError::invalid(field, reason)),
+    }
+}
+
+/// What [`check`] would refuse in `value`, if anything: for callers that
+/// check many values and name the field only when one is refused.
+pub fn fault(value: &str, max: usize, alphabet: Alphabet) -> Option<String> {
     if value.len() > max {
-        return Err(HubError::invalid(
-            field,
-            format!(
-                "is {} bytes long; at most {max} are allowed (starts {})",
-                value.len(),
-                excerpt(value)
-            ),
+        return Some(format!(
+            "is {} bytes long; at most {max} are allowed (starts {})",
+            value.len(),
+            excerpt(value)
         ));
     }
-    if let Some(bad) = value.chars().find(|c| !alphabet.allows(*c)) {
-        return Err(HubError::invalid(
-            field,
-            format!(
-                "contains {bad:?}; only {} are allowed (value {})",
-                alphabet.describe(),
-                excerpt(value)
-            ),
-        ));
+    // Every alphabet is ASCII, so a byte outside it (any byte of a
+    // multi-byte character included) is a refusal; only then are the
+    // characters read, to name the first bad one.
+    if value.bytes().all(|b| alphabet.allows(char::from(b))) {
+        return None;
     }
-    Ok(())
+    let bad = value.chars().find(|c| !alphabet.allows(*c))?;
+    Some(format!(
+        "contains {bad:?}; only {} are allowed (value {})",
+        alphabet.describe(),
+        excerpt(value)
+    ))
 }
 
 /// A short, escaped, quoted prefix of caller text, safe for logs and errors:
@@ -132,6 +139,19 @@ mod tests {
         assert!(check("d", "ABCD", DIGEST_LEN, Alphabet::LowerHex).is_err());
         assert!(check("s", "E06000034", MAX_SITE_CODE_LEN, Alphabet::SiteCode).is_ok());
         assert!(check("s", "E06 000034", MAX_SITE_CODE_LEN, Alphabet::SiteCode).is_err());
+    }
+
+    /// `check_strings` lets a catalogue id through unread: each must pass.
+    #[test]
+    fn every_catalogue_id_is_a_bounded_metric_id() {
+        for def in lacnet_core::metrics::catalogue().metrics() {
+            assert_eq!(
+                fault(&def.id, MAX_METRIC_ID_LEN, Alphabet::MetricId),
+                None,
+                "{}",
+                def.id
+            );
+        }
     }
 
     #[test]

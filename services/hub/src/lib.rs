@@ -155,6 +155,7 @@ impl Hub {
             &options.data_dir,
             options.cache_bytes,
             Some(metrics.store_observer()),
+            options.clock.clone(),
         )?;
         withdraw_other_series(&store, &options.registry)?;
         Ok(Hub {

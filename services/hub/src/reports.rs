@@ -28,7 +28,7 @@ use crate::convert::{
 };
 use crate::registry::Site;
 use crate::store::{AuditEvent, Latest};
-use crate::submissions::{now_unix, peer_label};
+use crate::submissions::peer_label;
 use crate::{Hub, HubError};
 use lacnet_proto::convert::{count_to_proto, period_from_proto, period_to_proto, policy_to_proto};
 
@@ -370,7 +370,7 @@ impl Hub {
             Ok(body) => {
                 // Information governance asks who read the network's figures, not only who was refused.
                 self.audit(AuditEvent {
-                    at_unix: now_unix(),
+                    at_unix: self.clock().now_unix(),
                     event: event.to_owned(),
                     peer: peer_label(peer),
                     site: None,

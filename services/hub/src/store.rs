@@ -2,11 +2,14 @@
 //! period, and the append-only audit log.
 //!
 //! The hub keeps only what it publishes. When a revision supersedes another,
-//! one sled batch on `submissions` inserts the new revision and deletes the
-//! old one, so a person erased at the site is gone from the hub once the next
-//! release lands; the old release's digest and dates stay in the audit log
-//! (written first, so nothing is deleted unrecorded). A late, older revision
-//! is refused without being stored (SUPERSEDED).
+//! the new revision is inserted in `submissions` and then the old one
+//! deleted, both durable with the group's one flush, so a person erased at
+//! the site is gone from the hub once the next release lands; the old
+//! release's digest and dates stay in the audit log (written first, so
+//! nothing is deleted unrecorded). A crash between the two leaves both, and
+//! open deletes the older (sled recovers its log in order, so never the
+//! deletion without the insert). A late, older revision is refused without
+//! being stored (SUPERSEDED).
 //!
 //! sled is log-structured: a removed value's bytes stay in its log until
 //! the segment happens to be cleaned (see `lacnet_store::sled_quirks`). So
@@ -55,6 +58,7 @@ use lacnet_store::{CommitError, Committer, Durability, Observer};
 use serde::{Deserialize, Serialize};
 
 use crate::HubError;
+use crate::clock::Clock;
 
 /// What a backup holds: every tree above.
 pub const BACKUP_SPEC: BackupSpec<'static> = BackupSpec {
@@ -221,6 +225,8 @@ pub struct Store {
     releases: PathBuf,
     /// The one door for writes, shared with the site agent.
     committer: Committer<Writer>,
+    /// What "now" is for the entries the store writes itself.
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Store {
@@ -248,6 +254,28 @@ struct Entry {
     sub: StoredSubmission,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cells_at: Option<CellsAt>,
+}
+
+/// A submission to record, with what the writer thread needs of it
+/// prepared before it gets there: its cells as they go into a pack, and
+/// its table as reports read it.
+struct Encoded {
+    sub: StoredSubmission,
+    cells: Vec<u8>,
+    latest: Latest,
+}
+
+impl Encoded {
+    fn new(sub: StoredSubmission) -> Result<Encoded, HubError> {
+        // About a dozen bytes a cell (`{"Value":120},`): one allocation.
+        let mut cells = Vec::with_capacity(16 * sub.counts.len() + 2);
+        serde_json::to_writer(&mut cells, &sub.counts).map_err(corrupt)?;
+        Ok(Encoded {
+            cells,
+            latest: to_latest(&sub)?,
+            sub,
+        })
+    }
 }
 
 /// Cells to remove from disk once the removal of their entry is durable.
@@ -293,12 +321,6 @@ fn io_error(path: &Path, source: std::io::Error) -> HubError {
     }
 }
 
-fn now_unix() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 fn published(counts: &[Count]) -> Result<Published, HubError> {
     let counts: [Count; METRIC_COUNT] = counts.try_into().map_err(|_| {
         corrupt(format!(
@@ -310,15 +332,14 @@ fn published(counts: &[Count]) -> Result<Published, HubError> {
 }
 
 /// The store's id from `meta`, made (and flushed) if the tree has none.
-fn store_id(meta: &sled::Tree) -> Result<String, HubError> {
+fn store_id(meta: &sled::Tree, clock: &dyn Clock) -> Result<String, HubError> {
     if let Some(id) = meta.get(b"store_id")? {
         return Ok(String::from_utf8_lossy(&id).into_owned());
     }
     use std::hash::BuildHasher;
-    // Random enough to tell two data directories apart; not a secret.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    // Random enough to tell two data directories apart; not a secret
+    // (`RandomState` is seeded per process, so a mock clock changes nothing).
+    let nanos = clock.now_nanos();
     let id = format!(
         "{:016x}",
         std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
@@ -421,8 +442,11 @@ struct Group {
     /// Where in that pack they start (its length before the group).
     base: u64,
     cells: Vec<u8>,
-    /// Every `submissions` change of the group, applied as one batch.
-    batch: sled::Batch,
+    /// Every `submissions` change of the group, in order: an insert
+    /// (`Some`) or a removal. Not a `sled::Batch`: applying one rolls
+    /// sled's log buffer twice, two more log writes per group than its
+    /// flush, and the group's flush makes them durable together anyway.
+    writes: Vec<(Vec<u8>, Option<Vec<u8>>)>,
     /// The current entry of each site and period the group changed
     /// (`None`: removed), so later jobs of the group decide on it.
     staged: HashMap<Vec<u8>, Option<(Vec<u8>, Entry)>>,
@@ -436,8 +460,8 @@ struct Group {
 /// A group of submissions is made durable with one data sync and one sled
 /// flush, not two fsyncs per submission: the cells of all its new releases
 /// are appended to the newest pack file (a new one, synced with its
-/// directory, when it is full), which is synced before the one sled batch
-/// naming them is applied, and then sled flushes once. So no crash
+/// directory, when it is full), which is synced before the sled entries
+/// naming them are written, and then sled flushes once. So no crash
 /// leaves an entry naming cells that are not on disk. The cells of a
 /// removed release are zeroed in their pack (and a pack with nothing live
 /// deleted) once the removal is durable.
@@ -453,7 +477,7 @@ pub struct Writer {
     /// The pack groups append to, and its length.
     open_pack: Option<(u64, std::fs::File, u64)>,
     group: Group,
-    /// Removed by applied batches, not yet known to be durable.
+    /// Removed by applied writes, not yet known to be durable.
     doomed: Vec<Doomed>,
     /// Why a job that nobody waits for (an audit entry) failed: the next
     /// persist step fails the store with it.
@@ -462,10 +486,26 @@ pub struct Writer {
 
 impl Writer {
     /// The current release of one site and period, with its key: as this
-    /// group left it, else as sled holds it.
-    fn current(&self, pkey: &[u8]) -> Result<Option<(Vec<u8>, Entry)>, HubError> {
+    /// group left it, else as sled holds it. The in-memory index holds
+    /// every current release of the groups before this one, so a period it
+    /// lacks (a first release, the common case) costs no read of sled.
+    fn current(
+        &self,
+        pkey: &[u8],
+        period: Period,
+        site: &str,
+    ) -> Result<Option<(Vec<u8>, Entry)>, HubError> {
         if let Some(staged) = self.group.staged.get(pkey) {
             return Ok(staged.clone());
+        }
+        let indexed = {
+            let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&period)
+                .is_some_and(|sites| sites.contains_key(site))
+        };
+        if !indexed {
+            return Ok(None);
         }
         // One entry per prefix; the last is the newest should a crash ever leave two.
         match self.submissions.scan_prefix(pkey).next_back() {
@@ -495,10 +535,14 @@ impl Writer {
 
     /// See [`Store::record`]. Everything fallible happens before the group
     /// is touched, so a failed job stages nothing.
-    fn record(&mut self, mut sub: StoredSubmission) -> Result<Receipt, HubError> {
+    fn record(&mut self, new: Encoded) -> Result<Receipt, HubError> {
+        let Encoded {
+            mut sub,
+            cells,
+            mut latest,
+        } = new;
         let pkey = period_key(&sub.site_code, sub.period);
-        let rkey = revision_key(&sub.site_code, sub.period, sub.revision);
-        let current = self.current(&pkey)?;
+        let current = self.current(&pkey, sub.period, &sub.site_code)?;
         if let Some((_, cur)) = &current {
             let cur = &cur.sub;
             if cur.digest == sub.digest {
@@ -526,8 +570,8 @@ impl Writer {
             }
         }
         sub.revised = current.is_some();
-        let latest = Arc::new(to_latest(&sub)?);
-        let cells = serde_json::to_vec(&sub.counts).map_err(corrupt)?;
+        latest.revised = sub.revised;
+        let rkey = revision_key(&sub.site_code, sub.period, sub.revision);
         let (pack, base) = match (self.group.pack, &self.open_pack) {
             (Some(pack), _) => (pack, self.group.base),
             (None, Some((id, _, len))) if *len < PACK_BYTES => (*id, *len),
@@ -538,40 +582,45 @@ impl Writer {
             offset: base + self.group.cells.len() as u64,
             len: cells.len() as u64,
         };
+        let receipt = Receipt {
+            outcome: StoreOutcome::New,
+            current_revision: sub.revision,
+            current_digest: sub.digest.clone(),
+            received_at_unix: sub.received_at_unix,
+        };
+        let (period, site) = (sub.period, sub.site_code.clone());
+        // The cells are in the pack, not in the entry.
+        sub.counts = Vec::new();
         let entry = Entry {
-            sub: StoredSubmission {
-                counts: Vec::new(),
-                ..sub.clone()
-            },
+            sub,
             cells_at: Some(at),
         };
         let value = serde_json::to_vec(&entry).map_err(corrupt)?;
-        if let Some((old_key, old)) = &current {
+        if let Some((_, old)) = &current {
             // Audited first, so nothing is deleted unrecorded.
-            let reason = format!("superseded by revision {}", sub.revision);
+            let reason = format!("superseded by revision {}", receipt.current_revision);
             self.audit(&AuditEvent::removal(
                 &old.sub,
                 "deleted",
                 reason,
-                sub.received_at_unix,
+                receipt.received_at_unix,
             ))?;
-            self.group.batch.remove(old_key.as_slice());
-            self.doom(old_key, old);
         }
         self.group.pack = Some(pack);
         self.group.base = base;
         self.group.cells.extend_from_slice(&cells);
-        self.group.batch.insert(rkey.as_slice(), value);
+        // The new entry before the removal of the old: a crash between the
+        // two leaves both, never neither.
+        self.group.writes.push((rkey.clone(), Some(value)));
+        if let Some((old_key, old)) = &current {
+            self.group.writes.push((old_key.clone(), None));
+            self.doom(old_key, old);
+        }
         self.group.staged.insert(pkey, Some((rkey, entry)));
         self.group
             .cache
-            .push((sub.period, sub.site_code.clone(), Some(latest)));
-        Ok(Receipt {
-            outcome: StoreOutcome::New,
-            current_revision: sub.revision,
-            current_digest: sub.digest,
-            received_at_unix: sub.received_at_unix,
-        })
+            .push((period, site, Some(Arc::new(latest))));
+        Ok(receipt)
     }
 
     /// See [`Store::withdraw_series`].
@@ -580,6 +629,7 @@ impl Writer {
         site: &str,
         keep: impl Fn(Period) -> bool,
         reason: &str,
+        now: i64,
     ) -> Result<usize, HubError> {
         let mut gone = Vec::new();
         for item in self.submissions.scan_prefix(site.as_bytes()) {
@@ -589,7 +639,6 @@ impl Writer {
                 gone.push((key.to_vec(), entry));
             }
         }
-        let now = now_unix();
         for (_, old) in &gone {
             self.audit(&AuditEvent::removal(
                 &old.sub,
@@ -599,7 +648,7 @@ impl Writer {
             ))?;
         }
         for (key, old) in &gone {
-            self.group.batch.remove(key.as_slice());
+            self.group.writes.push((key.clone(), None));
             self.doom(key, old);
             self.group
                 .staged
@@ -611,8 +660,8 @@ impl Writer {
         Ok(gone.len())
     }
 
-    /// The persist step of a group: the pack (synced) before the batch that
-    /// names it, then the in-memory index. sled's flush follows.
+    /// The persist step of a group: the pack (synced) before the entries
+    /// that name it, then the in-memory index. sled's flush follows.
     fn persist(&mut self) -> Result<(), HubError> {
         if let Some(reason) = &self.poisoned {
             return Err(HubError::Unavailable(reason.clone()));
@@ -633,7 +682,12 @@ impl Writer {
         if group.cache.is_empty() {
             return Ok(());
         }
-        self.submissions.apply_batch(group.batch)?;
+        for (key, value) in group.writes {
+            match value {
+                Some(value) => self.submissions.insert(key, value)?,
+                None => self.submissions.remove(key)?,
+            };
+        }
         for doomed in &group.doomed {
             if let Doomed::Packed(at) = doomed
                 && !fresh(at)
@@ -741,15 +795,18 @@ impl Store {
     /// Opens (or creates) the database in `dir`, brings an older hub's layout
     /// up to date, rebuilds the in-memory latest index and starts the writer
     /// thread.
+    /// Times it stamps (audit entries of deletions) come from the system clock.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, HubError> {
-        Store::open_with(dir, cache_bytes, None)
+        Store::open_with(dir, cache_bytes, None, Arc::new(lacnet_clock::SystemClock))
     }
 
-    /// [`Store::open`], with an observer told of every named write (metrics).
+    /// [`Store::open`], with an observer told of every named write
+    /// (metrics) and the clock that stamps what the store writes itself.
     pub fn open_with(
         dir: &Path,
         cache_bytes: u64,
         observer: Option<Observer>,
+        clock: Arc<dyn Clock>,
     ) -> Result<Store, HubError> {
         std::fs::create_dir_all(dir).map_err(|source| HubError::DataDir {
             path: dir.to_owned(),
@@ -761,11 +818,11 @@ impl Store {
         )?;
         let releases = dir.join(RELEASES_DIR);
         std::fs::create_dir_all(&releases).map_err(|e| io_error(&releases, e))?;
-        let store_id = store_id(&db.open_tree("meta")?)?;
+        let store_id = store_id(&db.open_tree("meta")?, clock.as_ref())?;
         let submissions = db.open_tree("submissions")?;
         let audit = db.open_tree("audit")?;
         // No writer thread yet: open-time repairs write directly.
-        purge_superseded(&db, &submissions, &audit)?;
+        purge_superseded(&db, &submissions, &audit, clock.now_unix())?;
         move_cells_to_files(&submissions, &releases)?;
         // The index of older stores: the submissions tree now says it all.
         db.drop_tree("latest")?;
@@ -820,6 +877,7 @@ impl Store {
             dir: dir.to_owned(),
             releases,
             committer,
+            clock,
         })
     }
 
@@ -859,9 +917,9 @@ impl Store {
     /// concurrent submitters share one pack file and one flush (group
     /// commit). The same content as the current release (under any revision
     /// number) is a duplicate, acknowledged without a write; a higher
-    /// revision with other content replaces the current release (one batch:
-    /// insert the new, delete the old, after auditing the old one's digest
-    /// and dates); a lower one is SUPERSEDED and not stored. The current
+    /// revision with other content replaces the current release (insert
+    /// the new, delete the old, after auditing the old one's digest and
+    /// dates); a lower one is SUPERSEDED and not stored. The current
     /// revision with other content is a [`HubError::Conflict`].
     ///
     /// `audit` is the submission's own audit entry, written in the same job
@@ -872,8 +930,11 @@ impl Store {
         sub: StoredSubmission,
         audit: AuditEvent,
     ) -> Result<Receipt, HubError> {
+        // Encoded here, on the caller's thread, so the one writer thread
+        // spends its time deciding and writing.
+        let new = Encoded::new(sub)?;
         self.write("submit", Durability::Flush, move |w| {
-            let receipt = w.record(sub)?;
+            let receipt = w.record(new)?;
             w.audit(&AuditEvent {
                 outcome: receipt.outcome.name().into(),
                 ..audit
@@ -893,10 +954,11 @@ impl Store {
         reason: &str,
     ) -> Result<usize, HubError> {
         let (site, reason) = (site.to_owned(), reason.to_owned());
+        let now = self.clock.now_unix();
         let out = self
             .committer
             .run_blocking("withdraw", Durability::Flush, move |w| {
-                w.withdraw_series(&site, keep, &reason)
+                w.withdraw_series(&site, keep, &reason, now)
             })
             .map_err(commit_error)?;
         self.failed_unless_input("withdraw", out)
@@ -1033,19 +1095,22 @@ impl Store {
     }
 }
 
-/// Deletes every revision but the newest of each site and period (left by
-/// stores written before the hub kept only its current releases), auditing
-/// each, and marks the kept one revised.
+/// Deletes every revision but the newest of each site and period, auditing
+/// each, and marks the kept one revised. Stores written before the hub kept
+/// only its current releases have them, and so may a store whose hub
+/// stopped between inserting a new revision and deleting the old one.
+/// Cells the deleted entries name are left to [`sweep_release_files`].
 fn purge_superseded(
     db: &sled::Db,
     submissions: &sled::Tree,
     audit: &sled::Tree,
+    now: i64,
 ) -> Result<(), HubError> {
-    let mut newest: HashMap<Vec<u8>, (Vec<u8>, StoredSubmission)> = HashMap::new();
+    let mut newest: HashMap<Vec<u8>, (Vec<u8>, Entry)> = HashMap::new();
     let mut older = Vec::new();
     for item in submissions.iter() {
         let (key, value) = item?;
-        let stored: StoredSubmission = serde_json::from_slice(&value).map_err(corrupt)?;
+        let stored: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
         let pkey = key[..key.len().saturating_sub(8)].to_vec();
         // Keys come in ascending revision order within a prefix.
         if let Some(prev) = newest.insert(pkey, (key.to_vec(), stored)) {
@@ -1055,27 +1120,29 @@ fn purge_superseded(
     if older.is_empty() {
         return Ok(());
     }
-    let now = now_unix();
     let mut batch = sled::Batch::default();
     for (key, old) in &older {
         let pkey = &key[..key.len() - 8];
-        let reason =
-            "superseded (deleted when the hub started keeping only current releases)".to_owned();
-        let line = serde_json::to_vec(&AuditEvent::removal(old, "deleted", reason, now))
+        let Some((nkey, newer)) = newest.get_mut(pkey) else {
+            continue;
+        };
+        let reason = format!(
+            "superseded by revision {} (deleted when the hub opened its store)",
+            newer.sub.revision
+        );
+        let line = serde_json::to_vec(&AuditEvent::removal(&old.sub, "deleted", reason, now))
             .map_err(corrupt)?;
         audit.insert(db.generate_id()?.to_be_bytes(), line)?;
         batch.remove(key.as_slice());
-        if let Some((nkey, newer)) = newest.get_mut(pkey) {
-            if !newer.revised {
-                newer.revised = true;
-                batch.insert(nkey.as_slice(), serde_json::to_vec(newer).map_err(corrupt)?);
-            }
+        if !newer.sub.revised {
+            newer.sub.revised = true;
+            batch.insert(nkey.as_slice(), serde_json::to_vec(newer).map_err(corrupt)?);
         }
     }
     submissions.apply_batch(batch)?;
     tracing::info!(
         deleted = older.len(),
-        "deleted superseded revisions kept by an older hub"
+        "deleted superseded revisions (kept by an older hub, or left by a stop mid-write)"
     );
     Ok(())
 }
