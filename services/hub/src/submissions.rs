@@ -283,39 +283,7 @@ pub fn check_submission(
     described.period = Some(period.to_string());
     check_series(site, period)?;
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
-    let today = Date::from_unix_seconds(now_secs);
-    // The programme to date runs from each site's own start: its last
-    // month is what must have begun.
-    let begins = match period.granularity() {
-        lacnet_core::Granularity::ProgrammeToDate => {
-            lacnet_core::Period::containing(lacnet_core::Granularity::Month, period.end()).start()
-        }
-        _ => period.start(),
-    };
-    if begins > today {
-        return Err(HubError::invalid(
-            "submission.period",
-            format!("{period} has not started yet (today is {today})"),
-        ));
-    }
-    if !site.in_use_during(period) {
-        let why = match (site.valid_from, site.valid_until) {
-            (_, Some(until)) if begins > until => {
-                format!(
-                    "site code {} was retired on {until}; {period} starts after it",
-                    site.code
-                )
-            }
-            (Some(from), _) => {
-                format!(
-                    "site code {} is in use from {from}; {period} ends before it",
-                    site.code
-                )
-            }
-            _ => format!("site code {} was not in use during {period}", site.code),
-        };
-        return Err(HubError::invalid("submission.period", why));
-    }
+    check_in_use(site, period, Date::from_unix_seconds(now_secs))?;
     let published = cells_to_published(&sub.cells)?;
     let policy = policy_from_proto(sub.policy.as_ref(), "submission.policy")?;
     policy
@@ -328,19 +296,7 @@ pub fn check_submission(
             "does not match the submission's content (site, period, policy and cells)",
         ));
     }
-    let network = registry.policy();
-    if !policy.at_least_as_strict_as(network) {
-        return Err(HubError::PolicyViolation(vec![format!(
-            "site policy (threshold {}, rounding base {}, secondary suppression {}) is looser \
-             than the network policy (threshold {}, rounding base {}, secondary suppression {})",
-            policy.threshold,
-            policy.rounding_base,
-            policy.secondary_suppression,
-            network.threshold,
-            network.rounding_base,
-            network.secondary_suppression
-        )]));
-    }
+    check_strict_enough(&policy, registry.policy())?;
     // The site's own (at least as strict) policy is the one the attacker's
     // view depends on, so that is what the cells are audited against.
     let zero = structural_zeros(&sub.structural_zeros, &published)?;
@@ -362,6 +318,64 @@ pub fn check_submission(
         received_at_unix: now_secs,
         revised: false,
     })
+}
+
+/// A period is accepted once it has begun (by `today`) and only while the
+/// site's code was in use.
+fn check_in_use(site: &crate::Site, period: Period, today: Date) -> Result<(), HubError> {
+    // The programme to date runs from each site's own start: its last
+    // month is what must have begun.
+    let begins = match period.granularity() {
+        lacnet_core::Granularity::ProgrammeToDate => {
+            lacnet_core::Period::containing(lacnet_core::Granularity::Month, period.end()).start()
+        }
+        _ => period.start(),
+    };
+    if begins > today {
+        return Err(HubError::invalid(
+            "submission.period",
+            format!("{period} has not started yet (today is {today})"),
+        ));
+    }
+    if site.in_use_during(period) {
+        return Ok(());
+    }
+    let why = match (site.valid_from, site.valid_until) {
+        (_, Some(until)) if begins > until => {
+            format!(
+                "site code {} was retired on {until}; {period} starts after it",
+                site.code
+            )
+        }
+        (Some(from), _) => {
+            format!(
+                "site code {} is in use from {from}; {period} ends before it",
+                site.code
+            )
+        }
+        _ => format!("site code {} was not in use during {period}", site.code),
+    };
+    Err(HubError::invalid("submission.period", why))
+}
+
+/// A site's policy may be stricter than the network's, never looser.
+fn check_strict_enough(
+    policy: &lacnet_core::DisclosurePolicy,
+    network: &lacnet_core::DisclosurePolicy,
+) -> Result<(), HubError> {
+    if policy.at_least_as_strict_as(network) {
+        return Ok(());
+    }
+    Err(HubError::PolicyViolation(vec![format!(
+        "site policy (threshold {}, rounding base {}, secondary suppression {}) is looser \
+         than the network policy (threshold {}, rounding base {}, secondary suppression {})",
+        policy.threshold,
+        policy.rounding_base,
+        policy.secondary_suppression,
+        network.threshold,
+        network.rounding_base,
+        network.secondary_suppression
+    )]))
 }
 
 impl Hub {
