@@ -128,23 +128,11 @@ impl<S: Send + 'static> Committer<S> {
         max_group: usize,
         observer: Option<Observer>,
     ) -> std::io::Result<Committer<S>> {
-        Committer::start_with_persist(name, db, state, max_group, observer, None)
+        Committer::start_with_hooks(name, db, state, max_group, observer, None, None)
     }
 
-    /// [`Committer::start`], with a [`Persist`] step run once per group.
-    pub fn start_with_persist(
-        name: &str,
-        db: sled::Db,
-        state: S,
-        max_group: usize,
-        observer: Option<Observer>,
-        persist: Option<Persist<S>>,
-    ) -> std::io::Result<Committer<S>> {
-        Committer::start_with_hooks(name, db, state, max_group, observer, persist, None)
-    }
-
-    /// [`Committer::start_with_persist`], with a [`Settled`] step run after
-    /// every durable group.
+    /// [`Committer::start`], with a [`Persist`] step run once per group and
+    /// a [`Settled`] step run after every durable group.
     pub fn start_with_hooks(
         name: &str,
         db: sled::Db,

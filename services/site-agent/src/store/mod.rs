@@ -249,7 +249,7 @@ impl Store {
             unsynced: BTreeSet::new(),
             erased: load_erased(&trees.meta)?,
         };
-        let committer = Committer::start_with_persist(
+        let committer = Committer::start_with_hooks(
             "agent-store",
             db,
             writer,
@@ -258,6 +258,7 @@ impl Store {
             Some(Box::new(|w: &mut Writer, sync| {
                 w.persist(sync).map_err(|e| e.to_string())
             })),
+            None,
         )
         .map_err(|e| AgentError::DataDir {
             path: dir.to_path_buf(),
