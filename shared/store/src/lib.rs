@@ -197,14 +197,35 @@ impl<S: Send + 'static> Committer<S> {
         durability: Durability,
         f: impl FnOnce(&mut S) -> R + Send + 'static,
     ) -> Result<R, CommitError> {
-        self.refuse_if_failed()?;
         let started = Instant::now();
         let (reply_tx, reply_rx) = oneshot::channel::<Result<R, CommitError>>();
-        let job = job(durability, f, move |r| {
+        let job = self.job_unless_failed(durability, f, move |r| {
             let _ = reply_tx.send(r);
-        });
+        })?;
         self.send(job).await?;
         let result = reply_rx.await.unwrap_or(Err(CommitError::Closed));
+        self.report(name, started, result)
+    }
+
+    /// A job for the writer thread that answers through `reply`; a store
+    /// that has failed takes no more jobs.
+    fn job_unless_failed<R: Send + 'static>(
+        &self,
+        durability: Durability,
+        f: impl FnOnce(&mut S) -> R + Send + 'static,
+        reply: impl FnOnce(Result<R, CommitError>) + Send + 'static,
+    ) -> Result<Job<S>, CommitError> {
+        self.refuse_if_failed()?;
+        Ok(job(durability, f, reply))
+    }
+
+    /// Reports a job's result to the observer and, if it failed, the log.
+    fn report<R>(
+        &self,
+        name: &'static str,
+        started: Instant,
+        result: Result<R, CommitError>,
+    ) -> Result<R, CommitError> {
         if let Some(observe) = &self.observer {
             observe(name, started.elapsed(), result.is_ok());
         }
@@ -224,10 +245,9 @@ impl<S: Send + 'static> Committer<S> {
         durability: Durability,
         f: impl FnOnce(&mut S) -> Result<(), String> + Send + 'static,
     ) -> Result<(), CommitError> {
-        self.refuse_if_failed()?;
         let started = Instant::now();
         let observer = self.observer.clone();
-        let job = job(durability, f, move |r| {
+        let job = self.job_unless_failed(durability, f, move |r| {
             let ok = matches!(r, Ok(Ok(())));
             if let Some(observe) = &observer {
                 observe(name, started.elapsed(), ok);
@@ -237,7 +257,7 @@ impl<S: Send + 'static> Committer<S> {
                 Ok(Err(e)) => tracing::error!(write = name, error = %e, "store write failed"),
                 Err(e) => tracing::error!(write = name, error = %e, "store write failed"),
             }
-        });
+        })?;
         self.send(job).await
     }
 
@@ -281,18 +301,16 @@ impl<S: Send + 'static> Committer<S> {
         durability: Durability,
         f: impl FnOnce(&mut S) -> R + Send + 'static,
     ) -> Result<R, CommitError> {
-        self.refuse_if_failed()?;
+        // A std channel, not tokio's oneshot: its blocking receive panics
+        // when the caller happens to be on a runtime thread.
         let (reply_tx, reply_rx) = std::sync::mpsc::channel::<Result<R, CommitError>>();
-        let job = job(durability, f, move |r| {
+        let started = Instant::now();
+        let job = self.job_unless_failed(durability, f, move |r| {
             let _ = reply_tx.send(r);
-        });
-        let tx = self.sender()?;
-        tx.send(job).map_err(|_| CommitError::Closed)?;
+        })?;
+        self.sender()?.send(job).map_err(|_| CommitError::Closed)?;
         let result = reply_rx.recv().unwrap_or(Err(CommitError::Closed));
-        if let Err(e) = &result {
-            tracing::error!(write = name, error = %e, "store write failed");
-        }
-        result
+        self.report(name, started, result)
     }
 
     /// Fails the store from outside: a job found memory and disk disagreeing

@@ -140,12 +140,11 @@ pub fn peer_of<T>(request: &tonic::Request<T>) -> Result<Peer, tonic::Status> {
         .ok_or_else(|| {
             tonic::Status::unauthenticated("no TLS connection info: the server is not serving mTLS")
         })?;
-    let leaf = info
-        .peer_certificates
+    let peer = info
+        .peer
         .as_ref()
-        .and_then(|chain| chain.first())
         .ok_or_else(|| tonic::Status::unauthenticated("no client certificate presented"))?;
-    peer_from_certificate(leaf).map_err(|e| {
+    peer.clone().map_err(|e| {
         tonic::Status::unauthenticated(format!("client certificate has no lacnet identity: {e}"))
     })
 }

@@ -84,6 +84,10 @@ pub struct TlsConnectInfo {
     pub remote_addr: Option<SocketAddr>,
     /// The client's verified certificate chain, leaf first.
     pub peer_certificates: Option<Arc<Vec<CertificateDer<'static>>>>,
+    /// The caller the leaf certificate names, read once per connection:
+    /// parsing X.509 on every request cost more than some handlers.
+    /// `None` when no client certificate was presented.
+    pub peer: Option<Result<crate::Peer, crate::IdentityError>>,
 }
 
 /// A server-side TLS connection that tonic can serve and read [`TlsConnectInfo`] from.
@@ -107,16 +111,24 @@ impl TlsStream {
         slot: OwnedSemaphorePermit,
         cut: CancellationToken,
     ) -> Self {
-        let peer_certificates = inner
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|chain| Arc::new(chain.iter().map(|c| c.clone().into_owned()).collect()));
+        let peer_certificates = inner.get_ref().1.peer_certificates().map(|chain| {
+            Arc::new(
+                chain
+                    .iter()
+                    .map(|c| c.clone().into_owned())
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let peer = peer_certificates
+            .as_ref()
+            .and_then(|chain| chain.first())
+            .map(crate::identity::peer_from_certificate);
         TlsStream {
             inner,
             info: TlsConnectInfo {
                 remote_addr: Some(remote_addr),
                 peer_certificates,
+                peer,
             },
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
