@@ -716,6 +716,7 @@ fn submission_for(site: &str, period: &str, rev: u64) -> pb::Submission {
     let policy = DisclosurePolicy::default();
     let published = disclosure::apply(&table(figure(rev)), &policy);
     pb::Submission {
+        packed: None,
         structural_zeros: Vec::new(),
         site_code: site.into(),
         period: Some(period_to_proto(p)),

@@ -25,7 +25,7 @@ use lacnet_core::submission;
 use lacnet_hub::registry::{Site, UnitCost};
 use lacnet_hub::{Hub, HubOptions, Registry};
 use lacnet_proto::common::v1 as pb;
-use lacnet_proto::convert::{cells, period_to_proto, policy_to_proto};
+use lacnet_proto::convert::{packed, period_to_proto, policy_to_proto};
 use lacnet_proto::hub::v1 as hub;
 use lacnet_proto::hub::v1::reports_client::ReportsClient;
 use lacnet_proto::hub::v1::submissions_client::SubmissionsClient;
@@ -121,7 +121,9 @@ fn wire(site: &str, period: Period, agg: &Aggregates) -> pb::Submission {
         revision: 1,
         digest: submission::digest(site, period, &policy, &published),
         policy: Some(policy_to_proto(&policy)),
-        cells: cells(&published),
+        // As agents send it: the compact form.
+        cells: Vec::new(),
+        packed: packed(&published),
         generated_at_unix: 1_700_000_000,
     }
 }

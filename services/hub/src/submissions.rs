@@ -39,7 +39,7 @@ use crate::bounded::{self, Alphabet};
 use crate::store::{AuditEvent, StoreOutcome, StoredSubmission};
 use crate::{Hub, HubError, authz};
 use lacnet_proto::convert::{
-    count_from_proto, period_from_proto, period_to_proto, policy_from_proto,
+    count_from_proto, period_from_proto, period_to_proto, policy_from_proto, published_from_packed,
 };
 
 /// The tonic service.
@@ -177,6 +177,19 @@ pub fn cells_to_published(cells: &[pb::Cell]) -> Result<Published, HubError> {
     })
 }
 
+/// The published table, from whichever form the cells came in: named
+/// (`cells`) or compact (`packed`, what agents send from this release on).
+pub fn published_of(sub: &pb::Submission) -> Result<Published, HubError> {
+    match &sub.packed {
+        None => cells_to_published(&sub.cells),
+        Some(_) if !sub.cells.is_empty() => Err(HubError::invalid(
+            "submission.packed",
+            "is set beside submission.cells: a submission carries its figures once, named or packed",
+        )),
+        Some(packed) => Ok(published_from_packed(packed, "submission.packed")?),
+    }
+}
+
 /// The release as the network publishes it for `period`'s kind: a figure
 /// the kind does not carry ([`lacnet_core::release`]) is dropped, so an agent
 /// from before the release plan (which sent every figure for every period)
@@ -284,7 +297,7 @@ pub fn check_submission(
     check_series(site, period)?;
     let now_secs = i64::try_from(now_ms / 1000).unwrap_or(i64::MAX);
     check_in_use(site, period, Date::from_unix_seconds(now_secs))?;
-    let published = cells_to_published(&sub.cells)?;
+    let published = published_of(sub)?;
     let policy = policy_from_proto(sub.policy.as_ref(), "submission.policy")?;
     policy
         .validate()

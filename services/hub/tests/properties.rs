@@ -74,7 +74,7 @@ fn check(registry: &Registry, sub: &pb::Submission) -> Result<(), TestCaseError>
             let published = Published {
                 counts: <[Count; METRIC_COUNT]>::try_from(stored.counts.clone()).unwrap(),
             };
-            let sent = lacnet_hub::submissions::cells_to_published(&sub.cells).unwrap();
+            let sent = lacnet_hub::submissions::published_of(sub).unwrap();
             let sent = lacnet_hub::submissions::to_release_plan(sent, stored.period).unwrap();
             let mut sent = cells(&sent);
             let mut back = cells(&published);
@@ -106,6 +106,7 @@ fn honest(agg: &Aggregates, period: Period, revision: u64) -> pb::Submission {
     let carried = lacnet_core::release::carried(period.granularity());
     let published = disclosure::release_alone(agg, &carried, &policy);
     pb::Submission {
+        packed: None,
         structural_zeros: Vec::new(),
         site_code: THURROCK.into(),
         period: Some(period_to_proto(period)),
@@ -211,9 +212,27 @@ fn hostile() -> impl Strategy<Value = pb::Submission> {
         )),
         proptest::option::of((0usize..METRIC_COUNT, any_count())),
         any::<bool>(),
+        // Sent packed, as agents do, maybe with hostile counts or catalogue.
+        proptest::option::of((
+            proptest::option::of(proptest::collection::vec(any::<u64>(), 0..200)),
+            proptest::option::of(any_string()),
+        )),
     )
         .prop_map(
-            |(agg, period, rev, site, per, revision, digest, policy, cells_, one, redigest)| {
+            |(
+                agg,
+                period,
+                rev,
+                site,
+                per,
+                revision,
+                digest,
+                policy,
+                cells_,
+                one,
+                redigest,
+                pack,
+            )| {
                 let mut s = honest(&agg, period, rev);
                 if let Some(site) = site {
                     s.site_code = site;
@@ -245,11 +264,22 @@ fn hostile() -> impl Strategy<Value = pb::Submission> {
                         cell.count = count;
                     }
                 }
+                if let Some((counts, catalogue)) = pack {
+                    s = lacnet_proto::convert::with_packed_cells(s);
+                    if let Some(packed) = s.packed.as_mut() {
+                        if let Some(counts) = counts {
+                            packed.counts = counts;
+                        }
+                        if let Some(catalogue) = catalogue {
+                            packed.catalogue = catalogue;
+                        }
+                    }
+                }
                 if redigest {
                     // Re-sign what was tampered with, so checks past the digest run too.
                     if let (Ok(p), Ok(published)) = (
                         lacnet_proto::convert::period_from_proto(s.period.as_ref(), "p"),
-                        lacnet_hub::submissions::cells_to_published(&s.cells),
+                        lacnet_hub::submissions::published_of(&s),
                     ) {
                         if let Ok(policy) =
                             lacnet_proto::convert::policy_from_proto(s.policy.as_ref(), "p")

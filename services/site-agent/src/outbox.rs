@@ -90,7 +90,7 @@ enum Attempt {
 async fn send(client: &mut SubmissionsClient<Channel>, sub: pb::Submission) -> Attempt {
     let revision = sub.revision;
     let call = client.submit(SubmitRequest {
-        submission: Some(sub),
+        submission: Some(lacnet_proto::convert::with_packed_cells(sub)),
     });
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Err(_) => Attempt::Transient("the hub did not answer in time".into()),

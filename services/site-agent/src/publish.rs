@@ -238,6 +238,7 @@ fn build(
         policy: Some(policy_to_proto(&o.policy)),
         cells: cells(published),
         generated_at_unix: agent.clock().now_unix(),
+        packed: None,
         structural_zeros: o
             .never_served
             .zero_cells()

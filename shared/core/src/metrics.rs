@@ -249,6 +249,7 @@ pub struct Catalogue {
     metrics: Vec<MetricDef>,
     by_id: HashMap<String, usize>,
     tables: Vec<TableSpec>,
+    fingerprint: String,
 }
 
 impl Catalogue {
@@ -271,6 +272,26 @@ impl Catalogue {
     pub fn tables(&self) -> &[TableSpec] {
         &self.tables
     }
+
+    /// Names this catalogue's metrics and their order: 16 lower-case hex
+    /// digits of SHA-256 over the ids in order. Figures sent by position
+    /// (packed cells) carry it, so the hub never reads them against another
+    /// catalogue.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+}
+
+fn fingerprint(metrics: &[MetricDef]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    for m in metrics {
+        hash.update(m.id.as_bytes());
+        hash.update(b"\n");
+    }
+    let mut hex = crate::hex::encode(&hash.finalize());
+    hex.truncate(16);
+    hex
 }
 
 /// The catalogue, built once.
@@ -615,6 +636,7 @@ fn build() -> Catalogue {
         });
     }
     Catalogue {
+        fingerprint: fingerprint(&metrics),
         metrics,
         by_id,
         tables,

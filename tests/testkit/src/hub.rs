@@ -166,6 +166,7 @@ pub fn submission_of(
 ) -> pb::Submission {
     let p = Period::parse(period).unwrap();
     pb::Submission {
+        packed: None,
         structural_zeros: Vec::new(),
         site_code: site.into(),
         period: Some(period_to_proto(p)),

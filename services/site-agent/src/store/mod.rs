@@ -413,6 +413,7 @@ mod tests {
 
     fn sub(rev: u64) -> pb::Submission {
         pb::Submission {
+            packed: None,
             structural_zeros: Vec::new(),
             site_code: "E06000034".into(),
             revision: rev,
