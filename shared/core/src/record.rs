@@ -536,6 +536,56 @@ mod tests {
         }
     }
 
+    /// Bytes already on sites' disks: these must decode, and encoding must
+    /// not drift from them, whatever the in-memory shape of the record.
+    #[test]
+    fn encoding_is_pinned_to_known_bytes() {
+        let ones = "01".repeat(32);
+        let twos = "02".repeat(32);
+        let threes = "03".repeat(32);
+        let v1 = [
+            "01",                 // version
+            &ones,                // record pseudonym
+            &twos,                // person pseudonym
+            "086b2d323032352e31", // key id "k-2025.1"
+            "874e0000",           // introduced 2025-01-15
+            "03",                 // flags: closed, neighbourhood
+            "b44e0000",           // closed 2025-03-01
+            "02090a09",           // support level, age band, primary need, source
+            "0501",               // outcome bits
+            &threes,              // neighbourhood
+        ]
+        .concat();
+        let v2 = [
+            "02",
+            &ones,
+            &twos,
+            "086b2d323032352e31",
+            "874e0000",
+            "05",       // flags: closed, last contact
+            "b44e0000", // closed 2025-03-01
+            "a14e0000", // last contact 2025-02-10
+            "02090a09",
+            "0501",
+            "ab4e0000", // first outcome achieved 2025-02-20
+            "00000080", // the other two undated
+            "00000080",
+        ]
+        .concat();
+
+        let undated = sample();
+        let mut dated = sample();
+        dated.outcome_dates[Outcome::CrisisAvoided.index()] =
+            Some(Date::parse("2025-02-20").unwrap());
+        dated.last_contact_on = Some(Date::parse("2025-02-10").unwrap());
+        dated.neighbourhood = None;
+        for (r, hex) in [(undated, v1), (dated, v2)] {
+            assert_eq!(crate::hex::encode(&r.encode()), hex);
+            let bytes = crate::hex::decode(&hex).unwrap();
+            assert_eq!(PseudonymRecord::decode(&bytes), Ok(r));
+        }
+    }
+
     fn pick<T: Copy + std::fmt::Debug>(all: &'static [T]) -> impl Strategy<Value = T> {
         proptest::sample::select(all)
     }
