@@ -22,9 +22,10 @@
 //!
 //! The file is `--config`, else `$LACNET_CONFIG`, else `./lacnet.toml` if it exists.
 
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use clap::Args;
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CliError, Service, TomlProblem};
@@ -164,34 +165,169 @@ pub struct AgentTarget {
     pub agent_ca: Option<PathBuf>,
 }
 
-/// Connection flags of a command that pushes records as the case system (`import`).
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = CONNECTION)]
-pub struct AgentFlags {
-    #[command(flatten)]
-    pub target: AgentTarget,
-    /// Council client certificate (PEM, spiffe://lacnet/council/<name>).
-    #[arg(long, env = "LACNET_AGENT_CERT")]
-    pub agent_cert: Option<PathBuf>,
-    /// Council client private key (PEM).
-    #[arg(long, env = "LACNET_AGENT_KEY")]
-    pub agent_key: Option<PathBuf>,
+/// Who a command is at the site agent. The agent lets the case system only
+/// push records and an operator only run it, so each holds its own
+/// certificate and key, under flags named after the role, and one never
+/// stands in for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentRole {
+    /// The council's case system (`import`): `--agent-cert`, `--agent-key`.
+    CaseSystem,
+    /// The agent's operator (`status`, `preview`, `evaluation`, `erase`):
+    /// `--operator-cert`, `--operator-key`.
+    Operator,
 }
+
+impl AgentRole {
+    /// The word that starts the role's flag names.
+    fn name(self) -> &'static str {
+        match self {
+            AgentRole::CaseSystem => "agent",
+            AgentRole::Operator => "operator",
+        }
+    }
+
+    /// Whose certificate it is, as the help says it.
+    fn holder(self) -> &'static str {
+        match self {
+            AgentRole::CaseSystem => "Council client",
+            AgentRole::Operator => "Operator",
+        }
+    }
+
+    /// The kind of identity in the role's certificate (`spiffe://lacnet/<kind>/<name>`).
+    fn identity_kind(self) -> &'static str {
+        match self {
+            AgentRole::CaseSystem => "council",
+            AgentRole::Operator => "operator",
+        }
+    }
+
+    /// The role's flag for `file` (`cert` or `key`): `--operator-key`, shown
+    /// as `<OPERATOR_KEY>` and read from `LACNET_OPERATOR_KEY` too.
+    fn arg(self, file: &str, help: String) -> Arg {
+        let id = self.id(file);
+        let upper = id.to_ascii_uppercase();
+        Arg::new(id.clone())
+            .long(id.replace('_', "-"))
+            .value_name(upper.clone())
+            .env(format!("LACNET_{upper}"))
+            .help(help)
+            .value_parser(clap::value_parser!(PathBuf))
+            .action(ArgAction::Set)
+    }
+
+    /// The clap id of that flag, e.g. `operator_key`.
+    fn id(self, file: &str) -> String {
+        format!("{}_{file}", self.name())
+    }
+
+    fn cert_help(self) -> String {
+        let (holder, kind) = (self.holder(), self.identity_kind());
+        format!("{holder} certificate (PEM, spiffe://lacnet/{kind}/<name>)")
+    }
+
+    fn key_help(self) -> String {
+        format!("{} private key (PEM)", self.holder())
+    }
+}
+
+/// An [`AgentRole`] as a type, so a command's flags can name the role they
+/// take ([`RoleFlags`]) and clap can build them before any value exists.
+pub trait RoleType {
+    /// The role.
+    const ROLE: AgentRole;
+}
+
+/// [`AgentRole::CaseSystem`] as a type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CaseSystem;
+
+impl RoleType for CaseSystem {
+    const ROLE: AgentRole = AgentRole::CaseSystem;
+}
+
+/// [`AgentRole::Operator`] as a type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Operator;
+
+impl RoleType for Operator {
+    const ROLE: AgentRole = AgentRole::Operator;
+}
+
+/// Connection flags of a command that talks to the site agent in role `R`:
+/// where the agent is, and `R`'s certificate and key. The clap impls are
+/// written by hand because the derive cannot take a flag's name from `R`.
+#[derive(Debug, Clone, Default)]
+pub struct RoleFlags<R: RoleType> {
+    /// Where the agent is and how to know it.
+    pub target: AgentTarget,
+    /// The role's client certificate.
+    pub cert: Option<PathBuf>,
+    /// The role's private key.
+    pub key: Option<PathBuf>,
+    role: PhantomData<R>,
+}
+
+impl<R: RoleType> RoleFlags<R> {
+    /// Moves the role's files from `matches` into `self`; a file that
+    /// `matches` lacks keeps its value, as clap's updates expect.
+    fn take_files(&mut self, matches: &mut ArgMatches) {
+        for (file, path) in [("cert", &mut self.cert), ("key", &mut self.key)] {
+            if let Some(p) = matches.remove_one::<PathBuf>(&R::ROLE.id(file)) {
+                *path = Some(p);
+            }
+        }
+    }
+}
+
+impl<R: RoleType> Args for RoleFlags<R> {
+    fn augment_args(cmd: Command) -> Command {
+        let role = R::ROLE;
+        AgentTarget::augment_args(cmd)
+            .next_help_heading(CONNECTION)
+            .arg(role.arg("cert", role.cert_help()))
+            .arg(role.arg("key", role.key_help()))
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl<R: RoleType> FromArgMatches for RoleFlags<R> {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut ArgMatches) -> Result<Self, clap::Error> {
+        let mut flags = RoleFlags {
+            target: AgentTarget::from_arg_matches_mut(matches)?,
+            cert: None,
+            key: None,
+            role: PhantomData,
+        };
+        flags.take_files(matches);
+        Ok(flags)
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        self.update_from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn update_from_arg_matches_mut(&mut self, matches: &mut ArgMatches) -> Result<(), clap::Error> {
+        self.target.update_from_arg_matches_mut(matches)?;
+        self.take_files(matches);
+        Ok(())
+    }
+}
+
+/// Connection flags of a command that pushes records as the case system (`import`).
+pub type AgentFlags = RoleFlags<CaseSystem>;
 
 /// Connection flags of a command that runs a site agent as its operator
 /// (`status`, `preview`, `evaluation`, `erase`).
-#[derive(Debug, Clone, Default, Args)]
-#[command(next_help_heading = CONNECTION)]
-pub struct OperatorFlags {
-    #[command(flatten)]
-    pub target: AgentTarget,
-    /// Operator certificate (PEM, spiffe://lacnet/operator/<name>).
-    #[arg(long, env = "LACNET_OPERATOR_CERT")]
-    pub operator_cert: Option<PathBuf>,
-    /// Operator private key (PEM).
-    #[arg(long, env = "LACNET_OPERATOR_KEY")]
-    pub operator_key: Option<PathBuf>,
-}
+pub type OperatorFlags = RoleFlags<Operator>;
 
 /// Connection flags of a command that reads the hub as an analyst (`report`).
 #[derive(Debug, Clone, Default, Args)]
@@ -229,22 +365,20 @@ impl From<AgentTarget> for EndpointFlags {
     }
 }
 
-impl From<AgentFlags> for EndpointFlags {
-    fn from(f: AgentFlags) -> EndpointFlags {
-        EndpointFlags {
-            agent_cert: f.agent_cert,
-            agent_key: f.agent_key,
-            ..EndpointFlags::from(f.target)
-        }
-    }
-}
-
-impl From<OperatorFlags> for EndpointFlags {
-    fn from(f: OperatorFlags) -> EndpointFlags {
-        EndpointFlags {
-            operator_cert: f.operator_cert,
-            operator_key: f.operator_key,
-            ..EndpointFlags::from(f.target)
+impl<R: RoleType> From<RoleFlags<R>> for EndpointFlags {
+    fn from(f: RoleFlags<R>) -> EndpointFlags {
+        let target = EndpointFlags::from(f.target);
+        match R::ROLE {
+            AgentRole::CaseSystem => EndpointFlags {
+                agent_cert: f.cert,
+                agent_key: f.key,
+                ..target
+            },
+            AgentRole::Operator => EndpointFlags {
+                operator_cert: f.cert,
+                operator_key: f.key,
+                ..target
+            },
         }
     }
 }
@@ -446,6 +580,7 @@ fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn flags_override_the_file_and_relative_paths_follow_the_file() {
@@ -504,6 +639,40 @@ mod tests {
         assert_eq!(ep.tls.cert, dir.path().join("op.pem"));
         // --agent-key is the case system's key and does not leak into the operator's endpoint.
         assert_eq!(ep.tls.key, dir.path().join("op.key"));
+    }
+
+    /// The role decides which names parse and where the files land: the
+    /// case system's certificate must never reach the operator's endpoint.
+    #[test]
+    fn each_role_takes_only_its_own_certificate_flags() {
+        #[derive(clap::Parser)]
+        struct Cli<R: RoleType> {
+            #[command(flatten)]
+            conn: RoleFlags<R>,
+        }
+        let parse = |args: &[&str]| {
+            let op = Cli::<Operator>::try_parse_from(args).map(|c| EndpointFlags::from(c.conn));
+            let cs = Cli::<CaseSystem>::try_parse_from(args).map(|c| EndpointFlags::from(c.conn));
+            (op.ok(), cs.ok())
+        };
+        let (op, cs) = parse(&[
+            "lacnet",
+            "--operator-cert",
+            "o.pem",
+            "--operator-key",
+            "o.key",
+        ]);
+        let op = op.unwrap();
+        assert_eq!(op.operator_cert, Some(PathBuf::from("o.pem")));
+        assert_eq!(op.operator_key, Some(PathBuf::from("o.key")));
+        assert_eq!((op.agent_cert, op.agent_key), (None, None));
+        assert!(cs.is_none());
+        let (op, cs) = parse(&["lacnet", "--agent-cert", "c.pem", "--agent-key", "c.key"]);
+        let cs = cs.unwrap();
+        assert_eq!(cs.agent_cert, Some(PathBuf::from("c.pem")));
+        assert_eq!(cs.agent_key, Some(PathBuf::from("c.key")));
+        assert_eq!((cs.operator_cert, cs.operator_key), (None, None));
+        assert!(op.is_none());
     }
 
     #[test]

@@ -55,8 +55,8 @@ pub async fn local_evaluation(
             let mut bands: Option<(AgeBand, AgeBand)> = None;
             for r in a.store().records() {
                 let r = r?;
-                if from <= r.introduced_on && r.introduced_on <= to {
-                    let b = r.age_band;
+                if from <= r.facts.introduced_on && r.facts.introduced_on <= to {
+                    let b = r.facts.age_band;
                     bands = Some(bands.map_or((b, b), |(lo, hi)| (lo.min(b), hi.max(b))));
                 }
                 agg.add(&r);

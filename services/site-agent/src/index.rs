@@ -146,8 +146,8 @@ impl RecordMeta {
     /// The metadata of a record and its stored bytes.
     pub fn of(record: &PseudonymRecord, bytes: &[u8]) -> RecordMeta {
         RecordMeta {
-            introduced_on: record.introduced_on.to_storage(),
-            closed_on: record.closed_on.map_or(OPEN, Date::to_storage),
+            introduced_on: record.facts.introduced_on.to_storage(),
+            closed_on: record.facts.closed_on.map_or(OPEN, Date::to_storage),
             digest: digest(bytes),
         }
     }
@@ -596,6 +596,7 @@ mod tests {
     fn dates_give_the_same_periods_as_core() {
         use lacnet_core::aggregate::periods_touched;
         use lacnet_core::pseudonym::KeyId;
+        use lacnet_core::record::CaseFacts;
         use lacnet_core::vocab::*;
         let today = Date::parse("2025-06-30").unwrap();
         for (intro, closed) in [
@@ -607,15 +608,17 @@ mod tests {
                 record: p(1),
                 person: p(2),
                 key_id: KeyId::new("k1").unwrap(),
-                introduced_on: Date::parse(intro).unwrap(),
-                closed_on: closed.map(|c| Date::parse(c).unwrap()),
-                support_level: SupportLevel::Level2,
-                age_band: AgeBand::From25To34,
-                primary_need: PrimaryNeed::MentalHealth,
-                source: IntroductionSource::SelfReferral,
-                outcomes: OutcomeSet::default(),
-                outcome_dates: NO_OUTCOME_DATES,
-                last_contact_on: None,
+                facts: CaseFacts {
+                    introduced_on: Date::parse(intro).unwrap(),
+                    closed_on: closed.map(|c| Date::parse(c).unwrap()),
+                    support_level: SupportLevel::Level2,
+                    age_band: AgeBand::From25To34,
+                    primary_need: PrimaryNeed::MentalHealth,
+                    source: IntroductionSource::SelfReferral,
+                    outcomes: OutcomeSet::default(),
+                    outcome_dates: NO_OUTCOME_DATES,
+                    last_contact_on: None,
+                },
                 neighbourhood: None,
             };
             let m = RecordMeta::of(&r, &r.encode());

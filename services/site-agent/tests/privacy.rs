@@ -116,7 +116,10 @@ async fn no_identifier_reaches_sled_or_the_logs() {
     let stopped = agent.stop().await;
     // Ages are stored as bands only.
     for r in stopped.store().records() {
-        assert_eq!(r.unwrap().age_band, lacnet_core::vocab::AgeBand::From85);
+        assert_eq!(
+            r.unwrap().facts.age_band,
+            lacnet_core::vocab::AgeBand::From85
+        );
     }
     drop(stopped);
     drop(c);

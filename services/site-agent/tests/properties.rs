@@ -111,8 +111,8 @@ proptest! {
                     PersonId::Nhs(n) => n.clone(),
                     PersonId::LocalCase(_) => String::new(),
                 };
-                again.introduced_on = valid.introduced_on.to_string();
-                again.closed_on = valid.closed_on.map(|d| d.to_string()).unwrap_or_default();
+                again.introduced_on = valid.facts.introduced_on.to_string();
+                again.closed_on = valid.facts.closed_on.map(|d| d.to_string()).unwrap_or_default();
                 again.ward_code = valid.ward_code.clone().unwrap_or_default();
                 let back = validate(&record_input(again), today);
                 prop_assert!(back.as_ref().is_ok_and(|b| *b == valid), "{:?}", back.err());

@@ -11,7 +11,7 @@ use lacnet_core::aggregate::aggregate;
 use lacnet_core::disclosure::{self, DisclosurePolicy};
 use lacnet_core::metrics::{INTRODUCTIONS_NEW, PEOPLE_ACTIVE};
 use lacnet_core::pseudonym::{KeyId, Pseudonym, Pseudonymiser, Secret};
-use lacnet_core::record::PseudonymRecord;
+use lacnet_core::record::{CaseFacts, PseudonymRecord};
 use lacnet_core::validate::{PersonId, ValidRecord};
 use lacnet_core::vocab::{AgeBand, IntroductionSource, OutcomeSet, PrimaryNeed, SupportLevel};
 use lacnet_core::{Date, Period};
@@ -76,15 +76,17 @@ fn pseudonymisation(c: &mut Criterion) {
     let record = ValidRecord {
         local_case_id: "LAC-2025-000123".to_owned(),
         person,
-        introduced_on: date("2025-01-15"),
-        closed_on: None,
-        support_level: SupportLevel::Level2,
-        age_band: AgeBand::From65To74,
-        primary_need: PrimaryNeed::SocialIsolation,
-        source: IntroductionSource::GpHealth,
-        outcomes: OutcomeSet::EMPTY,
-        outcome_dates: lacnet_core::vocab::NO_OUTCOME_DATES,
-        last_contact_on: None,
+        facts: CaseFacts {
+            introduced_on: date("2025-01-15"),
+            closed_on: None,
+            support_level: SupportLevel::Level2,
+            age_band: AgeBand::From65To74,
+            primary_need: PrimaryNeed::SocialIsolation,
+            source: IntroductionSource::GpHealth,
+            outcomes: OutcomeSet::EMPTY,
+            outcome_dates: lacnet_core::vocab::NO_OUTCOME_DATES,
+            last_contact_on: None,
+        },
         ward_code: Some("E05001234".to_owned()),
     };
     let key_id = KeyId::new("k1").expect("valid id");
@@ -137,17 +139,19 @@ fn generate(n: usize) -> Vec<PseudonymRecord> {
                 record: pseudonym_of(i as u64 | 1 << 40),
                 person: pseudonym_of(g.below(PEOPLE)),
                 key_id: key_id.clone(),
-                introduced_on: Date::from_storage(intro),
-                closed_on: closed,
-                support_level: SupportLevel::ALL[g.below(2) as usize],
-                age_band: AgeBand::ALL[g.below(AgeBand::ALL.len() as u64) as usize],
-                primary_need: PrimaryNeed::ALL[g.below(PrimaryNeed::ALL.len() as u64) as usize],
-                source: IntroductionSource::ALL
-                    [g.below(IntroductionSource::ALL.len() as u64) as usize],
-                outcomes: OutcomeSet::from_bits(g.below(512) as u16 & g.below(512) as u16)
-                    .expect("9 bits"),
-                outcome_dates: lacnet_core::vocab::NO_OUTCOME_DATES,
-                last_contact_on: None,
+                facts: CaseFacts {
+                    introduced_on: Date::from_storage(intro),
+                    closed_on: closed,
+                    support_level: SupportLevel::ALL[g.below(2) as usize],
+                    age_band: AgeBand::ALL[g.below(AgeBand::ALL.len() as u64) as usize],
+                    primary_need: PrimaryNeed::ALL[g.below(PrimaryNeed::ALL.len() as u64) as usize],
+                    source: IntroductionSource::ALL
+                        [g.below(IntroductionSource::ALL.len() as u64) as usize],
+                    outcomes: OutcomeSet::from_bits(g.below(512) as u16 & g.below(512) as u16)
+                        .expect("9 bits"),
+                    outcome_dates: lacnet_core::vocab::NO_OUTCOME_DATES,
+                    last_contact_on: None,
+                },
                 neighbourhood: None,
             }
         })

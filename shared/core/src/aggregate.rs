@@ -39,7 +39,7 @@ use crate::metrics::{
 };
 use crate::period::{Granularity, Period};
 use crate::pseudonym::Pseudonym;
-use crate::record::PseudonymRecord;
+use crate::record::{CaseFacts, PseudonymRecord};
 use crate::vocab::{AgeGroup, Outcome, SupportLevel};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -109,13 +109,13 @@ impl Default for CountingRules {
     }
 }
 
-/// The last day `r` counts as active: its closure, else (for an open record)
-/// the day before it goes quiet, else (no limit) never ending.
-fn active_until(r: &PseudonymRecord, rules: &CountingRules) -> Option<Date> {
-    match r.closed_on {
+/// The last day a case counts as active: its closure, else (for an open
+/// record) the day before it goes quiet, else (no limit) never ending.
+fn active_until(facts: &CaseFacts, rules: &CountingRules) -> Option<Date> {
+    match facts.closed_on {
         Some(c) => Some(c),
         None if rules.inactivity_months == 0 => None,
-        None => Some(r.last_seen().add_months(rules.inactivity_months).pred()),
+        None => Some(facts.last_seen().add_months(rules.inactivity_months).pred()),
     }
 }
 
@@ -155,17 +155,18 @@ impl PeriodAggregator {
     /// Counts one record.
     pub fn add(&mut self, r: &PseudonymRecord) {
         let (start, end) = (self.start, self.end);
-        let level = r.support_level;
+        let facts = &r.facts;
+        let level = facts.support_level;
         let c = &mut self.counts.counts;
-        if r.closed_on.is_some_and(|d| start <= d && d <= end) {
+        if facts.closed_on.is_some_and(|d| start <= d && d <= end) {
             c[CLOSURES] += 1;
             c[metrics::level_closures(level)] += 1;
         }
-        if r.introduced_on > end {
+        if facts.introduced_on > end {
             return;
         }
-        let until = active_until(r, &self.rules);
-        if r.closed_on.is_none() && until.is_some_and(|u| u < end) {
+        let until = active_until(facts, &self.rules);
+        if facts.closed_on.is_none() && until.is_some_and(|u| u < end) {
             c[CASES_STALE] += 1;
         }
         if until.is_some_and(|u| u < start) {
@@ -174,27 +175,27 @@ impl PeriodAggregator {
             // introduced in the period is always active in it.
             return;
         }
-        let new = start <= r.introduced_on;
+        let new = start <= facts.introduced_on;
         let mut flags = ACTIVE;
         if new {
             flags |= NEW;
             c[INTRODUCTIONS_NEW] += 1;
             c[metrics::support_level(level)] += 1;
-            c[metrics::age_band(r.age_band)] += 1;
+            c[metrics::age_band(facts.age_band)] += 1;
             // Under 18 is itself an age band: counting its group too would count it twice.
-            let group = r.age_band.group();
+            let group = facts.age_band.group();
             if group != AgeGroup::Under18 {
                 c[metrics::age_group(group)] += 1;
             }
             c[metrics::level_age_group(level, group)] += 1;
-            c[metrics::primary_need(r.primary_need)] += 1;
-            c[metrics::level_primary_need(level, r.primary_need)] += 1;
-            c[metrics::source(r.source)] += 1;
-            c[metrics::level_source(level, r.source)] += 1;
+            c[metrics::primary_need(facts.primary_need)] += 1;
+            c[metrics::level_primary_need(level, facts.primary_need)] += 1;
+            c[metrics::source(facts.source)] += 1;
+            c[metrics::level_source(level, facts.source)] += 1;
         }
         let mut achieved = 0u16;
-        for o in r.outcomes.iter() {
-            if r.achieved_on(o).is_some_and(|d| start <= d && d <= end) {
+        for o in facts.outcomes.iter() {
+            if facts.achieved_on(o).is_some_and(|d| start <= d && d <= end) {
                 achieved |= 1 << o.index();
             }
         }
@@ -270,8 +271,8 @@ pub fn periods_touched(
     granularity: Granularity,
     today: Date,
 ) -> impl Iterator<Item = Period> {
-    let first = Period::containing(granularity, r.introduced_on);
-    let last = Period::containing(granularity, r.closed_on.unwrap_or(today)).max(first);
+    let first = Period::containing(granularity, r.facts.introduced_on);
+    let last = Period::containing(granularity, r.facts.closed_on.unwrap_or(today)).max(first);
     std::iter::successors(Some(first), move |p| (*p < last).then(|| p.next()))
 }
 
@@ -297,22 +298,24 @@ mod tests {
             record: Pseudonym([id; 32]),
             person: Pseudonym([person; 32]),
             key_id: KeyId::new("k1").unwrap(),
-            introduced_on: d(intro),
-            closed_on: closed.map(d),
-            support_level: SupportLevel::Level1,
-            age_band: AgeBand::From25To34,
-            primary_need: PrimaryNeed::MentalHealth,
-            source: IntroductionSource::SelfReferral,
-            outcomes: OutcomeSet::EMPTY,
-            outcome_dates: crate::vocab::NO_OUTCOME_DATES,
-            last_contact_on: None,
+            facts: CaseFacts {
+                introduced_on: d(intro),
+                closed_on: closed.map(d),
+                support_level: SupportLevel::Level1,
+                age_band: AgeBand::From25To34,
+                primary_need: PrimaryNeed::MentalHealth,
+                source: IntroductionSource::SelfReferral,
+                outcomes: OutcomeSet::EMPTY,
+                outcome_dates: crate::vocab::NO_OUTCOME_DATES,
+                last_contact_on: None,
+            },
             neighbourhood: None,
         }
     }
 
     fn with_outcomes(mut r: PseudonymRecord, os: &[Outcome]) -> PseudonymRecord {
         for o in os {
-            r.outcomes.insert(*o);
+            r.facts.outcomes.insert(*o);
         }
         r
     }
@@ -402,16 +405,17 @@ mod tests {
         let records: Vec<_> = (0..40u8)
             .map(|i| {
                 let mut r = rec(i, i % 13, "2025-02-01", None);
-                r.age_band = bands[usize::from(i) % bands.len()];
-                r.support_level = SupportLevel::ALL[usize::from(i) % 2];
-                r.primary_need = PrimaryNeed::ALL[usize::from(i) % PrimaryNeed::ALL.len()];
-                r.source = IntroductionSource::ALL[usize::from(i) % IntroductionSource::ALL.len()];
+                r.facts.age_band = bands[usize::from(i) % bands.len()];
+                r.facts.support_level = SupportLevel::ALL[usize::from(i) % 2];
+                r.facts.primary_need = PrimaryNeed::ALL[usize::from(i) % PrimaryNeed::ALL.len()];
+                r.facts.source =
+                    IntroductionSource::ALL[usize::from(i) % IntroductionSource::ALL.len()];
                 r
             })
             .chain([{
                 // Open since 2024 and in touch within the last 12 months: active.
                 let mut r = rec(100, 100, "2024-01-01", None);
-                r.last_contact_on = Some(d("2024-12-01"));
+                r.facts.last_contact_on = Some(d("2024-12-01"));
                 r
             }])
             .collect();
@@ -482,7 +486,7 @@ mod tests {
         // Person 1 is open all year (in touch each quarter); person 2 is
         // introduced twice, in Q2 and Q4; person 3 only in 2025-Q1.
         let mut all_year = rec(1, 1, "2024-04-10", None);
-        all_year.last_contact_on = Some(d("2025-03-01"));
+        all_year.facts.last_contact_on = Some(d("2025-03-01"));
         let records = [
             all_year,
             rec(2, 2, "2024-05-01", Some("2024-06-01")),
@@ -555,15 +559,15 @@ mod tests {
     #[test]
     fn an_outcome_counts_in_the_period_it_was_achieved_and_once_over_a_span() {
         let mut r = rec(1, 1, "2024-04-10", None);
-        r.last_contact_on = Some(d("2025-03-01"));
-        r.outcomes.insert(Outcome::Volunteering);
-        r.outcome_dates[Outcome::Volunteering.index()] = Some(d("2024-08-15"));
+        r.facts.last_contact_on = Some(d("2025-03-01"));
+        r.facts.outcomes.insert(Outcome::Volunteering);
+        r.facts.outcome_dates[Outcome::Volunteering.index()] = Some(d("2024-08-15"));
         // Undated: counts on the introduction day.
-        r.outcomes.insert(Outcome::CrisisAvoided);
+        r.facts.outcomes.insert(Outcome::CrisisAvoided);
         // The same person's second record achieves volunteering again.
         let mut again = rec(2, 1, "2024-10-01", None);
-        again.outcomes.insert(Outcome::Volunteering);
-        again.outcome_dates[Outcome::Volunteering.index()] = Some(d("2024-11-20"));
+        again.facts.outcomes.insert(Outcome::Volunteering);
+        again.facts.outcome_dates[Outcome::Volunteering.index()] = Some(d("2024-11-20"));
         let records = [r, again];
         let vol = outcome(Outcome::Volunteering);
         let crisis = outcome(Outcome::CrisisAvoided);
@@ -595,7 +599,7 @@ mod tests {
     #[test]
     fn an_open_case_that_went_quiet_stops_counting_as_active_and_counts_as_stale() {
         let mut quiet = rec(1, 1, "2024-01-15", None);
-        quiet.last_contact_on = Some(d("2024-03-10"));
+        quiet.facts.last_contact_on = Some(d("2024-03-10"));
         let records = [quiet, rec(2, 2, "2024-01-15", Some("2025-06-01"))];
         // Active to 2025-03-09 (12 months after the last contact).
         let q1 = aggregate(&records, p("2025-Q1"));
@@ -626,9 +630,9 @@ mod tests {
         let mut records = Vec::new();
         for i in 0..30u8 {
             let mut r = rec(i, i % 15, "2025-02-01", None);
-            r.support_level = SupportLevel::ALL[usize::from(i) % 2];
-            r.age_band = AgeBand::ALL[usize::from(i) % AgeBand::ALL.len()];
-            r.primary_need = PrimaryNeed::ALL[usize::from(i) % 4];
+            r.facts.support_level = SupportLevel::ALL[usize::from(i) % 2];
+            r.facts.age_band = AgeBand::ALL[usize::from(i) % AgeBand::ALL.len()];
+            r.facts.primary_need = PrimaryNeed::ALL[usize::from(i) % 4];
             records.push(r);
         }
         let a = aggregate(&records, q1());

@@ -233,7 +233,7 @@ mod tests {
         use crate::exact::Op;
         use crate::metrics::METRIC_COUNT;
         use crate::pseudonym::{KeyId, Pseudonym};
-        use crate::record::PseudonymRecord;
+        use crate::record::{CaseFacts, PseudonymRecord};
         use crate::vocab::*;
         use proptest::prelude::*;
 
@@ -263,15 +263,17 @@ mod tests {
                             record: Pseudonym([0; 32]),
                             person: Pseudonym([person; 32]),
                             key_id: KeyId::new("k1").unwrap(),
-                            introduced_on: on(0),
-                            closed_on: closed.map(on),
-                            support_level: SupportLevel::ALL[l % SupportLevel::ALL.len()],
-                            age_band: AgeBand::ALL[b % AgeBand::ALL.len()],
-                            primary_need: PrimaryNeed::ALL[n % PrimaryNeed::ALL.len()],
-                            source: IntroductionSource::ALL[s % IntroductionSource::ALL.len()],
-                            outcomes,
-                            outcome_dates,
-                            last_contact_on: contact.map(by_closure),
+                            facts: CaseFacts {
+                                introduced_on: on(0),
+                                closed_on: closed.map(on),
+                                support_level: SupportLevel::ALL[l % SupportLevel::ALL.len()],
+                                age_band: AgeBand::ALL[b % AgeBand::ALL.len()],
+                                primary_need: PrimaryNeed::ALL[n % PrimaryNeed::ALL.len()],
+                                source: IntroductionSource::ALL[s % IntroductionSource::ALL.len()],
+                                outcomes,
+                                outcome_dates,
+                                last_contact_on: contact.map(by_closure),
+                            },
                             neighbourhood: None,
                         }
                     },

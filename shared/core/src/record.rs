@@ -2,7 +2,9 @@
 //! the input to [`crate::aggregate`].
 //!
 //! [`ValidRecord::pseudonymise`] makes one from a validated record; it keeps
-//! the age band, never the age, and pseudonyms, never identifiers.
+//! the age band, never the age, and pseudonyms, never identifiers. The
+//! record's [`CaseFacts`] pass across unchanged: the two records differ only
+//! in how they name the person, the introduction and the ward.
 //! [`PseudonymRecord::encode`] gives the compact, versioned bytes the site
 //! agent writes to storage, and [`PseudonymRecord::decode`] refuses anything
 //! it did not write.
@@ -51,6 +53,34 @@ const UNDATED: i32 = i32::MIN;
 const MIN_STORED_DAY: i32 = -719_162;
 const MAX_STORED_DAY: i32 = 2_932_896;
 
+/// What a record says about the case, apart from who it is about: the part
+/// that passes unchanged from the validated record to the pseudonymised one,
+/// and the only part aggregation reads besides the person pseudonym. Nothing
+/// here identifies anyone, which is why its `Debug` is derived while the
+/// validated record's is written by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaseFacts {
+    /// Date of introduction.
+    pub introduced_on: Date,
+    /// Date of closure, if closed.
+    pub closed_on: Option<Date>,
+    /// Support level.
+    pub support_level: SupportLevel,
+    /// Age band at introduction (validation drops the exact age).
+    pub age_band: AgeBand,
+    /// Primary need.
+    pub primary_need: PrimaryNeed,
+    /// Who introduced the person.
+    pub source: IntroductionSource,
+    /// Outcomes recorded so far.
+    pub outcomes: OutcomeSet,
+    /// The day each outcome was achieved, by [`Outcome::index`]; `None` for
+    /// an undated outcome (see [`Self::achieved_on`]) or one not in `outcomes`.
+    pub outcome_dates: OutcomeDates,
+    /// The last contact with the person, if the council records it.
+    pub last_contact_on: Option<Date>,
+}
+
 /// A record with its identifiers replaced by pseudonyms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PseudonymRecord {
@@ -60,24 +90,8 @@ pub struct PseudonymRecord {
     pub person: Pseudonym,
     /// The key that made the pseudonyms.
     pub key_id: KeyId,
-    /// Date of introduction.
-    pub introduced_on: Date,
-    /// Date of closure, if closed.
-    pub closed_on: Option<Date>,
-    /// Support level.
-    pub support_level: SupportLevel,
-    /// Age band at introduction.
-    pub age_band: AgeBand,
-    /// Primary need.
-    pub primary_need: PrimaryNeed,
-    /// Who introduced the person.
-    pub source: IntroductionSource,
-    /// Outcomes recorded.
-    pub outcomes: OutcomeSet,
-    /// The day each outcome was achieved (`None`: undated, see [`Self::achieved_on`]).
-    pub outcome_dates: OutcomeDates,
-    /// The last contact with the person, if recorded.
-    pub last_contact_on: Option<Date>,
+    /// The case itself, as validated.
+    pub facts: CaseFacts,
     /// Pseudonymised ward, for local use only (never sent to the hub).
     pub neighbourhood: Option<Pseudonym>,
 }
@@ -115,21 +129,13 @@ impl ValidRecord {
             record: p.record(&self.local_case_id),
             person: p.person(&self.person),
             key_id: key_id.clone(),
-            introduced_on: self.introduced_on,
-            closed_on: self.closed_on,
-            support_level: self.support_level,
-            age_band: self.age_band,
-            primary_need: self.primary_need,
-            source: self.source,
-            outcomes: self.outcomes,
-            outcome_dates: self.outcome_dates,
-            last_contact_on: self.last_contact_on,
+            facts: self.facts,
             neighbourhood: self.ward_code.as_deref().map(|w| p.neighbourhood(w)),
         }
     }
 }
 
-impl PseudonymRecord {
+impl CaseFacts {
     /// The day `outcome` counts as achieved, if the record has it.
     ///
     /// An outcome sent without a date (the older, undated `outcomes` field)
@@ -167,11 +173,14 @@ impl PseudonymRecord {
                 .iter()
                 .any(|o| self.outcome_dates[o.index()].is_some())
     }
+}
 
+impl PseudonymRecord {
     /// Compact storage bytes (format version 1, or 2 with dates; see the module docs).
     pub fn encode(&self) -> Vec<u8> {
         let key = self.key_id.as_str().as_bytes();
-        let dated = self.has_dates();
+        let facts = &self.facts;
+        let dated = facts.has_dates();
         let mut out = Vec::with_capacity(1 + 32 + 32 + 1 + key.len() + 4 + 1 + 8 + 4 + 2 + 36 + 32);
         out.push(if dated {
             FORMAT_VERSION_DATED
@@ -183,8 +192,8 @@ impl PseudonymRecord {
         // KeyId guarantees 1..=32 bytes, so the length fits a byte.
         out.push(key.len() as u8);
         out.extend_from_slice(key);
-        out.extend_from_slice(&self.introduced_on.to_storage().to_le_bytes());
-        let flags = if self.closed_on.is_some() {
+        out.extend_from_slice(&facts.introduced_on.to_storage().to_le_bytes());
+        let flags = if facts.closed_on.is_some() {
             FLAG_CLOSED
         } else {
             0
@@ -192,27 +201,27 @@ impl PseudonymRecord {
             FLAG_NEIGHBOURHOOD
         } else {
             0
-        } | if self.last_contact_on.is_some() {
+        } | if facts.last_contact_on.is_some() {
             FLAG_LAST_CONTACT
         } else {
             0
         };
         out.push(flags);
-        if let Some(c) = self.closed_on {
+        if let Some(c) = facts.closed_on {
             out.extend_from_slice(&c.to_storage().to_le_bytes());
         }
-        if let Some(c) = self.last_contact_on {
+        if let Some(c) = facts.last_contact_on {
             out.extend_from_slice(&c.to_storage().to_le_bytes());
         }
         // Enum codes are 1..=10: they fit a byte.
-        out.push(self.support_level.code() as u8);
-        out.push(self.age_band.code() as u8);
-        out.push(self.primary_need.code() as u8);
-        out.push(self.source.code() as u8);
-        out.extend_from_slice(&self.outcomes.bits().to_le_bytes());
+        out.push(facts.support_level.code() as u8);
+        out.push(facts.age_band.code() as u8);
+        out.push(facts.primary_need.code() as u8);
+        out.push(facts.source.code() as u8);
+        out.extend_from_slice(&facts.outcomes.bits().to_le_bytes());
         if dated {
-            for o in self.outcomes.iter() {
-                let day = self.outcome_dates[o.index()].map_or(UNDATED, Date::to_storage);
+            for o in facts.outcomes.iter() {
+                let day = facts.outcome_dates[o.index()].map_or(UNDATED, Date::to_storage);
                 out.extend_from_slice(&day.to_le_bytes());
             }
         }
@@ -292,15 +301,17 @@ impl PseudonymRecord {
             record,
             person,
             key_id,
-            introduced_on,
-            closed_on,
-            support_level,
-            age_band,
-            primary_need,
-            source,
-            outcomes,
-            outcome_dates,
-            last_contact_on,
+            facts: CaseFacts {
+                introduced_on,
+                closed_on,
+                support_level,
+                age_band,
+                primary_need,
+                source,
+                outcomes,
+                outcome_dates,
+                last_contact_on,
+            },
             neighbourhood,
         })
     }
@@ -359,15 +370,17 @@ mod tests {
             record: Pseudonym([1; 32]),
             person: Pseudonym([2; 32]),
             key_id: KeyId::new("k-2025.1").unwrap(),
-            introduced_on: Date::parse("2025-01-15").unwrap(),
-            closed_on: Some(Date::parse("2025-03-01").unwrap()),
-            support_level: SupportLevel::Level2,
-            age_band: AgeBand::From85,
-            primary_need: PrimaryNeed::Other,
-            source: IntroductionSource::Other,
-            outcomes: OutcomeSet::from_bits(0b1_0000_0101).unwrap(),
-            outcome_dates: NO_OUTCOME_DATES,
-            last_contact_on: None,
+            facts: CaseFacts {
+                introduced_on: Date::parse("2025-01-15").unwrap(),
+                closed_on: Some(Date::parse("2025-03-01").unwrap()),
+                support_level: SupportLevel::Level2,
+                age_band: AgeBand::From85,
+                primary_need: PrimaryNeed::Other,
+                source: IntroductionSource::Other,
+                outcomes: OutcomeSet::from_bits(0b1_0000_0101).unwrap(),
+                outcome_dates: NO_OUTCOME_DATES,
+                last_contact_on: None,
+            },
             neighbourhood: Some(Pseudonym([3; 32])),
         }
     }
@@ -392,9 +405,12 @@ mod tests {
         assert_eq!(bytes.len(), 1 + 32 + 32 + 1 + 8 + 4 + 1 + 4 + 4 + 2 + 32);
         assert_eq!(PseudonymRecord::decode(&bytes), Ok(full.clone()));
         let bare = PseudonymRecord {
-            closed_on: None,
+            facts: CaseFacts {
+                closed_on: None,
+                outcomes: OutcomeSet::EMPTY,
+                ..full.facts
+            },
             neighbourhood: None,
-            outcomes: OutcomeSet::EMPTY,
             ..full
         };
         assert_eq!(PseudonymRecord::decode(&bare.encode()), Ok(bare));
@@ -493,8 +509,8 @@ mod tests {
         assert_eq!(r.record, p.record("CASE-77"));
         assert_eq!(r.person, p.person(&valid.person));
         assert_eq!(r.neighbourhood, Some(p.neighbourhood("W05000999")));
-        assert_eq!(r.age_band, AgeBand::From35To44);
-        assert!(r.outcomes.contains(Outcome::CarerSupported));
+        assert_eq!(r.facts.age_band, AgeBand::From35To44);
+        assert!(r.facts.outcomes.contains(Outcome::CarerSupported));
         let bytes = r.encode();
         for raw in [&b"CASE-77"[..], b"9434765919", b"W05000999"] {
             assert!(!bytes.windows(raw.len()).any(|w| w == raw));
@@ -507,23 +523,26 @@ mod tests {
         let mut r = sample();
         assert_eq!(r.encode()[0], FORMAT_VERSION, "no dates: version 1 bytes");
         // Undated outcomes count from the introduction.
-        assert_eq!(r.achieved_on(Outcome::CrisisAvoided), Some(r.introduced_on));
-        assert_eq!(r.achieved_on(Outcome::CommunityConnection), None);
-        assert_eq!(r.last_seen(), r.introduced_on);
+        assert_eq!(
+            r.facts.achieved_on(Outcome::CrisisAvoided),
+            Some(r.facts.introduced_on)
+        );
+        assert_eq!(r.facts.achieved_on(Outcome::CommunityConnection), None);
+        assert_eq!(r.facts.last_seen(), r.facts.introduced_on);
         let feb = Date::parse("2025-02-20").unwrap();
-        r.outcome_dates[Outcome::CrisisAvoided.index()] = Some(feb);
-        r.last_contact_on = Some(Date::parse("2025-02-10").unwrap());
+        r.facts.outcome_dates[Outcome::CrisisAvoided.index()] = Some(feb);
+        r.facts.last_contact_on = Some(Date::parse("2025-02-10").unwrap());
         let bytes = r.encode();
         assert_eq!(bytes[0], FORMAT_VERSION_DATED);
         let back = PseudonymRecord::decode(&bytes).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.achieved_on(Outcome::CrisisAvoided), Some(feb));
+        assert_eq!(back.facts.achieved_on(Outcome::CrisisAvoided), Some(feb));
         // The other outcome in the set stays undated.
         assert_eq!(
-            back.achieved_on(Outcome::Volunteering),
-            Some(r.introduced_on)
+            back.facts.achieved_on(Outcome::Volunteering),
+            Some(r.facts.introduced_on)
         );
-        assert_eq!(back.last_seen(), feb);
+        assert_eq!(back.facts.last_seen(), feb);
         // Version 1 never carries the last-contact flag.
         let mut v1 = sample().encode();
         v1[74 + 4] |= FLAG_LAST_CONTACT;
@@ -533,6 +552,56 @@ mod tests {
         ));
         for n in 0..bytes.len() {
             assert!(PseudonymRecord::decode(&bytes[..n]).is_err(), "length {n}");
+        }
+    }
+
+    /// Bytes already on sites' disks: these must decode, and encoding must
+    /// not drift from them, whatever the in-memory shape of the record.
+    #[test]
+    fn encoding_is_pinned_to_known_bytes() {
+        let ones = "01".repeat(32);
+        let twos = "02".repeat(32);
+        let threes = "03".repeat(32);
+        let v1 = [
+            "01",                 // version
+            &ones,                // record pseudonym
+            &twos,                // person pseudonym
+            "086b2d323032352e31", // key id "k-2025.1"
+            "874e0000",           // introduced 2025-01-15
+            "03",                 // flags: closed, neighbourhood
+            "b44e0000",           // closed 2025-03-01
+            "02090a09",           // support level, age band, primary need, source
+            "0501",               // outcome bits
+            &threes,              // neighbourhood
+        ]
+        .concat();
+        let v2 = [
+            "02",
+            &ones,
+            &twos,
+            "086b2d323032352e31",
+            "874e0000",
+            "05",       // flags: closed, last contact
+            "b44e0000", // closed 2025-03-01
+            "a14e0000", // last contact 2025-02-10
+            "02090a09",
+            "0501",
+            "ab4e0000", // first outcome achieved 2025-02-20
+            "00000080", // the other two undated
+            "00000080",
+        ]
+        .concat();
+
+        let undated = sample();
+        let mut dated = sample();
+        dated.facts.outcome_dates[Outcome::CrisisAvoided.index()] =
+            Some(Date::parse("2025-02-20").unwrap());
+        dated.facts.last_contact_on = Some(Date::parse("2025-02-10").unwrap());
+        dated.neighbourhood = None;
+        for (r, hex) in [(undated, v1), (dated, v2)] {
+            assert_eq!(crate::hex::encode(&r.encode()), hex);
+            let bytes = crate::hex::decode(&hex).unwrap();
+            assert_eq!(PseudonymRecord::decode(&bytes), Ok(r));
         }
     }
 
@@ -582,17 +651,19 @@ mod tests {
                         record: Pseudonym(rec),
                         person: Pseudonym(per),
                         key_id: KeyId::new(&key).unwrap(),
-                        introduced_on,
-                        closed_on: closed_after.map(|d| {
-                            Date::from_storage(intro.saturating_add(d).min(MAX_STORED_DAY))
-                        }),
-                        support_level: sl,
-                        age_band: ab,
-                        primary_need: pn,
-                        source: src,
-                        outcomes,
-                        outcome_dates,
-                        last_contact_on: contact.map(later),
+                        facts: CaseFacts {
+                            introduced_on,
+                            closed_on: closed_after.map(|d| {
+                                Date::from_storage(intro.saturating_add(d).min(MAX_STORED_DAY))
+                            }),
+                            support_level: sl,
+                            age_band: ab,
+                            primary_need: pn,
+                            source: src,
+                            outcomes,
+                            outcome_dates,
+                            last_contact_on: contact.map(later),
+                        },
                         neighbourhood: nb.map(Pseudonym),
                     }
                 },

@@ -30,7 +30,7 @@ use crate::exact::{Op, Relation};
 use crate::metrics::{self, Aggregates, PEOPLE_ACTIVE, PEOPLE_NEW, catalogue};
 use crate::period::Period;
 use crate::pseudonym::{KeyId, Pseudonym};
-use crate::record::PseudonymRecord;
+use crate::record::{CaseFacts, PseudonymRecord};
 use crate::vocab::{
     AgeBand, IntroductionSource, NO_OUTCOME_DATES, Outcome, OutcomeSet, PrimaryNeed, SupportLevel,
 };
@@ -107,15 +107,17 @@ fn introduction(
         record: Pseudonym([n; 32]),
         person: Pseudonym([0; 32]),
         key_id: KeyId::new("k1").unwrap_or_else(|_| unreachable_key()),
-        introduced_on: introduced,
-        closed_on: closed,
-        support_level: level,
-        age_band: AgeBand::From45To54,
-        primary_need: PrimaryNeed::Other,
-        source: IntroductionSource::SelfReferral,
-        outcomes,
-        outcome_dates,
-        last_contact_on: None,
+        facts: CaseFacts {
+            introduced_on: introduced,
+            closed_on: closed,
+            support_level: level,
+            age_band: AgeBand::From45To54,
+            primary_need: PrimaryNeed::Other,
+            source: IntroductionSource::SelfReferral,
+            outcomes,
+            outcome_dates,
+            last_contact_on: None,
+        },
         neighbourhood: None,
     }
 }

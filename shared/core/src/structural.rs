@@ -13,7 +13,7 @@
 //! `primary_need.carer`, `source.police_fire`.
 
 use crate::metrics::{self, METRIC_COUNT};
-use crate::record::PseudonymRecord;
+use crate::record::{CaseFacts, PseudonymRecord};
 use crate::validate::{FieldViolation, RecordField, ValidRecord};
 use crate::vocab::{AgeBand, AgeGroup, IntroductionSource, PrimaryNeed, SupportLevel};
 
@@ -62,15 +62,11 @@ impl Category {
         }
     }
 
-    fn holds(self, r: &ValidRecord) -> bool {
-        self.holds_values(r.age_band, r.primary_need, r.source)
-    }
-
-    fn holds_values(self, band: AgeBand, need: PrimaryNeed, source: IntroductionSource) -> bool {
+    fn holds(self, facts: &CaseFacts) -> bool {
         match self {
-            Category::AgeBand(b) => band == b,
-            Category::Need(n) => need == n,
-            Category::Source(s) => source == s,
+            Category::AgeBand(b) => facts.age_band == b,
+            Category::Need(n) => facts.primary_need == n,
+            Category::Source(s) => facts.source == s,
         }
     }
 }
@@ -147,15 +143,12 @@ impl NeverServed {
     /// The declared category a stored record is in, if any: a store that
     /// holds one cannot publish that category's figures as 0.
     pub fn category_of(&self, r: &PseudonymRecord) -> Option<Category> {
-        self.0
-            .iter()
-            .copied()
-            .find(|c| c.holds_values(r.age_band, r.primary_need, r.source))
+        self.0.iter().copied().find(|c| c.holds(&r.facts))
     }
 
     /// Why a valid record is refused: it is in a declared category.
     pub fn refuses(&self, r: &ValidRecord) -> Option<FieldViolation> {
-        let c = self.0.iter().find(|c| c.holds(r))?;
+        let c = self.0.iter().find(|c| c.holds(&r.facts))?;
         let (kind, field) = match c {
             Category::AgeBand(_) => (RecordField::Age, "age"),
             Category::Need(_) => (RecordField::PrimaryNeed, "primary_need"),

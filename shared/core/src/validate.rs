@@ -9,6 +9,7 @@
 
 use crate::date::Date;
 use crate::period::Period;
+use crate::record::CaseFacts;
 use crate::vocab::{
     AgeBand, IntroductionSource, NO_OUTCOME_DATES, Outcome, OutcomeDates, OutcomeSet, PrimaryNeed,
     SupportLevel,
@@ -69,7 +70,7 @@ pub struct RecordInput {
     /// Proto `IntroductionSource` number.
     pub introduction_source: i32,
     /// Proto `Outcome` numbers, undated: each is dated to the introduction
-    /// (see [`crate::record::PseudonymRecord::achieved_on`]).
+    /// (see [`crate::record::CaseFacts::achieved_on`]).
     pub outcomes: Vec<i32>,
     /// ONS ward code; `None` or empty means absent.
     pub ward_code: Option<String>,
@@ -237,25 +238,8 @@ pub struct ValidRecord {
     pub local_case_id: String,
     /// The person key.
     pub person: PersonId,
-    /// Date of introduction.
-    pub introduced_on: Date,
-    /// Date of closure, if closed.
-    pub closed_on: Option<Date>,
-    /// Support level.
-    pub support_level: SupportLevel,
-    /// Age band at introduction (the exact age is dropped here).
-    pub age_band: AgeBand,
-    /// Primary need.
-    pub primary_need: PrimaryNeed,
-    /// Who introduced the person.
-    pub source: IntroductionSource,
-    /// Outcomes recorded so far.
-    pub outcomes: OutcomeSet,
-    /// The day each outcome was achieved, by [`Outcome::index`]; `None` for
-    /// an undated outcome (or one not in `outcomes`).
-    pub outcome_dates: OutcomeDates,
-    /// The last contact with the person, if the council records it.
-    pub last_contact_on: Option<Date>,
+    /// The case itself: what pseudonymisation keeps as it is.
+    pub facts: CaseFacts,
     /// Normalised (upper-case) ONS ward code, kept only to be pseudonymised locally.
     pub ward_code: Option<String>,
 }
@@ -265,15 +249,7 @@ impl fmt::Debug for ValidRecord {
         f.debug_struct("ValidRecord")
             .field("local_case_id", &Redacted)
             .field("person", &self.person)
-            .field("introduced_on", &self.introduced_on)
-            .field("closed_on", &self.closed_on)
-            .field("support_level", &self.support_level)
-            .field("age_band", &self.age_band)
-            .field("primary_need", &self.primary_need)
-            .field("source", &self.source)
-            .field("outcomes", &self.outcomes)
-            .field("outcome_dates", &self.outcome_dates)
-            .field("last_contact_on", &self.last_contact_on)
+            .field("facts", &self.facts)
             .field("ward_code", &RedactedOption(self.ward_code.is_some()))
             .finish()
     }
@@ -378,77 +354,12 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
 
     let local_case_id = check_local_case_id(&input.local_case_id, &mut v);
     let nhs = check_nhs_number(input.nhs_number.as_deref(), &mut v);
-
-    let introduced_on = check_introduced_on(&input.introduced_on, today, &mut v);
-    let closed_on = check_optional_date(
-        input.closed_on.as_deref(),
-        RecordField::ClosedOn,
-        today,
-        &mut v,
-    );
-    check_not_before(introduced_on, closed_on, RecordField::ClosedOn, &mut v);
-
-    let age_band = check_age(input.age, introduced_on, &mut v);
-    let support_level = check_enum(
-        input.support_level,
-        RecordField::SupportLevel,
-        SupportLevel::from_code,
-        &mut v,
-    );
-    let primary_need = check_enum(
-        input.primary_need,
-        RecordField::PrimaryNeed,
-        PrimaryNeed::from_code,
-        &mut v,
-    );
-    let source = check_enum(
-        input.introduction_source,
-        RecordField::IntroductionSource,
-        IntroductionSource::from_code,
-        &mut v,
-    );
-
-    let mut outcomes = check_outcomes(&input.outcomes, &mut v);
-    let outcome_dates = check_dated_outcomes(
-        &input.dated_outcomes,
-        &mut outcomes,
-        (introduced_on, closed_on),
-        today,
-        &mut v,
-    );
-    let last_contact_on = check_optional_date(
-        input.last_contact_on.as_deref(),
-        RecordField::LastContactOn,
-        today,
-        &mut v,
-    );
-    check_not_before(
-        introduced_on,
-        last_contact_on,
-        RecordField::LastContactOn,
-        &mut v,
-    );
-
+    let facts = check_facts(input, today, &mut v);
     let ward_code = check_ward_code(input.ward_code.as_deref(), &mut v);
 
     cap_violations(&mut v);
 
-    let (
-        Some(local_case_id),
-        Some(introduced_on),
-        Some(age_band),
-        Some(support_level),
-        Some(primary_need),
-        Some(source),
-    ) = (
-        local_case_id,
-        introduced_on,
-        age_band,
-        support_level,
-        primary_need,
-        source,
-    )
-    else {
+    let (Some(local_case_id), Some(facts)) = (local_case_id, facts) else {
         return Err(v);
     };
     if !v.is_empty() {
@@ -461,16 +372,71 @@ pub fn validate(input: &RecordInput, today: Date) -> Result<ValidRecord, Vec<Fie
     Ok(ValidRecord {
         local_case_id,
         person,
+        facts,
+        ward_code,
+    })
+}
+
+/// Checks what `input` says about the case, adding to `v`. `None` when a
+/// field every case needs is missing or wrong; every check still runs first,
+/// so the caller reports all the violations at once.
+fn check_facts(input: &RecordInput, today: Date, v: &mut Vec<FieldViolation>) -> Option<CaseFacts> {
+    let introduced_on = check_introduced_on(&input.introduced_on, today, v);
+    let closed_on =
+        check_optional_date(input.closed_on.as_deref(), RecordField::ClosedOn, today, v);
+    check_not_before(introduced_on, closed_on, RecordField::ClosedOn, v);
+
+    let age_band = check_age(input.age, introduced_on, v);
+    let support_level = check_enum(
+        input.support_level,
+        RecordField::SupportLevel,
+        SupportLevel::from_code,
+        v,
+    );
+    let primary_need = check_enum(
+        input.primary_need,
+        RecordField::PrimaryNeed,
+        PrimaryNeed::from_code,
+        v,
+    );
+    let source = check_enum(
+        input.introduction_source,
+        RecordField::IntroductionSource,
+        IntroductionSource::from_code,
+        v,
+    );
+
+    let mut outcomes = check_outcomes(&input.outcomes, v);
+    let outcome_dates = check_dated_outcomes(
+        &input.dated_outcomes,
+        &mut outcomes,
+        (introduced_on, closed_on),
+        today,
+        v,
+    );
+    let last_contact_on = check_optional_date(
+        input.last_contact_on.as_deref(),
+        RecordField::LastContactOn,
+        today,
+        v,
+    );
+    check_not_before(
         introduced_on,
+        last_contact_on,
+        RecordField::LastContactOn,
+        v,
+    );
+
+    Some(CaseFacts {
+        introduced_on: introduced_on?,
         closed_on,
-        support_level,
-        age_band,
-        primary_need,
-        source,
+        support_level: support_level?,
+        age_band: age_band?,
+        primary_need: primary_need?,
+        source: source?,
         outcomes,
         outcome_dates,
         last_contact_on,
-        ward_code,
     })
 }
 
@@ -870,16 +836,16 @@ mod tests {
         let r = validate(&input(), today()).unwrap();
         assert_eq!(r.local_case_id, "LAC-000123");
         assert_eq!(r.person, PersonId::Nhs("9434765919".into()));
-        assert_eq!(r.closed_on, Some(Date::parse("2025-03-01").unwrap()));
-        assert_eq!(r.support_level, SupportLevel::Level2);
-        assert_eq!(r.age_band, AgeBand::From65To74);
-        assert_eq!(r.primary_need, PrimaryNeed::SocialIsolation);
-        assert_eq!(r.source, IntroductionSource::GpHealth);
+        assert_eq!(r.facts.closed_on, Some(Date::parse("2025-03-01").unwrap()));
+        assert_eq!(r.facts.support_level, SupportLevel::Level2);
+        assert_eq!(r.facts.age_band, AgeBand::From65To74);
+        assert_eq!(r.facts.primary_need, PrimaryNeed::SocialIsolation);
+        assert_eq!(r.facts.source, IntroductionSource::GpHealth);
         assert!(
-            r.outcomes.contains(Outcome::CommunityConnection)
-                && r.outcomes.contains(Outcome::ReducedGpAeUse)
+            r.facts.outcomes.contains(Outcome::CommunityConnection)
+                && r.facts.outcomes.contains(Outcome::ReducedGpAeUse)
         );
-        assert_eq!(r.outcomes.len(), 2);
+        assert_eq!(r.facts.outcomes.len(), 2);
         assert_eq!(r.ward_code.as_deref(), Some("E05001234"));
     }
 
@@ -1090,7 +1056,7 @@ mod tests {
         r.closed_on = Some("2025-1-15".into());
         assert_eq!(fields(&r), ["closed_on"]);
         r.closed_on = Some(String::new());
-        assert_eq!(validate(&r, today()).unwrap().closed_on, None);
+        assert_eq!(validate(&r, today()).unwrap().facts.closed_on, None);
     }
 
     #[test]
@@ -1103,13 +1069,25 @@ mod tests {
         assert_eq!(v[0].field, "age_years");
         assert!(!v[0].reason.contains("121"));
         r.age = Some(AgeInput::Years(120));
-        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::From85);
+        assert_eq!(
+            validate(&r, today()).unwrap().facts.age_band,
+            AgeBand::From85
+        );
         r.age = Some(AgeInput::Years(0));
-        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::Under18);
+        assert_eq!(
+            validate(&r, today()).unwrap().facts.age_band,
+            AgeBand::Under18
+        );
         r.age = Some(AgeInput::YearOfBirth(1960));
-        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::From65To74);
+        assert_eq!(
+            validate(&r, today()).unwrap().facts.age_band,
+            AgeBand::From65To74
+        );
         r.age = Some(AgeInput::YearOfBirth(2025));
-        assert_eq!(validate(&r, today()).unwrap().age_band, AgeBand::Under18);
+        assert_eq!(
+            validate(&r, today()).unwrap().facts.age_band,
+            AgeBand::Under18
+        );
         r.age = Some(AgeInput::YearOfBirth(2026));
         assert_eq!(fields(&r), ["year_of_birth"]);
         r.age = Some(AgeInput::YearOfBirth(1904));
@@ -1141,7 +1119,7 @@ mod tests {
         r.outcomes = vec![1, 0, 1, 10, 9];
         assert_eq!(fields(&r), ["outcomes[1]", "outcomes[2]", "outcomes[3]"]);
         r.outcomes = vec![];
-        assert!(validate(&r, today()).unwrap().outcomes.is_empty());
+        assert!(validate(&r, today()).unwrap().facts.outcomes.is_empty());
     }
 
     #[test]
@@ -1222,14 +1200,20 @@ mod tests {
         ];
         r.last_contact_on = Some("2025-02-20".into());
         let ok = validate(&r, today()).unwrap();
-        assert_eq!(ok.outcomes.len(), 5);
+        assert_eq!(ok.facts.outcomes.len(), 5);
         assert_eq!(
-            ok.outcome_dates[Outcome::Volunteering.index()],
+            ok.facts.outcome_dates[Outcome::Volunteering.index()],
             Some(Date::parse("2025-02-01").unwrap())
         );
         // The undated ones stay undated (they count from the introduction).
-        assert_eq!(ok.outcome_dates[Outcome::CommunityConnection.index()], None);
-        assert_eq!(ok.last_contact_on, Some(Date::parse("2025-02-20").unwrap()));
+        assert_eq!(
+            ok.facts.outcome_dates[Outcome::CommunityConnection.index()],
+            None
+        );
+        assert_eq!(
+            ok.facts.last_contact_on,
+            Some(Date::parse("2025-02-20").unwrap())
+        );
         r.dated_outcomes = vec![
             (3, "2025-01-14".into()),
             (4, "2025-03-02".into()),
