@@ -331,7 +331,8 @@ fn published(counts: &[Count]) -> Result<Published, HubError> {
     Ok(Published { counts })
 }
 
-/// The store's id from `meta`, made (and flushed) if the tree has none.
+/// The store's id from `meta`, made if the tree has none (durable with the
+/// job's flush).
 fn store_id(meta: &sled::Tree, clock: &dyn Clock) -> Result<String, HubError> {
     if let Some(id) = meta.get(b"store_id")? {
         return Ok(String::from_utf8_lossy(&id).into_owned());
@@ -345,7 +346,6 @@ fn store_id(meta: &sled::Tree, clock: &dyn Clock) -> Result<String, HubError> {
         std::collections::hash_map::RandomState::new().hash_one((nanos, std::process::id()))
     );
     meta.insert(b"store_id", id.as_bytes())?;
-    meta.flush()?;
     Ok(id)
 }
 
@@ -516,6 +516,41 @@ impl Writer {
             }
             None => Ok(None),
         }
+    }
+
+    /// The first job of every open: gives the store an id if it has none,
+    /// then brings an older or interrupted store up to date (see
+    /// [`purge_superseded`] and [`move_cells_to_files`]). Each step is
+    /// idempotent, so a kill part-way through is finished by the next open.
+    fn repair(&mut self, clock: &dyn Clock) -> Result<String, HubError> {
+        let store_id = store_id(&self.db.open_tree("meta")?, clock)?;
+        purge_superseded(&self.db, &self.submissions, &self.audit, clock.now_unix())?;
+        move_cells_to_files(&self.submissions, &self.releases)?;
+        // The index of older stores: the submissions tree now says it all.
+        self.db.drop_tree("latest")?;
+        Ok(store_id)
+    }
+
+    /// The second job of every open, once the repairs are durable: brings
+    /// `releases/` in line with the entries and rebuilds the in-memory index
+    /// of current releases from them.
+    fn index(&mut self) -> Result<(), HubError> {
+        let (live, next_pack) = sweep_release_files(&self.submissions, &self.releases)?;
+        let mut index: LatestIndex = HashMap::new();
+        for item in self.submissions.iter() {
+            let (key, value) = item?;
+            let mut entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
+            entry.sub.counts = read_cells(&self.releases, &key, &entry)?;
+            let latest = to_latest(&entry.sub)?;
+            index
+                .entry(entry.sub.period)
+                .or_default()
+                .insert(entry.sub.site_code, Arc::new(latest));
+        }
+        *self.cache.write().unwrap_or_else(|e| e.into_inner()) = index;
+        self.live = live;
+        self.next_pack = next_pack;
+        Ok(())
     }
 
     fn doom(&mut self, key: &[u8], entry: &Entry) {
@@ -792,9 +827,9 @@ fn commit_error(e: CommitError) -> HubError {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `dir`, brings an older hub's layout
-    /// up to date, rebuilds the in-memory latest index and starts the writer
-    /// thread.
+    /// Opens (or creates) the database in `dir` and starts the writer thread,
+    /// whose first jobs bring an older or interrupted store up to date and
+    /// rebuild the in-memory index of current releases.
     /// Times it stamps (audit entries of deletions) come from the system clock.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Store, HubError> {
         Store::open_with(dir, cache_bytes, None, Arc::new(lacnet_clock::SystemClock))
@@ -818,36 +853,17 @@ impl Store {
         )?;
         let releases = dir.join(RELEASES_DIR);
         std::fs::create_dir_all(&releases).map_err(|e| io_error(&releases, e))?;
-        let store_id = store_id(&db.open_tree("meta")?, clock.as_ref())?;
         let submissions = db.open_tree("submissions")?;
         let audit = db.open_tree("audit")?;
-        // No writer thread yet: open-time repairs write directly.
-        purge_superseded(&db, &submissions, &audit, clock.now_unix())?;
-        move_cells_to_files(&submissions, &releases)?;
-        // The index of older stores: the submissions tree now says it all.
-        db.drop_tree("latest")?;
-        db.flush()?;
-        let (live, next_pack) = sweep_release_files(&submissions, &releases)?;
-        let mut cache: LatestIndex = HashMap::new();
-        for item in submissions.iter() {
-            let (key, value) = item?;
-            let mut entry: Entry = serde_json::from_slice(&value).map_err(corrupt)?;
-            entry.sub.counts = read_cells(&releases, &key, &entry)?;
-            let latest = to_latest(&entry.sub)?;
-            cache
-                .entry(entry.sub.period)
-                .or_default()
-                .insert(entry.sub.site_code, Arc::new(latest));
-        }
-        let cache = Arc::new(RwLock::new(cache));
+        let cache = Arc::new(RwLock::new(HashMap::new()));
         let writer = Writer {
             db: db.clone(),
             submissions: submissions.clone(),
             audit: audit.clone(),
             releases: releases.clone(),
             cache: cache.clone(),
-            next_pack,
-            live,
+            next_pack: 0,
+            live: HashMap::new(),
             // A new process starts a new pack: the last one's tail may be torn.
             open_pack: None,
             group: Group::default(),
@@ -869,6 +885,18 @@ impl Store {
             path: dir.to_owned(),
             source,
         })?;
+        // Open-time repairs are jobs like any other write. Two of them: the
+        // sweep deletes cells that no entry names, so it must see the
+        // repaired entries durable, not merely applied.
+        let repair_clock = clock.clone();
+        let store_id = committer
+            .run_blocking("open-repair", Durability::Flush, move |w| {
+                w.repair(repair_clock.as_ref())
+            })
+            .map_err(commit_error)??;
+        committer
+            .run_blocking("open-index", Durability::Flush, Writer::index)
+            .map_err(commit_error)??;
         Ok(Store {
             submissions,
             audit,
@@ -1242,6 +1270,7 @@ fn zero_gaps(path: &Path, live: &mut [(u64, u64)]) -> Result<(), HubError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     fn sub(rev: u64, v: u64) -> StoredSubmission {
         StoredSubmission {
@@ -1579,5 +1608,149 @@ mod tests {
         other.period = Period::parse("2024-Q2").unwrap();
         store.record(other, audit()).await.unwrap();
         assert!(pack_file(&releases, 100).exists());
+    }
+
+    /// Where [`open_child`] finds the store it opens.
+    const OPEN_CHILD_DIR: &str = "LACNET_TEST_OPEN_CHILD_DIR";
+
+    /// Not a test of its own (ignored, so CI skips it): the child process
+    /// that [`a_kill_during_the_open_repairs_is_finished_by_the_next_open`]
+    /// starts and kills. It opens the store named by `OPEN_CHILD_DIR`.
+    #[test]
+    #[ignore = "the child process of a SIGKILL test, started by it"]
+    fn open_child() {
+        if let Some(dir) = std::env::var_os(OPEN_CHILD_DIR) {
+            Store::open(Path::new(&dir), crate::DEFAULT_CACHE_BYTES)
+                .unwrap()
+                .close();
+        }
+    }
+
+    /// What a hub before packs and before it kept one revision left:
+    /// `sites` site codes for one period, three revisions each, every
+    /// revision's cells inside its sled value, and a `latest` tree.
+    fn older_store(dir: &Path, sites: usize) {
+        let db = sled::open(dir).unwrap();
+        let t = db.open_tree("submissions").unwrap();
+        let p = Period::parse("2024-Q1").unwrap();
+        for i in 0..sites {
+            for rev in 1..=3 {
+                let mut s = sub(rev, i as u64 * 10 + rev);
+                s.site_code = format!("E06{i:06}");
+                let mut json = serde_json::to_value(&s).unwrap();
+                json.as_object_mut().unwrap().remove("revised");
+                let key = revision_key(&s.site_code, p, rev);
+                t.insert(key, serde_json::to_vec(&json).unwrap()).unwrap();
+            }
+        }
+        db.open_tree("latest").unwrap().insert(b"x", b"y").unwrap();
+        db.flush().unwrap();
+    }
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                copy_dir(&e.path(), &to.join(e.file_name()));
+            } else {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    }
+
+    /// Opens `dir` in a child process and SIGKILLs it after `after` (or
+    /// lets it finish when `None`). True if the kill landed before the end.
+    fn open_in_child(dir: &Path, after: Option<std::time::Duration>) -> bool {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "store::tests::open_child", "--ignored"])
+            .args(["--test-threads=1", "--quiet"])
+            .env(OPEN_CHILD_DIR, dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let Some(after) = after else {
+            assert!(child.wait().unwrap().success(), "the child's open failed");
+            return false;
+        };
+        std::thread::sleep(after);
+        let finished = child.try_wait().unwrap().is_some();
+        // SIGKILL: no destructor, no flush, no chance to tidy up.
+        child.kill().unwrap();
+        child.wait().unwrap();
+        !finished
+    }
+
+    /// How far a killed open got, read from the raw sled tree: revisions
+    /// still to purge and cells still inside sled values.
+    fn unrepaired(dir: &Path) -> (usize, usize) {
+        let db =
+            lacnet_store::open_sled(&sled::Config::new().path(dir), lacnet_store::OPEN_LOCK_WAIT)
+                .unwrap();
+        let t = db.open_tree("submissions").unwrap();
+        let (mut entries, mut inline) = (0, 0);
+        for item in t.iter() {
+            let (_, v) = item.unwrap();
+            let s: StoredSubmission = serde_json::from_slice(&v).unwrap();
+            entries += 1;
+            inline += usize::from(!s.counts.is_empty());
+        }
+        (entries, inline)
+    }
+
+    /// A hub killed while its open repairs an older store (purging
+    /// superseded revisions, moving cells out of sled) must leave a store
+    /// the next open finishes: the newest revision of every release with
+    /// its own cells, nothing older, and every deletion in the audit log.
+    #[test]
+    fn a_kill_during_the_open_repairs_is_finished_by_the_next_open() {
+        const SITES: usize = 300;
+        let base = tempfile::tempdir().unwrap();
+        let fixture = base.path().join("fixture");
+        older_store(&fixture, SITES);
+        // How long an uninterrupted open takes here, so the kills land inside it.
+        let timing = base.path().join("timing");
+        copy_dir(&fixture, &timing);
+        let started = std::time::Instant::now();
+        open_in_child(&timing, None);
+        let whole = started.elapsed();
+        let p = Period::parse("2024-Q1").unwrap();
+        let mut cut_short = 0;
+        for (trial, fraction) in [0.2, 0.35, 0.5, 0.65, 0.8].into_iter().enumerate() {
+            let dir = base.path().join(format!("trial-{trial}"));
+            copy_dir(&fixture, &dir);
+            if open_in_child(&dir, Some(whole.mul_f64(fraction))) {
+                let (entries, inline) = unrepaired(&dir);
+                cut_short += usize::from(entries > SITES || inline > 0);
+            }
+            let store = Store::open(&dir, crate::DEFAULT_CACHE_BYTES).unwrap();
+            for i in 0..SITES {
+                let site = format!("E06{i:06}");
+                assert_eq!(store.revisions(&site, p).unwrap(), vec![3], "trial {trial}");
+                let kept = store.submission(&site, p, 3).unwrap().unwrap();
+                assert!(kept.revised, "trial {trial}: {site}");
+                assert_eq!(
+                    kept.counts,
+                    vec![Count::Value(i as u64 * 10 + 3); METRIC_COUNT]
+                );
+            }
+            assert_eq!(store.with_latest(|l| l[&p].len()), SITES);
+            // At least once: a kill between an audit entry and its deletion
+            // makes the next open audit that deletion again.
+            let mut deleted = HashSet::new();
+            for e in store.audit_log().unwrap() {
+                assert_eq!(e.outcome, "deleted", "trial {trial}");
+                deleted.insert((e.site.unwrap(), e.revision.unwrap()));
+            }
+            assert_eq!(deleted.len(), SITES * 2, "trial {trial}");
+            store.close();
+            drop(store);
+            assert_eq!(unrepaired(&dir), (SITES, 0), "trial {trial}");
+        }
+        assert!(
+            cut_short > 0,
+            "no kill landed inside the repairs (an uninterrupted open took {whole:?})"
+        );
     }
 }

@@ -206,48 +206,22 @@ impl Store {
             dead: db.open_tree("dead").map_err(|e| at("dead", e))?,
             meta: db.open_tree("meta").map_err(|e| at("meta", e))?,
         };
-        match trees.meta.get(META_SCHEMA)? {
-            None => {
-                trees
-                    .meta
-                    .insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
-                db.flush().map_err(|e| at("cannot write", e))?;
-            }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {}
-            Some(_) => {
-                return Err(AgentError::DataDir {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "it holds a schema other than version {SCHEMA_VERSION} (a newer agent wrote it?)"
-                    ),
-                });
-            }
-        }
-        let clean_start = trees.meta.remove(META_CLEAN_SHUTDOWN)?.is_some();
-        if clean_start {
-            db.flush().map_err(|e| at("cannot write", e))?;
-        }
         let segments = SegmentDir(dir.join("segments"));
         std::fs::create_dir_all(&segments.0).map_err(|e| AgentError::DataDir {
             path: segments.0.clone(),
             reason: format!("cannot create the segment directory: {e}"),
         })?;
-        if trees.meta.get(META_SCHEMA)?.as_deref() == Some(&1u32.to_be_bytes()[..]) {
-            migrate_v1(&db, &trees, &segments)?;
-        }
-        let (index, next_segment) = rebuild(&segments)?;
-        let index = Arc::new(RwLock::new(index));
+        let index = Arc::new(RwLock::new(Index::new()));
         let writer = Writer {
             db: db.clone(),
             trees: trees.clone(),
             index: index.clone(),
             segments: segments.clone(),
-            next_segment,
+            next_segment: 0,
             pending: BTreeMap::new(),
             fresh: BTreeSet::new(),
             unsynced: BTreeSet::new(),
-            erased: load_erased(&trees.meta)?,
+            erased: HashSet::new(),
         };
         let committer = Committer::start_with_hooks(
             "agent-store",
@@ -264,6 +238,12 @@ impl Store {
             path: dir.to_path_buf(),
             reason: format!("cannot start the writer thread: {e}"),
         })?;
+        // The open's own writes (schema, shutdown mark, migration) are a job
+        // like any other, flushed before the first caller's.
+        let path = dir.to_path_buf();
+        let clean_start = committer
+            .run_blocking("open", Durability::Flush, move |w| w.open(&path))
+            .map_err(commit_error)??;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 dir: dir.to_path_buf(),
@@ -387,7 +367,38 @@ impl Store {
     }
 }
 
-impl Writer {}
+impl Writer {
+    /// The first job of every open: checks (or writes) the schema version,
+    /// takes down the clean-shutdown mark, migrates a schema-1 store, and
+    /// rebuilds the index and the erased set from disk. Returns whether the
+    /// last run shut down cleanly. `dir` names the store in errors.
+    fn open(&mut self, dir: &Path) -> Result<bool, AgentError> {
+        let meta = &self.trees.meta;
+        match meta.get(META_SCHEMA)? {
+            None => {
+                meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
+            }
+            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
+            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
+                migrate_v1(&self.db, &self.trees, &self.segments)?;
+            }
+            Some(_) => {
+                return Err(AgentError::DataDir {
+                    path: dir.to_path_buf(),
+                    reason: format!(
+                        "it holds a schema other than version {SCHEMA_VERSION} (a newer agent wrote it?)"
+                    ),
+                });
+            }
+        }
+        let clean_start = meta.remove(META_CLEAN_SHUTDOWN)?.is_some();
+        let (index, next_segment) = rebuild(&self.segments)?;
+        *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
+        self.next_segment = next_segment;
+        self.erased = load_erased(meta)?;
+        Ok(clean_start)
+    }
+}
 
 impl Writer {
     /// Copies the store at `dir` to `dest` once the current group's segment
