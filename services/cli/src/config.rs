@@ -230,6 +230,21 @@ impl AgentRole {
     fn key_help(self) -> String {
         format!("{} private key (PEM)", self.holder())
     }
+
+    /// How a missing certificate and key are named to the user: the flag,
+    /// the environment variable and the `[agent]` key in `lacnet.toml`.
+    fn setting_names(self) -> [(&'static str, &'static str, &'static str); 2] {
+        match self {
+            AgentRole::CaseSystem => [
+                ("--agent-cert", "LACNET_AGENT_CERT", "cert"),
+                ("--agent-key", "LACNET_AGENT_KEY", "key"),
+            ],
+            AgentRole::Operator => [
+                ("--operator-cert", "LACNET_OPERATOR_CERT", "operator_cert"),
+                ("--operator-key", "LACNET_OPERATOR_KEY", "operator_key"),
+            ],
+        }
+    }
 }
 
 /// An [`AgentRole`] as a type, so a command's flags can name the role they
@@ -422,46 +437,33 @@ impl EndpointFlags {
         }
     }
 
-    /// The site agent endpoint: flags, then env, then the file, then defaults.
+    /// The site agent endpoint as the case system (import): flags, then
+    /// env, then the file, then defaults.
     pub fn agent(&self) -> Result<Endpoint, CliError> {
-        let file = self.file()?.agent;
-        resolve(
-            Service::Agent,
-            [
-                (&self.agent_url, &self.agent_server_name),
-                (&file.url, &file.server_name),
-            ],
-            [
-                (
-                    &self.agent_ca,
-                    &file.ca,
-                    "--agent-ca",
-                    "LACNET_AGENT_CA",
-                    "ca",
-                ),
-                (
-                    &self.agent_cert,
-                    &file.cert,
-                    "--agent-cert",
-                    "LACNET_AGENT_CERT",
-                    "cert",
-                ),
-                (
-                    &self.agent_key,
-                    &file.key,
-                    "--agent-key",
-                    "LACNET_AGENT_KEY",
-                    "key",
-                ),
-            ],
-        )
+        self.agent_as(AgentRole::CaseSystem)
     }
 
     /// The site agent endpoint as its operator (status, preview, erase): the
     /// agent's URL and CA, with the operator's certificate and key. The case
     /// system's certificate may only push records, so it is never a fallback.
     pub fn operator(&self) -> Result<Endpoint, CliError> {
+        self.agent_as(AgentRole::Operator)
+    }
+
+    /// The site agent endpoint with `role`'s certificate and key, and no
+    /// other role's.
+    fn agent_as(&self, role: AgentRole) -> Result<Endpoint, CliError> {
         let file = self.file()?.agent;
+        let (cert, key, file_cert, file_key) = match role {
+            AgentRole::CaseSystem => (&self.agent_cert, &self.agent_key, &file.cert, &file.key),
+            AgentRole::Operator => (
+                &self.operator_cert,
+                &self.operator_key,
+                &file.operator_cert,
+                &file.operator_key,
+            ),
+        };
+        let [cert_names, key_names] = role.setting_names();
         resolve(
             Service::Agent,
             [
@@ -476,20 +478,8 @@ impl EndpointFlags {
                     "LACNET_AGENT_CA",
                     "ca",
                 ),
-                (
-                    &self.operator_cert,
-                    &file.operator_cert,
-                    "--operator-cert",
-                    "LACNET_OPERATOR_CERT",
-                    "operator_cert",
-                ),
-                (
-                    &self.operator_key,
-                    &file.operator_key,
-                    "--operator-key",
-                    "LACNET_OPERATOR_KEY",
-                    "operator_key",
-                ),
+                (cert, file_cert, cert_names.0, cert_names.1, cert_names.2),
+                (key, file_key, key_names.0, key_names.1, key_names.2),
             ],
         )
     }
