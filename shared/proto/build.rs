@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "lacnet/site/v1/site_agent.proto",
         "lacnet/hub/v1/submissions.proto",
         "lacnet/hub/v1/reports.proto",
+        "google/rpc/status.proto",
     ];
     let fds = protox::compile(files, [&root])?;
 

@@ -133,7 +133,10 @@ impl From<HubError> for tonic::Status {
         match e {
             HubError::Unauthenticated(_) => tonic::Status::unauthenticated(e.to_string()),
             HubError::PermissionDenied(_) => tonic::Status::permission_denied(e.to_string()),
-            HubError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
+            HubError::InvalidArgument {
+                ref field,
+                ref reason,
+            } => lacnet_proto::status::invalid_argument(field, reason, e.to_string()),
             HubError::PolicyViolation(_) => tonic::Status::failed_precondition(e.to_string()),
             HubError::Conflict(_) => tonic::Status::already_exists(e.to_string()),
             HubError::WrongSeries(_) => tonic::Status::failed_precondition(e.to_string()),
@@ -160,7 +163,11 @@ mod tests {
     fn statuses_map_and_internal_detail_stays_in_the_logs() {
         let s: tonic::Status = HubError::invalid("submission.period", "is in the future").into();
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
-        assert!(s.message().contains("submission.period"));
+        assert_eq!(
+            lacnet_proto::status::refused_fields(&s),
+            vec!["submission.period"]
+        );
+        assert!(s.message().contains("is in the future"));
         let s: tonic::Status = HubError::PolicyViolation(vec!["metric a: x".into()]).into();
         assert_eq!(s.code(), tonic::Code::FailedPrecondition);
         assert!(s.message().contains("metric a"));

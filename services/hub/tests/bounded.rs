@@ -6,6 +6,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use lacnet_proto::status::refused_fields;
 use lacnet_testkit::hub::*;
 use tonic::Code;
 
@@ -87,8 +88,9 @@ async fn huge_caller_strings_are_refused_with_bounded_echo_log_and_audit() {
             "{} bytes",
             status.message().len()
         );
-        assert!(
-            status.message().contains("cells[0].metric"),
+        assert_eq!(
+            refused_fields(&status),
+            vec!["submission.cells[0].metric"],
             "{}",
             status.message()
         );
@@ -103,8 +105,9 @@ async fn huge_caller_strings_are_refused_with_bounded_echo_log_and_audit() {
             "{} bytes",
             status.message().len()
         );
-        assert!(
-            status.message().contains("site_code"),
+        assert_eq!(
+            refused_fields(&status),
+            vec!["submission.site_code"],
             "{}",
             status.message()
         );

@@ -25,8 +25,12 @@ async fn a_period_is_refused_until_the_clock_reaches_it() {
         .await
         .expect_err("a period that has not started");
     assert_eq!(early.code(), Code::InvalidArgument, "{early:?}");
+    assert_eq!(
+        lacnet_proto::status::refused_fields(&early),
+        vec!["submission.period"]
+    );
     assert!(
-        early.message().contains("submission.period") && early.message().contains("2016-06-30"),
+        early.message().contains("2016-06-30"),
         "{}",
         early.message()
     );

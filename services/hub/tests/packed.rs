@@ -99,8 +99,9 @@ async fn malformed_packed_cells_are_refused_by_field_and_store_nothing() {
     ] {
         let status = hub.submit(&pki.thurrock, sub).await.expect_err(name);
         assert_eq!(status.code(), Code::InvalidArgument, "{name}: {status:?}");
-        assert!(
-            status.message().contains(field),
+        assert_eq!(
+            lacnet_proto::status::refused_fields(&status),
+            vec![field],
             "{name}: {:?} should name {field}",
             status.message()
         );

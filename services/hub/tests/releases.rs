@@ -103,7 +103,7 @@ async fn a_site_lists_only_its_own_releases_in_pages_and_the_store_id_marks_a_re
     ] {
         let e = c.list_releases(req).await.unwrap_err();
         assert_eq!(e.code(), Code::InvalidArgument, "{e}");
-        assert!(e.message().contains(field), "{e}");
+        assert_eq!(lacnet_proto::status::refused_fields(&e), vec![field], "{e}");
     }
 
     // A restart keeps the store id; a restore from a backup gets a new one.

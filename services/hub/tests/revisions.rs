@@ -23,8 +23,9 @@ fn now_ms() -> u64 {
 fn assert_refused_revision<T: std::fmt::Debug>(r: Result<T, tonic::Status>, why: &str) {
     let status = r.expect_err(why);
     assert_eq!(status.code(), Code::InvalidArgument, "{why}: {status:?}");
-    assert!(
-        status.message().contains("submission.revision"),
+    assert_eq!(
+        lacnet_proto::status::refused_fields(&status),
+        vec!["submission.revision"],
         "{why}: {:?} should name the field",
         status.message()
     );

@@ -138,7 +138,10 @@ impl From<sled::transaction::TransactionError<AgentError>> for AgentError {
 impl From<AgentError> for tonic::Status {
     fn from(e: AgentError) -> Self {
         match e {
-            AgentError::InvalidArgument { .. } => tonic::Status::invalid_argument(e.to_string()),
+            AgentError::InvalidArgument {
+                ref field,
+                ref reason,
+            } => lacnet_proto::status::invalid_argument(field, reason, e.to_string()),
             AgentError::NotFound(_) => tonic::Status::not_found(e.to_string()),
             AgentError::Unavailable(_) => tonic::Status::unavailable(e.to_string()),
             AgentError::KeyRing(_) | AgentError::KeysMissing { .. } => {

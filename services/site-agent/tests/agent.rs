@@ -183,7 +183,13 @@ async fn erasure_forgets_every_record_of_the_person_and_changes_the_preview() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("nhs_number") && !err.message().contains("123"));
+    assert_eq!(
+        lacnet_proto::status::refused_fields(&err),
+        vec!["nhs_number"],
+        "{}",
+        err.message()
+    );
+    assert!(!err.message().contains("123"));
     agent.stop().await;
 }
 

@@ -58,8 +58,9 @@ async fn invalid_utf8_in_a_record_is_invalid_argument() {
         .expect_err("invalid UTF-8 must be refused");
     assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
     assert!(refused.message().contains("UTF-8"), "{}", refused.message());
-    assert!(
-        refused.message().contains("local_case_id"),
+    assert_eq!(
+        lacnet_proto::status::refused_fields(&refused),
+        vec!["records.local_case_id"],
         "{}",
         refused.message()
     );

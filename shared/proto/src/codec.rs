@@ -83,10 +83,34 @@ impl<U: Message + Default + Direction> Decoder for LacnetDecoder<U> {
 /// data is not UTF-8 encoded"), never the bytes, so it is safe to return.
 pub fn decode_status(is_request: bool, e: &prost::DecodeError) -> Status {
     if is_request {
-        Status::invalid_argument(format!("the request is not a valid message: {e}"))
+        let reason = format!("is not a valid message: {e}");
+        let field = decode_field_path(e).unwrap_or_else(|| "request".to_owned());
+        crate::status::invalid_argument(&field, &reason, format!("the request {reason}"))
     } else {
         Status::internal(format!("the response is not a valid message: {e}"))
     }
+}
+
+/// The path of the field that failed to decode, outermost first (e.g.
+/// `records.local_case_id`), from prost's error, which lists each
+/// `Message.field` innermost first; `None` when it names none.
+fn decode_field_path(e: &prost::DecodeError) -> Option<String> {
+    let text = e.to_string();
+    let rest = text.strip_prefix("failed to decode Protobuf message: ")?;
+    let mut path: Vec<&str> = rest
+        .split(": ")
+        .map_while(|step| {
+            let (message, field) = step.split_once('.')?;
+            let ident =
+                |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+            (ident(message) && ident(field)).then_some(field)
+        })
+        .collect();
+    if path.is_empty() {
+        return None;
+    }
+    path.reverse();
+    Some(path.join("."))
 }
 
 macro_rules! direction {
@@ -142,7 +166,10 @@ mod tests {
         let s = decode_status(true, &e);
         assert_eq!(s.code(), tonic::Code::InvalidArgument);
         assert!(s.message().contains("UTF-8"), "{}", s.message());
-        assert!(s.message().contains("local_case_id"), "{}", s.message());
+        assert_eq!(
+            crate::status::refused_fields(&s),
+            vec!["records.local_case_id"]
+        );
         let s = decode_status(false, &e);
         assert_eq!(s.code(), tonic::Code::Internal);
     }

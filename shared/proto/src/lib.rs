@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod status;
 
 /// Types shared by every API: records' vocabulary, periods, policy, submissions.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
@@ -29,6 +30,14 @@ pub mod site {
 pub mod hub {
     pub mod v1 {
         tonic::include_proto!("lacnet.hub.v1");
+    }
+}
+
+/// The standard gRPC rich-error messages lacnet sends (see [`status`]).
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod google {
+    pub mod rpc {
+        tonic::include_proto!("google.rpc");
     }
 }
 
