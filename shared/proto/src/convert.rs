@@ -226,14 +226,14 @@ mod tests {
             index: 5,
         };
         let e = period_from_proto(Some(&bad), "submission.period").unwrap_err();
-        assert!(e.to_string().contains("submission.period"), "{e}");
+        assert_eq!(e.field, "submission.period", "{e}");
         assert!(period_from_proto(None, "period").is_err());
         // Year 1 (or 9999) is no reporting period, whatever the index.
         for year in [0, 1, 1999, 2101, 9999, i32::MIN, i32::MAX] {
             let ancient = pb::Period { year, ..wire };
             let e = period_from_proto(Some(&ancient), "submission.period").unwrap_err();
-            assert!(e.to_string().contains("submission.period"), "{e}");
-            assert!(e.to_string().contains("year must be between"), "{e}");
+            assert_eq!(e.field, "submission.period", "{e}");
+            assert!(e.reason.contains("year must be between"), "{e}");
         }
         let unspecified = pb::Period {
             granularity: 0,

@@ -479,7 +479,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("not-a-dir");
         std::fs::write(&file, b"x").unwrap();
-        let err = Store::open(&file, 1 << 20, None).unwrap_err().to_string();
-        assert!(err.contains("not-a-dir"), "{err}");
+        let err = Store::open(&file, 1 << 20, None).unwrap_err();
+        assert!(
+            matches!(&err, AgentError::DataDir { path, .. } if path.ends_with("not-a-dir")),
+            "{err}"
+        );
     }
 }
