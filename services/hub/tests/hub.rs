@@ -23,6 +23,12 @@ fn assert_code<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, need
         "{:?} should mention {needle:?}",
         status.message()
     );
+    // A refused field is named in the typed details too, not only in words.
+    if code == Code::InvalidArgument {
+        let fields = lacnet_proto::status::refused_fields(&status);
+        assert_eq!(fields.len(), 1, "{status:?}");
+        assert!(status.message().contains(&fields[0]), "{status:?}");
+    }
 }
 
 #[tokio::test]
