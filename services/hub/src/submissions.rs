@@ -261,6 +261,9 @@ pub struct Described {
     pub revision: Option<u64>,
 }
 
+/// How many inconsistent cells a refusal names before it only counts the rest.
+const MAX_NAMED_FINDINGS: usize = 8;
+
 /// Every check of one submission that needs no store, in order: the caller's
 /// role, bounded strings, the site (itself, and in the registry), the
 /// revision, the period (started by `now_ms`, within the site's validity),
@@ -316,8 +319,16 @@ pub fn check_submission(
     disclosure::check_policy_with_zeros(&published, &policy, &zero)
         .map_err(|v| HubError::PolicyViolation(v.iter().map(ToString::to_string).collect()))?;
     disclosure::check_consistency(&published, &policy).map_err(|v| {
-        let all: Vec<String> = v.iter().map(ToString::to_string).collect();
-        HubError::invalid("submission.cells", all.join("; "))
+        // The first few say what is wrong; a thousand would only bury them.
+        let mut named: Vec<String> = v
+            .iter()
+            .take(MAX_NAMED_FINDINGS)
+            .map(ToString::to_string)
+            .collect();
+        if v.len() > MAX_NAMED_FINDINGS {
+            named.push(format!("and {} more", v.len() - MAX_NAMED_FINDINGS));
+        }
+        HubError::invalid("submission.cells", named.join("; "))
     })?;
     let published = to_release_plan(published, period)?;
     Ok(StoredSubmission {

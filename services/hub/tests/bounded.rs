@@ -165,3 +165,55 @@ async fn huge_caller_strings_are_refused_with_bounded_echo_log_and_audit() {
         "the data directory grew {grown} bytes"
     );
 }
+
+/// A submission inconsistent in many tables is refused as INVALID_ARGUMENT
+/// naming `submission.cells`, in a status small enough for any tonic
+/// client's trailers (16 KiB): the hub names at most a few findings, and
+/// `lacnet_proto::status` cuts every text (its unit tests cut 64 KB). A
+/// longer status reached the client as an `INTERNAL` h2 error, which an
+/// agent retries for ever instead of setting the release aside.
+#[tokio::test]
+async fn a_submission_inconsistent_in_many_tables_is_refused_in_a_bounded_status() {
+    use lacnet_core::disclosure::{self, Count, DisclosurePolicy};
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = TestHub::start(&pki, dir.path(), |_| {}).await;
+    let period = "2024-Q1";
+    let policy = DisclosurePolicy::default();
+    let kind = lacnet_core::Period::parse(period).unwrap().granularity();
+    let carried = lacnet_core::release::carried(kind);
+    let agg = aggregates(100, 40, 10, 15);
+    let mut published = disclosure::release_alone(&agg, &carried, &policy);
+    // Each figure larger the deeper it sits in the tables, so every
+    // table's parts exceed its total.
+    let tables = lacnet_core::metrics::catalogue().tables();
+    let mut depth = vec![0u64; published.counts.len()];
+    for _ in 0..tables.len() {
+        for t in tables {
+            for &part in &t.parts {
+                depth[part] = depth[part].max(depth[t.total] + 1);
+            }
+        }
+    }
+    for (c, d) in published.counts.iter_mut().zip(&depth) {
+        if *c != Count::NotReleased {
+            *c = Count::Value(10 * (1 + d));
+        }
+    }
+    let sub = submission_of(THURROCK, period, 1, &published, policy);
+    let status = hub.submit(&pki.thurrock, sub).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(refused_fields(&status), vec!["submission.cells"]);
+    assert!(
+        status.message().contains("; table "),
+        "{}",
+        status.message()
+    );
+    let base64 = status.details().len().div_ceil(3) * 4;
+    assert!(
+        status.message().len() + base64 < 8 * 1024,
+        "{} + {base64} bytes",
+        status.message().len()
+    );
+    hub.stop().await;
+}

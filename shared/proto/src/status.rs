@@ -19,17 +19,33 @@ pub const BAD_REQUEST_TYPE_URL: &str = "type.googleapis.com/google.rpc.BadReques
 pub struct FieldViolation {
     /// The field's path in the request, e.g. `submission.period`.
     pub field: String,
-    /// Why it was refused (never the refused value).
+    /// Why it was refused: a short excerpt of the value at most, never an identifier.
     pub reason: String,
 }
 
-/// INVALID_ARGUMENT with `message`, naming `field` and `reason` in its details.
+/// The most characters of a status's message, and of each text in its
+/// details. The message and its details travel in HTTP/2 trailers, which
+/// tonic clients refuse above 16 KiB (as an `INTERNAL` h2 error, which an
+/// agent would retry for ever instead of setting the submission aside), and
+/// the details are base64: cut, the whole status stays under about 7 KiB.
+pub const MAX_TEXT_CHARS: usize = 2048;
+
+/// `text` cut to [`MAX_TEXT_CHARS`] characters, saying so when it was cut.
+fn bounded(text: &str) -> String {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        None => text.to_owned(),
+        Some((cut, _)) => format!("{}… (cut from {} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// INVALID_ARGUMENT with `message`, naming `field` and `reason` in its
+/// details; each text cut to [`MAX_TEXT_CHARS`].
 pub fn invalid_argument(field: &str, reason: &str, message: impl Into<String>) -> Status {
-    let message = message.into();
+    let message = bounded(&message.into());
     let bad_request = rpc::BadRequest {
         field_violations: vec![rpc::bad_request::FieldViolation {
-            field: field.to_owned(),
-            description: reason.to_owned(),
+            field: bounded(field),
+            description: bounded(reason),
         }],
     };
     let details = rpc::Status {
@@ -98,6 +114,39 @@ mod tests {
         assert_eq!(raw.code, Code::InvalidArgument as i32);
         assert_eq!(raw.message, s.message());
         assert_eq!(raw.details[0].type_url, BAD_REQUEST_TYPE_URL);
+    }
+
+    /// However long the words, the status fits the trailers every tonic
+    /// client accepts (16 KiB), details base64-encoded and all.
+    #[test]
+    fn long_refusals_are_cut_to_fit_the_trailers() {
+        let reason = "cell 12 is more than its total; ".repeat(2_000);
+        let s = invalid_argument(
+            "submission.cells",
+            &reason,
+            format!("invalid submission.cells: {reason}"),
+        );
+        assert!(
+            s.message().chars().count() <= MAX_TEXT_CHARS + 40,
+            "{}",
+            s.message().len()
+        );
+        assert!(
+            s.message()
+                .ends_with(&format!("(cut from {} bytes)", reason.len() + 26))
+        );
+        let base64 = s.details().len().div_ceil(3) * 4;
+        assert!(
+            s.message().len() + base64 < 8 * 1024,
+            "{} + {base64}",
+            s.message().len()
+        );
+        let v = field_violations(&s);
+        assert_eq!(v[0].field, "submission.cells");
+        assert!(v[0].reason.starts_with("cell 12 is more than its total"));
+        // A cut never splits a character.
+        let s = invalid_argument("f", &"é".repeat(5_000), "é".repeat(5_000));
+        assert!(s.message().starts_with("éé"));
     }
 
     #[test]

@@ -182,8 +182,9 @@ fn commit_error(e: CommitError) -> AgentError {
 
 impl Store {
     /// Opens (or creates) the database in `dir` with a page cache of
-    /// `cache_bytes`, migrates an older layout, rebuilds the index, and starts
-    /// the writer thread. Errors name the directory and the cause.
+    /// `cache_bytes` and starts the writer thread, whose first job migrates
+    /// an older layout and rebuilds the index. Errors name the directory and
+    /// the cause.
     pub fn open(
         dir: &Path,
         cache_bytes: u64,
@@ -243,7 +244,10 @@ impl Store {
         let path = dir.to_path_buf();
         let clean_start = committer
             .run_blocking("open", Durability::Flush, move |w| w.open(&path))
-            .map_err(commit_error)??;
+            .map_err(|e| AgentError::DataDir {
+                path: dir.to_path_buf(),
+                reason: format!("cannot write: {e}"),
+            })??;
         Ok(Store {
             inner: Arc::new(StoreInner {
                 dir: dir.to_path_buf(),
@@ -368,20 +372,19 @@ impl Store {
 }
 
 impl Writer {
-    /// The first job of every open: checks (or writes) the schema version,
-    /// takes down the clean-shutdown mark, migrates a schema-1 store, and
-    /// rebuilds the index and the erased set from disk. Returns whether the
-    /// last run shut down cleanly. `dir` names the store in errors.
+    /// The first job of every open: checks the schema version, takes down
+    /// the clean-shutdown mark (durably, before this run writes anything
+    /// else), writes the schema version of a new store or migrates a
+    /// schema-1 one, and rebuilds the index and the erased set from disk.
+    /// Returns whether the last run shut down cleanly. `dir` names the
+    /// store in errors.
     fn open(&mut self, dir: &Path) -> Result<bool, AgentError> {
         let meta = &self.trees.meta;
-        match meta.get(META_SCHEMA)? {
-            None => {
-                meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
-            }
-            Some(v) if v.as_ref() == SCHEMA_VERSION.to_be_bytes() => {}
-            Some(v) if v.as_ref() == 1u32.to_be_bytes() => {
-                migrate_v1(&self.db, &self.trees, &self.segments)?;
-            }
+        let schema = meta.get(META_SCHEMA)?;
+        let migrate = match schema.as_deref() {
+            None => false,
+            Some(v) if v == SCHEMA_VERSION.to_be_bytes() => false,
+            Some(v) if v == 1u32.to_be_bytes() => true,
             Some(_) => {
                 return Err(AgentError::DataDir {
                     path: dir.to_path_buf(),
@@ -390,8 +393,18 @@ impl Writer {
                     ),
                 });
             }
-        }
+        };
         let clean_start = meta.remove(META_CLEAN_SHUTDOWN)?.is_some();
+        if clean_start {
+            // Its presence vouches for every write's marks: gone before any new write.
+            self.db.flush()?;
+        }
+        if schema.is_none() {
+            meta.insert(META_SCHEMA, &SCHEMA_VERSION.to_be_bytes()[..])?;
+        }
+        if migrate {
+            migrate_v1(&self.db, &self.trees, &self.segments)?;
+        }
         let (index, next_segment) = rebuild(&self.segments)?;
         *self.index.write().unwrap_or_else(|e| e.into_inner()) = index;
         self.next_segment = next_segment;
