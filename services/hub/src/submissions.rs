@@ -262,7 +262,7 @@ pub struct Described {
 }
 
 /// How many inconsistent cells a refusal names before it only counts the rest.
-const MAX_NAMED_FINDINGS: usize = 8;
+const MAX_NAMED_FINDINGS: usize = 5;
 
 /// Every check of one submission that needs no store, in order: the caller's
 /// role, bounded strings, the site (itself, and in the registry), the

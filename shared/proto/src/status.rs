@@ -23,23 +23,29 @@ pub struct FieldViolation {
     pub reason: String,
 }
 
-/// The most characters of a status's message, and of each text in its
-/// details. The message and its details travel in HTTP/2 trailers, which
-/// tonic clients refuse above 16 KiB (as an `INTERNAL` h2 error, which an
-/// agent would retry for ever instead of setting the submission aside), and
-/// the details are base64: cut, the whole status stays under about 7 KiB.
-pub const MAX_TEXT_CHARS: usize = 2048;
+/// The most bytes of a status's message, and of each text in its details.
+/// The message (percent-encoded when not ASCII, so up to three times as
+/// long) and the details (base64) travel in HTTP/2 trailers, which tonic
+/// clients refuse above 16 KiB, as an `INTERNAL` h2 error that an agent
+/// would retry for ever instead of setting the submission aside. Cut to
+/// this, a status stays under about 9 KiB whatever its characters.
+pub const MAX_TEXT_BYTES: usize = 1024;
 
-/// `text` cut to [`MAX_TEXT_CHARS`] characters, saying so when it was cut.
+/// `text` cut to at most [`MAX_TEXT_BYTES`] (on a character boundary),
+/// saying so when it was cut.
 fn bounded(text: &str) -> String {
-    match text.char_indices().nth(MAX_TEXT_CHARS) {
-        None => text.to_owned(),
-        Some((cut, _)) => format!("{}… (cut from {} bytes)", &text[..cut], text.len()),
+    if text.len() <= MAX_TEXT_BYTES {
+        return text.to_owned();
     }
+    let mut cut = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}… (cut from {} bytes)", &text[..cut], text.len())
 }
 
 /// INVALID_ARGUMENT with `message`, naming `field` and `reason` in its
-/// details; each text cut to [`MAX_TEXT_CHARS`].
+/// details; each text cut to [`MAX_TEXT_BYTES`].
 pub fn invalid_argument(field: &str, reason: &str, message: impl Into<String>) -> Status {
     let message = bounded(&message.into());
     let bad_request = rpc::BadRequest {
@@ -116,37 +122,35 @@ mod tests {
         assert_eq!(raw.details[0].type_url, BAD_REQUEST_TYPE_URL);
     }
 
-    /// However long the words, the status fits the trailers every tonic
-    /// client accepts (16 KiB), details base64-encoded and all.
+    /// However long the words, and whatever their characters, the status
+    /// fits the trailers every tonic client accepts (16 KiB), the message
+    /// percent-encoded and the details base64-encoded.
     #[test]
     fn long_refusals_are_cut_to_fit_the_trailers() {
         let reason = "cell 12 is more than its total; ".repeat(2_000);
-        let s = invalid_argument(
-            "submission.cells",
-            &reason,
-            format!("invalid submission.cells: {reason}"),
-        );
+        let message = format!("invalid submission.cells: {reason}");
+        let s = invalid_argument("submission.cells", &reason, message.clone());
         assert!(
-            s.message().chars().count() <= MAX_TEXT_CHARS + 40,
+            s.message().len() <= MAX_TEXT_BYTES + 40,
             "{}",
             s.message().len()
         );
+        assert!(s.message().starts_with("invalid submission.cells: cell 12"));
         assert!(
             s.message()
-                .ends_with(&format!("(cut from {} bytes)", reason.len() + 26))
-        );
-        let base64 = s.details().len().div_ceil(3) * 4;
-        assert!(
-            s.message().len() + base64 < 8 * 1024,
-            "{} + {base64}",
-            s.message().len()
+                .ends_with(&format!("(cut from {} bytes)", message.len()))
         );
         let v = field_violations(&s);
         assert_eq!(v[0].field, "submission.cells");
         assert!(v[0].reason.starts_with("cell 12 is more than its total"));
-        // A cut never splits a character.
-        let s = invalid_argument("f", &"é".repeat(5_000), "é".repeat(5_000));
-        assert!(s.message().starts_with("éé"));
+        for wide in ["é", "€", "🦀"] {
+            let text = wide.repeat(20_000);
+            let s = invalid_argument(&text, &text, text.clone());
+            // A cut never splits a character.
+            assert!(s.message().starts_with(wide), "{wide}");
+            let trailers = s.message().len() * 3 + s.details().len().div_ceil(3) * 4;
+            assert!(trailers < 12 * 1024, "{wide}: {trailers} bytes");
+        }
     }
 
     #[test]
