@@ -149,6 +149,9 @@ pub struct HubMetrics {
     pub internal_errors: Counter,
     /// `ListReleases` pages served (agents comparing themselves with the hub).
     pub releases_listed: Counter,
+    /// Submissions whose cells came packed: once it keeps pace with
+    /// `lacnet_hub_submissions_total`, every agent has been upgraded.
+    pub packed_submissions: Counter,
     /// Scheduled backups.
     pub backups: lacnet_server::metrics::BackupMetrics,
     /// Store writes by name: counts, failures and latency.
@@ -182,6 +185,10 @@ impl HubMetrics {
             ),
             backups: lacnet_server::metrics::BackupMetrics::register(&registry),
             store_writes: StoreWriteMetrics::register(&registry, "lacnet_hub"),
+            packed_submissions: registry.counter(
+                "lacnet_hub_packed_submissions_total",
+                "Submissions received with packed cells (from agents that pack them)",
+            ),
             releases_listed: registry.counter(
                 "lacnet_hub_releases_listed_total",
                 "ListReleases pages served to agents comparing themselves with the hub",

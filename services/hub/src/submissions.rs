@@ -498,6 +498,7 @@ impl Hub {
                 .collect(),
             next_page_token,
             store_id: self.store().store_id().to_owned(),
+            accepts_packed_cells: true,
         })
     }
 
@@ -636,9 +637,13 @@ impl Submissions for SubmissionsService {
         let span = tracing::Span::current();
         span.record("peer", label.as_str());
         let sub = request.into_inner().submission;
+        let packed = sub.as_ref().is_some_and(|s| s.packed.is_some());
         let mut described = Described::default();
         let result = self.hub.submit(&peer, sub, &mut described).await;
         let metrics = self.hub.metrics();
+        if packed {
+            metrics.packed_submissions.inc();
+        }
         metrics
             .submit_latency
             .observe(started.elapsed().as_secs_f64());

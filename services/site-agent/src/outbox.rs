@@ -87,10 +87,24 @@ enum Attempt {
     Transient(String),
 }
 
-async fn send(client: &mut SubmissionsClient<Channel>, sub: pb::Submission) -> Attempt {
+/// `sub` as it goes on the wire: its cells packed for a hub that reads
+/// them, named for an older hub (which would see no cells in a packed one).
+fn on_the_wire(sub: pb::Submission, hub_reads_packed: bool) -> pb::Submission {
+    if hub_reads_packed {
+        lacnet_proto::convert::with_packed_cells(sub)
+    } else {
+        sub
+    }
+}
+
+async fn send(
+    client: &mut SubmissionsClient<Channel>,
+    sub: pb::Submission,
+    hub_reads_packed: bool,
+) -> Attempt {
     let revision = sub.revision;
     let call = client.submit(SubmitRequest {
-        submission: Some(lacnet_proto::convert::with_packed_cells(sub)),
+        submission: Some(on_the_wire(sub, hub_reads_packed)),
     });
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Err(_) => Attempt::Transient("the hub did not answer in time".into()),
@@ -209,6 +223,7 @@ pub async fn run(agent: Agent, stop: CancellationToken) {
         reissues: 0,
         next_reconcile: Instant::now(),
         hub_store: None,
+        hub_reads_packed: false,
     };
     while pusher.step().await == Flow::Go {}
 }
@@ -232,6 +247,9 @@ struct Pusher {
     next_reconcile: Instant,
     /// The hub store last seen, to notice a new or restored hub.
     hub_store: Option<String>,
+    /// Whether the hub said, at the last comparison, that it reads packed
+    /// cells. Every push follows a comparison, so this is never a guess.
+    hub_reads_packed: bool,
 }
 
 impl Pusher {
@@ -290,6 +308,7 @@ impl Pusher {
                     started.elapsed(),
                 );
                 self.hub_store = Some(outcome.store_id);
+                self.hub_reads_packed = outcome.accepts_packed;
                 true
             }
             Err(reason) => {
@@ -327,7 +346,7 @@ impl Pusher {
         self.agent.inner().metrics.push_attempts.inc();
         let attempt = tokio::select! {
             () = self.stop.cancelled() => return Flow::Stop,
-            a = send(&mut self.client, sub.clone()) => a,
+            a = send(&mut self.client, sub.clone(), self.hub_reads_packed) => a,
         };
         let (attempt, overruled) = self.judge(attempt, period);
         let result = match attempt {
@@ -573,5 +592,23 @@ mod tests {
         // Full jitter: not always the ceiling.
         let samples: Vec<_> = (0..50).map(|_| backoff(base, cap, 10)).collect();
         assert!(samples.iter().any(|d| *d < cap));
+    }
+
+    /// A hub that has not said it reads packed cells gets named ones: an
+    /// older hub ignores `packed` and would refuse a release with no cells.
+    #[test]
+    fn cells_are_packed_only_for_a_hub_that_reads_them() {
+        use lacnet_core::disclosure::{Count, Published};
+        let published = Published {
+            counts: [Count::Value(40); lacnet_core::metrics::METRIC_COUNT],
+        };
+        let named = pb::Submission {
+            cells: lacnet_proto::convert::cells(&published),
+            ..Default::default()
+        };
+        assert_eq!(on_the_wire(named.clone(), false), named);
+        let packed = on_the_wire(named.clone(), true);
+        assert!(packed.cells.is_empty());
+        assert!(packed.packed.is_some());
     }
 }

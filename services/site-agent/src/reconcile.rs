@@ -158,15 +158,21 @@ pub struct Outcome {
     pub newly_lost: Vec<Period>,
     /// The hub's store id.
     pub store_id: String,
+    /// Whether the hub reads packed cells (`Submission.packed`).
+    pub accepts_packed: bool,
 }
 
-/// Every release the hub holds for this site, page by page, and the hub's
-/// store id. An error is worth retrying (the hub down, a timeout, a page
-/// that does not parse).
-async fn fetch(
-    client: &mut SubmissionsClient<Channel>,
-    site: &str,
-) -> Result<(BTreeMap<Period, HubRelease>, String), String> {
+/// What one listing of the hub says.
+struct Listing {
+    releases: BTreeMap<Period, HubRelease>,
+    store_id: String,
+    accepts_packed: bool,
+}
+
+/// Every release the hub holds for this site, page by page, with the hub's
+/// store id and whether it reads packed cells. An error is worth retrying
+/// (the hub down, a timeout, a page that does not parse).
+async fn fetch(client: &mut SubmissionsClient<Channel>, site: &str) -> Result<Listing, String> {
     let mut all = BTreeMap::new();
     let mut token = String::new();
     let mut store_id: Option<String> = None;
@@ -207,7 +213,11 @@ async fn fetch(
             );
         }
         if page.next_page_token.is_empty() {
-            return Ok((all, store_id.unwrap_or_default()));
+            return Ok(Listing {
+                releases: all,
+                store_id: store_id.unwrap_or_default(),
+                accepts_packed: page.accepts_packed_cells,
+            });
         }
         if page.next_page_token == token {
             return Err("the hub repeated a page token".into());
@@ -258,7 +268,11 @@ pub async fn reconcile_once(
     client: &mut SubmissionsClient<Channel>,
 ) -> Result<Outcome, String> {
     let site = agent.options().site_code.clone();
-    let (hub, store_id) = fetch(client, &site).await?;
+    let Listing {
+        releases: hub,
+        store_id,
+        accepts_packed,
+    } = fetch(client, &site).await?;
     let snap = snapshot(agent).map_err(|e| e.to_string())?;
     let plan = plan(&snap, &hub);
     let generation = agent.inner().next_generation();
@@ -312,6 +326,7 @@ pub async fn reconcile_once(
         lost,
         newly_lost,
         store_id,
+        accepts_packed,
     })
 }
 

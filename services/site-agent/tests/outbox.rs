@@ -164,6 +164,15 @@ async fn the_outbox_survives_a_down_hub_and_drains_without_duplicates() {
     assert_eq!(revs, vec![last_q1.revision]);
     assert_eq!(hub.current_revision(THURROCK, q1), Some(last_q1.revision));
 
+    // This hub's listing says it reads packed cells: every submission came packed.
+    let hm = hub.metrics();
+    let received: u64 = lacnet_hub::metrics::SubmissionOutcome::ALL
+        .iter()
+        .map(|&o| hm.submissions.get(o))
+        .sum();
+    assert!(received > queued, "{received} submissions");
+    assert_eq!(hm.packed_submissions.get(), received);
+
     agent.stop().await;
     stop.cancel();
     hub_task.await.unwrap().unwrap();
